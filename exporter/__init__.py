@@ -1,0 +1,1 @@
+"""lookout-exporter: Prometheus metrics for supervisord processes (see issue 3)."""

@@ -1,0 +1,214 @@
+"""lookout-listener: run as a supervisord event listener, or manage silences and check setup.
+
+    lookout-listener [-c lookout.toml]                  (from [eventlistener:lookout])
+    lookout-listener --check-config | --test-alert
+    lookout-listener silence 'trading_system:*' --for 30m --reason deploy
+    lookout-listener silences
+    lookout-listener unsilence ID
+
+Exit status 2 for a bad config or unreachable supervisord (one line naming the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import xmlrpc.client
+
+from .config import Config, ConfigError, format_duration, load_config, parse_duration
+from .redact import install_log_filter, safe_url, secrets_in_url
+
+REGISTER_HINT = """\
+lookout-listener is a supervisord event listener: supervisord starts it and talks to it over
+stdin/stdout, so it does nothing useful on a terminal. Register it in supervisord.conf
+(conf.d/lookout.conf has the full, commented snippet):
+
+  [eventlistener:lookout]
+  command=lookout-listener -c /etc/lookout/lookout.toml
+  events=PROCESS_STATE,TICK_60,SUPERVISOR_STATE_CHANGE
+  buffer_size=4096
+  autorestart=true
+  stderr_logfile=/var/log/supervisor/lookout.log
+
+then `supervisorctl reread && supervisorctl update`. To check the setup from a terminal:
+  lookout-listener -c /etc/lookout/lookout.toml --check-config
+  lookout-listener -c /etc/lookout/lookout.toml --test-alert
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lookout-listener", description=__doc__.split("\n\n")[0])
+    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the config and supervisord access, print effective settings")
+    p.add_argument("--test-alert", action="store_true", help="send a test message to every target")
+    p.add_argument("--log-level", help="debug, info, warning, error (overrides listener.log_level)")
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("silence", help="mute alerts of matching processes for a while")
+    s.add_argument("matcher", help="fnmatch pattern on group:name, e.g. 'trading_system:*'")
+    s.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")
+    s.add_argument("--reason", default="", help="shown in `silences`")
+    sub.add_parser("silences", help="list active silences")
+    u = sub.add_parser("unsilence", help="end a silence now")
+    u.add_argument("id", type=int)
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"lookout-listener: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level or config.listener.log_level)
+    secrets = {s for url in config.notify.urls for s in secrets_in_url(url)}
+    if config.supervisor.password:
+        secrets.add(config.supervisor.password)
+    install_log_filter(secrets)
+
+    try:
+        if args.command:
+            return _silence_command(config, args)
+        if args.check_config:
+            return check_config(config)
+        if args.test_alert:
+            return test_alert(config)
+        if not os.environ.get("SUPERVISOR_ENABLED") and sys.stdin.isatty():
+            print(REGISTER_HINT, file=sys.stderr, end="")
+            return 2
+        return _run(config)
+    except ConfigError as exc:
+        print(f"lookout-listener: {exc}", file=sys.stderr)
+        return 2
+
+
+def _build_targets(config: Config):  # noqa: ANN202
+    from .notifier.targets import build_targets
+
+    targets, secrets = build_targets(config.notify)
+    install_log_filter(secrets)
+    return targets
+
+
+def _run(config: Config) -> int:
+    from .app import Listener
+
+    targets = _build_targets(config)
+    return Listener(config, targets).run()
+
+
+def _supervisor_state(config: Config) -> str:
+    """getState() or a ConfigError naming supervisor.serverurl."""
+    from .rpc import SupervisorClient, SupervisorUnavailable
+
+    try:
+        state = SupervisorClient(config.supervisor).call("supervisor.getState")
+    except SupervisorUnavailable as exc:
+        raise ConfigError(
+            "supervisor.serverurl", f"cannot reach supervisord at {_show_serverurl(config)}: {exc}"
+        ) from None
+    except xmlrpc.client.Fault as exc:
+        return f"answering with fault {exc.faultCode} ({exc.faultString})"
+    return str(state.get("statename", state))
+
+
+def check_config(config: Config) -> int:
+    targets = _build_targets(config)
+    state = _supervisor_state(config)
+    a, n = config.alerts, config.notify
+    lines = [
+        f"config: {config.source}",
+        f"supervisor.serverurl = {_show_serverurl(config)}  ({state})",
+        f"supervisor.username = {config.supervisor.username or '(none)'}",
+        f"supervisor.password = {'***' if config.supervisor.password else '(none)'}",
+        f"state.path = {config.state_path}",
+        f"notify targets = {len(targets)}",
+        *(f"  - {t.label}" + (f"  tags={sorted(t.tags)}" if t.tags else "") for t in targets),
+        f"notify.timeout = {format_duration(n.timeout)}; retries from {format_duration(n.retry_initial)}"
+        f" up to {format_duration(n.retry_max)} apart, for {format_duration(n.retry_for)}",
+        f"alerts.group_wait = {format_duration(a.group_wait)}",
+        f"alerts.repeat_interval = {format_duration(a.repeat_interval)}",
+        f"alerts.stable_after = {format_duration(a.stable_after)}",
+        f"alerts.crash_loop = {a.crash_loop.restarts} failures within {format_duration(a.crash_loop.within)}",
+        f"alerts.host = {config.hostname}",
+        *(
+            f"alerts.programs[{i}] match={r.match!r} severity={r.severity or 'default'} ignore={r.ignore}"
+            + (f" crash_loop={r.crash_loop.restarts}/{format_duration(r.crash_loop.within)}" if r.crash_loop else "")
+            + (f" tags={list(r.tags)}" if r.tags else "")
+            for i, r in enumerate(a.programs)
+        ),
+    ]
+    if not targets:
+        lines.append("warning: no notify targets: alerts will only be logged")
+    print("\n".join(lines))
+    return 0
+
+
+def _show_serverurl(config: Config) -> str:
+    url = config.supervisor.serverurl
+    return url if url.startswith("unix://") else safe_url(url)
+
+
+def test_alert(config: Config) -> int:
+    from .notifier.targets import DeliveryError
+
+    targets = _build_targets(config)
+    if not targets:
+        print("no notify targets configured (notify.urls, notify.config, $LOOKOUT_NOTIFY_URLS)")
+        return 1
+    failed = 0
+    for t in targets:
+        try:
+            t.send(
+                f"[TEST] lookout on {config.hostname}",
+                f"This is a test message from lookout-listener on {config.hostname}.\n"
+                "If you can read it, alerts will reach you here.\n",
+                "info",
+            )
+            print(f"ok      {t.label}")
+        except DeliveryError as exc:
+            failed += 1
+            print(f"FAILED  {t.label}: {exc}")
+    return 1 if failed else 0
+
+
+def _silence_command(config: Config, args: argparse.Namespace) -> int:
+    from .store.delivery import DeliveryStore
+    from .store.schema import connect
+
+    store = DeliveryStore(connect(config.state_path))
+    now = time.time()
+    if args.command == "silence":
+        seconds = parse_duration(args.duration, "--for")
+        sid = store.add_silence(args.matcher, now, now + seconds, args.reason)
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now + seconds))
+        print(f"silence {sid}: {args.matcher} until {until}")
+        return 0
+    if args.command == "silences":
+        active = store.silences(now)
+        if not active:
+            print("no active silences")
+        for s in active:
+            print(f"{s.id:>4}  {s.matcher:<30} {format_duration(s.ends_at - now):>8} left  {s.reason}")
+        return 0
+    if store.end_silence(args.id, now):
+        print(f"silence {args.id} ended; what it held back and is still open will be sent now")
+        return 0
+    print(f"no active silence with id {args.id}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Turning a group of notices into one human message: title, body, apprise notify type.
+
+Every alert says: host, group:name, what happened in plain words, the exit status or killing
+signal, how long it ran, failures in the window and since when, and its last stderr lines.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..config import format_duration
+from ..rpc import ExitInfo
+from ..rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, REMINDER, RESOLVED
+from ..store.delivery import PendingNotice
+
+WHAT = {
+    CRASHED: "crashed and was restarted",
+    CRASH_LOOP: "is crash-looping",
+    FATAL: "gave up starting (FATAL)",
+    EXITED: "exited and will not be restarted",
+}
+PROBLEM = {  # for resolved messages: what it was
+    CRASHED: "a crash",
+    CRASH_LOOP: "a crash loop",
+    FATAL: "a failed start (FATAL)",
+    EXITED: "an unexpected exit",
+}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass
+class Enrichment:
+    """What the notifier fetched from supervisord just before rendering (best effort)."""
+
+    tails: dict[str, str] = field(default_factory=dict)  # namespec -> recent log text
+    exits: dict[str, ExitInfo] = field(default_factory=dict)  # namespec -> from the main log
+    spawnerr: dict[str, str] = field(default_factory=dict)
+    unavailable: str = ""  # why supervisord could not be asked, if it could not
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    body: str
+    notify_type: str
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
+    proc = n.process
+    info = extra.exits.get(n.alert.namespec)
+    text = proc.last_exit_text if proc and proc.last_exit_text else (info.text if info else "")
+    ran = proc.last_run_seconds if proc else None
+    if not text and ran is None:
+        return ""
+    parts = [f"last exit: {text or 'exit status unknown'}"]
+    if ran is not None:
+        parts.append(f"after running {format_duration(ran)}")
+    return " ".join(parts)
+
+
+def _tail_lines(text: str, lines: int) -> list[str]:
+    if lines <= 0 or not text:
+        return []
+    return [line.rstrip("\r") for line in text.rstrip("\n").split("\n")[-lines:]]
+
+
+def _firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int) -> list[str]:
+    a, proc = n.alert, n.process
+    label = "REMINDER " if n.kind == REMINDER else ""
+    out = [f"{label}{a.severity.upper()}  {a.namespec} {WHAT[a.kind]} on {host}"]
+    exit_phrase = _exit_phrase(n, extra)
+    if exit_phrase:
+        out.append(f"  {exit_phrase}")
+    if proc is not None:
+        since = proc.failing_since or a.opened_at
+        window = f"{len(proc.failures)} failure(s) in the crash-loop window" if proc.failures else ""
+        out.append(
+            "  " + "; ".join(
+                p for p in (
+                    window,
+                    f"failing since {_clock(since)} ({format_duration(now - since)} ago)",
+                    f"restarted {proc.restarts} time(s) in all",
+                ) if p
+            )
+        )
+    spawnerr = extra.spawnerr.get(a.namespec) or a.detail
+    if spawnerr:
+        out.append(f"  supervisord says: {spawnerr}")
+    tail = _tail_lines(extra.tails.get(a.namespec, ""), lines)
+    if tail:
+        out.append(f"  last {len(tail)} line(s) of its log:")
+        out.extend(f"    | {line}" for line in tail)
+    elif extra.unavailable:
+        out.append(f"  (log tail unavailable: {extra.unavailable})")
+    return out
+
+
+def _resolved_block(n: PendingNotice, host: str) -> list[str]:
+    a, proc = n.alert, n.process
+    end = a.resolved_at or a.updated_at
+    if a.resolution == "stopped":
+        what = "was stopped by an operator"
+    elif a.resolution == "recovered":
+        what = "is running again"
+    else:
+        what = a.resolution or "recovered"
+    restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
+    return [
+        f"RESOLVED  {a.namespec} {what} on {host}",
+        f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
+        f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)",
+    ]
+
+
+def render(
+    notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int, max_detailed: int
+) -> Message:
+    firing = [n for n in notices if n.kind != RESOLVED]
+    resolved = [n for n in notices if n.kind == RESOLVED]
+    firing.sort(key=lambda n: (SEVERITY_ORDER.get(n.alert.severity, 9), n.created_at))
+    blocks: list[str] = []
+    for i, n in enumerate(firing):
+        if i < max_detailed:
+            blocks.extend(_firing_block(n, host, now, extra, lines))
+            blocks.append("")
+        else:
+            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}")
+    if len(firing) > max_detailed:
+        blocks.append("")
+    for n in resolved:
+        blocks.extend(_resolved_block(n, host))
+        blocks.append("")
+
+    if len(notices) == 1:
+        n = notices[0]
+        if n.kind == RESOLVED:
+            title = f"[RESOLVED] {n.alert.namespec} recovered on {host}"
+        else:
+            prefix = "Reminder: " if n.kind == REMINDER else ""
+            title = f"[{n.alert.severity.upper()}] {prefix}{n.alert.namespec} {WHAT[n.alert.kind]} on {host}"
+    else:
+        parts = []
+        if firing:
+            parts.append(f"{len(firing)} process(es) failing")
+        if resolved:
+            parts.append(f"{len(resolved)} resolved")
+        worst = firing[0].alert.severity.upper() if firing else "RESOLVED"
+        title = f"[{worst}] {host}: {', '.join(parts)}"
+
+    if any(n.alert.severity == "critical" for n in firing):
+        kind = "failure"
+    elif firing:
+        kind = "warning" if any(n.alert.severity == "warning" for n in firing) else "info"
+    else:
+        kind = "success"
+    return Message(title, "\n".join(blocks).rstrip() + "\n", kind)

@@ -1,0 +1,125 @@
+"""Typed events decoded from envelopes. Anything we cannot decode raises MalformedEvent,
+which the listener logs and acknowledges (never FAIL: that makes supervisord resend it hot)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .parser import Envelope
+
+PROCESS_STATES = (
+    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
+)
+
+
+class MalformedEvent(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where an event sits in supervisord's streams: used for dedup and loss detection."""
+
+    server: str
+    serial: int
+    pool: str
+    poolserial: int
+    eventname: str
+
+
+@dataclass(frozen=True)
+class ProcessStateEvent:
+    delivery: Delivery
+    state: str
+    group: str
+    name: str
+    from_state: str
+    expected: bool | None = None  # EXITED only
+    pid: int | None = None
+    tries: int | None = None  # STARTING and BACKOFF only
+
+    @property
+    def namespec(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+@dataclass(frozen=True)
+class TickEvent:
+    delivery: Delivery
+    when: int
+
+
+@dataclass(frozen=True)
+class SupervisorStateEvent:
+    delivery: Delivery
+    state: str  # RUNNING or STOPPING
+
+
+@dataclass(frozen=True)
+class OtherEvent:
+    """Subscribed but not acted upon (PROCESS_GROUP_ADDED, PROCESS_LOG_*, ...)."""
+
+    delivery: Delivery
+
+
+Event = Union[ProcessStateEvent, TickEvent, SupervisorStateEvent, OtherEvent]
+
+
+def _int(value: str | None, what: str) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise MalformedEvent(f"{what} is not an integer: {value!r}") from None
+
+
+def _tokens(line: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for token in line.split():
+        key, sep, value = token.partition(":")
+        if not sep:
+            raise MalformedEvent(f"token without ':' in payload: {token[:40]!r}")
+        fields[key] = value
+    return fields
+
+
+def decode(envelope: Envelope) -> Event:
+    h = envelope.headers
+    name = h.get("eventname", "")
+    if not name:
+        raise MalformedEvent("header has no eventname")
+    delivery = Delivery(
+        server=h.get("server", ""),
+        serial=_int(h.get("serial"), "serial"),
+        pool=h.get("pool", ""),
+        poolserial=_int(h.get("poolserial"), "poolserial"),
+        eventname=name,
+    )
+    if name.startswith("PROCESS_STATE_"):
+        state = name[len("PROCESS_STATE_"):]
+        if state not in PROCESS_STATES:
+            raise MalformedEvent(f"unknown process state {state!r}")
+        fields = _tokens(envelope.payload.split("\n", 1)[0])
+        for required in ("processname", "groupname", "from_state"):
+            if not fields.get(required):
+                raise MalformedEvent(f"{name} payload lacks {required}")
+        expected = None
+        if state == "EXITED":
+            if fields.get("expected") not in ("0", "1"):
+                raise MalformedEvent(f"EXITED payload has expected={fields.get('expected')!r}")
+            expected = fields["expected"] == "1"
+        return ProcessStateEvent(
+            delivery=delivery,
+            state=state,
+            group=fields["groupname"],
+            name=fields["processname"],
+            from_state=fields["from_state"],
+            expected=expected,
+            pid=_int(fields["pid"], "pid") if "pid" in fields else None,
+            tries=_int(fields["tries"], "tries") if "tries" in fields else None,
+        )
+    if name.startswith("TICK_"):
+        return TickEvent(delivery, _int(_tokens(envelope.payload).get("when"), "when"))
+    if name.startswith("SUPERVISOR_STATE_CHANGE_"):
+        return SupervisorStateEvent(delivery, name[len("SUPERVISOR_STATE_CHANGE_"):])
+    return OtherEvent(delivery)

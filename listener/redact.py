@@ -1,0 +1,105 @@
+"""Keep secrets out of logs, alert bodies, metric labels and error messages.
+
+apprise URLs carry tokens in the user-info, the path and the query (slack://T/B/C,
+json://user:pass@host, ...). We only ever show 'scheme://host', and only when the host looks
+like a host name; a LogFilter also scrubs every secret fragment we know of from log records,
+so a third-party library that logs a full URL cannot leak it either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+_HOSTLIKE = re.compile(r"^(localhost|[\d.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
+
+
+def scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "unknown"
+
+
+def safe_url(url: str) -> str:
+    """'json://user:tok@example.com:8080/x?y=1' -> 'json://example.com:8080'."""
+    scheme = scheme_of(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        host, port = "", None
+    if not _HOSTLIKE.match(host or "-"):
+        return f"{scheme}://***"
+    return f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
+
+
+def secrets_in_url(url: str) -> set[str]:
+    """Every fragment of a URL that may be secret: user-info, path segments, query values."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return {url}
+    if parts.username:
+        found.add(unquote(parts.username))
+    if parts.password:
+        found.add(unquote(parts.password))
+    host = parts.hostname or ""
+    if host and not _HOSTLIKE.match(host):
+        found.add(host)  # slack://TOKEN_A/... puts a token where the host goes
+    for segment in parts.path.split("/"):
+        if segment:
+            found.add(unquote(segment))
+    for _, value in parse_qsl(parts.query):
+        if value:
+            found.add(value)
+    found.add(url)
+    # Short fragments ('json', 'v1', 'hook') are not secrets and would mangle every log line.
+    return {s for s in found if len(s) >= 6}
+
+
+class SecretFilter(logging.Filter):
+    """Replaces known secret fragments in every log record with '***'."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        merged = set(self.secrets) | {s for s in secrets if s}
+        self.secrets = sorted(merged, key=len, reverse=True)  # longest first: URL before token
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            scrubbed = self.scrub(message)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
+_FILTER = SecretFilter()
+
+
+def install_log_filter(secrets: Iterable[str]) -> SecretFilter:
+    """Attach one process-wide filter to every root handler (call after logging is set up)."""
+    _FILTER.add(secrets)
+    for handler in logging.getLogger().handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+    return _FILTER
+
+
+def scrub(text: str) -> str:
+    return _FILTER.scrub(text)

@@ -1,0 +1,326 @@
+"""AlertEngine: events + time -> alert decisions. Pure: no I/O, no clock reads.
+
+Inputs are PROCESS_STATE / SUPERVISOR_STATE events, getAllProcessInfo snapshots, exit statuses
+read from supervisord's log, and the passing of time (``on_time``). Each returns an ``Outcome``
+(records and alerts it changed, notices to send) for the caller to persist before it acks.
+
+The table the rules implement (see the README):
+- unexpected exit after RUNNING, then respawned          -> "crashed" (warning)
+- failures (unexpected exits + BACKOFF) reach crash_loop -> "crash_loop" replaces it (critical)
+- FATAL                                                  -> "fatal" (critical)
+- unexpected exit, not respawned within exit_grace       -> "exited" (critical)
+- RUNNING for stable_after with an alert open            -> resolved
+- expected exits, operator stop/start, supervisord stopping or reloading -> nothing
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..config import AlertSettings
+from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
+from .models import (
+    CRASH_LOOP,
+    CRASHED,
+    EXITED,
+    FATAL,
+    FIRING,
+    KIND_RANK,
+    REMINDER,
+    RESOLVED,
+    Alert,
+    Notice,
+    Outcome,
+    ProcessRecord,
+)
+from .policy import PolicyBook
+
+LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
+
+
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    """One getAllProcessInfo() entry, reduced to what the rules use (times: server epoch)."""
+
+    group: str
+    name: str
+    state: str
+    start: int
+    stop: int
+    now: int
+    pid: int
+    exitstatus: int
+    spawnerr: str
+
+    @property
+    def namespec(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        records: Iterable[ProcessRecord] = (),
+        open_alerts: Iterable[Alert] = (),
+        *,
+        stopping: bool = False,
+        own_namespec: str = "",
+    ) -> None:
+        self.settings = settings
+        self.policies = PolicyBook(settings)
+        self.records: dict[str, ProcessRecord] = {r.namespec: r for r in records}
+        self.alerts: dict[str, Alert] = {a.namespec: a for a in open_alerts if a.is_open}
+        self.stopping = stopping
+        self.stopping_since = 0.0
+        self.own_namespec = own_namespec
+        # Records that a timer may act on (pending exit, failing while running): on_time
+        # looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
+        self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> Outcome:
+        out = Outcome()
+        if isinstance(event, SupervisorStateEvent):
+            stopping = event.state == "STOPPING"
+            if stopping != self.stopping:
+                self.stopping, out.flags_changed = stopping, True
+                self.stopping_since = now if stopping else 0.0
+        elif isinstance(event, ProcessStateEvent) and event.namespec != self.own_namespec:
+            self._on_process_state(event, now, out)
+        return out
+
+    def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float) -> Outcome:
+        """Align records with supervisord's view; alert on FATAL/EXITED we never heard of."""
+        out = Outcome()
+        if self.stopping and taken_at > self.stopping_since:
+            # getAllProcessInfo answered, so supervisord is RUNNING again (Fault 6 otherwise).
+            self.stopping, self.stopping_since, out.flags_changed = False, 0.0, True
+        seen = set()
+        for info in infos:
+            ns = info.namespec
+            if ns == self.own_namespec:
+                continue
+            seen.add(ns)
+            rec = self._record(info.group, info.name)
+            if rec.event_at > taken_at:
+                continue  # an event told us something newer than this snapshot
+            changed = not rec.present or rec.state != info.state
+            rec.present = True
+            if rec.state != info.state:
+                skew = taken_at - info.now  # our clock minus supervisord's
+                rec.state = info.state
+                rec.pid = info.pid or None
+                if info.state in LIVE_STATES and info.start:
+                    rec.state_since = info.start + skew
+                    rec.last_start = rec.state_since
+                elif info.stop and info.start:
+                    rec.state_since = info.stop + skew
+                else:
+                    rec.state_since = taken_at
+                rec.running_since = rec.state_since if info.state == "RUNNING" else None
+            if info.state == "FATAL" and ns not in self.alerts:
+                rec.spawnerr = info.spawnerr
+                self._raise(rec, FATAL, now, out, detail=info.spawnerr)
+                changed = True
+            elif (
+                info.state == "EXITED"
+                and info.spawnerr.startswith("Bad exit code")
+                and ns not in self.alerts
+                and rec.pending_exit_at is None
+            ):
+                rec.last_exit_status = info.exitstatus
+                rec.last_exit_text = f"exit status {info.exitstatus}"
+                self._raise(rec, EXITED, now, out)
+                changed = True
+            if changed:
+                self._touch(rec, out)
+        for ns, rec in self.records.items():
+            if ns not in seen and rec.present and rec.event_at <= taken_at:
+                rec.present = False  # removed by reread/update
+                self._close(rec, now, out, "removed from supervisord", notify=False)
+                self._touch(rec, out)
+        return out
+
+    def on_exit_observed(self, namespec: str, status: int | None, text: str) -> Outcome:
+        """The exit status read from supervisord's log (events do not carry it)."""
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
+            rec.last_exit_status, rec.last_exit_text = status, text
+            out.records[namespec] = rec
+        return out
+
+    def on_time(self, now: float) -> Outcome:
+        out = Outcome()
+        if self.stopping:
+            return out
+        s = self.settings
+        for ns in list(self._watch):
+            rec = self.records[ns]
+            if rec.pending_exit_at is not None and now - rec.pending_exit_at >= s.exit_grace:
+                rec.pending_exit_at = None
+                if rec.state == "EXITED":  # not respawned: autorestart=false or unexpected
+                    self._raise(rec, EXITED, now, out)
+                self._touch(rec, out)
+            if (
+                rec.failing_since is not None
+                and rec.state == "RUNNING"
+                and rec.running_since is not None
+                and now - rec.running_since >= s.stable_after
+            ):
+                self._close(rec, now, out, "recovered", notify=True)
+                self._reset_failures(rec)
+                self._touch(rec, out)
+        for alert in self.alerts.values():
+            if alert.last_notice_at is not None and now - alert.last_notice_at >= s.repeat_interval:
+                alert.last_notice_at = now
+                out.alerts[alert.namespec] = alert
+                out.notices.append(Notice(alert.namespec, REMINDER, now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which on_time could decide something."""
+        if self.stopping:
+            return None
+        s = self.settings
+        times = []
+        for ns in self._watch:
+            rec = self.records[ns]
+            if rec.pending_exit_at is not None:
+                times.append(rec.pending_exit_at + s.exit_grace)
+            if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since:
+                times.append(rec.running_since + s.stable_after)
+        times.extend(
+            a.last_notice_at + s.repeat_interval
+            for a in self.alerts.values()
+            if a.last_notice_at is not None
+        )
+        return min(times) if times else None
+
+    # ---- process state machine ----------------------------------------------------------
+
+    def _on_process_state(self, ev: ProcessStateEvent, now: float, out: Outcome) -> None:
+        rec = self._record(ev.group, ev.name)
+        rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
+        rec.pid = ev.pid if ev.state in LIVE_STATES else None
+        state = ev.state
+        if state == "STARTING":
+            rec.last_start, rec.running_since = now, None
+            if ev.from_state in ("EXITED", "BACKOFF"):
+                rec.restarts += 1
+            if rec.pending_exit_at is not None:  # the unexpected exit was respawned
+                rec.pending_exit_at = None
+                self._raise(rec, CRASHED, now, out)
+        elif state == "RUNNING":
+            rec.running_since, rec.spawnerr = now, ""
+        elif state in ("BACKOFF", "EXITED"):
+            started = rec.last_start or rec.running_since  # from spawn: what a person means
+            rec.last_run_seconds = now - started if started else None
+            rec.last_exit_at, rec.running_since = now, None
+            rec.last_exit_status, rec.last_exit_text = None, ""
+            out.exit_lookups.append(rec.namespec)
+            if state == "BACKOFF" or ev.expected is False:
+                rec.unexpected_exits += 1
+                if state == "EXITED":
+                    rec.pending_exit_at = now
+                self._failure(rec, now, out)
+        elif state == "FATAL":
+            rec.fatals += 1
+            rec.pending_exit_at = None
+            self._raise(rec, FATAL, now, out)
+        elif state == "STOPPED":
+            rec.pending_exit_at, rec.running_since = None, None
+            if not self.stopping:  # an operator stopped it: the problem is theirs now
+                self._close(rec, now, out, "stopped", notify=True)
+                self._reset_failures(rec)
+        self._touch(rec, out)
+
+    def _failure(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
+        loop = self.policies.lookup(rec.namespec).crash_loop
+        rec.failures = [t for t in rec.failures if t > now - loop.within]
+        rec.failures.append(now)
+        self._begin_episode(rec, now)
+        alert = self.alerts.get(rec.namespec)
+        if alert is not None:
+            alert.failures += 1
+            alert.updated_at = now
+            out.alerts[rec.namespec] = alert
+        if not rec.crash_looping and len(rec.failures) >= loop.restarts:
+            rec.crash_looping = True
+            self._raise(rec, CRASH_LOOP, now, out)
+
+    def _raise(self, rec: ProcessRecord, kind: str, now: float, out: Outcome, detail: str = "") -> None:
+        self._begin_episode(rec, now)
+        if self.stopping:
+            return  # shutdown and reload move processes around on purpose
+        policy = self.policies.lookup(rec.namespec)
+        if policy.ignore:
+            return
+        alert = self.alerts.get(rec.namespec)
+        if alert is not None:
+            alert.updated_at = now
+            if KIND_RANK[kind] > KIND_RANK[alert.kind]:  # it got worse: one new message
+                alert.kind, alert.severity = kind, policy.severity_for(kind)
+                alert.detail = detail or alert.detail
+                alert.last_notice_at = now
+                out.notices.append(Notice(rec.namespec, FIRING, now))
+            out.alerts[rec.namespec] = alert
+            return
+        alert = Alert(
+            namespec=rec.namespec,
+            kind=kind,
+            severity=policy.severity_for(kind),
+            opened_at=rec.failing_since,
+            updated_at=now,
+            failures=len(rec.failures),
+            restarts_at_open=rec.restarts_before_failing,
+            tags=policy.tags,
+            detail=detail,
+            last_notice_at=now,
+        )
+        self.alerts[rec.namespec] = alert
+        out.alerts[rec.namespec] = alert
+        out.notices.append(Notice(rec.namespec, FIRING, now))
+
+    def _close(self, rec: ProcessRecord, now: float, out: Outcome, why: str, notify: bool) -> None:
+        alert = self.alerts.pop(rec.namespec, None)
+        if alert is None:
+            return
+        alert.resolved_at, alert.resolution, alert.updated_at = now, why, now
+        out.alerts[rec.namespec] = alert
+        if notify:
+            out.notices.append(Notice(rec.namespec, RESOLVED, now))
+
+    @staticmethod
+    def _begin_episode(rec: ProcessRecord, now: float) -> None:
+        if rec.failing_since is None:
+            rec.failing_since = now
+            # A crash is noticed at EXITED, its restart is counted at the STARTING after it.
+            rec.restarts_before_failing = rec.restarts
+
+    @staticmethod
+    def _reset_failures(rec: ProcessRecord) -> None:
+        rec.failures, rec.failing_since, rec.crash_looping = [], None, False
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def _record(self, group: str, name: str) -> ProcessRecord:
+        ns = f"{group}:{name}"
+        rec = self.records.get(ns)
+        if rec is None:
+            rec = self.records[ns] = ProcessRecord(group=group, name=name)
+        return rec
+
+    @staticmethod
+    def _needs_watch(rec: ProcessRecord) -> bool:
+        return rec.pending_exit_at is not None or rec.failing_since is not None
+
+    def _touch(self, rec: ProcessRecord, out: Outcome) -> None:
+        out.records[rec.namespec] = rec
+        if self._needs_watch(rec):
+            self._watch.add(rec.namespec)
+        else:
+            self._watch.discard(rec.namespec)

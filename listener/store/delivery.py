@@ -1,0 +1,156 @@
+"""The notifier's side of the store: pending notifications, the durable outbox, silences."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from ..rules.models import Alert, ProcessRecord
+from .schema import Transaction
+from .state import alert_from_row, record_from_row
+
+
+@dataclass(frozen=True)
+class PendingNotice:
+    id: int
+    kind: str  # firing, reminder, resolved
+    created_at: float
+    alert: Alert
+    process: ProcessRecord | None
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    target_key: str
+    target_label: str
+    scheme: str
+    title: str
+    body: str
+    notify_type: str
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: int
+    matcher: str
+    starts_at: float
+    ends_at: float
+    reason: str
+
+    def covers(self, namespec: str, now: float) -> bool:
+        if not self.starts_at <= now < self.ends_at:
+            return False
+        group, _, name = namespec.partition(":")
+        return fnmatchcase(namespec, self.matcher) or fnmatchcase(name, self.matcher) or (
+            ":" not in self.matcher and fnmatchcase(group, self.matcher)
+        )
+
+
+class DeliveryStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # ---- notifications ------------------------------------------------------------------
+
+    def pending_notices(self) -> list[PendingNotice]:
+        rows = self.conn.execute(
+            "SELECT n.id AS nid, n.kind AS nkind, n.created_at AS ncreated, a.* "
+            "FROM notifications n JOIN alerts a ON a.id = n.alert_id "
+            "WHERE n.dispatched_at IS NULL ORDER BY n.created_at, n.id"
+        ).fetchall()
+        if not rows:
+            return []
+        names = sorted({r["namespec"] for r in rows})
+        processes = {}
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            for p in self.conn.execute(
+                f"SELECT * FROM processes WHERE namespec IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                processes[p["namespec"]] = record_from_row(p)
+        return [
+            PendingNotice(r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"]))
+            for r in rows
+        ]
+
+    def dispatch(self, notice_ids: list[int], messages: list[dict], now: float) -> None:
+        """Turn notices into outbox rows, atomically: nothing is sent twice or lost."""
+        with Transaction(self.conn) as c:
+            c.executemany(
+                "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, "
+                "created_at, next_attempt_at) VALUES (:target_key, :target_label, :scheme, "
+                ":title, :body, :notify_type, :now, :now)",
+                [{**m, "now": now} for m in messages],
+            )
+            c.executemany(
+                "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
+                [(now, i) for i in notice_ids],
+            )
+
+    # ---- outbox -------------------------------------------------------------------------
+
+    def due_messages(self, now: float, limit: int = 50) -> list[OutboxMessage]:
+        rows = self.conn.execute(
+            "SELECT id, target_key, target_label, scheme, title, body, notify_type, created_at, "
+            "attempts FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [OutboxMessage(*r) for r in rows]
+
+    def next_attempt_at(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'"
+        ).fetchone()
+        return row[0]
+
+    def record_attempt(
+        self, msg: OutboxMessage, now: float, *, status: str, error: str = "", retry_at: float = 0.0
+    ) -> None:
+        """status: 'sent', 'pending' (retry at retry_at), 'expired' or 'dropped'."""
+        result = "success" if status == "sent" else "failure"
+        with Transaction(self.conn) as c:
+            c.execute(
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ?, sent_at = ? WHERE id = ?",
+                (status, error[:500], retry_at or now, now if status == "sent" else None, msg.id),
+            )
+            c.execute(
+                "INSERT INTO notification_stats(scheme, result, count) VALUES (?, ?, 1) "
+                "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
+                (msg.scheme, result),
+            )
+
+    def backlog(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+
+    # ---- silences -----------------------------------------------------------------------
+
+    def add_silence(self, matcher: str, starts_at: float, ends_at: float, reason: str) -> int:
+        with Transaction(self.conn) as c:
+            cur = c.execute(
+                "INSERT INTO silences(matcher, starts_at, ends_at, reason, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (matcher, starts_at, ends_at, reason, starts_at),
+            )
+            return int(cur.lastrowid)
+
+    def silences(self, now: float) -> list[Silence]:
+        rows = self.conn.execute(
+            "SELECT id, matcher, starts_at, ends_at, reason FROM silences WHERE ends_at > ? "
+            "ORDER BY id",
+            (now,),
+        ).fetchall()
+        return [Silence(*r) for r in rows]
+
+    def end_silence(self, silence_id: int, now: float) -> bool:
+        with Transaction(self.conn) as c:
+            cur = c.execute(
+                "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+                (now, silence_id, now),
+            )
+            return cur.rowcount > 0

@@ -1,0 +1,166 @@
+"""The SQLite file shared by the listener (writer) and the exporter and CLI (readers).
+
+WAL mode: readers never block the listener's per-event commit, and synchronous=NORMAL keeps
+that commit in the tens of microseconds (durable against a process crash; a power loss may
+lose the last commits, which the reconcile at start repairs).
+
+Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
+  meta(key, value)                 heartbeat and stream position: last_event_at, last_tick_at,
+                                   last_reconcile_at, stopping, position_*, listener_pid
+  processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
+                                   unexpected_exits, fatals, last_start, running_since,
+                                   last_exit_at, last_exit_status, last_exit_text,
+                                   last_run_seconds, failures (JSON list of times),
+                                   failing_since, crash_looping, present, ...
+  alerts(id, namespec, kind, ...)  open alerts (resolved_at NULL) and recently closed ones
+  notifications(id, alert_id, kind, created_at, dispatched_at)
+                                   what people must hear; pending until grouped into outbox
+  outbox(id, target_key, ...)      one row per message per target; status pending -> sent,
+                                   or expired after notify.retry_for
+  notification_stats(scheme, result, count)
+                                   counters for lookout_notifications_total
+  silences(id, matcher, starts_at, ends_at, reason, created_at)
+  seen_events(run, serial)         recent deliveries, to drop redelivered events
+All times are unix epoch seconds (REAL).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS processes (
+    namespec TEXT PRIMARY KEY,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_since REAL NOT NULL,
+    pid INTEGER,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    unexpected_exits INTEGER NOT NULL DEFAULT 0,
+    fatals INTEGER NOT NULL DEFAULT 0,
+    last_start REAL,
+    running_since REAL,
+    last_exit_at REAL,
+    last_exit_status INTEGER,
+    last_exit_text TEXT NOT NULL DEFAULT '',
+    last_run_seconds REAL,
+    failures TEXT NOT NULL DEFAULT '[]',
+    failing_since REAL,
+    restarts_before_failing INTEGER NOT NULL DEFAULT 0,
+    crash_looping INTEGER NOT NULL DEFAULT 0,
+    pending_exit_at REAL,
+    spawnerr TEXT NOT NULL DEFAULT '',
+    present INTEGER NOT NULL DEFAULT 1,
+    event_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    restarts_at_open INTEGER NOT NULL DEFAULT 0,
+    tags TEXT NOT NULL DEFAULT '[]',
+    detail TEXT NOT NULL DEFAULT '',
+    last_notice_at REAL,
+    resolved_at REAL,
+    resolution TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    dispatched_at REAL
+);
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (dispatched_at, alert_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_key TEXT NOT NULL,
+    target_label TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    notify_type TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT NOT NULL DEFAULT '',
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS notification_stats (
+    scheme TEXT NOT NULL,
+    result TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scheme, result)
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    matcher TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_events (
+    run TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    PRIMARY KEY (run, serial)
+) WITHOUT ROWID;
+"""
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (and for writers create) the store. One connection per thread."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else row[0]
+
+
+def set_meta(conn: sqlite3.Connection, items: dict[str, object]) -> None:
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [(k, None if v is None else str(v)) for k, v in items.items()],
+    )

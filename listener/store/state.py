@@ -1,0 +1,180 @@
+"""Persisting the rules' state: one transaction per input, committed before the listener acks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import fields
+
+from ..rules.models import FIRING, RESOLVED, Alert, Notice, Outcome, ProcessRecord
+from ..rules.sequence import StreamPosition
+from .schema import Transaction, get_meta, set_meta
+
+_RECORD_FIELDS = [f.name for f in fields(ProcessRecord)]
+_RECORD_COLUMNS = ["grp" if n == "group" else n for n in _RECORD_FIELDS]
+_UPSERT_RECORD = (
+    f"INSERT INTO processes(namespec, {', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(_RECORD_COLUMNS) + 1))}) "
+    "ON CONFLICT(namespec) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS)
+)
+_ALERT_COLUMNS = [
+    "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
+    "tags", "detail", "last_notice_at", "resolved_at", "resolution",
+]
+SEEN_KEEP = 20000
+
+
+def record_from_row(row: sqlite3.Row) -> ProcessRecord:
+    values = {name: row[col] for name, col in zip(_RECORD_FIELDS, _RECORD_COLUMNS)}
+    values["failures"] = json.loads(values["failures"] or "[]")
+    values["crash_looping"] = bool(values["crash_looping"])
+    values["present"] = bool(values["present"])
+    return ProcessRecord(**values)
+
+
+def alert_from_row(row: sqlite3.Row) -> Alert:
+    values = {c: row[c] for c in _ALERT_COLUMNS}
+    values["tags"] = tuple(json.loads(values["tags"] or "[]"))
+    return Alert(id=row["id"], **values)
+
+
+def _record_values(rec: ProcessRecord) -> list:
+    values = [getattr(rec, n) for n in _RECORD_FIELDS]
+    values[_RECORD_FIELDS.index("failures")] = json.dumps(rec.failures)
+    return [rec.namespec, *values]
+
+
+class StateStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # ---- loading at start ---------------------------------------------------------------
+
+    def load_records(self) -> list[ProcessRecord]:
+        return [record_from_row(r) for r in self.conn.execute("SELECT * FROM processes")]
+
+    def load_open_alerts(self) -> list[Alert]:
+        rows = self.conn.execute("SELECT * FROM alerts WHERE resolved_at IS NULL")
+        return [alert_from_row(r) for r in rows]
+
+    def stopping(self) -> bool:
+        return get_meta(self.conn, "stopping") == "1"
+
+    def position(self) -> StreamPosition | None:
+        run = get_meta(self.conn, "position_run")
+        if run is None:
+            return None
+        return StreamPosition(
+            run, get_meta(self.conn, "position_pool", ""), int(get_meta(self.conn, "position_poolserial", "0"))
+        )
+
+    # ---- per input ----------------------------------------------------------------------
+
+    def is_seen(self, run: str, serial: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM seen_events WHERE run = ? AND serial = ?", (run, serial)
+        ).fetchone()
+        return row is not None
+
+    def commit(
+        self,
+        outcome: Outcome,
+        *,
+        stopping: bool,
+        seen: tuple[str, int] | None = None,
+        position: StreamPosition | None = None,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        with Transaction(self.conn) as c:
+            if seen is not None:
+                c.execute("INSERT OR IGNORE INTO seen_events(run, serial) VALUES (?, ?)", seen)
+            if outcome.records:
+                c.executemany(_UPSERT_RECORD, [_record_values(r) for r in outcome.records.values()])
+            for alert in outcome.alerts.values():
+                self._save_alert(c, alert)
+            for notice in outcome.notices:
+                self._queue_notice(c, notice, outcome.alerts[notice.namespec])
+            items: dict[str, object] = dict(meta or {})
+            if outcome.flags_changed:
+                items["stopping"] = int(stopping)
+            if position is not None:
+                items.update(
+                    position_run=position.run,
+                    position_pool=position.pool,
+                    position_poolserial=position.poolserial,
+                )
+            if items:
+                set_meta(c, items)
+
+    def prune(self, now: float, run: str) -> None:
+        """Keep the store small: old dedup keys, delivered messages, closed alerts."""
+        with Transaction(self.conn) as c:
+            c.execute(
+                "DELETE FROM seen_events WHERE run = ? AND serial < "
+                "(SELECT MAX(serial) FROM seen_events WHERE run = ?) - ?",
+                (run, run, SEEN_KEEP),
+            )
+            c.execute("DELETE FROM seen_events WHERE run != ?", (run,))
+            week = now - 7 * 86400
+            c.execute("DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (week,))
+            c.execute(
+                "DELETE FROM notifications WHERE dispatched_at IS NOT NULL AND created_at < ?",
+                (week,),
+            )
+            c.execute(
+                "DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < ? AND id NOT IN "
+                "(SELECT alert_id FROM notifications WHERE dispatched_at IS NULL)",
+                (week,),
+            )
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _save_alert(c: sqlite3.Connection, alert: Alert) -> None:
+        values = [getattr(alert, col) for col in _ALERT_COLUMNS]
+        values[_ALERT_COLUMNS.index("tags")] = json.dumps(list(alert.tags))
+        if alert.id is None:
+            cur = c.execute(
+                f"INSERT INTO alerts({', '.join(_ALERT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})",
+                values,
+            )
+            alert.id = cur.lastrowid
+        else:
+            c.execute(
+                f"UPDATE alerts SET {', '.join(f'{col} = ?' for col in _ALERT_COLUMNS)} WHERE id = ?",
+                [*values, alert.id],
+            )
+
+    @staticmethod
+    def _queue_notice(c: sqlite3.Connection, notice: Notice, alert: Alert) -> None:
+        """At most one pending notification per alert: a newer notice replaces or cancels it.
+
+        - firing while one is pending: it was escalated before anyone heard of it, so the
+          pending one becomes the escalation (keeping its place in group_wait).
+        - resolved while nothing was ever dispatched: nobody heard of the problem (it came and
+          went within group_wait, or under a silence): say nothing at all.
+        """
+        pending = c.execute(
+            "SELECT id, kind FROM notifications WHERE alert_id = ? AND dispatched_at IS NULL",
+            (alert.id,),
+        ).fetchone()
+        if notice.kind == RESOLVED:
+            heard = c.execute(
+                "SELECT 1 FROM notifications WHERE alert_id = ? AND dispatched_at IS NOT NULL "
+                "AND kind != ? LIMIT 1",
+                (alert.id, RESOLVED),
+            ).fetchone()
+            if pending is not None:
+                c.execute("DELETE FROM notifications WHERE id = ?", (pending["id"],))
+            if heard is None:
+                return
+        elif pending is not None:
+            if notice.kind == FIRING:
+                c.execute("UPDATE notifications SET kind = ? WHERE id = ?", (FIRING, pending["id"]))
+            return
+        c.execute(
+            "INSERT INTO notifications(alert_id, kind, created_at) VALUES (?, ?, ?)",
+            (alert.id, notice.kind, notice.at),
+        )

@@ -1,0 +1,126 @@
+"""SupervisorWatcher: the listener's XML-RPC calls, off the protocol loop.
+
+Two jobs, both requested by the loop without waiting: reconcile (getAllProcessInfo, at start,
+on TICK every reconcile_interval, after lost events or a reload) and exit lookups (events do not
+carry the exit status; supervisord's main log does). Results go back through a queue, and a
+byte on the loop's wakeup pipe makes the loop pick them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .rpc import SHUTDOWN_STATE, ExitInfo, SupervisorClient, SupervisorUnavailable, last_exits
+from .rules.engine import ProcessSnapshot
+
+log = logging.getLogger("lookout.watcher")
+
+RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    infos: list[ProcessSnapshot]
+    taken_at: float
+
+
+@dataclass(frozen=True)
+class ExitsObserved:
+    exits: dict[str, ExitInfo]  # namespec -> exit
+
+
+class SupervisorWatcher:
+    def __init__(self, client: SupervisorClient, wakeup_fd: int, clock: Callable[[], float] = time.time):
+        self.client, self.wakeup_fd, self.clock = client, wakeup_fd, clock
+        self.results: queue.Queue[Snapshot | ExitsObserved] = queue.Queue()
+        self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="lookout-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def reconcile(self, why: str) -> None:
+        self._requests.put(("reconcile", why))
+
+    def lookup_exits(self, namespecs: list[str]) -> None:
+        self._requests.put(("exits", namespecs))
+
+    def drain(self) -> list[Snapshot | ExitsObserved]:
+        items = []
+        while True:
+            try:
+                items.append(self.results.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _next_batch(self, timeout: float | None) -> list[tuple[str, object]]:
+        """Block for one request, then take all queued: one readLog serves many lookups."""
+        try:
+            batch = [self._requests.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                batch.append(self._requests.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _run(self) -> None:
+        reconcile_due = ""  # why a reconcile is owed; retried while supervisord cannot answer
+        while True:
+            exits: set[str] = set()
+            for kind, arg in self._next_batch(RETRY_SECONDS if reconcile_due else None):
+                if kind == "reconcile":
+                    reconcile_due = str(arg)
+                else:
+                    exits.update(arg)  # type: ignore[arg-type]
+            if exits:
+                self._lookup(exits)
+            if reconcile_due and self._reconcile(reconcile_due):
+                reconcile_due = ""
+
+    def _post(self, item: Snapshot | ExitsObserved) -> None:
+        self.results.put(item)
+        try:
+            os.write(self.wakeup_fd, b"w")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is already due to wake
+
+    def _reconcile(self, why: str) -> bool:
+        taken_at = self.clock()
+        try:
+            infos = self.client.all_process_info()
+        except xmlrpc.client.Fault as exc:
+            level = logging.INFO if exc.faultCode == SHUTDOWN_STATE else logging.WARNING
+            log.log(level, "reconcile (%s) deferred: supervisord says %s", why, exc.faultString)
+            return False
+        except SupervisorUnavailable as exc:
+            log.warning("reconcile (%s) deferred: supervisord unreachable: %s", why, exc)
+            return False
+        log.info("reconciled with getAllProcessInfo (%s): %d processes", why, len(infos))
+        self._post(Snapshot(infos, taken_at))
+        return True
+
+    def _lookup(self, namespecs: set[str]) -> None:
+        by_name: dict[str, list[str]] = {}
+        for ns in namespecs:
+            by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)
+        try:
+            text = self.client.call("supervisor.readLog", -65536, 0)
+        except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
+            log.debug("exit lookup failed: %s", exc)
+            return
+        found = {
+            ns: info
+            for name, info in last_exits(text, set(by_name)).items()
+            for ns in by_name[name]
+        }
+        if found:
+            self._post(ExitsObserved(found))

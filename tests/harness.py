@@ -1,0 +1,282 @@
+"""Real parts for tests: a supervisord from PyPI, a webhook receiver, polling helpers.
+
+Every wait is a poll on an observable condition with a deadline; nothing sleeps blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SNIPPET = REPO / "conf.d" / "lookout.conf"
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stays(cond: Callable[[], Any], seconds: float, what: str = "condition", interval: float = 0.2) -> None:
+    """Assert cond() holds for the whole observation window."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), f"{what} stopped holding"
+        time.sleep(interval)
+
+
+# ---- webhook receiver (apprise json:// posts here) -------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    title: str
+    body: str
+    type: str
+    at: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.title}\n{self.body}"
+
+
+@dataclass
+class Webhook:
+    port: int = 0
+    messages: list[Received] = field(default_factory=list)
+    fail_status: int = 0  # answer this instead of 200 while set
+    failed_attempts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def url(self, path: str = "hook", scheme: str = "json") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/{path}"
+
+    def start(self) -> Webhook:
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                if hook.fail_status:
+                    with hook.lock:
+                        hook.failed_attempts += 1
+                    self.send_response(hook.fail_status)
+                    self.end_headers()
+                    return
+                try:
+                    data = json.loads(raw or b"{}")
+                except ValueError:
+                    data = {"message": raw.decode("utf-8", "replace")}
+                msg = Received(
+                    self.path, str(data.get("title", "")),
+                    str(data.get("message", data.get("text", ""))), str(data.get("type", "")), time.time(),
+                )
+                with hook.lock:
+                    hook.messages.append(msg)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def matching(self, *needles: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if all(n in m.text for n in needles)]
+
+    def wait(self, *needles: str, timeout: float = 15.0, count: int = 1) -> list[Received]:
+        return wait_for(
+            lambda: (found := self.matching(*needles)) and len(found) >= count and found,
+            timeout, f"{count} message(s) with {needles!r}; got {[m.title for m in self.messages]}",
+        )
+
+
+# ---- supervisord -----------------------------------------------------------------------
+
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file=%(here)s/supervisor.sock
+
+[supervisord]
+logfile=%(here)s/supervisord.log
+pidfile=%(here)s/supervisord.pid
+childlogdir=%(here)s/logs
+nodaemon=true
+identifier=lookout-test
+loglevel=info
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://%(here)s/supervisor.sock
+"""
+
+
+def listener_snippet(config_path: Path, log_path: Path, extra: str = "") -> str:
+    """The shipped conf.d/lookout.conf, pointed at this test's config and log."""
+    text = SNIPPET.read_text()
+    text = text.replace("command=lookout-listener", f"command={sys.executable} -m listener")
+    text = text.replace("/etc/lookout/lookout.toml", str(config_path))
+    text = text.replace("/var/log/supervisor/lookout.log", str(log_path))
+    return text + extra
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def lookout_toml(sections: dict[str, dict[str, Any]], programs: list[dict[str, Any]] = ()) -> str:
+    out = []
+    for name, values in sections.items():
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
+        out.append("")
+    for p in programs:
+        out.append("[[alerts.programs]]")
+        out.extend(f"{k} = {toml_value(v)}" for k, v in p.items())
+        out.append("")
+    return "\n".join(out)
+
+
+class Supervisor:
+    """A real supervisord in a temp dir, with the lookout listener from conf.d/lookout.conf."""
+
+    def __init__(self, root: Path, programs: str, settings: dict[str, dict[str, Any]],
+                 program_rules: list[dict[str, Any]] = (), listener: bool = True) -> None:
+        self.root = root
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        self.sock = root / "supervisor.sock"
+        self.state_path = root / "lookout.db"
+        self.listener_log = root / "lookout.log"
+        self.config_path = root / "lookout.toml"
+        base = {
+            "supervisor": {"serverurl": f"unix://{self.sock}", "timeout": "5s"},
+            "state": {"path": str(self.state_path)},
+        }
+        merged = {k: {**base.get(k, {}), **settings.get(k, {})} for k in {**base, **settings}}
+        self.config_path.write_text(lookout_toml(merged, program_rules))
+        conf = SUPERVISORD_CONF + "\n" + textwrap.dedent(programs)
+        if listener:
+            conf += "\n" + listener_snippet(self.config_path, self.listener_log)
+        self.conf = root / "supervisord.conf"
+        self.conf.write_text(conf)
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, wait_listener: bool = True) -> Supervisor:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
+            cwd=self.root, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 20, "supervisord to answer")
+        if wait_listener:
+            self.wait_state("lookout:lookout", "RUNNING", 20)
+            wait_for(lambda: "ready" in self.listener_output(), 20, "listener ready")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.rpc().call("supervisor.getState")["statename"] == "RUNNING"
+        except Exception:
+            return False
+
+    def rpc(self):  # noqa: ANN201
+        from listener.config import SupervisorSettings
+        from listener.rpc import SupervisorClient
+
+        return SupervisorClient(SupervisorSettings(serverurl=f"unix://{self.sock}", timeout=10))
+
+    def info(self, namespec: str) -> dict[str, Any]:
+        return self.rpc().call("supervisor.getProcessInfo", namespec)
+
+    def state_of(self, namespec: str) -> str:
+        try:
+            return self.info(namespec)["statename"]
+        except Exception:
+            return "?"
+
+    def wait_state(self, namespec: str, state: str, timeout: float = 15) -> None:
+        wait_for(lambda: self.state_of(namespec) == state, timeout, f"{namespec} {state}")
+
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
+            capture_output=True, text=True, env=self.env(), timeout=60, check=check,
+        )
+
+    def log(self) -> str:
+        path = self.root / "supervisord.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def listener_output(self) -> str:
+        return self.listener_log.read_text(errors="replace") if self.listener_log.exists() else ""
+
+    def listener_pid(self) -> int:
+        return int(self.info("lookout:lookout")["pid"])
+
+    def db(self):  # noqa: ANN201
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.state_path}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def process_row(self, namespec: str) -> dict[str, Any] | None:
+        with self.db() as conn:
+            row = conn.execute("SELECT * FROM processes WHERE namespec = ?", (namespec,)).fetchone()
+            return dict(row) if row else None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
