@@ -145,7 +145,8 @@ def check_config(config: Config) -> int:
         f"alerts.host = {config.hostname}",
         *(
             f"alerts.programs[{i}] match={r.match!r} severity={r.severity or 'default'} ignore={r.ignore}"
-            + (f" crash_loop={r.crash_loop.restarts}/{format_duration(r.crash_loop.within)}" if r.crash_loop else "")
+            + (f" crash_loop={r.crash_loop.restarts}/{format_duration(r.crash_loop.within)}"
+               if r.crash_loop else "")
             + (f" tags={list(r.tags)}" if r.tags else "")
             for i, r in enumerate(a.programs)
         ),

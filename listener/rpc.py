@@ -96,7 +96,9 @@ class SupervisorClient:
         """system.multicall without stdlib MultiCall, whose result handling breaks on supervisord."""
         results = self.call("system.multicall", [{"methodName": m, "params": list(p)} for m, p in calls])
         return [
-            xmlrpc.client.Fault(r["faultCode"], r["faultString"]) if isinstance(r, dict) and "faultCode" in r else r
+            xmlrpc.client.Fault(r["faultCode"], r["faultString"])
+            if isinstance(r, dict) and "faultCode" in r
+            else r
             for r in results
         ]
 

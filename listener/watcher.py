@@ -8,6 +8,7 @@ byte on the loop's wakeup pipe makes the loop pick them up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -88,10 +89,8 @@ class SupervisorWatcher:
 
     def _post(self, item: Snapshot | ExitsObserved) -> None:
         self.results.put(item)
-        try:
+        with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
             os.write(self.wakeup_fd, b"w")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full: the loop is already due to wake
 
     def _reconcile(self, why: str) -> bool:
         taken_at = self.clock()

@@ -7,7 +7,8 @@ from .harness import stays, wait_for
 
 CRASHER = """\
 [program:flaky]
-command=sh -c 'if [ -f %(here)s/fixed ]; then exec sleep 1000; fi; sleep 1.5; echo "flaky: cannot bind port 7001" >&2; exit 3'
+command=sh -c 'if [ -f %(here)s/fixed ]; then exec sleep 1000; fi;
+    sleep 1.5; echo "flaky: cannot bind port 7001" >&2; exit 3'
 startsecs=1
 autorestart=true
 """

@@ -63,7 +63,15 @@ def build_targets(settings: NotifySettings) -> tuple[list[Target], set[str]]:
     """
     import apprise  # 0.5 s and ~40 MB: only when targets are really needed
 
-    logging.getLogger("apprise").setLevel(logging.WARNING)
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.setLevel(logging.CRITICAL)  # our ConfigError says it in one line; sends log again
+    try:
+        return _instantiate(apprise, settings)
+    finally:
+        apprise_log.setLevel(logging.WARNING)
+
+
+def _instantiate(apprise: Any, settings: NotifySettings) -> tuple[list[Target], set[str]]:
     asset = apprise.AppriseAsset(plugin_paths=list(settings.plugin_paths) or None)
     targets: list[Target] = []
     secrets: set[str] = set()

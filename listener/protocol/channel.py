@@ -8,6 +8,7 @@ fd 0 -> /dev/null (nothing else can eat protocol bytes). Only this class writes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -59,10 +60,8 @@ class ProtocolChannel:
             return [], False
         woken = self.wakeup_fd is not None and self.wakeup_fd in readable
         if woken:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(self.wakeup_fd, 4096)  # type: ignore[arg-type]
-            except BlockingIOError:
-                pass
         items: list[Envelope | Garbage] = []
         if self.infd in readable:
             data = os.read(self.infd, 65536)

@@ -27,7 +27,10 @@ def check_continuity(previous: StreamPosition | None, current: StreamPosition) -
         return f"listener pool changed ({previous.pool} -> {current.pool})"
     if current.poolserial > previous.poolserial + 1:
         lost = current.poolserial - previous.poolserial - 1
-        return f"{lost} event(s) lost: poolserial jumped {previous.poolserial} -> {current.poolserial} (event buffer overflowed)"
+        return (
+            f"{lost} event(s) lost: poolserial jumped {previous.poolserial} -> "
+            f"{current.poolserial} (event buffer overflowed)"
+        )
     if current.poolserial <= previous.poolserial:
         return f"poolserial went back {previous.poolserial} -> {current.poolserial} (supervisord reloaded)"
     return ""

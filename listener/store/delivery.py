@@ -73,7 +73,9 @@ class DeliveryStore:
             ):
                 processes[p["namespec"]] = record_from_row(p)
         return [
-            PendingNotice(r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"]))
+            PendingNotice(
+                r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"])
+            )
             for r in rows
         ]
 

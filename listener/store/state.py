@@ -65,9 +65,8 @@ class StateStore:
         run = get_meta(self.conn, "position_run")
         if run is None:
             return None
-        return StreamPosition(
-            run, get_meta(self.conn, "position_pool", ""), int(get_meta(self.conn, "position_poolserial", "0"))
-        )
+        pool = get_meta(self.conn, "position_pool", "") or ""
+        return StreamPosition(run, pool, int(get_meta(self.conn, "position_poolserial", "0") or 0))
 
     # ---- per input ----------------------------------------------------------------------
 

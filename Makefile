@@ -1,0 +1,33 @@
+# supervisor-lookout: `make demo` and `make test` work on a fresh clone (they build .venv).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench lint venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: a real supervisord with a miniature trading stack, the listener and a local alert inbox
+demo: $(STAMP)
+	$(BIN)/python demo/run.py
+
+## test: lint, then the whole suite against a real supervisord
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## bench: throughput, latency and memory against baselines measured in the same run
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .demo build *.egg-info

@@ -1,0 +1,118 @@
+"""Acceptance 10: a bad config gets one clear line naming the key, exit status 2, nothing sent;
+a URL's token never appears in logs or --check-config output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from listener.config import ConfigError, parse_duration
+
+from .harness import lookout_toml, stays
+
+SECRET = "xoxbTOPSECRETabc123"
+SLACK_A, SLACK_B, SLACK_C = "T1JJ3T3L2", "A1BRTD4JD", "TOPSECRETabc123xyzQWERTY"
+
+
+def run_cli(tmp_path, toml: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    path = tmp_path / "lookout.toml"
+    path.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "LOOKOUT_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "listener", "-c", str(path), *args],
+        input=stdin, capture_output=True, text=True, timeout=60, env=env,
+    )
+
+
+BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-test.sock"}}
+
+
+@pytest.mark.parametrize(
+    ("sections", "key", "problem"),
+    [
+        ({"alerts": {"group_wiat": "10s"}}, "alerts.group_wiat", "unknown key"),
+        ({"alerts": {"stable_after": "ten seconds"}}, "alerts.stable_after", "not a duration"),
+        ({"alerts": {"stable_after": 60}}, "alerts.stable_after", "expected str"),
+        ({"alerts": {"crash_loop": {"restarts": 0, "within": "1m"}}}, "alerts.crash_loop.restarts", "at least 1"),
+        ({"notify": {"urls": ["nosuchscheme://x"]}}, "notify.urls[0]", "not a URL apprise can use"),
+        ({"supervisor": {"serverurl": "ftp://x"}}, "supervisor.serverurl", "must start with"),
+        ({"nonsense": {"a": 1}}, "nonsense", "unknown key"),
+    ],
+)
+def test_bad_config_names_the_key_and_exits_2(tmp_path, webhook, sections, key, problem):
+    state = {"path": str(tmp_path / "db.sqlite")}
+    toml = lookout_toml({**sections, "state": state, "notify": {"urls": [webhook.url()], **sections.get("notify", {})}}
+                        if "notify" not in sections or "urls" not in sections["notify"] else {**sections, "state": state})
+    for args in ((), ("--check-config",)):
+        result = run_cli(tmp_path, toml, *args, stdin="READY-not-really\n")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert key in lines[0] and problem in lines[0], lines[0]
+        assert result.stdout == ""  # nothing on the protocol pipe
+    stays(lambda: not webhook.messages, 0.5, "nothing sent")
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_unreachable_supervisord(tmp_path, webhook):
+    toml = lookout_toml({**BASE, "notify": {"urls": [f"json://me:{SECRET}@127.0.0.1:{webhook.port}/x"]},
+                         "state": {"path": str(tmp_path / "db")}})
+    result = run_cli(tmp_path, toml, "--check-config")
+    assert result.returncode == 2
+    assert "supervisor.serverurl" in result.stderr and "cannot reach supervisord" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert SECRET not in result.stderr + result.stdout
+    assert not webhook.messages
+
+
+def test_check_config_masks_secrets(tmp_path):
+    from .harness import Supervisor
+
+    sup = Supervisor(tmp_path / "s", "[program:x]\ncommand=sleep 1000\n", {}, listener=False).start(wait_listener=False)
+    try:
+        toml = lookout_toml({
+            "supervisor": {"serverurl": f"unix://{sup.sock}", "password": "hunter2hunter2"},
+            "state": {"path": str(tmp_path / "db")},
+            "notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}", f"json://u:{SECRET}@hooks.example.com/x"]},
+        })
+        result = run_cli(tmp_path, toml, "--check-config")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout + result.stderr
+        for secret in (SECRET, SLACK_A, SLACK_B, SLACK_C, "hunter2"):
+            assert secret not in out, secret
+        assert "slack://***" in out and "json://hooks.example.com" in out
+        assert "RUNNING" in out
+        test = run_cli(tmp_path, toml, "--test-alert")  # both fail: no network; still no secret
+        assert test.returncode == 1
+        for secret in (SECRET, SLACK_A, SLACK_B, SLACK_C):
+            assert secret not in test.stdout + test.stderr
+        assert "FAILED" in test.stdout
+    finally:
+        sup.stop()
+
+
+def test_terminal_run_explains_registration(tmp_path):
+    import pty
+
+    path = tmp_path / "lookout.toml"
+    path.write_text(lookout_toml({"state": {"path": str(tmp_path / "db")}}))
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
+    result = subprocess.run([sys.executable, "-m", "listener", "-c", str(path)], stdin=slave,
+                            capture_output=True, text=True, timeout=30, env=env)
+    os.close(master)
+    os.close(slave)
+    assert result.returncode == 2
+    assert "[eventlistener:lookout]" in result.stderr
+
+
+def test_durations():
+    assert parse_duration("30s", "k") == 30
+    assert parse_duration("1h30m", "k") == 5400
+    assert parse_duration("250ms", "k") == 0.25
+    for bad in ("", "10", "5 minutes", "-1s", "1x"):
+        with pytest.raises(ConfigError, match="k: "):
+            parse_duration(bad, "k")

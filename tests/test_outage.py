@@ -1,0 +1,44 @@
+"""Acceptance 5: the webhook answers 503 for 20 s while 5 programs crash; afterwards every
+alert arrives exactly once. Also: the URL's credentials never reach the listener's log."""
+
+from __future__ import annotations
+
+import time
+
+from .conftest import fast_alerts
+from .harness import stays, wait_for
+
+SECRET = "S3cr3tT0kenXYZ"
+
+ONCE = """\
+[program:svc{i}]
+command=sh -c 'if [ -f %(here)s/crashed.svc{i} ]; then exec sleep 1000; fi;
+    touch %(here)s/crashed.svc{i}; sleep {delay}; echo "svc{i} lost its database" >&2; exit 2'
+startsecs=1
+autorestart=true
+"""
+
+
+def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
+    webhook.fail_status = 503
+    programs = "\n".join(ONCE.format(i=i, delay=1.2 + 0.7 * i) for i in range(5))
+    settings = fast_alerts(webhook)
+    settings["notify"]["urls"] = [f"json://lookout:{SECRET}@127.0.0.1:{webhook.port}/hook"]
+    sup = supervisor_factory(programs, settings).start()
+    outage_end = time.time() + 20
+    wait_for(lambda: webhook.failed_attempts >= 3, 20, "failed deliveries during the outage")
+    wait_for(lambda: time.time() >= outage_end, 25, "end of the 20 s outage", interval=0.5)
+    webhook.fail_status = 0
+
+    names = [f"svc{i}:svc{i}" for i in range(5)]
+    for ns in names:
+        webhook.wait(f"{ns} crashed and was restarted", timeout=30)
+        webhook.wait(f"RESOLVED  {ns} is running again", timeout=30)
+    stays(lambda: True, 3)
+    for ns in names:
+        assert sum(m.text.count(f"{ns} crashed and was restarted") for m in webhook.messages) == 1, ns
+        assert sum(m.text.count(f"RESOLVED  {ns} is running again") for m in webhook.messages) == 1, ns
+    log = sup.listener_output()
+    assert "retry" in log
+    assert SECRET not in log
+    assert "json://127.0.0.1:" in log

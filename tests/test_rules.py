@@ -1,0 +1,161 @@
+"""The rules are pure: events + time in, decisions out. No supervisord needed here."""
+
+from __future__ import annotations
+
+import itertools
+
+from listener.config import AlertSettings, CrashLoop, ProgramRule
+from listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from listener.rules.engine import AlertEngine, ProcessSnapshot
+from listener.rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, FIRING, REMINDER, RESOLVED
+from listener.rules.sequence import StreamPosition, check_continuity
+
+SERIAL = itertools.count(1)
+
+
+def ev(state: str, name: str = "web", from_state: str = "", expected: bool | None = None, group: str = "") -> ProcessStateEvent:
+    n = next(SERIAL)
+    return ProcessStateEvent(
+        Delivery("s", n, "lookout", n, f"PROCESS_STATE_{state}"), state, group or name, name,
+        from_state, expected=expected,
+    )
+
+
+def sup(state: str) -> SupervisorStateEvent:
+    n = next(SERIAL)
+    return SupervisorStateEvent(Delivery("s", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"), state)
+
+
+SETTINGS = AlertSettings(group_wait=0, repeat_interval=3600, stable_after=60, exit_grace=3,
+                         crash_loop=CrashLoop(3, 600))
+
+
+def run(engine: AlertEngine, steps: list[tuple[float, object]]) -> list[tuple[float, str, str, str]]:
+    """Feed (time, event) pairs, ticking time in between; returns notices with alert kinds."""
+    said = []
+    for t, event in steps:
+        outcome = engine.on_time(t) if event is None else engine.on_event(event, t)
+        for n in outcome.notices:
+            said.append((t, n.kind, outcome.alerts[n.namespec].kind, n.namespec))
+    return said
+
+
+def start(name: str = "web", t: float = 0.0) -> list[tuple[float, object]]:
+    return [(t, ev("STARTING", name, "STOPPED")), (t + 1, ev("RUNNING", name, "STARTING"))]
+
+
+def crash(t: float, name: str = "web") -> list[tuple[float, object]]:
+    return [
+        (t, ev("EXITED", name, "RUNNING", expected=False)),
+        (t + 0.01, ev("STARTING", name, "EXITED")),
+        (t + 1, ev("RUNNING", name, "STARTING")),
+    ]
+
+
+def test_single_crash_then_recovery():
+    engine = AlertEngine(SETTINGS)
+    said = run(engine, start() + crash(10) + [(70, None), (71.5, None)])
+    assert said == [(10.01, FIRING, CRASHED, "web:web"), (71.5, RESOLVED, CRASHED, "web:web")]
+    rec = engine.records["web:web"]
+    assert (rec.restarts, rec.unexpected_exits, rec.crash_looping, rec.failing_since) == (1, 1, False, None)
+
+
+def test_crash_loop_escalates_once_and_reminds():
+    engine = AlertEngine(SETTINGS)
+    steps = start() + crash(10) + crash(13) + crash(16) + crash(19) + crash(22)[:2]  # still STARTING
+    said = run(engine, steps)
+    assert [s[1:3] for s in said] == [(FIRING, CRASHED), (FIRING, CRASH_LOOP)]
+    assert engine.records["web:web"].crash_looping
+    assert run(engine, [(16 + 3600, None)]) == [(3616, REMINDER, CRASH_LOOP, "web:web")]
+    assert run(engine, [(3700, None)]) == []
+
+
+def test_backoff_then_fatal_gives_one_gave_up():
+    engine = AlertEngine(AlertSettings(crash_loop=CrashLoop(5, 600)))
+    steps = [(0, ev("STARTING", "x", "STOPPED"))]
+    for i in range(3):  # startretries=3: four attempts, four BACKOFFs, then FATAL
+        steps += [(i + 0.5, ev("BACKOFF", "x", "STARTING")), (i + 1, ev("STARTING", "x", "BACKOFF"))]
+    steps += [(5, ev("BACKOFF", "x", "STARTING")), (5.1, ev("FATAL", "x", "BACKOFF"))]
+    assert [s[1:3] for s in run(engine, steps)] == [(FIRING, FATAL)]
+    assert engine.records["x:x"].unexpected_exits == 4
+
+
+def test_unexpected_exit_without_respawn_is_exited_after_grace():
+    engine = AlertEngine(SETTINGS)
+    said = run(engine, start("once") + [(10, ev("EXITED", "once", "RUNNING", expected=False)), (12, None)])
+    assert said == []
+    assert engine.next_deadline() == 13
+    assert run(engine, [(13, None)]) == [(13, FIRING, EXITED, "once:once")]
+
+
+def test_expected_exit_and_operator_stop_say_nothing():
+    engine = AlertEngine(SETTINGS)
+    steps = start("a") + [(5, ev("EXITED", "a", "RUNNING", expected=True))]
+    steps += start("b") + [(6, ev("STOPPING", "b", "RUNNING")), (7, ev("STOPPED", "b", "STOPPING"))]
+    steps += [(8, ev("STARTING", "b", "STOPPED")), (9, ev("RUNNING", "b", "STARTING")), (200, None)]
+    assert run(engine, steps) == []
+
+
+def test_supervisor_stopping_suppresses_everything():
+    engine = AlertEngine(SETTINGS)
+    steps = start() + [(5, sup("STOPPING")), (6, ev("EXITED", "web", "RUNNING", expected=False)),
+                       (7, ev("BACKOFF", "other", "STARTING")), (8, ev("FATAL", "other", "BACKOFF")), (100, None)]
+    assert run(engine, steps) == []
+    # After the reload, supervisord is RUNNING again and alerts flow.
+    steps = [(200, sup("RUNNING"))] + start(t=201) + crash(210)
+    assert [s[1:3] for s in run(engine, steps)] == [(FIRING, CRASHED)]
+
+
+def test_operator_stop_resolves_open_alert():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start() + crash(10))
+    said = run(engine, [(20, ev("STOPPING", "web", "RUNNING")), (21, ev("STOPPED", "web", "STOPPING"))])
+    assert said == [(21, RESOLVED, CRASHED, "web:web")]
+
+
+def test_snapshot_alerts_fatal_exactly_once():
+    snap = [ProcessSnapshot("g", "dead", "FATAL", 100, 101, 200, 0, 0, "can't find command 'x'")]
+    engine = AlertEngine(SETTINGS)
+    first = engine.on_snapshot(snap, 199.0, 200.0)
+    assert [(n.kind, first.alerts[n.namespec].kind) for n in first.notices] == [(FIRING, FATAL)]
+    assert first.alerts["g:dead"].detail == "can't find command 'x'"
+    # A restarted listener loads the open alert and stays quiet.
+    again = AlertEngine(SETTINGS, engine.records.values(), engine.alerts.values())
+    assert again.on_snapshot(snap, 300.0, 300.0).notices == []
+
+
+def test_stale_snapshot_does_not_undo_newer_events():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start())
+    snap = [ProcessSnapshot("web", "web", "STOPPED", 0, 0, 0, 0, 0, "")]
+    engine.on_snapshot(snap, taken_at=0.5, now=2)
+    assert engine.records["web:web"].state == "RUNNING"
+
+
+def test_program_rules_ignore_and_severity():
+    settings = AlertSettings(
+        exit_grace=3, crash_loop=CrashLoop(3, 600),
+        programs=(ProgramRule("batch:*", ignore=True), ProgramRule("trading:*", severity="critical", tags=("pager",))),
+    )
+    engine = AlertEngine(settings)
+    assert run(engine, start("w", 0) + crash(5, "w")[:0] + [
+        (5, ev("EXITED", "w", "RUNNING", False, group="batch")),
+        (5.1, ev("STARTING", "w", "EXITED", group="batch")),
+    ]) == []
+    out = engine.on_event(ev("EXITED", "feed", "RUNNING", False, group="trading"), 10)
+    out = engine.on_event(ev("STARTING", "feed", "EXITED", group="trading"), 10.1)
+    alert = out.alerts["trading:feed"]
+    assert (alert.kind, alert.severity, alert.tags) == (CRASHED, "critical", ("pager",))
+
+
+def test_own_events_are_ignored():
+    engine = AlertEngine(SETTINGS, own_namespec="lookout:lookout")
+    assert not engine.on_event(ev("EXITED", "lookout", "RUNNING", False), 1)
+
+
+def test_continuity():
+    a = StreamPosition("s:1", "lookout", 5)
+    assert check_continuity(a, StreamPosition("s:1", "lookout", 6)) == ""
+    assert "lost" in check_continuity(a, StreamPosition("s:1", "lookout", 9))
+    assert "reloaded" in check_continuity(a, StreamPosition("s:1", "lookout", 1))
+    assert "restarted" in check_continuity(a, StreamPosition("s:2", "lookout", 1))
