@@ -165,11 +165,13 @@ class Listener:
                 self._apply(self.engine.on_exit_observed(ns, info.status, info.text))
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
-        if outcome or meta:
+        if outcome or meta or outcome.reconcile:
             self.state.commit(outcome, stopping=self.engine.stopping, meta=meta)
             self._after_commit(outcome)
 
     def _after_commit(self, outcome: Outcome) -> None:
+        if outcome.reconcile:
+            self._reconcile(outcome.reconcile)
         if outcome.notices:
             self.notifier.wake()
         if outcome.exit_lookups:

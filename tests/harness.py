@@ -87,8 +87,11 @@ class Webhook:
                 except ValueError:
                     data = {"message": raw.decode("utf-8", "replace")}
                 msg = Received(
-                    self.path, str(data.get("title", "")),
-                    str(data.get("message", data.get("text", ""))), str(data.get("type", "")), time.time(),
+                    self.path,
+                    str(data.get("title", "")),
+                    str(data.get("message", data.get("text", ""))),
+                    str(data.get("type", "")),
+                    time.time(),
                 )
                 with hook.lock:
                     hook.messages.append(msg)
@@ -114,10 +117,31 @@ class Webhook:
         with self.lock:
             return [m for m in self.messages if all(n in m.text for n in needles)]
 
+    def entries(self) -> list[str]:
+        """Every alert entry of every message body: a line at column 0 and its indented lines."""
+        with self.lock:
+            bodies = [m.body for m in self.messages]
+        out: list[str] = []
+        for body in bodies:
+            for line in body.splitlines():
+                if line and not line[0].isspace():
+                    out.append(line)
+                elif line and out:
+                    out[-1] += "\n" + line
+        return out
+
+    def entries_for(self, namespec: str, *needles: str) -> list[str]:
+        return [
+            e
+            for e in self.entries()
+            if e.split("\n")[0].split()[1:2] == [namespec] and all(n in e for n in needles)
+        ]
+
     def wait(self, *needles: str, timeout: float = 15.0, count: int = 1) -> list[Received]:
         return wait_for(
             lambda: (found := self.matching(*needles)) and len(found) >= count and found,
-            timeout, f"{count} message(s) with {needles!r}; got {[m.title for m in self.messages]}",
+            timeout,
+            f"{count} message(s) with {needles!r}; got {[m.title for m in self.messages]}",
         )
 
 
@@ -182,8 +206,14 @@ def lookout_toml(sections: dict[str, dict[str, Any]], programs: list[dict[str, A
 class Supervisor:
     """A real supervisord in a temp dir, with the lookout listener from conf.d/lookout.conf."""
 
-    def __init__(self, root: Path, programs: str, settings: dict[str, dict[str, Any]],
-                 program_rules: list[dict[str, Any]] = (), listener: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        programs: str,
+        settings: dict[str, dict[str, Any]],
+        program_rules: list[dict[str, Any]] = (),
+        listener: bool = True,
+    ) -> None:
         self.root = root
         (root / "logs").mkdir(parents=True, exist_ok=True)
         self.sock = root / "supervisor.sock"
@@ -212,7 +242,10 @@ class Supervisor:
     def start(self, wait_listener: bool = True) -> Supervisor:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
-            cwd=self.root, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=self.root,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(self._answers, 20, "supervisord to answer")
         if wait_listener:
@@ -247,7 +280,11 @@ class Supervisor:
     def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            capture_output=True, text=True, env=self.env(), timeout=60, check=check,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=60,
+            check=check,
         )
 
     def log(self) -> str:

@@ -23,7 +23,11 @@ def run_cli(tmp_path, toml: str, *args: str, stdin: str = "") -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "LOOKOUT_"))}
     return subprocess.run(
         [sys.executable, "-m", "listener", "-c", str(path), *args],
-        input=stdin, capture_output=True, text=True, timeout=60, env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -36,7 +40,11 @@ BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-te
         ({"alerts": {"group_wiat": "10s"}}, "alerts.group_wiat", "unknown key"),
         ({"alerts": {"stable_after": "ten seconds"}}, "alerts.stable_after", "not a duration"),
         ({"alerts": {"stable_after": 60}}, "alerts.stable_after", "expected str"),
-        ({"alerts": {"crash_loop": {"restarts": 0, "within": "1m"}}}, "alerts.crash_loop.restarts", "at least 1"),
+        (
+            {"alerts": {"crash_loop": {"restarts": 0, "within": "1m"}}},
+            "alerts.crash_loop.restarts",
+            "at least 1",
+        ),
         ({"notify": {"urls": ["nosuchscheme://x"]}}, "notify.urls[0]", "not a URL apprise can use"),
         ({"supervisor": {"serverurl": "ftp://x"}}, "supervisor.serverurl", "must start with"),
         ({"nonsense": {"a": 1}}, "nonsense", "unknown key"),
@@ -44,8 +52,11 @@ BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-te
 )
 def test_bad_config_names_the_key_and_exits_2(tmp_path, webhook, sections, key, problem):
     state = {"path": str(tmp_path / "db.sqlite")}
-    toml = lookout_toml({**sections, "state": state, "notify": {"urls": [webhook.url()], **sections.get("notify", {})}}
-                        if "notify" not in sections or "urls" not in sections["notify"] else {**sections, "state": state})
+    toml = lookout_toml(
+        {**sections, "state": state, "notify": {"urls": [webhook.url()], **sections.get("notify", {})}}
+        if "notify" not in sections or "urls" not in sections["notify"]
+        else {**sections, "state": state}
+    )
     for args in ((), ("--check-config",)):
         result = run_cli(tmp_path, toml, *args, stdin="READY-not-really\n")
         assert result.returncode == 2, result.stderr
@@ -58,8 +69,13 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path, webhook, sections, key, 
 
 
 def test_unreachable_supervisord(tmp_path, webhook):
-    toml = lookout_toml({**BASE, "notify": {"urls": [f"json://me:{SECRET}@127.0.0.1:{webhook.port}/x"]},
-                         "state": {"path": str(tmp_path / "db")}})
+    toml = lookout_toml(
+        {
+            **BASE,
+            "notify": {"urls": [f"json://me:{SECRET}@127.0.0.1:{webhook.port}/x"]},
+            "state": {"path": str(tmp_path / "db")},
+        }
+    )
     result = run_cli(tmp_path, toml, "--check-config")
     assert result.returncode == 2
     assert "supervisor.serverurl" in result.stderr and "cannot reach supervisord" in result.stderr
@@ -71,13 +87,22 @@ def test_unreachable_supervisord(tmp_path, webhook):
 def test_check_config_masks_secrets(tmp_path):
     from .harness import Supervisor
 
-    sup = Supervisor(tmp_path / "s", "[program:x]\ncommand=sleep 1000\n", {}, listener=False).start(wait_listener=False)
+    sup = Supervisor(tmp_path / "s", "[program:x]\ncommand=sleep 1000\n", {}, listener=False).start(
+        wait_listener=False
+    )
     try:
-        toml = lookout_toml({
-            "supervisor": {"serverurl": f"unix://{sup.sock}", "password": "hunter2hunter2"},
-            "state": {"path": str(tmp_path / "db")},
-            "notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}", f"json://u:{SECRET}@hooks.example.com/x"]},
-        })
+        toml = lookout_toml(
+            {
+                "supervisor": {"serverurl": f"unix://{sup.sock}", "password": "hunter2hunter2"},
+                "state": {"path": str(tmp_path / "db")},
+                "notify": {
+                    "urls": [
+                        f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}",
+                        f"json://u:{SECRET}@hooks.example.com/x",
+                    ]
+                },
+            }
+        )
         result = run_cli(tmp_path, toml, "--check-config")
         assert result.returncode == 0, result.stderr
         out = result.stdout + result.stderr
@@ -101,8 +126,14 @@ def test_terminal_run_explains_registration(tmp_path):
     path.write_text(lookout_toml({"state": {"path": str(tmp_path / "db")}}))
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
-    result = subprocess.run([sys.executable, "-m", "listener", "-c", str(path)], stdin=slave,
-                            capture_output=True, text=True, timeout=30, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "-c", str(path)],
+        stdin=slave,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     os.close(master)
     os.close(slave)
     assert result.returncode == 2

@@ -49,7 +49,8 @@ def test_crash_loop_alert_by_email(supervisor_factory, webhook):
         ]
         supervisor_factory(CRASHER, settings).start()
         mail = wait_for(
-            lambda: [t for t in inbox.texts() if "crash-looping" in t and "flaky:flaky" in t], 20,
+            lambda: [t for t in inbox.texts() if "crash-looping" in t and "flaky:flaky" in t],
+            20,
             "crash-looping mail",
         )
         assert len(mail) == 1

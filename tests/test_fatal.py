@@ -41,7 +41,9 @@ def test_missing_command_and_instant_exit_each_give_up_once(supervisor_factory, 
     wait_for(lambda: occurrences(webhook, "gave up starting (FATAL) on") == 4, 20, "re-alert from reconcile")
     pid = sup.listener_pid()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid, 20, "restart")
+    wait_for(
+        lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid, 20, "restart"
+    )
     wait_for(lambda: sup.listener_output().count("reconciled with getAllProcessInfo") >= 3, 20, "reconcile")
     stays(lambda: occurrences(webhook, "gave up starting (FATAL) on") == 4, 4, "no duplicate after restart")
     assert len(webhook.messages) - before <= 2

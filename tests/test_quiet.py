@@ -34,7 +34,9 @@ def test_no_alerts_for_normal_operations(supervisor_factory, webhook):
 
     readies = sup.listener_output().count("lookout-listener ready")
     sup.ctl("reload")
-    wait_for(lambda: sup.listener_output().count("lookout-listener ready") > readies, 30, "listener after reload")
+    wait_for(
+        lambda: sup.listener_output().count("lookout-listener ready") > readies, 30, "listener after reload"
+    )
     sup.wait_state("steady:steady", "RUNNING", 15)
     sup.wait_state("oneshot:oneshot", "EXITED", 15)
     stays(lambda: not webhook.messages, 5, "no messages after reload")

@@ -13,11 +13,17 @@ from listener.rules.sequence import StreamPosition, check_continuity
 SERIAL = itertools.count(1)
 
 
-def ev(state: str, name: str = "web", from_state: str = "", expected: bool | None = None, group: str = "") -> ProcessStateEvent:
+def ev(
+    state: str, name: str = "web", from_state: str = "", expected: bool | None = None, group: str = ""
+) -> ProcessStateEvent:
     n = next(SERIAL)
     return ProcessStateEvent(
-        Delivery("s", n, "lookout", n, f"PROCESS_STATE_{state}"), state, group or name, name,
-        from_state, expected=expected,
+        Delivery("s", n, "lookout", n, f"PROCESS_STATE_{state}"),
+        state,
+        group or name,
+        name,
+        from_state,
+        expected=expected,
     )
 
 
@@ -26,8 +32,9 @@ def sup(state: str) -> SupervisorStateEvent:
     return SupervisorStateEvent(Delivery("s", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"), state)
 
 
-SETTINGS = AlertSettings(group_wait=0, repeat_interval=3600, stable_after=60, exit_grace=3,
-                         crash_loop=CrashLoop(3, 600))
+SETTINGS = AlertSettings(
+    group_wait=0, repeat_interval=3600, stable_after=60, exit_grace=3, crash_loop=CrashLoop(3, 600)
+)
 
 
 def run(engine: AlertEngine, steps: list[tuple[float, object]]) -> list[tuple[float, str, str, str]]:
@@ -85,7 +92,21 @@ def test_unexpected_exit_without_respawn_is_exited_after_grace():
     said = run(engine, start("once") + [(10, ev("EXITED", "once", "RUNNING", expected=False)), (12, None)])
     assert said == []
     assert engine.next_deadline() == 13
-    assert run(engine, [(13, None)]) == [(13, FIRING, EXITED, "once:once")]
+    assert engine.on_time(13).reconcile  # no respawn seen: ask supervisord, do not guess
+    assert engine.next_deadline() is None
+    snap = [ProcessSnapshot("once", "once", "EXITED", 1, 10, 13, 0, 5, "Bad exit code 5")]
+    out = engine.on_snapshot(snap, 13, 13.1)
+    assert [(n.kind, out.alerts[n.namespec].kind) for n in out.notices] == [(FIRING, EXITED)]
+
+
+def test_late_respawn_in_a_storm_is_still_a_crash():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("w") + [(10, ev("EXITED", "w", "RUNNING", expected=False))])
+    assert engine.on_time(20).reconcile
+    snap = [ProcessSnapshot("w", "w", "RUNNING", 11, 10, 20, 99, -1, "")]
+    assert engine.on_snapshot(snap, 20, 20.1).notices == []
+    said = run(engine, [(21, ev("STARTING", "w", "EXITED"))])
+    assert said == [(21, FIRING, CRASHED, "w:w")]
 
 
 def test_expected_exit_and_operator_stop_say_nothing():
@@ -98,8 +119,13 @@ def test_expected_exit_and_operator_stop_say_nothing():
 
 def test_supervisor_stopping_suppresses_everything():
     engine = AlertEngine(SETTINGS)
-    steps = start() + [(5, sup("STOPPING")), (6, ev("EXITED", "web", "RUNNING", expected=False)),
-                       (7, ev("BACKOFF", "other", "STARTING")), (8, ev("FATAL", "other", "BACKOFF")), (100, None)]
+    steps = start() + [
+        (5, sup("STOPPING")),
+        (6, ev("EXITED", "web", "RUNNING", expected=False)),
+        (7, ev("BACKOFF", "other", "STARTING")),
+        (8, ev("FATAL", "other", "BACKOFF")),
+        (100, None),
+    ]
     assert run(engine, steps) == []
     # After the reload, supervisord is RUNNING again and alerts flow.
     steps = [(200, sup("RUNNING"))] + start(t=201) + crash(210)
@@ -134,14 +160,26 @@ def test_stale_snapshot_does_not_undo_newer_events():
 
 def test_program_rules_ignore_and_severity():
     settings = AlertSettings(
-        exit_grace=3, crash_loop=CrashLoop(3, 600),
-        programs=(ProgramRule("batch:*", ignore=True), ProgramRule("trading:*", severity="critical", tags=("pager",))),
+        exit_grace=3,
+        crash_loop=CrashLoop(3, 600),
+        programs=(
+            ProgramRule("batch:*", ignore=True),
+            ProgramRule("trading:*", severity="critical", tags=("pager",)),
+        ),
     )
     engine = AlertEngine(settings)
-    assert run(engine, start("w", 0) + crash(5, "w")[:0] + [
-        (5, ev("EXITED", "w", "RUNNING", False, group="batch")),
-        (5.1, ev("STARTING", "w", "EXITED", group="batch")),
-    ]) == []
+    assert (
+        run(
+            engine,
+            start("w", 0)
+            + crash(5, "w")[:0]
+            + [
+                (5, ev("EXITED", "w", "RUNNING", False, group="batch")),
+                (5.1, ev("STARTING", "w", "EXITED", group="batch")),
+            ],
+        )
+        == []
+    )
     out = engine.on_event(ev("EXITED", "feed", "RUNNING", False, group="trading"), 10)
     out = engine.on_event(ev("STARTING", "feed", "EXITED", group="trading"), 10.1)
     alert = out.alerts["trading:feed"]

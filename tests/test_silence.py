@@ -11,8 +11,12 @@ from .test_crash_loop import CRASHER
 
 
 def cli(sup, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "listener", "-c", str(sup.config_path), *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "listener", "-c", str(sup.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_silence_holds_alerts_until_unsilenced(supervisor_factory, webhook):

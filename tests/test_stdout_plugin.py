@@ -9,11 +9,13 @@ from .harness import wait_for
 
 PROGRAMS = """\
 [program:first]
-command=sh -c 'if [ -f %(here)s/first.done ]; then exec sleep 1000; fi; touch %(here)s/first.done; sleep 1.2; exit 9'
+command=sh -c 'if [ -f %(here)s/first.done ]; then exec sleep 1000; fi;
+    touch %(here)s/first.done; sleep 1.2; exit 9'
 startsecs=1
 
 [program:second]
-command=sh -c 'if [ -f %(here)s/second.done ]; then exec sleep 1000; fi; sleep 1; while [ ! -f %(here)s/go ]; do sleep 0.2; done;
+command=sh -c 'if [ -f %(here)s/second.done ]; then exec sleep 1000; fi; sleep 1;
+    while [ ! -f %(here)s/go ]; do sleep 0.2; done;
     touch %(here)s/second.done; exit 9'
 startsecs=1
 """

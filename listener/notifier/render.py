@@ -100,6 +100,12 @@ def _firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, li
     return out
 
 
+def _recovery(alert, end: float) -> str:  # noqa: ANN001
+    if alert.resolution == "stopped":
+        return f"stopped by an operator at {_clock(end)}"
+    return f"running again since {_clock(end)} (down {format_duration(end - alert.opened_at)})"
+
+
 def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     a, proc = n.alert, n.process
     end = a.resolved_at or a.updated_at
@@ -122,14 +128,25 @@ def render(
 ) -> Message:
     firing = [n for n in notices if n.kind != RESOLVED]
     resolved = [n for n in notices if n.kind == RESOLVED]
+    # A problem that came and went within group_wait: one block that says both.
+    recovered = {n.alert.id: n for n in resolved if any(f.alert.id == n.alert.id for f in firing)}
+    resolved = [n for n in resolved if n.alert.id not in recovered]
     firing.sort(key=lambda n: (SEVERITY_ORDER.get(n.alert.severity, 9), n.created_at))
     blocks: list[str] = []
     for i, n in enumerate(firing):
+        back = recovered.get(n.alert.id)
+        since = ""
+        if back is not None:
+            end = back.alert.resolved_at or back.created_at
+            since = f"; recovered since: {_recovery(back.alert, end)}"
         if i < max_detailed:
-            blocks.extend(_firing_block(n, host, now, extra, lines))
+            block = _firing_block(n, host, now, extra, lines)
+            if back is not None:
+                block.insert(1, f"  recovered since: {_recovery(back.alert, end)}")
+            blocks.extend(block)
             blocks.append("")
         else:
-            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}")
+            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}{since}")
     if len(firing) > max_detailed:
         blocks.append("")
     for n in resolved:

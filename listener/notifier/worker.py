@@ -90,8 +90,7 @@ class Notifier:
         notices = self.store.pending_notices()
         if not notices:
             return None
-        silences = self.store.silences(now)
-        active = [n for n in notices if not any(s.covers(n.alert.namespec, now) for s in silences)]
+        active = self._silence_stage(notices, now)
         if not active:
             return None
         due = min(n.created_at for n in active) + self.config.alerts.group_wait
@@ -121,6 +120,27 @@ class Notifier:
             log.warning("no notification targets configured: set notify.urls to be told of this")
         self.store.dispatch([n.id for n in active], messages, now)
         return None
+
+    def _silence_stage(self, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
+        """Hold back silenced notices; drop those of alerts that resolved while held unheard."""
+        assert self.store is not None
+        silences = self.store.silences(now)
+        covered = [n for n in notices if any(s.covers(n.alert.namespec, now) for s in silences)]
+        newly_held = [n.id for n in covered if not n.held]
+        if newly_held:
+            self.store.mark_held(newly_held)
+        active = [n for n in notices if n not in covered]
+        resolved = {n.alert.id for n in active if n.kind == RESOLVED}
+        secret = {
+            n.alert.id for n in active if n.alert.id in resolved and n.held and not n.heard
+        }
+        if secret:
+            dropped = [n for n in active if n.alert.id in secret]
+            for n in dropped:
+                log.info("not sending %s %s: it resolved while a silence held it", n.kind, n.alert.namespec)
+            self.store.discard([n.id for n in dropped], now)
+            active = [n for n in active if n.alert.id not in secret]
+        return active
 
     def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
         extra = Enrichment()

@@ -8,7 +8,8 @@ The table the rules implement (see the README):
 - unexpected exit after RUNNING, then respawned          -> "crashed" (warning)
 - failures (unexpected exits + BACKOFF) reach crash_loop -> "crash_loop" replaces it (critical)
 - FATAL                                                  -> "fatal" (critical)
-- unexpected exit, not respawned within exit_grace       -> "exited" (critical)
+- unexpected exit, no respawn after exit_grace and supervisord confirms it is still EXITED
+                                                         -> "exited" (critical)
 - RUNNING for stable_after with an alert open            -> resolved
 - expected exits, operator stop/start, supervisord stopping or reloading -> nothing
 """
@@ -78,6 +79,7 @@ class AlertEngine:
         # Records that a timer may act on (pending exit, failing while running): on_time
         # looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
+        self._confirming: set[str] = set()  # pending exits we asked supervisord about
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class AlertEngine:
                 continue
             seen.add(ns)
             rec = self._record(info.group, info.name)
+            self._confirming.discard(ns)
             if rec.event_at > taken_at:
                 continue  # an event told us something newer than this snapshot
             changed = not rec.present or rec.state != info.state
@@ -121,6 +124,12 @@ class AlertEngine:
                 else:
                     rec.state_since = taken_at
                 rec.running_since = rec.state_since if info.state == "RUNNING" else None
+            if rec.pending_exit_at is not None and info.state != "EXITED":
+                pass  # respawned: its STARTING event is on the way and raises "crashed"
+            elif rec.pending_exit_at is not None:  # still EXITED: autorestart=false
+                rec.pending_exit_at = None
+                self._raise(rec, EXITED, now, out)
+                changed = True
             if info.state == "FATAL" and ns not in self.alerts:
                 rec.spawnerr = info.spawnerr
                 self._raise(rec, FATAL, now, out, detail=info.spawnerr)
@@ -160,11 +169,15 @@ class AlertEngine:
         s = self.settings
         for ns in list(self._watch):
             rec = self.records[ns]
-            if rec.pending_exit_at is not None and now - rec.pending_exit_at >= s.exit_grace:
-                rec.pending_exit_at = None
-                if rec.state == "EXITED":  # not respawned: autorestart=false or unexpected
-                    self._raise(rec, EXITED, now, out)
-                self._touch(rec, out)
+            if (
+                rec.pending_exit_at is not None
+                and ns not in self._confirming
+                and now - rec.pending_exit_at >= s.exit_grace
+            ):
+                # No STARTING yet. In a storm it may just be queued behind hundreds of events,
+                # so ask supervisord rather than guess: on_snapshot decides.
+                self._confirming.add(ns)
+                out.reconcile = f"confirm whether {ns} was respawned"
             if (
                 rec.failing_since is not None
                 and rec.state == "RUNNING"
@@ -189,7 +202,7 @@ class AlertEngine:
         times = []
         for ns in self._watch:
             rec = self.records[ns]
-            if rec.pending_exit_at is not None:
+            if rec.pending_exit_at is not None and ns not in self._confirming:
                 times.append(rec.pending_exit_at + s.exit_grace)
             if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since:
                 times.append(rec.running_since + s.stable_after)
@@ -213,6 +226,7 @@ class AlertEngine:
                 rec.restarts += 1
             if rec.pending_exit_at is not None:  # the unexpected exit was respawned
                 rec.pending_exit_at = None
+                self._confirming.discard(rec.namespec)
                 self._raise(rec, CRASHED, now, out)
         elif state == "RUNNING":
             rec.running_since, rec.spawnerr = now, ""

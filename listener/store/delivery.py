@@ -18,6 +18,8 @@ class PendingNotice:
     created_at: float
     alert: Alert
     process: ProcessRecord | None
+    held: bool = False  # a silence held it back at least once
+    heard: bool = False  # a firing of this alert was already delivered
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class DeliveryStore:
 
     def pending_notices(self) -> list[PendingNotice]:
         rows = self.conn.execute(
-            "SELECT n.id AS nid, n.kind AS nkind, n.created_at AS ncreated, a.* "
+            "SELECT n.id AS nid, n.kind AS nkind, n.created_at AS ncreated, n.held AS nheld, "
+            "EXISTS(SELECT 1 FROM notifications d WHERE d.alert_id = n.alert_id "
+            "AND d.dispatched_at IS NOT NULL AND d.kind != 'resolved') AS heard, a.* "
             "FROM notifications n JOIN alerts a ON a.id = n.alert_id "
             "WHERE n.dispatched_at IS NULL ORDER BY n.created_at, n.id"
         ).fetchall()
@@ -74,7 +78,8 @@ class DeliveryStore:
                 processes[p["namespec"]] = record_from_row(p)
         return [
             PendingNotice(
-                r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"])
+                r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"]),
+                bool(r["nheld"]), bool(r["heard"]),
             )
             for r in rows
         ]
@@ -92,6 +97,14 @@ class DeliveryStore:
                 "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
                 [(now, i) for i in notice_ids],
             )
+
+    def mark_held(self, notice_ids: list[int]) -> None:
+        with Transaction(self.conn) as c:
+            c.executemany("UPDATE notifications SET held = 1 WHERE id = ?", [(i,) for i in notice_ids])
+
+    def discard(self, notice_ids: list[int], now: float) -> None:
+        """Settle notices that will never be sent (resolved while a silence hid them)."""
+        self.dispatch(notice_ids, [], now)
 
     # ---- outbox -------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    last_run_seconds, failures (JSON list of times),
                                    failing_since, crash_looping, present, ...
   alerts(id, namespec, kind, ...)  open alerts (resolved_at NULL) and recently closed ones
-  notifications(id, alert_id, kind, created_at, dispatched_at)
+  notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
+                                   (dispatched_at is also set for notices dropped on purpose)
   outbox(id, target_key, ...)      one row per message per target; status pending -> sent,
                                    or expired after notify.retry_for
   notification_stats(scheme, result, count)
@@ -79,7 +80,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     alert_id INTEGER NOT NULL REFERENCES alerts(id),
     kind TEXT NOT NULL,
     created_at REAL NOT NULL,
-    dispatched_at REAL
+    dispatched_at REAL,
+    held INTEGER NOT NULL DEFAULT 0  -- a silence held it back at least once
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (dispatched_at, alert_id);
 CREATE TABLE IF NOT EXISTS outbox (

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from dataclasses import fields
 
-from ..rules.models import FIRING, RESOLVED, Alert, Notice, Outcome, ProcessRecord
+from ..rules.models import FIRING, REMINDER, RESOLVED, Alert, Notice, Outcome, ProcessRecord
 from ..rules.sequence import StreamPosition
 from .schema import Transaction, get_meta, set_meta
 
@@ -148,27 +148,22 @@ class StateStore:
 
     @staticmethod
     def _queue_notice(c: sqlite3.Connection, notice: Notice, alert: Alert) -> None:
-        """At most one pending notification per alert: a newer notice replaces or cancels it.
+        """At most one pending firing/reminder per alert, plus its resolution.
 
-        - firing while one is pending: it was escalated before anyone heard of it, so the
-          pending one becomes the escalation (keeping its place in group_wait).
-        - resolved while nothing was ever dispatched: nobody heard of the problem (it came and
-          went within group_wait, or under a silence): say nothing at all.
+        A firing while one is pending means the alert was escalated before anyone heard of
+        it: the pending one becomes the escalation, keeping its place in group_wait. A
+        resolution supersedes a pending reminder, but never a pending firing: a crash that
+        recovered within group_wait is still news, and both go out in the same message.
+        Whether to drop a resolution that a silence kept secret is the notifier's call.
         """
         pending = c.execute(
-            "SELECT id, kind FROM notifications WHERE alert_id = ? AND dispatched_at IS NULL",
-            (alert.id,),
+            "SELECT id, kind FROM notifications WHERE alert_id = ? AND dispatched_at IS NULL "
+            "AND kind != ?",
+            (alert.id, RESOLVED),
         ).fetchone()
         if notice.kind == RESOLVED:
-            heard = c.execute(
-                "SELECT 1 FROM notifications WHERE alert_id = ? AND dispatched_at IS NOT NULL "
-                "AND kind != ? LIMIT 1",
-                (alert.id, RESOLVED),
-            ).fetchone()
-            if pending is not None:
+            if pending is not None and pending["kind"] == REMINDER:
                 c.execute("DELETE FROM notifications WHERE id = ?", (pending["id"],))
-            if heard is None:
-                return
         elif pending is not None:
             if notice.kind == FIRING:
                 c.execute("UPDATE notifications SET kind = ? WHERE id = ?", (FIRING, pending["id"]))
