@@ -55,9 +55,9 @@ def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     info = extra.exits.get(n.alert.namespec)
     text = proc.last_exit_text if proc and proc.last_exit_text else (info.text if info else "")
     ran = proc.last_run_seconds if proc else None
-    if not text and ran is None:
-        return ""
-    parts = [f"last exit: {text or 'exit status unknown'}"]
+    if not text:
+        return ""  # a spawn error (no fork) or a log we could not read: spawnerr/tail say more
+    parts = [f"last exit: {text}"]
     if ran is not None:
         parts.append(f"after running {format_duration(ran)}")
     return " ".join(parts)
