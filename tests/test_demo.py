@@ -42,7 +42,6 @@ def test_make_demo_on_a_fresh_clone(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest.decode(errors="replace")
-    assert b"demo stopped" in rest
+    assert b"demo stopped" in rest, rest.decode(errors="replace")  # make itself exits -2 on Ctrl-C
     assert not (clone / ".demo" / "supervisord.pid").exists()
     assert "is crash-looping" in (clone / ".demo" / "inbox.log").read_text()
