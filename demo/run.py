@@ -126,7 +126,7 @@ class Inbox:
                     data = json.loads(raw)
                 except ValueError:
                     data = {"title": "(unparseable)", "message": raw.decode("utf-8", "replace")}
-                inbox.show(str(data.get("title", "")), str(data.get("message", "")), str(data.get("type", "")))
+                inbox.show(*(str(data.get(k, "")) for k in ("title", "message", "type")))
 
             def log_message(self, *args: object) -> None:
                 pass

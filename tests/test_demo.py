@@ -18,7 +18,8 @@ from .harness import REPO
 def test_make_demo_on_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "SUPERVISOR_", "LOOKOUT_"))}
+    skip = ("VIRTUAL_ENV", "SUPERVISOR_", "LOOKOUT_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env["DEMO_DURATION"] = "120"
     # Build the clone's own virtualenv first: the 30 s are for the demo, not for pip.
     subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, timeout=600, capture_output=True)

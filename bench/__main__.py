@@ -1,0 +1,70 @@
+"""`make bench`: prints a table of lookout's numbers against baselines from the same run."""
+
+from __future__ import annotations
+
+import sys
+
+from .listener_bench import latency, throughput_and_memory
+
+
+def row(metric: str, value: str, baseline: str, ratio: str, target: str, ok: bool | None) -> str:
+    verdict = "" if ok is None else ("ok" if ok else "MISSED")
+    return f"| {metric:<34} | {value:>10} | {baseline:>10} | {ratio:>7} | {target:<18} | {verdict:<6} |"
+
+
+def main() -> int:
+    print("running listener benchmarks (a few minutes)...", flush=True)
+    t = throughput_and_memory()
+    lat = latency()
+    rows = [
+        row("metric", "lookout", "baseline", "ratio", "target", None).replace("|", "|"),
+        "|" + "|".join("-" * n for n in (36, 12, 12, 9, 20, 8)) + "|",
+    ]
+    eps_ratio = t["lookout_eps"] / t["minimal_eps"]
+    rows.append(
+        row(
+            "events/s, 20k queued (drain)",
+            f"{t['lookout_eps']:.0f}",
+            f"{t['minimal_eps']:.0f}",
+            f"{eps_ratio:.2f}x",
+            ">= 0.8x minimal",
+            eps_ratio >= 0.8,
+        )
+    )
+    for p in ("p50", "p95"):
+        total, base, own = (lat[f"latency_{p}"], lat[f"supervisord_{p}"], lat[f"own_{p}"])
+        rows.append(
+            row(
+                f"exit -> webhook {p} (group_wait 0)",
+                f"{total * 1000:.0f} ms",
+                f"{base * 1000:.0f} ms",
+                f"{total / base:.2f}x",
+                "< 1000 ms" if p == "p95" else "-",
+                total < 1.0 if p == "p95" else None,
+            )
+        )
+        rows.append(row(f"  of which lookout's own {p}", f"{own * 1000:.0f} ms", "-", "-", "-", None))
+    for mark in (10_000, 100_000):
+        rows.append(
+            row(
+                f"RSS after {mark // 1000}k events (MB)",
+                f"{t[f'lookout_rss_{mark}']:.1f}",
+                f"{t[f'minimal_rss_{mark}']:.1f}",
+                f"{t[f'lookout_rss_{mark}'] / t[f'minimal_rss_{mark}']:.1f}x",
+                "< 64 MB",
+                t[f"lookout_rss_{mark}"] < 64,
+            )
+        )
+    growth = t["lookout_rss_100000"] - t["lookout_rss_10000"]
+    base_growth = t["minimal_rss_100000"] - t["minimal_rss_10000"]
+    rows.append(
+        row("RSS growth 10k -> 100k (MB)", f"{growth:+.1f}", f"{base_growth:+.1f}", "-", "< 2 MB", growth < 2)
+    )
+    print("\nbaseline: a minimal READY/OK listener under the same supervisord, same events;")
+    print("for latency, the baseline is when that listener received the same EXITED event\n")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Listener benchmarks, each against a baseline measured in the same run.
+
+throughput  Both listeners are SIGSTOPped under one supervisord while a numprocs pool is stopped
+            and started until N PROCESS_STATE events wait in each pool's buffer; then each is
+            resumed alone and timed until it has taken all of them (events/s).
+latency     group_wait = "0s": kill -9 a RUNNING program, time until the webhook has the alert.
+memory      RSS of lookout-listener after 10k and 100k events, and the growth between them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.harness import REPO, Supervisor, Webhook, wait_for
+
+POOL = 100  # flapping processes; one stop+start of the pool = 4 events per process
+EVENTS_PER_CYCLE = 4 * POOL
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _minimal_snippet(report: Path, trace: Path | None = None) -> str:
+    env = f'MINIMAL_REPORT="{report}"' + (f',MINIMAL_TRACE="{trace}"' if trace else "")
+    return f"""
+[eventlistener:minimal]
+command={sys.executable} {REPO / "bench" / "minimal_listener.py"}
+events=PROCESS_STATE,TICK_60,SUPERVISOR_STATE_CHANGE
+buffer_size=100000
+environment={env}
+priority=-20
+stderr_logfile=%(here)s/minimal.stderr.log
+"""
+
+
+def _flap_supervisor(root: Path) -> tuple[Supervisor, Path]:
+    report = root / "minimal.report"
+    programs = f"""\
+[program:flap]
+command=sleep 100000
+process_name=%(program_name)s_%(process_num)03d
+numprocs={POOL}
+startsecs=0
+autorestart=false
+""" + _minimal_snippet(report)
+    sup = Supervisor(root, programs, {"listener": {"log_level": "info"}})
+    sup.conf.write_text(sup.conf.read_text().replace("buffer_size=4096", "buffer_size=100000"))
+    return sup.start(), report
+
+
+def _minimal(report: Path) -> tuple[int, float]:
+    try:
+        count, last = report.read_text().split()
+        return int(count), float(last)
+    except (OSError, ValueError):
+        return 0, 0.0
+
+
+def _lookout_position(sup: Supervisor) -> tuple[int, float]:
+    with sup.db() as c:
+        rows = dict(c.execute("SELECT key, value FROM meta").fetchall())
+    return int(rows.get("position_poolserial") or 0), float(rows.get("last_event_at") or 0)
+
+
+def _cycle(sup: Supervisor, n: int) -> None:
+    rpc = sup.rpc()
+    for _ in range(n):
+        rpc.call("supervisor.stopProcessGroup", "flap", True)
+        rpc.call("supervisor.startProcessGroup", "flap", True)
+
+
+def _settle(sup: Supervisor, report: Path) -> None:
+    """Both listeners idle: their counters stop moving."""
+
+    def still() -> bool:
+        a = (_minimal(report)[0], _lookout_position(sup)[0])
+        time.sleep(0.5)
+        return a == (_minimal(report)[0], _lookout_position(sup)[0])
+
+    wait_for(still, 120, "listeners idle", interval=0)
+
+
+def throughput_and_memory(events: int = 20_000) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="lookout-bench-"))
+    sup, report = _flap_supervisor(root)
+    try:
+        _settle(sup, report)
+        info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+        minimal_pid, lookout_pid = info["minimal"], info["lookout"]
+        os.kill(minimal_pid, signal.SIGSTOP)
+        os.kill(lookout_pid, signal.SIGSTOP)
+        m0, l0 = _minimal(report)[0], _lookout_position(sup)[0]
+        _cycle(sup, events // EVENTS_PER_CYCLE)
+        queued = events // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
+
+        results = {}
+        for name, pid, done in (
+            ("minimal", minimal_pid, lambda: _minimal(report)[0] - m0 >= queued),
+            ("lookout", lookout_pid, lambda: _lookout_position(sup)[0] - l0 >= queued),
+        ):
+            start = time.time()
+            os.kill(pid, signal.SIGCONT)
+            wait_for(done, 300, f"{name} to drain {queued} events", interval=0.02)
+            last = _minimal(report)[1] if name == "minimal" else _lookout_position(sup)[1]
+            results[f"{name}_eps"] = queued / max(last - start, 1e-6)
+        assert "overflowed" not in sup.log()
+
+        # Memory: keep events flowing with both listeners running.
+        def taken() -> int:
+            return _lookout_position(sup)[0] - l0
+
+        for mark in (10_000, 100_000):
+            while taken() < mark:
+                _cycle(sup, max(1, min(25, (mark - taken()) // EVENTS_PER_CYCLE)))
+            _settle(sup, report)
+            results[f"lookout_rss_{mark}"] = rss_mb(lookout_pid)
+            results[f"minimal_rss_{mark}"] = rss_mb(minimal_pid)
+        return results
+    finally:
+        sup.stop()
+
+
+def latency(samples: int = 40) -> dict[str, float]:
+    """kill -9 -> alert at the webhook; the minimal listener's receipt of the same EXITED event
+    is supervisord's share (it queues events until its next loop iteration, up to 1 s)."""
+    root = Path(tempfile.mkdtemp(prefix="lookout-bench-lat-"))
+    hook = Webhook().start()
+    trace = root / "minimal.trace"
+    programs = "\n".join(f"[program:victim{i:02d}]\ncommand=sleep 100000\n" for i in range(samples))
+    programs += _minimal_snippet(root / "minimal.report", trace)
+    settings = {
+        "notify": {"urls": [hook.url()]},
+        "alerts": {"group_wait": "0s"},
+        "listener": {"log_level": "info"},
+    }
+    sup = Supervisor(root, programs, settings).start()
+    try:
+        wait_for(
+            lambda: all(sup.state_of(f"victim{i:02d}:victim{i:02d}") == "RUNNING" for i in range(samples)),
+            30,
+            "victims RUNNING",
+        )
+        total, supervisord_share = [], []
+        for i in range(samples):
+            name = f"victim{i:02d}"
+            ns = f"{name}:{name}"
+            pid = sup.info(ns)["pid"]
+            t0 = time.time()
+            os.kill(pid, signal.SIGKILL)
+            msg = hook.wait(f"{ns} crashed", timeout=30)[0]
+            total.append(msg.at - t0)
+            seen = wait_for(
+                lambda n=name: [
+                    float(line.split()[0])
+                    for line in trace.read_text().splitlines()
+                    if f"PROCESS_STATE_EXITED processname:{n}" in line
+                ],
+                10,
+                "trace",
+            )
+            supervisord_share.append(seen[0] - t0)
+        own = [t - s for t, s in zip(total, supervisord_share)]
+        return {
+            "latency_p50": _pct(total, 50),
+            "latency_p95": _pct(total, 95),
+            "supervisord_p50": _pct(supervisord_share, 50),
+            "supervisord_p95": _pct(supervisord_share, 95),
+            "own_p50": _pct(own, 50),
+            "own_p95": _pct(own, 95),
+        }
+    finally:
+        sup.stop()
+        hook.stop()
+
+
+def _pct(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(round(pct / 100 * len(ordered))) - 1)]
