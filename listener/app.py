@@ -29,7 +29,7 @@ from .rules.models import Outcome
 from .rules.sequence import StreamPosition, check_continuity
 from .store.schema import connect
 from .store.state import StateStore
-from .watcher import ExitsObserved, Snapshot, SupervisorWatcher
+from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
 
 log = logging.getLogger("lookout.listener")
 
@@ -76,7 +76,7 @@ class Listener:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         self.state.commit(Outcome(), stopping=self.engine.stopping, meta={
-            "listener_pid": os.getpid(), "listener_started_at": self.clock(),
+            "listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
         })
         self.notifier.start()
         self.watcher.start()
@@ -156,10 +156,14 @@ class Listener:
 
     # ---- other inputs -------------------------------------------------------------------
 
-    def _apply_result(self, result: Snapshot | ExitsObserved) -> None:
+    def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved) -> None:
         if isinstance(result, Snapshot):
-            self._apply(self.engine.on_snapshot(result.infos, result.taken_at, self.clock()),
-                        meta={"last_reconcile_at": result.taken_at})
+            meta = {"last_reconcile_at": result.taken_at}
+            meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
+            self._apply(self.engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
+        elif isinstance(result, StartsObserved):
+            for ns, start in result.starts.items():
+                self._apply(self.engine.on_start_observed(ns, start))
         else:
             for ns, info in result.exits.items():
                 self._apply(self.engine.on_exit_observed(ns, info.status, info.text))
@@ -176,6 +180,8 @@ class Listener:
             self.notifier.wake()
         if outcome.exit_lookups:
             self.watcher.lookup_exits(outcome.exit_lookups)
+        if outcome.start_lookups:
+            self.watcher.lookup_starts(outcome.start_lookups)
 
     def _reconcile(self, why: str) -> None:
         self.last_reconcile_at = self.clock()

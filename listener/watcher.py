@@ -30,6 +30,12 @@ RETRY_SECONDS = 5.0
 class Snapshot:
     infos: list[ProcessSnapshot]
     taken_at: float
+    daemon: dict[str, object]  # version, identification, pid: for the exporter, via meta
+
+
+@dataclass(frozen=True)
+class StartsObserved:
+    starts: dict[str, float]  # namespec -> spawn time, on our clock
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class SupervisorWatcher:
 
     def lookup_exits(self, namespecs: list[str]) -> None:
         self._requests.put(("exits", namespecs))
+
+    def lookup_starts(self, namespecs: list[str]) -> None:
+        self._requests.put(("starts", namespecs))
 
     def drain(self) -> list[Snapshot | ExitsObserved]:
         items = []
@@ -76,14 +85,16 @@ class SupervisorWatcher:
     def _run(self) -> None:
         reconcile_due = ""  # why a reconcile is owed; retried while supervisord cannot answer
         while True:
-            exits: set[str] = set()
+            wanted: dict[str, set[str]] = {"exits": set(), "starts": set()}
             for kind, arg in self._next_batch(RETRY_SECONDS if reconcile_due else None):
                 if kind == "reconcile":
                     reconcile_due = str(arg)
                 else:
-                    exits.update(arg)  # type: ignore[arg-type]
-            if exits:
-                self._lookup(exits)
+                    wanted[kind].update(arg)  # type: ignore[arg-type]
+            if wanted["exits"]:
+                self._lookup(wanted["exits"])
+            if wanted["starts"]:
+                self._lookup_starts(wanted["starts"])
             if reconcile_due and self._reconcile(reconcile_due):
                 reconcile_due = ""
 
@@ -96,6 +107,10 @@ class SupervisorWatcher:
         taken_at = self.clock()
         try:
             infos = self.client.all_process_info()
+            version, ident, pid = self.client.multicall([
+                ("supervisor.getSupervisorVersion", ()), ("supervisor.getIdentification", ()),
+                ("supervisor.getPID", ()),
+            ])
         except xmlrpc.client.Fault as exc:
             level = logging.INFO if exc.faultCode == SHUTDOWN_STATE else logging.WARNING
             log.log(level, "reconcile (%s) deferred: supervisord says %s", why, exc.faultString)
@@ -104,8 +119,27 @@ class SupervisorWatcher:
             log.warning("reconcile (%s) deferred: supervisord unreachable: %s", why, exc)
             return False
         log.info("reconciled with getAllProcessInfo (%s): %d processes", why, len(infos))
-        self._post(Snapshot(infos, taken_at))
+        daemon = {
+            k: v for k, v in (("version", version), ("identification", ident), ("pid", pid))
+            if not isinstance(v, xmlrpc.client.Fault)
+        }
+        self._post(Snapshot(infos, taken_at, daemon))
         return True
+
+    def _lookup_starts(self, namespecs: set[str]) -> None:
+        names = sorted(namespecs)
+        try:
+            infos = self.client.multicall([("supervisor.getProcessInfo", (ns,)) for ns in names])
+        except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
+            log.debug("start lookup failed: %s", exc)
+            return
+        skew = self.clock()
+        starts = {}
+        for ns, info in zip(names, infos):
+            if isinstance(info, dict) and info.get("start"):
+                starts[ns] = info["start"] + (skew - info["now"])  # onto our clock
+        if starts:
+            self._post(StartsObserved(starts))
 
     def _lookup(self, namespecs: set[str]) -> None:
         by_name: dict[str, list[str]] = {}

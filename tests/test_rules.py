@@ -186,9 +186,11 @@ def test_program_rules_ignore_and_severity():
     assert (alert.kind, alert.severity, alert.tags) == (CRASHED, "critical", ("pager",))
 
 
-def test_own_events_are_ignored():
+def test_own_events_are_recorded_but_never_alerted():
     engine = AlertEngine(SETTINGS, own_namespec="lookout:lookout")
-    assert not engine.on_event(ev("EXITED", "lookout", "RUNNING", False), 1)
+    out = engine.on_event(ev("EXITED", "lookout", "RUNNING", False), 1)
+    out = engine.on_event(ev("STARTING", "lookout", "EXITED"), 1.1)
+    assert not out.notices and engine.records["lookout:lookout"].restarts == 1
 
 
 def test_continuity():

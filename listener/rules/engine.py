@@ -90,7 +90,7 @@ class AlertEngine:
             if stopping != self.stopping:
                 self.stopping, out.flags_changed = stopping, True
                 self.stopping_since = now if stopping else 0.0
-        elif isinstance(event, ProcessStateEvent) and event.namespec != self.own_namespec:
+        elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
         return out
 
@@ -103,8 +103,6 @@ class AlertEngine:
         seen = set()
         for info in infos:
             ns = info.namespec
-            if ns == self.own_namespec:
-                continue
             seen.add(ns)
             rec = self._record(info.group, info.name)
             self._confirming.discard(ns)
@@ -112,13 +110,14 @@ class AlertEngine:
                 continue  # an event told us something newer than this snapshot
             changed = not rec.present or rec.state != info.state
             rec.present = True
+            skew = taken_at - info.now  # our clock minus supervisord's
+            if info.state in LIVE_STATES and info.start and rec.last_start != info.start + skew:
+                rec.last_start, changed = info.start + skew, True  # authoritative spawn time
             if rec.state != info.state:
-                skew = taken_at - info.now  # our clock minus supervisord's
                 rec.state = info.state
                 rec.pid = info.pid or None
                 if info.state in LIVE_STATES and info.start:
                     rec.state_since = info.start + skew
-                    rec.last_start = rec.state_since
                 elif info.stop and info.start:
                     rec.state_since = info.stop + skew
                 else:
@@ -159,6 +158,15 @@ class AlertEngine:
         rec = self.records.get(namespec)
         if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
             rec.last_exit_status, rec.last_exit_text = status, text
+            out.records[namespec] = rec
+        return out
+
+    def on_start_observed(self, namespec: str, start: float) -> Outcome:
+        """supervisord's own spawn time (events reach us late in a storm; uptime must not)."""
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is not None and rec.state in LIVE_STATES and start and rec.last_start != start:
+            rec.last_start = start
             out.records[namespec] = rec
         return out
 
@@ -222,6 +230,7 @@ class AlertEngine:
         state = ev.state
         if state == "STARTING":
             rec.last_start, rec.running_since = now, None
+            out.start_lookups.append(rec.namespec)
             if ev.from_state in ("EXITED", "BACKOFF"):
                 rec.restarts += 1
             if rec.pending_exit_at is not None:  # the unexpected exit was respawned
@@ -271,8 +280,8 @@ class AlertEngine:
         if self.stopping:
             return  # shutdown and reload move processes around on purpose
         policy = self.policies.lookup(rec.namespec)
-        if policy.ignore:
-            return
+        if policy.ignore or rec.namespec == self.own_namespec:
+            return  # we cannot usefully alert on our own death: the exporter's heartbeat does
         alert = self.alerts.get(rec.namespec)
         if alert is not None:
             alert.updated_at = now

@@ -90,6 +90,7 @@ class Outcome:
     alerts: dict[str, Alert] = field(default_factory=dict)  # touched alerts, open or just closed
     notices: list[Notice] = field(default_factory=list)
     exit_lookups: list[str] = field(default_factory=list)
+    start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False
 

@@ -6,7 +6,8 @@ lose the last commits, which the reconcile at start repairs).
 
 Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   meta(key, value)                 heartbeat and stream position: last_event_at, last_tick_at,
-                                   last_reconcile_at, stopping, position_*, listener_pid
+                                   last_reconcile_at, stopping, position_*, listener_pid,
+                                   supervisord_pid, supervisord_version, supervisord_identification
   processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
                                    unexpected_exits, fatals, last_start, running_since,
                                    last_exit_at, last_exit_status, last_exit_text,

@@ -1,0 +1,137 @@
+"""The collector: fresh metric families for every scrape, and their text exposition.
+
+Like prometheus_client's custom collectors, nothing is kept between scrapes but a cache of
+escaped label strings, so concurrent scrapes cannot race. The encoder is our own because at
+1000 programs (about 18k samples) prometheus_client's generic one takes ~190 ms a scrape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from listener.protocol.events import PROCESS_STATES
+
+from .resources import Usage
+from .source import SUPERVISORD_STATES, ProcessView, ScrapeData
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Family:
+    name: str
+    kind: str  # gauge or counter
+    help: str
+    samples: list[tuple[str, float]] = field(default_factory=list)  # (label text, value)
+
+    def add(self, labels: str, value: float) -> None:
+        self.samples.append((labels, value))
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class LabelCache:
+    """'group="g",name="n"' per process, escaped once; shared by scrapes, bounded."""
+
+    def __init__(self, limit: int = 20000) -> None:
+        self.limit = limit
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, p: ProcessView) -> str:
+        key = (p.group, p.name)
+        text = self._cache.get(key)
+        if text is None:
+            if len(self._cache) >= self.limit:
+                self._cache.clear()
+            text = self._cache[key] = f'group="{escape(p.group)}",name="{escape(p.name)}"'
+        return text
+
+
+def build_families(
+    data: ScrapeData, usage: dict[int, Usage] | None, labels: LabelCache, scrape_seconds: float = 0.0
+) -> list[Family]:
+    f = {
+        "up": Family("supervisord_up", "gauge", "1 when supervisord answers (or its listener is healthy)"),
+        "info": Family("supervisord_info", "gauge", "supervisord version and identification, always 1"),
+        "dstate": Family("supervisord_state", "gauge", "1 for supervisord's current state"),
+        "state": Family("supervisor_process_state", "gauge", "1 for the process's current state"),
+        "pup": Family("supervisor_process_up", "gauge", "1 when the process is RUNNING"),
+        "start": Family("supervisor_process_start_time_seconds", "gauge",
+                        "unix time of the last start, 0 if never started"),
+        "uptime": Family("supervisor_process_uptime_seconds", "gauge", "seconds since start while RUNNING, else 0"),
+        "exit": Family("supervisor_process_exit_status", "gauge", "last exit status, -1 when killed by a signal"),
+        "restarts": Family("supervisor_process_restarts_total", "counter",
+                           "automatic restarts (STARTING after EXITED or BACKOFF) since the store was created"),
+        "unexpected": Family("supervisor_process_unexpected_exits_total", "counter",
+                             "exits not in exitcodes, plus exits before startsecs (BACKOFF)"),
+        "looping": Family("supervisor_process_crash_looping", "gauge", "1 while lookout deems it crash-looping"),
+        "rss": Family("supervisor_process_resident_memory_bytes", "gauge",
+                      "resident memory of the process and its children"),
+        "cpu": Family("supervisor_process_cpu_seconds_total", "counter",
+                      "CPU time of the process and its children (reaped ones included)"),
+        "fds": Family("supervisor_process_open_fds", "gauge", "open file descriptors of the process and its children"),
+        "heartbeat": Family("lookout_listener_last_event_timestamp_seconds", "gauge",
+                            "when the listener last took an event (TICK_60 keeps it fresh)"),
+        "notified": Family("lookout_notifications_total", "counter",
+                           "delivery attempts by target URL scheme and result"),
+        "outbox": Family("lookout_outbox_pending", "gauge", "messages waiting for delivery"),
+        "source": Family("lookout_exporter_source", "gauge",
+                         "1 for where this scrape's process states came from: store or supervisord"),
+        "duration": Family("lookout_exporter_collect_duration_seconds", "gauge", "time spent collecting this scrape"),
+    }
+    f["up"].add("", 1 if data.up else 0)
+    if data.up:
+        f["info"].add(f'version="{escape(data.version)}",identification="{escape(data.identification)}"', 1)
+    for state in SUPERVISORD_STATES:
+        f["dstate"].add(f'state="{state}"', 1 if data.state == state else 0)
+    for p in data.processes:
+        lab = labels(p)
+        for state in PROCESS_STATES:
+            f["state"].add(f'{lab},state="{state}"', 1 if p.state == state else 0)
+        f["pup"].add(lab, 1 if p.state == "RUNNING" else 0)
+        f["start"].add(lab, p.start_time)
+        f["uptime"].add(lab, p.uptime)
+        f["exit"].add(lab, p.exit_status if p.exit_status is not None else 0)
+        if p.restarts is not None:
+            f["restarts"].add(lab, p.restarts)
+            f["unexpected"].add(lab, p.unexpected_exits or 0)
+            f["looping"].add(lab, 1 if p.crash_looping else 0)
+        u = usage.get(p.pid) if usage and p.pid else None
+        if u is not None:
+            f["rss"].add(lab, u.rss_bytes)
+            f["cpu"].add(lab, u.cpu_seconds)
+            f["fds"].add(lab, u.open_fds)
+    if data.last_event_at is not None:
+        f["heartbeat"].add("", data.last_event_at)
+    for (scheme, result), count in sorted(data.notifications.items()):
+        f["notified"].add(f'target="{escape(scheme)}",result="{escape(result)}"', count)
+    if data.outbox_pending is not None:
+        f["outbox"].add("", data.outbox_pending)
+    for source in ("store", "supervisord"):
+        f["source"].add(f'source="{source}"', 1 if data.source == source else 0)
+    f["duration"].add("", scrape_seconds)
+    return [fam for fam in f.values() if fam.samples]
+
+
+def _value(v: float) -> str:
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15):
+        return str(int(v))
+    if math.isnan(v):
+        return "NaN"
+    return repr(float(v))
+
+
+def encode(families: Iterable[Family]) -> str:
+    """Prometheus text format 0.0.4."""
+    out: list[str] = []
+    for fam in families:
+        out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} {fam.kind}\n")
+        name = fam.name
+        out.extend(
+            f"{name}{{{labels}}} {_value(v)}\n" if labels else f"{name} {_value(v)}\n" for labels, v in fam.samples
+        )
+    return "".join(out)

@@ -1,0 +1,203 @@
+"""Where a scrape's numbers come from: the listener's store, or supervisord itself.
+
+A scrape costs supervisord nothing while the listener is healthy: its store is kept current by
+events. The store is trusted when the listener and supervisord processes are alive (pids in the
+store's meta, checked with kill(pid, 0)) and the heartbeat is fresher than heartbeat_stale.
+Otherwise the exporter polls supervisord (timeout, fresh connection, no stdlib MultiCall), one
+poll at a time however many scrapes arrive together, and keeps serving counters from the store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+
+from listener.config import Config
+from listener.redact import scheme_of
+from listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
+from listener.store.schema import connect
+
+SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
+
+
+@dataclass
+class ProcessView:
+    group: str
+    name: str
+    state: str
+    pid: int
+    start_time: float  # unix time of the last start, 0 if never started
+    uptime: float
+    exit_status: int | None
+    restarts: int | None = None  # None: unknown (no store)
+    unexpected_exits: int | None = None
+    crash_looping: bool = False
+
+
+@dataclass
+class ScrapeData:
+    source: str  # "store" or "supervisord"
+    up: bool
+    state: str  # one of SUPERVISORD_STATES
+    version: str = ""
+    identification: str = ""
+    processes: list[ProcessView] = field(default_factory=list)
+    last_event_at: float | None = None
+    outbox_pending: int | None = None
+    notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    why: str = ""  # why the store was not used, for the landing page and logs
+
+
+def _alive(pid: object) -> bool:
+    try:
+        pid = int(pid)  # type: ignore[arg-type]
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Source:
+    def __init__(self, config: Config, clock=time.time) -> None:  # noqa: ANN001
+        self.config, self.clock = config, clock
+        self.client = SupervisorClient(config.supervisor)
+        self._local = threading.local()
+        self._poll_lock = threading.Lock()
+        self._poll_result: tuple[float, ScrapeData] | None = None
+
+    def _db(self) -> sqlite3.Connection | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if not os.path.exists(self.config.state_path):
+                return None
+            try:
+                conn = connect(self.config.state_path, readonly=True)
+            except sqlite3.Error:
+                return None
+            self._local.conn = conn
+        return conn
+
+    def read(self) -> ScrapeData:
+        now = self.clock()
+        conn = self._db()
+        store = self._read_store(conn, now) if conn is not None else None
+        if store is not None and not store.why:
+            return store
+        polled = self._poll(now)
+        polled.why = store.why if store is not None else "no listener store at state.path"
+        if store is not None:  # counters and listener health only ever come from the store
+            polled.last_event_at, polled.outbox_pending = store.last_event_at, store.outbox_pending
+            polled.notifications = store.notifications
+            counters = {(p.group, p.name): p for p in store.processes}
+            for p in polled.processes:
+                known = counters.get((p.group, p.name))
+                if known is not None:
+                    p.restarts, p.unexpected_exits = known.restarts, known.unexpected_exits
+                    p.crash_looping = known.crash_looping
+                    if p.state in ("EXITED", "BACKOFF", "FATAL", "STOPPED") and known.exit_status is not None:
+                        p.exit_status = known.exit_status  # the real one, from supervisord's log
+            if not polled.up and not polled.processes:
+                polled.processes = store.processes  # last known, with supervisord_up 0
+        return polled
+
+    # ---- the store ------------------------------------------------------------------------
+
+    def _read_store(self, conn: sqlite3.Connection, now: float) -> ScrapeData | None:
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            rows = conn.execute(
+                "SELECT grp, name, state, pid, last_start, last_exit_status, restarts, "
+                "unexpected_exits, crash_looping FROM processes WHERE present = 1 ORDER BY grp, name"
+            ).fetchall()
+            pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+            stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
+        except sqlite3.Error:
+            return None
+        last_event = float(meta["last_event_at"]) if meta.get("last_event_at") else None
+        data = ScrapeData(
+            source="store",
+            up=True,
+            state="RESTARTING" if meta.get("stopping") == "1" else "RUNNING",
+            version=meta.get("supervisord_version") or "",
+            identification=meta.get("supervisord_identification") or "",
+            last_event_at=last_event,
+            outbox_pending=pending,
+            notifications={
+                **{(scheme_of(u), r): 0 for u in self.config.notify.urls for r in ("success", "failure")},
+                **{(s, r): c for s, r, c in stats},
+            },
+        )
+        for r in rows:
+            start = float(r["last_start"] or 0) if r["state"] != "STOPPED" or r["last_start"] else 0.0
+            running = r["state"] == "RUNNING"
+            data.processes.append(ProcessView(
+                group=r["grp"], name=r["name"], state=r["state"], pid=int(r["pid"] or 0),
+                start_time=start, uptime=max(0.0, now - start) if running and start else 0.0,
+                exit_status=r["last_exit_status"], restarts=r["restarts"],
+                unexpected_exits=r["unexpected_exits"], crash_looping=bool(r["crash_looping"]),
+            ))
+        if not _alive(meta.get("listener_pid")):
+            data.why = "the listener is not running"
+        elif not _alive(meta.get("supervisord_pid")):
+            data.why = "supervisord is not running"
+        elif not meta.get("last_reconcile_at"):
+            data.why = "the listener has not reconciled yet"
+        elif last_event is None or now - last_event > self.config.exporter.heartbeat_stale:
+            data.why = "the listener's heartbeat is stale"
+        return data
+
+    # ---- supervisord ----------------------------------------------------------------------
+
+    def _poll(self, now: float) -> ScrapeData:
+        """One poll at a time; scrapes that arrive during it share its result."""
+        started = self.clock()
+        with self._poll_lock:
+            if self._poll_result is not None and self._poll_result[0] >= started:
+                return self._copy(self._poll_result[1])
+            data = self._poll_supervisord(now)
+            self._poll_result = (self.clock(), data)
+            return self._copy(data)
+
+    @staticmethod
+    def _copy(data: ScrapeData) -> ScrapeData:
+        return ScrapeData(**{**data.__dict__, "processes": [ProcessView(**p.__dict__) for p in data.processes]})
+
+    def _poll_supervisord(self, now: float) -> ScrapeData:
+        try:
+            state, infos, version, ident = self.client.multicall([
+                ("supervisor.getState", ()), ("supervisor.getAllProcessInfo", ()),
+                ("supervisor.getSupervisorVersion", ()), ("supervisor.getIdentification", ()),
+            ])
+        except SupervisorUnavailable:
+            return ScrapeData(source="supervisord", up=False, state="SHUTDOWN")
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == SHUTDOWN_STATE:
+                return ScrapeData(source="supervisord", up=True, state="RESTARTING")
+            return ScrapeData(source="supervisord", up=False, state="SHUTDOWN")
+        if isinstance(state, xmlrpc.client.Fault):
+            restarting = state.faultCode == SHUTDOWN_STATE
+            return ScrapeData(source="supervisord", up=restarting, state="RESTARTING" if restarting else "FATAL")
+        data = ScrapeData(
+            source="supervisord", up=True, state=str(state.get("statename", "RUNNING")),
+            version="" if isinstance(version, xmlrpc.client.Fault) else str(version),
+            identification="" if isinstance(ident, xmlrpc.client.Fault) else str(ident),
+        )
+        if isinstance(infos, xmlrpc.client.Fault):
+            return data
+        for i in infos:
+            start = float(i["start"] or 0)
+            running = i["statename"] == "RUNNING"
+            data.processes.append(ProcessView(
+                group=i["group"], name=i["name"], state=i["statename"], pid=int(i["pid"] or 0),
+                start_time=start, uptime=max(0.0, float(i["now"]) - start) if running and start else 0.0,
+                exit_status=i["exitstatus"],
+            ))
+        return data
