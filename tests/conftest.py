@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import Supervisor, Webhook
+from .harness import Supervisor, Webhook, ensure_debian_tool
 
 
 @pytest.fixture
@@ -24,6 +24,11 @@ def supervisor_factory(tmp_path):
     yield make
     for sup in started:
         sup.stop()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return ensure_debian_tool("promtool", "prometheus")
 
 
 def fast_alerts(webhook: Webhook, **alerts) -> dict:

@@ -42,6 +42,33 @@ def stays(cond: Callable[[], Any], seconds: float, what: str = "condition", inte
         time.sleep(interval)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_debian_tool(tool: str, package: str) -> str:
+    """The path of `tool`, installing Debian's `package` first when it is missing (CI runs as root)."""
+    import shutil
+
+    found = shutil.which(tool) or (f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else None)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(f"{tool} is missing: install the Debian package {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True, env=env,
+                   capture_output=True, timeout=900)
+    found = shutil.which(tool)
+    if not found:
+        raise RuntimeError(f"installed {package} but {tool} is still missing")
+    return found
+
+
 # ---- webhook receiver (apprise json:// posts here) -------------------------------------
 
 

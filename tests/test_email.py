@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import email
-import socket
 import threading
 
 from aiosmtpd.controller import Controller
 
 from .conftest import fast_alerts
-from .harness import wait_for
+from .harness import free_port, wait_for
 from .test_crash_loop import CRASHER
 
 
@@ -30,12 +29,6 @@ class Inbox:
                 parts = [p.get_payload(decode=True) or b"" for p in m.walk() if not p.is_multipart()]
                 out.append(str(m["Subject"]) + "\n" + b"\n".join(parts).decode("utf-8", "replace"))
             return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_crash_loop_alert_by_email(supervisor_factory, webhook):
