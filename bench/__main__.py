@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from . import exporter_bench
 from .listener_bench import latency, throughput_and_memory
 
 
@@ -62,6 +63,24 @@ def main() -> int:
     )
     print("\nbaseline: a minimal READY/OK listener under the same supervisord, same events;")
     print("for latency, the baseline is when that listener received the same EXITED event\n")
+    print("\n".join(rows))
+
+    e = exporter_bench.run()
+    node = e["node_exporter_p50"]
+    rows = [rows[0], rows[1]]
+    rows.append(row("node_exporter scrape p50", f"{node * 1000:.0f} ms", "-", "1.00x", "baseline", None))
+    rows.append(row("bare getAllProcessInfo p50", f"{e['getallprocessinfo_p50'] * 1000:.0f} ms", "-",
+                    f"{node / e['getallprocessinfo_p50']:.1f}x", "-", None))
+    for label, name, target in (("lookout_nores", "without resources", 10), ("lookout_res", "with resources", 5)):
+        p50 = e[f"{label}_p50"]
+        rows.append(row(f"lookout-exporter p50 {name}", f"{p50 * 1000:.0f} ms", f"{node * 1000:.0f} ms",
+                        f"{node / p50:.1f}x", f">= {target}x faster", node / p50 >= target))
+        rows.append(row(f"  XML-RPC calls in {exporter_bench.SCRAPES} scrapes", f"{e[f'{label}_rpc_calls']:.0f}",
+                        "-", "-", "0 (listener healthy)", e[f"{label}_rpc_calls"] == 0))
+        rows.append(row(f"  exporter RSS {name} (MB)", f"{e[f'{label}_rss']:.1f}", "-", "-", "< 64 MB",
+                        e[f"{label}_rss"] < 64))
+    print(f"\nexporter at {exporter_bench.GROUPS * exporter_bench.PER_GROUP} programs; baseline: "
+          "Debian's prometheus-node-exporter --collector.supervisord, same supervisord\n")
     print("\n".join(rows))
     return 0
 
