@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -40,6 +42,10 @@ def test_make_demo_on_a_fresh_clone(tmp_path):
         assert "trading_system:market_feed is crash-looping" in text
         assert "exit status 3" in text and "ECONNRESET" in text
         assert "Ctrl-C" in text and "inbox.log" in text
+        port = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", text).group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'supervisor_process_crash_looping{group="trading_system",name="market_feed"} 1' in metrics
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
