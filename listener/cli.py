@@ -12,6 +12,7 @@ Exit status 2 for a bad config or unreachable supervisord (one line naming the k
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lookout-listener: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or config.listener.log_level)
-    secrets = {s for url in config.notify.urls for s in secrets_in_url(url)}
+    secrets = {s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)}
     if config.supervisor.password:
         secrets.add(config.supervisor.password)
     install_log_filter(secrets)
@@ -95,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_targets(config: Config):  # noqa: ANN202
+    from .notifier.alertmanager import AlertmanagerTarget
     from .notifier.targets import build_targets
 
     targets, secrets = build_targets(config.notify)
+    for url in config.alertmanager.urls:
+        secrets |= secrets_in_url(url)
+        targets.append(AlertmanagerTarget(url, config.alertmanager))
     install_log_filter(secrets)
     return targets
 
@@ -170,14 +175,15 @@ def test_alert(config: Config) -> int:
         print("no notify targets configured (notify.urls, notify.config, $LOOKOUT_NOTIFY_URLS)")
         return 1
     failed = 0
+    title = f"[TEST] lookout on {config.hostname}"
+    text = (f"This is a test message from lookout-listener on {config.hostname}.\n"
+            "If you can read it, alerts will reach you here.\n")
+    am_test = json.dumps([{"labels": {"alertname": "LookoutTestAlert", "severity": "info",
+                                      "instance": config.hostname, "source": "lookout"},
+                           "annotations": {"summary": text.strip()}}])
     for t in targets:
         try:
-            t.send(
-                f"[TEST] lookout on {config.hostname}",
-                f"This is a test message from lookout-listener on {config.hostname}.\n"
-                "If you can read it, alerts will reach you here.\n",
-                "info",
-            )
+            t.send(title, am_test if t.format == "alertmanager" else text, "info")
             print(f"ok      {t.label}")
         except DeliveryError as exc:
             failed += 1

@@ -102,6 +102,13 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class AlertmanagerSettings:
+    urls: tuple[str, ...] = ()  # http(s)://host:9093; the v2 API path is added
+    resend_interval: float = 60.0  # re-post open alerts this often so they do not time out
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     group_wait: float = 10.0
     repeat_interval: float = 4 * 3600.0
@@ -138,6 +145,7 @@ class Config:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     listener: ListenerSettings = field(default_factory=ListenerSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
     source: str = "<defaults>"
 
     @property
@@ -316,8 +324,21 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: dict | Non
     if bool(exporter.tls_cert) != bool(exporter.tls_key):
         raise ConfigError("exporter.tls_key", "tls_cert and tls_key go together")
 
+    am = root.sub("alertmanager")
+    alertmanager = AlertmanagerSettings(
+        urls=am.strings("urls"),
+        resend_interval=am.duration("resend_interval", 60.0),
+        timeout=am.duration("timeout", 10.0),
+    )
+    am.done()
+    for i, url in enumerate(alertmanager.urls):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alertmanager.urls[{i}]", "must start with http:// or https://")
+    if alertmanager.resend_interval <= 0:
+        raise ConfigError("alertmanager.resend_interval", "must be longer than 0s")
+
     root.done()
-    return Config(supervisor, state_path, notify, alerts, listener, exporter, source)
+    return Config(supervisor, state_path, notify, alerts, listener, exporter, alertmanager, source)
 
 
 def load_config(path: str | None, env: dict | None = None) -> Config:

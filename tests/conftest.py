@@ -38,3 +38,48 @@ def fast_alerts(webhook: Webhook, **alerts) -> dict:
         "alerts": {"group_wait": "1s", "stable_after": "3s", "exit_grace": "2s", **alerts},
         "listener": {"log_level": "debug"},
     }
+
+
+@pytest.fixture
+def alertmanager(tmp_path, webhook):
+    """A real Alertmanager (Debian's prometheus-alertmanager) delivering to the webhook at /am."""
+    import subprocess
+
+    from .harness import free_port, wait_for
+
+    binary = ensure_debian_tool("prometheus-alertmanager", "prometheus-alertmanager")
+    port = free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(f"""\
+route:
+  receiver: hook
+  group_by: [alertname, instance]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:{webhook.port}/am
+        send_resolved: true
+""")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "alertmanager.log", "ab"),  # noqa: SIM115
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 30, "alertmanager ready")
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -79,6 +79,7 @@ class Received:
     body: str
     type: str
     at: float
+    raw: Any = None  # the parsed JSON (Alertmanager's webhook payload, for one)
 
     @property
     def text(self) -> str:
@@ -119,6 +120,7 @@ class Webhook:
                     str(data.get("message", data.get("text", ""))),
                     str(data.get("type", "")),
                     time.time(),
+                    data,
                 )
                 with hook.lock:
                     hook.messages.append(msg)

@@ -69,7 +69,7 @@ def _tail_lines(text: str, lines: int) -> list[str]:
     return [line.rstrip("\r") for line in text.rstrip("\n").split("\n")[-lines:]]
 
 
-def _firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int) -> list[str]:
+def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int) -> list[str]:
     a, proc = n.alert, n.process
     label = "REMINDER " if n.kind == REMINDER else ""
     out = [f"{label}{a.severity.upper()}  {a.namespec} {WHAT[a.kind]} on {host}"]
@@ -140,7 +140,7 @@ def render(
             end = back.alert.resolved_at or back.created_at
             since = f"; recovered since: {_recovery(back.alert, end)}"
         if i < max_detailed:
-            block = _firing_block(n, host, now, extra, lines)
+            block = firing_block(n, host, now, extra, lines)
             if back is not None:
                 block.insert(1, f"  recovered since: {_recovery(back.alert, end)}")
             blocks.extend(block)

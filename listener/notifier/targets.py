@@ -28,7 +28,7 @@ class Target:
     scheme: str
     tags: frozenset[str]
     service: Any  # an apprise NotifyBase instance
-
+    format = "text"  # what the notifier renders for it: a human message
     def wants(self, tags: Iterable[str]) -> bool:
         return not self.tags or "all" in self.tags or bool(self.tags & set(tags))
 

@@ -24,6 +24,8 @@ from ..rpc import SupervisorClient, SupervisorUnavailable, last_exits
 from ..rules.models import FATAL, RESOLVED
 from ..store.delivery import DeliveryStore, OutboxMessage, PendingNotice
 from ..store.schema import connect
+from .alertmanager import FORMAT as AM_FORMAT
+from .alertmanager import render_alertmanager
 from .render import Enrichment, render
 from .targets import DeliveryError, Target
 
@@ -46,6 +48,8 @@ class Notifier:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lookout-notifier", daemon=True)
         self.store: DeliveryStore | None = None
+        self._last_repost = clock()  # the first re-post is one resend_interval after start
+        self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
 
     # ---- called from the protocol loop --------------------------------------------------
 
@@ -81,8 +85,9 @@ class Notifier:
         """One pass through the pipeline; returns when it next has something to do."""
         assert self.store is not None
         group_at = self._dispatch(now)
+        repost_at = self._repost(now)
         retry_at = self._send_due()
-        times = [t for t in (group_at, retry_at) if t is not None]
+        times = [t for t in (group_at, repost_at, retry_at) if t is not None]
         return min(times) if times else None
 
     def _dispatch(self, now: float) -> float | None:
@@ -97,29 +102,47 @@ class Notifier:
         if now < due:
             return due
         extra = self._enrich(active)
-        host = self.config.hostname
         messages = []
         for n in active:
             what = "resolved" if n.kind == RESOLVED else f"{n.kind} {n.alert.kind}"
             log.warning("alert %s: %s (%s)", what, n.alert.namespec, n.alert.severity)
         for target in self.targets:
             mine = [n for n in active if target.wants((*n.alert.tags, n.alert.severity))]
-            if not mine:
-                continue
-            msg = render(
-                mine, host, now, extra,
-                lines=self.config.notify.stderr_lines, max_detailed=self.config.notify.max_detailed,
-            )
-            messages.append(
-                {
-                    "target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                    "title": msg.title, "body": msg.body, "notify_type": msg.notify_type,
-                }
-            )
+            if mine:
+                messages.append(self._message(target, mine, now, extra))
         if not self.targets:
             log.warning("no notification targets configured: set notify.urls to be told of this")
         self.store.dispatch([n.id for n in active], messages, now)
         return None
+
+    def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
+        host, lines = self.config.hostname, self.config.notify.stderr_lines
+        if target.format == AM_FORMAT:
+            body = render_alertmanager(notices, host, now, extra, lines=lines, annotations=self._am_annotations)
+            title, kind = "alertmanager", ""
+        else:
+            msg = render(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed)
+            title, body, kind = msg.title, msg.body, msg.notify_type
+        return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
+                "title": title, "body": body, "notify_type": kind}
+
+    def _repost(self, now: float) -> float | None:
+        """Alertmanager forgets an alert at its endsAt: tell it again what is still open."""
+        assert self.store is not None
+        targets = [t for t in self.targets if t.format == AM_FORMAT]
+        if not targets:
+            return None
+        every = self.config.alertmanager.resend_interval
+        if now - self._last_repost < every:
+            return self._last_repost + every
+        self._last_repost = now
+        silences = self.store.silences(now)
+        still = [n for n in self.store.announced_open_alerts()
+                 if not any(s.covers(n.alert.namespec, now) for s in silences)]
+        if still:
+            extra = Enrichment()
+            self.store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
+        return now + every
 
     def _silence_stage(self, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
         """Hold back silenced notices; drop those of alerts that resolved while held unheard."""

@@ -286,6 +286,7 @@ class AlertEngine:
         if alert is not None:
             alert.updated_at = now
             if KIND_RANK[kind] > KIND_RANK[alert.kind]:  # it got worse: one new message
+                alert.previous_kind, alert.previous_severity = alert.kind, alert.severity
                 alert.kind, alert.severity = kind, policy.severity_for(kind)
                 alert.detail = detail or alert.detail
                 alert.last_notice_at = now

@@ -63,6 +63,8 @@ class Alert:
     restarts_at_open: int = 0
     tags: tuple[str, ...] = ()
     detail: str = ""  # spawnerr and similar, for the message
+    previous_kind: str = ""  # what it was before its last escalation (Alertmanager resolves that)
+    previous_severity: str = ""
     last_notice_at: float | None = None
     resolved_at: float | None = None
     resolution: str = ""

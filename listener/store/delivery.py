@@ -68,14 +68,7 @@ class DeliveryStore:
         ).fetchall()
         if not rows:
             return []
-        names = sorted({r["namespec"] for r in rows})
-        processes = {}
-        for i in range(0, len(names), 500):
-            chunk = names[i : i + 500]
-            for p in self.conn.execute(
-                f"SELECT * FROM processes WHERE namespec IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                processes[p["namespec"]] = record_from_row(p)
+        processes = self._processes({r["namespec"] for r in rows})
         return [
             PendingNotice(
                 r["nid"], r["nkind"], r["ncreated"], alert_from_row(r), processes.get(r["namespec"]),
@@ -97,6 +90,25 @@ class DeliveryStore:
                 "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
                 [(now, i) for i in notice_ids],
             )
+
+    def announced_open_alerts(self) -> list[PendingNotice]:
+        """Open alerts whose firing was delivered: what Alertmanager must keep hearing about."""
+        rows = self.conn.execute(
+            "SELECT a.* FROM alerts a WHERE a.resolved_at IS NULL AND EXISTS (SELECT 1 FROM notifications n "
+            "WHERE n.alert_id = a.id AND n.dispatched_at IS NOT NULL AND n.kind != 'resolved')"
+        ).fetchall()
+        processes = self._processes({r["namespec"] for r in rows})
+        return [PendingNotice(0, "firing", 0.0, alert_from_row(r), processes.get(r["namespec"])) for r in rows]
+
+    def _processes(self, namespecs: set[str]) -> dict[str, ProcessRecord]:
+        names, found = sorted(namespecs), {}
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            for p in self.conn.execute(
+                f"SELECT * FROM processes WHERE namespec IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                found[p["namespec"]] = record_from_row(p)
+        return found
 
     def mark_held(self, notice_ids: list[int]) -> None:
         with Transaction(self.conn) as c:

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     restarts_at_open INTEGER NOT NULL DEFAULT 0,
     tags TEXT NOT NULL DEFAULT '[]',
     detail TEXT NOT NULL DEFAULT '',
+    previous_kind TEXT NOT NULL DEFAULT '',
+    previous_severity TEXT NOT NULL DEFAULT '',
     last_notice_at REAL,
     resolved_at REAL,
     resolution TEXT NOT NULL DEFAULT ''

@@ -20,7 +20,7 @@ _UPSERT_RECORD = (
 )
 _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
-    "tags", "detail", "last_notice_at", "resolved_at", "resolution",
+    "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
 ]
 SEEN_KEEP = 20000
 

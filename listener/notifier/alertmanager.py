@@ -1,0 +1,108 @@
+"""Alertmanager as a notification target: alerts go to its v2 API through the same outbox.
+
+Each lookout alert is one Alertmanager alert with labels alertname, severity, instance (host),
+group, name and kind, and annotations with the human text and the log tail. Firing alerts are
+re-posted every alertmanager.resend_interval; their endsAt is stamped when the message is sent
+(now + 4 x resend_interval), so a message delivered late by a retry does not arrive already
+expired. A resolution posts endsAt = when it resolved. An escalation (crashed -> crash-looping)
+also resolves the alertname it replaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+
+from ..config import AlertmanagerSettings
+from ..redact import safe_url
+from ..rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, RESOLVED, Alert
+from ..store.delivery import PendingNotice
+from .render import WHAT, Enrichment, firing_block
+from .targets import DeliveryError
+
+ALERTNAMES = {
+    CRASHED: "SupervisorProcessCrashed",
+    CRASH_LOOP: "SupervisorProcessCrashLooping",
+    FATAL: "SupervisorProcessFatal",
+    EXITED: "SupervisorProcessExited",
+}
+FORMAT = "alertmanager"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _labels(alert: Alert, host: str, kind: str, severity: str) -> dict[str, str]:
+    group, _, name = alert.namespec.partition(":")
+    return {
+        "alertname": ALERTNAMES[kind], "severity": severity, "instance": host,
+        "group": group, "name": name, "kind": kind, "source": "lookout",
+    }
+
+
+def render_alertmanager(notices: list[PendingNotice], host: str, now: float, extra: Enrichment,
+                        *, lines: int, annotations: dict[int, dict] | None = None) -> str:
+    """The JSON list for POST /api/v2/alerts. Firing entries carry no endsAt: send() adds it.
+
+    ``annotations`` maps alert ids to what was last posted for them: re-posts reuse it (a re-post
+    does not fetch log tails again), and fresh renders update it.
+    """
+    annotations = {} if annotations is None else annotations
+    out = []
+    for n in notices:
+        a = n.alert
+        fresh = bool(extra.tails or extra.exits or extra.spawnerr or extra.unavailable) or a.id not in annotations
+        if fresh:
+            annotations[a.id] = {  # type: ignore[index]
+                "summary": f"{a.namespec} {WHAT[a.kind]} on {host}",
+                "description": "\n".join(firing_block(n, host, now, extra, lines)),
+            }
+        entry = {
+            "labels": _labels(a, host, a.kind, a.severity),
+            "annotations": annotations[a.id],  # type: ignore[index]
+            "startsAt": _iso(a.opened_at),
+        }
+        if n.kind == RESOLVED:
+            entry["endsAt"] = _iso(a.resolved_at or now)
+            annotations.pop(a.id, None)  # type: ignore[arg-type]
+        elif a.previous_kind:
+            out.append({
+                "labels": _labels(a, host, a.previous_kind, a.previous_severity),
+                "annotations": {"summary": f"{a.namespec}: replaced by {ALERTNAMES[a.kind]}"},
+                "startsAt": _iso(a.opened_at),
+                "endsAt": _iso(now),
+            })
+        out.append(entry)
+    return json.dumps(out)
+
+
+class AlertmanagerTarget:
+    format = FORMAT
+    tags: frozenset[str] = frozenset()
+    scheme = "alertmanager"
+
+    def __init__(self, url: str, settings: AlertmanagerSettings) -> None:
+        self.url = url.rstrip("/") + "/api/v2/alerts"
+        self.settings = settings
+        self.key = "am-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+        self.label = safe_url(url).replace("http", "alertmanager+http", 1)
+
+    def wants(self, tags: object) -> bool:
+        return True  # Alertmanager routes by label itself
+
+    def send(self, title: str, body: str, notify_type: str) -> None:
+        import requests
+
+        alerts = json.loads(body)
+        ends = _iso(time.time() + 4 * self.settings.resend_interval)
+        for a in alerts:
+            a.setdefault("endsAt", ends)
+        try:
+            r = requests.post(self.url, json=alerts, timeout=self.settings.timeout)
+        except requests.RequestException as exc:
+            raise DeliveryError(f"{self.label}: {type(exc).__name__}") from None
+        if r.status_code // 100 != 2:
+            raise DeliveryError(f"{self.label} answered HTTP {r.status_code}")
