@@ -17,6 +17,8 @@ from .resources import Usage
 from .source import SUPERVISORD_STATES, ProcessView, ScrapeData
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,
+               "FATAL": 200, "UNKNOWN": 1000}
 
 
 @dataclass
@@ -59,6 +61,11 @@ def build_families(
         "info": Family("supervisord_info", "gauge", "supervisord version and identification, always 1"),
         "dstate": Family("supervisord_state", "gauge", "1 for supervisord's current state"),
         "state": Family("supervisor_process_state", "gauge", "1 for the process's current state"),
+        "code": Family("supervisor_process_state_code", "gauge",
+                       "supervisord's numeric process state: STOPPED 0, STARTING 10, RUNNING 20, BACKOFF 30, "
+                       "STOPPING 40, EXITED 100, FATAL 200, UNKNOWN 1000"),
+        "since": Family("supervisor_process_state_since_timestamp_seconds", "gauge",
+                        "unix time the process entered its current state, 0 if unknown"),
         "pup": Family("supervisor_process_up", "gauge", "1 when the process is RUNNING"),
         "start": Family("supervisor_process_start_time_seconds", "gauge",
                         "unix time of the last start, 0 if never started"),
@@ -92,6 +99,8 @@ def build_families(
         lab = labels(p)
         for state in PROCESS_STATES:
             f["state"].add(f'{lab},state="{state}"', 1 if p.state == state else 0)
+        f["code"].add(lab, STATE_CODES.get(p.state, 1000))
+        f["since"].add(lab, p.state_since)
         f["pup"].add(lab, 1 if p.state == "RUNNING" else 0)
         f["start"].add(lab, p.start_time)
         f["uptime"].add(lab, p.uptime)

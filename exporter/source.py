@@ -33,6 +33,7 @@ class ProcessView:
     start_time: float  # unix time of the last start, 0 if never started
     uptime: float
     exit_status: int | None
+    state_since: float = 0.0  # unix time it entered this state (0: unknown)
     restarts: int | None = None  # None: unknown (no store)
     unexpected_exits: int | None = None
     crash_looping: bool = False
@@ -114,7 +115,7 @@ class Source:
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             rows = conn.execute(
-                "SELECT grp, name, state, pid, last_start, last_exit_status, restarts, "
+                "SELECT grp, name, state, state_since, pid, last_start, last_exit_status, restarts, "
                 "unexpected_exits, crash_looping FROM processes WHERE present = 1 ORDER BY grp, name"
             ).fetchall()
             pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
@@ -141,7 +142,7 @@ class Source:
             data.processes.append(ProcessView(
                 group=r["grp"], name=r["name"], state=r["state"], pid=int(r["pid"] or 0),
                 start_time=start, uptime=max(0.0, now - start) if running and start else 0.0,
-                exit_status=r["last_exit_status"], restarts=r["restarts"],
+                exit_status=r["last_exit_status"], state_since=float(r["state_since"] or 0), restarts=r["restarts"],
                 unexpected_exits=r["unexpected_exits"], crash_looping=bool(r["crash_looping"]),
             ))
         if not _alive(meta.get("listener_pid")):
@@ -199,5 +200,6 @@ class Source:
                 group=i["group"], name=i["name"], state=i["statename"], pid=int(i["pid"] or 0),
                 start_time=start, uptime=max(0.0, float(i["now"]) - start) if running and start else 0.0,
                 exit_status=i["exitstatus"],
+                state_since=start if i["statename"] in ("STARTING", "RUNNING", "STOPPING") else float(i["stop"] or 0),
             ))
         return data

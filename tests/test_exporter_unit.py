@@ -38,7 +38,7 @@ def test_unreachable_is_down(tmp_path):
 
 def test_encoding_round_trips_through_the_prometheus_parser():
     data = ScrapeData(source="store", up=True, state="RUNNING", version="4.3.0", identification='id "x"\\y',
-                      processes=[ProcessView("g", 'we"ird\nname', "RUNNING", 42, 1.5e9, 12.25, -1, 3, 4, True)],
+                      processes=[ProcessView("g", 'we"ird\nname', "RUNNING", 42, 1.5e9, 12.25, -1, 1.6e9, 3, 4, True)],
                       last_event_at=1.7e9, outbox_pending=2, notifications={("json", "success"): 5})
     text = encode(build_families(data, None, LabelCache()))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -46,6 +46,8 @@ def test_encoding_round_trips_through_the_prometheus_parser():
     labels = (("group", "g"), ("name", 'we"ird\nname'))
     assert samples[("supervisor_process_restarts_total", labels)] == 3
     assert samples[("supervisor_process_exit_status", labels)] == -1
+    assert samples[("supervisor_process_state_code", labels)] == 20
+    assert samples[("supervisor_process_state_since_timestamp_seconds", labels)] == 1.6e9
     assert samples[("supervisor_process_state", (*labels, ("state", "RUNNING")))] == 1
     assert samples[("supervisord_info", (("identification", 'id "x"\\y'), ("version", "4.3.0")))] == 1
     assert samples[("lookout_notifications_total", (("result", "success"), ("target", "json")))] == 5
