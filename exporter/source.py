@@ -137,7 +137,7 @@ class Source:
             },
         )
         for r in rows:
-            start = float(r["last_start"] or 0) if r["state"] != "STOPPED" or r["last_start"] else 0.0
+            start = float(r["last_start"] or 0)
             running = r["state"] == "RUNNING"
             data.processes.append(ProcessView(
                 group=r["grp"], name=r["name"], state=r["state"], pid=int(r["pid"] or 0),

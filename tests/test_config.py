@@ -11,7 +11,7 @@ import pytest
 
 from listener.config import ConfigError, parse_duration
 
-from .harness import lookout_toml, stays
+from .harness import REPO, lookout_toml, stays
 
 SECRET = "xoxbTOPSECRETabc123"
 SLACK_A, SLACK_B, SLACK_C = "T1JJ3T3L2", "A1BRTD4JD", "TOPSECRETabc123xyzQWERTY"
@@ -147,3 +147,12 @@ def test_durations():
     for bad in ("", "10", "5 minutes", "-1s", "1x"):
         with pytest.raises(ConfigError, match="k: "):
             parse_duration(bad, "k")
+
+
+def test_example_config_documents_every_section_and_parses(tmp_path):
+    from listener.config import parse_config, tomllib
+
+    data = tomllib.loads((REPO / "conf.d" / "lookout.toml").read_text())
+    config = parse_config(data)
+    assert {"supervisor", "state", "notify", "alerts", "listener", "exporter", "alertmanager"} <= set(data)
+    assert config.alerts.programs[0].match == "trading_system:*"

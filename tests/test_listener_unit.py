@@ -1,0 +1,67 @@
+"""The listener's loop without supervisord: what it acknowledges, and what it counts once."""
+
+from __future__ import annotations
+
+import os
+
+from listener.app import Listener
+from listener.config import parse_config
+from listener.protocol.channel import ProtocolChannel
+from listener.protocol.parser import EventParser
+
+from .test_protocol import frame
+
+
+class Pipes:
+    def __init__(self) -> None:
+        self.r_in, self.w_in = os.pipe()
+        self.r_out, self.w_out = os.pipe()
+        os.set_blocking(self.r_out, False)
+
+    def channel(self, wakeup_fd: int) -> ProtocolChannel:
+        return ProtocolChannel(self.r_in, self.w_out, wakeup_fd)
+
+    def written(self) -> bytes:
+        try:
+            return os.read(self.r_out, 65536)
+        except BlockingIOError:
+            return b""
+
+
+def make_listener(tmp_path) -> tuple[Listener, Pipes]:
+    pipes = Pipes()
+    config = parse_config({"state": {"path": str(tmp_path / "db")},
+                           "supervisor": {"serverurl": "unix:///nonexistent.sock"}})
+    return Listener(config, [], channel_factory=pipes.channel), pipes
+
+
+def feed(listener: Listener, data: bytes) -> None:
+    for item in EventParser().feed(data):
+        listener.handle(item)
+
+
+def test_malformed_event_is_logged_and_acknowledged(tmp_path, caplog):
+    listener, pipes = make_listener(tmp_path)
+    feed(listener, frame("no colons here", "PROCESS_STATE_RUNNING"))
+    assert pipes.written() == b"RESULT 2\nOKREADY\n"
+    assert "malformed event acknowledged" in caplog.text
+
+
+def test_garbage_line_is_not_acknowledged(tmp_path):
+    listener, pipes = make_listener(tmp_path)
+    feed(listener, b"Traceback (most recent call last):\n")
+    assert pipes.written() == b""
+
+
+def test_redelivered_event_is_counted_once(tmp_path):
+    listener, pipes = make_listener(tmp_path)
+    starting = frame("processname:w groupname:w from_state:EXITED tries:0", "PROCESS_STATE_STARTING", serial=5)
+    feed(listener, starting)
+    feed(listener, starting)  # supervisord resends the in-flight event after a listener crash
+    assert pipes.written() == b"RESULT 2\nOKREADY\n" * 2
+    assert listener.engine.records["w:w"].restarts == 1
+    # A new listener on the same store still knows the event.
+    again, pipes2 = make_listener(tmp_path)
+    feed(again, starting)
+    assert pipes2.written() == b"RESULT 2\nOKREADY\n"
+    assert again.engine.records["w:w"].restarts == 1
