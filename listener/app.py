@@ -20,11 +20,12 @@ from collections.abc import Callable
 from .config import Config
 from .notifier.targets import Target
 from .notifier.worker import Notifier
+from .nudge import ExitNudger
 from .protocol.channel import ProtocolChannel
 from .protocol.events import MalformedEvent, TickEvent, decode
 from .protocol.parser import Envelope, Garbage
 from .rpc import SupervisorClient
-from .rules.engine import AlertEngine
+from .rules.engine import LIVE_STATES, AlertEngine
 from .rules.models import Outcome
 from .rules.sequence import StreamPosition, check_continuity
 from .store.schema import connect
@@ -64,6 +65,7 @@ class Listener:
         client = SupervisorClient(config.supervisor)
         self.watcher = SupervisorWatcher(client, self.wakeup_w, clock)
         self.notifier = Notifier(config, targets, client, clock)
+        self.nudger = ExitNudger(client)
         self.stop_requested = False
         self.saw_tick = False
         self.last_event_at = clock()
@@ -80,6 +82,9 @@ class Listener:
         })
         self.notifier.start()
         self.watcher.start()
+        self.nudger.start()
+        for rec in self.engine.records.values():
+            self._track(rec)
         self._reconcile("listener started")
         self.channel.ready()
         log.info("lookout-listener ready (pid %d, state %s)", os.getpid(), self.config.state_path)
@@ -173,7 +178,13 @@ class Listener:
             self.state.commit(outcome, stopping=self.engine.stopping, meta=meta)
             self._after_commit(outcome)
 
+    def _track(self, rec) -> None:  # noqa: ANN001
+        if rec.namespec != self.engine.own_namespec:
+            self.nudger.track(rec.namespec, rec.pid if rec.state in LIVE_STATES else None)
+
     def _after_commit(self, outcome: Outcome) -> None:
+        for rec in outcome.records.values():
+            self._track(rec)
         if outcome.reconcile:
             self._reconcile(outcome.reconcile)
         if outcome.notices:
