@@ -27,7 +27,7 @@ from .protocol.parser import Envelope, Garbage
 from .rpc import SupervisorClient
 from .rules.engine import LIVE_STATES, AlertEngine
 from .rules.models import Outcome
-from .rules.sequence import StreamPosition, check_continuity
+from .rules.sequence import StreamPosition, check_continuity, is_redelivery
 from .store.schema import connect
 from .store.state import StateStore
 from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
@@ -65,7 +65,7 @@ class Listener:
         client = SupervisorClient(config.supervisor)
         self.watcher = SupervisorWatcher(client, self.wakeup_w, clock)
         self.notifier = Notifier(config, targets, client, clock)
-        self.nudger = ExitNudger(client)
+        self.nudger = ExitNudger(client, enabled=config.listener.nudge)
         self.stop_requested = False
         self.saw_tick = False
         self.last_event_at = clock()
@@ -129,11 +129,11 @@ class Listener:
             return
         d = event.delivery
         run = f"{d.server}:{self.ppid}"
-        if self.state.is_seen(run, d.serial):
+        if is_redelivery(self.position, run, d.serial):
             log.info("redelivered event serial %d (%s) ignored", d.serial, d.eventname)
             self.channel.ack()
             return
-        position = StreamPosition(run, d.pool, d.poolserial)
+        position = StreamPosition(run, d.pool, d.poolserial, d.serial)
         problem = check_continuity(self.position, position)
         if problem and self.position is not None:
             log.warning("%s: reconciling with supervisord", problem)
@@ -148,7 +148,7 @@ class Listener:
         if isinstance(event, TickEvent):
             meta["last_tick_at"] = now
         self.state.commit(
-            outcome, stopping=self.engine.stopping, seen=(run, d.serial), position=position, meta=meta
+            outcome, stopping=self.engine.stopping, position=position, meta=meta
         )
         self.channel.ack()
         self.last_event_at = now
@@ -157,7 +157,7 @@ class Listener:
             self.saw_tick = True
             if now - self.last_reconcile_at >= self.config.listener.reconcile_interval:
                 self._reconcile("periodic")
-                self.state.prune(now, run)
+                self.state.prune(now)
 
     # ---- other inputs -------------------------------------------------------------------
 
@@ -166,12 +166,13 @@ class Listener:
             meta = {"last_reconcile_at": result.taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
             self._apply(self.engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
-        elif isinstance(result, StartsObserved):
-            for ns, start in result.starts.items():
-                self._apply(self.engine.on_start_observed(ns, start))
-        else:
-            for ns, info in result.exits.items():
-                self._apply(self.engine.on_exit_observed(ns, info.status, info.text))
+        else:  # one commit for the whole batch of lookups
+            outcome = Outcome()
+            for ns, start in getattr(result, "starts", {}).items():
+                outcome.records.update(self.engine.on_start_observed(ns, start).records)
+            for ns, info in getattr(result, "exits", {}).items():
+                outcome.records.update(self.engine.on_exit_observed(ns, info.status, info.text).records)
+            self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
         if outcome or meta or outcome.reconcile:

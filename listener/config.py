@@ -124,6 +124,7 @@ class ListenerSettings:
     reconcile_interval: float = 60.0
     tick_timeout: float = 180.0  # no event for this long after a TICK was seen: exit, get restarted
     log_level: str = "info"
+    nudge: bool = True  # wake supervisord when a watched process dies (listener/nudge.py)
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: dict | Non
         reconcile_interval=li.duration("reconcile_interval", 60.0),
         tick_timeout=li.duration("tick_timeout", 180.0),
         log_level=li.get("log_level", str, "info").lower(),
+        nudge=li.get("nudge", bool, True),
     )
     li.done()
     if listener.log_level not in ("debug", "info", "warning", "error"):

@@ -24,14 +24,16 @@ from .rpc import SupervisorClient
 log = logging.getLogger("lookout.nudge")
 
 MAX_WATCHED = 512
+SYNC_INTERVAL = 0.05  # apply pid changes at most this often: a storm must not keep this thread busy
 DELAY = 0.01  # let supervisord reap first; the call's own round trip spans several iterations
 
 
 class ExitNudger:
-    def __init__(self, client: SupervisorClient, max_watched: int = MAX_WATCHED) -> None:
+    def __init__(self, client: SupervisorClient, max_watched: int = MAX_WATCHED, enabled: bool = True) -> None:
         self.client, self.max_watched = client, max_watched
-        self.enabled = hasattr(os, "pidfd_open") and hasattr(select, "poll")
+        self.enabled = enabled and hasattr(os, "pidfd_open") and hasattr(select, "poll")
         self._wanted: dict[str, int] = {}  # namespec -> pid, written by the loop
+        self._dirty = False  # _wanted changed since the watcher thread last looked
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -51,6 +53,9 @@ class ExitNudger:
                 self._wanted[namespec] = pid
             else:
                 self._wanted.pop(namespec, None)
+            if self._dirty:
+                return  # the watcher thread has not synced yet: one wake-up covers both
+            self._dirty = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
@@ -58,19 +63,26 @@ class ExitNudger:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         watched: dict[int, int] = {}  # pidfd -> pid
+        gone: set[int] = set()  # pids that were already dead when we tried: never retried
         nudge_at: float | None = None
+        sync_at: float | None = None
+        last_sync = 0.0
         while True:
-            timeout = None if nudge_at is None else max(0, int((nudge_at - time.monotonic()) * 1000))
+            due = [t for t in (nudge_at, sync_at) if t is not None]
+            timeout = None if not due else max(0, int((min(due) - time.monotonic()) * 1000))
             for fd, _ in poller.poll(timeout):
                 if fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 4096)
-                    self._sync(poller, watched)
+                    sync_at = sync_at or max(time.monotonic(), last_sync + SYNC_INTERVAL)
                 elif fd in watched:  # that process has exited
                     poller.unregister(fd)
                     os.close(fd)
                     del watched[fd]
                     nudge_at = nudge_at or time.monotonic() + DELAY
+            if sync_at is not None and time.monotonic() >= sync_at:
+                sync_at, last_sync = None, time.monotonic()
+                self._sync(poller, watched, gone)
             if nudge_at is not None and time.monotonic() >= nudge_at:
                 nudge_at = None
                 try:
@@ -78,21 +90,24 @@ class ExitNudger:
                 except Exception as exc:  # best effort: the event still arrives, just later
                     log.debug("nudge failed: %s", exc)
 
-    def _sync(self, poller: select.poll, watched: dict[int, int]) -> None:
+    def _sync(self, poller: select.poll, watched: dict[int, int], gone: set[int]) -> None:
         with self._lock:
             wanted = set(self._wanted.values())
+            self._dirty = False
+        gone &= wanted
         for fd, pid in list(watched.items()):
             if pid not in wanted:
                 poller.unregister(fd)
                 os.close(fd)
                 del watched[fd]
         have = set(watched.values())
-        for pid in wanted - have:
+        for pid in wanted - have - gone:
             if len(watched) >= self.max_watched:
                 break
             try:
                 fd = os.pidfd_open(pid)
             except OSError:
-                continue  # already gone, or not ours to watch
+                gone.add(pid)  # already gone (its EXITED event is on the way), or not ours to watch
+                continue
             watched[fd] = pid
             poller.register(fd, select.POLLIN)

@@ -24,6 +24,8 @@ from .rules.engine import ProcessSnapshot
 log = logging.getLogger("lookout.watcher")
 
 RETRY_SECONDS = 5.0
+LOOKUP_INTERVAL = 1.0  # at most one readLog / getProcessInfo batch a second: in a storm, many
+# small calls would compete with supervisord's own event dispatch
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,9 @@ class SupervisorWatcher:
                 return items
 
     def _next_batch(self, timeout: float | None) -> list[tuple[str, object]]:
-        """Block for one request, then take all queued: one readLog serves many lookups."""
+        """Block for one request (timeout 0: do not block), then take all queued."""
         try:
-            batch = [self._requests.get(timeout=timeout)]
+            batch = [self._requests.get(timeout=timeout) if timeout != 0 else self._requests.get_nowait()]
         except queue.Empty:
             return []
         while True:
@@ -84,13 +86,21 @@ class SupervisorWatcher:
 
     def _run(self) -> None:
         reconcile_due = ""  # why a reconcile is owed; retried while supervisord cannot answer
+        last_lookup = 0.0
         while True:
             wanted: dict[str, set[str]] = {"exits": set(), "starts": set()}
-            for kind, arg in self._next_batch(RETRY_SECONDS if reconcile_due else None):
+            batch = self._next_batch(RETRY_SECONDS if reconcile_due else None)
+            wait = last_lookup + LOOKUP_INTERVAL - time.monotonic()
+            if wait > 0 and any(kind != "reconcile" for kind, _ in batch):
+                time.sleep(wait)  # this worker's own thread: gather what arrives meanwhile
+                batch += self._next_batch(0)
+            for kind, arg in batch:
                 if kind == "reconcile":
                     reconcile_due = str(arg)
                 else:
                     wanted[kind].update(arg)  # type: ignore[arg-type]
+            if wanted["exits"] or wanted["starts"]:
+                last_lookup = time.monotonic()
             if wanted["exits"]:
                 self._lookup(wanted["exits"])
             if wanted["starts"]:

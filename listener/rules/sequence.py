@@ -15,6 +15,24 @@ class StreamPosition:
     run: str  # "<server>:<supervisord pid>"
     pool: str
     poolserial: int
+    serial: int = 0  # supervisord's global serial of the last event taken
+
+    def encode(self) -> str:
+        return f"{self.serial}\t{self.poolserial}\t{self.pool}\t{self.run}"
+
+    @classmethod
+    def decode(cls, text: str) -> StreamPosition | None:
+        parts = text.split("\t", 3)
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        return cls(parts[3], parts[2], int(parts[1]), int(parts[0]))
+
+
+def is_redelivery(previous: StreamPosition | None, run: str, serial: int) -> bool:
+    """Already taken: a pool's events arrive in serial order, so a serial at or below the last
+    one taken in this supervisord run is a redelivery (the in-flight event resent after a listener
+    crash, or a copy re-buffered by supervisord's same-priority bug)."""
+    return previous is not None and previous.run == run and serial <= previous.serial
 
 
 def check_continuity(previous: StreamPosition | None, current: StreamPosition) -> str:

@@ -6,7 +6,8 @@ lose the last commits, which the reconcile at start repairs).
 
 Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   meta(key, value)                 heartbeat and stream position: last_event_at, last_tick_at,
-                                   last_reconcile_at, stopping, position_*, listener_pid,
+                                   last_reconcile_at, stopping, listener_pid, position
+                                   ("serial<TAB>poolserial<TAB>pool<TAB>run": the dedup key),
                                    supervisord_pid, supervisord_version, supervisord_identification
   processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
                                    unexpected_exits, fatals, last_start, running_since,
@@ -22,7 +23,6 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
-  seen_events(run, serial)         recent deliveries, to drop redelivered events
 All times are unix epoch seconds (REAL).
 """
 
@@ -117,11 +117,6 @@ CREATE TABLE IF NOT EXISTS silences (
     reason TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS seen_events (
-    run TEXT NOT NULL,
-    serial INTEGER NOT NULL,
-    PRIMARY KEY (run, serial)
-) WITHOUT ROWID;
 """
 
 
@@ -135,6 +130,7 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
         conn.executescript(SCHEMA)
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
