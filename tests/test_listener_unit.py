@@ -65,3 +65,34 @@ def test_redelivered_event_is_counted_once(tmp_path):
     feed(again, starting)
     assert pipes2.written() == b"RESULT 2\nOKREADY\n"
     assert again.engine.records["w:w"].restarts == 1
+
+
+class CountingClient:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def call(self, method: str, *args):  # noqa: ANN201
+        self.calls.append(method)
+        return {"statename": "RUNNING"}
+
+
+def test_nudger_pokes_supervisord_when_a_watched_process_exits():
+    import subprocess
+    import sys
+
+    from listener.nudge import ExitNudger
+
+    from .harness import stays, wait_for
+
+    client = CountingClient()
+    nudger = ExitNudger(client)  # type: ignore[arg-type]
+    if not nudger.enabled:
+        return  # no pidfds on this platform: the nudger is off by design
+    nudger.start()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    nudger.track("g:child", child.pid)
+    stays(lambda: not client.calls, 0.3, "no nudge while it runs")
+    child.stdin.close()
+    child.wait(10)
+    wait_for(lambda: client.calls == ["supervisor.getState"], 5, "one nudge after the exit")
+    nudger.track("g:child", None)
