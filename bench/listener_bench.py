@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from listener.rules.sequence import StreamPosition
 from tests.harness import REPO, Supervisor, Webhook, wait_for
 
 LISTENER_EXTRA: dict[str, object] = {}
@@ -69,9 +68,8 @@ def _minimal(report: Path) -> tuple[int, float]:
 
 def _lookout_position(sup: Supervisor) -> tuple[int, float]:
     with sup.db() as c:
-        rows = dict(c.execute("SELECT key, value FROM meta").fetchall())
-    position = StreamPosition.decode(rows.get("position") or "")
-    return (position.poolserial if position else 0), float(rows.get("last_event_at") or 0)
+        row = c.execute("SELECT poolserial, last_event_at FROM stream WHERE id = 1").fetchone()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 def _cycle(sup: Supervisor, n: int) -> None:

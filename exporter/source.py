@@ -114,6 +114,7 @@ class Source:
     def _read_store(self, conn: sqlite3.Connection, now: float) -> ScrapeData | None:
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            heartbeat = conn.execute("SELECT last_event_at FROM stream WHERE id = 1").fetchone()
             rows = conn.execute(
                 "SELECT grp, name, state, state_since, pid, last_start, last_exit_status, restarts, "
                 "unexpected_exits, crash_looping FROM processes WHERE present = 1 ORDER BY grp, name"
@@ -122,7 +123,7 @@ class Source:
             stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
         except sqlite3.Error:
             return None
-        last_event = float(meta["last_event_at"]) if meta.get("last_event_at") else None
+        last_event = float(heartbeat[0]) if heartbeat else None
         data = ScrapeData(
             source="store",
             up=True,

@@ -144,12 +144,8 @@ class Listener:
         except Exception:  # a rules bug must not stop the stream or make supervisord resend
             log.exception("rules failed on %s serial %d; acknowledged", d.eventname, d.serial)
             outcome = Outcome()
-        meta: dict[str, object] = {"last_event_at": now}
-        if isinstance(event, TickEvent):
-            meta["last_tick_at"] = now
-        self.state.commit(
-            outcome, stopping=self.engine.stopping, position=position, meta=meta
-        )
+        meta = {"last_tick_at": now} if isinstance(event, TickEvent) else None
+        self.state.commit(outcome, stopping=self.engine.stopping, position=position, event_at=now, meta=meta)
         self.channel.ack()
         self.last_event_at = now
         self._after_commit(outcome)
@@ -166,13 +162,15 @@ class Listener:
             meta = {"last_reconcile_at": result.taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
             self._apply(self.engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
-        else:  # one commit for the whole batch of lookups
-            outcome = Outcome()
-            for ns, start in getattr(result, "starts", {}).items():
+            return
+        outcome = Outcome()  # one commit for the whole batch of lookups
+        if isinstance(result, StartsObserved):
+            for ns, start in result.starts.items():
                 outcome.records.update(self.engine.on_start_observed(ns, start).records)
-            for ns, info in getattr(result, "exits", {}).items():
+        else:
+            for ns, info in result.exits.items():
                 outcome.records.update(self.engine.on_exit_observed(ns, info.status, info.text).records)
-            self._apply(outcome)
+        self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
         if outcome or meta or outcome.reconcile:

@@ -17,16 +17,6 @@ class StreamPosition:
     poolserial: int
     serial: int = 0  # supervisord's global serial of the last event taken
 
-    def encode(self) -> str:
-        return f"{self.serial}\t{self.poolserial}\t{self.pool}\t{self.run}"
-
-    @classmethod
-    def decode(cls, text: str) -> StreamPosition | None:
-        parts = text.split("\t", 3)
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
-            return None
-        return cls(parts[3], parts[2], int(parts[1]), int(parts[0]))
-
 
 def is_redelivery(previous: StreamPosition | None, run: str, serial: int) -> bool:
     """Already taken: a pool's events arrive in serial order, so a serial at or below the last

@@ -5,9 +5,10 @@ that commit in the tens of microseconds (durable against a process crash; a powe
 lose the last commits, which the reconcile at start repairs).
 
 Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
-  meta(key, value)                 heartbeat and stream position: last_event_at, last_tick_at,
-                                   last_reconcile_at, stopping, listener_pid, position
-                                   ("serial<TAB>poolserial<TAB>pool<TAB>run": the dedup key),
+  stream(run, pool, poolserial, serial, last_event_at)
+                                   one row, updated with every event: where the listener is in
+                                   supervisord's stream (the redelivery key) and its heartbeat
+  meta(key, value)                 last_tick_at, last_reconcile_at, stopping, listener_pid,
                                    supervisord_pid, supervisord_version, supervisord_identification
   processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
                                    unexpected_exits, fatals, last_start, running_since,
@@ -35,6 +36,14 @@ SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS stream (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    run TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    poolserial INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    last_event_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS processes (
     namespec TEXT PRIMARY KEY,
     grp TEXT NOT NULL,

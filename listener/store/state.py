@@ -19,6 +19,11 @@ _UPSERT_RECORD = (
     "ON CONFLICT(namespec) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS)
 )
+_UPSERT_STREAM = (
+    "INSERT INTO stream(id, run, pool, poolserial, serial, last_event_at) VALUES (1, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET run = excluded.run, pool = excluded.pool, poolserial = excluded.poolserial, "
+    "serial = excluded.serial, last_event_at = excluded.last_event_at"
+)
 _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
     "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
@@ -66,8 +71,8 @@ class StateStore:
         return get_meta(self.conn, "stopping") == "1"
 
     def position(self) -> StreamPosition | None:
-        text = get_meta(self.conn, "position")
-        return StreamPosition.decode(text) if text else None
+        row = self.conn.execute("SELECT run, pool, poolserial, serial FROM stream WHERE id = 1").fetchone()
+        return StreamPosition(*row) if row else None
 
     # ---- per input ----------------------------------------------------------------------
 
@@ -77,8 +82,11 @@ class StateStore:
         *,
         stopping: bool,
         position: StreamPosition | None = None,
+        event_at: float = 0.0,
         meta: dict[str, object] | None = None,
     ) -> None:
+        """One transaction; ``position`` and ``event_at`` come with each event (the dedup key
+        is committed with the event's effects, so a redelivery after a crash is recognised)."""
         with Transaction(self.conn) as c:
             if outcome.records:
                 c.executemany(_UPSERT_RECORD, [_record_values(r) for r in outcome.records.values()])
@@ -89,10 +97,10 @@ class StateStore:
             items: dict[str, object] = dict(meta or {})
             if outcome.flags_changed:
                 items["stopping"] = int(stopping)
-            if position is not None:
-                items["position"] = position.encode()  # the dedup key, committed with the effects
             if items:
                 set_meta(c, items)
+            if position is not None:
+                c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, event_at))
 
     def prune(self, now: float) -> None:
         """Keep the store small: delivered messages and closed alerts older than a week."""
