@@ -12,6 +12,7 @@ import http.client
 import re
 import socket
 import xmlrpc.client
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -111,6 +112,15 @@ class SupervisorClient:
             )
             for i in self.call("supervisor.getAllProcessInfo")
         ]
+
+    def recent_exits(self, namespecs: Iterable[str]) -> dict[str, ExitInfo]:
+        """The last exit of each process, from the tail of supervisord's main log (events do not
+        carry exit statuses, and getProcessInfo's is reset by the respawn)."""
+        by_name: dict[str, list[str]] = {}
+        for ns in namespecs:
+            by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)  # the log names processes only
+        text = self.call("supervisor.readLog", -65536, 0)
+        return {ns: info for name, info in last_exits(text, set(by_name)).items() for ns in by_name[name]}
 
     def log_tail(self, namespec: str, max_bytes: int = 16384) -> str:
         """Recent stderr of a process, or stdout when stderr is redirected or not logged."""

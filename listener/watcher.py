@@ -18,7 +18,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .rpc import SHUTDOWN_STATE, ExitInfo, SupervisorClient, SupervisorUnavailable, last_exits
+from .rpc import SHUTDOWN_STATE, ExitInfo, SupervisorClient, SupervisorUnavailable
 from .rules.engine import ProcessSnapshot
 
 log = logging.getLogger("lookout.watcher")
@@ -152,18 +152,10 @@ class SupervisorWatcher:
             self._post(StartsObserved(starts))
 
     def _lookup(self, namespecs: set[str]) -> None:
-        by_name: dict[str, list[str]] = {}
-        for ns in namespecs:
-            by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)
         try:
-            text = self.client.call("supervisor.readLog", -65536, 0)
+            found = self.client.recent_exits(namespecs)
         except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
             log.debug("exit lookup failed: %s", exc)
             return
-        found = {
-            ns: info
-            for name, info in last_exits(text, set(by_name)).items()
-            for ns in by_name[name]
-        }
         if found:
             self._post(ExitsObserved(found))

@@ -20,7 +20,7 @@ import xmlrpc.client
 from collections.abc import Callable
 
 from ..config import Config
-from ..rpc import SupervisorClient, SupervisorUnavailable, last_exits
+from ..rpc import SupervisorClient, SupervisorUnavailable
 from ..rules.models import FATAL, RESOLVED
 from ..store.delivery import DeliveryStore, OutboxMessage, PendingNotice
 from ..store.schema import connect
@@ -173,10 +173,7 @@ class Notifier:
         try:
             missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
             if missing:
-                text = self.client.call("supervisor.readLog", -65536, 0)
-                names = {ns.split(":", 1)[1]: ns for ns in missing}
-                for name, info in last_exits(text, set(names)).items():
-                    extra.exits[names[name]] = info
+                extra.exits.update(self.client.recent_exits(missing))
             for n in firing:
                 if self.config.notify.stderr_lines > 0:
                     extra.tails[n.alert.namespec] = self.client.log_tail(n.alert.namespec)

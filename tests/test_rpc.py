@@ -1,0 +1,28 @@
+"""Reading exit statuses from supervisord's main log (events do not carry them)."""
+
+from __future__ import annotations
+
+from listener.rpc import ExitInfo, last_exits
+
+LOG = """\
+2026-11-26 09:10:11,100 WARN exited: feed (exit status 3; not expected)
+2026-11-26 09:10:12,100 INFO spawned: 'feed' with pid 4242
+2026-11-26 09:10:13,100 WARN exited: worker_1 (terminated by SIGKILL; not expected)
+2026-11-26 09:10:14,100 WARN exited: core (terminated by SIGSEGV (core dumped); not expected)
+2026-11-26 09:10:15,100 INFO exited: oneshot (exit status 0; expected)
+2026-11-26 09:10:16,100 WARN stopped: web (terminated by SIGTERM)
+2026-11-26 09:10:17,100 WARN exited: feed (exit status 4; not expected)
+"""
+
+
+def test_last_exit_of_each_process():
+    found = last_exits(LOG)
+    assert found["feed"] == ExitInfo(4, "exit status 4")  # the last one wins
+    assert found["worker_1"] == ExitInfo(-1, "killed by SIGKILL")
+    assert found["core"] == ExitInfo(-1, "killed by SIGSEGV")
+    assert found["oneshot"] == ExitInfo(0, "exit status 0")
+    assert found["web"] == ExitInfo(-1, "killed by SIGTERM")
+
+
+def test_only_the_names_asked_for():
+    assert set(last_exits(LOG, {"feed", "nobody"})) == {"feed"}
