@@ -173,9 +173,9 @@ class Listener:
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
-        if outcome or meta or outcome.reconcile:
+        if outcome or meta:  # something to persist; requests (reconcile, lookups) need no commit
             self.state.commit(outcome, stopping=self.engine.stopping, meta=meta)
-            self._after_commit(outcome)
+        self._after_commit(outcome)
 
     def _track(self, rec) -> None:  # noqa: ANN001
         if rec.namespec != self.engine.own_namespec:

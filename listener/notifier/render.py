@@ -135,18 +135,16 @@ def render(
     blocks: list[str] = []
     for i, n in enumerate(firing):
         back = recovered.get(n.alert.id)
-        since = ""
-        if back is not None:
-            end = back.alert.resolved_at or back.created_at
-            since = f"; recovered since: {_recovery(back.alert, end)}"
+        since = _recovery(back.alert, back.alert.resolved_at or back.created_at) if back is not None else ""
         if i < max_detailed:
             block = firing_block(n, host, now, extra, lines)
-            if back is not None:
-                block.insert(1, f"  recovered since: {_recovery(back.alert, end)}")
+            if since:
+                block.insert(1, f"  recovered since: {since}")
             blocks.extend(block)
             blocks.append("")
         else:
-            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}{since}")
+            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}"
+                          + (f"; recovered since: {since}" if since else ""))
     if len(firing) > max_detailed:
         blocks.append("")
     for n in resolved:

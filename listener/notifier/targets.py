@@ -18,8 +18,6 @@ from ..redact import safe_url, scheme_of, secrets_in_url
 
 log = logging.getLogger("lookout.notifier")
 
-NOTIFY_TYPES = {"info": "info", "success": "success", "warning": "warning", "failure": "failure"}
-
 
 @dataclass(frozen=True)
 class Target:

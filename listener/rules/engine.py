@@ -123,9 +123,9 @@ class AlertEngine:
                 else:
                     rec.state_since = taken_at
                 rec.running_since = rec.state_since if info.state == "RUNNING" else None
-            if rec.pending_exit_at is not None and info.state != "EXITED":
-                pass  # respawned: its STARTING event is on the way and raises "crashed"
-            elif rec.pending_exit_at is not None:  # still EXITED: autorestart=false
+            # A pending exit that supervisord did not respawn (autorestart=false). If it was
+            # respawned, its STARTING event is on the way and raises "crashed".
+            if rec.pending_exit_at is not None and info.state == "EXITED":
                 rec.pending_exit_at = None
                 self._raise(rec, EXITED, now, out)
                 changed = True
