@@ -21,8 +21,9 @@ from .config import Config
 from .notifier.targets import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
+from .procfs import spawn_time
 from .protocol.channel import ProtocolChannel
-from .protocol.events import MalformedEvent, TickEvent, decode
+from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode
 from .protocol.parser import Envelope, Garbage
 from .rpc import SupervisorClient
 from .rules.engine import LIVE_STATES, AlertEngine
@@ -141,6 +142,10 @@ class Listener:
         self.position = position
         try:
             outcome = self.engine.on_event(event, now)
+            if isinstance(event, ProcessStateEvent) and event.state == "RUNNING" and event.pid:
+                exact = spawn_time(event.pid)  # the STARTING event may have waited in supervisord
+                if exact is not None:
+                    outcome.records.update(self.engine.on_start_observed(event.namespec, exact, exact=True).records)
         except Exception:  # a rules bug must not stop the stream or make supervisord resend
             log.exception("rules failed on %s serial %d; acknowledged", d.eventname, d.serial)
             outcome = Outcome()

@@ -199,3 +199,18 @@ def test_continuity():
     assert "lost" in check_continuity(a, StreamPosition("s:1", "lookout", 9))
     assert "reloaded" in check_continuity(a, StreamPosition("s:1", "lookout", 1))
     assert "restarted" in check_continuity(a, StreamPosition("s:2", "lookout", 1))
+
+
+def test_spawn_time_exact_wins_and_whole_seconds_only_correct_what_they_contradict():
+    engine = AlertEngine(SETTINGS)
+    run(engine, [(105.0, ev("STARTING", "web", "STOPPED"))])  # this event waited 5 s in supervisord
+    rec = engine.records["web:web"]
+    assert rec.last_start == 105.0
+    assert engine.on_start_observed("web:web", 100.0).records  # whole seconds contradict it: taken
+    assert rec.last_start == 100.0
+    assert engine.on_start_observed("web:web", 100.37, exact=True).records  # the kernel's fork time
+    assert rec.last_start == 100.37
+    assert not engine.on_start_observed("web:web", 100.0).records  # consistent: the exact one stays
+    snap = [ProcessSnapshot("web", "web", "STARTING", 100, 0, 110, 7, 0, "")]
+    engine.on_snapshot(snap, taken_at=110.2, now=110.2)
+    assert rec.last_start == 100.37

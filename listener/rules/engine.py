@@ -38,6 +38,7 @@ from .models import (
 from .policy import PolicyBook
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
+COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class ProcessSnapshot:
     @property
     def namespec(self) -> str:
         return f"{self.group}:{self.name}"
+
+
+def _coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
+    """supervisord reports whole seconds: a known start within a second of it is kept (it may be exact)."""
+    return rec.last_start is None or abs(rec.last_start - start) > COARSE_START
 
 
 class AlertEngine:
@@ -111,8 +117,8 @@ class AlertEngine:
             changed = not rec.present or rec.state != info.state
             rec.present = True
             skew = taken_at - info.now  # our clock minus supervisord's
-            if info.state in LIVE_STATES and info.start and rec.last_start != info.start + skew:
-                rec.last_start, changed = info.start + skew, True  # authoritative spawn time
+            if info.state in LIVE_STATES and info.start and _coarse_start_differs(rec, info.start + skew):
+                rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
             if rec.state != info.state:
                 rec.state = info.state
                 rec.pid = info.pid or None
@@ -161,11 +167,17 @@ class AlertEngine:
             out.records[namespec] = rec
         return out
 
-    def on_start_observed(self, namespec: str, start: float) -> Outcome:
-        """supervisord's own spawn time (events reach us late in a storm; uptime must not)."""
+    def on_start_observed(self, namespec: str, start: float, *, exact: bool = False) -> Outcome:
+        """The real spawn time: events reach us late in a storm, uptime must not.
+
+        `exact` comes from the kernel (/proc) and always wins; otherwise it is supervisord's
+        whole-second `start`, which only replaces a time it contradicts.
+        """
         out = Outcome()
         rec = self.records.get(namespec)
-        if rec is not None and rec.state in LIVE_STATES and start and rec.last_start != start:
+        if rec is None or rec.state not in LIVE_STATES or not start:
+            return out
+        if (exact and rec.last_start != start) or (not exact and _coarse_start_differs(rec, start)):
             rec.last_start = start
             out.records[namespec] = rec
         return out
