@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from listener.procfs import CLOCK_TICKS, stat_fields
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -24,12 +25,9 @@ class Usage:
 
 def _stat(pid: str) -> tuple[int, float, int] | None:
     """(ppid, cpu seconds, rss bytes) from /proc/<pid>/stat; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    fields = raw[raw.rfind(b")") + 2 :].split()  # the command name may hold spaces and ')'
     try:
         ppid = int(fields[1])
         # utime + stime, plus cutime + cstime: children it already reaped stay counted
