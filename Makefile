@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Most tests wait on a real supervisord, not on the CPU: four at a time fit two cores.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test bench lint venv clean
 
@@ -20,7 +22,7 @@ demo: $(STAMP)
 ## test: lint, then the whole suite against a real supervisord
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 ## bench: throughput, latency and memory against baselines measured in the same run
 bench: $(STAMP)

@@ -78,7 +78,7 @@ def run() -> dict[str, float]:
         for label, extra in (("lookout_res", []), ("lookout_nores", ["--no-resource-metrics"])):
             port = free_port()
             url = f"http://127.0.0.1:{port}/metrics"
-            proc = _start([sys.executable, "-m", "exporter", "-c", str(sup.config_path), "--listen",
+            proc = _start([sys.executable, "-m", "lookout.exporter", "-c", str(sup.config_path), "--listen",
                            f"127.0.0.1:{port}", *extra], url, root / f"{label}.log")
             procs.append(proc)
             calls_before = sup.log().count("XML-RPC method called")

@@ -35,8 +35,8 @@ BOLD, RED, YELLOW, GREEN, DIM, RESET = "\033[1m", "\033[31m", "\033[33m", "\033[
 def shipped_snippets(d: Path, py: str) -> str:
     """conf.d's listener and exporter snippets, pointed at the demo's files."""
     text = "\n".join((REPO / "conf.d" / name).read_text() for name in ("lookout.conf", "lookout-exporter.conf"))
-    text = text.replace("command=lookout-listener", f"command={py} -m listener")
-    text = text.replace("command=lookout-exporter", f"command={py} -m exporter")
+    text = text.replace("command=lookout-listener", f"command={py} -m lookout.listener")
+    text = text.replace("command=lookout-exporter", f"command={py} -m lookout.exporter")
     text = text.replace("/etc/lookout/lookout.toml", str(d / "lookout.toml"))
     return text.replace("/var/log/supervisor/", f"{d}/")
 

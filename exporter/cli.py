@@ -14,8 +14,8 @@ import ssl
 import sys
 import threading
 
-from listener.config import ConfigError, load_config
-from listener.redact import install_log_filter
+from ..listener.config import ConfigError, load_config
+from ..listener.redact import install_log_filter
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:

@@ -11,8 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from listener.protocol.events import PROCESS_STATES
-
+from ..listener.protocol.events import PROCESS_STATES
 from .resources import Usage
 from .source import SUPERVISORD_STATES, ProcessView, ScrapeData
 

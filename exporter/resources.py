@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from listener.procfs import CLOCK_TICKS, stat_fields
+from ..listener.procfs import CLOCK_TICKS, stat_fields
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

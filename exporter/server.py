@@ -13,8 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from listener.config import Config
-
+from ..listener.config import Config
 from .metrics import CONTENT_TYPE, LabelCache, build_families, encode
 from .resources import usage_by_root
 from .source import Source

@@ -16,10 +16,10 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass, field
 
-from listener.config import Config
-from listener.redact import scheme_of
-from listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
-from listener.store.schema import connect
+from ..listener.config import Config
+from ..listener.redact import scheme_of
+from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
+from ..listener.store.schema import connect
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
 

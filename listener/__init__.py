@@ -1,3 +1,3 @@
 """lookout-listener: supervisord event listener that turns process state changes into alerts."""
 
-__version__ = "0.1.0"
+from .. import __version__ as __version__

@@ -59,11 +59,18 @@ def ensure_debian_tool(tool: str, package: str) -> str:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise RuntimeError(f"{tool} is missing: install the Debian package {package}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True, env=env,
-                   capture_output=True, timeout=900)
-    found = shutil.which(tool)
+    import fcntl
+
+    # Test workers run in parallel: one apt-get at a time, and the second finds the tool installed.
+    with open("/tmp/lookout-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = shutil.which(tool)
+        if not found:
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True,
+                           env=env, capture_output=True, timeout=900)
+            found = shutil.which(tool)
     if not found:
         raise RuntimeError(f"installed {package} but {tool} is still missing")
     return found
@@ -199,7 +206,7 @@ serverurl=unix://%(here)s/supervisor.sock
 def listener_snippet(config_path: Path, log_path: Path, extra: str = "") -> str:
     """The shipped conf.d/lookout.conf, pointed at this test's config and log."""
     text = SNIPPET.read_text()
-    text = text.replace("command=lookout-listener", f"command={sys.executable} -m listener")
+    text = text.replace("command=lookout-listener", f"command={sys.executable} -m lookout.listener")
     text = text.replace("/etc/lookout/lookout.toml", str(config_path))
     text = text.replace("/var/log/supervisor/lookout.log", str(log_path))
     return text + extra
@@ -289,8 +296,8 @@ class Supervisor:
             return False
 
     def rpc(self):  # noqa: ANN201
-        from listener.config import SupervisorSettings
-        from listener.rpc import SupervisorClient
+        from lookout.listener.config import SupervisorSettings
+        from lookout.listener.rpc import SupervisorClient
 
         return SupervisorClient(SupervisorSettings(serverurl=f"unix://{self.sock}", timeout=10))
 

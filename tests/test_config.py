@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from listener.config import ConfigError, parse_duration
+from lookout.listener.config import ConfigError, parse_duration
 
 from .harness import REPO, lookout_toml, stays
 
@@ -22,7 +22,7 @@ def run_cli(tmp_path, toml: str, *args: str, stdin: str = "") -> subprocess.Comp
     path.write_text(toml)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "LOOKOUT_"))}
     return subprocess.run(
-        [sys.executable, "-m", "listener", "-c", str(path), *args],
+        [sys.executable, "-m", "lookout.listener", "-c", str(path), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -127,7 +127,7 @@ def test_terminal_run_explains_registration(tmp_path):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
     result = subprocess.run(
-        [sys.executable, "-m", "listener", "-c", str(path)],
+        [sys.executable, "-m", "lookout.listener", "-c", str(path)],
         stdin=slave,
         capture_output=True,
         text=True,
@@ -150,7 +150,7 @@ def test_durations():
 
 
 def test_example_config_documents_every_section_and_parses(tmp_path):
-    from listener.config import parse_config, tomllib
+    from lookout.listener.config import parse_config, tomllib
 
     data = tomllib.loads((REPO / "conf.d" / "lookout.toml").read_text())
     config = parse_config(data)

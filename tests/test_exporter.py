@@ -62,7 +62,7 @@ class ExporterProcess:
 
     def start(self) -> ExporterProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "-c", str(self.sup.config_path), "--listen",
+            [sys.executable, "-m", "lookout.exporter", "-c", str(self.sup.config_path), "--listen",
              f"127.0.0.1:{self.port}", *self.args],
             stdout=subprocess.DEVNULL, stderr=open(self.sup.root / "exporter.log", "ab"),  # noqa: SIM115
         )

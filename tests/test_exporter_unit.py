@@ -6,10 +6,10 @@ import xmlrpc.client
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.metrics import LabelCache, build_families, encode
-from exporter.source import ProcessView, ScrapeData, Source
-from listener.config import parse_config
-from listener.rpc import SupervisorUnavailable
+from lookout.exporter.metrics import LabelCache, build_families, encode
+from lookout.exporter.source import ProcessView, ScrapeData, Source
+from lookout.listener.config import parse_config
+from lookout.listener.rpc import SupervisorUnavailable
 
 
 class StubClient:

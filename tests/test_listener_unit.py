@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from listener.app import Listener
-from listener.config import parse_config
-from listener.protocol.channel import ProtocolChannel
-from listener.protocol.parser import EventParser
+from lookout.listener.app import Listener
+from lookout.listener.config import parse_config
+from lookout.listener.protocol.channel import ProtocolChannel
+from lookout.listener.protocol.parser import EventParser
 
 from .test_protocol import frame
 
@@ -80,7 +80,7 @@ def test_nudger_pokes_supervisord_when_a_watched_process_exits():
     import subprocess
     import sys
 
-    from listener.nudge import ExitNudger
+    from lookout.listener.nudge import ExitNudger
 
     from .harness import stays, wait_for
 

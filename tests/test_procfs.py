@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from listener.procfs import spawn_time
+from lookout.listener.procfs import spawn_time
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
 

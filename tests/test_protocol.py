@@ -8,9 +8,9 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.protocol.channel import ProtocolChannel
-from listener.protocol.events import MalformedEvent, ProcessStateEvent, decode
-from listener.protocol.parser import Envelope, EventParser, Garbage
+from lookout.listener.protocol.channel import ProtocolChannel
+from lookout.listener.protocol.events import MalformedEvent, ProcessStateEvent, decode
+from lookout.listener.protocol.parser import Envelope, EventParser, Garbage
 
 
 def frame(payload: str, eventname: str = "PROCESS_STATE_EXITED", serial: int = 1) -> bytes:

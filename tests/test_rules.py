@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-from listener.config import AlertSettings, CrashLoop, ProgramRule
-from listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
-from listener.rules.engine import AlertEngine, ProcessSnapshot
-from listener.rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, FIRING, REMINDER, RESOLVED
-from listener.rules.sequence import StreamPosition, check_continuity
+from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
+from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from lookout.listener.rules.engine import AlertEngine, ProcessSnapshot
+from lookout.listener.rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, FIRING, REMINDER, RESOLVED
+from lookout.listener.rules.sequence import StreamPosition, check_continuity
 
 SERIAL = itertools.count(1)
 

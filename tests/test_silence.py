@@ -12,7 +12,7 @@ from .test_crash_loop import CRASHER
 
 def cli(sup, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "listener", "-c", str(sup.config_path), *args],
+        [sys.executable, "-m", "lookout.listener", "-c", str(sup.config_path), *args],
         capture_output=True,
         text=True,
         timeout=30,
