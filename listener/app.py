@@ -7,35 +7,45 @@ Everything that may be slow (XML-RPC, HTTP, SMTP) happens on other threads; this
 parses, decides, commits to SQLite and acknowledges. It wakes for stdin, for results of the
 watcher's RPC calls (a byte on the wakeup pipe) and for the rules' own deadlines (group
 resolution after stable_after, the exit grace, reminders).
+
+When the store cannot be written (disk full, locked, removed), the loop holds the commit and
+the event's acknowledgement, retries with backoff and tells people once (held.py); supervisord
+buffers the following events meanwhile, so nothing it still holds is lost. A worker thread
+that dies makes the listener exit 1, so supervisord restarts it rather than leave it half-alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .config import Config
+from .held import HeldCommit, StoreTrouble
+from .logs import ProcessLogs
 from .notifier.targets import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
 from .procfs import spawn_time
 from .protocol.channel import ProtocolChannel
-from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode
+from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from .protocol.parser import Envelope, Garbage
 from .rpc import SupervisorClient
 from .rules.engine import LIVE_STATES, AlertEngine
 from .rules.models import Outcome
 from .rules.sequence import StreamPosition, check_continuity, is_redelivery
-from .store.schema import connect
-from .store.state import StateStore
+from .store.files import StoreCorrupt, StoreUnavailable
+from .store.keeper import StoreKeeper
 from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
 
 log = logging.getLogger("lookout.listener")
 
 MAX_IDLE_WAIT = 1.0
+STORE_CHECK_INTERVAL = 10.0  # how often the store file's identity is checked (deleted, replaced)
 
 
 class Listener:
@@ -52,25 +62,32 @@ class Listener:
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
         self.channel = channel_factory(self.wakeup_r)
-        self.state = StateStore(connect(config.state_path))
-        own = f"{os.environ.get('SUPERVISOR_GROUP_NAME', '')}:{os.environ.get('SUPERVISOR_PROCESS_NAME', '')}"
-        self.engine = AlertEngine(
-            config.alerts,
-            self.state.load_records(),
-            self.state.load_open_alerts(),
-            stopping=self.state.stopping(),
-            own_namespec=own,
-        )
-        self.position = self.state.position()
         self.ppid = os.getppid()  # supervisord's pid: part of the dedup key
+        self.own_namespec = (f"{os.environ.get('SUPERVISOR_GROUP_NAME', '')}:"
+                             f"{os.environ.get('SUPERVISOR_PROCESS_NAME', '')}")
         client = SupervisorClient(config.supervisor)
-        self.watcher = SupervisorWatcher(client, self.wakeup_w, clock)
-        self.notifier = Notifier(config, targets, client, clock)
+        self.logs = ProcessLogs(client, self.ppid)
+        self.keeper = StoreKeeper(config.state_path)
+        self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w, clock)
+        self.notifier = Notifier(config, targets, self.logs, clock, store_generation=lambda: self.keeper.generation,
+                                 on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge)
+        self.trouble = StoreTrouble(self.notifier, clock)
+        self.engine: AlertEngine | None = None
+        self.position: StreamPosition | None = None
+        self.held: HeldCommit | None = None
+        self.backlog: deque[Envelope | Garbage] = deque()  # read while a commit was held
+        self.results: deque[Snapshot | ExitsObserved | StartsObserved] = deque()
         self.stop_requested = False
+        self.exit_status = 0
         self.saw_tick = False
         self.last_event_at = clock()
         self.last_reconcile_at = 0.0
+        self.last_store_check = clock()
+        try:
+            self._open_store()
+        except StoreUnavailable as exc:  # run() keeps trying; supervisord buffers events meanwhile
+            self.trouble.failed(exc, "opening the store")
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -78,42 +95,174 @@ class Listener:
         signal.set_wakeup_fd(self.wakeup_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        self.state.commit(Outcome(), stopping=self.engine.stopping, meta={
-            "listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
-        })
         self.notifier.start()
         self.watcher.start()
         self.nudger.start()
-        for rec in self.engine.records.values():
+        ready = False
+        while not self.stop_requested:
+            dead = self._dead_worker()
+            if dead:
+                log.critical("%s: exiting (status 1) so that supervisord restarts the listener", dead)
+                self.exit_status = 1
+                break
+            items, _ = self.channel.poll(self._wait_time())
+            if self.channel.eof:
+                log.info("stdin closed: supervisord is gone")
+                break
+            self.backlog.extend(items)
+            if not self._store_usable():
+                continue
+            if not ready:
+                ready = self._get_ready()
+                continue
+            self._step()
+            silent = self.clock() - self.last_event_at
+            if self.saw_tick and self.held is None and silent > self.config.listener.tick_timeout:
+                log.error("no event for %.0fs although TICK is subscribed: exiting to be restarted", silent)
+                self.exit_status = 1
+                break
+        self.notifier.stop(timeout=3.0)
+        return self.exit_status
+
+    def _get_ready(self) -> bool:
+        """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
+        meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid}
+        if not self._commit(Outcome(), meta=meta):
+            return False
+        for rec in self.engine.records.values():  # type: ignore[union-attr]
             self._track(rec)
         self._reconcile("listener started")
         self.channel.ready()
         log.info("lookout-listener ready (pid %d, state %s)", os.getpid(), self.config.state_path)
-        status = 0
-        while not self.stop_requested:
-            deadline = self.engine.next_deadline()
-            now = self.clock()
-            timeout = MAX_IDLE_WAIT if deadline is None else min(MAX_IDLE_WAIT, max(0.0, deadline - now))
-            items, _ = self.channel.poll(timeout)
-            if self.channel.eof:
-                log.info("stdin closed: supervisord is gone")
-                break
-            for item in items:
-                self.handle(item)
-            for result in self.watcher.drain():
-                self._apply_result(result)
-            self._apply(self.engine.on_time(self.clock()))
-            if self.saw_tick and self.clock() - self.last_event_at > self.config.listener.tick_timeout:
-                log.error("no event for %.0fs although TICK is subscribed: exiting to be restarted",
-                          self.clock() - self.last_event_at)
-                status = 1
-                break
-        self.notifier.stop(timeout=3.0)
-        return status
+        return True
+
+    def _step(self) -> None:
+        while self.backlog and self.held is None:
+            self.handle(self.backlog.popleft())
+        self.results.extend(self.watcher.drain())
+        while self.results and self.held is None:
+            self._apply_result(self.results.popleft())
+        if self.held is None:
+            self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
+
+    def _wait_time(self) -> float:
+        if self.engine is None or self.held is not None:
+            return max(0.0, min(MAX_IDLE_WAIT, self.trouble.retry_at - self.clock()))
+        if self.backlog or self.results:
+            return 0.0
+        deadline = self.engine.next_deadline()
+        return MAX_IDLE_WAIT if deadline is None else min(MAX_IDLE_WAIT, max(0.0, deadline - self.clock()))
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)
         self.stop_requested = True
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.wakeup_w, b"d")
+
+    def _dead_worker(self) -> str:
+        for thread in (self.notifier.thread, self.watcher.thread):
+            if thread.died:
+                return f"worker thread {thread.name} died ({thread.died})"
+        return ""
+
+    # ---- the store: open, held commits, replaced files ------------------------------------
+
+    def _open_store(self) -> None:
+        note = self.keeper.open(self.clock())
+        if self.engine is None:
+            state = self.keeper.state
+            assert state is not None
+            self.engine = AlertEngine(self.config.alerts, state.load_records(), state.load_open_alerts(),
+                                      stopping=state.stopping(), own_namespec=self.own_namespec)
+            self.position = state.position()
+        else:  # deleted or replaced under us: what we hold in memory is the truth
+            try:
+                self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
+                                    self.position, self.engine.stopping, self.clock())
+            except StoreUnavailable:
+                self.keeper.close()  # half-filled: the retry opens and rewrites it again
+                raise
+        if note:
+            self.notifier.announce("LookoutStoreReplaced", "lookout replaced a corrupt store", note, "critical")
+        self.trouble.resolved()
+
+    def _store_usable(self) -> bool:
+        """False while the store cannot be opened or a held commit cannot be written yet."""
+        if self.engine is not None and self.held is None:
+            self._check_store_file()
+            return self.held is None and not self.stop_requested
+        if self.clock() < self.trouble.retry_at:
+            return False
+        try:
+            if self.engine is None:
+                self._open_store()
+            else:
+                self._retry_held()
+        except StoreCorrupt as exc:
+            self._corrupt_while_running(exc)
+            return False
+        except StoreUnavailable as exc:
+            self.trouble.failed(exc, "writing the store" if self.engine else "opening the store")
+            return False
+        return self.held is None
+
+    def _retry_held(self) -> None:
+        held = self.held
+        assert held is not None
+        if self.keeper.state is None:  # it was deleted and could not be recreated yet
+            self._open_store()
+        self.keeper.commit(held.outcome, **held.kwargs)
+        self.held = None
+        self.trouble.resolved()
+        self.last_event_at = self.clock()  # events were held back by us, not by supervisord
+        if held.ack:
+            self.channel.ack()
+        self._after_commit(held.outcome)
+
+    def _check_store_file(self) -> None:
+        """A store deleted or replaced under us is recreated from memory within STORE_CHECK_INTERVAL."""
+        if self.clock() - self.last_store_check < STORE_CHECK_INTERVAL:
+            return
+        self.last_store_check = self.clock()
+        if not self.keeper.replaced():
+            return
+        log.warning("the store %s was deleted or replaced: recreating it from memory and reconciling",
+                    self.config.state_path)
+        try:
+            self._open_store()
+        except StoreUnavailable as exc:
+            self.trouble.failed(exc, "recreating the store")  # the next commit is held and retries
+            return
+        self._reconcile("store replaced")
+
+    def _commit(self, outcome: Outcome, *, ack: bool = False, **kwargs: object) -> bool:
+        """Commit, then acknowledge (ack=True) and act on it; or hold all of that until the
+        store can be written again. Returns whether it was committed now."""
+        kwargs.setdefault("stopping", self.engine.stopping if self.engine else False)
+        try:
+            self.keeper.commit(outcome, **kwargs)
+        except StoreCorrupt as exc:
+            self.held = HeldCommit(outcome, kwargs, ack)
+            self._corrupt_while_running(exc)
+            return False
+        except StoreUnavailable as exc:
+            self.held = HeldCommit(outcome, kwargs, ack)
+            self.trouble.failed(exc, "writing the store")
+            return False
+        if ack:
+            self.channel.ack()
+        self._after_commit(outcome)
+        return True
+
+    def _corrupt_while_running(self, exc: StoreCorrupt) -> None:
+        """Damaged under us: exit 1; the event stays unacknowledged, and the next listener moves
+        the file aside at start and gets the event again."""
+        log.critical("the store became unusable (%s): exiting (status 1) so that it is replaced at the next start",
+                     exc)
+        self.stop_requested = True
+        self.exit_status = 1
 
     # ---- one event ----------------------------------------------------------------------
 
@@ -121,69 +270,86 @@ class Listener:
         if isinstance(item, Garbage):
             log.error("protocol: skipped %s: %r", item.reason, item.data[:120])
             return
+        if self.held is not None or self.engine is None:
+            self.backlog.append(item)  # the store is not writable: keep the order
+            return
         now = self.clock()
         try:
-            event = decode(item)
+            delivery = decode_delivery(item)
         except MalformedEvent as exc:
-            log.error("malformed event acknowledged and ignored: %s (%s)", exc, item.eventname or "?")
+            log.error("malformed event header acknowledged and ignored: %s", exc)
             self.channel.ack()
             return
-        d = event.delivery
-        run = f"{d.server}:{self.ppid}"
-        if is_redelivery(self.position, run, d.serial):
-            log.info("redelivered event serial %d (%s) ignored", d.serial, d.eventname)
+        run = f"{delivery.server}:{self.ppid}"
+        if is_redelivery(self.position, run, delivery.serial):
+            log.info("redelivered event serial %d (%s) ignored", delivery.serial, delivery.eventname)
             self.channel.ack()
             return
-        position = StreamPosition(run, d.pool, d.poolserial, d.serial)
+        position = StreamPosition(run, delivery.pool, delivery.poolserial, delivery.serial)
         problem = check_continuity(self.position, position)
         if problem and self.position is not None:
             log.warning("%s: reconciling with supervisord", problem)
             self._reconcile(problem)
         self.position = position
+        event = None
         try:
+            event = decode(item, delivery)
             outcome = self.engine.on_event(event, now)
             if isinstance(event, ProcessStateEvent) and event.state == "RUNNING" and event.pid:
                 exact = spawn_time(event.pid)  # the STARTING event may have waited in supervisord
                 if exact is not None:
                     outcome.records.update(self.engine.on_start_observed(event.namespec, exact, exact=True).records)
+        except MalformedEvent as exc:  # its place in the stream still counts: no false "lost" later
+            log.error("malformed event acknowledged and ignored: %s (%s serial %d)", exc, delivery.eventname,
+                      delivery.serial)
+            outcome = Outcome()
         except Exception:  # a rules bug must not stop the stream or make supervisord resend
-            log.exception("rules failed on %s serial %d; acknowledged", d.eventname, d.serial)
+            log.exception("rules failed on %s serial %d; acknowledged", delivery.eventname, delivery.serial)
             outcome = Outcome()
         meta = {"last_tick_at": now} if isinstance(event, TickEvent) else None
-        self.state.commit(outcome, stopping=self.engine.stopping, position=position, event_at=now, meta=meta)
-        self.channel.ack()
         self.last_event_at = now
-        self._after_commit(outcome)
+        if not self._commit(outcome, ack=True, position=position, event_at=now, meta=meta):
+            return
         if isinstance(event, TickEvent):
             self.saw_tick = True
             if now - self.last_reconcile_at >= self.config.listener.reconcile_interval:
                 self._reconcile("periodic")
-                self.state.prune(now)
+                self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        try:
+            if self.keeper.state is not None:
+                self.keeper.state.prune(now)
+        except Exception as exc:  # pruning is housekeeping: it waits for the next tick
+            log.warning("pruning the store failed (%s); retried at the next reconcile", exc)
 
     # ---- other inputs -------------------------------------------------------------------
 
     def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved) -> None:
+        engine = self.engine
+        assert engine is not None
         if isinstance(result, Snapshot):
             meta = {"last_reconcile_at": result.taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
-            self._apply(self.engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
+            self._apply(engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
             return
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):
             for ns, start in result.starts.items():
-                outcome.records.update(self.engine.on_start_observed(ns, start).records)
+                outcome.records.update(engine.on_start_observed(ns, start).records)
         else:
             for ns, info in result.exits.items():
-                outcome.records.update(self.engine.on_exit_observed(ns, info.status, info.text).records)
+                outcome.records.update(engine.on_exit_observed(ns, info.status, info.text).records)
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
         if outcome or meta:  # something to persist; requests (reconcile, lookups) need no commit
-            self.state.commit(outcome, stopping=self.engine.stopping, meta=meta)
-        self._after_commit(outcome)
+            self._commit(outcome, meta=meta)
+        else:
+            self._after_commit(outcome)
 
     def _track(self, rec) -> None:  # noqa: ANN001
-        if rec.namespec != self.engine.own_namespec:
+        if rec.namespec != self.own_namespec:
             self.nudger.track(rec.namespec, rec.pid if rec.state in LIVE_STATES else None)
 
     def _after_commit(self, outcome: Outcome) -> None:

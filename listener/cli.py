@@ -19,8 +19,9 @@ import sys
 import time
 import xmlrpc.client
 
-from .config import Config, ConfigError, format_duration, load_config, parse_duration
+from .config import Config, ConfigError, format_duration, load_config, parse_duration, shown
 from .redact import install_log_filter, safe_url, secrets_in_url
+from .store.files import StoreUnavailable
 
 REGISTER_HINT = """\
 lookout-listener is a supervisord event listener: supervisord starts it and talks to it over
@@ -54,8 +55,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reason", default="", help="shown in `silences`")
     sub.add_parser("silences", help="list active silences")
     u = sub.add_parser("unsilence", help="end a silence now")
-    u.add_argument("id", type=int)
+    u.add_argument("id", type=silence_id)
     return p
+
+
+SILENCE_MIN, SILENCE_MAX = 1.0, 365 * 86400.0
+
+
+def silence_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a silence id (see `silences`)")
+    return int(text)
+
+
+def silence_seconds(text: str) -> float:
+    """--for, within bounds: a 400-digit duration must not become an endless silence."""
+    seconds = parse_duration(text, "--for")
+    if not SILENCE_MIN <= seconds <= SILENCE_MAX:
+        raise ConfigError("--for", f"{shown(text)} is out of bounds: must be between 1s and 365d")
+    return seconds
 
 
 def _setup_logging(level: str) -> None:
@@ -92,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(config)
     except ConfigError as exc:
         print(f"lookout-listener: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"lookout-listener: state.path: {config.state_path}: {exc}", file=sys.stderr)
         return 2
 
 
@@ -130,6 +151,11 @@ def _supervisor_state(config: Config) -> str:
 
 
 def check_config(config: Config) -> int:
+    from .store.files import writable_check
+
+    problem = writable_check(config.state_path)
+    if problem:
+        raise ConfigError("state.path", f"{config.state_path}: {problem}")
     targets = _build_targets(config)
     state = _supervisor_state(config)
     a, n = config.alerts, config.notify
@@ -198,7 +224,7 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     store = DeliveryStore(connect(config.state_path))
     now = time.time()
     if args.command == "silence":
-        seconds = parse_duration(args.duration, "--for")
+        seconds = silence_seconds(args.duration)
         sid = store.add_silence(args.matcher, now, now + seconds, args.reason)
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now + seconds))
         print(f"silence {sid}: {args.matcher} until {until}")

@@ -3,24 +3,30 @@
 supervisor's own SupervisorTransport has no timeout, and a transport reused across a reload
 breaks for good (supervisor#653). So: every call has a timeout, and every call gets a fresh
 connection. Unix sockets and http(s) with basic auth are both supported.
+
+Answers are hostile input too: supervisord copies log text into them unescaped, so a colour
+code makes them ill-formed XML. They are cleaned before parsing (text.clean_xml), and anything
+that still cannot be read, or has the wrong shape, is reported as SupervisorUnavailable, the
+same error as a supervisord that does not answer: callers have one failure to handle.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
-import re
+import logging
 import socket
 import xmlrpc.client
-from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from .config import SupervisorSettings
 from .rules.engine import ProcessSnapshot
+from .text import clean_xml
 
 SHUTDOWN_STATE = 6  # supervisor.xmlrpc.Faults.SHUTDOWN_STATE: reloading or stopping
 NO_FILE = 70
+log = logging.getLogger("lookout.rpc")
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # getAllProcessInfo at 1000 programs is about 1 MB
 
 
 class SupervisorUnavailable(Exception):
@@ -70,6 +76,15 @@ class _Transport(xmlrpc.client.Transport):
             headers = [*headers, ("Authorization", self.auth)]
         super().send_headers(connection, headers)
 
+    def parse_response(self, response):  # noqa: ANN001, ANN201
+        body = response.read(MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise SupervisorUnavailable(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        parser, unmarshaller = self.getparser()
+        parser.feed(clean_xml(body))
+        parser.close()
+        return unmarshaller.close()
+
 
 class SupervisorClient:
     def __init__(self, settings: SupervisorSettings) -> None:
@@ -79,23 +94,28 @@ class SupervisorClient:
         return xmlrpc.client.ServerProxy("http://127.0.0.1/RPC2", transport=_Transport(self.settings))
 
     def call(self, method: str, *args):  # noqa: ANN201
-        """One call on a fresh connection. Faults propagate; transport errors become
-        SupervisorUnavailable with a message that never contains credentials."""
+        """One call on a fresh connection. Faults propagate; transport errors and answers that
+        cannot be parsed become SupervisorUnavailable with a message that never contains
+        credentials."""
         proxy = self._proxy()
         try:
             return getattr(proxy, method)(*args)
-        except xmlrpc.client.Fault:
+        except (xmlrpc.client.Fault, SupervisorUnavailable):
             raise
         except xmlrpc.client.ProtocolError as exc:
             raise SupervisorUnavailable(f"HTTP {exc.errcode} {exc.errmsg}") from None
-        except (OSError, http.client.HTTPException, xmlrpc.client.ResponseError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise SupervisorUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # expat, a bad int or date, a truncated answer: hostile input
+            raise SupervisorUnavailable(f"malformed answer to {method}: {type(exc).__name__}") from None
         finally:
             proxy("close")()
 
     def multicall(self, calls: list[tuple[str, tuple]]) -> list:
         """system.multicall without stdlib MultiCall, whose result handling breaks on supervisord."""
         results = self.call("system.multicall", [{"methodName": m, "params": list(p)} for m, p in calls])
+        if not isinstance(results, list) or len(results) != len(calls):
+            raise SupervisorUnavailable("malformed answer to system.multicall")
         return [
             xmlrpc.client.Fault(r["faultCode"], r["faultString"])
             if isinstance(r, dict) and "faultCode" in r
@@ -104,59 +124,43 @@ class SupervisorClient:
         ]
 
     def all_process_info(self) -> list[ProcessSnapshot]:
-        return [
-            ProcessSnapshot(
-                group=i["group"], name=i["name"], state=i["statename"], start=i["start"],
-                stop=i["stop"], now=i["now"], pid=i["pid"], exitstatus=i["exitstatus"],
-                spawnerr=i.get("spawnerr", "") or "",
-            )
-            for i in self.call("supervisor.getAllProcessInfo")
-        ]
+        """getAllProcessInfo; an entry of the wrong shape is left out (and counted in the log),
+        an answer that is not a list at all is SupervisorUnavailable."""
+        infos = self.call("supervisor.getAllProcessInfo")
+        if not isinstance(infos, list):
+            raise SupervisorUnavailable("malformed answer to getAllProcessInfo: not a list")
+        out = [snap for snap in map(snapshot_from_info, infos) if snap is not None]
+        if len(out) != len(infos):
+            log.warning("getAllProcessInfo: %d malformed entr(ies) ignored", len(infos) - len(out))
+        return out
 
-    def recent_exits(self, namespecs: Iterable[str]) -> dict[str, ExitInfo]:
-        """The last exit of each process, from the tail of supervisord's main log (events do not
-        carry exit statuses, and getProcessInfo's is reset by the respawn)."""
-        by_name: dict[str, list[str]] = {}
-        for ns in namespecs:
-            by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)  # the log names processes only
-        text = self.call("supervisor.readLog", -65536, 0)
-        return {ns: info for name, info in last_exits(text, set(by_name)).items() for ns in by_name[name]}
-
-    def log_tail(self, namespec: str, max_bytes: int = 16384) -> str:
-        """Recent stderr of a process, or stdout when stderr is redirected or not logged."""
-        for method in ("supervisor.tailProcessStderrLog", "supervisor.tailProcessStdoutLog"):
-            try:
-                text, _, _ = self.call(method, namespec, 0, max_bytes)
-            except xmlrpc.client.Fault:
-                continue
-            if text.strip():
-                return text
-        return ""
+    def read_main_log(self, length: int = 65536) -> str:
+        text = self.call("supervisor.readLog", -length, 0)
+        if not isinstance(text, str):
+            raise SupervisorUnavailable("malformed answer to readLog")
+        return text
 
 
-# supervisord's main log line for every exit (process.py, Subprocess.finish):
-#   "exited: NAME (exit status 3; not expected)" / "(terminated by SIGKILL; not expected)"
-_EXIT_LINE = re.compile(
-    r"(?:exited|stopped): (?P<name>\S+) \((?P<how>exit status (?P<code>\d+)|terminated by (?P<sig>[^\s;)]+))"
-)
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(value)
+    return value
 
 
-@dataclass(frozen=True)
-class ExitInfo:
-    status: int  # -1 for a signal, as supervisord reports it
-    text: str  # "exit status 3" or "killed by SIGKILL"
-
-
-def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitInfo]:
-    """The last exit of each process named in supervisord's main log (names without group)."""
-    found: dict[str, ExitInfo] = {}
-    for m in _EXIT_LINE.finditer(main_log):
-        name = m.group("name")
-        if names is not None and name not in names:
-            continue
-        if m.group("code") is not None:
-            found[name] = ExitInfo(int(m.group("code")), f"exit status {m.group('code')}")
-        else:
-            sig = m.group("sig").replace(" (core dumped)", "")
-            found[name] = ExitInfo(-1, f"killed by {sig}")
-    return found
+def snapshot_from_info(info: object) -> ProcessSnapshot | None:
+    """One getAllProcessInfo/getProcessInfo entry, or None when it does not have supervisord's shape."""
+    if not isinstance(info, dict):
+        return None
+    try:
+        group, name, state = info["group"], info["name"], info["statename"]
+        if not (isinstance(group, str) and isinstance(name, str) and isinstance(state, str) and group and name):
+            return None
+        return ProcessSnapshot(
+            group=group, name=name, state=state, start=_int(info["start"]), stop=_int(info["stop"]),
+            now=_int(info["now"]), pid=_int(info["pid"]), exitstatus=_int(info["exitstatus"]),
+            spawnerr=str(info.get("spawnerr", "") or ""),
+            stdout_logfile=str(info.get("stdout_logfile", "") or ""),
+            stderr_logfile=str(info.get("stderr_logfile", "") or ""),
+        )
+    except (KeyError, TypeError):
+        return None

@@ -3,7 +3,8 @@
 Two jobs, both requested by the loop without waiting: reconcile (getAllProcessInfo, at start,
 on TICK every reconcile_interval, after lost events or a reload) and exit lookups (events do not
 carry the exit status; supervisord's main log does). Results go back through a queue, and a
-byte on the loop's wakeup pipe makes the loop pick them up.
+byte on the loop's wakeup pipe makes the loop pick them up. One request that fails, whatever
+it raises, fails alone: the thread logs it (ErrorLog) and takes the next.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import contextlib
 import logging
 import os
 import queue
-import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .rpc import SHUTDOWN_STATE, ExitInfo, SupervisorClient, SupervisorUnavailable
+from .logs import ExitInfo, ProcessLogs
+from .rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.engine import ProcessSnapshot
+from .workers import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.watcher")
 
@@ -46,14 +48,16 @@ class ExitsObserved:
 
 
 class SupervisorWatcher:
-    def __init__(self, client: SupervisorClient, wakeup_fd: int, clock: Callable[[], float] = time.time):
-        self.client, self.wakeup_fd, self.clock = client, wakeup_fd, clock
-        self.results: queue.Queue[Snapshot | ExitsObserved] = queue.Queue()
+    def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
+                 clock: Callable[[], float] = time.time):
+        self.client, self.logs, self.wakeup_fd, self.clock = client, logs, wakeup_fd, clock
+        self.results: queue.Queue[Snapshot | ExitsObserved | StartsObserved] = queue.Queue()
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="lookout-watcher", daemon=True)
+        self.errors = ErrorLog(log)
+        self.thread = WorkerThread("lookout-watcher", self._run, self._wake)
 
     def start(self) -> None:
-        self._thread.start()
+        self.thread.start()
 
     def reconcile(self, why: str) -> None:
         self._requests.put(("reconcile", why))
@@ -102,16 +106,28 @@ class SupervisorWatcher:
             if wanted["exits"] or wanted["starts"]:
                 last_lookup = time.monotonic()
             if wanted["exits"]:
-                self._lookup(wanted["exits"])
+                self._isolated("exit lookup", self._lookup, wanted["exits"])
             if wanted["starts"]:
-                self._lookup_starts(wanted["starts"])
-            if reconcile_due and self._reconcile(reconcile_due):
+                self._isolated("start lookup", self._lookup_starts, wanted["starts"])
+            if reconcile_due and self._isolated("reconcile", self._reconcile, reconcile_due):
                 reconcile_due = ""
 
-    def _post(self, item: Snapshot | ExitsObserved) -> None:
-        self.results.put(item)
+    def _isolated(self, what: str, job: Callable[[object], object], arg: object) -> object:
+        try:
+            result = job(arg)
+        except Exception:
+            self.errors.report(what, "%s failed; the watcher carries on", what)
+            return False
+        self.errors.clear(what, "%s works again", what)
+        return result
+
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
             os.write(self.wakeup_fd, b"w")
+
+    def _post(self, item: Snapshot | ExitsObserved | StartsObserved) -> None:
+        self.results.put(item)
+        self._wake()
 
     def _reconcile(self, why: str) -> bool:
         taken_at = self.clock()
@@ -123,11 +139,17 @@ class SupervisorWatcher:
             ])
         except xmlrpc.client.Fault as exc:
             level = logging.INFO if exc.faultCode == SHUTDOWN_STATE else logging.WARNING
-            log.log(level, "reconcile (%s) deferred: supervisord says %s", why, exc.faultString)
+            self.errors.report("reconcile deferred", "reconcile (%s) deferred: supervisord says %s", why,
+                               str(exc.faultString)[:200], exc_info=False, level=level)
             return False
         except SupervisorUnavailable as exc:
-            log.warning("reconcile (%s) deferred: supervisord unreachable: %s", why, exc)
+            self.errors.report("reconcile deferred", "reconcile (%s) deferred: supervisord unreachable: %s", why,
+                               exc, exc_info=False, level=logging.WARNING)
             return False
+        self.errors.clear("reconcile deferred")
+        self.logs.remember(infos)
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            self.logs.supervisord_pid = pid
         log.info("reconciled with getAllProcessInfo (%s): %d processes", why, len(infos))
         daemon = {
             k: v for k, v in (("version", version), ("identification", ident), ("pid", pid))
@@ -146,14 +168,15 @@ class SupervisorWatcher:
         skew = self.clock()
         starts = {}
         for ns, info in zip(names, infos):
-            if isinstance(info, dict) and info.get("start"):
-                starts[ns] = info["start"] + (skew - info["now"])  # onto our clock
+            snap = snapshot_from_info(info)
+            if snap is not None and snap.start:
+                starts[ns] = snap.start + (skew - snap.now)  # onto our clock
         if starts:
             self._post(StartsObserved(starts))
 
     def _lookup(self, namespecs: set[str]) -> None:
         try:
-            found = self.client.recent_exits(namespecs)
+            found = self.logs.recent_exits(namespecs)
         except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
             log.debug("exit lookup failed: %s", exc)
             return

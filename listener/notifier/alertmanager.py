@@ -56,9 +56,13 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
         a = n.alert
         fresh = bool(extra.tails or extra.exits or extra.spawnerr or extra.unavailable) or a.id not in annotations
         if fresh:
+            try:
+                description = "\n".join(firing_block(n, host, now, extra, lines))
+            except Exception:  # one alert's details must not keep the others from Alertmanager
+                description = "(details could not be rendered; see the listener's log)"
             annotations[a.id] = {  # type: ignore[index]
                 "summary": f"{a.namespec} {WHAT[a.kind]} on {host}",
-                "description": "\n".join(firing_block(n, host, now, extra, lines)),
+                "description": description,
             }
         entry = {
             "labels": _labels(a, host, a.kind, a.severity),
@@ -77,6 +81,18 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
             })
         out.append(entry)
     return json.dumps(out)
+
+
+def system_alert(msg, config) -> str:  # noqa: ANN001 - a notifier.worker.SystemMessage, a Config
+    """An alert about lookout itself (its store), for Alertmanager; resolved by the same labels."""
+    entry = {
+        "labels": {"alertname": msg.alertname, "severity": msg.severity, "instance": config.hostname,
+                   "source": "lookout"},
+        "annotations": {"summary": f"{msg.title} on {config.hostname}", "description": msg.text},
+    }
+    if msg.resolved:
+        entry["endsAt"] = _iso(time.time())
+    return json.dumps([entry])
 
 
 class AlertmanagerTarget:

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import format_duration
-from ..rpc import ExitInfo
+from ..logs import ExitInfo
 from ..rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, REMINDER, RESOLVED
 from ..store.delivery import PendingNotice
+from ..text import clean, last_lines
 
 WHAT = {
     CRASHED: "crashed and was restarted",
@@ -33,10 +34,10 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 class Enrichment:
     """What the notifier fetched from supervisord just before rendering (best effort)."""
 
-    tails: dict[str, str] = field(default_factory=dict)  # namespec -> recent log text
+    tails: dict[str, str] = field(default_factory=dict)  # namespec -> recent log text (cleaned)
     exits: dict[str, ExitInfo] = field(default_factory=dict)  # namespec -> from the main log
     spawnerr: dict[str, str] = field(default_factory=dict)
-    unavailable: str = ""  # why supervisord could not be asked, if it could not
+    unavailable: dict[str, str] = field(default_factory=dict)  # namespec -> why its log tail is missing
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,6 @@ def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     return " ".join(parts)
 
 
-def _tail_lines(text: str, lines: int) -> list[str]:
-    if lines <= 0 or not text:
-        return []
-    return [line.rstrip("\r") for line in text.rstrip("\n").split("\n")[-lines:]]
-
-
 def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int) -> list[str]:
     a, proc = n.alert, n.process
     label = "REMINDER " if n.kind == REMINDER else ""
@@ -90,13 +85,13 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
         )
     spawnerr = extra.spawnerr.get(a.namespec) or a.detail
     if spawnerr:
-        out.append(f"  supervisord says: {spawnerr}")
-    tail = _tail_lines(extra.tails.get(a.namespec, ""), lines)
+        out.append(f"  supervisord says: {clean(spawnerr)}")
+    tail = last_lines(extra.tails.get(a.namespec, ""), lines)
     if tail:
         out.append(f"  last {len(tail)} line(s) of its log:")
         out.extend(f"    | {line}" for line in tail)
-    elif extra.unavailable:
-        out.append(f"  (log tail unavailable: {extra.unavailable})")
+    elif extra.unavailable.get(a.namespec):
+        out.append(f"  (log tail unavailable: {extra.unavailable[a.namespec]})")
     return out
 
 
@@ -174,3 +169,26 @@ def render(
     else:
         kind = "success"
     return Message(title, "\n".join(blocks).rstrip() + "\n", kind)
+
+
+def render_safely(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
+                  max_detailed: int, errors=None) -> Message:  # noqa: ANN001
+    """render(), or when it fails (a bug, a damaged record), each alert on its own, and an alert
+    that cannot be rendered at all as one plain line: a bad alert must not take others with it."""
+    try:
+        return render(notices, host, now, extra, lines=lines, max_detailed=max_detailed)
+    except Exception:
+        if errors is not None:
+            errors.report("render", "rendering a message failed; sending its alerts one by one")
+    blocks: list[str] = []
+    for n in notices:
+        try:
+            blocks.extend(render([n], host, now, extra, lines=lines, max_detailed=max_detailed).body.splitlines())
+        except Exception:
+            a = n.alert
+            blocks.append(f"{a.severity.upper()}  {a.namespec}: {n.kind} {a.kind} on {host} "
+                          "(details could not be rendered; see the listener's log)")
+        blocks.append("")
+    critical = any(n.alert.severity == "critical" and n.kind != RESOLVED for n in notices)
+    title = f"[{'CRITICAL' if critical else 'ALERT'}] {host}: {len(notices)} alert(s)"
+    return Message(title, "\n".join(blocks).rstrip() + "\n", "failure" if critical else "warning")

@@ -3,12 +3,16 @@
 Stages, in the order an alert goes through them (modelled on Alertmanager's pipeline):
   1. group_wait  - wait from the first pending notice, so a burst goes out as one message
   2. silence     - notices of silenced processes stay pending until the silence ends
-  3. enrich      - ask supervisord for log tails, exit statuses, spawnerr (best effort)
-  4. render      - one message per target, holding the alerts that target's tags want
+  3. enrich      - log tails, exit statuses, spawnerr (best effort, per alert: one that cannot
+                   be enriched is sent without the extra, saying why)
+  4. render      - one message per target, holding the alerts that target's tags want; an alert
+                   that cannot be rendered in full is sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
   6. send        - each outbox row is sent on its own, with a timeout; failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
-The protocol loop only ever calls wake(): it never waits for any of this.
+Each pass runs the stages independently: sending what is due never waits on dispatching, and
+a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. The protocol
+loop only ever calls wake(), direct() and announce(): it never waits for any of this.
 """
 
 from __future__ import annotations
@@ -18,20 +22,40 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..config import Config
-from ..rpc import SupervisorClient, SupervisorUnavailable
+from ..logs import ProcessLogs
+from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..store.delivery import DeliveryStore, OutboxMessage, PendingNotice
+from ..store.files import StoreUnavailable
 from ..store.schema import connect
+from ..text import clean
+from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
-from .alertmanager import render_alertmanager
-from .render import Enrichment, render
+from .alertmanager import render_alertmanager, system_alert
+from .render import Enrichment, render_safely
 from .targets import DeliveryError, Target
 
 log = logging.getLogger("lookout.notifier")
 
 POLL_SECONDS = 1.0  # silences are written by another process: look at least this often
+STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
+DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
+
+
+@dataclass
+class SystemMessage:
+    """About lookout itself, not a process: the store is unwritable, a corrupt store was replaced."""
+
+    alertname: str  # for Alertmanager, e.g. LookoutStoreUnwritable
+    title: str
+    text: str
+    severity: str
+    resolved: bool = False
+    attempts: int = 0
+    next_at: float = 0.0
 
 
 class Notifier:
@@ -39,22 +63,34 @@ class Notifier:
         self,
         config: Config,
         targets: list[Target],
-        client: SupervisorClient | None,
+        logs: ProcessLogs | None,
         clock: Callable[[], float] = time.time,
+        *,
+        store_generation: Callable[[], int] = lambda: 0,
+        on_death: Callable[[], None] = lambda: None,
     ) -> None:
-        self.config, self.targets, self.client, self.clock = config, targets, client, clock
+        self.config, self.targets, self.logs, self.clock = config, targets, logs, clock
         self.by_key = {t.key: t for t in targets}
+        self.store_generation = store_generation
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lookout-notifier", daemon=True)
+        self.thread = WorkerThread("lookout-notifier", self._run, on_death)
+        self.errors = ErrorLog(log)
         self.store: DeliveryStore | None = None
+        self._generation = -1
         self._last_repost = clock()  # the first re-post is one resend_interval after start
         self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
+        self._lock = threading.Lock()
+        self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
+        self._announce: list[SystemMessage] = []  # durable: through the outbox
+        self._unrecorded: dict[int, float] = {}  # outbox ids sent but not yet recorded as sent
+        self._stage_at: dict[str, float] = {}  # a failed stage's next try
+        self._stage_delay: dict[str, float] = {}
 
     # ---- called from the protocol loop --------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self.thread.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -63,18 +99,26 @@ class Notifier:
         """Finish the send in progress and one last round of due sends, within timeout."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> None:
+        """Send now, from memory, to every target: for when the store itself cannot be written."""
+        with self._lock:
+            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved), t) for t in self.targets)
+        self.wake()
+
+    def announce(self, alertname: str, title: str, text: str, severity: str) -> None:
+        """Send through the outbox like an alert (retried, durable)."""
+        with self._lock:
+            self._announce.append(SystemMessage(alertname, title, text, severity))
+        self.wake()
 
     # ---- the worker ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        self.store = DeliveryStore(connect(self.config.state_path))
         while True:
-            try:
-                next_at = self.step(self.clock())
-            except Exception:
-                log.exception("notifier step failed; retrying")
-                next_at = None
+            next_at = self.step(self.clock())
             if self._stop.is_set():
                 return
             wait = POLL_SECONDS if next_at is None else min(POLL_SECONDS, max(0.0, next_at - self.clock()))
@@ -82,20 +126,102 @@ class Notifier:
             self._wake.clear()
 
     def step(self, now: float) -> float | None:
-        """One pass through the pipeline; returns when it next has something to do."""
-        assert self.store is not None
-        group_at = self._dispatch(now)
-        repost_at = self._repost(now)
-        retry_at = self._send_due()
-        times = [t for t in (group_at, repost_at, retry_at) if t is not None]
-        return min(times) if times else None
+        """One pass through the stages, each on its own; returns when it next has work."""
+        times = [self._stage("direct", self._send_direct, now)]
+        for name, stage in (("send", self._send_due), ("announce", self._write_announcements),
+                            ("dispatch", self._dispatch), ("repost", self._repost)):
+            times.append(self._stage(name, stage, now))
+            if self._stop.is_set():
+                break
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def _stage(self, name: str, stage: Callable[[float], float | None], now: float) -> float | None:
+        if now < self._stage_at.get(name, 0.0):
+            return self._stage_at[name]
+        try:
+            result = stage(now)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable):
+                self.store = None  # reconnect next time
+                self.errors.report(f"stage {name}", "notifier: %s stage cannot use the store (%s); retrying", name,
+                                   exc, exc_info=False, level=logging.WARNING)
+            else:
+                self.errors.report(f"stage {name}", "notifier: %s stage failed; retrying it alone", name)
+            delay = self._stage_delay.get(name, STAGE_RETRY_FIRST)
+            self._stage_delay[name] = min(STAGE_RETRY_MAX, delay * 2)
+            self._stage_at[name] = now + delay
+            return now + delay
+        self._stage_at.pop(name, None)
+        if self._stage_delay.pop(name, None) is not None:
+            self.errors.clear(f"stage {name}", "notifier: %s stage works again", name)
+        return result
+
+    def _db(self) -> DeliveryStore:
+        """This thread's connection, following the listener when it recreated the store."""
+        generation = self.store_generation()
+        if self.store is None or generation != self._generation:
+            if self.store is not None:
+                self.store.conn.close()
+                self.store = None
+            self.store = DeliveryStore(connect(self.config.state_path))
+            self._generation = generation
+        return self.store
+
+    # ---- system messages --------------------------------------------------------------------
+
+    def _send_direct(self, now: float) -> float | None:
+        with self._lock:
+            items, self._direct = self._direct, []
+        later = []
+        for msg, target in items:
+            if msg.next_at > now:
+                later.append((msg, target))
+                continue
+            try:
+                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+                target.send(self._system_title(msg), body, "success" if msg.resolved else "failure")
+                log.info("direct message sent to %s: %s", target.label, msg.title)
+            except Exception as exc:
+                msg.attempts += 1
+                if msg.attempts < DIRECT_ATTEMPTS:
+                    msg.next_at = now + DIRECT_RETRY
+                    later.append((msg, target))
+                else:
+                    log.error("direct message to %s not delivered (%s): %s", target.label, exc, msg.title)
+        with self._lock:
+            self._direct = later + self._direct
+            return min((m.next_at for m, _ in self._direct), default=None)
+
+    def _write_announcements(self, now: float) -> None:
+        with self._lock:
+            items = list(self._announce)
+        if not items:
+            return None
+        messages = []
+        for msg in items:
+            for target in self.targets:
+                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+                messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
+                                 "title": self._system_title(msg), "body": body,
+                                 "notify_type": "" if target.format == AM_FORMAT else "failure"})
+        self._db().dispatch([], messages, now)
+        with self._lock:
+            del self._announce[: len(items)]
+        return None
+
+    def _system_title(self, msg: SystemMessage) -> str:
+        state = "RESOLVED" if msg.resolved else msg.severity.upper()
+        return f"[{state}] {msg.title} on {self.config.hostname}"
+
+    # ---- alerts -------------------------------------------------------------------------
 
     def _dispatch(self, now: float) -> float | None:
-        assert self.store is not None
-        notices = self.store.pending_notices()
+        store = self._db()
+        notices = store.pending_notices()
         if not notices:
             return None
-        active = self._silence_stage(notices, now)
+        active = self._silence_stage(store, notices, now)
         if not active:
             return None
         due = min(n.created_at for n in active) + self.config.alerts.group_wait
@@ -112,7 +238,7 @@ class Notifier:
                 messages.append(self._message(target, mine, now, extra))
         if not self.targets:
             log.warning("no notification targets configured: set notify.urls to be told of this")
-        self.store.dispatch([n.id for n in active], messages, now)
+        store.dispatch([n.id for n in active], messages, now)
         return None
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
@@ -121,99 +247,116 @@ class Notifier:
             body = render_alertmanager(notices, host, now, extra, lines=lines, annotations=self._am_annotations)
             title, kind = "alertmanager", ""
         else:
-            msg = render(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed)
+            msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
+                                errors=self.errors)
             title, body, kind = msg.title, msg.body, msg.notify_type
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                 "title": title, "body": body, "notify_type": kind}
 
     def _repost(self, now: float) -> float | None:
         """Alertmanager forgets an alert at its endsAt: tell it again what is still open."""
-        assert self.store is not None
         targets = [t for t in self.targets if t.format == AM_FORMAT]
         if not targets:
             return None
         every = self.config.alertmanager.resend_interval
         if now - self._last_repost < every:
             return self._last_repost + every
+        store = self._db()
         self._last_repost = now
-        silences = self.store.silences(now)
-        still = [n for n in self.store.announced_open_alerts()
+        silences = store.silences(now)
+        still = [n for n in store.announced_open_alerts()
                  if not any(s.covers(n.alert.namespec, now) for s in silences)]
         if still:
             extra = Enrichment()
-            self.store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
+            store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
         return now + every
 
-    def _silence_stage(self, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
+    def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
         """Hold back silenced notices; drop those of alerts that resolved while held unheard."""
-        assert self.store is not None
-        silences = self.store.silences(now)
+        silences = store.silences(now)
         covered = [n for n in notices if any(s.covers(n.alert.namespec, now) for s in silences)]
         newly_held = [n.id for n in covered if not n.held]
         if newly_held:
-            self.store.mark_held(newly_held)
+            store.mark_held(newly_held)
         active = [n for n in notices if n not in covered]
         resolved = {n.alert.id for n in active if n.kind == RESOLVED}
-        secret = {
-            n.alert.id for n in active if n.alert.id in resolved and n.held and not n.heard
-        }
+        secret = {n.alert.id for n in active if n.alert.id in resolved and n.held and not n.heard}
         if secret:
             dropped = [n for n in active if n.alert.id in secret]
             for n in dropped:
                 log.info("not sending %s %s: it resolved while a silence held it", n.kind, n.alert.namespec)
-            self.store.discard([n.id for n in dropped], now)
+            store.discard([n.id for n in dropped], now)
             active = [n for n in active if n.alert.id not in secret]
         return active
 
     def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
+        """Best effort, alert by alert: what fails is named in that alert and nowhere else."""
         extra = Enrichment()
-        if self.client is None:
+        if self.logs is None:
             return extra
         firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]
-        try:
-            missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
-            if missing:
-                extra.exits.update(self.client.recent_exits(missing))
-            for n in firing:
+        missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
+        if missing:
+            try:
+                extra.exits.update(self.logs.recent_exits(missing))
+            except Exception as exc:
+                self.errors.report("enrich exits", "could not read exit statuses: %s", exc, exc_info=False,
+                                   level=logging.WARNING)
+        for n in firing:
+            ns = n.alert.namespec
+            try:
                 if self.config.notify.stderr_lines > 0:
-                    extra.tails[n.alert.namespec] = self.client.log_tail(n.alert.namespec)
+                    extra.tails[ns], problem = self.logs.tail(ns)
+                    if problem:
+                        extra.unavailable[ns] = clean(problem)[:200]
                 if n.alert.kind == FATAL:
-                    info = self.client.call("supervisor.getProcessInfo", n.alert.namespec)
-                    extra.spawnerr[n.alert.namespec] = info.get("spawnerr", "")
-        except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
-            extra.unavailable = str(exc)
-            log.warning("could not enrich alerts from supervisord: %s", exc)
+                    snap = snapshot_from_info(self.logs.client.call("supervisor.getProcessInfo", ns))
+                    if snap is not None:
+                        extra.spawnerr[ns] = clean(snap.spawnerr)[:500]
+            except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
+                extra.unavailable[ns] = clean(str(exc))[:200]
+            except Exception as exc:
+                extra.unavailable[ns] = f"{type(exc).__name__} while reading it"
+                self.errors.report("enrich", "could not enrich the alert of %s", ns)
         return extra
 
-    def _send_due(self) -> float | None:
-        assert self.store is not None
-        for msg in self.store.due_messages(self.clock()):
-            self._send_one(msg)
+    # ---- the outbox ---------------------------------------------------------------------
+
+    def _send_due(self, now: float) -> float | None:
+        store = self._db()
+        for msg_id in list(self._unrecorded):  # sent while the store could not record it
+            store.record_attempt_by_id(msg_id, self._unrecorded[msg_id], status="sent")
+            del self._unrecorded[msg_id]
+        for msg in store.due_messages(self.clock()):
+            self._send_one(store, msg)
             if self._stop.is_set():
                 break
-        return self.store.next_attempt_at()
+        return store.next_attempt_at()
 
-    def _send_one(self, msg: OutboxMessage) -> None:
-        assert self.store is not None
+    def _send_one(self, store: DeliveryStore, msg: OutboxMessage) -> None:
         n = self.config.notify
         target = self.by_key.get(msg.target_key)
         if target is None:
             log.error("dropping message %d: target %s is no longer configured", msg.id, msg.target_label)
-            self.store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
+            store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
             return
         try:
             target.send(msg.title, msg.body, msg.notify_type)
-        except DeliveryError as exc:
+        except Exception as exc:  # DeliveryError, or a bug in one target: this message alone retries
+            error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__} while sending"
             now = self.clock()
             if now - msg.created_at >= n.retry_for:
                 log.error("giving up on message %d to %s after %d attempts: %s",
-                          msg.id, target.label, msg.attempts + 1, exc)
-                self.store.record_attempt(msg, now, status="expired", error=str(exc))
+                          msg.id, target.label, msg.attempts + 1, error)
+                store.record_attempt(msg, now, status="expired", error=error)
                 return
             delay = min(n.retry_max, n.retry_initial * (2 ** min(msg.attempts, 30)))
             log.warning("message %d to %s failed (%s); retry %d in %.0fs",
-                        msg.id, target.label, exc, msg.attempts + 1, delay)
-            self.store.record_attempt(msg, now, status="pending", error=str(exc), retry_at=now + delay)
+                        msg.id, target.label, error, msg.attempts + 1, delay)
+            store.record_attempt(msg, now, status="pending", error=error, retry_at=now + delay)
             return
-        self.store.record_attempt(msg, self.clock(), status="sent")
+        sent_at = self.clock()
+        self._unrecorded[msg.id] = sent_at  # until recorded: never send it twice
+        store.record_attempt(msg, sent_at, status="sent")
+        del self._unrecorded[msg.id]
         log.info("message %d sent to %s: %s", msg.id, target.label, msg.title)

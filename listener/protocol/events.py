@@ -67,15 +67,23 @@ Event = Union[ProcessStateEvent, TickEvent, SupervisorStateEvent, OtherEvent]
 
 
 def _int(value: str | None, what: str) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise MalformedEvent(f"{what} is not an integer: {value!r}") from None
+    """A non-negative integer that fits SQLite's INTEGER (a hostile 400-digit one does not)."""
+    if value is None or len(value) > 19 or not value.isascii() or not value.isdigit():
+        raise MalformedEvent(f"{what} is not an integer: {str(value)[:40]!r}")
+    number = int(value)
+    if number >= 2**63:
+        raise MalformedEvent(f"{what} is out of range: {value!r}")
+    return number
 
 
 def _tokens(line: str) -> dict[str, str]:
+    """supervisord joins 'key:value' tokens with single ASCII spaces. Names may hold tabs,
+    non-breaking and other Unicode spaces (supervisord refuses only ' ', ':' and '/'), so
+    split on ' ' alone: str.split() would cut such a name in two and reject the event."""
     fields: dict[str, str] = {}
-    for token in line.split():
+    for token in line.split(" "):
+        if not token:
+            continue
         key, sep, value = token.partition(":")
         if not sep:
             raise MalformedEvent(f"token without ':' in payload: {token[:40]!r}")
@@ -83,18 +91,24 @@ def _tokens(line: str) -> dict[str, str]:
     return fields
 
 
-def decode(envelope: Envelope) -> Event:
+def decode_delivery(envelope: Envelope) -> Delivery:
+    """Where the event sits in supervisord's streams; usable even when its payload is not."""
     h = envelope.headers
     name = h.get("eventname", "")
     if not name:
         raise MalformedEvent("header has no eventname")
-    delivery = Delivery(
+    return Delivery(
         server=h.get("server", ""),
         serial=_int(h.get("serial"), "serial"),
         pool=h.get("pool", ""),
         poolserial=_int(h.get("poolserial"), "poolserial"),
         eventname=name,
     )
+
+
+def decode(envelope: Envelope, delivery: Delivery | None = None) -> Event:
+    delivery = delivery or decode_delivery(envelope)
+    name = delivery.eventname
     if name.startswith("PROCESS_STATE_"):
         state = name[len("PROCESS_STATE_"):]
         if state not in PROCESS_STATES:

@@ -38,7 +38,7 @@ def parse_header(line: bytes) -> dict[str, str] | None:
     """'ver:3.0 ... len:76' -> {'ver': '3.0', ..., 'len': '76'}; None if len is unusable."""
     text = line.decode("utf-8", "replace")
     headers: dict[str, str] = {}
-    for token in text.split():
+    for token in text.split(" "):  # supervisord's separator; a name may hold other spaces
         key, sep, value = token.partition(":")
         if sep:
             headers[key] = value

@@ -54,6 +54,8 @@ class ProcessSnapshot:
     pid: int
     exitstatus: int
     spawnerr: str
+    stdout_logfile: str = ""  # where the log reader finds its output ("" when not logged)
+    stderr_logfile: str = ""
 
     @property
     def namespec(self) -> str:

@@ -152,6 +152,19 @@ class DeliveryStore:
                 (msg.scheme, result),
             )
 
+    def record_attempt_by_id(self, msg_id: int, now: float, *, status: str) -> None:
+        """A message that was sent while the store could not record it (disk full)."""
+        with Transaction(self.conn) as c:
+            c.execute("UPDATE outbox SET status = ?, attempts = attempts + 1, sent_at = ? WHERE id = ?",
+                      (status, now, msg_id))
+            scheme = c.execute("SELECT scheme FROM outbox WHERE id = ?", (msg_id,)).fetchone()
+            if scheme is not None:
+                c.execute(
+                    "INSERT INTO notification_stats(scheme, result, count) VALUES (?, 'success', 1) "
+                    "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
+                    (scheme[0],),
+                )
+
     def backlog(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
 

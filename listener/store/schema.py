@@ -29,8 +29,10 @@ All times are unix epoch seconds (REAL).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sqlite3
+
+from .files import StoreCorrupt, prepare, store_errors
 
 SCHEMA_VERSION = 1
 
@@ -129,22 +131,41 @@ CREATE TABLE IF NOT EXISTS silences (
 """
 
 
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (and for writers create) the store. One connection per thread."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    else:
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
-        conn.executescript(SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+WRITER_BUSY_TIMEOUT = 2.0  # then the listener holds its event and retries (degraded mode), not crash
+READER_BUSY_TIMEOUT = 5.0
+
+
+def connect(path: str, *, readonly: bool = False, check: bool = False,
+            busy_timeout: float = WRITER_BUSY_TIMEOUT) -> sqlite3.Connection:
+    """Open (and for writers create, privately) the store. One connection per thread.
+
+    Raises StoreUnavailable (disk full, locked, unwritable) or StoreCorrupt (check=True runs
+    PRAGMA quick_check, which a damaged file fails even where a first query would not).
+    """
+    with store_errors():
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=READER_BUSY_TIMEOUT,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            return conn
+        prepare(path)
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        try:
+            if check:
+                row = conn.execute("PRAGMA quick_check").fetchone()
+                if not row or row[0] != "ok":
+                    raise StoreCorrupt(f"not a usable SQLite database (quick_check: {row[0] if row else '?'})")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
+            conn.executescript(SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except BaseException:
+            conn.close()
+            raise
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -160,7 +181,18 @@ class Transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:

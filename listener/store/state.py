@@ -102,6 +102,20 @@ class StateStore:
             if position is not None:
                 c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, event_at))
 
+    def rewrite(self, records: list[ProcessRecord], alerts: list[Alert], position: StreamPosition | None,
+                stopping: bool, now: float) -> None:
+        """After the file was deleted or replaced: the listener's memory is the truth. Open alerts
+        already in the file (a restored copy) are superseded; ours get new ids."""
+        with Transaction(self.conn) as c:
+            c.execute("UPDATE alerts SET resolved_at = updated_at, resolution = 'superseded' WHERE resolved_at IS NULL")
+            c.executemany(_UPSERT_RECORD, [_record_values(r) for r in records])
+            for alert in alerts:
+                alert.id = None
+                self._save_alert(c, alert)
+            set_meta(c, {"stopping": int(stopping)})
+            if position is not None:
+                c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, now))
+
     def prune(self, now: float) -> None:
         """Keep the store small: delivered messages and closed alerts older than a week."""
         with Transaction(self.conn) as c:

@@ -1,0 +1,218 @@
+"""lookout.toml -> Config. Every key is validated before anything touches supervisord.
+
+Bounds (minimum..maximum) are part of each key's documentation in conf.d/lookout.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any
+
+from .model import (
+    DEFAULT_SERVERURL,
+    DEFAULT_STATE_PATH,
+    SEVERITIES,
+    AlertmanagerSettings,
+    AlertSettings,
+    Config,
+    CrashLoop,
+    ExporterSettings,
+    ListenerSettings,
+    NotifySettings,
+    ProgramRule,
+    SupervisorSettings,
+)
+from .values import ConfigError, Section
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 only
+    import tomli as tomllib
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+
+
+def crash_loop_settings(section: Section, name: str, default: CrashLoop | None) -> CrashLoop | None:
+    if not section.has(name):
+        section.used.add(name)
+        return default
+    sub = section.sub(name)
+    base = default or CrashLoop()
+    loop = CrashLoop(
+        restarts=sub.integer("restarts", base.restarts, 1, 10_000),
+        within=sub.duration("within", base.within, 1.0, 7 * DAY),
+    )
+    sub.done()
+    return loop
+
+
+def _severity(section: Section, name: str) -> str | None:
+    value = section.get(name, str, None)
+    if value is not None and value not in SEVERITIES:
+        raise ConfigError(section.key(name), f"{value!r} is not one of {', '.join(SEVERITIES)}")
+    return value
+
+
+def _program_rules(section: Section) -> tuple[ProgramRule, ...]:
+    rules = []
+    for i, entry in enumerate(section.get("programs", list, [])):
+        sub = Section(entry, f"{section.key('programs')}[{i}]")
+        match = sub.get("match", str, None)
+        if not match:
+            raise ConfigError(sub.key("match"), "required: an fnmatch pattern on 'group:name'")
+        rule = ProgramRule(
+            match=match,
+            severity=_severity(sub, "severity"),
+            ignore=sub.get("ignore", bool, False),
+            crash_loop=crash_loop_settings(sub, "crash_loop", None),
+            tags=sub.strings("tags"),
+        )
+        sub.done()
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _supervisor(root: Section, env: Any) -> SupervisorSettings:
+    sup = root.sub("supervisor")
+    supervisor = SupervisorSettings(
+        serverurl=sup.get("serverurl", str, "") or env.get("SUPERVISOR_SERVER_URL", "") or DEFAULT_SERVERURL,
+        username=sup.get("username", str, ""),
+        password=sup.get("password", str, ""),
+        timeout=sup.duration("timeout", 5.0, 0.1, 10 * MINUTE),
+    )
+    sup.done()
+    if not supervisor.serverurl.startswith(("unix://", "http://", "https://")):
+        raise ConfigError("supervisor.serverurl", "must start with unix://, http:// or https://")
+    return supervisor
+
+
+def _state_path(root: Section) -> str:
+    st = root.sub("state")
+    path = st.get("path", str, DEFAULT_STATE_PATH)
+    st.done()
+    if not path.strip():
+        raise ConfigError("state.path", "must not be empty: the store keeps alerts, history and the outbox")
+    if "\0" in path:
+        raise ConfigError("state.path", "must not contain a NUL character")
+    return path
+
+
+def _notify(root: Section, env: Any) -> NotifySettings:
+    no = root.sub("notify")
+    urls = no.strings("urls")
+    if not urls and env.get("LOOKOUT_NOTIFY_URLS"):
+        urls = tuple(u for u in re.split(r"[\s,]+", env["LOOKOUT_NOTIFY_URLS"]) if u)
+    notify = NotifySettings(
+        urls=urls,
+        config=no.get("config", str, ""),
+        plugin_paths=no.strings("plugin_paths"),
+        timeout=no.duration("timeout", 10.0, 1.0, 10 * MINUTE),
+        retry_initial=no.duration("retry_initial", 2.0, 0.1, HOUR),
+        retry_max=no.duration("retry_max", 300.0, 1.0, DAY),
+        retry_for=no.duration("retry_for", DAY, MINUTE, 30 * DAY),
+        stderr_lines=no.integer("stderr_lines", 20, 0, 1000),
+        max_detailed=no.integer("max_detailed", 10, 1, 1000),
+    )
+    no.done()
+    if notify.retry_max < notify.retry_initial:
+        raise ConfigError("notify.retry_max", "must not be shorter than notify.retry_initial")
+    return notify
+
+
+def _alerts(root: Section) -> AlertSettings:
+    al = root.sub("alerts")
+    default_loop = crash_loop_settings(al, "crash_loop", CrashLoop())
+    assert default_loop is not None
+    alerts = AlertSettings(
+        group_wait=al.duration("group_wait", 10.0, 0.1, HOUR),
+        repeat_interval=al.duration("repeat_interval", 4 * HOUR, MINUTE, 30 * DAY),
+        stable_after=al.duration("stable_after", 60.0, 1.0, DAY),
+        crash_loop=default_loop,
+        exit_grace=al.duration("exit_grace", 3.0, 0.1, 10 * MINUTE),
+        host=al.get("host", str, ""),
+        programs=_program_rules(al),
+    )
+    al.done()
+    return alerts
+
+
+def _listener(root: Section) -> ListenerSettings:
+    li = root.sub("listener")
+    listener = ListenerSettings(
+        reconcile_interval=li.duration("reconcile_interval", 60.0, 10.0, DAY),
+        tick_timeout=li.duration("tick_timeout", 180.0, 2 * MINUTE, DAY),
+        log_level=li.choice("log_level", "info", ("debug", "info", "warning", "error")),
+        nudge=li.get("nudge", bool, True),
+    )
+    li.done()
+    return listener
+
+
+def _exporter(root: Section) -> ExporterSettings:
+    ex = root.sub("exporter")
+    exporter = ExporterSettings(
+        listen=ex.get("listen", str, "127.0.0.1:9876"),
+        heartbeat_stale=ex.duration("heartbeat_stale", 150.0, 10.0, DAY),
+        resource_metrics=ex.get("resource_metrics", bool, True),
+        tls_cert=ex.get("tls_cert", str, ""),
+        tls_key=ex.get("tls_key", str, ""),
+        basic_auth_user=ex.get("basic_auth_user", str, ""),
+        basic_auth_password_sha256=ex.get("basic_auth_password_sha256", str, ""),
+    )
+    ex.done()
+    if bool(exporter.tls_cert) != bool(exporter.tls_key):
+        raise ConfigError("exporter.tls_key", "tls_cert and tls_key go together")
+    return exporter
+
+
+def _alertmanager(root: Section) -> AlertmanagerSettings:
+    am = root.sub("alertmanager")
+    alertmanager = AlertmanagerSettings(
+        urls=am.strings("urls"),
+        resend_interval=am.duration("resend_interval", 60.0, 1.0, HOUR),
+        timeout=am.duration("timeout", 10.0, 1.0, 10 * MINUTE),
+    )
+    am.done()
+    for i, url in enumerate(alertmanager.urls):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alertmanager.urls[{i}]", "must start with http:// or https://")
+    return alertmanager
+
+
+def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None) -> Config:
+    env = os.environ if env is None else env
+    root = Section(data, "")
+    config = Config(
+        supervisor=_supervisor(root, env),
+        state_path=_state_path(root),
+        notify=_notify(root, env),
+        alerts=_alerts(root),
+        listener=_listener(root),
+        exporter=_exporter(root),
+        alertmanager=_alertmanager(root),
+        source=source,
+    )
+    root.done()
+    return config
+
+
+def load_config(path: str | None, env: Any = None) -> Config:
+    """Load -c PATH, else $LOOKOUT_CONFIG, else defaults (plus environment)."""
+    env = os.environ if env is None else env
+    path = path or env.get("LOOKOUT_CONFIG") or None
+    if path is None:
+        return parse_config({}, "<defaults>", env)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("-c", f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError("-c", f"{path}: is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError("-c", f"{path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(path, f"not valid TOML: {str(exc)[:200]}") from None
+    return parse_config(data, path, env)

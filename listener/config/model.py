@@ -1,0 +1,101 @@
+"""The settings, as frozen dataclasses: what every other module receives instead of raw TOML."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+SEVERITIES = ("info", "warning", "critical")
+DEFAULT_STATE_PATH = "/var/lib/lookout/lookout.db"
+DEFAULT_SERVERURL = "unix:///var/run/supervisor.sock"
+
+
+@dataclass(frozen=True)
+class CrashLoop:
+    restarts: int = 5
+    within: float = 600.0
+
+
+@dataclass(frozen=True)
+class ProgramRule:
+    """A [[alerts.programs]] entry: overrides for processes whose 'group:name' fnmatches."""
+
+    match: str
+    severity: str | None = None
+    ignore: bool = False
+    crash_loop: CrashLoop | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    serverurl: str = DEFAULT_SERVERURL
+    username: str = ""
+    password: str = ""
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    urls: tuple[str, ...] = ()
+    config: str = ""  # an apprise config file (YAML/TEXT) with tags, for routing
+    plugin_paths: tuple[str, ...] = ()
+    timeout: float = 10.0
+    retry_initial: float = 2.0
+    retry_max: float = 300.0
+    retry_for: float = 86400.0
+    stderr_lines: int = 20
+    max_detailed: int = 10  # alerts shown in full in one message; the rest get one line each
+
+
+@dataclass(frozen=True)
+class AlertmanagerSettings:
+    urls: tuple[str, ...] = ()  # http(s)://host:9093; the v2 API path is added
+    resend_interval: float = 60.0  # re-post open alerts this often so they do not time out
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    group_wait: float = 10.0
+    repeat_interval: float = 4 * 3600.0
+    stable_after: float = 60.0
+    crash_loop: CrashLoop = field(default_factory=CrashLoop)
+    exit_grace: float = 3.0
+    host: str = ""
+    programs: tuple[ProgramRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    reconcile_interval: float = 60.0
+    tick_timeout: float = 180.0  # no event for this long after a TICK was seen: exit, get restarted
+    log_level: str = "info"
+    nudge: bool = True  # wake supervisord when a watched process dies (listener/nudge.py)
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    listen: str = "127.0.0.1:9876"
+    heartbeat_stale: float = 150.0
+    resource_metrics: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    basic_auth_user: str = ""
+    basic_auth_password_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
+    state_path: str = DEFAULT_STATE_PATH
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    listener: ListenerSettings = field(default_factory=ListenerSettings)
+    exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
+    source: str = "<defaults>"
+
+    @property
+    def hostname(self) -> str:
+        return self.alerts.host or socket.gethostname()

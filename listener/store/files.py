@@ -1,0 +1,147 @@
+"""The store file on disk, treated as something that can fail.
+
+- Private: a directory lookout creates is 0700, the database (and SQLite's -wal/-shm, which
+  take the database's mode) 0600: alert bodies hold log tails, and supervisord creates the
+  programs' own logs 0600.
+- Errors classified: a disk that is full, a file locked by another process, an I/O error or a
+  removed directory is StoreUnavailable (wait, retry, resume); a file that is not SQLite or
+  whose pages are damaged is StoreCorrupt (moved aside at start, a fresh store created).
+- Identity: a store deleted or replaced under a running process is noticed by its inode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import time
+
+# SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xff, Python 3.11+)
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_CORRUPT_TEXT = ("file is not a database", "database disk image is malformed", "malformed database schema")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be read or written now; str() says why in words a person acts on."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The file is not a usable SQLite database."""
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "disk is full" in lowered or "no space" in lowered:
+        return "disk full"
+    if "locked" in lowered or "busy" in lowered:
+        return "database is locked by another process"
+    if "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        return f"not writable ({text})"
+    return text
+
+
+def classify(exc: BaseException) -> StoreUnavailable:
+    """The StoreUnavailable (or StoreCorrupt) that a sqlite3 or OS error means."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc).lower()
+    if (code is not None and code & 0xFF in _CORRUPT_CODES) or any(t in text for t in _CORRUPT_TEXT):
+        return StoreCorrupt(f"not a usable SQLite database ({exc})")
+    return StoreUnavailable(describe(exc))
+
+
+@contextlib.contextmanager
+def store_errors():
+    """Turn sqlite3 and OS errors into StoreUnavailable/StoreCorrupt."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise classify(exc) from exc
+
+
+def check_path(path: str) -> None:
+    """A path that can never be a store: a ConfigError-worthy StoreUnavailable now, not later."""
+    if os.path.isdir(path):
+        raise StoreUnavailable(f"{path} is a directory; state.path names the database file in it")
+
+
+def prepare(path: str) -> None:
+    """Create the parent directory (0700) and the file (0600); make an existing file private."""
+    check_path(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            st = os.stat(path + suffix)
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(path + suffix, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def move_aside(path: str, now: float | None = None) -> str:
+    """Rename a corrupt store (and its -wal/-shm) to <path>.corrupt-<time>; returns the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now))
+    target = f"{path}.corrupt-{stamp}"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.corrupt-{stamp}-{n}"
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + suffix, target + suffix)
+    return target
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at path now; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def writable_check(path: str) -> str:
+    """'' when the store at path can be opened for writing, else why not (for --check-config).
+
+    A missing file is not created (the listener may run as another user): its directory, or
+    the nearest existing ancestor, must be writable instead.
+    """
+    try:
+        check_path(path)
+    except StoreUnavailable as exc:
+        return str(exc)
+    if not os.path.exists(path):
+        ancestor = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            return f"{ancestor} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"cannot create it: {ancestor} is not writable"
+        return ""
+    if not os.access(path, os.R_OK | os.W_OK):
+        return "not readable and writable by this user"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=2.0, isolation_level=None)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            if not row or row[0] != "ok":
+                return f"not a usable SQLite database (quick_check: {row[0] if row else 'no answer'})"
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        problem = classify(exc)
+        return str(problem) + (": the listener moves it aside at start" if isinstance(problem, StoreCorrupt) else "")
+    return ""
