@@ -1,50 +1,58 @@
-"""lookout-exporter [-c lookout.toml] [--listen 127.0.0.1:9876]: Prometheus metrics for supervisord.
+"""lookout-exporter [-c lookout.toml] [--web.listen-address HOST:PORT] [--web.config.file FILE]:
+Prometheus metrics for supervisord.
 
 Reads [supervisor], [state] and [exporter] of the listener's lookout.toml. Exit status 2 for a
-bad config (one line naming the key).
+bad config (one line naming the key). The --web.* flags are the names every Prometheus
+exporter uses; --listen is the older spelling of --web.listen-address.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import ssl
 import sys
 import threading
 
+from ..listener.cli import OneLineParser
 from ..listener.config import ConfigError, load_config
 from ..listener.redact import install_log_filter
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(key, f"{value!r} is not HOST:PORT")
+    if not sep or not port.isascii() or not port.isdigit() or len(port) > 5 or not 0 <= int(port) < 65536:
+        raise ConfigError(key, f"{value[:60]!r} is not HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lookout-exporter", description=__doc__.split("\n\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="lookout-exporter", description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
-    p.add_argument("--listen", help="HOST:PORT (default: exporter.listen)")
+    p.add_argument("--web.listen-address", "--listen", dest="listen", help="HOST:PORT (default: exporter.listen)")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path",
+                   help="path of the metrics (default: exporter.telemetry_path, /metrics)")
+    p.add_argument("--web.config.file", dest="web_config",
+                   help="exporter-toolkit web config: TLS, client CA, bcrypt basic auth, headers")
     p.add_argument("--no-resource-metrics", action="store_true", help="skip CPU, memory and fd metrics")
-    p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         host, port = parse_listen(args.listen or config.exporter.listen,
-                                  "--listen" if args.listen else "exporter.listen")
-        for key in ("tls_cert", "tls_key"):
-            path = getattr(config.exporter, key)
-            if path and not os.path.isfile(path):
-                raise ConfigError(f"exporter.{key}", f"{path}: no such file")
-        e = config.exporter
-        if e.basic_auth_user and len(e.basic_auth_password_sha256) != 64:
-            raise ConfigError("exporter.basic_auth_password_sha256", "must be the sha256 hex digest of the password")
+                                  "--web.listen-address" if args.listen else "exporter.listen")
+        path = args.telemetry_path or config.exporter.telemetry_path
+        if not path.startswith("/") or path == "/":
+            raise ConfigError("--web.telemetry-path", "must be a path below / such as /metrics")
+        from .webconfig import web_config
+
+        web = web_config(config.exporter, args.web_config or "")
     except ConfigError as exc:
         print(f"lookout-exporter: {exc}", file=sys.stderr)
         return 2
@@ -55,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     exporter = Exporter(config, resource_metrics=False if args.no_resource_metrics else None)
     try:
-        server = make_server(exporter, host, port)
-    except (OSError, ssl.SSLError) as exc:
-        print(f"lookout-exporter: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        server = make_server(exporter, host, port, web, path)
+    except OSError as exc:
+        print(f"lookout-exporter: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
     def stop(*_: object) -> None:
@@ -65,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheme = "https" if config.exporter.tls_cert else "http"
-    logging.getLogger("lookout.exporter").info("listening on %s://%s:%d/metrics", scheme, host, port)
+    scheme = "https" if web.tls else "http"
+    logging.getLogger("lookout.exporter").info("listening on %s://%s:%d%s", scheme, host, port, path)
     server.serve_forever()
     server.server_close()
     return 0

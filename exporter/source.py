@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..listener.config import Config
 from ..listener.redact import scheme_of
 from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
+from ..listener.store.files import StoreUnavailable, identity
 from ..listener.store.schema import connect
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
@@ -75,15 +76,21 @@ class Source:
         self._poll_result: tuple[float, ScrapeData] | None = None
 
     def _db(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection, reopened when the file was deleted or replaced
+        (the listener recreates a deleted store: its counters are in the new file)."""
+        now_id = identity(self.config.state_path)
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "identity", None) != now_id:
+            conn.close()
+            conn = self._local.conn = None
         if conn is None:
-            if not os.path.exists(self.config.state_path):
+            if now_id is None:
                 return None
             try:
                 conn = connect(self.config.state_path, readonly=True)
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreUnavailable):
                 return None
-            self._local.conn = conn
+            self._local.conn, self._local.identity = conn, now_id
         return conn
 
     def read(self) -> ScrapeData:

@@ -71,7 +71,7 @@ class Listener:
         self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w, clock)
         self.notifier = Notifier(config, targets, self.logs, clock, store_generation=lambda: self.keeper.generation,
                                  on_death=self._wake)
-        self.nudger = ExitNudger(client, enabled=config.listener.nudge)
+        self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
         self.trouble = StoreTrouble(self.notifier, clock)
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
@@ -87,7 +87,7 @@ class Listener:
         try:
             self._open_store()
         except StoreUnavailable as exc:  # run() keeps trying; supervisord buffers events meanwhile
-            self.trouble.failed(exc, "opening the store")
+            self.trouble.failed(exc, "opening it")
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ class Listener:
             os.write(self.wakeup_w, b"d")
 
     def _dead_worker(self) -> str:
-        for thread in (self.notifier.thread, self.watcher.thread):
+        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread):
             if thread.died:
                 return f"worker thread {thread.name} died ({thread.died})"
         return ""
@@ -204,7 +204,7 @@ class Listener:
             self._corrupt_while_running(exc)
             return False
         except StoreUnavailable as exc:
-            self.trouble.failed(exc, "writing the store" if self.engine else "opening the store")
+            self.trouble.failed(exc, "committing" if self.engine else "opening it")
             return False
         return self.held is None
 
@@ -233,7 +233,7 @@ class Listener:
         try:
             self._open_store()
         except StoreUnavailable as exc:
-            self.trouble.failed(exc, "recreating the store")  # the next commit is held and retries
+            self.trouble.failed(exc, "recreating it")  # the next commit is held and retries
             return
         self._reconcile("store replaced")
 
@@ -249,7 +249,7 @@ class Listener:
             return False
         except StoreUnavailable as exc:
             self.held = HeldCommit(outcome, kwargs, ack)
-            self.trouble.failed(exc, "writing the store")
+            self.trouble.failed(exc, "committing")
             return False
         if ack:
             self.channel.ack()

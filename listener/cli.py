@@ -41,14 +41,21 @@ then `supervisorctl reread && supervisorctl update`. To check the setup from a t
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2, like every other bad input."""
+
+    def error(self, message: str):  # noqa: ANN201
+        self.exit(2, f"{self.prog}: {message} (see {self.prog.split()[0]} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lookout-listener", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="lookout-listener", description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the config and supervisord access, print effective settings")
     p.add_argument("--test-alert", action="store_true", help="send a test message to every target")
     p.add_argument("--log-level", help="debug, info, warning, error (overrides listener.log_level)")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", parser_class=OneLineParser)
     s = sub.add_parser("silence", help="mute alerts of matching processes for a while")
     s.add_argument("matcher", help="fnmatch pattern on group:name, e.g. 'trading_system:*'")
     s.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")

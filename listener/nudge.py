@@ -18,8 +18,10 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 
 from .rpc import SupervisorClient
+from .workers import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.nudge")
 
@@ -29,7 +31,8 @@ DELAY = 0.01  # let supervisord reap first; the call's own round trip spans seve
 
 
 class ExitNudger:
-    def __init__(self, client: SupervisorClient, max_watched: int = MAX_WATCHED, enabled: bool = True) -> None:
+    def __init__(self, client: SupervisorClient, max_watched: int = MAX_WATCHED, enabled: bool = True,
+                 on_death: Callable[[], None] = lambda: None) -> None:
         self.client, self.max_watched = client, max_watched
         self.enabled = enabled and hasattr(os, "pidfd_open") and hasattr(select, "poll")
         self._wanted: dict[str, int] = {}  # namespec -> pid, written by the loop
@@ -38,11 +41,12 @@ class ExitNudger:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name="lookout-nudge", daemon=True)
+        self.thread = WorkerThread("lookout-nudge", self._run, on_death)
+        self.errors = ErrorLog(log)
 
     def start(self) -> None:
         if self.enabled:
-            self._thread.start()
+            self.thread.start()
 
     def track(self, namespec: str, pid: int | None) -> None:
         """The live pid of a process, or None once it is not running."""
@@ -70,7 +74,16 @@ class ExitNudger:
         while True:
             due = [t for t in (nudge_at, sync_at) if t is not None]
             timeout = None if not due else max(0, int((min(due) - time.monotonic()) * 1000))
-            for fd, _ in poller.poll(timeout):
+            try:
+                events = poller.poll(timeout)
+            except Exception:  # one bad round: drop the watches, start over from what is wanted
+                self.errors.report("poll", "nudger: poll failed; re-syncing its watches")
+                watched.clear()
+                poller = select.poll()
+                poller.register(self._wake_r, select.POLLIN)
+                sync_at = time.monotonic() + 1.0
+                continue
+            for fd, _ in events:
                 if fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 4096)
@@ -82,7 +95,11 @@ class ExitNudger:
                     nudge_at = nudge_at or time.monotonic() + DELAY
             if sync_at is not None and time.monotonic() >= sync_at:
                 sync_at, last_sync = None, time.monotonic()
-                self._sync(poller, watched, gone)
+                try:
+                    self._sync(poller, watched, gone)
+                except Exception:
+                    self.errors.report("sync", "nudger: syncing watched pids failed; retrying")
+                    sync_at = time.monotonic() + 1.0
             if nudge_at is not None and time.monotonic() >= nudge_at:
                 nudge_at = None
                 try:

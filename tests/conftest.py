@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import Supervisor, Webhook, ensure_debian_tool
+from .harness import ExporterProcess, Supervisor, Webhook, ensure_debian_tool
 
 
 @pytest.fixture
@@ -83,3 +83,17 @@ receivers:
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def exporter_factory():
+    started: list[ExporterProcess] = []
+
+    def make(sup, *args: str, scheme: str = "http") -> ExporterProcess:
+        e = ExporterProcess(sup, *args, scheme=scheme).start()
+        started.append(e)
+        return e
+
+    yield make
+    for e in started:
+        e.stop()

@@ -5,19 +5,25 @@ Every wait is a poll on an observable condition with a deadline; nothing sleeps 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 SNIPPET = REPO / "conf.d" / "lookout.conf"
@@ -249,11 +255,15 @@ class Supervisor:
         settings: dict[str, dict[str, Any]],
         program_rules: list[dict[str, Any]] = (),
         listener: bool = True,
+        loglevel: str = "info",
+        wrapper: list[str] = (),
+        state_path: Path | None = None,
     ) -> None:
         self.root = root
+        self.wrapper = list(wrapper)  # a command supervisord runs under (e.g. unshare with a tmpfs)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         self.sock = root / "supervisor.sock"
-        self.state_path = root / "lookout.db"
+        self.state_path = state_path or root / "lookout.db"
         self.listener_log = root / "lookout.log"
         self.config_path = root / "lookout.toml"
         base = {
@@ -262,7 +272,7 @@ class Supervisor:
         }
         merged = {k: {**base.get(k, {}), **settings.get(k, {})} for k in {**base, **settings}}
         self.config_path.write_text(lookout_toml(merged, program_rules))
-        conf = SUPERVISORD_CONF + "\n" + textwrap.dedent(programs)
+        conf = SUPERVISORD_CONF.replace("loglevel=info", f"loglevel={loglevel}") + "\n" + textwrap.dedent(programs)
         if listener:
             conf += "\n" + listener_snippet(self.config_path, self.listener_log)
         self.conf = root / "supervisord.conf"
@@ -277,7 +287,7 @@ class Supervisor:
 
     def start(self, wait_listener: bool = True) -> Supervisor:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
+            [*self.wrapper, sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
             cwd=self.root,
             env=self.env(),
             stdout=subprocess.DEVNULL,
@@ -353,3 +363,53 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+# ---- lookout-exporter ------------------------------------------------------------------
+
+
+class ExporterProcess:
+    def __init__(self, sup, *args: str, scheme: str = "http") -> None:
+        self.sup, self.args, self.scheme = sup, args, scheme
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ExporterProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lookout.exporter", "-c", str(self.sup.config_path), "--listen",
+             f"127.0.0.1:{self.port}", *self.args],
+            stdout=subprocess.DEVNULL, stderr=open(self.sup.root / "exporter.log", "ab"),  # noqa: SIM115
+        )
+        wait_for(lambda: self._healthy(), 15, "exporter /healthz")
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return self.get("/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+        req = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.port}{path}")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        ctx = ssl._create_unverified_context() if self.scheme == "https" else None
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metrics(self, auth: tuple[str, str] | None = None) -> dict[str, dict[tuple, float]]:
+        status, body = self.get("/metrics", auth)
+        assert status == 200, body
+        out: dict[str, dict[tuple, float]] = {}
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import signal
-import ssl
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import fast_alerts
-from .harness import free_port, wait_for
+from .harness import wait_for
 
 PROGRAMS = """\
 [program:stopped]
@@ -54,53 +46,6 @@ autorestart=true
 """
 
 
-class ExporterProcess:
-    def __init__(self, sup, *args: str, scheme: str = "http") -> None:
-        self.sup, self.args, self.scheme = sup, args, scheme
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> ExporterProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lookout.exporter", "-c", str(self.sup.config_path), "--listen",
-             f"127.0.0.1:{self.port}", *self.args],
-            stdout=subprocess.DEVNULL, stderr=open(self.sup.root / "exporter.log", "ab"),  # noqa: SIM115
-        )
-        wait_for(lambda: self._healthy(), 15, "exporter /healthz")
-        return self
-
-    def _healthy(self) -> bool:
-        try:
-            return self.get("/healthz")[0] == 200
-        except OSError:
-            return False
-
-    def get(self, path: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
-        req = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.port}{path}")
-        if auth:
-            req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-        ctx = ssl._create_unverified_context() if self.scheme == "https" else None
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def metrics(self, auth: tuple[str, str] | None = None) -> dict[str, dict[tuple, float]]:
-        status, body = self.get("/metrics", auth)
-        assert status == 200, body
-        out: dict[str, dict[tuple, float]] = {}
-        for fam in text_string_to_metric_families(body):
-            for s in fam.samples:
-                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-        return out
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-
 def value(m: dict, metric: str, /, **labels: str) -> float | None:
     return m.get(metric, {}).get(tuple(sorted(labels.items())))
 
@@ -111,20 +56,6 @@ def proc_state(m: dict, group: str, name: str) -> str | None:
         if d["group"] == group and d["name"] == name and v == 1:
             return d["state"]
     return None
-
-
-@pytest.fixture
-def exporter_factory():
-    started: list[ExporterProcess] = []
-
-    def make(sup, *args: str, scheme: str = "http") -> ExporterProcess:
-        e = ExporterProcess(sup, *args, scheme=scheme).start()
-        started.append(e)
-        return e
-
-    yield make
-    for e in started:
-        e.stop()
 
 
 def test_states_uptime_and_exit_statuses_match_supervisord(supervisor_factory, webhook, exporter_factory):

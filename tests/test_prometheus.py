@@ -13,8 +13,7 @@ import urllib.request
 import pytest
 
 from .conftest import fast_alerts
-from .harness import REPO, ensure_debian_tool, free_port, wait_for
-from .test_exporter import ExporterProcess
+from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, wait_for
 
 RULES = REPO / "prometheus" / "rules.yml"
 PROGRAMS = """\

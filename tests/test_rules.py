@@ -96,7 +96,19 @@ def test_unexpected_exit_without_respawn_is_exited_after_grace():
     assert engine.next_deadline() is None
     snap = [ProcessSnapshot("once", "once", "EXITED", 1, 10, 13, 0, 5, "Bad exit code 5")]
     out = engine.on_snapshot(snap, 13, 13.1)
+    # supervisord may just not have run its respawn yet (a starved loop): ask once more
+    assert out.notices == [] and out.reconcile and engine.next_deadline() is None
+    out = engine.on_snapshot(snap, 13.2, 13.3)
     assert [(n.kind, out.alerts[n.namespec].kind) for n in out.notices] == [(FIRING, EXITED)]
+
+
+def test_respawn_after_one_exited_sighting_is_a_crash():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("slow") + [(10, ev("EXITED", "slow", "RUNNING", expected=False))])
+    assert engine.on_time(13).reconcile
+    snap = [ProcessSnapshot("slow", "slow", "EXITED", 1, 10, 13, 0, 3, "Bad exit code 3")]
+    assert engine.on_snapshot(snap, 13, 13.1).reconcile
+    assert run(engine, [(13.5, ev("STARTING", "slow", "EXITED"))]) == [(13.5, FIRING, CRASHED, "slow:slow")]
 
 
 def test_late_respawn_in_a_storm_is_still_a_crash():

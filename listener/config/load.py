@@ -156,6 +156,8 @@ def _exporter(root: Section) -> ExporterSettings:
         listen=ex.get("listen", str, "127.0.0.1:9876"),
         heartbeat_stale=ex.duration("heartbeat_stale", 150.0, 10.0, DAY),
         resource_metrics=ex.get("resource_metrics", bool, True),
+        web_config=ex.get("web_config", str, ""),
+        telemetry_path=ex.get("telemetry_path", str, "/metrics"),
         tls_cert=ex.get("tls_cert", str, ""),
         tls_key=ex.get("tls_key", str, ""),
         basic_auth_user=ex.get("basic_auth_user", str, ""),
@@ -164,6 +166,8 @@ def _exporter(root: Section) -> ExporterSettings:
     ex.done()
     if bool(exporter.tls_cert) != bool(exporter.tls_key):
         raise ConfigError("exporter.tls_key", "tls_cert and tls_key go together")
+    if not exporter.telemetry_path.startswith("/") or exporter.telemetry_path == "/":
+        raise ConfigError("exporter.telemetry_path", "must be a path below / such as /metrics")
     return exporter
 
 

@@ -79,7 +79,9 @@ class ExporterSettings:
     listen: str = "127.0.0.1:9876"
     heartbeat_stale: float = 150.0
     resource_metrics: bool = True
-    tls_cert: str = ""
+    web_config: str = ""  # an exporter-toolkit web config file (TLS, client CA, bcrypt basic auth, headers)
+    telemetry_path: str = "/metrics"
+    tls_cert: str = ""  # older keys, still honoured: the web config file is the way now
     tls_key: str = ""
     basic_auth_user: str = ""
     basic_auth_password_sha256: str = ""

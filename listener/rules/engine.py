@@ -88,6 +88,9 @@ class AlertEngine:
         # looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
         self._confirming: set[str] = set()  # pending exits we asked supervisord about
+        # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
+        # iteration of supervisord's loop, after it had the chance to respawn) must agree.
+        self._exit_sightings: dict[str, int] = {}
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -132,11 +135,18 @@ class AlertEngine:
                     rec.state_since = taken_at
                 rec.running_since = rec.state_since if info.state == "RUNNING" else None
             # A pending exit that supervisord did not respawn (autorestart=false). If it was
-            # respawned, its STARTING event is on the way and raises "crashed".
+            # respawned, its STARTING event is on the way and raises "crashed". A starved
+            # supervisord may not have run its respawn yet: only a second sighting counts.
             if rec.pending_exit_at is not None and info.state == "EXITED":
-                rec.pending_exit_at = None
-                self._raise(rec, EXITED, now, out)
-                changed = True
+                if self._exit_sightings.get(ns) == info.stop:
+                    del self._exit_sightings[ns]
+                    rec.pending_exit_at = None
+                    self._raise(rec, EXITED, now, out)
+                    changed = True
+                else:
+                    self._exit_sightings[ns] = info.stop
+                    self._confirming.add(ns)
+                    out.reconcile = f"confirm that {ns} stays EXITED"
             if info.state == "FATAL" and ns not in self.alerts:
                 rec.spawnerr = info.spawnerr
                 self._raise(rec, FATAL, now, out, detail=info.spawnerr)
@@ -250,6 +260,7 @@ class AlertEngine:
             if rec.pending_exit_at is not None:  # the unexpected exit was respawned
                 rec.pending_exit_at = None
                 self._confirming.discard(rec.namespec)
+                self._exit_sightings.pop(rec.namespec, None)
                 self._raise(rec, CRASHED, now, out)
         elif state == "RUNNING":
             rec.running_since, rec.spawnerr = now, ""

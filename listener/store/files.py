@@ -15,6 +15,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import tempfile
 import time
 
 # SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xff, Python 3.11+)
@@ -126,8 +127,12 @@ def writable_check(path: str) -> str:
             ancestor = os.path.dirname(ancestor)
         if not os.path.isdir(ancestor):
             return f"{ancestor} is not a directory"
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            return f"cannot create it: {ancestor} is not writable"
+        try:  # really try: root passes os.access() even on a read-only mount's directories
+            fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".lookout-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"cannot create it: {ancestor} is not writable ({exc.strerror})"
         return ""
     if not os.access(path, os.R_OK | os.W_OK):
         return "not readable and writable by this user"

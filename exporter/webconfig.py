@@ -1,0 +1,217 @@
+"""--web.config.file: the Prometheus exporter-toolkit's web configuration, as exporters use it.
+
+    tls_server_config:
+      cert_file: /etc/lookout/tls.crt
+      key_file: /etc/lookout/tls.key
+      client_auth_type: RequireAndVerifyClientCert   # NoClientCert (default) ... see CLIENT_AUTH
+      client_ca_file: /etc/lookout/ca.crt
+      min_version: TLS12                              # TLS10 .. TLS13
+    http_server_config:
+      headers: { Strict-Transport-Security: max-age=31536000 }
+    basic_auth_users:
+      prometheus: $2y$10$...                          # bcrypt (htpasswd -nBC 10 "" | tr -d ':')
+
+The older lookout.toml keys (exporter.tls_cert, tls_key, basic_auth_user,
+basic_auth_password_sha256) keep working; they cannot be combined with a web config file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..listener.config import ConfigError, ExporterSettings
+
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# The headers exporter-toolkit lets a web config set; the rest are the exporter's own.
+ALLOWED_HEADERS = ("Strict-Transport-Security", "X-Frame-Options", "X-Content-Type-Options", "X-XSS-Protection",
+                   "Content-Security-Policy")
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
+             "prefer_server_cipher_suites", "cipher_suites", "curve_preferences", "client_allowed_sans"}
+_DUMMY_HASH = b"$2b$10$u16mP/kdfLVb4u86v5XH/ekI281v5QYzOByynulowZB09vkdHAcYe"  # for equal timing on unknown users
+
+
+@dataclass
+class WebConfig:
+    ssl_context: ssl.SSLContext | None = None
+    users: dict[str, str] = field(default_factory=dict)  # user -> bcrypt hash, or "sha256:<hex>"
+    headers: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    _ok: set[bytes] = field(default_factory=set)  # digests of credentials that passed: bcrypt is slow
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_context is not None
+
+    def authorized(self, header: str | None) -> bool:
+        """Basic auth: credentials compared as bytes (a non-ASCII user name is just wrong, not an error)."""
+        if not self.users:
+            return True
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True)
+        except ValueError:
+            return False
+        user, sep, password = raw.partition(b":")
+        if not sep:
+            return False
+        digest = hashlib.sha256(raw).digest()
+        with self._lock:
+            if digest in self._ok:
+                return True
+        stored = next((h for u, h in self.users.items() if hmac.compare_digest(u.encode(), user)), None)
+        if stored is None:
+            _bcrypt_check(password, _DUMMY_HASH)  # the same cost whether or not the user exists
+            return False
+        if stored.startswith("sha256:"):
+            ok = hmac.compare_digest(hashlib.sha256(password).hexdigest().encode(), stored[7:].lower().encode())
+        else:
+            ok = _bcrypt_check(password, stored.encode())
+        if ok:
+            with self._lock:
+                if len(self._ok) > 1000:
+                    self._ok.clear()
+                self._ok.add(digest)
+        return ok
+
+
+def _bcrypt_check(password: bytes, hashed: bytes) -> bool:
+    import bcrypt
+
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:
+        return False
+
+
+def _file(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, "expected a file path")
+    if not os.path.isfile(value):
+        raise ConfigError(key, f"{value}: no such file")
+    return value
+
+
+def _ssl_context(tls: Any, where: str) -> ssl.SSLContext:
+    if not isinstance(tls, dict):
+        raise ConfigError(where, "must be a mapping")
+    for key in tls:
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"{where}.{key}", "unknown key")
+    for key in ("cipher_suites", "curve_preferences", "client_allowed_sans"):
+        if tls.get(key):
+            raise ConfigError(f"{where}.{key}", "not supported by lookout-exporter (Python's TLS): remove it")
+    cert = _file(tls.get("cert_file"), f"{where}.cert_file")
+    key = _file(tls.get("key_file"), f"{where}.key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{where}.cert_file", f"cannot load the certificate and key: {exc}") from None
+    auth = tls.get("client_auth_type", "NoClientCert")
+    if auth not in CLIENT_AUTH:
+        raise ConfigError(f"{where}.client_auth_type", f"{auth!r} is not one of {', '.join(CLIENT_AUTH)}")
+    context.verify_mode = CLIENT_AUTH[auth]
+    ca = tls.get("client_ca_file")
+    if ca:
+        try:
+            context.load_verify_locations(_file(ca, f"{where}.client_ca_file"))
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{where}.client_ca_file", f"cannot load it: {exc}") from None
+    elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+        raise ConfigError(f"{where}.client_ca_file", f"required with client_auth_type {auth}")
+    for bound, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        if tls.get(bound):
+            if tls[bound] not in TLS_VERSIONS:
+                raise ConfigError(f"{where}.{bound}", f"{tls[bound]!r} is not one of {', '.join(TLS_VERSIONS)}")
+            setattr(context, attr, TLS_VERSIONS[tls[bound]])
+    if tls.get("prefer_server_cipher_suites", True):
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    return context
+
+
+def load_web_config(path: str) -> WebConfig:
+    import yaml
+
+    where = "--web.config.file"
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(where, f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(where, f"{path}: cannot read it as YAML ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"{path}: must be a YAML mapping")
+    web = WebConfig(source=path)
+    for key, value in data.items():
+        if key == "tls_server_config":
+            web.ssl_context = _ssl_context(value, key) if value else None
+        elif key == "basic_auth_users":
+            if not isinstance(value, dict) or not all(isinstance(u, str) and isinstance(h, str)
+                                                      for u, h in value.items()):
+                raise ConfigError(key, "must map user names to bcrypt hashes")
+            for user, hashed in value.items():
+                if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                    raise ConfigError(f"{key}.{user}", "must be a bcrypt hash ($2y$...), not a password")
+            web.users = dict(value)
+        elif key == "http_server_config":
+            web.headers = _headers(value or {})
+        else:
+            raise ConfigError(str(key), "unknown key")
+    return web
+
+
+def _headers(http: Any) -> dict[str, str]:
+    if not isinstance(http, dict):
+        raise ConfigError("http_server_config", "must be a mapping")
+    headers = {}
+    for key, value in http.items():
+        if key == "http2":
+            continue  # lookout-exporter serves HTTP/1.x; accepted so shared web configs load
+        if key != "headers":
+            raise ConfigError(f"http_server_config.{key}", "unknown key")
+        for name, text in (value or {}).items():
+            if name not in ALLOWED_HEADERS:
+                raise ConfigError(f"http_server_config.headers.{name}",
+                                  f"cannot be configured (allowed: {', '.join(ALLOWED_HEADERS)})")
+            headers[name] = str(text)
+    return headers
+
+
+def web_config(settings: ExporterSettings, path: str = "") -> WebConfig:
+    """The web config file when given, else the older lookout.toml keys."""
+    legacy = settings.tls_cert or settings.basic_auth_user
+    if (path or settings.web_config) and legacy:
+        raise ConfigError("--web.config.file" if path else "exporter.web_config",
+                          "cannot be combined with exporter.tls_* / exporter.basic_auth_* in lookout.toml: "
+                          "move those into the web config file")
+    path = path or settings.web_config
+    if path:
+        return load_web_config(path)
+    web = WebConfig(source="lookout.toml")
+    if settings.tls_cert:
+        _file(settings.tls_cert, "exporter.tls_cert")
+        _file(settings.tls_key, "exporter.tls_key")
+        web.ssl_context = _ssl_context({"cert_file": settings.tls_cert, "key_file": settings.tls_key}, "exporter")
+    if settings.basic_auth_user:
+        if len(settings.basic_auth_password_sha256) != 64:
+            raise ConfigError("exporter.basic_auth_password_sha256", "must be the sha256 hex digest of the password")
+        web.users = {settings.basic_auth_user: "sha256:" + settings.basic_auth_password_sha256}
+    return web
