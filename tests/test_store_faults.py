@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -56,9 +57,15 @@ def test_disk_full_holds_alerts_and_delivers_them_when_space_returns(supervisor_
     crash(sup, 2)
     webhook.wait("cannot write its store", timeout=30)
     wait_for(lambda: "cannot write the store (disk full)" in sup.listener_output(), 10, "one log line")
-    stays(lambda: listener_runs_as(sup, pid) and not webhook.matching("c1:c1 crashed"), 8,
+    stays(lambda: listener_runs_as(sup, pid) and not webhook.matching("c1:c1 crashed"), 5,
           "listener holding, never restarted, alerts held")
     assert sup.listener_output().count("cannot write the store (disk full)") == 1
+    # A listener (re)started while the disk is full holds too, instead of BACKOFF and FATAL.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid, 20, "restarted")
+    pid = sup.listener_pid()
+    wait_for(lambda: sup.listener_output().count("cannot write the store (disk full)") == 2, 20, "holding again")
+    stays(lambda: listener_runs_as(sup, pid), 12, "no BACKOFF, no FATAL while the disk is full")
     assert in_ns("rm", "-f", f"{state_dir}/filler").returncode == 0
     webhook.wait("c1:c1 crashed", timeout=40)
     webhook.wait("c2:c2 crashed", timeout=20)
