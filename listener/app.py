@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .config import Config
+from .health_runner import HealthRunner
 from .held import HeldCommit, StoreTrouble
 from .logs import ProcessLogs
 from .notifier.targets import Target
@@ -72,6 +73,7 @@ class Listener:
         self.notifier = Notifier(config, targets, self.logs, clock, store_generation=lambda: self.keeper.generation,
                                  on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
+        self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
         self.trouble = StoreTrouble(self.notifier, clock)
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
@@ -98,6 +100,7 @@ class Listener:
         self.notifier.start()
         self.watcher.start()
         self.nudger.start()
+        self.health.start()
         ready = False
         while not self.stop_requested:
             dead = self._dead_worker()
@@ -131,6 +134,7 @@ class Listener:
             return False
         for rec in self.engine.records.values():  # type: ignore[union-attr]
             self._track(rec)
+            self.health.sync(rec, self.engine.policies)  # type: ignore[union-attr]
         self._reconcile("listener started")
         self.channel.ready()
         log.info("lookout-listener ready (pid %d, state %s)", os.getpid(), self.config.state_path)
@@ -142,6 +146,8 @@ class Listener:
         self.results.extend(self.watcher.drain())
         while self.results and self.held is None:
             self._apply_result(self.results.popleft())
+        if self.held is None:
+            self._apply(self.health.results(self.engine))  # type: ignore[arg-type]
         if self.held is None:
             self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
 
@@ -162,7 +168,7 @@ class Listener:
             os.write(self.wakeup_w, b"d")
 
     def _dead_worker(self) -> str:
-        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread):
+        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread):
             if thread.died:
                 return f"worker thread {thread.name} died ({thread.died})"
         return ""
@@ -174,8 +180,13 @@ class Listener:
         if self.engine is None:
             state = self.keeper.state
             assert state is not None
-            self.engine = AlertEngine(self.config.alerts, state.load_records(), state.load_open_alerts(),
-                                      stopping=state.stopping(), own_namespec=self.own_namespec)
+            records = state.load_records()
+            for rec in records:
+                rec.action_in_flight = ""  # its executor went with the previous listener
+            self.engine = AlertEngine(self.config.alerts, records, state.load_open_alerts(),
+                                      stopping=state.stopping(), own_namespec=self.own_namespec,
+                                      probes=self.config.probes, remediation=self.config.remediation,
+                                      probe_states=state.load_probe_states())
             self.position = state.position()
         else:  # deleted or replaced under us: what we hold in memory is the truth
             try:
@@ -353,8 +364,13 @@ class Listener:
             self.nudger.track(rec.namespec, rec.pid if rec.state in LIVE_STATES else None)
 
     def _after_commit(self, outcome: Outcome) -> None:
+        engine = self.engine
+        assert engine is not None
         for rec in outcome.records.values():
             self._track(rec)
+            self.health.sync(rec, engine.policies)
+        for action in outcome.actions:
+            self.health.act(action, engine)
         if outcome.reconcile:
             self._reconcile(outcome.reconcile)
         if outcome.notices:

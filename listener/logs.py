@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .rules.engine import ProcessSnapshot
+from .rules.models import ProcessSnapshot
 from .text import clean
 
 log = logging.getLogger("lookout.logs")

@@ -17,14 +17,17 @@ import http.client
 import logging
 import socket
 import xmlrpc.client
+from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
 from .config import SupervisorSettings
-from .rules.engine import ProcessSnapshot
+from .rules.models import ProcessSnapshot
 from .text import clean_xml
 
-SHUTDOWN_STATE = 6  # supervisor.xmlrpc.Faults.SHUTDOWN_STATE: reloading or stopping
-NO_FILE = 70
+# supervisor.xmlrpc.Faults
+SHUTDOWN_STATE = 6  # reloading or stopping
+ALREADY_STARTED = 60
+NOT_RUNNING = 70
 log = logging.getLogger("lookout.rpc")
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # getAllProcessInfo at 1000 programs is about 1 MB
 
@@ -89,6 +92,11 @@ class _Transport(xmlrpc.client.Transport):
 class SupervisorClient:
     def __init__(self, settings: SupervisorSettings) -> None:
         self.settings = settings
+
+    def patient(self, timeout: float) -> SupervisorClient:
+        """The same client with a longer timeout, for calls that wait (stopProcess with wait=True
+        lasts up to stopwaitsecs, startProcess up to startsecs)."""
+        return SupervisorClient(replace(self.settings, timeout=max(timeout, self.settings.timeout)))
 
     def _proxy(self) -> xmlrpc.client.ServerProxy:
         return xmlrpc.client.ServerProxy("http://127.0.0.1/RPC2", transport=_Transport(self.settings))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .logs import ExitInfo, ProcessLogs
 from .rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .rules.engine import ProcessSnapshot
+from .rules.models import ProcessSnapshot
 from .workers import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.watcher")

@@ -6,8 +6,17 @@ import itertools
 
 from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
-from lookout.listener.rules.engine import AlertEngine, ProcessSnapshot
-from lookout.listener.rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, FIRING, REMINDER, RESOLVED
+from lookout.listener.rules.engine import AlertEngine
+from lookout.listener.rules.models import (
+    CRASH_LOOP,
+    CRASHED,
+    EXITED,
+    FATAL,
+    FIRING,
+    REMINDER,
+    RESOLVED,
+    ProcessSnapshot,
+)
 from lookout.listener.rules.sequence import StreamPosition, check_continuity
 
 SERIAL = itertools.count(1)
@@ -43,7 +52,7 @@ def run(engine: AlertEngine, steps: list[tuple[float, object]]) -> list[tuple[fl
     for t, event in steps:
         outcome = engine.on_time(t) if event is None else engine.on_event(event, t)
         for n in outcome.notices:
-            said.append((t, n.kind, outcome.alerts[n.namespec].kind, n.namespec))
+            said.append((t, n.kind, outcome.alerts[n.key].kind, n.namespec))
     return said
 
 
@@ -99,7 +108,7 @@ def test_unexpected_exit_without_respawn_is_exited_after_grace():
     # supervisord may just not have run its respawn yet (a starved loop): ask once more
     assert out.notices == [] and out.reconcile and engine.next_deadline() is None
     out = engine.on_snapshot(snap, 13.2, 13.3)
-    assert [(n.kind, out.alerts[n.namespec].kind) for n in out.notices] == [(FIRING, EXITED)]
+    assert [(n.kind, out.alerts[n.key].kind) for n in out.notices] == [(FIRING, EXITED)]
 
 
 def test_respawn_after_one_exited_sighting_is_a_crash():
@@ -155,8 +164,8 @@ def test_snapshot_alerts_fatal_exactly_once():
     snap = [ProcessSnapshot("g", "dead", "FATAL", 100, 101, 200, 0, 0, "can't find command 'x'")]
     engine = AlertEngine(SETTINGS)
     first = engine.on_snapshot(snap, 199.0, 200.0)
-    assert [(n.kind, first.alerts[n.namespec].kind) for n in first.notices] == [(FIRING, FATAL)]
-    assert first.alerts["g:dead"].detail == "can't find command 'x'"
+    assert [(n.kind, first.alerts[n.key].kind) for n in first.notices] == [(FIRING, FATAL)]
+    assert first.alerts[("process", "g:dead")].detail == "can't find command 'x'"
     # A restarted listener loads the open alert and stays quiet.
     again = AlertEngine(SETTINGS, engine.records.values(), engine.alerts.values())
     assert again.on_snapshot(snap, 300.0, 300.0).notices == []
@@ -194,7 +203,7 @@ def test_program_rules_ignore_and_severity():
     )
     out = engine.on_event(ev("EXITED", "feed", "RUNNING", False, group="trading"), 10)
     out = engine.on_event(ev("STARTING", "feed", "EXITED", group="trading"), 10.1)
-    alert = out.alerts["trading:feed"]
+    alert = out.alerts[("process", "trading:feed")]
     assert (alert.kind, alert.severity, alert.tags) == (CRASHED, "critical", ("pager",))
 
 

@@ -4,6 +4,7 @@ Every key is validated before anything touches supervisord. An error names the k
 problem in one line (``ConfigError``); the commands print it and exit with status 2.
     values.py  durations, sizes, bounds, the Section reader
     model.py   the settings dataclasses
+    probes.py  [[probes]], [remediation], [[alerts.groups]]
     load.py    TOML -> Config
 """
 
@@ -22,11 +23,13 @@ from .model import (
     ProgramRule,
     SupervisorSettings,
 )
+from .probes import ACTIONS, KINDS, PLACEHOLDERS, GroupRule, ProbeSpec, RemediationSettings, placeholders_in
 from .values import ConfigError, Section, format_duration, format_size, parse_duration, parse_size, shown
 
 __all__ = [
     "DEFAULT_SERVERURL", "DEFAULT_STATE_PATH", "SEVERITIES", "AlertSettings", "AlertmanagerSettings", "Config",
     "ConfigError", "CrashLoop", "ExporterSettings", "ListenerSettings", "NotifySettings", "ProgramRule", "Section",
     "SupervisorSettings", "crash_loop_settings", "format_duration", "format_size", "load_config", "parse_config",
-    "parse_duration", "parse_size", "shown",
+    "parse_duration", "parse_size", "shown", "ACTIONS", "KINDS", "PLACEHOLDERS", "GroupRule", "ProbeSpec",
+    "RemediationSettings", "placeholders_in",
 ]

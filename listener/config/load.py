@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from .model import (
+    CRASH_LOOP_ACTIONS,
     DEFAULT_SERVERURL,
     DEFAULT_STATE_PATH,
     SEVERITIES,
@@ -24,6 +25,7 @@ from .model import (
     ProgramRule,
     SupervisorSettings,
 )
+from .probes import parse_groups, parse_probes, parse_remediation
 from .values import ConfigError, Section
 
 if sys.version_info >= (3, 11):
@@ -43,8 +45,14 @@ def crash_loop_settings(section: Section, name: str, default: CrashLoop | None) 
     loop = CrashLoop(
         restarts=sub.integer("restarts", base.restarts, 1, 10_000),
         within=sub.duration("within", base.within, 1.0, 7 * DAY),
+        action=sub.choice("action", base.action, CRASH_LOOP_ACTIONS),
+        backoff=sub.duration("backoff", base.backoff, 1.0, DAY),
+        backoff_max=sub.duration("backoff_max", base.backoff_max, 1.0, DAY),
+        reset_after=sub.duration("reset_after", base.reset_after, 1.0, 7 * DAY),
     )
     sub.done()
+    if loop.backoff_max < loop.backoff:
+        raise ConfigError(sub.key("backoff_max"), "must not be shorter than backoff")
     return loop
 
 
@@ -133,6 +141,7 @@ def _alerts(root: Section) -> AlertSettings:
         exit_grace=al.duration("exit_grace", 3.0, 0.1, 10 * MINUTE),
         host=al.get("host", str, ""),
         programs=_program_rules(al),
+        groups=parse_groups(al.get("groups", list, []), al.key("groups")),
     )
     al.done()
     return alerts
@@ -196,6 +205,8 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None
         listener=_listener(root),
         exporter=_exporter(root),
         alertmanager=_alertmanager(root),
+        probes=parse_probes(root.get("probes", list, [])),
+        remediation=parse_remediation(root.sub("remediation")),
         source=source,
     )
     root.done()

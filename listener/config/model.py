@@ -5,15 +5,27 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-SEVERITIES = ("info", "warning", "critical")
+from .probes import GroupRule, ProbeSpec, RemediationSettings
+from .values import SEVERITIES as SEVERITIES
+
 DEFAULT_STATE_PATH = "/var/lib/lookout/lookout.db"
 DEFAULT_SERVERURL = "unix:///var/run/supervisor.sock"
 
 
+CRASH_LOOP_ACTIONS = ("alert", "stop", "backoff")
+
+
 @dataclass(frozen=True)
 class CrashLoop:
+    """Failures within a window = crash-looping; and the brake on supervisord's endless autorestart:
+    alert (only), stop (systemd's StartLimitBurst) or backoff (Kubernetes' CrashLoopBackOff)."""
+
     restarts: int = 5
     within: float = 600.0
+    action: str = "alert"
+    backoff: float = 10.0  # backoff: first wait before lookout starts it again, doubling...
+    backoff_max: float = 300.0  # ...up to this
+    reset_after: float = 600.0  # RUNNING this long: the wait starts again from `backoff`
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class AlertSettings:
     exit_grace: float = 3.0
     host: str = ""
     programs: tuple[ProgramRule, ...] = ()
+    groups: tuple[GroupRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ class Config:
     listener: ListenerSettings = field(default_factory=ListenerSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
+    probes: tuple[ProbeSpec, ...] = ()
+    remediation: RemediationSettings = field(default_factory=RemediationSettings)
     source: str = "<defaults>"
 
     @property

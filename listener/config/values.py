@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+SEVERITIES = ("info", "warning", "critical")
+
 
 class ConfigError(ValueError):
     """A bad configuration value; str() is the one line shown to the user."""
@@ -61,7 +63,7 @@ def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "forever"
     if 0 < seconds < 10:
-        return f"{seconds:.1f}s" if seconds >= 0.1 else f"{seconds * 1000:.0f}ms"
+        return (f"{seconds:.1f}".rstrip("0").rstrip(".") + "s") if seconds >= 0.1 else f"{seconds * 1000:.0f}ms"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds}s"

@@ -1,8 +1,15 @@
 """AlertEngine: events + time -> alert decisions. Pure: no I/O, no clock reads.
 
 Inputs are PROCESS_STATE / SUPERVISOR_STATE events, getAllProcessInfo snapshots, exit statuses
-read from supervisord's log, and the passing of time (``on_time``). Each returns an ``Outcome``
-(records and alerts it changed, notices to send) for the caller to persist before it acks.
+read from supervisord's log, probe results, the results of lookout's own actions, and the
+passing of time (``on_time``). Each returns an ``Outcome`` (records, alerts and probe states it
+changed, notices to send, actions to take) for the caller to persist before it acts or acks.
+
+The engine runs the process state machine itself and hands the rest to its parts:
+    alerts.AlertBook          open alerts per (family, process), reminders
+    health.HealthTracker      probe results -> healthy / unhealthy
+    remediation.RemediationGuard, CrashLoopBrake   what lookout may do, budgets, backoff
+    quorum.QuorumWatch        groups below min_running
 
 The table the rules implement (see the README):
 - unexpected exit after RUNNING, then respawned          -> "crashed" (warning)
@@ -17,54 +24,37 @@ The table the rules implement (see the README):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from ..config import AlertSettings
+from ..config import AlertSettings, ProbeSpec, RemediationSettings
 from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
+from .alerts import AlertBook
+from .health import HealthTracker
 from .models import (
     CRASH_LOOP,
     CRASHED,
     EXITED,
     FATAL,
-    FIRING,
-    KIND_RANK,
-    REMINDER,
-    RESOLVED,
+    PROCESS,
+    ActionResult,
     Alert,
-    Notice,
     Outcome,
+    ProbeResult,
+    ProbeState,
     ProcessRecord,
+    ProcessSnapshot,
 )
 from .policy import PolicyBook
+from .quorum import QuorumWatch
+from .remediation import CrashLoopBrake, RemediationGuard
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
 COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
 
 
-@dataclass(frozen=True)
-class ProcessSnapshot:
-    """One getAllProcessInfo() entry, reduced to what the rules use (times: server epoch)."""
-
-    group: str
-    name: str
-    state: str
-    start: int
-    stop: int
-    now: int
-    pid: int
-    exitstatus: int
-    spawnerr: str
-    stdout_logfile: str = ""  # where the log reader finds its output ("" when not logged)
-    stderr_logfile: str = ""
-
-    @property
-    def namespec(self) -> str:
-        return f"{self.group}:{self.name}"
-
-
 def _coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
     """supervisord reports whole seconds: a known start within a second of it is kept (it may be exact)."""
     return rec.last_start is None or abs(rec.last_start - start) > COARSE_START
+
 
 
 class AlertEngine:
@@ -76,21 +66,33 @@ class AlertEngine:
         *,
         stopping: bool = False,
         own_namespec: str = "",
+        probes: tuple[ProbeSpec, ...] = (),
+        remediation: RemediationSettings | None = None,
+        probe_states: Iterable[ProbeState] = (),
     ) -> None:
         self.settings = settings
-        self.policies = PolicyBook(settings)
+        remediation = remediation or RemediationSettings()
+        self.policies = PolicyBook(settings, probes, remediation.protected, own_namespec)
         self.records: dict[str, ProcessRecord] = {r.namespec: r for r in records}
-        self.alerts: dict[str, Alert] = {a.namespec: a for a in open_alerts if a.is_open}
         self.stopping = stopping
         self.stopping_since = 0.0
         self.own_namespec = own_namespec
-        # Records that a timer may act on (pending exit, failing while running): on_time
-        # looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
+        self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
+        self.health = HealthTracker(self.policies, self.book, probe_states)
+        self.guard = RemediationGuard(remediation, self.policies, self.book, lambda: self.stopping)
+        self.brake = CrashLoopBrake(self.guard, self.policies, self.book)
+        self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
+        # Records that a timer may act on (pending exit, failing while running, brake, backoff):
+        # on_time looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
         self._confirming: set[str] = set()  # pending exits we asked supervisord about
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
+
+    @property
+    def alerts(self) -> dict:
+        return self.book.alerts
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -101,6 +103,8 @@ class AlertEngine:
             if stopping != self.stopping:
                 self.stopping, out.flags_changed = stopping, True
                 self.stopping_since = now if stopping else 0.0
+                if stopping:
+                    self.quorum.below_since.clear()
         elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
         return out
@@ -119,56 +123,60 @@ class AlertEngine:
             self._confirming.discard(ns)
             if rec.event_at > taken_at:
                 continue  # an event told us something newer than this snapshot
-            changed = not rec.present or rec.state != info.state
-            rec.present = True
-            skew = taken_at - info.now  # our clock minus supervisord's
-            if info.state in LIVE_STATES and info.start and _coarse_start_differs(rec, info.start + skew):
-                rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
-            if rec.state != info.state:
-                rec.state = info.state
-                rec.pid = info.pid or None
-                if info.state in LIVE_STATES and info.start:
-                    rec.state_since = info.start + skew
-                elif info.stop and info.start:
-                    rec.state_since = info.stop + skew
-                else:
-                    rec.state_since = taken_at
-                rec.running_since = rec.state_since if info.state == "RUNNING" else None
-            # A pending exit that supervisord did not respawn (autorestart=false). If it was
-            # respawned, its STARTING event is on the way and raises "crashed". A starved
-            # supervisord may not have run its respawn yet: only a second sighting counts.
-            if rec.pending_exit_at is not None and info.state == "EXITED":
-                if self._exit_sightings.get(ns) == info.stop:
-                    del self._exit_sightings[ns]
-                    rec.pending_exit_at = None
-                    self._raise(rec, EXITED, now, out)
-                    changed = True
-                else:
-                    self._exit_sightings[ns] = info.stop
-                    self._confirming.add(ns)
-                    out.reconcile = f"confirm that {ns} stays EXITED"
-            if info.state == "FATAL" and ns not in self.alerts:
-                rec.spawnerr = info.spawnerr
-                self._raise(rec, FATAL, now, out, detail=info.spawnerr)
-                changed = True
-            elif (
-                info.state == "EXITED"
-                and info.spawnerr.startswith("Bad exit code")
-                and ns not in self.alerts
-                and rec.pending_exit_at is None
-            ):
-                rec.last_exit_status = info.exitstatus
-                rec.last_exit_text = f"exit status {info.exitstatus}"
-                self._raise(rec, EXITED, now, out)
-                changed = True
-            if changed:
+            if self._align(rec, info, taken_at) | self._unheard_problems(rec, info, now, out):
                 self._touch(rec, out)
         for ns, rec in self.records.items():
             if ns not in seen and rec.present and rec.event_at <= taken_at:
                 rec.present = False  # removed by reread/update
-                self._close(rec, now, out, "removed from supervisord", notify=False)
+                self.book.close_all(ns, now, out, "removed from supervisord", notify=False)
                 self._touch(rec, out)
+        self.quorum.refresh(self.records, {r.group for r in self.records.values()}, now, out)
         return out
+
+    def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float) -> bool:
+        changed = not rec.present or rec.state != info.state
+        rec.present = True
+        skew = taken_at - info.now  # our clock minus supervisord's
+        if info.state in LIVE_STATES and info.start and _coarse_start_differs(rec, info.start + skew):
+            rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
+        if rec.state != info.state:
+            rec.state = info.state
+            rec.pid = info.pid or None
+            if info.state in LIVE_STATES and info.start:
+                rec.state_since = info.start + skew
+            elif info.stop and info.start:
+                rec.state_since = info.stop + skew
+            else:
+                rec.state_since = taken_at
+            rec.running_since = rec.state_since if info.state == "RUNNING" else None
+        return changed
+
+    def _unheard_problems(self, rec: ProcessRecord, info: ProcessSnapshot, now: float, out: Outcome) -> bool:
+        ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
+        # A pending exit that supervisord did not respawn (autorestart=false). If it was
+        # respawned, its STARTING event is on the way and raises "crashed". A starved
+        # supervisord may not have run its respawn yet: only a second sighting counts.
+        if rec.pending_exit_at is not None and info.state == "EXITED":
+            if self._exit_sightings.get(ns) != info.stop:
+                self._exit_sightings[ns] = info.stop
+                self._confirming.add(ns)
+                out.reconcile = f"confirm that {ns} stays EXITED"
+                return False
+            del self._exit_sightings[ns]
+            rec.pending_exit_at = None
+            self._raise(rec, EXITED, now, out)
+            return True
+        if info.state == "FATAL" and open_alert is None:
+            rec.spawnerr = info.spawnerr
+            self._raise(rec, FATAL, now, out, detail=info.spawnerr)
+            return True
+        if info.state == "EXITED" and info.spawnerr.startswith("Bad exit code") and open_alert is None \
+                and rec.pending_exit_at is None:
+            rec.last_exit_status = info.exitstatus
+            rec.last_exit_text = f"exit status {info.exitstatus}"
+            self._raise(rec, EXITED, now, out)
+            return True
+        return False
 
     def on_exit_observed(self, namespec: str, status: int | None, text: str) -> Outcome:
         """The exit status read from supervisord's log (events do not carry it)."""
@@ -194,6 +202,23 @@ class AlertEngine:
             out.records[namespec] = rec
         return out
 
+    def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
+        out = Outcome()
+        rec = self.records.get(result.namespec)
+        spec = self.health.on_result(result, rec, now, out)
+        if spec is not None and rec is not None and spec.action != "alert":
+            self.guard.want(rec, spec, now, out)
+            self._touch(rec, out)
+        return out
+
+    def on_action_result(self, result: ActionResult, source: str, now: float) -> Outcome:
+        out = Outcome()
+        rec = self.records.get(result.namespec)
+        if rec is not None:
+            self.guard.on_result(result, rec, source, now, out)
+            self._touch(rec, out)
+        return out
+
     def on_time(self, now: float) -> Outcome:
         out = Outcome()
         if self.stopping:
@@ -201,30 +226,28 @@ class AlertEngine:
         s = self.settings
         for ns in list(self._watch):
             rec = self.records[ns]
-            if (
-                rec.pending_exit_at is not None
-                and ns not in self._confirming
-                and now - rec.pending_exit_at >= s.exit_grace
-            ):
+            if rec.pending_exit_at is not None and ns not in self._confirming \
+                    and now - rec.pending_exit_at >= s.exit_grace:
                 # No STARTING yet. In a storm it may just be queued behind hundreds of events,
                 # so ask supervisord rather than guess: on_snapshot decides.
                 self._confirming.add(ns)
                 out.reconcile = f"confirm whether {ns} was respawned"
-            if (
-                rec.failing_since is not None
-                and rec.state == "RUNNING"
-                and rec.running_since is not None
-                and now - rec.running_since >= s.stable_after
-            ):
-                self._close(rec, now, out, "recovered", notify=True)
+            if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since is not None \
+                    and now - rec.running_since >= s.stable_after:
+                self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
                 self._reset_failures(rec)
+                out.records[ns] = rec
+            loop = self.policies.lookup(ns).crash_loop
+            self.brake.on_time(rec, loop, now, out)
+            self.guard.on_time(rec, lambda source, ns=ns: self._still_unhealthy(ns, source), now, out)
+            if ns in out.records:  # something changed: persist it, and maybe stop watching
                 self._touch(rec, out)
-        for alert in self.alerts.values():
-            if alert.last_notice_at is not None and now - alert.last_notice_at >= s.repeat_interval:
-                alert.last_notice_at = now
-                out.alerts[alert.namespec] = alert
-                out.notices.append(Notice(alert.namespec, REMINDER, now))
+        self.quorum.on_time(self.records, now, out)
+        self.book.remind(now, out)
         return out
+
+    def _still_unhealthy(self, namespec: str, source: str) -> ProbeSpec | None:
+        return next((spec for spec in self.health.unhealthy(namespec) if f"probe:{spec.name}" == source), None)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which on_time could decide something."""
@@ -238,11 +261,12 @@ class AlertEngine:
                 times.append(rec.pending_exit_at + s.exit_grace)
             if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since:
                 times.append(rec.running_since + s.stable_after)
-        times.extend(
-            a.last_notice_at + s.repeat_interval
-            for a in self.alerts.values()
-            if a.last_notice_at is not None
-        )
+            brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
+            if brake_at is not None:
+                times.append(brake_at)
+            if rec.remediation_wanted and rec.remediation_next_at is not None:
+                times.append(rec.remediation_next_at)
+        times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
         return min(times) if times else None
 
     # ---- process state machine ----------------------------------------------------------
@@ -257,6 +281,13 @@ class AlertEngine:
             out.start_lookups.append(rec.namespec)
             if ev.from_state in ("EXITED", "BACKOFF"):
                 rec.restarts += 1
+            elif ev.from_state in ("STOPPED", "FATAL"):  # a start by hand (or at boot), or by lookout
+                if rec.expect_start_until is not None and now <= rec.expect_start_until:
+                    rec.expect_start_until = None
+                else:
+                    self._operator_took_over(rec, out)
+                    rec.failures, rec.crash_looping = [], False
+            self.health.reset(rec.namespec, out)  # every start: counts from zero, the grace again
             if rec.pending_exit_at is not None:  # the unexpected exit was respawned
                 rec.pending_exit_at = None
                 self._confirming.discard(rec.namespec)
@@ -281,67 +312,48 @@ class AlertEngine:
             self._raise(rec, FATAL, now, out)
         elif state == "STOPPED":
             rec.pending_exit_at, rec.running_since = None, None
-            if not self.stopping:  # an operator stopped it: the problem is theirs now
-                self._close(rec, now, out, "stopped", notify=True)
+            if self.stopping:
+                pass  # shutdown or reload: supervisord moves processes around on purpose
+            elif rec.expect_stop_until is not None and now <= rec.expect_stop_until:
+                rec.expect_stop_until = None  # lookout stopped it: its alert says why
+            else:  # an operator stopped it: the problem is theirs now
+                self.book.close_all(rec.namespec, now, out, "stopped", notify=True)
                 self._reset_failures(rec)
+                self._operator_took_over(rec, out)
         self._touch(rec, out)
+        if self.policies.group_rule(rec.group) is not None:
+            self.quorum.refresh(self.records, (rec.group,), now, out)
+
+    def _operator_took_over(self, rec: ProcessRecord, out: Outcome) -> None:
+        self.guard.operator_took_over(rec)
+        self.health.forget(rec.namespec, out)
 
     def _failure(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         loop = self.policies.lookup(rec.namespec).crash_loop
         rec.failures = [t for t in rec.failures if t > now - loop.within]
         rec.failures.append(now)
         self._begin_episode(rec, now)
-        alert = self.alerts.get(rec.namespec)
+        alert = self.book.get(PROCESS, rec.namespec)
         if alert is not None:
             alert.failures += 1
             alert.updated_at = now
-            out.alerts[rec.namespec] = alert
+            out.alerts[alert.key] = alert
         if not rec.crash_looping and len(rec.failures) >= loop.restarts:
             rec.crash_looping = True
-            self._raise(rec, CRASH_LOOP, now, out)
+            if not self.brake.engage(rec, loop, now, out):  # "stop" raises BRAKED itself
+                self._raise(rec, CRASH_LOOP, now, out)
+                self.brake.start(rec, loop, now, out)
+        elif rec.brake_delay and loop.action == "backoff":
+            self.brake.hold(rec, loop, now, out)
 
     def _raise(self, rec: ProcessRecord, kind: str, now: float, out: Outcome, detail: str = "") -> None:
         self._begin_episode(rec, now)
-        if self.stopping:
-            return  # shutdown and reload move processes around on purpose
         policy = self.policies.lookup(rec.namespec)
         if policy.ignore or rec.namespec == self.own_namespec:
             return  # we cannot usefully alert on our own death: the exporter's heartbeat does
-        alert = self.alerts.get(rec.namespec)
-        if alert is not None:
-            alert.updated_at = now
-            if KIND_RANK[kind] > KIND_RANK[alert.kind]:  # it got worse: one new message
-                alert.previous_kind, alert.previous_severity = alert.kind, alert.severity
-                alert.kind, alert.severity = kind, policy.severity_for(kind)
-                alert.detail = detail or alert.detail
-                alert.last_notice_at = now
-                out.notices.append(Notice(rec.namespec, FIRING, now))
-            out.alerts[rec.namespec] = alert
-            return
-        alert = Alert(
-            namespec=rec.namespec,
-            kind=kind,
-            severity=policy.severity_for(kind),
-            opened_at=rec.failing_since,
-            updated_at=now,
-            failures=len(rec.failures),
-            restarts_at_open=rec.restarts_before_failing,
-            tags=policy.tags,
-            detail=detail,
-            last_notice_at=now,
-        )
-        self.alerts[rec.namespec] = alert
-        out.alerts[rec.namespec] = alert
-        out.notices.append(Notice(rec.namespec, FIRING, now))
-
-    def _close(self, rec: ProcessRecord, now: float, out: Outcome, why: str, notify: bool) -> None:
-        alert = self.alerts.pop(rec.namespec, None)
-        if alert is None:
-            return
-        alert.resolved_at, alert.resolution, alert.updated_at = now, why, now
-        out.alerts[rec.namespec] = alert
-        if notify:
-            out.notices.append(Notice(rec.namespec, RESOLVED, now))
+        self.book.raise_(PROCESS, rec.namespec, kind, policy.severity_for(kind), now, out,
+                         opened_at=rec.failing_since, failures=len(rec.failures),
+                         restarts_at_open=rec.restarts_before_failing, tags=policy.tags, detail=detail)
 
     @staticmethod
     def _begin_episode(rec: ProcessRecord, now: float) -> None:
@@ -365,7 +377,8 @@ class AlertEngine:
 
     @staticmethod
     def _needs_watch(rec: ProcessRecord) -> bool:
-        return rec.pending_exit_at is not None or rec.failing_since is not None
+        return (rec.pending_exit_at is not None or rec.failing_since is not None or rec.brake_resume_at is not None
+                or bool(rec.brake_delay) or bool(rec.remediation_wanted))
 
     def _touch(self, rec: ProcessRecord, out: Outcome) -> None:
         out.records[rec.namespec] = rec

@@ -1,4 +1,4 @@
-"""What the rules reason about: per-process records, alerts, and notices to send.
+"""What the rules reason about: per-process records, probe states, alerts, actions and notices.
 
 Plain dataclasses: the store persists them, the notifier renders them; nothing here does I/O.
 """
@@ -7,15 +7,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Alert kinds, from least to most severe; an open alert only ever escalates.
+# Alert families: a process has at most one open alert per family. Within a family an open
+# alert only ever escalates (KIND_RANK); families are independent (a process can crash-loop
+# and be unhealthy at once). A health family is per probe: "health:<probe name>".
+PROCESS, REMEDIATION, QUORUM = "process", "remediation", "quorum"
+HEALTH = "health"  # prefix
+
+# Alert kinds
 CRASHED = "crashed"
 CRASH_LOOP = "crash_loop"
 EXITED = "exited"  # unexpected exit, not restarted (autorestart=false)
 FATAL = "fatal"  # supervisord gave up starting it
-KIND_RANK = {CRASHED: 1, CRASH_LOOP: 2, EXITED: 3, FATAL: 3}
-DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critical", FATAL: "critical"}
+BRAKED = "braked"  # the crash-loop brake stopped it
+UNHEALTHY = "unhealthy"  # a health probe failed failure_threshold times (or for `for`)
+REMEDIATION_FAILED = "remediation_failed"  # a restart or stop by lookout did not work
+EXHAUSTED = "exhausted"  # lookout used up max_restarts within `within` and stopped acting
+BELOW_QUORUM = "below_quorum"  # fewer than min_running processes of a group RUNNING
 
-FIRING, REMINDER, RESOLVED = "firing", "reminder", "resolved"
+KIND_RANK = {CRASHED: 1, CRASH_LOOP: 2, BRAKED: 3, EXITED: 3, FATAL: 3, UNHEALTHY: 1,
+             REMEDIATION_FAILED: 1, EXHAUSTED: 2, BELOW_QUORUM: 1}
+DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critical", FATAL: "critical",
+                    BRAKED: "critical", UNHEALTHY: "warning", REMEDIATION_FAILED: "critical",
+                    EXHAUSTED: "critical", BELOW_QUORUM: "critical"}
+
+# Notice kinds: what people hear about an alert
+FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
+
+AlertKey = tuple[str, str]  # (family, namespec); for quorum, namespec is the group name
 
 
 @dataclass
@@ -44,6 +62,38 @@ class ProcessRecord:
     spawnerr: str = ""
     present: bool = True
     event_at: float = 0.0  # when an event last changed it (stale-snapshot guard)
+    # ---- remediation (what lookout itself did, and may still do) ----
+    lookout_restarts: list[float] = field(default_factory=list)  # times, inside remediation.within
+    remediation_exhausted: bool = False  # latched until an operator stops, starts or restarts it
+    remediation_next_at: float | None = None  # backoff: no lookout restart before this
+    remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "restart:<why>"
+    expect_stop_until: float | None = None  # a STOPPED before this was lookout's doing, not an operator's
+    expect_start_until: float | None = None  # likewise for a STARTING from STOPPED
+    action_in_flight: str = ""  # id of lookout's action on this process, until its result is back
+    braked: bool = False  # the crash-loop brake stopped it ("stop") or holds it ("backoff")
+    brake_delay: float = 0.0  # "backoff": the wait before the next start by lookout (0: not engaged)
+    brake_resume_at: float | None = None  # "backoff": when lookout starts it again
+
+    @property
+    def namespec(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    """One getAllProcessInfo() entry, reduced to what the rules use (times: server epoch)."""
+
+    group: str
+    name: str
+    state: str
+    start: int
+    stop: int
+    now: int
+    pid: int
+    exitstatus: int
+    spawnerr: str
+    stdout_logfile: str = ""  # where the log reader finds its output ("" when not logged)
+    stderr_logfile: str = ""
 
     @property
     def namespec(self) -> str:
@@ -51,8 +101,29 @@ class ProcessRecord:
 
 
 @dataclass
+class ProbeState:
+    """One probe on one process: the rules' count of its results since the process started."""
+
+    namespec: str
+    probe: str
+    healthy: bool | None = None  # None: not judged since the process started
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    first_failure_at: float | None = None  # start of the current run of failures (for `for`)
+    last_ok: bool | None = None
+    last_detail: str = ""
+    last_duration: float = 0.0
+    last_at: float = 0.0
+    failures_total: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespec, self.probe
+
+
+@dataclass
 class Alert:
-    """One open problem per process; replaced in place when it gets worse."""
+    """One open problem per process and family; replaced in place when it gets worse."""
 
     namespec: str
     kind: str
@@ -62,26 +133,78 @@ class Alert:
     failures: int = 0
     restarts_at_open: int = 0
     tags: tuple[str, ...] = ()
-    detail: str = ""  # spawnerr and similar, for the message
+    detail: str = ""  # what is wrong in words: spawnerr, "HTTP 503 ... 3 times in a row"
     previous_kind: str = ""  # what it was before its last escalation (Alertmanager resolves that)
     previous_severity: str = ""
     last_notice_at: float | None = None
     resolved_at: float | None = None
     resolution: str = ""
     id: int | None = None
+    family: str = PROCESS
+    action_taken: str = ""  # "restarted by lookout, 2nd of 3 allowed in 1h"
+    evidence: str = ""  # evidence command output, matched log lines
 
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
 
+    @property
+    def key(self) -> AlertKey:
+        return self.family, self.namespec
+
+    @property
+    def probe(self) -> str:
+        return self.family.split(":", 1)[1] if self.family.startswith(HEALTH + ":") else ""
+
 
 @dataclass(frozen=True)
 class Notice:
-    """A decision that people should hear about an alert (firing, reminder or resolved)."""
+    """A decision that people should hear about an alert (firing, update, reminder or resolved)."""
 
-    namespec: str
+    key: AlertKey
     kind: str
     at: float
+
+    @property
+    def namespec(self) -> str:
+        return self.key[1]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe found, brought back from its worker thread to the loop."""
+
+    namespec: str
+    probe: str
+    ok: bool
+    detail: str  # "HTTP 200", "timed out after 2s", "RSS 2.3 GB > 2 GB"
+    started_at: float
+    duration: float
+    evidence: str = ""  # exec output, matched log lines
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something lookout does to a process through supervisord (on the executor thread)."""
+
+    id: str
+    namespec: str
+    kind: str  # restart, stop, start
+    reason: str  # for the log and the alert
+    evidence: tuple[str, ...] = ()  # argv run first (placeholders filled by the executor)
+    source: str = ""  # "probe:<name>", "brake"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    id: str
+    namespec: str
+    kind: str
+    ok: bool
+    detail: str  # "", or what failed: "start failed: SPAWN_ERROR"
+    stopped: bool = False  # supervisord stopped it: its STOPPED event is ours
+    started: bool = False  # supervisord started it: its STARTING event is ours
+    evidence: str = ""
 
 
 @dataclass
@@ -89,12 +212,29 @@ class Outcome:
     """What one input changed: the caller persists it, then acknowledges."""
 
     records: dict[str, ProcessRecord] = field(default_factory=dict)
-    alerts: dict[str, Alert] = field(default_factory=dict)  # touched alerts, open or just closed
+    alerts: dict[AlertKey, Alert] = field(default_factory=dict)  # touched alerts, open or just closed
     notices: list[Notice] = field(default_factory=list)
+    probe_states: dict[tuple[str, str], ProbeState] = field(default_factory=dict)
+    remediations: list[tuple[str, str, str]] = field(default_factory=list)  # (namespec, action, result) to count
+    actions: list[Action] = field(default_factory=list)  # for the executor, after the commit
     exit_lookups: list[str] = field(default_factory=list)
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.alerts or self.notices or self.flags_changed)
+        return bool(self.records or self.alerts or self.notices or self.flags_changed or self.probe_states
+                    or self.remediations or self.actions)
+
+    def merge(self, other: Outcome) -> Outcome:
+        self.records.update(other.records)
+        self.alerts.update(other.alerts)
+        self.notices.extend(other.notices)
+        self.probe_states.update(other.probe_states)
+        self.remediations.extend(other.remediations)
+        self.actions.extend(other.actions)
+        self.exit_lookups.extend(other.exit_lookups)
+        self.start_lookups.extend(other.start_lookups)
+        self.reconcile = self.reconcile or other.reconcile
+        self.flags_changed = self.flags_changed or other.flags_changed
+        return self

@@ -1,4 +1,11 @@
-"""Per-program settings: the first [[alerts.programs]] entry whose pattern matches wins."""
+"""Per-program settings, by fnmatch on 'group:name' or on the name alone (so 'backtest_worker_*'
+and 'backtest_worker:*' both reach a numprocs pool, and 'reconciler' reaches 'reconciler:reconciler').
+
+- [[alerts.programs]]: the first matching entry wins (severity, ignore, crash_loop, tags)
+- [[probes]]: every matching entry applies
+- [[alerts.groups]]: the first entry matching the group name
+- remediation.protected: lookout never acts on these (its own listener and exporter)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-from ..config import AlertSettings, CrashLoop
+from ..config import AlertSettings, CrashLoop, GroupRule, ProbeSpec
 from .models import DEFAULT_SEVERITY
+
+
+def matches(pattern: str, namespec: str) -> bool:
+    name = namespec.partition(":")[2] or namespec
+    return fnmatchcase(namespec, pattern) or fnmatchcase(name, pattern)
 
 
 @dataclass(frozen=True)
@@ -22,19 +34,30 @@ class ProgramPolicy:
 
 
 class PolicyBook:
-    def __init__(self, settings: AlertSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: AlertSettings, probes: tuple[ProbeSpec, ...] = (),
+                 protected: tuple[str, ...] = (), own_namespec: str = "") -> None:
+        self.settings, self.probe_specs, self.protected_patterns = settings, probes, protected
+        self.own_namespec = own_namespec
         self.lookup = lru_cache(maxsize=4096)(self._lookup)
+        self.probes = lru_cache(maxsize=4096)(self._probes)
+        self.group_rule = lru_cache(maxsize=1024)(self._group_rule)
 
     def _lookup(self, namespec: str) -> ProgramPolicy:
-        group, _, name = namespec.partition(":")
         for rule in self.settings.programs:
-            # 'name' alone also matches, for programs whose group is their own name.
-            if fnmatchcase(namespec, rule.match) or (group == name and fnmatchcase(name, rule.match)):
-                return ProgramPolicy(
-                    ignore=rule.ignore,
-                    crash_loop=rule.crash_loop or self.settings.crash_loop,
-                    severity=rule.severity,
-                    tags=rule.tags,
-                )
+            if matches(rule.match, namespec):
+                return ProgramPolicy(rule.ignore, rule.crash_loop or self.settings.crash_loop, rule.severity,
+                                     rule.tags)
         return ProgramPolicy(False, self.settings.crash_loop, None, ())
+
+    def _probes(self, namespec: str) -> tuple[ProbeSpec, ...]:
+        return tuple(p for p in self.probe_specs if matches(p.match, namespec))
+
+    def probe(self, namespec: str, name: str) -> ProbeSpec | None:
+        return next((p for p in self.probes(namespec) if p.name == name), None)
+
+    def _group_rule(self, group: str) -> GroupRule | None:
+        return next((g for g in self.settings.groups if fnmatchcase(group, g.match)), None)
+
+    def protected(self, namespec: str) -> bool:
+        """lookout never stops or restarts these: its own listener and exporter."""
+        return namespec == self.own_namespec or any(matches(p, namespec) for p in self.protected_patterns)

@@ -14,8 +14,18 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    unexpected_exits, fatals, last_start, running_since,
                                    last_exit_at, last_exit_status, last_exit_text,
                                    last_run_seconds, failures (JSON list of times),
-                                   failing_since, crash_looping, present, ...
-  alerts(id, namespec, kind, ...)  open alerts (resolved_at NULL) and recently closed ones
+                                   failing_since, crash_looping, present, and remediation:
+                                   lookout_restarts (JSON list of times), remediation_exhausted,
+                                   braked, brake_delay, brake_resume_at, ...
+  alerts(id, namespec, family, kind, ...)
+                                   open alerts (resolved_at NULL) and recently closed ones;
+                                   family: process, health:<probe>, remediation, quorum (for
+                                   quorum, namespec is the group name)
+  probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
+                                   not judged since the start), consecutive counts, last result,
+                                   failures_total
+  remediation_stats(namespec, action, result, count)
+                                   counters for lookout_remediations_total
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
@@ -24,7 +34,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
-All times are unix epoch seconds (REAL).
+All times are unix epoch seconds (REAL). Schema changes only add tables and columns (with
+defaults): an older store is migrated in place when the listener opens it.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, store_errors
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -69,7 +80,17 @@ CREATE TABLE IF NOT EXISTS processes (
     pending_exit_at REAL,
     spawnerr TEXT NOT NULL DEFAULT '',
     present INTEGER NOT NULL DEFAULT 1,
-    event_at REAL NOT NULL DEFAULT 0
+    event_at REAL NOT NULL DEFAULT 0,
+    lookout_restarts TEXT NOT NULL DEFAULT '[]',
+    remediation_exhausted INTEGER NOT NULL DEFAULT 0,
+    remediation_next_at REAL,
+    remediation_wanted TEXT NOT NULL DEFAULT '',
+    expect_stop_until REAL,
+    expect_start_until REAL,
+    action_in_flight TEXT NOT NULL DEFAULT '',
+    braked INTEGER NOT NULL DEFAULT 0,
+    brake_delay REAL NOT NULL DEFAULT 0,
+    brake_resume_at REAL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,7 +107,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     previous_severity TEXT NOT NULL DEFAULT '',
     last_notice_at REAL,
     resolved_at REAL,
-    resolution TEXT NOT NULL DEFAULT ''
+    resolution TEXT NOT NULL DEFAULT '',
+    family TEXT NOT NULL DEFAULT 'process',
+    action_taken TEXT NOT NULL DEFAULT '',
+    evidence TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_at);
 CREATE TABLE IF NOT EXISTS notifications (
@@ -119,6 +143,27 @@ CREATE TABLE IF NOT EXISTS notification_stats (
     result TEXT NOT NULL,
     count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scheme, result)
+);
+CREATE TABLE IF NOT EXISTS probes (
+    namespec TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    healthy INTEGER,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    consecutive_successes INTEGER NOT NULL DEFAULT 0,
+    first_failure_at REAL,
+    last_ok INTEGER,
+    last_detail TEXT NOT NULL DEFAULT '',
+    last_duration REAL NOT NULL DEFAULT 0,
+    last_at REAL NOT NULL DEFAULT 0,
+    failures_total INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespec, probe)
+);
+CREATE TABLE IF NOT EXISTS remediation_stats (
+    namespec TEXT NOT NULL,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespec, action, result)
 );
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -159,15 +204,36 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
             conn.executescript(SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            migrate(conn)
         except BaseException:
             conn.close()
             raise
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a newer schema has to tables an older store created (with their defaults)."""
+    for table in ("processes", "alerts"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        wanted = _declared_columns(table)
+        for column, declaration in wanted.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    if get_meta(conn, "schema_version") != str(SCHEMA_VERSION):  # no write when nothing changes (disk full)
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+
+def _declared_columns(table: str) -> dict[str, str]:
+    body = SCHEMA.split(f"CREATE TABLE IF NOT EXISTS {table} (", 1)[1].split("\n);", 1)[0]
+    columns = {}
+    for line in body.strip().splitlines():
+        line = line.strip().rstrip(",")
+        name, _, declaration = line.partition(" ")
+        if name.isidentifier() and name.upper() not in ("PRIMARY", "CHECK", "UNIQUE", "FOREIGN"):
+            columns[name] = declaration.replace("PRIMARY KEY AUTOINCREMENT", "").replace("PRIMARY KEY", "")
+    return columns
 
 
 class Transaction:

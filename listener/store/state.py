@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import fields
 from operator import attrgetter
 
-from ..rules.models import FIRING, REMINDER, RESOLVED, Alert, Notice, Outcome, ProcessRecord
+from ..rules.models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, Notice, Outcome, ProbeState, ProcessRecord
 from ..rules.sequence import StreamPosition
 from .schema import Transaction, get_meta, set_meta
 
@@ -27,15 +27,33 @@ _UPSERT_STREAM = (
 _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
     "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
+    "family", "action_taken", "evidence",
 ]
+_LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
+_BOOL_FIELDS = [f.name for f in fields(ProcessRecord) if f.type == "bool"]
+_PROBE_FIELDS = [f.name for f in fields(ProbeState)]
+_UPSERT_PROBE = (
+    f"INSERT INTO probes({', '.join(_PROBE_FIELDS)}) VALUES ({', '.join('?' * len(_PROBE_FIELDS))}) "
+    "ON CONFLICT(namespec, probe) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PROBE_FIELDS[2:])
+)
 
 
 def record_from_row(row: sqlite3.Row) -> ProcessRecord:
     values = {name: row[col] for name, col in zip(_RECORD_FIELDS, _RECORD_COLUMNS)}
-    values["failures"] = json.loads(values["failures"] or "[]")
-    values["crash_looping"] = bool(values["crash_looping"])
-    values["present"] = bool(values["present"])
+    for i in _LIST_FIELDS:
+        name = _RECORD_FIELDS[i]
+        values[name] = json.loads(values[name] or "[]")
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
     return ProcessRecord(**values)
+
+
+def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
+    values = {name: row[name] for name in _PROBE_FIELDS}
+    for name in ("healthy", "last_ok"):
+        values[name] = None if values[name] is None else bool(values[name])
+    return ProbeState(**values)
 
 
 def alert_from_row(row: sqlite3.Row) -> Alert:
@@ -45,12 +63,12 @@ def alert_from_row(row: sqlite3.Row) -> Alert:
 
 
 _RECORD_GETTER = attrgetter(*_RECORD_FIELDS)
-_FAILURES = _RECORD_FIELDS.index("failures")
 
 
 def _record_values(rec: ProcessRecord) -> list:
-    values = list(_RECORD_GETTER(rec))  # on the per-event path: one C call, not 24 getattrs
-    values[_FAILURES] = json.dumps(rec.failures) if rec.failures else "[]"
+    values = list(_RECORD_GETTER(rec))  # on the per-event path: one C call, not 34 getattrs
+    for i in _LIST_FIELDS:
+        values[i] = json.dumps(values[i]) if values[i] else "[]"
     return [rec.namespec, *values]
 
 
@@ -66,6 +84,9 @@ class StateStore:
     def load_open_alerts(self) -> list[Alert]:
         rows = self.conn.execute("SELECT * FROM alerts WHERE resolved_at IS NULL")
         return [alert_from_row(r) for r in rows]
+
+    def load_probe_states(self) -> list[ProbeState]:
+        return [probe_state_from_row(r) for r in self.conn.execute("SELECT * FROM probes")]
 
     def stopping(self) -> bool:
         return get_meta(self.conn, "stopping") == "1"
@@ -93,7 +114,14 @@ class StateStore:
             for alert in outcome.alerts.values():
                 self._save_alert(c, alert)
             for notice in outcome.notices:
-                self._queue_notice(c, notice, outcome.alerts[notice.namespec])
+                self._queue_notice(c, notice, outcome.alerts[notice.key])
+            if outcome.probe_states:
+                c.executemany(_UPSERT_PROBE, [[getattr(st, f) for f in _PROBE_FIELDS]
+                                              for st in outcome.probe_states.values()])
+            for namespec, action, result in outcome.remediations:
+                c.execute("INSERT INTO remediation_stats(namespec, action, result, count) VALUES (?, ?, ?, 1) "
+                          "ON CONFLICT(namespec, action, result) DO UPDATE SET count = count + 1",
+                          (namespec, action, result))
             items: dict[str, object] = dict(meta or {})
             if outcome.flags_changed:
                 items["stopping"] = int(stopping)
@@ -115,6 +143,13 @@ class StateStore:
             set_meta(c, {"stopping": int(stopping)})
             if position is not None:
                 c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, now))
+
+    def forget_probes(self, keep: set[tuple[str, str]]) -> None:
+        """Probe states of probes or processes that no longer exist (config changed)."""
+        gone = [k for k in self.conn.execute("SELECT namespec, probe FROM probes") if tuple(k) not in keep]
+        if gone:
+            with Transaction(self.conn) as c:
+                c.executemany("DELETE FROM probes WHERE namespec = ? AND probe = ?", [tuple(k) for k in gone])
 
     def prune(self, now: float) -> None:
         """Keep the store small: delivered messages and closed alerts older than a week."""
@@ -166,11 +201,14 @@ class StateStore:
             (alert.id, RESOLVED),
         ).fetchone()
         if notice.kind == RESOLVED:
-            if pending is not None and pending["kind"] == REMINDER:
+            if pending is not None and pending["kind"] in (REMINDER, UPDATE):
                 c.execute("DELETE FROM notifications WHERE id = ?", (pending["id"],))
         elif pending is not None:
-            if notice.kind == FIRING:
-                c.execute("UPDATE notifications SET kind = ? WHERE id = ?", (FIRING, pending["id"]))
+            # firing > update > reminder: the pending one takes the stronger kind and renders the
+            # alert as it is when sent (with what lookout did about it meanwhile)
+            rank = {REMINDER: 0, UPDATE: 1, FIRING: 2}
+            if rank[notice.kind] > rank.get(pending["kind"], 0):
+                c.execute("UPDATE notifications SET kind = ? WHERE id = ?", (notice.kind, pending["id"]))
             return
         c.execute(
             "INSERT INTO notifications(alert_id, kind, created_at) VALUES (?, ?, ?)",

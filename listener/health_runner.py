@@ -1,0 +1,69 @@
+"""The loop's side of health: which probes run, what lookout does, and what comes back.
+
+ProbeScheduler runs probes on worker threads; RemediationExecutor runs lookout's own stops and
+starts. Both hand results back through queues and the wakeup pipe; here they are turned into
+rule inputs in batches, so 200 probe results a second cost a handful of commits, not 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import Config
+from .logs import ProcessLogs
+from .probes.checks import Check
+from .probes.scheduler import ProbeScheduler
+from .probes.target import ProbeTarget
+from .remediate import RemediationExecutor
+from .rpc import SupervisorClient
+from .rules.engine import AlertEngine
+from .rules.models import Action, Outcome, ProbeState, ProcessRecord
+from .rules.policy import PolicyBook
+
+SAVE_INTERVAL = 1.0  # probe counts that change nothing else are persisted this often
+
+
+class HealthRunner:
+    def __init__(self, config: Config, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
+                 clock: Callable[[], float], on_death: Callable[[], None]) -> None:
+        self.config, self.clock = config, clock
+        self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, clock=clock, on_death=on_death)
+        self.executor = RemediationExecutor(client, config.remediation, wakeup_fd)
+        self.unsaved: dict[tuple[str, str], ProbeState] = {}
+        self.saved_at = 0.0
+
+    def start(self) -> None:
+        if self.config.probes:
+            self.scheduler.start()
+
+    def sync(self, rec: ProcessRecord, policies: PolicyBook) -> None:
+        """Tell the scheduler whether this process's probes should run (only while RUNNING)."""
+        specs = policies.probes(rec.namespec)
+        if not specs:
+            return
+        running = rec.present and rec.state == "RUNNING" and rec.pid and rec.running_since is not None
+        target = ProbeTarget(rec.group, rec.name, rec.pid, rec.running_since) if running else None
+        self.scheduler.set_process(rec.namespec, target, specs)
+
+    def act(self, action: Action, engine: AlertEngine) -> None:
+        """Hand a committed action to the executor, with what its evidence command needs."""
+        rec = engine.records.get(action.namespec)
+        spec = engine.policies.probe(action.namespec, action.source[6:]) if action.source.startswith("probe:") \
+            else None
+        target = ProbeTarget(rec.group, rec.name, rec.pid or 0, rec.running_since or 0.0) if rec else None
+        fill = (lambda text: target.fill(text, spec)) if target is not None and spec is not None else None
+        self.executor.submit(action, target, fill)
+
+    def results(self, engine: AlertEngine) -> Outcome:
+        """Probe results and action results since the last call, as one outcome; probe counts
+        alone (nothing turned healthy or unhealthy) ride along at most once a second."""
+        now, out = self.clock(), Outcome()
+        for result in self.scheduler.drain():
+            out.merge(engine.on_probe_result(result, now))
+        for result, source in self.executor.drain():
+            out.merge(engine.on_action_result(result, source, now))
+        self.unsaved.update(out.probe_states)
+        out.probe_states = {}
+        if self.unsaved and (out or now - self.saved_at >= SAVE_INTERVAL):
+            out.probe_states, self.unsaved, self.saved_at = self.unsaved, {}, now
+        return out

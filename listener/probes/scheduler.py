@@ -1,0 +1,151 @@
+"""ProbeScheduler: each probe every `period` on each RUNNING process it matches, off the loop.
+
+The loop tells it which processes run (set_process) and reads results from `results`, woken by
+a byte on its wakeup pipe, like the watcher's. The first run of a probe is due initial_delay
+after the process became RUNNING, every time it starts. A run that is due while the previous
+one is still in flight is skipped: never two at once for one probe and one process. Probes run
+on a bounded pool of threads; one that hangs holds one thread until its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ProbeSpec
+from ..rules.models import ProbeResult
+from ..workers import ErrorLog, WorkerThread
+from .checks import Check
+from .target import ProbeTarget
+
+log = logging.getLogger("lookout.probes")
+
+MAX_WORKERS = 64
+LATENESS_SAMPLES = 20_000
+
+
+@dataclass
+class _Instance:
+    spec: ProbeSpec
+    target: ProbeTarget
+    next_at: float
+    in_flight: bool = False
+    memory: dict[str, Any] = field(default_factory=dict)  # what a stateful check keeps between runs
+
+
+class ProbeScheduler:
+    def __init__(self, check: Check, wakeup_fd: int, *, max_workers: int = MAX_WORKERS,
+                 clock: Callable[[], float] = time.time, on_death: Callable[[], None] = lambda: None) -> None:
+        self.check, self.wakeup_fd, self.clock = check, wakeup_fd, clock
+        self.results: queue.Queue[ProbeResult] = queue.Queue()
+        self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
+        self.runs = 0
+        self._instances: dict[tuple[str, str], _Instance] = {}
+        self._heap: list[tuple[float, int, tuple[str, str]]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="lookout-probe")
+        self.errors = ErrorLog(log)
+        self.thread = WorkerThread("lookout-probes", self._run, on_death)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # ---- called from the loop ------------------------------------------------------------
+
+    def set_process(self, namespec: str, target: ProbeTarget | None, specs: tuple[ProbeSpec, ...]) -> None:
+        """The probes that should run on a process now: none unless it is RUNNING (target)."""
+        with self._cond:
+            for key in [k for k in self._instances if k[0] == namespec]:
+                inst = self._instances[key]
+                if target is None or inst.target != target or inst.spec not in specs:
+                    del self._instances[key]
+            if target is not None:
+                for spec in specs:
+                    key = (namespec, spec.name)
+                    if key not in self._instances:
+                        first = max(self.clock(), target.running_since + spec.initial_delay)
+                        self._instances[key] = _Instance(spec, target, first)
+                        heapq.heappush(self._heap, (first, next(self._seq), key))
+            self._cond.notify()
+
+    def active(self) -> int:
+        with self._cond:
+            return len(self._instances)
+
+    def drain(self) -> list[ProbeResult]:
+        items = []
+        while True:
+            try:
+                items.append(self.results.get_nowait())
+            except queue.Empty:
+                return items
+
+    # ---- the scheduling thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                due = self._next_due()
+                if due is None:
+                    continue
+            key, inst, due_at = due
+            try:
+                self._pool.submit(self._execute, key, inst, due_at)
+            except RuntimeError:  # pool shut down: the process is exiting
+                return
+            except Exception:
+                self.errors.report("submit", "probe scheduling failed; carrying on")
+                with self._cond:
+                    inst.in_flight = False
+
+    def _next_due(self) -> tuple[tuple[str, str], _Instance, float] | None:
+        """Wait until the earliest run is due; None when woken early. Holds the lock."""
+        while self._heap:
+            at, _, key = self._heap[0]
+            inst = self._instances.get(key)
+            if inst is None or inst.next_at != at:
+                heapq.heappop(self._heap)  # removed, or rescheduled: a stale entry
+                continue
+            now = self.clock()
+            if at > now:
+                self._cond.wait(at - now)
+                return None
+            heapq.heappop(self._heap)
+            upcoming = at + inst.spec.period
+            while upcoming <= now:  # far behind (suspended, overloaded): no backlog of runs
+                upcoming += inst.spec.period
+            inst.next_at = upcoming
+            heapq.heappush(self._heap, (upcoming, next(self._seq), key))
+            if inst.in_flight:
+                continue  # the previous run is not back: never two at once
+            inst.in_flight = True
+            return key, inst, at
+        self._cond.wait()
+        return None
+
+    def _execute(self, key: tuple[str, str], inst: _Instance, due_at: float) -> None:
+        self.lateness.append(max(0.0, self.clock() - due_at))
+        try:
+            result = self.check.run(inst.spec, inst.target, inst.memory)
+        except Exception:  # Check.run never raises; if it does, this run alone is lost
+            self.errors.report("run", "probe %s crashed", inst.spec.name)
+            result = None
+        with self._cond:
+            inst.in_flight = False
+            self.runs += 1
+        if result is not None:
+            self.results.put(result)
+            with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
+                os.write(self.wakeup_fd, b"p")

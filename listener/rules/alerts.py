@@ -1,0 +1,95 @@
+"""AlertBook: the open alerts, one per (family, process), and the notices they owe people. Pure.
+
+Every rule (process states, health, remediation, quorum) raises, updates and closes alerts
+here, so escalation, reminders and "nothing while supervisord stops or reloads" work the same
+for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .models import FIRING, KIND_RANK, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, Notice, Outcome
+
+
+class AlertBook:
+    def __init__(self, open_alerts: Iterable[Alert], repeat_interval: float, stopping: Callable[[], bool]) -> None:
+        self.alerts: dict[AlertKey, Alert] = {a.key: a for a in open_alerts if a.is_open}
+        self.repeat_interval = repeat_interval
+        self.stopping = stopping
+
+    def get(self, family: str, namespec: str) -> Alert | None:
+        return self.alerts.get((family, namespec))
+
+    def of(self, namespec: str) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.namespec == namespec]
+
+    def raise_(self, family: str, namespec: str, kind: str, severity: str, now: float, out: Outcome, *,
+               opened_at: float | None = None, failures: int = 0, restarts_at_open: int = 0,
+               tags: tuple[str, ...] = (), detail: str = "", evidence: str = "") -> Alert | None:
+        """Open an alert, or escalate the open one of this family; nothing while supervisord
+        stops or reloads (it moves processes around on purpose)."""
+        if self.stopping():
+            return None
+        alert = self.alerts.get((family, namespec))
+        if alert is not None:
+            alert.updated_at = now
+            if KIND_RANK[kind] > KIND_RANK[alert.kind]:  # it got worse: one new message
+                alert.previous_kind, alert.previous_severity = alert.kind, alert.severity
+                alert.kind, alert.severity = kind, severity
+                alert.detail = detail or alert.detail
+                alert.evidence = evidence or alert.evidence
+                alert.last_notice_at = now
+                out.notices.append(Notice(alert.key, FIRING, now))
+            out.alerts[alert.key] = alert
+            return alert
+        alert = Alert(namespec=namespec, kind=kind, severity=severity, opened_at=opened_at or now, updated_at=now,
+                      failures=failures, restarts_at_open=restarts_at_open, tags=tags, detail=detail,
+                      last_notice_at=now, family=family, evidence=evidence)
+        self.alerts[alert.key] = alert
+        out.alerts[alert.key] = alert
+        out.notices.append(Notice(alert.key, FIRING, now))
+        return alert
+
+    def update(self, family: str, namespec: str, now: float, out: Outcome, *, detail: str = "",
+               action_taken: str = "", evidence: str = "", notify: bool = True) -> Alert | None:
+        """New facts about an open alert (what lookout did about it): one UPDATE notice."""
+        alert = self.alerts.get((family, namespec))
+        if alert is None:
+            return None
+        alert.updated_at = now
+        alert.detail = detail or alert.detail
+        alert.action_taken = action_taken or alert.action_taken
+        alert.evidence = evidence or alert.evidence
+        out.alerts[alert.key] = alert
+        if notify and not self.stopping():
+            alert.last_notice_at = now
+            out.notices.append(Notice(alert.key, UPDATE, now))
+        return alert
+
+    def close(self, family: str, namespec: str, now: float, out: Outcome, why: str, notify: bool) -> Alert | None:
+        alert = self.alerts.pop((family, namespec), None)
+        if alert is None:
+            return None
+        alert.resolved_at, alert.resolution, alert.updated_at = now, why, now
+        out.alerts[alert.key] = alert
+        if notify:
+            out.notices.append(Notice(alert.key, RESOLVED, now))
+        return alert
+
+    def close_all(self, namespec: str, now: float, out: Outcome, why: str, notify: bool,
+                  families: Callable[[str], bool] = lambda f: True) -> None:
+        for alert in self.of(namespec):
+            if families(alert.family):
+                self.close(alert.family, namespec, now, out, why, notify)
+
+    def remind(self, now: float, out: Outcome) -> None:
+        for alert in self.alerts.values():
+            if alert.last_notice_at is not None and now - alert.last_notice_at >= self.repeat_interval:
+                alert.last_notice_at = now
+                out.alerts[alert.key] = alert
+                out.notices.append(Notice(alert.key, REMINDER, now))
+
+    def next_reminder(self) -> float | None:
+        times = [a.last_notice_at + self.repeat_interval for a in self.alerts.values() if a.last_notice_at is not None]
+        return min(times) if times else None

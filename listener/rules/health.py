@@ -1,0 +1,101 @@
+"""HealthTracker: probe results + time -> healthy / unhealthy. Pure.
+
+Kubernetes' semantics, per probe and process: failure_threshold consecutive failures make it
+unhealthy (and, for memory and cpu with `for`, failing for that long), success_threshold
+consecutive successes make it healthy again. Results count only while the process is RUNNING
+and past initial_delay since THIS start: a result from before a restart, or from inside the
+grace, is ignored, and every start resets the counts (superlance and ochinchina/supervisord
+re-apply no grace after a restart). An open "unhealthy" alert stays open across a restart by
+lookout until the probe passes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..config import ProbeSpec, format_duration
+from .alerts import AlertBook
+from .models import HEALTH, UNHEALTHY, Outcome, ProbeResult, ProbeState, ProcessRecord
+from .policy import PolicyBook
+
+
+def family(probe: str) -> str:
+    return f"{HEALTH}:{probe}"
+
+
+def describe(spec: ProbeSpec, state: ProbeState, result: ProbeResult) -> str:
+    """'HTTP 503 (body: "down") 3 times in a row over 20s', 'RSS 2.3 GB > 2 GB for 5m'."""
+    if spec.sustain:
+        return f"{result.detail} for {format_duration(spec.sustain)}"
+    n = state.consecutive_failures
+    if n <= 1:
+        return result.detail
+    span = result.started_at - (state.first_failure_at or result.started_at)
+    return f"{result.detail} {n} times in a row over {format_duration(span + spec.period)}"
+
+
+class HealthTracker:
+    def __init__(self, policies: PolicyBook, alerts: AlertBook, states: Iterable[ProbeState] = ()) -> None:
+        self.policies, self.alerts = policies, alerts
+        self.states: dict[tuple[str, str], ProbeState] = {s.key: s for s in states}
+
+    def on_result(self, result: ProbeResult, rec: ProcessRecord | None, now: float,
+                  out: Outcome) -> ProbeSpec | None:
+        """Count one result; returns the probe's spec when it has just turned unhealthy."""
+        spec = self.policies.probe(result.namespec, result.probe)
+        if spec is None or rec is None or rec.state != "RUNNING" or rec.running_since is None:
+            return None
+        if result.started_at < rec.running_since + spec.initial_delay:
+            return None  # from before this start, or inside its grace
+        st = self.states.get((result.namespec, result.probe))
+        if st is None:
+            st = self.states[(result.namespec, result.probe)] = ProbeState(result.namespec, result.probe)
+        st.last_ok, st.last_detail = result.ok, result.detail[:500]
+        st.last_duration, st.last_at = result.duration, result.started_at
+        out.probe_states[st.key] = st
+        fam = family(spec.name)
+        if result.ok:
+            st.consecutive_successes += 1
+            st.consecutive_failures, st.first_failure_at = 0, None
+            if st.healthy is not True and st.consecutive_successes >= spec.success_threshold:
+                st.healthy = True
+                self.alerts.close(fam, result.namespec, now, out, "healthy again", notify=True)
+            return None
+        st.failures_total += 1
+        st.consecutive_failures += 1
+        st.consecutive_successes = 0
+        if st.first_failure_at is None:
+            st.first_failure_at = result.started_at
+        sustained = not spec.sustain or result.started_at - st.first_failure_at >= spec.sustain
+        if st.healthy is False or st.consecutive_failures < spec.failure_threshold or not sustained:
+            return None
+        st.healthy = False
+        policy = self.policies.lookup(result.namespec)
+        if policy.ignore:
+            return None
+        self.alerts.raise_(fam, result.namespec, UNHEALTHY, spec.severity, now, out, opened_at=st.first_failure_at,
+                           tags=policy.tags, detail=describe(spec, st, result), evidence=result.evidence)
+        return spec
+
+    def reset(self, namespec: str, out: Outcome) -> None:
+        """A new start of the process: counts from zero, the grace applies again."""
+        for st in self.states.values():
+            if st.namespec == namespec and (st.healthy is not None or st.consecutive_failures
+                                            or st.consecutive_successes):
+                st.healthy, st.first_failure_at = None, None
+                st.consecutive_failures = st.consecutive_successes = 0
+                out.probe_states[st.key] = st
+
+    def unhealthy(self, namespec: str) -> list[ProbeSpec]:
+        """The probes (with their specs) that currently judge this process unhealthy."""
+        out = []
+        for st in self.states.values():
+            if st.namespec == namespec and st.healthy is False:
+                spec = self.policies.probe(namespec, st.probe)
+                if spec is not None:
+                    out.append(spec)
+        return out
+
+    def forget(self, namespec: str, out: Outcome) -> None:
+        """An operator took over (stop, start, restart): health starts from scratch."""
+        self.reset(namespec, out)
