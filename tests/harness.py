@@ -173,10 +173,13 @@ class Webhook:
         return out
 
     def entries_for(self, namespec: str, *needles: str) -> list[str]:
+        """Alert entries about one process, shown as supervisorctl shows it ('w1', not 'w1:w1')."""
+        group, _, name = namespec.partition(":")
+        shown = name if group == name else namespec
         return [
             e
             for e in self.entries()
-            if e.split("\n")[0].split()[1:2] == [namespec] and all(n in e for n in needles)
+            if e.split("\n")[0].split()[1:2] == [shown] and all(n in e for n in needles)
         ]
 
     def wait(self, *needles: str, timeout: float = 15.0, count: int = 1) -> list[Received]:

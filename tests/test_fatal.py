@@ -26,9 +26,9 @@ def occurrences(webhook, needle: str) -> int:
 
 def test_missing_command_and_instant_exit_each_give_up_once(supervisor_factory, webhook):
     sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
-    ghost = webhook.wait("ghost:ghost gave up starting", timeout=20)[0].text
+    ghost = webhook.wait("ghost gave up starting", timeout=20)[0].text
     assert "can't find command" in ghost and "CRITICAL" in ghost
-    quitter = webhook.wait("quitter:quitter gave up starting", timeout=20)[0].text
+    quitter = webhook.wait("quitter gave up starting", timeout=20)[0].text
     assert "quitter: API_KEY is not set" in quitter
     stays(lambda: occurrences(webhook, "gave up starting (FATAL) on") == 2, 4, "one alert each")
 

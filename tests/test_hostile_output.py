@@ -46,12 +46,12 @@ def test_colour_codes_and_nul_in_stderr(supervisor_factory, webhook):
     (sup.root / "go.second").touch()
     wait_for(lambda: (sup.process_row("second:second") or {}).get("unexpected_exits") == 1, 15, "second crash seen")
     webhook.fail_status = 0
-    first = webhook.wait("colours:colours crashed", timeout=20)[0]
+    first = webhook.wait("colours crashed", timeout=20)[0]
     assert "ERROR feed lost NUL" in first.body  # escapes removed, NUL dropped
     assert "\u2407bell" in first.body and "last line" in first.body  # BEL made visible
     assert "exit status 3" in first.body
     assert _no_raw_controls(first.text)
-    second = webhook.wait("second:second crashed", timeout=20)[0]
+    second = webhook.wait("second crashed", timeout=20)[0]
     assert "second: disk quota exceeded" in second.body and "exit status 4" in second.body
     _listener_never_restarted(sup, pid)
 
@@ -63,10 +63,10 @@ def test_debug_main_log_and_no_tails(supervisor_factory, webhook):
     settings["notify"]["stderr_lines"] = 0
     sup = supervisor_factory(COLOURED, settings, loglevel="debug").start()
     pid = sup.listener_pid()
-    first = webhook.wait("colours:colours crashed", timeout=20)[0]
+    first = webhook.wait("colours crashed", timeout=20)[0]
     assert "exit status 3" in first.body and "last line" not in first.body
     (sup.root / "go.second").touch()
-    second = webhook.wait("second:second crashed", timeout=20)[0]
+    second = webhook.wait("second crashed", timeout=20)[0]
     assert "exit status 4" in second.body
     assert "\x1b[31m" in sup.log()  # the main log really held the colour codes
     _listener_never_restarted(sup, pid)
@@ -127,9 +127,9 @@ autorestart=true
 
 def test_names_with_a_tab_and_a_non_breaking_space(supervisor_factory, webhook):
     sup = supervisor_factory(ODD_NAMES, fast_alerts(webhook)).start()
-    tab = webhook.wait("tab\tfeed:tab\tfeed crashed", timeout=20)[0]
+    tab = webhook.wait("tab\tfeed crashed", timeout=20)[0]
     assert "exit status 6" in tab.body and "tab feed down" in tab.body
-    nbsp = webhook.wait("nbsp\u00a0feed:nbsp\u00a0feed crashed", timeout=20)[0]
+    nbsp = webhook.wait("nbsp\u00a0feed crashed", timeout=20)[0]
     assert "exit status 7" in nbsp.body and "nbsp feed down" in nbsp.body
     log = sup.listener_output()
     assert "malformed event" not in log and "event(s) lost" not in log

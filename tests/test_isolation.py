@@ -255,8 +255,8 @@ def test_one_bad_alert_or_target_fails_only_itself(tmp_path):
     notifier.step(200.0)
     assert len(working.sent) == 1
     body = working.sent[0][1]
-    assert "good:good" in body and "good: last words" in body
-    assert "bad:bad" in body and "log tail unavailable: UnicodeError" in body
+    assert "good gave up" in body and "good: last words" in body
+    assert "bad gave up" in body and "log tail unavailable: UnicodeError" in body
     pending = state.conn.execute("SELECT status, attempts, last_error FROM outbox WHERE target_key = 'broken'")
     assert [tuple(r) for r in pending] == [("pending", 1, "ValueError while sending")]
     assert notifier.thread.died == ""

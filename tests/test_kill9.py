@@ -53,7 +53,7 @@ def test_kill9_during_crash_storm(supervisor_factory, webhook):
 
     names = [f"w{i}:w{i}" for i in range(n)]
     for ns in names:
-        webhook.wait(f"{ns} is crash-looping", timeout=40)
+        wait_for(lambda ns=ns: webhook.entries_for(ns, "is crash-looping"), 40, f"{ns} crash loop")
         wait_for(lambda ns=ns: webhook.entries_for(ns, "running again"), 40, f"{ns} recovery")
     wait_for(lambda: all((sup.process_row(ns) or {}).get("restarts") == 3 for ns in names), 10, "counters")
 

@@ -32,7 +32,7 @@ def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
 
     names = [f"svc{i}:svc{i}" for i in range(5)]
     for ns in names:
-        webhook.wait(f"{ns} crashed and was restarted", timeout=30)
+        wait_for(lambda ns=ns: webhook.entries_for(ns, "crashed and was restarted"), 30, f"{ns} crash")
         wait_for(lambda ns=ns: webhook.entries_for(ns, "running again"), 30, f"{ns} recovery")
 
     def once_each() -> bool:

@@ -30,6 +30,6 @@ def test_silence_holds_alerts_until_unsilenced(supervisor_factory, webhook):
     wait_for(lambda: (sup.process_row("flaky:flaky") or {}).get("crash_looping") == 1, 20, "crash loop seen")
     stays(lambda: not webhook.messages, 3, "silenced")
     assert cli(sup, "unsilence", "1").returncode == 0
-    msg = webhook.wait("flaky:flaky is crash-looping", timeout=10)
+    msg = webhook.wait("flaky is crash-looping", timeout=10)
     assert len(msg) == 1
     assert "no active silences" in cli(sup, "silences").stdout

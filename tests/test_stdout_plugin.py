@@ -26,11 +26,11 @@ def test_stdout_writes_in_a_target_do_not_break_the_protocol(supervisor_factory,
     settings["notify"]["urls"] = ["printer://", webhook.url()]
     settings["notify"]["plugin_paths"] = [str(Path(__file__).parent / "plugins")]
     sup = supervisor_factory(PROGRAMS, settings).start()
-    webhook.wait("first:first crashed", timeout=20)
+    webhook.wait("first crashed", timeout=20)
     wait_for(lambda: "PRINTED TO STDOUT" in sup.listener_output(), 10, "plugin output in stderr log")
     assert "RAW WRITE TO FD 1" in sup.listener_output()
     # The listener still receives events after the plugin wrote to 'stdout'.
     (sup.root / "go").touch()
-    webhook.wait("second:second crashed", timeout=20)
+    webhook.wait("second crashed", timeout=20)
     assert "UNKNOWN state" not in sup.log()
     assert "bad result line" not in sup.log()

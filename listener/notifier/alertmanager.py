@@ -17,9 +17,23 @@ from datetime import datetime, timezone
 
 from ..config import AlertmanagerSettings
 from ..redact import safe_url
-from ..rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, RESOLVED, Alert
+from ..rules.models import (
+    BELOW_QUORUM,
+    BRAKED,
+    CRASH_LOOP,
+    CRASHED,
+    EXHAUSTED,
+    EXITED,
+    FATAL,
+    QUORUM,
+    REMEDIATION_FAILED,
+    RESOLVED,
+    UNHEALTHY,
+    Alert,
+    display_name,
+)
 from ..store.delivery import PendingNotice
-from .render import WHAT, Enrichment, firing_block
+from .render import Enrichment, firing_block, headline
 from .targets import DeliveryError
 
 ALERTNAMES = {
@@ -27,6 +41,11 @@ ALERTNAMES = {
     CRASH_LOOP: "SupervisorProcessCrashLooping",
     FATAL: "SupervisorProcessFatal",
     EXITED: "SupervisorProcessExited",
+    BRAKED: "SupervisorProcessBraked",
+    UNHEALTHY: "SupervisorProcessUnhealthy",
+    REMEDIATION_FAILED: "SupervisorRemediationFailed",
+    EXHAUSTED: "SupervisorRemediationExhausted",
+    BELOW_QUORUM: "SupervisorGroupBelowQuorum",
 }
 FORMAT = "alertmanager"
 
@@ -37,10 +56,13 @@ def _iso(ts: float) -> str:
 
 def _labels(alert: Alert, host: str, kind: str, severity: str) -> dict[str, str]:
     group, _, name = alert.namespec.partition(":")
-    return {
-        "alertname": ALERTNAMES[kind], "severity": severity, "instance": host,
-        "group": group, "name": name, "kind": kind, "source": "lookout",
-    }
+    labels = {"alertname": ALERTNAMES[kind], "severity": severity, "instance": host, "group": group,
+              "kind": kind, "source": "lookout"}
+    if alert.family != QUORUM:
+        labels["name"] = name
+    if alert.probe:
+        labels["probe"] = alert.probe
+    return labels
 
 
 def render_alertmanager(notices: list[PendingNotice], host: str, now: float, extra: Enrichment,
@@ -61,7 +83,7 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
             except Exception:  # one alert's details must not keep the others from Alertmanager
                 description = "(details could not be rendered; see the listener's log)"
             annotations[a.id] = {  # type: ignore[index]
-                "summary": f"{a.namespec} {WHAT[a.kind]} on {host}",
+                "summary": headline(a, host),
                 "description": description,
             }
         entry = {
@@ -75,7 +97,7 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
         elif a.previous_kind:
             out.append({
                 "labels": _labels(a, host, a.previous_kind, a.previous_severity),
-                "annotations": {"summary": f"{a.namespec}: replaced by {ALERTNAMES[a.kind]}"},
+                "annotations": {"summary": f"{display_name(a.namespec)}: replaced by {ALERTNAMES[a.kind]}"},
                 "startsAt": _iso(a.opened_at),
                 "endsAt": _iso(now),
             })

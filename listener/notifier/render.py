@@ -1,7 +1,9 @@
 """Turning a group of notices into one human message: title, body, apprise notify type.
 
-Every alert says: host, group:name, what happened in plain words, the exit status or killing
-signal, how long it ran, failures in the window and since when, and its last stderr lines.
+Every alert says: host, the process as supervisorctl names it (`reconciler`, `group:name`),
+what happened in plain words, the exit status or killing signal, how long it ran, failures
+in the window and since when, what lookout did about it, the evidence, and its last log lines.
+Chat targets that render markdown get the log tail and evidence as code blocks.
 """
 
 from __future__ import annotations
@@ -11,7 +13,24 @@ from dataclasses import dataclass, field
 
 from ..config import format_duration
 from ..logs import ExitInfo
-from ..rules.models import CRASH_LOOP, CRASHED, EXITED, FATAL, REMINDER, RESOLVED
+from ..rules.models import (
+    BELOW_QUORUM,
+    BRAKED,
+    CRASH_LOOP,
+    CRASHED,
+    EXHAUSTED,
+    EXITED,
+    FATAL,
+    PROCESS,
+    QUORUM,
+    REMEDIATION_FAILED,
+    REMINDER,
+    RESOLVED,
+    UNHEALTHY,
+    UPDATE,
+    Alert,
+    display_name,
+)
 from ..store.delivery import PendingNotice
 from ..text import clean, last_lines
 
@@ -20,14 +39,27 @@ WHAT = {
     CRASH_LOOP: "is crash-looping",
     FATAL: "gave up starting (FATAL)",
     EXITED: "exited and will not be restarted",
+    BRAKED: "was stopped by lookout's crash-loop brake",
+    UNHEALTHY: "is unhealthy",
+    REMEDIATION_FAILED: "could not be restarted by lookout",
+    EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
+    BELOW_QUORUM: "is below quorum",
 }
 PROBLEM = {  # for resolved messages: what it was
     CRASHED: "a crash",
     CRASH_LOOP: "a crash loop",
     FATAL: "a failed start (FATAL)",
     EXITED: "an unexpected exit",
+    BRAKED: "a crash loop stopped by the brake",
+    UNHEALTHY: "a failing health probe",
+    REMEDIATION_FAILED: "a failed restart by lookout",
+    EXHAUSTED: "an exhausted restart budget",
+    BELOW_QUORUM: "too few processes running",
 }
+RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
+               "healthy again": "is healthy again"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+EVIDENCE_LINES = 30
 
 
 @dataclass
@@ -51,6 +83,16 @@ def _clock(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
+def what(alert: Alert) -> str:
+    """'is unhealthy (http probe)', 'crashed and was restarted'."""
+    text = WHAT[alert.kind]
+    return f"{text} ({alert.probe} probe)" if alert.probe else text
+
+
+def headline(alert: Alert, host: str) -> str:
+    return f"{display_name(alert.namespec)} {what(alert)} on {host}"
+
+
 def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     proc = n.process
     info = extra.exits.get(n.alert.namespec)
@@ -64,63 +106,82 @@ def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     return " ".join(parts)
 
 
-def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int) -> list[str]:
+def _block(title: str, text: str, limit: int, markdown: bool) -> list[str]:
+    lines = last_lines(text, limit)
+    if not lines:
+        return []
+    if markdown:
+        return [f"  {title}", "```", *(line.replace("```", "'''") for line in lines), "```"]
+    return [f"  {title}", *(f"    | {line}" for line in lines)]
+
+
+def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int,
+                 markdown: bool = False) -> list[str]:
     a, proc = n.alert, n.process
-    label = "REMINDER " if n.kind == REMINDER else ""
-    out = [f"{label}{a.severity.upper()}  {a.namespec} {WHAT[a.kind]} on {host}"]
-    exit_phrase = _exit_phrase(n, extra)
+    label = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}.get(n.kind, "")
+    out = [f"{label}{a.severity.upper()}  {headline(a, host)}"]
+    if a.family != PROCESS and a.detail:
+        out.append(f"  {clean(a.detail)}")
+    exit_phrase = _exit_phrase(n, extra) if a.family == PROCESS else ""
     if exit_phrase:
         out.append(f"  {exit_phrase}")
-    if proc is not None:
+    if proc is not None and a.family == PROCESS:
         since = proc.failing_since or a.opened_at
         window = f"{len(proc.failures)} failure(s) in the crash-loop window" if proc.failures else ""
-        out.append(
-            "  " + "; ".join(
-                p for p in (
-                    window,
-                    f"failing since {_clock(since)} ({format_duration(now - since)} ago)",
-                    f"restarted {proc.restarts} time(s) in all",
-                ) if p
-            )
-        )
-    spawnerr = extra.spawnerr.get(a.namespec) or a.detail
+        out.append("  " + "; ".join(p for p in (
+            window,
+            f"failing since {_clock(since)} ({format_duration(now - since)} ago)",
+            f"restarted {proc.restarts} time(s) in all",
+        ) if p))
+    elif a.family != QUORUM:
+        out.append(f"  failing since {_clock(a.opened_at)} ({format_duration(now - a.opened_at)} ago)")
+    spawnerr = extra.spawnerr.get(a.namespec) or (a.detail if a.family == PROCESS else "")
     if spawnerr:
         out.append(f"  supervisord says: {clean(spawnerr)}")
-    tail = last_lines(extra.tails.get(a.namespec, ""), lines)
+    if a.action_taken:
+        out.append(f"  lookout: {clean(a.action_taken)}")
+    out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
+    if a.family == QUORUM:
+        return out
+    tail = _block(f"last {len(last_lines(extra.tails.get(a.namespec, ''), lines))} line(s) of its log:",
+                  extra.tails.get(a.namespec, ""), lines, markdown)
     if tail:
-        out.append(f"  last {len(tail)} line(s) of its log:")
-        out.extend(f"    | {line}" for line in tail)
-    elif extra.unavailable.get(a.namespec):
+        out.extend(tail)
+    elif extra.unavailable.get(a.namespec) and lines > 0:
         out.append(f"  (log tail unavailable: {extra.unavailable[a.namespec]})")
     return out
 
 
-def _recovery(alert, end: float) -> str:  # noqa: ANN001
+def _recovery(alert: Alert, end: float) -> str:
     if alert.resolution == "stopped":
         return f"stopped by an operator at {_clock(end)}"
+    if alert.family != PROCESS:
+        return f"{RESOLVED_AS.get(alert.resolution, alert.resolution)} since {_clock(end)}"
     return f"running again since {_clock(end)} (down {format_duration(end - alert.opened_at)})"
+
+
+def resolved_as(alert: Alert) -> str:
+    return RESOLVED_AS.get(alert.resolution, alert.resolution or "recovered")
 
 
 def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     a, proc = n.alert, n.process
     end = a.resolved_at or a.updated_at
-    if a.resolution == "stopped":
-        what = "was stopped by an operator"
-    elif a.resolution == "recovered":
-        what = "is running again"
+    lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a)} on {host}"]
+    if a.family == PROCESS:
+        restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
+        lines.append(f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
+                     f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)")
     else:
-        what = a.resolution or "recovered"
-    restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
-    return [
-        f"RESOLVED  {a.namespec} {what} on {host}",
-        f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
-        f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)",
-    ]
+        lines.append(f"  after {PROBLEM[a.kind]}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
+                     f"{format_duration(end - a.opened_at)} (since {_clock(a.opened_at)})")
+        if a.action_taken:
+            lines.append(f"  lookout: {clean(a.action_taken)}")
+    return lines
 
 
-def render(
-    notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int, max_detailed: int
-) -> Message:
+def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
+           max_detailed: int, markdown: bool = False) -> Message:
     firing = [n for n in notices if n.kind != RESOLVED]
     resolved = [n for n in notices if n.kind == RESOLVED]
     # A problem that came and went within group_wait: one block that says both.
@@ -132,51 +193,53 @@ def render(
         back = recovered.get(n.alert.id)
         since = _recovery(back.alert, back.alert.resolved_at or back.created_at) if back is not None else ""
         if i < max_detailed:
-            block = firing_block(n, host, now, extra, lines)
+            block = firing_block(n, host, now, extra, lines, markdown)
             if since:
                 block.insert(1, f"  recovered since: {since}")
             blocks.extend(block)
             blocks.append("")
         else:
-            blocks.append(f"{n.alert.severity.upper()}  {n.alert.namespec} {WHAT[n.alert.kind]}"
+            blocks.append(f"{n.alert.severity.upper()}  {display_name(n.alert.namespec)} {what(n.alert)}"
                           + (f"; recovered since: {since}" if since else ""))
     if len(firing) > max_detailed:
         blocks.append("")
     for n in resolved:
         blocks.extend(_resolved_block(n, host))
         blocks.append("")
+    return Message(_title(notices, firing, resolved, host), "\n".join(blocks).rstrip() + "\n", _kind(firing))
 
+
+def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str) -> str:
     if len(notices) == 1:
         n = notices[0]
         if n.kind == RESOLVED:
-            title = f"[RESOLVED] {n.alert.namespec} recovered on {host}"
-        else:
-            prefix = "Reminder: " if n.kind == REMINDER else ""
-            title = f"[{n.alert.severity.upper()}] {prefix}{n.alert.namespec} {WHAT[n.alert.kind]} on {host}"
-    else:
-        parts = []
-        if firing:
-            parts.append(f"{len(firing)} process(es) failing")
-        if resolved:
-            parts.append(f"{len(resolved)} resolved")
-        worst = firing[0].alert.severity.upper() if firing else "RESOLVED"
-        title = f"[{worst}] {host}: {', '.join(parts)}"
+            return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert)} on {host}"
+        prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
+        action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
+        return f"[{n.alert.severity.upper()}] {prefix}{headline(n.alert, host)}{action}"
+    parts = []
+    if firing:
+        parts.append(f"{len(firing)} process(es) failing")
+    if resolved:
+        parts.append(f"{len(resolved)} resolved")
+    worst = firing[0].alert.severity.upper() if firing else "RESOLVED"
+    return f"[{worst}] {host}: {', '.join(parts)}"
 
+
+def _kind(firing: list[PendingNotice]) -> str:
     if any(n.alert.severity == "critical" for n in firing):
-        kind = "failure"
-    elif firing:
-        kind = "warning" if any(n.alert.severity == "warning" for n in firing) else "info"
-    else:
-        kind = "success"
-    return Message(title, "\n".join(blocks).rstrip() + "\n", kind)
+        return "failure"
+    if firing:
+        return "warning" if any(n.alert.severity == "warning" for n in firing) else "info"
+    return "success"
 
 
 def render_safely(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
-                  max_detailed: int, errors=None) -> Message:  # noqa: ANN001
+                  max_detailed: int, markdown: bool = False, errors=None) -> Message:  # noqa: ANN001
     """render(), or when it fails (a bug, a damaged record), each alert on its own, and an alert
     that cannot be rendered at all as one plain line: a bad alert must not take others with it."""
     try:
-        return render(notices, host, now, extra, lines=lines, max_detailed=max_detailed)
+        return render(notices, host, now, extra, lines=lines, max_detailed=max_detailed, markdown=markdown)
     except Exception:
         if errors is not None:
             errors.report("render", "rendering a message failed; sending its alerts one by one")
@@ -186,7 +249,7 @@ def render_safely(notices: list[PendingNotice], host: str, now: float, extra: En
             blocks.extend(render([n], host, now, extra, lines=lines, max_detailed=max_detailed).body.splitlines())
         except Exception:
             a = n.alert
-            blocks.append(f"{a.severity.upper()}  {a.namespec}: {n.kind} {a.kind} on {host} "
+            blocks.append(f"{a.severity.upper()}  {display_name(a.namespec)}: {n.kind} {a.kind} on {host} "
                           "(details could not be rendered; see the listener's log)")
         blocks.append("")
     critical = any(n.alert.severity == "critical" and n.kind != RESOLVED for n in notices)

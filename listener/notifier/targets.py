@@ -17,6 +17,8 @@ from ..config import ConfigError, NotifySettings
 from ..redact import safe_url, scheme_of, secrets_in_url
 
 log = logging.getLogger("lookout.notifier")
+MARKDOWN_SCHEMES = frozenset({"slack", "mmost", "mmosts", "discord", "msteams", "rocket", "rockets", "matrix",
+                              "matrixs", "zulip", "tgram"})
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,20 @@ class Target:
     tags: frozenset[str]
     service: Any  # an apprise NotifyBase instance
     format = "text"  # what the notifier renders for it: a human message
+
+    @property
+    def markdown(self) -> bool:
+        """Chat services that render markdown get log tails as code blocks."""
+        return self.scheme in MARKDOWN_SCHEMES
+
     def wants(self, tags: Iterable[str]) -> bool:
         return not self.tags or "all" in self.tags or bool(self.tags & set(tags))
 
     def send(self, title: str, body: str, notify_type: str) -> None:
         """Raises DeliveryError when the service did not accept the message."""
         try:
-            ok = self.service.notify(body=body, title=title, notify_type=notify_type)
+            ok = self.service.notify(body=body, title=title, notify_type=notify_type or "info",
+                                     body_format="markdown" if self.markdown else "text")
         except Exception as exc:  # a plugin bug must not kill the worker
             raise DeliveryError(f"{type(exc).__name__} in {self.scheme} plugin") from None
         if not ok:

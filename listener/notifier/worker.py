@@ -248,7 +248,7 @@ class Notifier:
             title, kind = "alertmanager", ""
         else:
             msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
-                                errors=self.errors)
+                                markdown=getattr(target, "markdown", False), errors=self.errors)
             title, body, kind = msg.title, msg.body, msg.notify_type
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                 "title": title, "body": body, "notify_type": kind}

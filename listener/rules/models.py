@@ -36,6 +36,13 @@ FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
 AlertKey = tuple[str, str]  # (family, namespec); for quorum, namespec is the group name
 
 
+def display_name(namespec: str) -> str:
+    """What supervisorctl shows: 'reconciler' for a program outside any [group:] (its group is
+    its own name), 'group:name' otherwise; a quorum alert's group name as it is."""
+    group, sep, name = namespec.partition(":")
+    return name if sep and group == name else namespec
+
+
 @dataclass
 class ProcessRecord:
     """Everything we know about one process, kept current by events and reconciles."""
