@@ -317,6 +317,9 @@ class Listener:
         except Exception:  # a rules bug must not stop the stream or make supervisord resend
             log.exception("rules failed on %s serial %d; acknowledged", delivery.eventname, delivery.serial)
             outcome = Outcome()
+        if outcome.flags_changed and self.engine.stopping:
+            log.info("supervisord is stopping or reloading: lookout raises no alert and takes no action until "
+                     "it runs again")
         meta = {"last_tick_at": now} if isinstance(event, TickEvent) else None
         self.last_event_at = now
         if not self._commit(outcome, ack=True, position=position, event_at=now, meta=meta):

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("silences", help="list active silences")
     u = sub.add_parser("unsilence", help="end a silence now")
     u.add_argument("id", type=silence_id)
+    pr = sub.add_parser("probe", help="run the matching health probes once, now, and print the results")
+    pr.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name (default: all)")
     return p
 
 
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     install_log_filter(secrets)
 
     try:
+        if args.command == "probe":
+            from .probes.oneshot import run_once
+
+            return run_once(config, args.pattern)
         if args.command:
             return _silence_command(config, args)
         if args.check_config:
@@ -189,6 +195,10 @@ def check_config(config: Config) -> int:
             for i, r in enumerate(a.programs)
         ),
     ]
+    if config.probes:
+        from .probes.oneshot import describe_probes
+
+        lines += describe_probes(config)
     if not targets:
         lines.append("warning: no notify targets: alerts will only be logged")
     print("\n".join(lines))

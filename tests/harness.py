@@ -235,16 +235,31 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def lookout_toml(sections: dict[str, dict[str, Any]], programs: list[dict[str, Any]] = ()) -> str:
-    out = []
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def lookout_toml(sections: dict[str, Any], programs: list[dict[str, Any]] = ()) -> str:
+    """TOML for lookout: tables, and arrays of tables for lists of dicts ([[probes]], [[alerts.groups]])."""
+    out: list[str] = []
+    arrays: list[tuple[str, list[dict]]] = []
     for name, values in sections.items():
+        if _is_tables(values):
+            arrays.append((name, values))
+            continue
         out.append(f"[{name}]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
+        for k, v in values.items():
+            if _is_tables(v):
+                arrays.append((f"{name}.{k}", v))
+            else:
+                out.append(f"{k} = {toml_value(v)}")
         out.append("")
-    for p in programs:
-        out.append("[[alerts.programs]]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in p.items())
-        out.append("")
+    arrays += [("alerts.programs", list(programs))] if programs else []
+    for name, entries in arrays:
+        for entry in entries:
+            out.append(f"[[{name}]]")
+            out.extend(f"{k} = {toml_value(v)}" for k, v in entry.items())
+            out.append("")
     return "\n".join(out)
 
 
@@ -273,7 +288,8 @@ class Supervisor:
             "supervisor": {"serverurl": f"unix://{self.sock}", "timeout": "5s"},
             "state": {"path": str(self.state_path)},
         }
-        merged = {k: {**base.get(k, {}), **settings.get(k, {})} for k in {**base, **settings}}
+        merged = {k: settings[k] if isinstance(settings.get(k), list) else {**base.get(k, {}), **settings.get(k, {})}
+                  for k in {**base, **settings}}
         self.config_path.write_text(lookout_toml(merged, program_rules))
         conf = SUPERVISORD_CONF.replace("loglevel=info", f"loglevel={loglevel}") + "\n" + textwrap.dedent(programs)
         if listener:

@@ -62,8 +62,10 @@ def format_duration(seconds: float) -> str:
     """Short human form used in alerts and --check-config: 95 -> '1m35s'."""
     if not math.isfinite(seconds):
         return "forever"
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if 0 < seconds < 10:
-        return (f"{seconds:.1f}".rstrip("0").rstrip(".") + "s") if seconds >= 0.1 else f"{seconds * 1000:.0f}ms"
+        return f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds}s"

@@ -1,0 +1,239 @@
+"""Health, remediation, the crash-loop brake and quorum are decided in rules/: pure, with a fake
+clock, no supervisord. The acceptance tests run the same decisions against a real one."""
+
+from __future__ import annotations
+
+import itertools
+
+from lookout.listener.config import parse_config
+from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from lookout.listener.rules.engine import AlertEngine
+from lookout.listener.rules.models import (
+    BELOW_QUORUM,
+    BRAKED,
+    CRASH_LOOP,
+    EXHAUSTED,
+    FIRING,
+    REMEDIATION_FAILED,
+    RESOLVED,
+    UNHEALTHY,
+    UPDATE,
+    ActionResult,
+    ProbeResult,
+)
+
+SERIAL = itertools.count(1)
+
+
+def engine_for(**sections) -> AlertEngine:
+    c = parse_config({"probes": sections.pop("probes", []), **sections})
+    return AlertEngine(c.alerts, probes=c.probes, remediation=c.remediation)
+
+
+def ev(engine: AlertEngine, t: float, state: str, name: str = "svc", from_state: str = "", expected=None,
+       group: str = ""):  # noqa: ANN001, ANN201
+    n = next(SERIAL)
+    e = ProcessStateEvent(Delivery("s", n, "p", n, f"PROCESS_STATE_{state}"), state, group or name, name, from_state,
+                          expected=expected, pid=100 + n if state == "RUNNING" else None)
+    return engine.on_event(e, t)
+
+
+def start(engine: AlertEngine, t: float, name: str = "svc", from_state: str = "STOPPED", group: str = ""):  # noqa: ANN201
+    ev(engine, t, "STARTING", name, from_state, group=group)
+    return ev(engine, t + 1, "RUNNING", name, "STARTING", group=group)
+
+
+def probe(engine: AlertEngine, t: float, ok: bool, name: str = "svc", probe_name: str = "http",
+          detail: str = "HTTP 503"):  # noqa: ANN201
+    return engine.on_probe_result(ProbeResult(f"{name}:{name}", probe_name, ok, "HTTP 200" if ok else detail, t, 0.01),
+                                  t)
+
+
+def said(out) -> list[tuple[str, str]]:  # noqa: ANN001
+    return [(n.kind, out.alerts[n.key].kind) for n in out.notices]
+
+
+HTTP = {"match": "svc", "http": {"url": "http://127.0.0.1:1/h"}, "period": "10s", "initial_delay": "30s",
+        "failure_threshold": 3}
+
+
+def test_threshold_grace_and_recovery():
+    e = engine_for(probes=[HTTP])
+    start(e, 0)  # RUNNING at 1
+    assert said(probe(e, 20, False)) == []  # inside initial_delay: ignored
+    assert e.health.states == {}
+    assert said(probe(e, 31, False)) == [] and said(probe(e, 41, False)) == []
+    out = probe(e, 51, False)
+    assert said(out) == [(FIRING, UNHEALTHY)]
+    alert = e.alerts[("health:http", "svc:svc")]
+    assert alert.detail == "HTTP 503 3 times in a row over 30s" and out.actions == []  # action = alert
+    assert said(probe(e, 61, False)) == []  # still unhealthy: said once
+    assert said(probe(e, 71, True)) == [(RESOLVED, UNHEALTHY)]
+
+
+def test_a_restart_resets_counts_and_reapplies_the_grace():
+    e = engine_for(probes=[HTTP])
+    start(e, 0)
+    probe(e, 31, False)
+    probe(e, 41, False)
+    ev(e, 45, "STOPPED", from_state="STOPPING")  # an operator restart
+    start(e, 46)  # RUNNING at 47
+    assert said(probe(e, 50, False)) == []  # from inside the new grace: ignored
+    assert said(probe(e, 44, False)) == []  # from before this start: ignored
+    assert e.health.states[("svc:svc", "http")].consecutive_failures == 0
+
+
+def test_sustained_memory_only_after_for():
+    mem = {"match": "svc", "memory": {"max_rss": "100MB", "for": "5s"}, "period": "1s"}
+    e = engine_for(probes=[mem])
+    start(e, 0)
+    for t in (2, 3, 4):  # a 3 s spike
+        assert said(probe(e, t, False, probe_name="memory", detail="RSS 150 MB > 100 MB")) == []
+    probe(e, 5, True, probe_name="memory")
+    for t in range(6, 11):
+        assert said(probe(e, t, False, probe_name="memory", detail="RSS 150 MB > 100 MB")) == []
+    out = probe(e, 11, False, probe_name="memory", detail="RSS 150 MB > 100 MB")
+    assert said(out) == [(FIRING, UNHEALTHY)]
+    assert e.alerts[("health:memory", "svc:svc")].detail == "RSS 150 MB > 100 MB for 5s"
+
+
+RESTART = {**HTTP, "action": "restart", "initial_delay": "0s", "failure_threshold": 1, "period": "1s"}
+BUDGET = {"max_restarts": 3, "within": "1h", "backoff": "10s", "backoff_max": "5m"}
+
+
+def restarted(e: AlertEngine, out, t: float) -> str:  # noqa: ANN001
+    """Play supervisord for lookout's restart: STOPPED, STARTING, RUNNING, then the result."""
+    (action,) = out.actions
+    assert action.kind == "restart"
+    ev(e, t, "STOPPED", from_state="STOPPING")
+    start(e, t + 0.1)
+    done = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", True, "", True, True), action.source,
+                              t + 1.2)
+    return e.alerts[("health:http", "svc:svc")].action_taken if said(done) == [(UPDATE, UNHEALTHY)] else "?"
+
+
+def test_restart_budget_backoff_and_exhaustion():
+    e = engine_for(probes=[RESTART], remediation=BUDGET)
+    start(e, 0)
+    t, restarts = 2.0, []
+    while t < 400:
+        out = probe(e, t, False)
+        out.merge(e.on_time(t))
+        if out.actions:
+            restarts.append(t)
+            assert restarted(e, out, t) == f"restarted by lookout, {['1st', '2nd', '3rd'][len(restarts) - 1]} of 3 " \
+                                           "allowed in 1h"
+            t += 1.2
+        if any(n.kind == FIRING and out.alerts[n.key].kind == EXHAUSTED for n in out.notices):
+            break
+        t += 1
+    assert len(restarts) == 3
+    assert restarts[1] - restarts[0] >= 10 and restarts[2] - restarts[1] >= 20  # backoff doubles
+    rec = e.records["svc:svc"]
+    assert rec.remediation_exhausted and ("remediation", "svc:svc") in e.alerts
+    assert all(not probe(e, t + k, False).actions and not e.on_time(t + k).actions for k in range(1, 100))
+    # An operator restart resets the budget: lookout acts again.
+    ev(e, t + 200, "STOPPED", from_state="STOPPING")
+    assert ("remediation", "svc:svc") not in e.alerts  # closed: the operator took over
+    start(e, t + 201)
+    assert not rec.remediation_exhausted and rec.lookout_restarts == []
+    assert probe(e, t + 203, False).actions
+
+
+def test_dry_run_protected_and_stopping_never_act():
+    e = engine_for(probes=[RESTART], remediation={**BUDGET, "dry_run": True})
+    start(e, 0)
+    out = probe(e, 2, False)
+    assert not out.actions and out.remediations == [("svc:svc", "restart", "dry_run")]
+    assert "would restart" in e.alerts[("health:http", "svc:svc")].action_taken
+    e = engine_for(probes=[{**RESTART, "match": "lookout-exporter"}])
+    start(e, 0, name="lookout-exporter")
+    assert not probe(e, 2, False, name="lookout-exporter").actions
+    e = engine_for(probes=[RESTART])
+    start(e, 0)
+    e.on_event(SupervisorStateEvent(Delivery("s", 999, "p", 999, "SUPERVISOR_STATE_CHANGE_STOPPING"), "STOPPING"), 1.5)
+    assert not probe(e, 2, False).actions
+
+
+def test_a_failed_restart_is_a_critical_alert():
+    e = engine_for(probes=[RESTART])
+    start(e, 0)
+    (action,) = probe(e, 2, False).actions
+    out = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", False, "start failed: SPAWN_ERROR",
+                                          True, False), action.source, 3)
+    assert said(out) == [(FIRING, REMEDIATION_FAILED)]
+    assert e.alerts[("remediation", "svc:svc")].severity == "critical"
+    rec = e.records["svc:svc"]
+    assert rec.expect_start_until is None and rec.expect_stop_until is not None and rec.action_in_flight == ""
+
+
+def crash(e: AlertEngine, t: float) -> object:
+    out = ev(e, t, "EXITED", from_state="RUNNING", expected=False)
+    return out
+
+
+def test_brake_stop():
+    e = engine_for(alerts={"crash_loop": {"restarts": 3, "within": "1m", "action": "stop"}})
+    start(e, 0)
+    for t in (5, 10):
+        crash(e, t)
+        start(e, t + 0.1, from_state="EXITED")
+    out = crash(e, 15)
+    assert said(out) == [(FIRING, BRAKED)] and [a.kind for a in out.actions] == ["stop"]
+    assert "supervisorctl start svc:svc" in e.alerts[("process", "svc:svc")].detail
+    start(e, 15.1, from_state="EXITED")  # supervisord respawned it meanwhile
+    out = ev(e, 16, "STOPPED", from_state="STOPPING")  # the brake's stop: not an operator's
+    assert ("process", "svc:svc") in e.alerts and not said(out)
+    assert e.records["svc:svc"].braked
+    start(e, 100)  # the operator resumes it
+    assert not e.records["svc:svc"].braked and e.records["svc:svc"].failures == []
+
+
+def test_brake_backoff_doubles_and_resets():
+    loop = {"restarts": 2, "within": "1m", "action": "backoff", "backoff": "10s", "backoff_max": "40s",
+            "reset_after": "10m"}
+    e = engine_for(alerts={"crash_loop": loop})
+    start(e, 0)
+    crash(e, 5)
+    start(e, 5.1, from_state="EXITED")
+    out = crash(e, 10)
+    assert said(out) == [(FIRING, CRASH_LOOP)] and [a.kind for a in out.actions] == ["stop"]
+    starts, t = [], 10.0
+    for _ in range(4):
+        ev(e, t + 0.2, "STOPPED", from_state="STOPPING")
+        e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "stop", True, "", True), "brake", t + 0.3)
+        while not (out := e.on_time(t)).actions:
+            t += 0.5
+        (action,) = out.actions
+        assert action.kind == "start"
+        starts.append(t)
+        start(e, t + 0.1)
+        e.on_action_result(ActionResult(action.id, "svc:svc", "start", True, "", False, True), "brake", t + 1.2)
+        t += 3
+        out = crash(e, t)
+        assert [a.kind for a in out.actions] == ["stop"]
+    gaps = [round(b - a) for a, b in zip(starts, starts[1:])]
+    assert round(starts[0] - 10) == 10 and gaps == [23, 43, 43]  # waits of 20, 40, 40 (max) after a 3 s run
+    # Ten minutes RUNNING: the next crash loop starts from 10 s again.
+    rec = e.records["svc:svc"]
+    ev(e, t + 0.2, "STOPPED", from_state="STOPPING")
+    e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "stop", True, "", True), "brake", t + 0.3)
+    while not (out := e.on_time(t)).actions:
+        t += 1
+    start(e, t + 0.1)
+    e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "start", True, "", False, True), "brake", t + 1.2)
+    e.on_time(t + 700)
+    assert rec.brake_delay == 0
+
+
+def test_quorum():
+    e = engine_for(alerts={"groups": [{"match": "pool", "min_running": 3, "for": "10s"}]})
+    for i in range(4):
+        start(e, 0, name=f"pool_{i}", group="pool")
+    for i in (0, 1):
+        ev(e, 10, "STOPPED", name=f"pool_{i}", from_state="STOPPING", group="pool")
+    assert said(e.on_time(15)) == []
+    out = e.on_time(20.5)
+    assert said(out) == [(FIRING, BELOW_QUORUM)]
+    assert e.alerts[("quorum", "pool")].detail == "pool: 2 of 4 running (minimum 3)"
+    assert said(start(e, 30, name="pool_0", group="pool")) == [(RESOLVED, BELOW_QUORUM)]
