@@ -33,8 +33,8 @@ class QuorumWatch:
             if running >= rule.min_running or self.stopping():
                 self.below_since.pop(group, None)
                 if running >= rule.min_running:
-                    self.alerts.close(QUORUM, group, now, out,
-                                      f"back to {running} of {total} running (minimum {rule.min_running})", notify=True)
+                    why = f"is back to {running} of {total} running (minimum {rule.min_running})"
+                    self.alerts.close(QUORUM, group, now, out, why, notify=True)
             else:
                 self.below_since.setdefault(group, now)
 

@@ -140,12 +140,13 @@ class RemediationGuard:
                                tags=self.policies.lookup(rec.namespec).tags,
                                detail=f"lookout's {result.kind} failed: {result.detail}", evidence=result.evidence)
             return
+        if source == "brake":
+            return  # the brake's own alert text already says what it does and how to resume
         if result.kind == "restart":
             n, m = len(rec.lookout_restarts), self.settings.max_restarts
             text = f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
         elif result.kind == "stop":
-            text = "stopped by lookout" + (f"; resume with `supervisorctl start {rec.namespec}`"
-                                           if fam != PROCESS or rec.brake_delay == 0 else "")
+            text = f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
         else:
             text = "started again by lookout"
         self.alerts.update(fam, rec.namespec, now, out, action_taken=text, evidence=result.evidence)
