@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..listener.protocol.events import PROCESS_STATES
+from ..listener.rules.policy import PolicyBook
 from .resources import Usage
 from .source import SUPERVISORD_STATES, ProcessView, ScrapeData
 
@@ -122,6 +123,56 @@ def build_families(
     for source in ("store", "supervisord"):
         f["source"].add(f'source="{source}"', 1 if data.source == source else 0)
     f["duration"].add("", scrape_seconds)
+    return [fam for fam in f.values() if fam.samples]
+
+
+ZERO_REMEDIATIONS = [("restart", r) for r in ("success", "failure", "dry_run", "exhausted")] + \
+    [("stop", r) for r in ("success", "failure", "dry_run")]
+
+
+def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) -> list[Family]:
+    """Probes, remediation, the brake and group quorum (issue 8's metrics)."""
+    f = {
+        "healthy": Family("supervisor_process_healthy", "gauge",
+                          "0 while a health probe judges the process unhealthy, else 1; absent without probes"),
+        "success": Family("lookout_probe_success", "gauge", "1 when the probe's last run passed"),
+        "duration": Family("lookout_probe_duration_seconds", "gauge", "how long the probe's last run took"),
+        "failures": Family("lookout_probe_failures_total", "counter", "failed runs of the probe"),
+        "remediations": Family("lookout_remediations_total", "counter",
+                               "what lookout did (restart, stop, start) or decided (result dry_run, exhausted)"),
+        "braked": Family("supervisor_process_braked", "gauge", "1 while lookout's crash-loop brake holds it stopped"),
+        "exhausted": Family("supervisor_process_remediation_exhausted", "gauge",
+                            "1 once lookout used up its restart budget and stopped acting, until an operator acts"),
+        "grun": Family("supervisor_group_running", "gauge", "processes of the group that are RUNNING"),
+        "gmin": Family("supervisor_group_min_running", "gauge", "min_running of the group ([[alerts.groups]])"),
+    }
+    unhealthy = {(v.group, v.name) for v in data.probes if v.healthy is False}
+    running: dict[str, int] = {}
+    for p in data.processes:
+        running[p.group] = running.get(p.group, 0) + (p.state == "RUNNING")
+        if policies.probes(f"{p.group}:{p.name}"):
+            f["healthy"].add(labels(p), 0 if (p.group, p.name) in unhealthy else 1)
+        if p.restarts is not None:  # known to the listener's store
+            f["braked"].add(labels(p), 1 if p.braked else 0)
+            f["exhausted"].add(labels(p), 1 if p.remediation_exhausted else 0)
+            ns = f"{p.group}:{p.name}"
+            if any(spec.action != "alert" for spec in policies.probes(ns)):  # counters exist from 0 on
+                for action, result in ZERO_REMEDIATIONS:
+                    data.remediations.setdefault((p.group, p.name, action, result), 0)
+    for v in data.probes:
+        lab = f'group="{escape(v.group)}",name="{escape(v.name)}",probe="{escape(v.probe)}"'
+        if v.last_ok is not None:
+            f["success"].add(lab, 1 if v.last_ok else 0)
+            f["duration"].add(lab, v.last_duration)
+        f["failures"].add(lab, v.failures_total)
+    for (group, name, action, result), count in sorted(data.remediations.items()):
+        f["remediations"].add(f'group="{escape(group)}",name="{escape(name)}",action="{escape(action)}",'
+                              f'result="{escape(result)}"', count)
+    for group, count in sorted(running.items()):
+        f["grun"].add(f'group="{escape(group)}"', count)
+        rule = policies.group_rule(group)
+        if rule is not None:
+            f["gmin"].add(f'group="{escape(group)}"', rule.min_running)
     return [fam for fam in f.values() if fam.samples]
 
 

@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from ..listener.config import Config
+from ..listener.rules.policy import PolicyBook
 from .httpd import ConnectionServer
-from .metrics import CONTENT_TYPE, LabelCache, build_families, encode
+from .metrics import CONTENT_TYPE, LabelCache, build_families, encode, health_families
 from .resources import usage_by_root
 from .source import Source
 from .webconfig import WebConfig
@@ -29,6 +30,7 @@ class Exporter:
         self.config = config
         self.source = Source(config)
         self.labels = LabelCache()
+        self.policies = PolicyBook(config.alerts, config.probes)
         self.resource_metrics = config.exporter.resource_metrics if resource_metrics is None else resource_metrics
         self.self_metrics = CollectorRegistry()
         ProcessCollector(namespace="lookout_exporter", registry=self.self_metrics)
@@ -42,6 +44,7 @@ class Exporter:
             log.info("serving process states from %s%s", data.source, f" ({data.why})" if data.why else "")
         self.last_source, self.last_why = data.source, data.why
         families = build_families(data, usage, self.labels, time.perf_counter() - started)
+        families += health_families(data, self.labels, self.policies)
         return encode(families) + generate_latest(self.self_metrics).decode()
 
 

@@ -38,6 +38,19 @@ class ProcessView:
     restarts: int | None = None  # None: unknown (no store)
     unexpected_exits: int | None = None
     crash_looping: bool = False
+    braked: bool = False
+    remediation_exhausted: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    group: str
+    name: str
+    probe: str
+    healthy: bool | None  # None: not judged since the process started
+    last_ok: bool | None
+    last_duration: float
+    failures_total: int
 
 
 @dataclass
@@ -51,7 +64,13 @@ class ScrapeData:
     last_event_at: float | None = None
     outbox_pending: int | None = None
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    probes: list[ProbeView] = field(default_factory=list)
+    remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
     why: str = ""  # why the store was not used, for the landing page and logs
+
+
+def _flag(value: object) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _alive(pid: object) -> bool:
@@ -103,13 +122,15 @@ class Source:
         polled.why = store.why if store is not None else "no listener store at state.path"
         if store is not None:  # counters and listener health only ever come from the store
             polled.last_event_at, polled.outbox_pending = store.last_event_at, store.outbox_pending
-            polled.notifications = store.notifications
+            polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
+                                                                        store.remediations)
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
                 if known is not None:
                     p.restarts, p.unexpected_exits = known.restarts, known.unexpected_exits
-                    p.crash_looping = known.crash_looping
+                    p.crash_looping, p.braked = known.crash_looping, known.braked
+                    p.remediation_exhausted = known.remediation_exhausted
                     if p.state in ("EXITED", "BACKOFF", "FATAL", "STOPPED") and known.exit_status is not None:
                         p.exit_status = known.exit_status  # the real one, from supervisord's log
             if not polled.up and not polled.processes:
@@ -124,10 +145,14 @@ class Source:
             heartbeat = conn.execute("SELECT last_event_at FROM stream WHERE id = 1").fetchone()
             rows = conn.execute(
                 "SELECT grp, name, state, state_since, pid, last_start, last_exit_status, restarts, "
-                "unexpected_exits, crash_looping FROM processes WHERE present = 1 ORDER BY grp, name"
+                "unexpected_exits, crash_looping, braked, remediation_exhausted FROM processes WHERE present = 1 "
+                "ORDER BY grp, name"
             ).fetchall()
             pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
             stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
+            probes = conn.execute("SELECT namespec, probe, healthy, last_ok, last_duration, failures_total "
+                                  "FROM probes ORDER BY namespec, probe").fetchall()
+            remediations = conn.execute("SELECT namespec, action, result, count FROM remediation_stats").fetchall()
         except sqlite3.Error:
             return None
         last_event = float(heartbeat[0]) if heartbeat else None
@@ -152,7 +177,17 @@ class Source:
                 start_time=start, uptime=max(0.0, now - start) if running and start else 0.0,
                 exit_status=r["last_exit_status"], state_since=float(r["state_since"] or 0), restarts=r["restarts"],
                 unexpected_exits=r["unexpected_exits"], crash_looping=bool(r["crash_looping"]),
+                braked=bool(r["braked"]), remediation_exhausted=bool(r["remediation_exhausted"]),
             ))
+        present = {(p.group, p.name) for p in data.processes}
+        for r in probes:
+            group, _, name = r["namespec"].partition(":")
+            if (group, name) in present:
+                data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
+                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0)))
+        for ns, action, result, count in remediations:
+            group, _, name = ns.partition(":")
+            data.remediations[(group, name, action, result)] = count
         if not _alive(meta.get("listener_pid")):
             data.why = "the listener is not running"
         elif not _alive(meta.get("supervisord_pid")):

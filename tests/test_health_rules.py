@@ -237,3 +237,16 @@ def test_quorum():
     assert said(out) == [(FIRING, BELOW_QUORUM)]
     assert e.alerts[("quorum", "pool")].detail == "pool: 2 of 4 running (minimum 3)"
     assert said(start(e, 30, name="pool_0", group="pool")) == [(RESOLVED, BELOW_QUORUM)]
+
+
+def test_unhealthy_again_before_the_restart_result_is_back():
+    """The restarted process fails its probe before the executor reports the restart: lookout must
+    still act on it (here: refuse, budget exhausted) once the result is back."""
+    e = engine_for(probes=[RESTART], remediation={**BUDGET, "max_restarts": 1, "backoff": "1s"})
+    start(e, 0)
+    (action,) = probe(e, 2, False).actions
+    ev(e, 2.1, "STOPPED", from_state="STOPPING")
+    start(e, 2.2)  # RUNNING at 3.2, the result is not back yet
+    assert not probe(e, 3.5, False).actions
+    out = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", True, "", True, True), action.source, 4)
+    assert said(out) == [(UPDATE, UNHEALTHY), (FIRING, EXHAUSTED)]

@@ -210,19 +210,29 @@ def test_dry_run_and_operator_stopped_programs_are_left_alone(supervisor_factory
 
 
 def test_no_action_while_supervisord_reloads(supervisor_factory, webhook):
+    """A reload stops everything, slowly here (a program that ignores SIGTERM is stopped first and
+    takes 4 s), while web is still RUNNING and failing its probe: lookout must not act then."""
     port = free_port()
+    slow = """\
+[program:slow]
+command=sh -c 'trap "" TERM; while :; do sleep 0.2; done'
+priority=500
+stopwaitsecs=4
+"""
     probe = http_probe(port, action="restart", failure_threshold=1, initial_delay="0s")
-    sup = supervisor_factory(web(port), settings(webhook, [probe], {"backoff": "1s", "max_restarts": 100}))
+    sup = supervisor_factory(web(port, extra="priority=1") + slow,
+                             settings(webhook, [probe], {"backoff": "1s", "max_restarts": 100}))
     (sup.root / "fail.web").touch()
     sup.start()
-    wait_for(lambda: "lookout restarts web:web" in sup.listener_output(), 20, "lookout acting")
-    first = sup.listener_pid()
+    wait_for(lambda: remediations(sup, "web:web").get(("restart", "success")), 30, "lookout restarted web once")
     sup.ctl("reload")
-    wait_for(lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != first, 30, "reloaded")
+    wait_for(lambda: "supervisord is stopping or reloading" in sup.listener_output(), 20, "the listener knows")
+    wait_for(lambda: sup.listener_output().count("lookout-listener ready") >= 2, 30, "a new listener after the reload")
     log = sup.listener_output()
     stopping = log.index("supervisord is stopping or reloading")
-    ended = log.index("signal 15: stopping", stopping)
+    ended = log.index("lookout-listener ready", stopping)
     assert "lookout restarts" not in log[stopping:ended]
+    assert "slow" in sup.log() and "killing 'slow'" in sup.log()  # the window really lasted
 
 
 def test_cjk_emoji_and_invalid_utf8_in_the_last_lines(supervisor_factory, webhook):

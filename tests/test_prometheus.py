@@ -28,6 +28,9 @@ startretries=0
 
 [program:healthy]
 command=sleep 100000
+
+[program:sick]
+command=sleep 100000
 """
 # Panels that are empty by design while everything is healthy (their description says so). The
 # live scenario below has a crash-looping and a FATAL process, so even these must show data.
@@ -113,7 +116,16 @@ def substitute(expr: str) -> str:
 
 
 def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheus):
-    settings = fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})
+    """flaky crash-loops into the brake, ghost is FATAL (its group below quorum), sick fails its
+    probe until lookout's restart budget is exhausted, healthy passes its probe."""
+    settings = fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m", "action": "stop"},
+                           groups=[{"match": "ghost", "min_running": 1, "for": "1s"}])
+    settings["probes"] = [
+        {"match": "healthy", "exec": ["true"], "period": "1s"},
+        {"match": "sick", "tcp": f"127.0.0.1:{free_port()}", "period": "1s", "failure_threshold": 1,
+         "action": "restart"},
+    ]
+    settings["remediation"] = {"max_restarts": 1, "backoff": "1s"}
     sup = supervisor_factory(PROGRAMS, settings).start()
     exporter = ExporterProcess(sup).start()
     try:
@@ -122,6 +134,14 @@ def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheu
                                      'alertstate="firing"}'), 60, "crash-loop rule firing")
         wait_for(lambda: query(prom, 'ALERTS{alertname="SupervisorProcessFatal",name="ghost",alertstate="firing"}'),
                  30, "FATAL rule firing")
+        for rule, labels, states in (
+            ("SupervisorProcessBraked", 'name="flaky"', "firing"),
+            ("SupervisorRemediationExhausted", 'name="sick"', "firing"),
+            ("SupervisorProcessUnhealthy", 'name="sick"', "pending|firing"),  # for: 1m
+            ("SupervisorGroupBelowQuorum", 'group="ghost"', "pending|firing"),
+        ):
+            wait_for(lambda r=rule, lab=labels, st=states: query(
+                prom, f'ALERTS{{alertname="{r}",{lab},alertstate=~"{st}"}}'), 60, f"{rule} {states}")
         assert not query(prom, 'ALERTS{name="healthy"}')
 
         exposed = set(re.findall(r"^(\w+)", exporter.get("/metrics")[1], re.M))

@@ -216,6 +216,7 @@ class AlertEngine:
         rec = self.records.get(result.namespec)
         if rec is not None:
             self.guard.on_result(result, rec, source, now, out)
+            self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self._touch(rec, out)
         return out
 
@@ -264,8 +265,8 @@ class AlertEngine:
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
                 times.append(brake_at)
-            if rec.remediation_wanted and rec.remediation_next_at is not None:
-                times.append(rec.remediation_next_at)
+            if rec.remediation_wanted and not rec.action_in_flight:
+                times.append(rec.remediation_next_at or 0.0)
         times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
         return min(times) if times else None
 

@@ -61,7 +61,11 @@ class RemediationGuard:
         """An unhealthy probe with action restart or stop asks lookout to act."""
         kind, source, ns = spec.action, f"probe:{spec.name}", rec.namespec
         fam = family_of(source)
-        if kind == "alert" or self.stopping() or rec.action_in_flight:
+        if kind == "alert" or self.stopping():
+            return
+        if rec.action_in_flight:  # asked again when its result is back (on_time)
+            rec.remediation_wanted = source
+            out.records[ns] = rec
             return
         if self.policies.protected(ns):
             self.alerts.update(fam, ns, now, out, action_taken="not restarted: lookout never acts on its own "
@@ -114,8 +118,9 @@ class RemediationGuard:
 
     def on_time(self, rec: ProcessRecord, still_wanted: Callable[[str], ProbeSpec | None], now: float,
                 out: Outcome) -> None:
-        """A restart waited for its backoff: do it now if the probe still says so."""
-        if not rec.remediation_wanted or rec.remediation_next_at is None or now < rec.remediation_next_at:
+        """A restart waited for its backoff (or for lookout's previous action): do it now if the
+        probe still says so."""
+        if not rec.remediation_wanted or rec.action_in_flight or now < (rec.remediation_next_at or 0.0):
             return
         spec = still_wanted(rec.remediation_wanted)
         rec.remediation_wanted = ""
