@@ -4,6 +4,8 @@
     risk      a risk manager that recomputes limits every second
     executor  an order executor that sends a heartbeat every 2 s
     backtest  a backtest worker that chews through jobs forever
+    quotes    a quote server (GET /healthz) that, in its first run, stops answering after ~12 s:
+              RUNNING but hung, which only a health probe sees
 """
 
 from __future__ import annotations
@@ -50,7 +52,37 @@ def backtest() -> int:
         time.sleep(3)
 
 
-ROLES = {"feed": feed, "risk": risk, "executor": executor, "backtest": backtest}
+def quotes() -> int:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port, state_dir = int(sys.argv[2]), sys.argv[3]
+    marker = os.path.join(state_dir, "quote_server.hung-once")
+    hang_at = None if os.path.exists(marker) else time.time() + 12
+    log(f"quote_server: serving quotes on port {port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if hang_at is not None and time.time() > hang_at:
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    log("quote_server: upstream lock held by a stuck thread (deadlock)", err=True)
+                time.sleep(3600)  # accepts, never answers: RUNNING but hung
+            body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+    return 0
+
+
+ROLES = {"feed": feed, "risk": risk, "executor": executor, "backtest": backtest, "quotes": quotes}
 
 if __name__ == "__main__":
     sys.exit(ROLES[sys.argv[1]]())

@@ -73,7 +73,8 @@ class HealthTracker:
         policy = self.policies.lookup(result.namespec)
         if policy.ignore:
             return None
-        self.alerts.raise_(fam, result.namespec, UNHEALTHY, spec.severity, now, out, opened_at=st.first_failure_at,
+        self.alerts.raise_(fam, result.namespec, UNHEALTHY, policy.severity or spec.severity, now, out,
+                           opened_at=st.first_failure_at,
                            tags=policy.tags, detail=describe(spec, st, result), evidence=result.evidence)
         return spec
 
