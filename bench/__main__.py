@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import exporter_bench
+from . import exporter_bench, probe_bench
 from .listener_bench import latency, throughput_and_memory
 
 
@@ -74,6 +74,22 @@ def main() -> int:
                         e[f"{label}_rss"] < 64))
     print(f"\nexporter at {exporter_bench.GROUPS * exporter_bench.PER_GROUP} programs; baseline: "
           "Debian's prometheus-node-exporter --collector.supervisord, same supervisord\n")
+    print("\n".join(rows))
+
+    p = probe_bench.run()
+    rows = [rows[0], rows[1]]
+    ratio = p["lookout_eps"] / p["minimal_eps"]
+    rows.append(row("events/s while 200 probes run", f"{p['lookout_eps']:.0f}", f"{p['minimal_eps']:.0f}",
+                    f"{ratio:.2f}x", ">= 0.8x minimal", ratio >= 0.8))
+    rows.append(row("probe runs per second (measured)", f"{p['probes_per_second']:.0f}", "200", "-", "-", None))
+    rows.append(row("listener CPU at 200 probes/s", f"{p['cpu_share'] * 100:.1f}%", "-", "-", "< 20% of a core",
+                    p["cpu_share"] < 0.2))
+    for pct in ("p50", "p95"):
+        late = p[f"lateness_{pct}"]
+        rows.append(row(f"probe scheduling lateness {pct}", f"{late * 1000:.1f} ms", "-", "-",
+                        "< 100 ms" if pct == "p95" else "-", late < 0.1 if pct == "p95" else None))
+    print(f"\nhealth probes: {2 * probe_bench.POOL} HTTP probes at period 1 s on a {probe_bench.POOL}-process pool "
+          "while another pool's stop/start backlog drains; baseline: the minimal listener, same backlog\n")
     print("\n".join(rows))
     return 0
 

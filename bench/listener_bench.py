@@ -3,7 +3,7 @@
 throughput  Both listeners are SIGSTOPped under one supervisord while a numprocs pool is stopped
             and started until N PROCESS_STATE events wait in each pool's buffer; then each is
             resumed alone and timed until it has taken all of them (events/s).
-latency     group_wait = "0s": kill -9 a RUNNING program, time until the webhook has the alert.
+latency     group_wait = "100ms": kill -9 a RUNNING program, time until the webhook has the alert.
 memory      RSS of lookout-listener after 10k and 100k events, and the growth between them.
 """
 
@@ -43,9 +43,9 @@ stderr_logfile=%(here)s/minimal.stderr.log
 """
 
 
-def _flap_supervisor(root: Path) -> tuple[Supervisor, Path]:
+def _flap_supervisor(root: Path, settings: dict | None = None, extra_programs: str = "") -> tuple[Supervisor, Path]:
     report = root / "minimal.report"
-    programs = f"""\
+    programs = extra_programs + f"""\
 [program:flap]
 command=sleep 100000
 process_name=%(program_name)s_%(process_num)03d
@@ -53,7 +53,7 @@ numprocs={POOL}
 startsecs=0
 autorestart=false
 """ + _minimal_snippet(report)
-    sup = Supervisor(root, programs, {"listener": {"log_level": "info", **LISTENER_EXTRA}})
+    sup = Supervisor(root, programs, {"listener": {"log_level": "info", **LISTENER_EXTRA}, **(settings or {})})
     sup.conf.write_text(sup.conf.read_text().replace("buffer_size=4096", "buffer_size=100000"))
     return sup.start(), report
 
@@ -90,6 +90,36 @@ def _settle(sup: Supervisor, report: Path) -> None:
     wait_for(still, 120, "listeners idle", interval=0)
 
 
+def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
+    """Events/s of each listener draining the same backlog, best of three rounds."""
+    info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+    minimal_pid, lookout_pid = info["minimal"], info["lookout"]
+    results: dict[str, float] = {"minimal_eps": 0.0, "lookout_eps": 0.0}
+    per_round = events // 3 // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
+    # Best of three rounds, alternating who drains first: two cores shared by supervisord,
+    # both listeners and this script make single drains noisy (0.74x-0.92x seen).
+    for order in (("minimal", "lookout"), ("lookout", "minimal"), ("minimal", "lookout")):
+        os.kill(minimal_pid, signal.SIGSTOP)
+        os.kill(lookout_pid, signal.SIGSTOP)
+        m_start, l_start = _minimal(report)[0], _lookout_position(sup)[0]
+        _cycle(sup, per_round // EVENTS_PER_CYCLE)
+        for name in order:
+            pid = minimal_pid if name == "minimal" else lookout_pid
+            if name == "minimal":
+                def done(m=m_start) -> bool:
+                    return _minimal(report)[0] - m >= per_round
+            else:
+                def done(base=l_start) -> bool:
+                    return _lookout_position(sup)[0] - base >= per_round
+            start = time.time()
+            os.kill(pid, signal.SIGCONT)
+            wait_for(done, 300, f"{name} to drain {per_round} events", interval=0.02)
+            last = _minimal(report)[1] if name == "minimal" else _lookout_position(sup)[1]
+            results[f"{name}_eps"] = max(results[f"{name}_eps"], per_round / max(last - start, 1e-6))
+    assert "overflowed" not in sup.log()
+    return results
+
+
 def throughput_and_memory(events: int = 60_000, memory_marks: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="lookout-bench-"))
     sup, report = _flap_supervisor(root)
@@ -98,29 +128,7 @@ def throughput_and_memory(events: int = 60_000, memory_marks: tuple[int, ...] = 
         info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
         minimal_pid, lookout_pid = info["minimal"], info["lookout"]
         l0 = _lookout_position(sup)[0]
-        results: dict[str, float] = {"minimal_eps": 0.0, "lookout_eps": 0.0}
-        per_round = events // 3 // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
-        # Best of three rounds, alternating who drains first: two cores shared by supervisord,
-        # both listeners and this script make single drains noisy (0.74x-0.92x seen).
-        for order in (("minimal", "lookout"), ("lookout", "minimal"), ("minimal", "lookout")):
-            os.kill(minimal_pid, signal.SIGSTOP)
-            os.kill(lookout_pid, signal.SIGSTOP)
-            m_start, l_start = _minimal(report)[0], _lookout_position(sup)[0]
-            _cycle(sup, per_round // EVENTS_PER_CYCLE)
-            for name in order:
-                pid = minimal_pid if name == "minimal" else lookout_pid
-                if name == "minimal":
-                    def done(m=m_start) -> bool:
-                        return _minimal(report)[0] - m >= per_round
-                else:
-                    def done(base=l_start) -> bool:
-                        return _lookout_position(sup)[0] - base >= per_round
-                start = time.time()
-                os.kill(pid, signal.SIGCONT)
-                wait_for(done, 300, f"{name} to drain {per_round} events", interval=0.02)
-                last = _minimal(report)[1] if name == "minimal" else _lookout_position(sup)[1]
-                results[f"{name}_eps"] = max(results[f"{name}_eps"], per_round / max(last - start, 1e-6))
-        assert "overflowed" not in sup.log()
+        results = drain_rates(sup, report, events)
 
         # Memory: keep events flowing with both listeners running.
         def taken() -> int:
@@ -132,13 +140,18 @@ def throughput_and_memory(events: int = 60_000, memory_marks: tuple[int, ...] = 
             _settle(sup, report)
             results[f"lookout_rss_{mark}"] = rss_mb(lookout_pid)
             results[f"minimal_rss_{mark}"] = rss_mb(minimal_pid)
+        with sup.db() as c:
+            results["history_rows"] = c.execute("SELECT COUNT(*) FROM history").fetchone()[0] \
+                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchone() else 0
+        results["store_mb"] = sum(os.path.getsize(f"{sup.state_path}{s}") for s in ("", "-wal")
+                                  if os.path.exists(f"{sup.state_path}{s}")) / 1e6
         return results
     finally:
         sup.stop()
 
 
 def latency(samples: int = 40) -> dict[str, float]:
-    """kill -9 -> alert at the webhook, with group_wait = "0s".
+    """kill -9 -> alert at the webhook, with group_wait = "100ms" (its minimum).
 
     Baseline, in the same run and supervisord: with lookout stopped, how long a minimal listener
     waits for the EXITED event of the same kind of kill: supervisord's own dispatch latency.
@@ -150,7 +163,7 @@ def latency(samples: int = 40) -> dict[str, float]:
     programs += _minimal_snippet(root / "minimal.report", trace)
     settings = {
         "notify": {"urls": [hook.url()]},
-        "alerts": {"group_wait": "0s"},
+        "alerts": {"group_wait": "100ms"},  # the smallest group_wait lookout.toml accepts
         "listener": {"log_level": "info"},
     }
     sup = Supervisor(root, programs, settings).start()
@@ -185,7 +198,7 @@ def latency(samples: int = 40) -> dict[str, float]:
         total = []
         for name in names[samples:]:
             t0 = kill(name)
-            total.append(hook.wait(f"{name}:{name} crashed", timeout=30)[0].at - t0)
+            total.append(hook.wait(f"{name} crashed", timeout=30)[0].at - t0)
         return {
             "latency_p50": _pct(total, 50), "latency_p95": _pct(total, 95),
             "supervisord_p50": _pct(baseline, 50), "supervisord_p95": _pct(baseline, 95),

@@ -80,7 +80,7 @@ def test_a_restart_resets_counts_and_reapplies_the_grace():
     start(e, 46)  # RUNNING at 47
     assert said(probe(e, 50, False)) == []  # from inside the new grace: ignored
     assert said(probe(e, 44, False)) == []  # from before this start: ignored
-    assert e.health.states[("svc:svc", "http")].consecutive_failures == 0
+    assert e.health.states["svc:svc"]["http"].consecutive_failures == 0
 
 
 def test_sustained_memory_only_after_for():

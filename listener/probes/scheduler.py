@@ -51,7 +51,7 @@ class ProbeScheduler:
         self.results: queue.Queue[ProbeResult] = queue.Queue()
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
         self.runs = 0
-        self._instances: dict[tuple[str, str], _Instance] = {}
+        self._instances: dict[str, dict[str, _Instance]] = {}  # namespec -> probe name -> instance
         self._heap: list[tuple[float, int, tuple[str, str]]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -65,24 +65,33 @@ class ProbeScheduler:
     # ---- called from the loop ------------------------------------------------------------
 
     def set_process(self, namespec: str, target: ProbeTarget | None, specs: tuple[ProbeSpec, ...]) -> None:
-        """The probes that should run on a process now: none unless it is RUNNING (target)."""
+        """The probes that should run on a process now: none unless it is RUNNING (target).
+        Called for every change of every record: the common case (nothing changed) is cheap."""
+        current = self._instances.get(namespec)
+        if current is None and target is None:
+            return
+        if current is not None and target is not None and len(current) == len(specs) and all(
+                inst.target == target and inst.spec is spec for inst, spec in zip(current.values(), specs)):
+            return
         with self._cond:
-            for key in [k for k in self._instances if k[0] == namespec]:
-                inst = self._instances[key]
-                if target is None or inst.target != target or inst.spec not in specs:
-                    del self._instances[key]
-            if target is not None:
-                for spec in specs:
-                    key = (namespec, spec.name)
-                    if key not in self._instances:
-                        first = max(self.clock(), target.running_since + spec.initial_delay)
-                        self._instances[key] = _Instance(spec, target, first)
-                        heapq.heappush(self._heap, (first, next(self._seq), key))
+            if target is None:
+                self._instances.pop(namespec, None)
+                return  # stale heap entries are skipped when they come up
+            fresh: dict[str, _Instance] = {}
+            old = self._instances.get(namespec, {})
+            for spec in specs:
+                inst = old.get(spec.name)
+                if inst is None or inst.target != target or inst.spec is not spec:
+                    first = max(self.clock(), target.running_since + spec.initial_delay)
+                    inst = _Instance(spec, target, first)
+                    heapq.heappush(self._heap, (first, next(self._seq), (namespec, spec.name)))
+                fresh[spec.name] = inst
+            self._instances[namespec] = fresh
             self._cond.notify()
 
     def active(self) -> int:
         with self._cond:
-            return len(self._instances)
+            return sum(len(v) for v in self._instances.values())
 
     def drain(self) -> list[ProbeResult]:
         items = []
@@ -114,7 +123,7 @@ class ProbeScheduler:
         """Wait until the earliest run is due; None when woken early. Holds the lock."""
         while self._heap:
             at, _, key = self._heap[0]
-            inst = self._instances.get(key)
+            inst = self._instances.get(key[0], {}).get(key[1])
             if inst is None or inst.next_at != at:
                 heapq.heappop(self._heap)  # removed, or rescheduled: a stale entry
                 continue

@@ -37,7 +37,9 @@ def describe(spec: ProbeSpec, state: ProbeState, result: ProbeResult) -> str:
 class HealthTracker:
     def __init__(self, policies: PolicyBook, alerts: AlertBook, states: Iterable[ProbeState] = ()) -> None:
         self.policies, self.alerts = policies, alerts
-        self.states: dict[tuple[str, str], ProbeState] = {s.key: s for s in states}
+        self.states: dict[str, dict[str, ProbeState]] = {}  # namespec -> probe -> state
+        for st in states:
+            self.states.setdefault(st.namespec, {})[st.probe] = st
 
     def on_result(self, result: ProbeResult, rec: ProcessRecord | None, now: float,
                   out: Outcome) -> ProbeSpec | None:
@@ -47,9 +49,10 @@ class HealthTracker:
             return None
         if result.started_at < rec.running_since + spec.initial_delay:
             return None  # from before this start, or inside its grace
-        st = self.states.get((result.namespec, result.probe))
+        mine = self.states.setdefault(result.namespec, {})
+        st = mine.get(result.probe)
         if st is None:
-            st = self.states[(result.namespec, result.probe)] = ProbeState(result.namespec, result.probe)
+            st = mine[result.probe] = ProbeState(result.namespec, result.probe)
         st.last_ok, st.last_detail = result.ok, result.detail[:500]
         st.last_duration, st.last_at = result.duration, result.started_at
         out.probe_states[st.key] = st
@@ -80,9 +83,8 @@ class HealthTracker:
 
     def reset(self, namespec: str, out: Outcome) -> None:
         """A new start of the process: counts from zero, the grace applies again."""
-        for st in self.states.values():
-            if st.namespec == namespec and (st.healthy is not None or st.consecutive_failures
-                                            or st.consecutive_successes):
+        for st in self.states.get(namespec, {}).values():
+            if st.healthy is not None or st.consecutive_failures or st.consecutive_successes:
                 st.healthy, st.first_failure_at = None, None
                 st.consecutive_failures = st.consecutive_successes = 0
                 out.probe_states[st.key] = st
@@ -90,8 +92,8 @@ class HealthTracker:
     def unhealthy(self, namespec: str) -> list[ProbeSpec]:
         """The probes (with their specs) that currently judge this process unhealthy."""
         out = []
-        for st in self.states.values():
-            if st.namespec == namespec and st.healthy is False:
+        for st in self.states.get(namespec, {}).values():
+            if st.healthy is False:
                 spec = self.policies.probe(namespec, st.probe)
                 if spec is not None:
                     out.append(spec)
