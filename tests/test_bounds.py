@@ -24,7 +24,7 @@ EXAMPLE = tomllib.loads((REPO / "conf.d" / "lookout.toml").read_text())
 DURATION = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d)+")
 HUGE = "9" * 400
 # Counts where 0 is meaningful (no log lines at all): negative and huge are still refused.
-ZERO_ALLOWED = {"notify.stderr_lines", "initial_delay"}
+ZERO_ALLOWED = {"stderr_lines", "initial_delay", "port_base"}
 
 
 def leaves(node: object, path: str = ""):  # noqa: ANN201
@@ -58,7 +58,7 @@ def bad_values(path: str, duration: bool) -> list[object]:
         if path.rsplit(".", 1)[-1] not in ZERO_ALLOWED:
             values.insert(0, "0s")
         return values
-    return [-1, int(HUGE)] if path in ZERO_ALLOWED else [0, -1, int(HUGE)]
+    return [-1, int(HUGE)] if path.rsplit(".", 1)[-1] in ZERO_ALLOWED else [0, -1, int(HUGE)]
 
 
 CASES = [(p, v) for p in DURATIONS for v in bad_values(p, True)] + \

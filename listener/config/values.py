@@ -104,6 +104,8 @@ class Section:
             return default
         value = self.table[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 1e300:
+                raise ConfigError(self.key(name), f"{shown(value)} is out of bounds")
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
