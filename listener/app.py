@@ -68,7 +68,7 @@ class Listener:
                              f"{os.environ.get('SUPERVISOR_PROCESS_NAME', '')}")
         client = SupervisorClient(config.supervisor)
         self.logs = ProcessLogs(client, self.ppid)
-        self.keeper = StoreKeeper(config.state_path)
+        self.keeper = StoreKeeper(config.state_path, config.history)
         self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w, clock)
         self.notifier = Notifier(config, targets, self.logs, clock, store_generation=lambda: self.keeper.generation,
                                  on_death=self._wake)
@@ -309,7 +309,7 @@ class Listener:
             if isinstance(event, ProcessStateEvent) and event.state == "RUNNING" and event.pid:
                 exact = spawn_time(event.pid)  # the STARTING event may have waited in supervisord
                 if exact is not None:
-                    outcome.records.update(self.engine.on_start_observed(event.namespec, exact, exact=True).records)
+                    outcome.merge(self.engine.on_start_observed(event.namespec, exact, exact=True))
         except MalformedEvent as exc:  # its place in the stream still counts: no false "lost" later
             log.error("malformed event acknowledged and ignored: %s (%s serial %d)", exc, delivery.eventname,
                       delivery.serial)
@@ -350,10 +350,10 @@ class Listener:
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):
             for ns, start in result.starts.items():
-                outcome.records.update(engine.on_start_observed(ns, start).records)
+                outcome.merge(engine.on_start_observed(ns, start))
         else:
             for ns, info in result.exits.items():
-                outcome.records.update(engine.on_exit_observed(ns, info.status, info.text).records)
+                outcome.merge(engine.on_exit_observed(ns, info.status, info.text))
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:

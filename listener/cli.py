@@ -77,6 +77,13 @@ def silence_id(text: str) -> int:
     return int(text)
 
 
+def silence_id_or_exit(text: str) -> int:
+    try:
+        return silence_id(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError("unsilence", str(exc)) from None
+
+
 def silence_seconds(text: str) -> float:
     """--for, within bounds: a 400-digit duration must not become an endless silence."""
     seconds = parse_duration(text, "--for")

@@ -1,14 +1,150 @@
-"""lookout: the operator's command (placeholder until the operator commands land)."""
+"""lookout: the operator's command, for the terminal, cron and health checks.
+
+    lookout status [PATTERN] [--json] [--check]   supervisorctl status plus restarts, exits, alerts
+    lookout history NAME [--since 24h] [--json]   one process's state changes, exits and alerts
+    lookout alerts [--json]                       the open alerts
+    lookout silence PATTERN --for 30m [--reason]  / silences / unsilence ID
+    lookout probe [PATTERN]                       run the health probes once, now
+    lookout test-alert                            one test message to every target
+    lookout check-config                          validate lookout.toml, the store and supervisord
+    lookout init DIR                              write the snippets, example config, dashboards, rules
+
+The config is -c lookout.toml or $LOOKOUT_CONFIG. The daemons are lookout-listener and
+lookout-exporter; `lookout-listener`'s own subcommands and flags keep working.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
+import time
+
+from .listener.cli import OneLineParser, silence_seconds
+from .listener.config import ConfigError, format_duration, load_config, parse_duration
+from .listener.redact import install_log_filter, secrets_in_url
+from .listener.store.files import StoreUnavailable
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="lookout", description=__doc__.split("\n\n")[0])
+    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name")
+    s.add_argument("--json", action="store_true", help="a list of objects (see `lookout status --json-schema`)")
+    s.add_argument("--json-schema", action="store_true", help="print the JSON schema of --json and exit")
+    s.add_argument("--check", action="store_true",
+                   help="exit 0 if all RUNNING (or deliberately stopped) and no alert is open, 1 if not, "
+                        "2 if supervisord or the store cannot be read")
+    s.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    h = sub.add_parser("history", help="one process's state changes, exits and alerts, in time order")
+    h.add_argument("name", help="as supervisorctl names it: 'reconciler' or 'group:name'")
+    h.add_argument("--since", default="24h", help="how far back (default 24h)")
+    h.add_argument("--json", action="store_true")
+    a = sub.add_parser("alerts", help="the open alerts")
+    a.add_argument("--json", action="store_true")
+    si = sub.add_parser("silence", help="mute alerts of matching processes for a while")
+    si.add_argument("matcher", help="fnmatch on group:name or name, e.g. 'trading_system:*'")
+    si.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")
+    si.add_argument("--reason", default="")
+    sub.add_parser("silences", help="the active silences")
+    un = sub.add_parser("unsilence", help="end a silence now")
+    un.add_argument("id")
+    pr = sub.add_parser("probe", help="run the matching health probes once, now")
+    pr.add_argument("pattern", nargs="?", default="*")
+    sub.add_parser("test-alert", help="send a test message to every target")
+    sub.add_parser("check-config", help="validate lookout.toml, the store and supervisord access")
+    i = sub.add_parser("init", help="write the supervisord snippets, example config, dashboards and rules")
+    i.add_argument("directory")
+    i.add_argument("--force", action="store_true", help="overwrite existing files")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .listener.cli import main as listener_main
+    if hasattr(signal, "SIGPIPE") and argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lookout history x | head` ends quietly
+    args = _parser().parse_args(argv)
+    if args.command == "init":
+        from .init import init_command
 
-    return listener_main(argv)
+        return init_command(args.directory, args.force)
+    if args.command == "status" and args.json_schema:
+        from .status import STATUS_SCHEMA
+
+        print(json.dumps(STATUS_SCHEMA, indent=2))
+        return 0
+    try:
+        config = load_config(args.config)
+        install_log_filter({s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)})
+        return _run(config, args)
+    except ConfigError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"lookout: state.path: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config, args) -> int:  # noqa: ANN001
+    from .listener import cli as listener_cli
+
+    if args.command == "status":
+        from .status import status_command
+
+        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                             and not os.environ.get("NO_COLOR"))
+        return status_command(config, args.pattern, args.json, args.check, colour)
+    if args.command == "history":
+        from .history import history_command
+
+        return history_command(config, args.name, parse_duration(args.since, "--since"), args.json)
+    if args.command == "alerts":
+        return _alerts(config, args.json)
+    if args.command in ("silence", "silences", "unsilence"):
+        if args.command == "silence":
+            silence_seconds(args.duration)  # bounds, before anything is written
+        if args.command == "unsilence":
+            args.id = listener_cli.silence_id_or_exit(args.id)
+        return listener_cli._silence_command(config, args)
+    if args.command == "probe":
+        from .listener.probes.oneshot import run_once
+
+        return run_once(config, args.pattern)
+    if args.command == "test-alert":
+        return listener_cli.test_alert(config)
+    return listener_cli.check_config(config)
+
+
+def _alerts(config, as_json: bool) -> int:  # noqa: ANN001
+    import sqlite3
+
+    from .listener.rules.models import display_name
+    from .listener.store.files import store_errors
+    from .listener.store.schema import connect
+
+    try:
+        with store_errors():
+            conn = connect(config.state_path, readonly=True)
+        rows = conn.execute("SELECT namespec, family, kind, severity, opened_at, detail, action_taken FROM alerts "
+                            "WHERE resolved_at IS NULL ORDER BY opened_at").fetchall()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        print(f"lookout: cannot read lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        return 2
+    now = time.time()
+    if as_json:
+        print(json.dumps([{"name": display_name(r["namespec"]), "namespec": r["namespec"], "family": r["family"],
+                           "kind": r["kind"], "severity": r["severity"], "since": r["opened_at"],
+                           "detail": r["detail"], "action_taken": r["action_taken"]} for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no open alerts")
+    for r in rows:
+        detail = f"  {r['detail'][:100]}" if r["detail"] else ""
+        print(f"{r['severity'].upper():<8} {display_name(r['namespec']):<30} {r['kind']:<18} "
+              f"since {format_duration(now - r['opened_at'])}{detail}")
+    return 0
 
 
 if __name__ == "__main__":

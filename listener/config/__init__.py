@@ -18,6 +18,7 @@ from .model import (
     Config,
     CrashLoop,
     ExporterSettings,
+    HistorySettings,
     ListenerSettings,
     NotifySettings,
     ProgramRule,
@@ -28,7 +29,8 @@ from .values import ConfigError, Section, format_duration, format_size, parse_du
 
 __all__ = [
     "DEFAULT_SERVERURL", "DEFAULT_STATE_PATH", "SEVERITIES", "AlertSettings", "AlertmanagerSettings", "Config",
-    "ConfigError", "CrashLoop", "ExporterSettings", "ListenerSettings", "NotifySettings", "ProgramRule", "Section",
+    "ConfigError", "CrashLoop", "ExporterSettings", "HistorySettings", "ListenerSettings", "NotifySettings",
+    "ProgramRule", "Section",
     "SupervisorSettings", "crash_loop_settings", "format_duration", "format_size", "load_config", "parse_config",
     "parse_duration", "parse_size", "shown", "ACTIONS", "KINDS", "PLACEHOLDERS", "GroupRule", "ProbeSpec",
     "RemediationSettings", "placeholders_in",

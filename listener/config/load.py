@@ -20,6 +20,7 @@ from .model import (
     Config,
     CrashLoop,
     ExporterSettings,
+    HistorySettings,
     ListenerSettings,
     NotifySettings,
     ProgramRule,
@@ -96,15 +97,20 @@ def _supervisor(root: Section, env: Any) -> SupervisorSettings:
     return supervisor
 
 
-def _state_path(root: Section) -> str:
+def _state(root: Section) -> tuple[str, HistorySettings]:
     st = root.sub("state")
     path = st.get("path", str, DEFAULT_STATE_PATH)
+    history = HistorySettings(
+        max_age=st.duration("history_max_age", 30 * DAY, HOUR, 3650 * DAY),
+        max_rows=st.integer("history_max_rows", 50_000, 1000, 10_000_000),
+        per_process=st.integer("history_per_process", 500, 10, 1_000_000),
+    )
     st.done()
     if not path.strip():
         raise ConfigError("state.path", "must not be empty: the store keeps alerts, history and the outbox")
     if "\0" in path:
         raise ConfigError("state.path", "must not contain a NUL character")
-    return path
+    return path, history
 
 
 def _notify(root: Section, env: Any) -> NotifySettings:
@@ -122,8 +128,17 @@ def _notify(root: Section, env: Any) -> NotifySettings:
         retry_for=no.duration("retry_for", DAY, MINUTE, 30 * DAY),
         stderr_lines=no.integer("stderr_lines", 20, 0, 1000),
         max_detailed=no.integer("max_detailed", 10, 1, 1000),
+        dashboard_url=no.get("dashboard_url", str, ""),
     )
     no.done()
+    if notify.dashboard_url:
+        if not notify.dashboard_url.startswith(("http://", "https://")):
+            raise ConfigError("notify.dashboard_url", "must start with http:// or https://")
+        try:
+            notify.dashboard_url.format(host="h", group="g", name="n")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError("notify.dashboard_url", f"unknown placeholder {exc} (known: {{host}}, {{group}}, "
+                                                      "{name})") from None
     if notify.retry_max < notify.retry_initial:
         raise ConfigError("notify.retry_max", "must not be shorter than notify.retry_initial")
     return notify
@@ -197,9 +212,12 @@ def _alertmanager(root: Section) -> AlertmanagerSettings:
 def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None) -> Config:
     env = os.environ if env is None else env
     root = Section(data, "")
+    supervisor = _supervisor(root, env)
+    state_path, history = _state(root)
     config = Config(
-        supervisor=_supervisor(root, env),
-        state_path=_state_path(root),
+        supervisor=supervisor,
+        state_path=state_path,
+        history=history,
         notify=_notify(root, env),
         alerts=_alerts(root),
         listener=_listener(root),

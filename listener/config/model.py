@@ -48,6 +48,15 @@ class SupervisorSettings:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    """Bounds of the store's history table (`lookout history`)."""
+
+    max_age: float = 30 * 86400.0
+    max_rows: int = 50_000
+    per_process: int = 500
+
+
+@dataclass(frozen=True)
 class NotifySettings:
     urls: tuple[str, ...] = ()
     config: str = ""  # an apprise config file (YAML/TEXT) with tags, for routing
@@ -58,6 +67,7 @@ class NotifySettings:
     retry_for: float = 86400.0
     stderr_lines: int = 20
     max_detailed: int = 10  # alerts shown in full in one message; the rest get one line each
+    dashboard_url: str = ""  # a link in every alert; {host} {group} {name} are filled in (URL-encoded)
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class ExporterSettings:
 class Config:
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     state_path: str = DEFAULT_STATE_PATH
+    history: HistorySettings = field(default_factory=HistorySettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     listener: ListenerSettings = field(default_factory=ListenerSettings)

@@ -33,7 +33,7 @@ from ..rules.models import (
     display_name,
 )
 from ..store.delivery import PendingNotice
-from .render import Enrichment, firing_block, headline
+from .render import Enrichment, dashboard_link, firing_block, headline
 from .targets import DeliveryError
 
 ALERTNAMES = {
@@ -86,6 +86,9 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
                 "summary": headline(a, host),
                 "description": description,
             }
+            link = dashboard_link(extra.dashboard_url, a.namespec, host)
+            if link:
+                annotations[a.id]["dashboard"] = link  # type: ignore[index]
         entry = {
             "labels": _labels(a, host, a.kind, a.severity),
             "annotations": annotations[a.id],  # type: ignore[index]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from ..config import format_duration
 from ..logs import ExitInfo
@@ -62,6 +63,14 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 EVIDENCE_LINES = 30
 
 
+def dashboard_link(template: str, namespec: str, host: str) -> str:
+    """notify.dashboard_url with {host} {group} {name} filled in, URL-encoded."""
+    if not template:
+        return ""
+    group, _, name = namespec.partition(":")
+    return template.format(host=quote(host, safe=""), group=quote(group, safe=""), name=quote(name, safe=""))
+
+
 @dataclass
 class Enrichment:
     """What the notifier fetched from supervisord just before rendering (best effort)."""
@@ -70,6 +79,7 @@ class Enrichment:
     exits: dict[str, ExitInfo] = field(default_factory=dict)  # namespec -> from the main log
     spawnerr: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # namespec -> why its log tail is missing
+    dashboard_url: str = ""  # notify.dashboard_url, the template
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,9 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
         out.append(f"  supervisord says: {clean(spawnerr)}")
     if a.action_taken:
         out.append(f"  lookout: {clean(a.action_taken)}")
+    link = dashboard_link(extra.dashboard_url, a.namespec, host)
+    if link:
+        out.append(f"  dashboard: [{display_name(a.namespec)}]({link})" if markdown else f"  dashboard: {link}")
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
     if a.family == QUORUM:
         return out

@@ -238,7 +238,8 @@ class Notifier:
                 messages.append(self._message(target, mine, now, extra))
         if not self.targets:
             log.warning("no notification targets configured: set notify.urls to be told of this")
-        store.dispatch([n.id for n in active], messages, now)
+        history = [(n.alert.namespec, f"{n.kind} {n.alert.kind} to {len(messages)} target(s)") for n in active]
+        store.dispatch([n.id for n in active], messages, now, history)
         return None
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
@@ -267,7 +268,7 @@ class Notifier:
         still = [n for n in store.announced_open_alerts()
                  if not any(s.covers(n.alert.namespec, now) for s in silences)]
         if still:
-            extra = Enrichment()
+            extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
             store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
         return now + every
 
@@ -291,7 +292,7 @@ class Notifier:
 
     def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
         """Best effort, alert by alert: what fails is named in that alert and nowhere else."""
-        extra = Enrichment()
+        extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
         if self.logs is None:
             return extra
         firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]

@@ -43,6 +43,17 @@ class ProcessStateEvent:
     def namespec(self) -> str:
         return f"{self.group}:{self.name}"
 
+    def describe(self) -> str:
+        """'RUNNING (from STARTING, pid 4711)', 'EXITED (from RUNNING, unexpected, pid 4711)'."""
+        extra = [f"from {self.from_state}"]
+        if self.expected is not None:
+            extra.append("expected" if self.expected else "unexpected")
+        if self.pid:
+            extra.append(f"pid {self.pid}")
+        if self.tries:
+            extra.append(f"tries {self.tries}")
+        return f"{self.state} ({', '.join(extra)})"
+
 
 @dataclass(frozen=True)
 class TickEvent:

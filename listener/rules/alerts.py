@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterable
 from .models import FIRING, KIND_RANK, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, Notice, Outcome
 
 
+def _named(alert: Alert) -> str:
+    return f"{alert.kind} ({alert.probe} probe)" if alert.probe else alert.kind
+
+
 class AlertBook:
     def __init__(self, open_alerts: Iterable[Alert], repeat_interval: float, stopping: Callable[[], bool]) -> None:
         self.alerts: dict[AlertKey, Alert] = {a.key: a for a in open_alerts if a.is_open}
@@ -41,6 +45,8 @@ class AlertBook:
                 alert.evidence = evidence or alert.evidence
                 alert.last_notice_at = now
                 out.notices.append(Notice(alert.key, FIRING, now))
+                out.history.append((now, namespec, "alert", f"{_named(alert)} ({severity}), was {alert.previous_kind}"
+                                    + (f": {detail}" if detail else "")))
             out.alerts[alert.key] = alert
             return alert
         alert = Alert(namespec=namespec, kind=kind, severity=severity, opened_at=opened_at or now, updated_at=now,
@@ -49,6 +55,8 @@ class AlertBook:
         self.alerts[alert.key] = alert
         out.alerts[alert.key] = alert
         out.notices.append(Notice(alert.key, FIRING, now))
+        out.history.append((now, namespec, "alert", f"{_named(alert)} ({severity})"
+                            + (f": {detail}" if detail else "")))
         return alert
 
     def update(self, family: str, namespec: str, now: float, out: Outcome, *, detail: str = "",
@@ -65,6 +73,8 @@ class AlertBook:
         if notify and not self.stopping():
             alert.last_notice_at = now
             out.notices.append(Notice(alert.key, UPDATE, now))
+        if action_taken:
+            out.history.append((now, namespec, "action", action_taken))
         return alert
 
     def close(self, family: str, namespec: str, now: float, out: Outcome, why: str, notify: bool) -> Alert | None:
@@ -75,6 +85,7 @@ class AlertBook:
         out.alerts[alert.key] = alert
         if notify:
             out.notices.append(Notice(alert.key, RESOLVED, now))
+        out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))
         return alert
 
     def close_all(self, namespec: str, now: float, out: Outcome, why: str, notify: bool,

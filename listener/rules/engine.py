@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..config import AlertSettings, ProbeSpec, RemediationSettings
+from ..config import AlertSettings, ProbeSpec, RemediationSettings, format_duration
 from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
 from .alerts import AlertBook
 from .health import HealthTracker
@@ -123,7 +123,7 @@ class AlertEngine:
             self._confirming.discard(ns)
             if rec.event_at > taken_at:
                 continue  # an event told us something newer than this snapshot
-            if self._align(rec, info, taken_at) | self._unheard_problems(rec, info, now, out):
+            if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
                 self._touch(rec, out)
         for ns, rec in self.records.items():
             if ns not in seen and rec.present and rec.event_at <= taken_at:
@@ -133,8 +133,11 @@ class AlertEngine:
         self.quorum.refresh(self.records, {r.group for r in self.records.values()}, now, out)
         return out
 
-    def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float) -> bool:
+    def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
         changed = not rec.present or rec.state != info.state
+        if rec.state != info.state:
+            out.history.append((taken_at, rec.namespec, "state",
+                                f"{info.state} (seen by a reconcile, was {rec.state})"))
         rec.present = True
         skew = taken_at - info.now  # our clock minus supervisord's
         if info.state in LIVE_STATES and info.start and _coarse_start_differs(rec, info.start + skew):
@@ -185,6 +188,8 @@ class AlertEngine:
         if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
             rec.last_exit_status, rec.last_exit_text = status, text
             out.records[namespec] = rec
+            ran = f" after running {format_duration(rec.last_run_seconds)}" if rec.last_run_seconds is not None else ""
+            out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))
         return out
 
     def on_start_observed(self, namespec: str, start: float, *, exact: bool = False) -> Outcome:
@@ -274,6 +279,7 @@ class AlertEngine:
 
     def _on_process_state(self, ev: ProcessStateEvent, now: float, out: Outcome) -> None:
         rec = self._record(ev.group, ev.name)
+        out.history.append((now, rec.namespec, "state", ev.describe()))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.pid = ev.pid if ev.state in LIVE_STATES else None
         state = ev.state

@@ -223,6 +223,7 @@ class Outcome:
     notices: list[Notice] = field(default_factory=list)
     probe_states: dict[tuple[str, str], ProbeState] = field(default_factory=dict)
     remediations: list[tuple[str, str, str]] = field(default_factory=list)  # (namespec, action, result) to count
+    history: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, namespec, kind, what happened)
     actions: list[Action] = field(default_factory=list)  # for the executor, after the commit
     exit_lookups: list[str] = field(default_factory=list)
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
@@ -231,7 +232,7 @@ class Outcome:
 
     def __bool__(self) -> bool:
         return bool(self.records or self.alerts or self.notices or self.flags_changed or self.probe_states
-                    or self.remediations or self.actions)
+                    or self.remediations or self.actions or self.history)
 
     def merge(self, other: Outcome) -> Outcome:
         self.records.update(other.records)
@@ -239,6 +240,7 @@ class Outcome:
         self.notices.extend(other.notices)
         self.probe_states.update(other.probe_states)
         self.remediations.extend(other.remediations)
+        self.history.extend(other.history)
         self.actions.extend(other.actions)
         self.exit_lookups.extend(other.exit_lookups)
         self.start_lookups.extend(other.start_lookups)

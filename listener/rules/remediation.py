@@ -102,6 +102,7 @@ class RemediationGuard:
             rec.remediation_next_at = now + min(self.settings.backoff_max, delay)
         out.actions.append(action)
         out.records[rec.namespec] = rec
+        out.history.append((now, rec.namespec, "action", f"lookout {kind}s it: {reason}"))
         return action
 
     def _exhausted(self, rec: ProcessRecord, recent: list[float], now: float, out: Outcome) -> None:
@@ -139,6 +140,8 @@ class RemediationGuard:
             rec.expect_start_until = None
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, result.kind, "success" if result.ok else "failure"))
+        out.history.append((now, rec.namespec, "action", f"lookout's {result.kind} "
+                            + ("succeeded" if result.ok else f"failed: {result.detail}")))
         fam = family_of(source)
         if not result.ok:
             self.alerts.raise_(REMEDIATION, rec.namespec, REMEDIATION_FAILED, "critical", now, out,

@@ -77,9 +77,13 @@ class DeliveryStore:
             for r in rows
         ]
 
-    def dispatch(self, notice_ids: list[int], messages: list[dict], now: float) -> None:
-        """Turn notices into outbox rows, atomically: nothing is sent twice or lost."""
+    def dispatch(self, notice_ids: list[int], messages: list[dict], now: float,
+                 history: list[tuple[str, str]] = ()) -> None:
+        """Turn notices into outbox rows, atomically: nothing is sent twice or lost. `history`:
+        (namespec, what) rows for `lookout history` ("sent: crashed (firing) to 2 target(s)")."""
         with Transaction(self.conn) as c:
+            c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'sent', ?)",
+                          [(now, ns, what) for ns, what in history])
             c.executemany(
                 "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, "
                 "created_at, next_attempt_at) VALUES (:target_key, :target_label, :scheme, "

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sqlite3
 
+from ..config import HistorySettings
 from ..rules.models import Outcome
 from ..rules.sequence import StreamPosition
 from .files import StoreCorrupt, StoreUnavailable, identity, move_aside, store_errors
@@ -24,8 +25,8 @@ log = logging.getLogger("lookout.store")
 
 
 class StoreKeeper:
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, history: HistorySettings | None = None) -> None:
+        self.path, self.history = path, history
         self.generation = 0
         self.state: StateStore | None = None
         self._identity: tuple[int, int] | None = None
@@ -42,7 +43,7 @@ class StoreKeeper:
             note = (f"lookout's store {self.path} was not a usable SQLite database ({exc}). It was moved aside to "
                     f"{aside} and a fresh store was created: restart counters and alert history start again now.")
             conn = connect(self.path, check=True)
-        self.state = StateStore(conn)
+        self.state = StateStore(conn, self.history)
         self._identity = identity(self.path)
         self.generation += 1
         return note

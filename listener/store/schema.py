@@ -26,6 +26,13 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    failures_total
   remediation_stats(namespec, action, result, count)
                                    counters for lookout_remediations_total
+  history(id, at, namespec, kind, detail)
+                                   what happened to each process, for `lookout history`: kind is
+                                   state (every state change), exit (with its status), alert,
+                                   resolved, action (lookout's own), sent (a notice dispatched to
+                                   the targets). Bounded: rows older than state.history_max_age,
+                                   beyond state.history_per_process for one process, or beyond
+                                   state.history_max_rows in all are pruned, oldest first
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
@@ -165,6 +172,14 @@ CREATE TABLE IF NOT EXISTS remediation_stats (
     count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (namespec, action, result)
 );
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    namespec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS history_by_process ON history (namespec, id);
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     matcher TEXT NOT NULL,

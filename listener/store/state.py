@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import fields
 from operator import attrgetter
 
+from ..config import HistorySettings
 from ..rules.models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, Notice, Outcome, ProbeState, ProcessRecord
 from ..rules.sequence import StreamPosition
 from .schema import Transaction, get_meta, set_meta
@@ -72,9 +73,14 @@ def _record_values(rec: ProcessRecord) -> list:
     return [rec.namespec, *values]
 
 
+HISTORY_PRUNE_EVERY = 2000  # history rows written between two count-bound prunes
+
+
 class StateStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, history: HistorySettings | None = None) -> None:
         self.conn = conn
+        self.history = history or HistorySettings()
+        self._history_written = 0
 
     # ---- loading at start ---------------------------------------------------------------
 
@@ -118,6 +124,13 @@ class StateStore:
             if outcome.probe_states:
                 c.executemany(_UPSERT_PROBE, [[getattr(st, f) for f in _PROBE_FIELDS]
                                               for st in outcome.probe_states.values()])
+            if outcome.history:
+                c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, ?, ?)",
+                              [(at, ns, kind, detail[:1000]) for at, ns, kind, detail in outcome.history])
+                self._history_written += len(outcome.history)
+                if self._history_written >= HISTORY_PRUNE_EVERY:
+                    self._history_written = 0
+                    self._bound_history(c)
             for namespec, action, result in outcome.remediations:
                 c.execute("INSERT INTO remediation_stats(namespec, action, result, count) VALUES (?, ?, ?, 1) "
                           "ON CONFLICT(namespec, action, result) DO UPDATE SET count = count + 1",
@@ -151,9 +164,22 @@ class StateStore:
             with Transaction(self.conn) as c:
                 c.executemany("DELETE FROM probes WHERE namespec = ? AND probe = ?", [tuple(k) for k in gone])
 
+    def _bound_history(self, c: sqlite3.Connection) -> None:
+        """At most history.per_process rows for one process and history.max_rows in all: oldest go."""
+        h = self.history
+        for (ns,) in c.execute("SELECT namespec FROM history GROUP BY namespec HAVING COUNT(*) > ?",
+                               (h.per_process,)).fetchall():
+            c.execute("DELETE FROM history WHERE namespec = ? AND id <= (SELECT id FROM history WHERE namespec = ? "
+                      "ORDER BY id DESC LIMIT 1 OFFSET ?)", (ns, ns, h.per_process))
+        c.execute("DELETE FROM history WHERE id <= (SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                  (h.max_rows,))
+
     def prune(self, now: float) -> None:
-        """Keep the store small: delivered messages and closed alerts older than a week."""
+        """Keep the store small: delivered messages and closed alerts older than a week, history
+        by age and by count."""
         with Transaction(self.conn) as c:
+            c.execute("DELETE FROM history WHERE at < ?", (now - self.history.max_age,))
+            self._bound_history(c)
             week = now - 7 * 86400
             c.execute("DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (week,))
             c.execute(

@@ -1,0 +1,61 @@
+"""`lookout history NAME [--since 24h]`: what happened to one process, in time order.
+
+State changes, exits with their statuses, alerts raised, sent and resolved, and what lookout
+itself did, from the store's bounded history table (state.history_* in lookout.toml).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+
+from .listener.config import Config
+from .listener.rules.models import display_name
+from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.schema import connect
+
+
+def resolve(conn: sqlite3.Connection, name: str) -> list[str]:
+    """'reconciler' -> 'reconciler:reconciler'; 'pool_1' -> 'pool:pool_1'; 'g:n' as it is."""
+    if ":" in name:
+        return [name]
+    rows = conn.execute("SELECT namespec FROM processes WHERE name = ? OR namespec = ? ORDER BY namespec",
+                        (name, f"{name}:{name}")).fetchall()
+    found = [r[0] for r in rows] or [r[0] for r in conn.execute(
+        "SELECT DISTINCT namespec FROM history WHERE namespec = ? OR namespec LIKE ?", (f"{name}:{name}", f"%:{name}"))]
+    return found or [name]
+
+
+def history_command(config: Config, name: str, since: float, as_json: bool) -> int:
+    now = time.time()
+    try:
+        with store_errors():
+            conn = connect(config.state_path, readonly=True)
+        namespecs = resolve(conn, name)
+        if len(namespecs) > 1:
+            print(f"lookout: {name!r} is ambiguous: {', '.join(namespecs)}", file=sys.stderr)
+            return 2
+        rows = conn.execute("SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY at, id",
+                            (namespecs[0], now - since)).fetchall()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        print(f"lookout: cannot read lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps([{"at": at, "kind": kind, "detail": detail} for at, kind, detail in rows], indent=2))
+        return 0 if rows else 1
+    if not rows:
+        print(f"no history for {display_name(namespecs[0])} in the last {_window(since)}")
+        return 1
+    print(f"{display_name(namespecs[0])}, the last {_window(since)}:")
+    for at, kind, detail in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+        print(f"{stamp}  {kind:<8} {detail}")
+    return 0
+
+
+def _window(seconds: float) -> str:
+    from .listener.config import format_duration
+
+    return format_duration(seconds)

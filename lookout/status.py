@@ -1,0 +1,224 @@
+"""`lookout status`: supervisorctl status, plus what only lookout knows.
+
+One line per process: state and uptime (from supervisord), health (from the probes), restarts in
+the last hour and day, the last unexpected exit in words, the open alert and a silence if one
+holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA; `--check` exits 0 when
+every process is RUNNING (or deliberately stopped) and no alert is open, 1 otherwise, 2 when
+supervisord or the store cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .listener.config import Config, format_duration
+from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from .listener.rules.models import ProcessSnapshot, display_name
+from .listener.rules.policy import matches
+from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.schema import connect
+
+FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
+# supervisord's automatic restarts, and lookout's own
+_RESTART = ("(kind = 'state' AND (detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')) "
+            "OR (kind = 'action' AND detail = 'lookout''s restart succeeded')")
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "lookout status --json",
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "group", "namespec", "state", "pid", "uptime_seconds", "description", "healthy",
+                     "probes", "restarts_1h", "restarts_24h", "last_exit", "alerts", "silenced_until", "ok"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "description": "as supervisorctl shows it: 'reconciler' or 'group:name'"},
+            "group": {"type": "string"},
+            "namespec": {"type": "string", "description": "always group:name"},
+            "state": {"enum": ["STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL",
+                               "UNKNOWN"]},
+            "pid": {"type": "integer"},
+            "uptime_seconds": {"type": ["number", "null"], "description": "null unless RUNNING"},
+            "description": {"type": "string", "description": "supervisord's own description"},
+            "healthy": {"type": ["boolean", "null"], "description": "null without probes or not judged yet"},
+            "probes": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["healthy", "last_ok", "last_detail"],
+                "properties": {"healthy": {"type": ["boolean", "null"]}, "last_ok": {"type": ["boolean", "null"]},
+                               "last_detail": {"type": "string"}}}},
+            "restarts_1h": {"type": "integer"},
+            "restarts_24h": {"type": "integer"},
+            "last_exit": {"type": ["object", "null"], "required": ["text", "status", "at"], "properties": {
+                "text": {"type": "string"}, "status": {"type": ["integer", "null"]},
+                "at": {"type": ["number", "null"]}}},
+            "alerts": {"type": "array", "items": {
+                "type": "object", "required": ["kind", "severity", "since", "detail"],
+                "properties": {"kind": {"type": "string"}, "severity": {"enum": ["info", "warning", "critical"]},
+                               "since": {"type": "number"}, "detail": {"type": "string"}}}},
+            "silenced_until": {"type": ["number", "null"]},
+            "ok": {"type": "boolean", "description": "what --check counts: RUNNING or deliberately stopped, "
+                                                     "and no open alert"},
+        },
+    },
+}
+
+
+class Unreadable(Exception):
+    """supervisord or the store cannot be read: exit status 2."""
+
+
+@dataclass
+class ProcessStatus:
+    snap: ProcessSnapshot
+    description: str
+    restarts_1h: int = 0
+    restarts_24h: int = 0
+    last_exit: dict | None = None
+    probes: dict[str, dict] = field(default_factory=dict)
+    alerts: list[dict] = field(default_factory=list)
+    silenced_until: float | None = None
+
+    @property
+    def healthy(self) -> bool | None:
+        judged = [p["healthy"] for p in self.probes.values() if p["healthy"] is not None]
+        return None if not judged else all(judged)
+
+    @property
+    def ok(self) -> bool:
+        return not self.alerts and self.snap.state in FINE_STATES
+
+    def as_json(self, now: float) -> dict:
+        s = self.snap
+        return {
+            "name": display_name(s.namespec), "group": s.group, "namespec": s.namespec, "state": s.state,
+            "pid": s.pid, "uptime_seconds": max(0, s.now - s.start) if s.state == "RUNNING" and s.start else None,
+            "description": self.description, "healthy": self.healthy, "probes": self.probes,
+            "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
+            "alerts": self.alerts, "silenced_until": self.silenced_until, "ok": self.ok,
+        }
+
+
+def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
+    client = SupervisorClient(config.supervisor)
+    try:
+        infos = client.call("supervisor.getAllProcessInfo")
+    except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
+        raise Unreadable(f"cannot read supervisord at {config.supervisor.serverurl}: {exc}") from None
+
+    rows = []
+    for info in infos if isinstance(infos, list) else []:
+        snap = snapshot_from_info(info)
+        if snap is None or not (matches(pattern, snap.namespec) or fnmatchcase(display_name(snap.namespec), pattern)):
+            continue
+        rows.append(ProcessStatus(snap, str(info.get("description", ""))))
+    _add_store(config, rows, time.time())
+    return rows
+
+
+def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
+    try:
+        with store_errors():
+            conn = connect(config.state_path, readonly=True)
+            try:
+                _read(conn, rows, now)
+            finally:
+                conn.close()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        raise Unreadable(f"cannot read lookout's store {config.state_path}: {exc}") from None
+
+
+def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> None:
+    by_ns = {r.snap.namespec: r for r in rows}
+    for ns, since, n in conn.execute(
+            f"SELECT namespec, at >= ?, COUNT(*) FROM history WHERE {_RESTART} AND at >= ? GROUP BY namespec, at >= ?",
+            (now - 3600, now - 86400, now - 3600)):
+        row = by_ns.get(ns)
+        if row is not None:
+            row.restarts_24h += n
+            if since:
+                row.restarts_1h += n
+    for r in conn.execute("SELECT namespec, last_exit_text, last_exit_status, last_exit_at FROM processes "
+                          "WHERE last_exit_text != ''"):
+        row = by_ns.get(r["namespec"])
+        if row is not None:
+            row.last_exit = {"text": r["last_exit_text"], "status": r["last_exit_status"], "at": r["last_exit_at"]}
+    for r in conn.execute("SELECT namespec, probe, healthy, last_ok, last_detail FROM probes"):
+        row = by_ns.get(r["namespec"])
+        if row is not None:
+            row.probes[r["probe"]] = {"healthy": None if r["healthy"] is None else bool(r["healthy"]),
+                                      "last_ok": None if r["last_ok"] is None else bool(r["last_ok"]),
+                                      "last_detail": r["last_detail"]}
+    for r in conn.execute("SELECT namespec, kind, severity, opened_at, detail FROM alerts WHERE resolved_at IS NULL "
+                          "ORDER BY opened_at"):
+        for row in rows:
+            if r["namespec"] == row.snap.namespec or r["namespec"] == row.snap.group and ":" not in r["namespec"]:
+                row.alerts.append({"kind": r["kind"], "severity": r["severity"], "since": r["opened_at"],
+                                   "detail": r["detail"][:200]})
+    silences = conn.execute("SELECT matcher, ends_at FROM silences WHERE starts_at <= ? AND ends_at > ?",
+                            (now, now)).fetchall()
+    for row in rows:
+        until = [s["ends_at"] for s in silences if matches(s["matcher"], row.snap.namespec)
+                 or fnmatchcase(row.snap.group, s["matcher"])]
+        row.silenced_until = max(until) if until else None
+
+
+# ---- text -------------------------------------------------------------------------------
+
+RED, YELLOW, GREEN, DIM, RESET = "\033[31m", "\033[33m", "\033[32m", "\033[2m", "\033[0m"
+_STATE_COLOUR = {"RUNNING": GREEN, "STOPPED": DIM, "STARTING": YELLOW, "STOPPING": YELLOW, "BACKOFF": RED,
+                 "EXITED": RED, "FATAL": RED, "UNKNOWN": RED}
+
+
+def _ago(at: float | None, now: float) -> str:
+    return f"{format_duration(max(0.0, now - at))} ago" if at else ""
+
+
+def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
+    def paint(text: str, tint: str) -> str:
+        return f"{tint}{text}{RESET}" if colour and tint else text
+
+    width = max([len(display_name(r.snap.namespec)) for r in rows] + [4])
+    lines = []
+    for r in rows:
+        s = r.snap
+        name = display_name(s.namespec).ljust(width)
+        state = paint(s.state.ljust(9), _STATE_COLOUR.get(s.state, ""))
+        parts = [r.description or "-"]
+        if r.healthy is not None:
+            bad = [p for p, v in r.probes.items() if v["healthy"] is False]
+            parts.append(paint("healthy", GREEN) if not bad else paint(f"UNHEALTHY ({', '.join(bad)})", RED))
+        parts.append(f"restarts {r.restarts_1h}/1h {r.restarts_24h}/24h")
+        if r.last_exit and s.state != "RUNNING" or r.last_exit and r.restarts_24h:
+            parts.append(f"last exit: {r.last_exit['text']}, {_ago(r.last_exit['at'], now)}")
+        for a in r.alerts:
+            tint = RED if a["severity"] == "critical" else YELLOW
+            parts.append(paint(f"ALERT {a['severity']} {a['kind']} since {_ago(a['since'], now)}", tint))
+        if r.silenced_until:
+            parts.append(paint(f"silenced for {format_duration(r.silenced_until - now)}", DIM))
+        lines.append(f"{name}  {state} {'  '.join(parts)}")
+    return "\n".join(lines)
+
+
+def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:
+    now = time.time()
+    try:
+        rows = collect(config, pattern)
+    except Unreadable as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps([r.as_json(now) for r in rows], indent=2))
+    elif rows:
+        print(render(rows, now, colour))
+    else:
+        print(f"no process matches {pattern!r}")
+    if check:
+        return 0 if all(r.ok for r in rows) else 1
+    return 0

@@ -1,0 +1,114 @@
+"""Issue 9, acceptance 1, 2 and 6: `lookout status`, `history`, `alerts` against a real
+supervisord; no `name:name` for an ungrouped program anywhere."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import jsonschema
+
+from .conftest import fast_alerts
+from .harness import wait_for
+
+PROGRAMS = """\
+[program:steady]
+command=sleep 1000
+
+[program:flaky]
+command=sh -c 'if [ -f %(here)s/fixed ]; then exec sleep 1000; fi; sleep 1.2; echo "flaky: no route to exchange" >&2;
+    exit 3'
+startsecs=1
+autorestart=true
+
+[program:oneshot]
+command=sh -c 'sleep 1.2; exit 0'
+startsecs=1
+autorestart=unexpected
+
+[program:idle]
+command=sleep 1000
+autostart=false
+
+[group:trading]
+programs=feed
+
+[program:feed]
+command=sleep 1000
+"""
+UNGROUPED = ("steady", "flaky", "oneshot", "idle")
+
+
+def lookout(sup, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lookout.cli", "-c", str(sup.config_path), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def supervisorctl_states(sup) -> dict[str, str]:
+    return dict(line.split()[:2] for line in sup.ctl("status").stdout.splitlines() if line.strip())
+
+
+def test_status_history_alerts_and_check(supervisor_factory, webhook):
+    sup = supervisor_factory(PROGRAMS, fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})).start()
+    sup.wait_state("oneshot:oneshot", "EXITED", 15)
+    webhook.wait("flaky is crash-looping", timeout=30)
+
+    out = lookout(sup, "status")
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()}
+    theirs = supervisorctl_states(sup)
+    assert set(lines) == set(theirs)  # the same names as supervisorctl: 'steady', 'trading:feed'
+    for name, state in theirs.items():
+        if name != "flaky":  # it changes state every second
+            assert lines[name].split()[1] == state, (name, lines[name], state)
+    assert "trading:feed" in lines and "\x1b[" not in out.stdout  # no colour when not on a terminal
+    flaky = lines["flaky"]
+    assert re.search(r"restarts [3-9]\d*/1h", flaky) and "last exit: exit status 3" in flaky
+    assert "ALERT critical crash_loop" in flaky
+
+    status = json.loads(lookout(sup, "status", "--json").stdout)
+    schema = json.loads(lookout(sup, "status", "--json-schema").stdout)
+    jsonschema.validate(status, schema)
+    by_name = {p["name"]: p for p in status}
+    assert by_name["flaky"]["alerts"][0]["kind"] == "crash_loop" and by_name["flaky"]["last_exit"]["status"] == 3
+    assert by_name["steady"]["ok"] and not by_name["flaky"]["ok"] and by_name["idle"]["state"] == "STOPPED"
+
+    assert lookout(sup, "status", "--check").returncode == 1
+    alerts = lookout(sup, "alerts")
+    assert alerts.returncode == 0 and "CRITICAL crash_loop" not in alerts.stdout
+    assert re.search(r"CRITICAL\s+flaky\s+crash_loop", alerts.stdout), alerts.stdout
+
+    history = lookout(sup, "history", "flaky", "--since", "1h")
+    assert history.returncode == 0, history.stderr
+    rows = history.stdout.splitlines()[1:]
+    stamps = [r[:23] for r in rows]
+    assert stamps == sorted(stamps)
+    exits = [r for r in rows if " exit " in r[23:33]]
+    assert len(exits) >= 3 and all("exit status 3 after running" in r for r in exits), rows
+    assert any("EXITED (from RUNNING, unexpected" in r for r in rows)
+    assert any("crash_loop (critical)" in r for r in rows) and any(" sent " in r for r in rows)
+
+    (sup.root / "fixed").touch()
+    wait_for(lambda: webhook.matching("RESOLVED", "flaky is running again"), 30, "recovered")
+    checked = lookout(sup, "status", "--check")
+    assert checked.returncode == 0, checked.stdout  # oneshot EXITED as expected, idle STOPPED on purpose
+    assert sup.ctl("stop", "steady").returncode == 0
+    assert lookout(sup, "status", "--check").returncode == 0  # stopped by an operator: fine
+    assert webhook.wait("[RESOLVED]", timeout=5) and not webhook.matching("steady recovered")
+
+    everything = out.stdout + history.stdout + alerts.stdout + "".join(m.text for m in webhook.messages)
+    for name in UNGROUPED:
+        assert f"{name}:{name}" not in everything, name
+
+    sup.stop()
+    assert lookout(sup, "status", "--check").returncode == 2
+
+
+def test_resolved_title_says_stopped_by_an_operator(supervisor_factory, webhook):
+    sup = supervisor_factory(PROGRAMS, fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})).start()
+    webhook.wait("flaky is crash-looping", timeout=30)
+    assert sup.ctl("stop", "flaky").returncode == 0
+    resolved = webhook.wait("[RESOLVED] flaky was stopped by an operator", timeout=20)[0]
+    assert "recovered" not in resolved.title
