@@ -15,6 +15,7 @@ lookout-exporter; `lookout-listener`'s own subcommands and flags keep working.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from .listener.store.files import StoreUnavailable
 
 
 def _parser() -> OneLineParser:
-    p = OneLineParser(prog="lookout", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="lookout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
