@@ -54,7 +54,8 @@ def secrets_in_url(url: str) -> set[str]:
     for _, value in parse_qsl(parts.query):
         if value:
             found.add(value)
-    found.add(url)
+    if found:  # a URL with nothing secret in it (http://127.0.0.1:9093) may be shown as it is
+        found.add(url)
     # Short fragments ('json', 'v1', 'hook') are not secrets and would mangle every log line.
     return {s for s in found if len(s) >= 6}
 

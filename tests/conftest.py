@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from .harness import ExporterProcess, Supervisor, Webhook, ensure_debian_tool
@@ -15,15 +17,22 @@ def webhook():
 @pytest.fixture
 def supervisor_factory(tmp_path):
     started: list[Supervisor] = []
+    lock = threading.Lock()  # the fleet test makes hosts from several threads
 
     def make(programs: str, settings: dict, **kwargs) -> Supervisor:
-        sup = Supervisor(tmp_path / f"s{len(started)}", programs, settings, **kwargs)
-        started.append(sup)
+        with lock:
+            root = tmp_path / f"s{len(started)}"
+            root.mkdir()
+            started.append(None)  # type: ignore[arg-type]  # reserves the index
+            index = len(started) - 1
+        sup = Supervisor(root, programs, settings, **kwargs)
+        started[index] = sup
         return sup
 
     yield make
     for sup in started:
-        sup.stop()
+        if sup is not None:
+            sup.stop()
 
 
 @pytest.fixture(scope="session")
