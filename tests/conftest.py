@@ -22,7 +22,7 @@ def supervisor_factory(tmp_path):
     def make(programs: str, settings: dict, **kwargs) -> Supervisor:
         with lock:
             root = tmp_path / f"s{len(started)}"
-            root.mkdir()
+            root.mkdir(exist_ok=True)
             started.append(None)  # type: ignore[arg-type]  # reserves the index
             index = len(started) - 1
         sup = Supervisor(root, programs, settings, **kwargs)
