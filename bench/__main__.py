@@ -48,6 +48,9 @@ def main() -> int:
                 t[f"lookout_rss_{mark}"] < 64,
             )
         )
+    rows.append(row("history rows after 100k+ events", f"{t['history_rows']:.0f}", "-", "-",
+                    "<= history_max_rows", t["history_rows"] <= 50_000))
+    rows.append(row("store file size (MB, with WAL)", f"{t['store_mb']:.1f}", "-", "-", "bounded", None))
     growth = t["lookout_rss_100000"] - t["lookout_rss_10000"]
     base_growth = t["minimal_rss_100000"] - t["minimal_rss_10000"]
     rows.append(
