@@ -250,3 +250,14 @@ def test_unhealthy_again_before_the_restart_result_is_back():
     assert not probe(e, 3.5, False).actions
     out = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", True, "", True, True), action.source, 4)
     assert said(out) == [(UPDATE, UNHEALTHY), (FIRING, EXHAUSTED)]
+
+
+def test_a_restarted_listener_acts_on_a_process_still_unhealthy():
+    from lookout.listener.rules.models import ProbeState
+
+    e = engine_for(probes=[RESTART], remediation=BUDGET)
+    start(e, 0)
+    states = [ProbeState("svc:svc", "http", healthy=False, consecutive_failures=5)]
+    again = AlertEngine(e.settings, e.records.values(), probes=e.policies.probe_specs,
+                        remediation=e.guard.settings, probe_states=states)
+    assert [a.kind for a in again.on_time(10).actions] == ["restart"]

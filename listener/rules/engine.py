@@ -84,6 +84,14 @@ class AlertEngine:
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
         # Records that a timer may act on (pending exit, failing while running, brake, backoff):
         # on_time looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
+        # A listener that restarted while a probe judged a process unhealthy: ask again what to do
+        # (the action in flight, if any, went with the previous listener; budgets still apply).
+        for ns, states in self.health.states.items():
+            rec = self.records.get(ns)
+            for st in states.values():
+                spec = self.policies.probe(ns, st.probe)
+                if rec is not None and st.healthy is False and spec is not None and spec.action != "alert":
+                    rec.remediation_wanted = rec.remediation_wanted or f"probe:{spec.name}"
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
         self._confirming: set[str] = set()  # pending exits we asked supervisord about
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
