@@ -48,6 +48,16 @@ BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-te
         ({"notify": {"urls": ["nosuchscheme://x"]}}, "notify.urls[0]", "not a URL apprise can use"),
         ({"supervisor": {"serverurl": "ftp://x"}}, "supervisor.serverurl", "must start with"),
         ({"nonsense": {"a": 1}}, "nonsense", "unknown key"),
+        ({"probes": [{"match": "web", "htpp": {"url": "http://x"}}]}, "probes[0].htpp", "unknown probe kind"),
+        ({"probes": [{"match": "web", "tcp": "a:1", "exec": ["true"]}]}, "probes[0]", "two probe kinds"),
+        ({"probes": [{"match": "web", "tcp": "a:1", "period": "ten"}]}, "probes[0].period", "not a duration"),
+        ({"probes": [{"match": "web", "tcp": "127.0.0.1:{prot}"}]}, "probes[0].tcp", "unknown placeholder {prot}"),
+        ({"probes": [{"match": "web", "tcp": "127.0.0.1:{port}"}]}, "probes[0].port_base", "required"),
+        ({"probes": [{"match": "web", "log_pattern": {"regex": "("}}]}, "probes[0].log_pattern.regex",
+         "not a valid regular expression"),
+        ({"probes": [{"match": "web", "tcp": "a:1", "action": "reboot"}]}, "probes[0].action", "not one of"),
+        ({"remediation": {"max_restarts": 0}}, "remediation.max_restarts", "out of bounds"),
+        ({"alerts": {"groups": [{"match": "pool"}]}}, "alerts.groups[0].min_running", "required"),
     ],
 )
 def test_bad_config_names_the_key_and_exits_2(tmp_path, webhook, sections, key, problem):
