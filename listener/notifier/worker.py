@@ -208,7 +208,7 @@ class Notifier:
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
-        return None
+        return now if messages else None
 
     def _system_title(self, msg: SystemMessage) -> str:
         state = "RESOLVED" if msg.resolved else msg.severity.upper()
@@ -240,7 +240,7 @@ class Notifier:
             log.warning("no notification targets configured: set notify.urls to be told of this")
         history = [(n.alert.namespec, f"{n.kind} {n.alert.kind} to {len(messages)} target(s)") for n in active]
         store.dispatch([n.id for n in active], messages, now, history)
-        return None
+        return now if messages else None  # the send stage takes them at once, in the next pass
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
         host, lines = self.config.hostname, self.config.notify.stderr_lines
@@ -270,6 +270,7 @@ class Notifier:
         if still:
             extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
             store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
+            return now
         return now + every
 
     def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], now: float) -> list[PendingNotice]:

@@ -73,7 +73,7 @@ def _record_values(rec: ProcessRecord) -> list:
     return [rec.namespec, *values]
 
 
-HISTORY_PRUNE_EVERY = 2000  # history rows written between two count-bound prunes
+HISTORY_PRUNE_EVERY = 1000  # history rows written between two count-bound prunes
 
 
 class StateStore:
@@ -81,6 +81,8 @@ class StateStore:
         self.conn = conn
         self.history = history or HistorySettings()
         self._history_written = 0
+        # Pruned to max_rows minus one batch, so the table never holds more than max_rows.
+        self._prune_every = min(HISTORY_PRUNE_EVERY, self.history.max_rows // 10)
 
     # ---- loading at start ---------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class StateStore:
                 c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, ?, ?)",
                               [(at, ns, kind, detail[:1000]) for at, ns, kind, detail in outcome.history])
                 self._history_written += len(outcome.history)
-                if self._history_written >= HISTORY_PRUNE_EVERY:
+                if self._history_written >= self._prune_every:
                     self._history_written = 0
                     self._bound_history(c)
             for namespec, action, result in outcome.remediations:
@@ -165,14 +167,15 @@ class StateStore:
                 c.executemany("DELETE FROM probes WHERE namespec = ? AND probe = ?", [tuple(k) for k in gone])
 
     def _bound_history(self, c: sqlite3.Connection) -> None:
-        """At most history.per_process rows for one process and history.max_rows in all: oldest go."""
+        """At most history.max_rows in all (pruned to that minus the next batch, so the bound
+        holds between prunes too) and about history.per_process for one process: oldest go."""
         h = self.history
         for (ns,) in c.execute("SELECT namespec FROM history GROUP BY namespec HAVING COUNT(*) > ?",
                                (h.per_process,)).fetchall():
             c.execute("DELETE FROM history WHERE namespec = ? AND id <= (SELECT id FROM history WHERE namespec = ? "
                       "ORDER BY id DESC LIMIT 1 OFFSET ?)", (ns, ns, h.per_process))
         c.execute("DELETE FROM history WHERE id <= (SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                  (h.max_rows,))
+                  (h.max_rows - self._prune_every,))
 
     def prune(self, now: float) -> None:
         """Keep the store small: delivered messages and closed alerts older than a week, history
