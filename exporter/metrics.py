@@ -143,6 +143,13 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         "braked": Family("supervisor_process_braked", "gauge", "1 while lookout's crash-loop brake holds it stopped"),
         "exhausted": Family("supervisor_process_remediation_exhausted", "gauge",
                             "1 once lookout used up its restart budget and stopped acting, until an operator acts"),
+        "runs": Family("lookout_probe_runs_total", "counter", "probe runs by the listener since it started"),
+        "skipped": Family("lookout_probe_skipped_runs_total", "counter",
+                          "runs not started because the previous one was still in flight or the listener fell behind"),
+        "late50": Family("lookout_probe_schedule_lateness_p50_seconds", "gauge",
+                         "how late recent probe runs started against their schedule: the median"),
+        "late95": Family("lookout_probe_schedule_lateness_p95_seconds", "gauge",
+                         "how late recent probe runs started against their schedule: the 95th percentile"),
         "grun": Family("supervisor_group_running", "gauge", "processes of the group that are RUNNING"),
         "gmin": Family("supervisor_group_min_running", "gauge", "min_running of the group ([[alerts.groups]])"),
     }
@@ -168,6 +175,13 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
     for (group, name, action, result), count in sorted(data.remediations.items()):
         f["remediations"].add(f'group="{escape(group)}",name="{escape(name)}",action="{escape(action)}",'
                               f'result="{escape(result)}"', count)
+    stats = data.probe_stats
+    if "probe_runs" in stats:
+        f["runs"].add("", stats["probe_runs"])
+        f["skipped"].add("", stats.get("probe_skipped", 0))
+        for family, key in (("late50", "probe_lateness_p50"), ("late95", "probe_lateness_p95")):
+            if key in stats:
+                f[family].add("", stats[key])
     for group, count in sorted(running.items()):
         f["grun"].add(f'group="{escape(group)}"', count)
         rule = policies.group_rule(group)

@@ -9,6 +9,7 @@ poll at a time however many scrapes arrive together, and keeps serving counters 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -65,6 +66,7 @@ class ScrapeData:
     outbox_pending: int | None = None
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
     probes: list[ProbeView] = field(default_factory=list)
+    probe_stats: dict[str, float] = field(default_factory=dict)  # the listener's scheduler: runs, skipped, lateness
     remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
     why: str = ""  # why the store was not used, for the landing page and logs
 
@@ -124,6 +126,7 @@ class Source:
             polled.last_event_at, polled.outbox_pending = store.last_event_at, store.outbox_pending
             polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
                                                                         store.remediations)
+            polled.probe_stats = store.probe_stats
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
@@ -185,6 +188,9 @@ class Source:
             if (group, name) in present:
                 data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
                                              float(r["last_duration"] or 0), int(r["failures_total"] or 0)))
+        for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95"):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                data.probe_stats[key] = float(meta[key])
         for ns, action, result, count in remediations:
             group, _, name = ns.partition(":")
             data.remediations[(group, name, action, result)] = count

@@ -147,7 +147,7 @@ class Listener:
         while self.results and self.held is None:
             self._apply_result(self.results.popleft())
         if self.held is None:
-            self._apply(self.health.results(self.engine))  # type: ignore[arg-type]
+            self._apply(self.health.results(self.engine), meta=self.health.stats_due())  # type: ignore[arg-type]
         if self.held is None:
             self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
 

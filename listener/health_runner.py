@@ -21,6 +21,7 @@ from .rules.models import Action, Outcome, ProbeState, ProcessRecord
 from .rules.policy import PolicyBook
 
 SAVE_INTERVAL = 1.0  # probe counts that change nothing else are persisted this often
+STATS_INTERVAL = 10.0  # the scheduler's own numbers (runs, skipped, lateness) go to the store's meta
 
 
 class HealthRunner:
@@ -30,7 +31,7 @@ class HealthRunner:
         self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, clock=clock, on_death=on_death)
         self.executor = RemediationExecutor(client, config.remediation, wakeup_fd)
         self.unsaved: dict[tuple[str, str], ProbeState] = {}
-        self.saved_at = 0.0
+        self.saved_at = self.stats_at = 0.0
 
     def start(self) -> None:
         if self.config.probes:
@@ -67,3 +68,11 @@ class HealthRunner:
         if self.unsaved and (out or now - self.saved_at >= SAVE_INTERVAL):
             out.probe_states, self.unsaved, self.saved_at = self.unsaved, {}, now
         return out
+
+    def stats_due(self) -> dict[str, object] | None:
+        """The scheduler's numbers, every STATS_INTERVAL while probes run (for the exporter and bench)."""
+        now = self.clock()
+        if not self.config.probes or now - self.stats_at < STATS_INTERVAL:
+            return None
+        self.stats_at = now
+        return dict(self.scheduler.stats())

@@ -115,7 +115,7 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheus):
+def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheus, promtool):
     """flaky crash-loops into the brake, ghost is FATAL (its group below quorum), sick fails its
     probe until lookout's restart budget is exhausted, healthy passes its probe."""
     settings = fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m", "action": "stop"},
@@ -144,7 +144,12 @@ def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheu
                 prom, f'ALERTS{{alertname="{r}",{lab},alertstate=~"{st}"}}'), 60, f"{rule} {states}")
         assert not query(prom, 'ALERTS{name="healthy"}')
 
-        exposed = set(re.findall(r"^(\w+)", exporter.get("/metrics")[1], re.M))
+        scrape = exporter.get("/metrics")[1]
+        assert "lookout_probe_success" in scrape and "lookout_remediations_total" in scrape
+        check = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True,
+                               timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        exposed = set(re.findall(r"^(\w+)", scrape, re.M))
         empty = []
         for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
             board = json.loads(path.read_text())

@@ -51,6 +51,7 @@ class ProbeScheduler:
         self.results: queue.Queue[ProbeResult] = queue.Queue()
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
         self.runs = 0
+        self.skipped = 0  # runs not started because the previous one was still in flight, or far behind
         self._instances: dict[str, dict[str, _Instance]] = {}  # namespec -> probe name -> instance
         self._heap: list[tuple[float, int, tuple[str, str]]] = []
         self._seq = itertools.count()
@@ -92,6 +93,13 @@ class ProbeScheduler:
     def active(self) -> int:
         with self._cond:
             return sum(len(v) for v in self._instances.values())
+
+    def stats(self) -> dict[str, float]:
+        """Runs, skipped runs, and how late recent runs started (p50, p95), for the store's meta."""
+        recent = sorted(list(self.lateness)[-2000:])
+        pick = (lambda q: recent[min(len(recent) - 1, int(q * len(recent)))]) if recent else (lambda q: 0.0)
+        return {"probe_runs": self.runs, "probe_skipped": self.skipped, "probe_instances": self.active(),
+                "probe_lateness_p50": round(pick(0.5), 6), "probe_lateness_p95": round(pick(0.95), 6)}
 
     def drain(self) -> list[ProbeResult]:
         items = []
@@ -135,9 +143,11 @@ class ProbeScheduler:
             upcoming = at + inst.spec.period
             while upcoming <= now:  # far behind (suspended, overloaded): no backlog of runs
                 upcoming += inst.spec.period
+                self.skipped += 1
             inst.next_at = upcoming
             heapq.heappush(self._heap, (upcoming, next(self._seq), key))
             if inst.in_flight:
+                self.skipped += 1
                 continue  # the previous run is not back: never two at once
             inst.in_flight = True
             return key, inst, at
