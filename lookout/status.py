@@ -10,6 +10,7 @@ supervisord or the store cannot be read.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -149,6 +150,12 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
         row = by_ns.get(r["namespec"])
         if row is not None:
             row.last_exit = {"text": r["last_exit_text"], "status": r["last_exit_status"], "at": r["last_exit_at"]}
+    # The history keeps the last exit whose status is known even while the newest one is looked up.
+    for ns, at, detail in conn.execute("SELECT namespec, MAX(at), detail FROM history WHERE kind = 'exit' "
+                                       "GROUP BY namespec"):
+        row = by_ns.get(ns)
+        if row is not None and (row.last_exit is None or (row.last_exit["at"] or 0) < at):
+            row.last_exit = _exit_from_history(detail, at)
     for r in conn.execute("SELECT namespec, probe, healthy, last_ok, last_detail FROM probes"):
         row = by_ns.get(r["namespec"])
         if row is not None:
@@ -167,6 +174,17 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
         until = [s["ends_at"] for s in silences if matches(s["matcher"], row.snap.namespec)
                  or fnmatchcase(row.snap.group, s["matcher"])]
         row.silenced_until = max(until) if until else None
+
+
+_EXIT = re.compile(r"^(exit status (\d+)|killed by \S+)")
+
+
+def _exit_from_history(detail: str, at: float) -> dict:
+    """'exit status 3 after running 1.2s' -> {"text": "exit status 3", "status": 3, "at": at}."""
+    m = _EXIT.match(detail)
+    if m is None:
+        return {"text": detail, "status": None, "at": at}
+    return {"text": m.group(1), "status": int(m.group(2)) if m.group(2) else -1, "at": at}
 
 
 # ---- text -------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ def _named(alert: Alert) -> str:
 class AlertBook:
     def __init__(self, open_alerts: Iterable[Alert], repeat_interval: float, stopping: Callable[[], bool]) -> None:
         self.alerts: dict[AlertKey, Alert] = {a.key: a for a in open_alerts if a.is_open}
+        # Closed a moment ago: what lookout did can still be written into them (its result may come
+        # back after the probe already passed), so the resolution tells the whole story.
+        self.recently_closed: dict[AlertKey, Alert] = {}
         self.repeat_interval = repeat_interval
         self.stopping = stopping
 
@@ -49,6 +52,7 @@ class AlertBook:
                                     + (f": {detail}" if detail else "")))
             out.alerts[alert.key] = alert
             return alert
+        self.recently_closed.pop((family, namespec), None)
         alert = Alert(namespec=namespec, kind=kind, severity=severity, opened_at=opened_at or now, updated_at=now,
                       failures=failures, restarts_at_open=restarts_at_open, tags=tags, detail=detail,
                       last_notice_at=now, family=family, evidence=evidence)
@@ -61,19 +65,24 @@ class AlertBook:
 
     def update(self, family: str, namespec: str, now: float, out: Outcome, *, detail: str = "",
                action_taken: str = "", evidence: str = "", notify: bool = True) -> Alert | None:
-        """New facts about an open alert (what lookout did about it): one UPDATE notice."""
+        """New facts about an open alert (what lookout did about it): one UPDATE notice. An alert that
+        closed a moment ago takes the facts without a notice: its resolution carries them."""
         alert = self.alerts.get((family, namespec))
+        if alert is None:
+            alert = self.recently_closed.get((family, namespec))
+            notify = False
         if alert is None:
             return None
         alert.updated_at = now
         alert.detail = detail or alert.detail
+        said_before = alert.action_taken
         alert.action_taken = action_taken or alert.action_taken
         alert.evidence = evidence or alert.evidence
         out.alerts[alert.key] = alert
         if notify and not self.stopping():
             alert.last_notice_at = now
             out.notices.append(Notice(alert.key, UPDATE, now))
-        if action_taken:
+        if action_taken and action_taken != said_before:
             out.history.append((now, namespec, "action", action_taken))
         return alert
 
@@ -83,6 +92,9 @@ class AlertBook:
             return None
         alert.resolved_at, alert.resolution, alert.updated_at = now, why, now
         out.alerts[alert.key] = alert
+        self.recently_closed[alert.key] = alert
+        if len(self.recently_closed) > 256:
+            self.recently_closed.pop(next(iter(self.recently_closed)))
         if notify:
             out.notices.append(Notice(alert.key, RESOLVED, now))
         out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))

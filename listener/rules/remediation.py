@@ -100,6 +100,9 @@ class RemediationGuard:
             rec.lookout_restarts = [t for t in rec.lookout_restarts if t > now - self.settings.within] + [now]
             delay = self.settings.backoff * 2 ** (len(rec.lookout_restarts) - 1)
             rec.remediation_next_at = now + min(self.settings.backoff_max, delay)
+        if source != "brake":  # said now, so the alert tells it even if it resolves before the result
+            self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._said(rec, kind),
+                               notify=False)
         out.actions.append(action)
         out.records[rec.namespec] = rec
         out.history.append((now, rec.namespec, "action", f"lookout {kind}s it: {reason}"))
@@ -150,14 +153,16 @@ class RemediationGuard:
             return
         if source == "brake":
             return  # the brake's own alert text already says what it does and how to resume
-        if result.kind == "restart":
+        self.alerts.update(fam, rec.namespec, now, out, action_taken=self._said(rec, result.kind),
+                           evidence=result.evidence)
+
+    def _said(self, rec: ProcessRecord, kind: str) -> str:
+        if kind == "restart":
             n, m = len(rec.lookout_restarts), self.settings.max_restarts
-            text = f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
-        elif result.kind == "stop":
-            text = f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
-        else:
-            text = "started again by lookout"
-        self.alerts.update(fam, rec.namespec, now, out, action_taken=text, evidence=result.evidence)
+            return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
+        if kind == "stop":
+            return f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
+        return "started again by lookout"
 
     @staticmethod
     def operator_took_over(rec: ProcessRecord) -> None:
