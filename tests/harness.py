@@ -362,6 +362,15 @@ class Supervisor:
     def listener_pid(self) -> int:
         return int(self.info("lookout:lookout")["pid"])
 
+    def listener_running_anew(self, old_pid: int) -> bool:
+        """RUNNING with another pid than old_pid, from ONE answer: two calls could see the old state
+        and the new pid of a listener that is still STARTING."""
+        try:
+            info = self.info("lookout:lookout")
+        except Exception:
+            return False
+        return info["statename"] == "RUNNING" and info["pid"] not in (0, old_pid)
+
     def db(self):  # noqa: ANN201
         import sqlite3
 

@@ -42,7 +42,7 @@ def test_missing_command_and_instant_exit_each_give_up_once(supervisor_factory, 
     pid = sup.listener_pid()
     os.kill(pid, signal.SIGKILL)
     wait_for(
-        lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid, 20, "restart"
+        lambda: sup.listener_running_anew(pid), 20, "restart"
     )
     wait_for(lambda: sup.listener_output().count("reconciled with getAllProcessInfo") >= 3, 20, "reconcile")
     stays(lambda: occurrences(webhook, "gave up starting (FATAL) on") == 4, 4, "no duplicate after restart")

@@ -43,7 +43,7 @@ def test_kill9_during_crash_storm(supervisor_factory, webhook):
         wait_for(lambda: notifier_idle(sup), 10, "a moment with no send due", interval=0.02)
         os.kill(pid, signal.SIGKILL)
         wait_for(
-            lambda pid=pid: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid,
+            lambda pid=pid: sup.listener_running_anew(pid),
             20,
             "listener restarted",
         )

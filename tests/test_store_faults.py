@@ -33,7 +33,8 @@ def crash(sup, i: int) -> None:
 
 
 def listener_runs_as(sup, pid: int) -> bool:
-    return sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() == pid
+    info = sup.info("lookout:lookout")  # one answer: state and pid of the same moment
+    return info["statename"] == "RUNNING" and info["pid"] == pid
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
@@ -62,7 +63,7 @@ def test_disk_full_holds_alerts_and_delivers_them_when_space_returns(supervisor_
     assert sup.listener_output().count("cannot write the store (disk full)") == 1
     # A listener (re)started while the disk is full holds too, instead of BACKOFF and FATAL.
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: sup.state_of("lookout:lookout") == "RUNNING" and sup.listener_pid() != pid, 20, "restarted")
+    wait_for(lambda: sup.listener_running_anew(pid), 20, "restarted")
     pid = sup.listener_pid()
     wait_for(lambda: sup.listener_output().count("cannot write the store (disk full)") == 2, 20, "holding again")
     stays(lambda: listener_runs_as(sup, pid), 12, "no BACKOFF, no FATAL while the disk is full")
