@@ -235,3 +235,19 @@ def test_spawn_time_exact_wins_and_whole_seconds_only_correct_what_they_contradi
     snap = [ProcessSnapshot("web", "web", "STARTING", 100, 0, 110, 7, 0, "")]
     engine.on_snapshot(snap, taken_at=110.2, now=110.2)
     assert rec.last_start == 100.37
+
+
+def test_an_exit_from_before_the_listener_needs_two_sightings_too():
+    """At start, the reconcile may catch a crashed process in the instant before supervisord
+    respawns it: "exited and will not be restarted" only when a second answer agrees."""
+    engine = AlertEngine(SETTINGS)
+    snap = [ProcessSnapshot("w", "w", "EXITED", 1, 10, 10, 0, 6, "Bad exit code 6")]
+    out = engine.on_snapshot(snap, 10, 10.05)
+    assert out.notices == [] and out.reconcile
+    respawned = [ProcessSnapshot("w", "w", "STARTING", 11, 10, 11, 42, 0, "")]
+    assert engine.on_snapshot(respawned, 11, 11.05).notices == []
+    out = engine.on_snapshot(snap, 12, 12.05)  # a later exit, seen once: still no alert
+    assert out.notices == []
+    out = engine.on_snapshot(snap, 13, 13.05)
+    assert [(n.kind, out.alerts[n.key].kind) for n in out.notices] == [(FIRING, EXITED)]
+    assert engine.records["w:w"].last_exit_text == "exit status 6"

@@ -164,30 +164,31 @@ class AlertEngine:
 
     def _unheard_problems(self, rec: ProcessRecord, info: ProcessSnapshot, now: float, out: Outcome) -> bool:
         ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
-        # A pending exit that supervisord did not respawn (autorestart=false). If it was
-        # respawned, its STARTING event is on the way and raises "crashed". A starved
-        # supervisord may not have run its respawn yet: only a second sighting counts.
-        if rec.pending_exit_at is not None and info.state == "EXITED":
-            if self._exit_sightings.get(ns) != info.stop:
-                self._exit_sightings[ns] = info.stop
-                self._confirming.add(ns)
-                out.reconcile = f"confirm that {ns} stays EXITED"
-                return False
-            del self._exit_sightings[ns]
-            rec.pending_exit_at = None
-            self._raise(rec, EXITED, now, out)
-            return True
         if info.state == "FATAL" and open_alert is None:
             rec.spawnerr = info.spawnerr
             self._raise(rec, FATAL, now, out, detail=info.spawnerr)
             return True
-        if info.state == "EXITED" and info.spawnerr.startswith("Bad exit code") and open_alert is None \
-                and rec.pending_exit_at is None:
+        # An unexpected exit that supervisord did not respawn (autorestart=false): one we saw happen
+        # (pending_exit_at) or one from before we were listening ("Bad exit code"). If it was
+        # respawned, its STARTING event is on the way and raises "crashed". A busy supervisord may
+        # not have run its respawn yet when it answered: only a second sighting, answered in a
+        # later iteration of its loop, counts.
+        unheard = info.spawnerr.startswith("Bad exit code") and open_alert is None
+        if info.state != "EXITED" or not (rec.pending_exit_at is not None or unheard):
+            self._exit_sightings.pop(ns, None)
+            return False
+        if self._exit_sightings.get(ns) != info.stop:
+            self._exit_sightings[ns] = info.stop
+            self._confirming.add(ns)
+            out.reconcile = f"confirm that {ns} stays EXITED"
+            return False
+        del self._exit_sightings[ns]
+        if rec.pending_exit_at is None:
             rec.last_exit_status = info.exitstatus
             rec.last_exit_text = f"exit status {info.exitstatus}"
-            self._raise(rec, EXITED, now, out)
-            return True
-        return False
+        rec.pending_exit_at = None
+        self._raise(rec, EXITED, now, out)
+        return True
 
     def on_exit_observed(self, namespec: str, status: int | None, text: str) -> Outcome:
         """The exit status read from supervisord's log (events do not carry it)."""
