@@ -46,11 +46,20 @@ SETTINGS = AlertSettings(
 )
 
 
+def supervisord_view(engine: AlertEngine, t: float) -> list[ProcessSnapshot]:
+    """What getAllProcessInfo would answer at t if our records are right."""
+    return [ProcessSnapshot(r.group, r.name, r.state, int(r.running_since or r.last_start or 0), 0, int(t),
+                            r.pid or 0, 0, "") for r in engine.records.values()]
+
+
 def run(engine: AlertEngine, steps: list[tuple[float, object]]) -> list[tuple[float, str, str, str]]:
-    """Feed (time, event) pairs, ticking time in between; returns notices with alert kinds."""
+    """Feed (time, event) pairs, ticking time in between; returns notices with alert kinds. A
+    reconcile the engine asks for to confirm a stable run is answered from its own records."""
     said = []
     for t, event in steps:
         outcome = engine.on_time(t) if event is None else engine.on_event(event, t)
+        if "runs stably" in outcome.reconcile:
+            outcome.merge(engine.on_snapshot(supervisord_view(engine, t), t, t))
         for n in outcome.notices:
             said.append((t, n.kind, outcome.alerts[n.key].kind, n.namespec))
     return said
@@ -251,3 +260,19 @@ def test_an_exit_from_before_the_listener_needs_two_sightings_too():
     out = engine.on_snapshot(snap, 13, 13.05)
     assert [(n.kind, out.alerts[n.key].kind) for n in out.notices] == [(FIRING, EXITED)]
     assert engine.records["w:w"].last_exit_text == "exit status 6"
+
+
+def test_a_stable_run_is_resolved_only_when_supervisord_agrees():
+    """Events reach us late under load: RUNNING for stable_after by our clock is not enough if
+    supervisord says the process crashed and started again meanwhile."""
+    engine = AlertEngine(SETTINGS)
+    run(engine, start() + crash(10))
+    out = engine.on_time(72)
+    assert out.notices == [] and "runs stably" in out.reconcile
+    newer = [ProcessSnapshot("web", "web", "RUNNING", 70, 69, 72, 999, 0, "")]  # another process, 2 s old
+    assert engine.on_snapshot(newer, 72, 72).notices == []
+    assert ("process", "web:web") in engine.alerts
+    out = engine.on_time(73)
+    assert "runs stably" in out.reconcile  # asks again later
+    agreed = engine.on_snapshot(supervisord_view(engine, 73), 73, 73)
+    assert [(n.kind, agreed.alerts[n.key].kind) for n in agreed.notices] == [(RESOLVED, CRASHED)]

@@ -17,7 +17,7 @@ The table the rules implement (see the README):
 - FATAL                                                  -> "fatal" (critical)
 - unexpected exit, no respawn after exit_grace and supervisord confirms it is still EXITED
                                                          -> "exited" (critical)
-- RUNNING for stable_after with an alert open            -> resolved
+- RUNNING for stable_after with an alert open, and supervisord confirms it -> resolved
 - expected exits, operator stop/start, supervisord stopping or reloading -> nothing
 """
 
@@ -32,7 +32,6 @@ from .health import HealthTracker
 from .models import (
     CRASH_LOOP,
     CRASHED,
-    EXITED,
     FATAL,
     PROCESS,
     ActionResult,
@@ -41,23 +40,14 @@ from .models import (
     ProbeResult,
     ProbeState,
     ProcessRecord,
-    ProcessSnapshot,
 )
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import CrashLoopBrake, RemediationGuard
-
-LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
-COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
+from .snapshot import LIVE_STATES, SnapshotRules, coarse_start_differs
 
 
-def _coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
-    """supervisord reports whole seconds: a known start within a second of it is kept (it may be exact)."""
-    return rec.last_start is None or abs(rec.last_start - start) > COARSE_START
-
-
-
-class AlertEngine:
+class AlertEngine(SnapshotRules):
     def __init__(
         self,
         settings: AlertSettings,
@@ -94,6 +84,9 @@ class AlertEngine:
                     rec.remediation_wanted = rec.remediation_wanted or f"probe:{spec.name}"
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
         self._confirming: set[str] = set()  # pending exits we asked supervisord about
+        # Seemingly stable for stable_after: resolved only once supervisord confirms it (events
+        # reach us late when supervisord or we are busy; a resolution must not rest on old news).
+        self._stable_checks: set[str] = set()
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
@@ -117,79 +110,6 @@ class AlertEngine:
             self._on_process_state(event, now, out)
         return out
 
-    def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float) -> Outcome:
-        """Align records with supervisord's view; alert on FATAL/EXITED we never heard of."""
-        out = Outcome()
-        if self.stopping and taken_at > self.stopping_since:
-            # getAllProcessInfo answered, so supervisord is RUNNING again (Fault 6 otherwise).
-            self.stopping, self.stopping_since, out.flags_changed = False, 0.0, True
-        seen = set()
-        for info in infos:
-            ns = info.namespec
-            seen.add(ns)
-            rec = self._record(info.group, info.name)
-            self._confirming.discard(ns)
-            if rec.event_at > taken_at:
-                continue  # an event told us something newer than this snapshot
-            if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
-                self._touch(rec, out)
-        for ns, rec in self.records.items():
-            if ns not in seen and rec.present and rec.event_at <= taken_at:
-                rec.present = False  # removed by reread/update
-                self.book.close_all(ns, now, out, "removed from supervisord", notify=False)
-                self._touch(rec, out)
-        self.quorum.refresh(self.records, {r.group for r in self.records.values()}, now, out)
-        return out
-
-    def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
-        changed = not rec.present or rec.state != info.state
-        if rec.state != info.state:
-            out.history.append((taken_at, rec.namespec, "state",
-                                f"{info.state} (seen by a reconcile, was {rec.state})"))
-        rec.present = True
-        skew = taken_at - info.now  # our clock minus supervisord's
-        if info.state in LIVE_STATES and info.start and _coarse_start_differs(rec, info.start + skew):
-            rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
-        if rec.state != info.state:
-            rec.state = info.state
-            rec.pid = info.pid or None
-            if info.state in LIVE_STATES and info.start:
-                rec.state_since = info.start + skew
-            elif info.stop and info.start:
-                rec.state_since = info.stop + skew
-            else:
-                rec.state_since = taken_at
-            rec.running_since = rec.state_since if info.state == "RUNNING" else None
-        return changed
-
-    def _unheard_problems(self, rec: ProcessRecord, info: ProcessSnapshot, now: float, out: Outcome) -> bool:
-        ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
-        if info.state == "FATAL" and open_alert is None:
-            rec.spawnerr = info.spawnerr
-            self._raise(rec, FATAL, now, out, detail=info.spawnerr)
-            return True
-        # An unexpected exit that supervisord did not respawn (autorestart=false): one we saw happen
-        # (pending_exit_at) or one from before we were listening ("Bad exit code"). If it was
-        # respawned, its STARTING event is on the way and raises "crashed". A busy supervisord may
-        # not have run its respawn yet when it answered: only a second sighting, answered in a
-        # later iteration of its loop, counts.
-        unheard = info.spawnerr.startswith("Bad exit code") and open_alert is None
-        if info.state != "EXITED" or not (rec.pending_exit_at is not None or unheard):
-            self._exit_sightings.pop(ns, None)
-            return False
-        if self._exit_sightings.get(ns) != info.stop:
-            self._exit_sightings[ns] = info.stop
-            self._confirming.add(ns)
-            out.reconcile = f"confirm that {ns} stays EXITED"
-            return False
-        del self._exit_sightings[ns]
-        if rec.pending_exit_at is None:
-            rec.last_exit_status = info.exitstatus
-            rec.last_exit_text = f"exit status {info.exitstatus}"
-        rec.pending_exit_at = None
-        self._raise(rec, EXITED, now, out)
-        return True
-
     def on_exit_observed(self, namespec: str, status: int | None, text: str) -> Outcome:
         """The exit status read from supervisord's log (events do not carry it)."""
         out = Outcome()
@@ -211,7 +131,7 @@ class AlertEngine:
         rec = self.records.get(namespec)
         if rec is None or rec.state not in LIVE_STATES or not start:
             return out
-        if (exact and rec.last_start != start) or (not exact and _coarse_start_differs(rec, start)):
+        if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
             rec.last_start = start
             out.records[namespec] = rec
         return out
@@ -248,10 +168,9 @@ class AlertEngine:
                 self._confirming.add(ns)
                 out.reconcile = f"confirm whether {ns} was respawned"
             if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since is not None \
-                    and now - rec.running_since >= s.stable_after:
-                self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
-                self._reset_failures(rec)
-                out.records[ns] = rec
+                    and now - rec.running_since >= s.stable_after and ns not in self._stable_checks:
+                self._stable_checks.add(ns)  # on_snapshot resolves it if supervisord agrees
+                out.reconcile = f"confirm that {ns} runs stably"
             loop = self.policies.lookup(ns).crash_loop
             self.brake.on_time(rec, loop, now, out)
             self.guard.on_time(rec, lambda source, ns=ns: self._still_unhealthy(ns, source), now, out)
@@ -274,7 +193,8 @@ class AlertEngine:
             rec = self.records[ns]
             if rec.pending_exit_at is not None and ns not in self._confirming:
                 times.append(rec.pending_exit_at + s.exit_grace)
-            if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since:
+            if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since \
+                    and ns not in self._stable_checks:
                 times.append(rec.running_since + s.stable_after)
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
@@ -288,6 +208,7 @@ class AlertEngine:
 
     def _on_process_state(self, ev: ProcessStateEvent, now: float, out: Outcome) -> None:
         rec = self._record(ev.group, ev.name)
+        self._stable_checks.discard(rec.namespec)  # news: a stable run is judged afresh
         out.history.append((now, rec.namespec, "state", ev.describe()))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.pid = ev.pid if ev.state in LIVE_STATES else None

@@ -1,0 +1,114 @@
+"""What a getAllProcessInfo answer means: supervisord's own view, fresher than the events still
+queued for us. Part of AlertEngine (a mixin, for the size of one file), pure like the rest.
+
+- Align records with it (a process we never heard of, a state we missed while not listening).
+- FATAL or unexpectedly EXITED processes nobody alerted on: alert, once a second answer agrees
+  for an exit (supervisord may answer between an exit and its respawn).
+- A crash episode that looks over (RUNNING for stable_after by our clock) is resolved only when
+  supervisord confirms the same process has really been RUNNING that long: events reach us late
+  when supervisord or we are busy, and a resolution must not rest on old news.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .models import EXITED, FATAL, PROCESS, Outcome, ProcessRecord, ProcessSnapshot
+
+LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
+COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
+
+
+def coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
+    """supervisord reports whole seconds: a known start within a second of it is kept (it may be exact)."""
+    return rec.last_start is None or abs(rec.last_start - start) > COARSE_START
+
+
+class SnapshotRules:
+    """on_snapshot and its helpers; AlertEngine provides records, book, settings and _raise."""
+
+    def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float) -> Outcome:
+        """Align records with supervisord's view; alert on FATAL/EXITED we never heard of."""
+        out = Outcome()
+        if self.stopping and taken_at > self.stopping_since:
+            # getAllProcessInfo answered, so supervisord is RUNNING again (Fault 6 otherwise).
+            self.stopping, self.stopping_since, out.flags_changed = False, 0.0, True
+        seen = set()
+        for info in infos:
+            ns = info.namespec
+            seen.add(ns)
+            rec = self._record(info.group, info.name)
+            self._confirming.discard(ns)
+            stable_check = ns in self._stable_checks
+            self._stable_checks.discard(ns)
+            if rec.event_at > taken_at:
+                continue  # an event told us something newer than this snapshot
+            if stable_check and self._confirmed_stable(rec, info, taken_at):
+                self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
+                self._reset_failures(rec)
+                self._touch(rec, out)
+            if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
+                self._touch(rec, out)
+        for ns, rec in self.records.items():
+            if ns not in seen and rec.present and rec.event_at <= taken_at:
+                rec.present = False  # removed by reread/update
+                self.book.close_all(ns, now, out, "removed from supervisord", notify=False)
+                self._touch(rec, out)
+        self.quorum.refresh(self.records, {r.group for r in self.records.values()}, now, out)
+        return out
+
+    def _confirmed_stable(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float) -> bool:
+        """supervisord says it has been RUNNING, as the same process, for stable_after."""
+        started = info.start + (taken_at - info.now)
+        return (rec.failing_since is not None and info.state == "RUNNING" and bool(info.start)
+                and (not rec.pid or info.pid == rec.pid) and taken_at - started >= self.settings.stable_after)
+
+    def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
+        changed = not rec.present or rec.state != info.state
+        if rec.state != info.state:
+            out.history.append((taken_at, rec.namespec, "state",
+                                f"{info.state} (seen by a reconcile, was {rec.state})"))
+        rec.present = True
+        skew = taken_at - info.now  # our clock minus supervisord's
+        if info.state in LIVE_STATES and info.start and coarse_start_differs(rec, info.start + skew):
+            rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
+        if rec.state != info.state:
+            rec.state = info.state
+            rec.pid = info.pid or None
+            if info.state in LIVE_STATES and info.start:
+                rec.state_since = info.start + skew
+            elif info.stop and info.start:
+                rec.state_since = info.stop + skew
+            else:
+                rec.state_since = taken_at
+            rec.running_since = rec.state_since if info.state == "RUNNING" else None
+        return changed
+
+    def _unheard_problems(self, rec: ProcessRecord, info: ProcessSnapshot, now: float, out: Outcome) -> bool:
+        ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
+        if info.state == "FATAL" and open_alert is None:
+            rec.spawnerr = info.spawnerr
+            self._raise(rec, FATAL, now, out, detail=info.spawnerr)
+            return True
+        # An unexpected exit that supervisord did not respawn (autorestart=false): one we saw happen
+        # (pending_exit_at) or one from before we were listening ("Bad exit code"). If it was
+        # respawned, its STARTING event is on the way and raises "crashed". A busy supervisord may
+        # not have run its respawn yet when it answered: only a second sighting, answered in a
+        # later iteration of its loop, counts.
+        unheard = info.spawnerr.startswith("Bad exit code") and open_alert is None
+        if info.state != "EXITED" or not (rec.pending_exit_at is not None or unheard):
+            self._exit_sightings.pop(ns, None)
+            return False
+        if self._exit_sightings.get(ns) != info.stop:
+            self._exit_sightings[ns] = info.stop
+            self._confirming.add(ns)
+            out.reconcile = f"confirm that {ns} stays EXITED"
+            return False
+        del self._exit_sightings[ns]
+        if rec.pending_exit_at is None:
+            rec.last_exit_status = info.exitstatus
+            rec.last_exit_text = f"exit status {info.exitstatus}"
+        rec.pending_exit_at = None
+        self._raise(rec, EXITED, now, out)
+        return True
+
