@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from ..listener.config import Config
+from ..listener.procfs import usage_by_root
 from ..listener.rules.policy import PolicyBook
 from .httpd import ConnectionServer
 from .metrics import CONTENT_TYPE, LabelCache, build_families, encode, health_families
-from .resources import usage_by_root
 from .source import Source
 from .webconfig import WebConfig
 

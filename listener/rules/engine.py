@@ -263,7 +263,7 @@ class AlertEngine(SnapshotRules):
 
     def _operator_took_over(self, rec: ProcessRecord, out: Outcome) -> None:
         self.guard.operator_took_over(rec)
-        self.health.forget(rec.namespec, out)
+        self.health.reset(rec.namespec, out)
 
     def _failure(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         loop = self.policies.lookup(rec.namespec).crash_loop

@@ -82,7 +82,8 @@ class HealthTracker:
         return spec
 
     def reset(self, namespec: str, out: Outcome) -> None:
-        """A new start of the process: counts from zero, the grace applies again."""
+        """A new start of the process, or an operator taking over: counts from zero, the grace
+        applies again."""
         for st in self.states.get(namespec, {}).values():
             if st.healthy is not None or st.consecutive_failures or st.consecutive_successes:
                 st.healthy, st.first_failure_at = None, None
@@ -98,7 +99,3 @@ class HealthTracker:
                 if spec is not None:
                     out.append(spec)
         return out
-
-    def forget(self, namespec: str, out: Outcome) -> None:
-        """An operator took over (stop, start, restart): health starts from scratch."""
-        self.reset(namespec, out)
