@@ -5,8 +5,11 @@
     lookout-listener silence 'trading_system:*' --for 30m --reason deploy
     lookout-listener silences
     lookout-listener unsilence ID
+    lookout-listener probe [PATTERN]                    (run the health probes once, now)
 
-Exit status 2 for a bad config or unreachable supervisord (one line naming the key).
+The operator's everyday command is `lookout` (status, history, alerts, ...); these subcommands
+stay for scripts written against them. Exit status 2 for a bad config, an unusable store or an
+unreachable supervisord (one line naming the key).
 """
 
 from __future__ import annotations
