@@ -106,3 +106,15 @@ def exporter_factory():
     yield make
     for e in started:
         e.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    """Lines tests report with record_property("report", ...) (the fleet test's numbers), shown at
+    the end of `make test`, also from xdist workers."""
+    lines = [value for reports in terminalreporter.stats.values() for r in reports
+             if getattr(r, "when", "") == "call" for key, value in getattr(r, "user_properties", ())
+             if key == "report"]
+    if lines:
+        terminalreporter.write_sep("-", "reported by tests")
+        for line in lines:
+            terminalreporter.write_line(line)

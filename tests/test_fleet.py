@@ -52,7 +52,8 @@ def _start(cmd: list[str], log, url: str) -> subprocess.Popen:  # noqa: ANN001
     return proc
 
 
-def test_a_shared_outage_is_one_page_and_every_host_is_on_the_dashboard(supervisor_factory, webhook, tmp_path):
+def test_a_shared_outage_is_one_page_and_every_host_is_on_the_dashboard(supervisor_factory, webhook, tmp_path,
+                                                                          record_property):
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "gateway.up").touch()
@@ -113,8 +114,8 @@ scrape_configs:
         stays(lambda: len(_notifications(webhook)) <= 2, 35, "at most two notifications")
         notified = _notifications(webhook)
         hosts_in_page = {a["labels"]["instance"] for m in notified for a in m.raw["alerts"]}
-        print(f"\nfleet: N={N} hosts, {len(notified)} notification(s) at the receiver, the first "
-              f"{first_at - failed_at:.1f}s after the failure, listing {len(hosts_in_page)} host(s)")
+        record_property("report", f"fleet: N={N} hosts, {len(notified)} notification(s) at the receiver, the first "
+                        f"{first_at - failed_at:.1f}s after the failure, listing {len(hosts_in_page)} host(s)")
         assert 1 <= len(notified) <= 2, [m.raw.get("groupLabels") for m in notified]
         assert hosts_in_page == {f"host-{i:02d}" for i in range(N)}
 
