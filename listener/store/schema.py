@@ -179,7 +179,7 @@ CREATE TABLE IF NOT EXISTS history (
     kind TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS history_by_process ON history (namespec, id);
+
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     matcher TEXT NOT NULL,
