@@ -242,8 +242,10 @@ def show_and_wait(d: Path, inbox: Inbox, status, duration: float, py: str, metri
 {BOLD}Try{RESET} (in another terminal)
   {bin_}supervisorctl -c {rel}/supervisord.conf status
   {bin_}supervisorctl -c {rel}/supervisord.conf stop trading_system:market_feed     (resolves the alert)
-  {bin_}lookout-listener -c {rel}/lookout.toml probe                  (runs the health probes once, now)
-  {bin_}lookout-listener -c {rel}/lookout.toml silences
+  {bin_}lookout -c {rel}/lookout.toml status           (supervisorctl status + restarts, exits, alerts)
+  {bin_}lookout -c {rel}/lookout.toml history trading_system:market_feed
+  {bin_}lookout -c {rel}/lookout.toml probe            (runs the health probes once, now)
+  {bin_}lookout -c {rel}/lookout.toml silence 'backtest_worker:*' --for 30m
 {BOLD}Stop{RESET} with Ctrl-C (shuts supervisord down too).
 {DIM}waiting for alerts...{RESET}""", flush=True)
 

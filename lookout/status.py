@@ -235,8 +235,9 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
     elif rows:
         print(render(rows, now, colour))
-    else:
-        print(f"no process matches {pattern!r}")
+    if pattern not in ("", "*") and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
+        print(f"lookout: no process matches {pattern!r}", file=sys.stderr)
+        return 1
     if check:
         return 0 if all(r.ok for r in rows) else 1
     return 0
