@@ -37,9 +37,12 @@ BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-te
 @pytest.mark.parametrize(
     ("sections", "key", "problem"),
     [
-        ({"alerts": {"group_wiat": "10s"}}, "alerts.group_wiat", "unknown key"),
+        ({"alerts": {"group_wiat": "10s"}}, "alerts.group_wiat", "unknown key (did you mean 'group_wait'?)"),
+        ({"supervisor": {"url": "unix:///x.sock"}}, "supervisor.url", "did you mean 'serverurl'?"),
+        ({"probes": [{"match": "w", "memory": {"max_rss": 2000000}}]}, "probes[0].memory.max_rss",
+         "needs a unit: write it as a string, e.g. \"2GB\""),
         ({"alerts": {"stable_after": "ten seconds"}}, "alerts.stable_after", "not a duration"),
-        ({"alerts": {"stable_after": 60}}, "alerts.stable_after", "expected str"),
+        ({"alerts": {"stable_after": 60}}, "alerts.stable_after", "60 needs a unit"),
         (
             {"alerts": {"crash_loop": {"restarts": 0, "within": "1m"}}},
             "alerts.crash_loop.restarts",

@@ -7,6 +7,7 @@ TICK, a 400-digit duration overflows later. All of that is refused here, at load
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
@@ -78,7 +79,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_size(size: float) -> str:
-    for unit, scale in (("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+    for unit, scale in (("PB", 1000**5), ("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size:.0f} B"
@@ -112,8 +113,16 @@ class Section:
             raise ConfigError(self.key(name), f"expected {names}, got {type(value).__name__}")
         return value
 
+    def _text(self, name: str, example: str) -> str | None:
+        """A duration or size is written with its unit: say so when a bare number is given."""
+        raw = self.table.get(name)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            self.used.add(name)
+            raise ConfigError(self.key(name), f"{shown(raw)} needs a unit: write it as a string, e.g. {example}")
+        return self.get(name, str, None)
+
     def duration(self, name: str, default: float, lo: float, hi: float) -> float:
-        raw = self.get(name, str, None)
+        raw = self._text(name, '"30s", "5m"')
         if raw is None:
             return default
         value = parse_duration(raw, self.key(name))
@@ -135,7 +144,7 @@ class Section:
         return value
 
     def size(self, name: str, default: int, lo: int, hi: int) -> int:
-        raw = self.get(name, str, None)
+        raw = self._text(name, '"2GB", "512MiB"')
         if raw is None:
             return default
         value = parse_size(raw, self.key(name))
@@ -164,4 +173,5 @@ class Section:
     def done(self) -> None:
         for name in self.table:
             if name not in self.used:
-                raise ConfigError(self.key(name), "unknown key")
+                close = difflib.get_close_matches(str(name), sorted(self.used), n=1, cutoff=0.5)
+                raise ConfigError(self.key(name), "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
