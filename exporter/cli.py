@@ -28,7 +28,7 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="lookout-exporter", description=__doc__.split("\n\n")[0])
-    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
+    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     p.add_argument("--web.listen-address", "--listen", dest="listen", help="HOST:PORT (default: exporter.listen)")
     p.add_argument("--web.telemetry-path", dest="telemetry_path",
                    help="path of the metrics (default: exporter.telemetry_path, /metrics)")

@@ -53,7 +53,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="lookout-listener", description=__doc__.split("\n\n")[0])
-    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
+    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the config and supervisord access, print effective settings")
     p.add_argument("--test-alert", action="store_true", help="send a test message to every target")

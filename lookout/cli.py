@@ -9,8 +9,9 @@
     lookout check-config                          validate lookout.toml, the store and supervisord
     lookout init DIR                              write the snippets, example config, dashboards, rules
 
-The config is -c lookout.toml or $LOOKOUT_CONFIG. The daemons are lookout-listener and
-lookout-exporter; `lookout-listener`'s own subcommands and flags keep working.
+The config is -c lookout.toml, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml.
+The daemons are lookout-listener and lookout-exporter; `lookout-listener`'s own subcommands
+and flags keep working.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .listener.store.files import StoreUnavailable
 
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="lookout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG)")
+    p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name")

@@ -170,3 +170,19 @@ def test_example_config_documents_every_section_and_parses(tmp_path):
     config = parse_config(data)
     assert {"supervisor", "state", "notify", "alerts", "listener", "exporter", "alertmanager"} <= set(data)
     assert config.alerts.programs[0].match == "trading_system:*"
+
+
+def test_config_is_found_as_documented(tmp_path):
+    """-c, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml when it exists, else defaults."""
+    from lookout.listener.config.load import load_config
+
+    def toml(name: str, host: str) -> str:
+        path = tmp_path / name
+        path.write_text(f'[alerts]\nhost = "{host}"\n')
+        return str(path)
+
+    etc, env, flag = toml("etc.toml", "from-etc"), toml("env.toml", "from-env"), toml("c.toml", "from-c")
+    assert load_config(flag, {"LOOKOUT_CONFIG": env}, etc).alerts.host == "from-c"
+    assert load_config(None, {"LOOKOUT_CONFIG": env}, etc).alerts.host == "from-env"
+    assert load_config(None, {}, etc).alerts.host == "from-etc"
+    assert load_config(None, {}, str(tmp_path / "absent.toml")).source == "<defaults>"

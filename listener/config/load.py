@@ -231,10 +231,14 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None
     return config
 
 
-def load_config(path: str | None, env: Any = None) -> Config:
-    """Load -c PATH, else $LOOKOUT_CONFIG, else defaults (plus environment)."""
+DEFAULT_PATH = "/etc/lookout/lookout.toml"  # where the README's install puts it
+
+
+def load_config(path: str | None, env: Any = None, default_path: str = DEFAULT_PATH) -> Config:
+    """Load -c PATH, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml if it exists (as
+    supervisorctl finds /etc/supervisord.conf), else defaults (plus environment)."""
     env = os.environ if env is None else env
-    path = path or env.get("LOOKOUT_CONFIG") or None
+    path = path or env.get("LOOKOUT_CONFIG") or (default_path if os.path.isfile(default_path) else None)
     if path is None:
         return parse_config({}, "<defaults>", env)
     try:
