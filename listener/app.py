@@ -353,7 +353,7 @@ class Listener:
                 outcome.merge(engine.on_start_observed(ns, start))
         else:
             for ns, info in result.exits.items():
-                outcome.merge(engine.on_exit_observed(ns, info.status, info.text))
+                outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran))
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:

@@ -13,6 +13,7 @@ expected)"): read with readLog, or, when that fails, from the file supervisord h
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -35,28 +36,58 @@ MAIN_LOG_BYTES = 65536
 class ExitInfo:
     status: int  # -1 for a signal, as supervisord reports it
     text: str  # "exit status 3" or "killed by SIGKILL"
+    ran: float | None = None  # seconds from its "spawned" line to its exit line, when both are in the log
 
 
 # supervisord's main log line for every exit (process.py, Subprocess.finish):
 #   "exited: NAME (exit status 3; not expected)" / "(terminated by SIGKILL; not expected)"
+# and for every spawn: "spawned: 'NAME' with pid 4242".
 # Names never contain a space, but may contain tabs and other Unicode spaces.
 _EXIT_LINE = re.compile(
-    r"(?:exited|stopped): (?P<name>[^ ]+) \((?P<how>exit status (?P<code>\d+)|terminated by (?P<sig>[^\s;)]+))"
+    r"(?:exited|stopped): (?P<name>[^ ]+) \((?P<how>exit status (?P<code>\d+)"
+    r"|terminated by (?P<sig>[^\s;)]+)(?P<core> \(core dumped\))?)"
 )
+_SPAWN_LINE = re.compile(r"spawned: '(?P<name>[^ ]+)' with pid \d+$")
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3}) ")
 _MAIN_LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:CRIT|ERRO|WARN|INFO|DEBG|TRAC|BLAT) ", re.M)
 
 
+def _stamp(line: str) -> float | None:
+    """A main-log line's local time as seconds: only differences are used, so no time zone."""
+    m = _STAMP.match(line)
+    if m is None:
+        return None
+    y, mo, d, h, mi, sec, ms = (int(g) for g in m.groups())
+    try:
+        day = datetime.date(y, mo, d).toordinal()
+    except ValueError:
+        return None
+    return day * 86400.0 + h * 3600 + mi * 60 + sec + ms / 1000
+
+
 def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitInfo]:
-    """The last exit of each process named in supervisord's main log (names without group)."""
+    """The last exit of each process named in supervisord's main log (names without group),
+    with how long that run lasted by supervisord's own clock: events reach the listener late
+    when they waited in supervisord's buffer, the log's times do not."""
     found: dict[str, ExitInfo] = {}
-    for m in _EXIT_LINE.finditer(main_log):
+    spawned: dict[str, float | None] = {}
+    for line in main_log.splitlines():
+        m = _SPAWN_LINE.search(line)
+        if m is not None:
+            spawned[m.group("name")] = _stamp(line)
+            continue
+        m = _EXIT_LINE.search(line)
+        if m is None:
+            continue
         name = m.group("name")
         if names is not None and name not in names:
             continue
+        start, end = spawned.pop(name, None), _stamp(line)
+        ran = end - start if start is not None and end is not None and 0 <= end - start < 400 * 86400 else None
         if m.group("code") is not None:
-            found[name] = ExitInfo(int(m.group("code")[:6]), f"exit status {m.group('code')[:6]}")
+            found[name] = ExitInfo(int(m.group("code")[:6]), f"exit status {m.group('code')[:6]}", ran)
         else:
-            found[name] = ExitInfo(-1, f"killed by {m.group('sig')[:20]}")
+            found[name] = ExitInfo(-1, f"killed by {m.group('sig')[:20]}{m.group('core') or ''}", ran)
     return found
 
 

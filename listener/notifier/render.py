@@ -106,8 +106,12 @@ def headline(alert: Alert, host: str) -> str:
 def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     proc = n.process
     info = extra.exits.get(n.alert.namespec)
-    text = proc.last_exit_text if proc and proc.last_exit_text else (info.text if info else "")
     ran = proc.last_run_seconds if proc else None
+    if proc and proc.last_exit_text:
+        text = proc.last_exit_text
+    else:
+        text = info.text if info else ""
+        ran = info.ran if info and info.ran is not None else ran
     if not text:
         return ""  # a spawn error (no fork) or a log we could not read: spawnerr/tail say more
     parts = [f"last exit: {text}"]

@@ -110,12 +110,15 @@ class AlertEngine(SnapshotRules):
             self._on_process_state(event, now, out)
         return out
 
-    def on_exit_observed(self, namespec: str, status: int | None, text: str) -> Outcome:
-        """The exit status read from supervisord's log (events do not carry it)."""
+    def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None) -> Outcome:
+        """The exit status read from supervisord's log (events do not carry it), and how long
+        that run lasted by the log's own times (better than ours when the events came late)."""
         out = Outcome()
         rec = self.records.get(namespec)
         if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
             rec.last_exit_status, rec.last_exit_text = status, text
+            if ran is not None:
+                rec.last_run_seconds = ran
             out.records[namespec] = rec
             ran = f" after running {format_duration(rec.last_run_seconds)}" if rec.last_run_seconds is not None else ""
             out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))

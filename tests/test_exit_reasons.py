@@ -1,0 +1,43 @@
+"""Why and after how long a process died, in words, for the ways processes die: exit codes,
+signals from inside and from outside, also when the events waited in supervisord's buffer
+while the listener was still starting (the run time then comes from supervisord's log)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .conftest import fast_alerts
+from .harness import wait_for
+
+ONCE = ("if [ -f %(here)s/died.{name} ]; then exec sleep 1000; fi; touch %(here)s/died.{name}; sleep 1.3; "
+        "echo '{name}: last words' >&2; {death}")
+DEATHS = {
+    "segv": ("kill -SEGV $$", "killed by SIGSEGV"),
+    "abrt": ("kill -ABRT $$", "killed by SIGABRT"),
+    "e255": ("exit 255", "exit status 255"),
+    "e1": ("exit 1", "exit status 1"),
+    "term": ("kill -TERM $$", "killed by SIGTERM"),
+}
+PROGRAMS = "\n".join(f"""\
+[program:{name}]
+command=sh -c "{ONCE.format(name=name, death=death)}"
+startsecs=1
+autorestart=true
+""" for name, (death, _) in DEATHS.items()) + """
+[program:victim]
+command=sleep 1000
+"""
+
+
+def test_exit_statuses_signals_and_run_times(supervisor_factory, webhook):
+    sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
+    for name, (_, words) in DEATHS.items():
+        body = webhook.wait(f"{name} crashed", timeout=30)[0].body
+        block = body[body.index(f"{name} crashed"):]
+        assert re.search(rf"last exit: {words} after running (1\.[2-9]|[2-4]\.\d)s", block), block
+        assert f"{name}: last words" in block
+    os.kill(int(sup.ctl("pid", "victim").stdout.strip()), 9)
+    body = webhook.wait("victim crashed", timeout=30)[0].body
+    assert re.search(r"last exit: killed by SIGKILL after running \d", body), body
+    wait_for(lambda: sup.process_row("segv:segv")["last_exit_text"] == "killed by SIGSEGV", 10, "stored")
