@@ -57,9 +57,32 @@ def test_make_demo_on_a_fresh_clone(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
         assert 'supervisor_process_crash_looping{group="trading_system",name="market_feed"} 1' in metrics
+        lookout_status_matches_supervisorctl(clone, env)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     assert b"demo stopped" in rest, rest.decode(errors="replace")  # make itself exits -2 on Ctrl-C
     assert not (clone / ".demo" / "supervisord.pid").exists()
     assert "is crash-looping" in (clone / ".demo" / "inbox.log").read_text()
+
+
+def lookout_status_matches_supervisorctl(clone, env) -> None:
+    """Issue 9, acceptance 1: on the demo, `lookout status` shows supervisorctl's names and
+    states, plus restarts, the exit reason and the open alert."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+
+    ours = run(".venv/bin/lookout", "-c", ".demo/lookout.toml", "status")
+    theirs = run(".venv/bin/supervisorctl", "-c", ".demo/supervisord.conf", "status")
+    assert ours.returncode == 0, ours.stderr
+    lines = {line.split()[0]: line for line in ours.stdout.splitlines()}
+    states = {line.split()[0]: line.split()[1] for line in theirs.stdout.splitlines() if line.strip()}
+    assert set(lines) == set(states), (ours.stdout, theirs.stdout)
+    for name, state in states.items():
+        if name != "trading_system:market_feed":  # it changes state every two seconds
+            assert lines[name].split()[1] == state, (lines[name], state)
+    feed = lines["trading_system:market_feed"]
+    assert re.search(r"restarts [1-9]\d*/1h", feed) and "ALERT critical crash_loop" in feed, feed
+    assert "last exit: exit status 3" in feed, feed
+    assert "ALERT critical fatal" in lines["reconciler"], lines["reconciler"]
+    assert run(".venv/bin/lookout", "-c", ".demo/lookout.toml", "status", "--check").returncode == 1
