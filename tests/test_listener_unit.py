@@ -96,3 +96,38 @@ def test_nudger_pokes_supervisord_when_a_watched_process_exits():
     child.wait(10)
     wait_for(lambda: client.calls == ["supervisor.getState"], 5, "one nudge after the exit")
     nudger.track("g:child", None)
+
+
+def test_an_escalation_while_its_notice_is_rendered_is_not_lost(tmp_path):
+    """The notifier reads a pending "crashed" notice and renders it; meanwhile the loop escalates
+    the alert to a crash loop, which merges into that same pending notice. Marking it dispatched
+    would lose the escalation: the dispatch is refused and the notice read again."""
+    from lookout.listener.store.delivery import DeliveryStore
+    from lookout.listener.store.schema import connect
+
+    pipes = Pipes()
+    config = parse_config({"state": {"path": str(tmp_path / "db")},
+                           "supervisor": {"serverurl": "unix:///nonexistent.sock"},
+                           "alerts": {"crash_loop": {"restarts": 2, "within": "10m"}}})
+    listener = Listener(config, [], channel_factory=pipes.channel)
+    events = [("STARTING", "STOPPED", ""), ("RUNNING", "STARTING", " pid:4242"),
+              ("EXITED", "RUNNING", " expected:0 pid:4242"), ("STARTING", "EXITED", ""),
+              ("RUNNING", "STARTING", " pid:4243"), ("EXITED", "RUNNING", " expected:0 pid:4243")]
+
+    def deliver(i: int) -> None:
+        state, before, extra = events[i]
+        feed(listener, frame(f"processname:w groupname:w from_state:{before} tries:0{extra}",
+                             f"PROCESS_STATE_{state}", serial=i + 1))
+
+    for i in range(4):
+        deliver(i)
+    notifier = DeliveryStore(connect(str(tmp_path / "db")))
+    rendered = notifier.pending_notices()
+    assert [n.alert.kind for n in rendered] == ["crashed"]
+    deliver(4)
+    deliver(5)  # the second failure: crash loop, merged into the pending notice
+    assert not notifier.dispatch([n.id for n in rendered], [], 0.0, rendered=rendered)
+    again = notifier.pending_notices()
+    assert [n.alert.kind for n in again] == ["crash_loop"]
+    assert notifier.dispatch([n.id for n in again], [], 0.0, rendered=again)
+    assert notifier.pending_notices() == []

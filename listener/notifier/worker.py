@@ -229,9 +229,6 @@ class Notifier:
             return due
         extra = self._enrich(active)
         messages = []
-        for n in active:
-            what = "resolved" if n.kind == RESOLVED else f"{n.kind} {n.alert.kind}"
-            log.warning("alert %s: %s (%s)", what, n.alert.namespec, n.alert.severity)
         for target in self.targets:
             mine = [n for n in active if target.wants((*n.alert.tags, n.alert.severity))]
             if mine:
@@ -239,7 +236,12 @@ class Notifier:
         if not self.targets:
             log.warning("no notification targets configured: set notify.urls to be told of this")
         history = [(n.alert.namespec, f"{n.kind} {n.alert.kind} to {len(messages)} target(s)") for n in active]
-        store.dispatch([n.id for n in active], messages, now, history)
+        if not store.dispatch([n.id for n in active], messages, now, history, rendered=active):
+            log.info("an alert changed while its message was rendered: rendering again")
+            return now
+        for n in active:
+            what = "resolved" if n.kind == RESOLVED else f"{n.kind} {n.alert.kind}"
+            log.warning("alert %s: %s (%s)", what, n.alert.namespec, n.alert.severity)
         return now if messages else None  # the send stage takes them at once, in the next pass
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:

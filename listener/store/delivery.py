@@ -52,6 +52,15 @@ class Silence:
         )
 
 
+# What a rendered notice said: a change to any of these since it was read is news of its own.
+_FINGERPRINT = ("SELECT n.kind, a.kind, a.severity, a.action_taken, a.evidence FROM notifications n "
+                "JOIN alerts a ON a.id = n.alert_id WHERE n.id = ? AND n.dispatched_at IS NULL")
+
+
+def _fingerprint(n: PendingNotice) -> tuple:
+    return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence)
+
+
 class DeliveryStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -78,10 +87,19 @@ class DeliveryStore:
         ]
 
     def dispatch(self, notice_ids: list[int], messages: list[dict], now: float,
-                 history: list[tuple[str, str]] = ()) -> None:
+                 history: list[tuple[str, str]] = (), rendered: list[PendingNotice] = ()) -> bool:
         """Turn notices into outbox rows, atomically: nothing is sent twice or lost. `history`:
-        (namespec, what) rows for `lookout history` ("sent: crashed (firing) to 2 target(s)")."""
+        (namespec, what) rows for `lookout history` ("sent: crashed (firing) to 2 target(s)").
+
+        `rendered`: the notices as the messages show them. The listener may have escalated one
+        of them (or recorded what lookout did) after they were read; it then merged that news
+        into the same pending notice, so marking it dispatched would lose it. Then nothing is
+        written and False returned: the caller reads and renders again."""
         with Transaction(self.conn) as c:
+            for n in rendered:
+                now_row = c.execute(_FINGERPRINT, (n.id,)).fetchone()
+                if now_row is None or tuple(now_row) != _fingerprint(n):
+                    return False
             c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'sent', ?)",
                           [(now, ns, what) for ns, what in history])
             c.executemany(
@@ -94,6 +112,7 @@ class DeliveryStore:
                 "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
                 [(now, i) for i in notice_ids],
             )
+        return True
 
     def announced_open_alerts(self) -> list[PendingNotice]:
         """Open alerts whose firing was delivered: what Alertmanager must keep hearing about."""
