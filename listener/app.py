@@ -31,7 +31,7 @@ from .logs import ProcessLogs
 from .notifier.targets import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
-from .procfs import spawn_time
+from .procfs import pid_gone, spawn_time
 from .protocol.channel import ProtocolChannel
 from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from .protocol.parser import Envelope, Garbage
@@ -310,6 +310,8 @@ class Listener:
                 exact = spawn_time(event.pid)  # the STARTING event may have waited in supervisord
                 if exact is not None:
                     outcome.merge(self.engine.on_start_observed(event.namespec, exact, exact=True))
+                elif pid_gone(event.pid):  # so late that it already died: its run time is unknown
+                    outcome.merge(self.engine.on_start_unknown(event.namespec))
         except MalformedEvent as exc:  # its place in the stream still counts: no false "lost" later
             log.error("malformed event acknowledged and ignored: %s (%s serial %d)", exc, delivery.eventname,
                       delivery.serial)

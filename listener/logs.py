@@ -202,6 +202,8 @@ class ProcessLogs:
             if data is None:
                 raise SupervisorUnavailable(f"supervisord's main log is unreadable: {exc}") from None
             text = data.decode("utf-8", "replace")
+        if not text:  # it always holds its own start-up lines, unless it is not a file at all
+            raise SupervisorUnavailable("supervisord's main log is empty: is its logfile /dev/stdout or syslog?")
         return {ns: info for name, info in last_exits(text, set(by_name)).items() for ns in by_name[name]}
 
     def _read_main_log_file(self) -> bytes | None:

@@ -47,6 +47,17 @@ def spawn_time(pid: int) -> float | None:
     return time.time() - (time.clock_gettime(_BOOTTIME) - ticks / CLOCK_TICKS)
 
 
+def pid_gone(pid: int) -> bool:
+    """True only when no process has this pid (not when we merely may not look at it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Usage:
     rss_bytes: int

@@ -276,6 +276,7 @@ class Supervisor:
         loglevel: str = "info",
         wrapper: list[str] = (),
         state_path: Path | None = None,
+        main_log: str = "%(here)s/supervisord.log",
     ) -> None:
         self.root = root
         self.wrapper = list(wrapper)  # a command supervisord runs under (e.g. unshare with a tmpfs)
@@ -291,7 +292,10 @@ class Supervisor:
         merged = {k: settings[k] if isinstance(settings.get(k), list) else {**base.get(k, {}), **settings.get(k, {})}
                   for k in {**base, **settings}}
         self.config_path.write_text(lookout_toml(merged, program_rules))
-        conf = SUPERVISORD_CONF.replace("loglevel=info", f"loglevel={loglevel}") + "\n" + textwrap.dedent(programs)
+        conf = (SUPERVISORD_CONF.replace("loglevel=info", f"loglevel={loglevel}")
+                .replace("logfile=%(here)s/supervisord.log", f"logfile={main_log}"
+                         + ("" if main_log.startswith("%(here)s") else "\nlogfile_maxbytes=0"))
+                + "\n" + textwrap.dedent(programs))
         if listener:
             conf += "\n" + listener_snippet(self.config_path, self.listener_log)
         self.conf = root / "supervisord.conf"

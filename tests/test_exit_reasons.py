@@ -42,3 +42,22 @@ def test_exit_statuses_signals_and_run_times(supervisor_factory, webhook):
     body = webhook.wait("victim crashed", timeout=30)[0].body
     assert re.search(r"last exit: killed by SIGKILL after running \d", body), body
     wait_for(lambda: sup.process_row("segv:segv")["last_exit_text"] == "killed by SIGSEGV", 10, "stored")
+
+
+def test_without_a_main_log_file_the_alert_says_the_status_is_unknown(supervisor_factory, webhook):
+    """supervisord logging to its stdout (the container idiom): exit statuses cannot be read,
+    since events do not carry them and the respawn clears getProcessInfo's. The alert still
+    comes, with the log tail, and says why the status is missing."""
+    programs = f"""\
+[program:e1]
+command=sh -c "{ONCE.format(name="e1", death="exit 1")}"
+startsecs=1
+autorestart=true
+"""
+    supervisor_factory(programs, fast_alerts(webhook), main_log="/dev/stdout").start()
+    body = webhook.wait("e1 crashed", timeout=30)[0].body
+    assert "last exit: unknown (" in body and "e1: last words" in body, body
+    # It ran 1.3 s. Its events may have waited while the listener started: then the run time is
+    # unknown (no log to read it from) and left out, never made up from the events' late times.
+    ran = re.search(r"after running (\d+(?:\.\d)?)(ms|s)\b", body)
+    assert ran is None or (ran.group(2) == "s" and 1.2 <= float(ran.group(1)) < 10), body

@@ -79,6 +79,7 @@ class Enrichment:
     exits: dict[str, ExitInfo] = field(default_factory=dict)  # namespec -> from the main log
     spawnerr: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # namespec -> why its log tail is missing
+    exit_unknown: dict[str, str] = field(default_factory=dict)  # namespec -> why its exit status is missing
     dashboard_url: str = ""  # notify.dashboard_url, the template
 
 
@@ -112,8 +113,11 @@ def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
     else:
         text = info.text if info else ""
         ran = info.ran if info and info.ran is not None else ran
+    why = extra.exit_unknown.get(n.alert.namespec)
+    if not text and why and n.alert.kind in (CRASHED, CRASH_LOOP, EXITED):
+        text = f"unknown ({why})"  # events do not carry it, and the respawn erased supervisord's
     if not text:
-        return ""  # a spawn error (no fork) or a log we could not read: spawnerr/tail say more
+        return ""  # a spawn error (no fork): spawnerr says more
     parts = [f"last exit: {text}"]
     if ran is not None:
         parts.append(f"after running {format_duration(ran)}")

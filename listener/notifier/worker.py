@@ -303,9 +303,12 @@ class Notifier:
         if missing:
             try:
                 extra.exits.update(self.logs.recent_exits(missing))
+                why = "not in the tail of supervisord's main log"
             except Exception as exc:
                 self.errors.report("enrich exits", "could not read exit statuses: %s", exc, exc_info=False,
                                    level=logging.WARNING)
+                why = clean(str(exc))[:200]
+            extra.exit_unknown.update((ns, why) for ns in missing if ns not in extra.exits)
         for n in firing:
             ns = n.alert.namespec
             try:

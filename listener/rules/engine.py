@@ -139,6 +139,16 @@ class AlertEngine(SnapshotRules):
             out.records[namespec] = rec
         return out
 
+    def on_start_unknown(self, namespec: str) -> Outcome:
+        """A RUNNING event that arrives after its process died: the times we took from the
+        events are too late to tell how long it ran (supervisord's log may tell, later)."""
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is not None and rec.state == "RUNNING":
+            rec.last_start = rec.running_since = None
+            out.records[namespec] = rec
+        return out
+
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
         out = Outcome()
         rec = self.records.get(result.namespec)
