@@ -6,6 +6,7 @@ Every wait is a poll on an observable condition with a deadline; nothing sleeps 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
@@ -48,12 +49,29 @@ def stays(cond: Callable[[], Any], seconds: float, what: str = "condition", inte
         time.sleep(interval)
 
 
+_PORTS_PER_WORKER, _PORT_STEP = 2500, 5
+_next_port = itertools.count()
+
+
 def free_port() -> int:
+    """A port for a server a test starts later. Each xdist worker takes its own range below the
+    kernel's ephemeral ports (32768+), stepping by 5 (room for port_base + process_num): a port
+    picked by asking the kernel for any free one could be handed to a parallel test before our
+    server binds it, and a scrape would then reach that test's server."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base = 10000 + (index % 8) * _PORTS_PER_WORKER
+    for _ in range(_PORTS_PER_WORKER // _PORT_STEP):
+        port = base + (next(_next_port) * _PORT_STEP) % _PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORTS_PER_WORKER}")
 
 
 def ensure_debian_tool(tool: str, package: str) -> str:
@@ -416,6 +434,7 @@ class ExporterProcess:
         return self
 
     def _healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, "the exporter exited: see exporter.log"
         try:
             return self.get("/healthz")[0] == 200
         except OSError:
