@@ -351,8 +351,8 @@ class Listener:
             return
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):
-            for ns, start in result.starts.items():
-                outcome.merge(engine.on_start_observed(ns, start))
+            for ns, (start, pid) in result.starts.items():
+                outcome.merge(engine.on_start_observed(ns, start, pid=pid))
         else:
             for ns, info in result.exits.items():
                 outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran))

@@ -39,7 +39,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StartsObserved:
-    starts: dict[str, float]  # namespec -> spawn time, on our clock
+    starts: dict[str, tuple[float, int]]  # namespec -> (spawn time on our clock, pid)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class SupervisorWatcher:
         for ns, info in zip(names, infos):
             snap = snapshot_from_info(info)
             if snap is not None and snap.start:
-                starts[ns] = snap.start + (skew - snap.now)  # onto our clock
+                starts[ns] = (snap.start + (skew - snap.now), snap.pid)  # onto our clock
         if starts:
             self._post(StartsObserved(starts))
 

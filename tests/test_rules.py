@@ -246,6 +246,26 @@ def test_spawn_time_exact_wins_and_whole_seconds_only_correct_what_they_contradi
     assert rec.last_start == 100.37
 
 
+def test_late_events_never_make_up_a_run_time():
+    """Events that waited in supervisord: the RUNNING arrives after its process died (the loop
+    found no such pid), and a start lookup answers about the respawn that followed. Neither
+    may turn a 1.3 s run into "2ms": the run time stays unknown until supervisord's log says."""
+    import dataclasses
+
+    engine = AlertEngine(SETTINGS)
+    run(engine, [(110.0, ev("STARTING", "web", "STOPPED"))])
+    running = dataclasses.replace(ev("RUNNING", "web", "STARTING"), pid=4242)
+    engine.on_event(running, 110.001)
+    engine.on_start_unknown("web:web")
+    assert not engine.on_start_observed("web:web", 110.001, pid=4300).records  # the respawn's pid
+    exited = dataclasses.replace(ev("EXITED", "web", "RUNNING", expected=False), pid=4242)
+    engine.on_event(exited, 110.002)
+    rec = engine.records["web:web"]
+    assert rec.last_run_seconds is None
+    engine.on_exit_observed("web:web", 1, "exit status 1", ran=1.3)
+    assert rec.last_run_seconds == 1.3
+
+
 def test_an_exit_from_before_the_listener_needs_two_sightings_too():
     """At start, the reconcile may catch a crashed process in the instant before supervisord
     respawns it: "exited and will not be restarted" only when a second answer agrees."""

@@ -124,15 +124,16 @@ class AlertEngine(SnapshotRules):
             out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))
         return out
 
-    def on_start_observed(self, namespec: str, start: float, *, exact: bool = False) -> Outcome:
+    def on_start_observed(self, namespec: str, start: float, *, exact: bool = False, pid: int = 0) -> Outcome:
         """The real spawn time: events reach us late in a storm, uptime must not.
 
         `exact` comes from the kernel (/proc) and always wins; otherwise it is supervisord's
-        whole-second `start`, which only replaces a time it contradicts.
+        whole-second `start`, which only replaces a time it contradicts, and only for the run we
+        know of: an answer about a later run (`pid`) while our events lag behind does not count.
         """
         out = Outcome()
         rec = self.records.get(namespec)
-        if rec is None or rec.state not in LIVE_STATES or not start:
+        if rec is None or rec.state not in LIVE_STATES or not start or (pid and rec.pid and pid != rec.pid):
             return out
         if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
             rec.last_start = start
