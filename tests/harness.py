@@ -74,6 +74,15 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {base}..{base + _PORTS_PER_WORKER}")
 
 
+def http_get(url: str, timeout: float = 10) -> bytes | None:
+    """The body of a GET, or None while the server is not (yet) answering."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read()
+    except OSError:
+        return None
+
+
 def ensure_debian_tool(tool: str, package: str) -> str:
     """The path of `tool`, installing Debian's `package` first when it is missing (CI runs as root)."""
     import shutil

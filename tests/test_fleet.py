@@ -12,12 +12,11 @@ import os
 import subprocess
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
-from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, stays, wait_for
+from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, http_get, stays, wait_for
 
 N = int(os.environ.get("LOOKOUT_FLEET_HOSTS", "20"))
 FEED = """\
@@ -33,22 +32,14 @@ command=sleep 100000
 """
 
 
-def _get(url: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.read()
-    except OSError:
-        return None
-
-
 def query(prom: str, expr: str) -> list:
-    body = _get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    body = http_get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     return json.loads(body)["data"]["result"] if body else []
 
 
 def _start(cmd: list[str], log, url: str) -> subprocess.Popen:  # noqa: ANN001
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
-    wait_for(lambda: _get(url) is not None, 60, f"{cmd[0]} ready", interval=0.3)
+    wait_for(lambda: http_get(url) is not None, 60, f"{cmd[0]} ready", interval=0.3)
     return proc
 
 
@@ -129,12 +120,12 @@ scrape_configs:
 
 
 def _am_alerts(am_url: str, alertname: str) -> int:
-    body = _get(f"{am_url}/api/v2/alerts?active=true&inhibited=true&silenced=true")
+    body = http_get(f"{am_url}/api/v2/alerts?active=true&inhibited=true&silenced=true")
     return sum(1 for a in json.loads(body or b"[]") if a["labels"].get("alertname") == alertname)
 
 
 def _am_summary(am_url: str) -> list:
-    body = _get(f"{am_url}/api/v2/alerts?active=true&inhibited=true&silenced=true")
+    body = http_get(f"{am_url}/api/v2/alerts?active=true&inhibited=true&silenced=true")
     return sorted((a["labels"].get("alertname"), a["labels"].get("instance"), a["labels"].get("source", "prom"),
                    a["status"]["state"]) for a in json.loads(body or b"[]"))
 

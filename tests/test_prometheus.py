@@ -8,12 +8,11 @@ import json
 import re
 import subprocess
 import urllib.parse
-import urllib.request
 
 import pytest
 
 from .conftest import fast_alerts
-from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, wait_for
+from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, http_get, wait_for
 
 RULES = REPO / "prometheus" / "rules.yml"
 PROGRAMS = """\
@@ -83,7 +82,7 @@ scrape_configs:
             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "ab"),  # noqa: SIM115
         ))
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _get(f"{url}/-/ready") is not None, 30, "prometheus ready")
+        wait_for(lambda: http_get(f"{url}/-/ready") is not None, 30, "prometheus ready")
         return url
 
     yield start
@@ -92,16 +91,8 @@ scrape_configs:
         p.wait(10)
 
 
-def _get(url: str):  # noqa: ANN202
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.read()
-    except OSError:
-        return None
-
-
 def query(prom: str, expr: str) -> list:
-    body = _get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    body = http_get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     assert body is not None, expr
     data = json.loads(body)
     assert data["status"] == "success", (expr, data)
