@@ -16,7 +16,7 @@ import threading
 
 from ..listener.cli import OneLineParser
 from ..listener.config import ConfigError, load_config
-from ..listener.redact import install_log_filter
+from ..listener.redact import config_secrets, install_log_filter
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lookout-exporter: {exc}", file=sys.stderr)
         return 2
-    if config.supervisor.password:
-        install_log_filter({config.supervisor.password})
+    install_log_filter(config_secrets(config))
 
     from .server import Exporter, make_server
 

@@ -23,7 +23,7 @@ import time
 import xmlrpc.client
 
 from .config import Config, ConfigError, format_duration, load_config, parse_duration, shown
-from .redact import install_log_filter, safe_url, secrets_in_url
+from .redact import config_secrets, install_log_filter, safe_url
 from .store.files import StoreUnavailable
 
 REGISTER_HINT = """\
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lookout-listener: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or config.listener.log_level)
-    secrets = {s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)}
-    if config.supervisor.password:
-        secrets.add(config.supervisor.password)
-    install_log_filter(secrets)
+    install_log_filter(config_secrets(config))
 
     try:
         if args.command == "probe":
@@ -143,10 +140,8 @@ def _build_targets(config: Config):  # noqa: ANN202
     from .notifier.alertmanager import AlertmanagerTarget
     from .notifier.targets import build_targets
 
-    targets, secrets = build_targets(config.notify)
-    for url in config.alertmanager.urls:
-        secrets |= secrets_in_url(url)
-        targets.append(AlertmanagerTarget(url, config.alertmanager))
+    targets, secrets = build_targets(config.notify)  # with those of a notify.config file
+    targets += [AlertmanagerTarget(url, config.alertmanager) for url in config.alertmanager.urls]
     install_log_filter(secrets)
     return targets
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _HOSTLIKE = re.compile(r"^(localhost|[\d.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
 
@@ -91,6 +95,15 @@ class SecretFilter(logging.Filter):
 
 
 _FILTER = SecretFilter()
+
+
+def config_secrets(config: Config) -> set[str]:
+    """Every secret lookout.toml itself holds (target URLs, supervisord's password): one list
+    for all three programs. Secrets inside a notify.config file are added by build_targets."""
+    found = {s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)}
+    if config.supervisor.password:
+        found.add(config.supervisor.password)
+    return found
 
 
 def install_log_filter(secrets: Iterable[str]) -> SecretFilter:

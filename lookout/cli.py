@@ -25,7 +25,7 @@ import time
 
 from .listener.cli import OneLineParser, silence_seconds
 from .listener.config import ConfigError, format_duration, load_config, parse_duration
-from .listener.redact import install_log_filter, secrets_in_url
+from .listener.redact import config_secrets, install_log_filter
 from .listener.store.files import StoreUnavailable
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = load_config(args.config)
-        install_log_filter({s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)})
+        install_log_filter(config_secrets(config))
         return _run(config, args)
     except ConfigError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
