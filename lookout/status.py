@@ -23,6 +23,7 @@ from .listener.config import Config, format_duration
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.policy import matches
+from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors
 from .listener.store.schema import connect
 
@@ -168,11 +169,9 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
             if r["namespec"] == row.snap.namespec or r["namespec"] == row.snap.group and ":" not in r["namespec"]:
                 row.alerts.append({"kind": r["kind"], "severity": r["severity"], "since": r["opened_at"],
                                    "detail": r["detail"][:200]})
-    silences = conn.execute("SELECT matcher, ends_at FROM silences WHERE starts_at <= ? AND ends_at > ?",
-                            (now, now)).fetchall()
+    silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
-        until = [s["ends_at"] for s in silences if matches(s["matcher"], row.snap.namespec)
-                 or fnmatchcase(row.snap.group, s["matcher"])]
+        until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
         row.silenced_until = max(until) if until else None
 
 

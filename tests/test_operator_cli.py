@@ -107,6 +107,10 @@ def test_status_history_alerts_and_check(supervisor_factory, webhook):
     for name in UNGROUPED:
         assert f"{name}:{name}" not in everything, name
 
+    assert lookout(sup, "silence", "trading", "--for", "10m").returncode == 0  # a group name covers its processes
+    lines = {line.split()[0]: line for line in lookout(sup, "status").stdout.splitlines()}
+    assert re.search(r"silenced for (10m|9m\d+s)", lines["trading:feed"]) and "silenced" not in lines["steady"], lines
+
     sup.stop()
     assert lookout(sup, "status", "--check").returncode == 2
 
