@@ -75,4 +75,4 @@ class HealthRunner:
         if not self.config.probes or now - self.stats_at < STATS_INTERVAL:
             return None
         self.stats_at = now
-        return dict(self.scheduler.stats())
+        return self.scheduler.stats()

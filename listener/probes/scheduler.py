@@ -98,7 +98,7 @@ class ProbeScheduler:
         """Runs, skipped runs, and how late recent runs started (p50, p95), for the store's meta."""
         recent = sorted(list(self.lateness)[-2000:])
         pick = (lambda q: recent[min(len(recent) - 1, int(q * len(recent)))]) if recent else (lambda q: 0.0)
-        return {"probe_runs": self.runs, "probe_skipped": self.skipped, "probe_instances": self.active(),
+        return {"probe_runs": self.runs, "probe_skipped": self.skipped,
                 "probe_lateness_p50": round(pick(0.5), 6), "probe_lateness_p95": round(pick(0.95), 6)}
 
     def drain(self) -> list[ProbeResult]:
