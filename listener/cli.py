@@ -80,13 +80,6 @@ def silence_id(text: str) -> int:
     return int(text)
 
 
-def silence_id_or_exit(text: str) -> int:
-    try:
-        return silence_id(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError("unsilence", str(exc)) from None
-
-
 def silence_seconds(text: str) -> float:
     """--for, within bounds: a 400-digit duration must not become an endless silence."""
     seconds = parse_duration(text, "--for")
@@ -243,10 +236,10 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     from .store.delivery import DeliveryStore
     from .store.schema import connect
 
+    seconds = silence_seconds(args.duration) if args.command == "silence" else 0.0  # bounds first
     store = DeliveryStore(connect(config.state_path))
     now = time.time()
     if args.command == "silence":
-        seconds = silence_seconds(args.duration)
         sid = store.add_silence(args.matcher, now, now + seconds, args.reason)
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now + seconds))
         print(f"silence {sid}: {args.matcher} until {until}")

@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from .listener.cli import OneLineParser, silence_seconds
+from .listener.cli import OneLineParser, silence_id
 from .listener.config import ConfigError, format_duration, load_config, parse_duration
 from .listener.redact import config_secrets, install_log_filter
 from .listener.store.files import StoreUnavailable
@@ -53,7 +53,7 @@ def _parser() -> OneLineParser:
     si.add_argument("--reason", default="")
     sub.add_parser("silences", help="the active silences")
     un = sub.add_parser("unsilence", help="end a silence now")
-    un.add_argument("id")
+    un.add_argument("id", type=silence_id)
     pr = sub.add_parser("probe", help="run the matching health probes once, now")
     pr.add_argument("pattern", nargs="?", default="*")
     sub.add_parser("test-alert", help="send a test message to every target")
@@ -105,10 +105,6 @@ def _run(config, args) -> int:  # noqa: ANN001
     if args.command == "alerts":
         return _alerts(config, args.json)
     if args.command in ("silence", "silences", "unsilence"):
-        if args.command == "silence":
-            silence_seconds(args.duration)  # bounds, before anything is written
-        if args.command == "unsilence":
-            args.id = listener_cli.silence_id_or_exit(args.id)
         return listener_cli._silence_command(config, args)
     if args.command == "probe":
         from .listener.probes.oneshot import run_once
