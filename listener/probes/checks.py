@@ -49,7 +49,8 @@ class Check:
             ok, detail, evidence = getattr(self, f"_{spec.kind}")(spec, target, memory, t0 + spec.timeout)
         except Exception as exc:  # a probe must fail alone, never take the scheduler with it
             ok, detail, evidence = False, f"probe error: {type(exc).__name__}: {clean(str(exc))[:200]}", ""
-        return ProbeResult(target.namespec, spec.name, ok, detail, started, time.monotonic() - t0, evidence)
+        return ProbeResult(target.namespec, spec.name, ok, detail, started, time.monotonic() - t0, evidence,
+                           target.pid)
 
     # ---- network --------------------------------------------------------------------------
 

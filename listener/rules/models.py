@@ -188,6 +188,7 @@ class ProbeResult:
     started_at: float
     duration: float
     evidence: str = ""  # exec output, matched log lines
+    pid: int = 0  # the process it judged: a result about an earlier process of the program does not count
 
 
 @dataclass(frozen=True)
