@@ -28,6 +28,7 @@ PLACEHOLDERS = ("group", "name", "pid", "process_num", "port")
 # Time-based kinds judge a span already: one failing sample is enough by default.
 _THRESHOLD_ONE = ("heartbeat", "log_silence", "log_pattern", "memory", "cpu", "fds")
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+LOG_PATTERN_KEPT = 10_000  # matching lines a log_pattern probe keeps: `count` cannot ask for more
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ def _kind_params(kind: str, raw: Any, key: str, placeholders: set[str]) -> dict[
     elif kind == "log_pattern":
         if not sub.has("regex"):
             raise ConfigError(sub.key("regex"), "required: the pattern to look for")
-        params = {"regex": _regex(sub.table["regex"], sub.key("regex")), "count": sub.integer("count", 1, 1, 100_000),
+        params = {"regex": _regex(sub.table["regex"], sub.key("regex")),
+                  "count": sub.integer("count", 1, 1, LOG_PATTERN_KEPT),  # no more than the probe keeps
                   "within": sub.duration("within", MINUTE, 1.0, DAY)}
         sub.used.add("regex")
     elif kind == "memory":

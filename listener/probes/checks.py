@@ -7,30 +7,29 @@ Details are written for the alert: "HTTP 503 (body: ...)", "timed out after 2s",
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
-import selectors
 import signal
 import socket
 import ssl
-import subprocess
 import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import ProbeSpec, format_duration, format_size
+from ..config.probes import LOG_PATTERN_KEPT
 from ..logs import ProcessLogs
 from ..procfs import ProcessTable
 from ..rules.models import ProbeResult
 from ..text import clean
+from .bounded import LOG_READ_BYTES, OUTPUT_BYTES, DeadlineConnection, connect, run_bounded, scan_log
 from .target import ProbeTarget
 
-OUTPUT_BYTES = 4096  # of an exec probe's output, into the alert
+__all__ = ["BODY_BYTES", "LOG_READ_BYTES", "OUTPUT_BYTES", "Check", "run_bounded"]  # run_bounded: remediate.py
+
 BODY_BYTES = 65536  # of an HTTP answer, for the body regex
-LOG_READ_BYTES = 1 << 20  # new log bytes a log_pattern run reads at most
 EVIDENCE_LINES = 10
 
 
@@ -56,35 +55,32 @@ class Check:
 
     def _http(self, spec: ProbeSpec, target: ProbeTarget, memory: dict, deadline: float) -> tuple[bool, str, str]:
         p = spec.params
-        url = target.fill(p["url"], spec)
-        parts = urlsplit(url)
+        parts = urlsplit(target.fill(p["url"], spec))
+        context = None
         if parts.scheme == "https":
             context = ssl._create_unverified_context() if p["insecure"] else ssl.create_default_context()
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname or "127.0.0.1", parts.port, timeout=spec.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=spec.timeout)
+        conn = DeadlineConnection(parts.hostname or "127.0.0.1", parts.port, deadline, context)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": "lookout-probe", "Connection": "close", **dict(p["headers"])}
         try:
             conn.request(p["method"], path, headers=headers)
+            conn.phase = "answer"
             response = conn.getresponse()
+            conn.phase = "reading the body"
             body = b""
             while len(body) < BODY_BYTES and p["method"] != "HEAD":
-                if time.monotonic() > deadline:
-                    raise TimeoutError
                 chunk = response.read1(BODY_BYTES - len(body))
                 if not chunk:
                     break
                 body += chunk
         except (TimeoutError, socket.timeout):
-            return False, f"timed out after {format_duration(spec.timeout)}", ""
+            return False, f"timed out after {format_duration(spec.timeout)}{conn.where()}", ""
         except OSError as exc:
             return False, _os_error(exc), ""
         except http.client.HTTPException as exc:
             return False, f"bad HTTP answer: {type(exc).__name__}", ""
         finally:
-            conn.close()
+            conn.close_all()
         status = response.status
         text = clean(body.decode("utf-8", "replace"), max_line=200)
         if not any(lo <= status <= hi for lo, hi in p["status"]):
@@ -97,7 +93,7 @@ class Check:
         address = target.fill(spec.params["address"], spec)
         host, _, port = address.rpartition(":")
         try:
-            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=spec.timeout)
+            sock = connect(host.strip("[]"), int(port), deadline)
         except (TimeoutError, socket.timeout):
             return False, f"timed out after {format_duration(spec.timeout)} connecting to {address}", ""
         except (OSError, ValueError) as exc:
@@ -122,7 +118,7 @@ class Check:
             return False, f"cannot run {argv[0]}: {output.decode(errors='replace')}", ""
         if code != 0:
             last = evidence.strip().splitlines()[-1:] if evidence.strip() else []
-            return False, f"exit status {code}" + (f": {_short(last[0])}" if last else ""), evidence
+            return False, _status(code) + (f": {_short(last[0])}" if last else ""), evidence
         return True, "exit status 0", evidence
 
     # ---- files ----------------------------------------------------------------------------
@@ -163,18 +159,26 @@ class Check:
 
     def _log_pattern(self, spec: ProbeSpec, target: ProbeTarget, memory: dict,
                      deadline: float) -> tuple[bool, str, str]:
+        """Lines matching since the last run, kept with the time they were seen for `within`.
+        Reads forward from where the last run stopped, across rotation, at most LOG_READ_BYTES
+        per file and run: what is skipped beyond that is said in the result, never silent."""
         p, now = spec.params, self.clock()
         pattern = re.compile(p["regex"])
-        matches: deque = memory.setdefault("matches", deque(maxlen=10_000))
+        matches: deque = memory.setdefault("matches", deque(maxlen=LOG_PATTERN_KEPT))
         positions: dict = memory.setdefault("positions", {})
-        for path in self._log_paths(target):
-            for line in _new_lines(path, positions):
-                if pattern.search(line):
-                    matches.append((now, line))
+
+        def seen(line: str) -> None:
+            if pattern.search(line):
+                matches.append((now, line))
+
+        skipped = sum(scan_log(path, positions, seen, deadline) for path in self._log_paths(target))
         while matches and matches[0][0] < now - p["within"]:
             matches.popleft()
         lines = [line for _, line in list(matches)[-EVIDENCE_LINES:]]
         what = f"{len(matches)} log line(s) matching /{p['regex']}/ within {format_duration(p['within'])}"
+        if skipped:
+            what += (f"; {skipped} bytes not read (more than {format_size(LOG_READ_BYTES)} of new log per file"
+                     " and run, or past the timeout)")
         return len(matches) < p["count"], what, "\n".join(lines)
 
     # ---- resources --------------------------------------------------------------------------
@@ -223,76 +227,14 @@ def _os_error(exc: BaseException) -> str:
     return clean(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
 
 
+def _status(code: int) -> str:
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 def _probe_env(target: ProbeTarget) -> dict[str, str]:
     return {**os.environ, "LOOKOUT_GROUP": target.group, "LOOKOUT_NAME": target.name, "LOOKOUT_PID": str(target.pid)}
-
-
-def run_bounded(argv: list[str], deadline: float, env: dict[str, str] | None = None,
-                keep: int = OUTPUT_BYTES) -> tuple[int | None, bytes, bool]:
-    """Run a command in its own process group; keep the first `keep` bytes of its output; at the
-    deadline kill the whole group. Afterwards kill the group anyway: nothing is left behind.
-    Returns (exit status or None if it could not start, output, timed out)."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env)
-    except OSError as exc:
-        return None, str(exc).encode(), False
-    output, timed_out = b"", False
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    os.set_blocking(fd, False)
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            if not sel.select(min(remaining, 0.05)):
-                if proc.poll() is not None:
-                    break  # exited; a grandchild may still hold the pipe open
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            if len(output) < keep:
-                output += chunk[: keep - len(output)]
-    _kill_group(proc.pid)
-    proc.stdout.close()
-    try:
-        code = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-        code = -9
-    return code, output, timed_out
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _new_lines(path: str, positions: dict[str, tuple[int, int]]) -> list[str]:
-    """Complete lines appended to a log file since the last call (from its end on the first call);
-    a rotation (another inode, or a shorter file) starts the new file from its beginning."""
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            known = positions.get(path)
-            if known is None:
-                positions[path] = (st.st_ino, st.st_size)
-                return []
-            inode, offset = known
-            if inode != st.st_ino or st.st_size < offset:
-                offset = 0
-            if st.st_size - offset > LOG_READ_BYTES:
-                offset = st.st_size - LOG_READ_BYTES
-            f.seek(offset)
-            data = f.read(st.st_size - offset)
-    except OSError:
-        return []
-    end = data.rfind(b"\n") + 1  # a partial last line waits for the next run
-    positions[path] = (st.st_ino, offset + end)
-    return clean(data[:end], max_line=500).splitlines()

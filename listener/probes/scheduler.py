@@ -1,10 +1,17 @@
 """ProbeScheduler: each probe every `period` on each RUNNING process it matches, off the loop.
 
 The loop tells it which processes run (set_process) and reads results from `results`, woken by
-a byte on its wakeup pipe, like the watcher's. The first run of a probe is due initial_delay
-after the process became RUNNING, every time it starts. A run that is due while the previous
-one is still in flight is skipped: never two at once for one probe and one process. Probes run
-on a bounded pool of threads; one that hangs holds one thread until its timeout.
+a byte on its wakeup pipe, like the watcher's. A run that is due while the previous one is
+still in flight is skipped: never two at once for one probe and one process. Probes run on a
+bounded pool of threads; one that hangs holds one thread until its timeout.
+
+Runs are spread over the period, as Prometheus spreads its scrapes: each (process, probe) gets
+a fixed offset in its period and runs at offset + k x period, so a pool of 100 workers started
+together does not hit its endpoints (or a shared dependency) in the same millisecond. Random
+offsets would leave gaps of 5x the mean between runs; the golden-ratio sequence over a stable
+index (in order of first appearance, one sequence per period) keeps every gap within 2x the
+mean (three-gap theorem). The first run after a start is the first such moment at least
+initial_delay after it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import queue
 import threading
@@ -33,6 +41,7 @@ log = logging.getLogger("lookout.probes")
 
 MAX_WORKERS = 64
 LATENESS_SAMPLES = 20_000
+GOLDEN = (math.sqrt(5) - 1) / 2  # the fractions k x GOLDEN mod 1 fill [0, 1) most evenly
 
 
 @dataclass
@@ -55,6 +64,8 @@ class ProbeScheduler:
         self._instances: dict[str, dict[str, _Instance]] = {}  # namespec -> probe name -> instance
         self._heap: list[tuple[float, int, tuple[str, str]]] = []
         self._seq = itertools.count()
+        self._slots: dict[tuple[str, str], int] = {}  # (namespec, probe) -> its index in its period's sequence
+        self._slots_used: dict[float, int] = {}  # period -> indexes handed out
         self._cond = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="lookout-probe")
         self.errors = ErrorLog(log)
@@ -83,12 +94,28 @@ class ProbeScheduler:
             for spec in specs:
                 inst = old.get(spec.name)
                 if inst is None or inst.target != target or inst.spec is not spec:
-                    first = max(self.clock(), target.running_since + spec.initial_delay)
+                    first = self._first_run(namespec, spec, target)
                     inst = _Instance(spec, target, first)
                     heapq.heappush(self._heap, (first, next(self._seq), (namespec, spec.name)))
                 fresh[spec.name] = inst
             self._instances[namespec] = fresh
             self._cond.notify()
+
+    def offset(self, namespec: str, spec: ProbeSpec) -> float:
+        """Where in its period this process's probe runs: fixed for the listener's life."""
+        key = (namespec, spec.name)
+        index = self._slots.get(key)
+        if index is None:
+            index = self._slots[key] = self._slots_used.get(spec.period, 0)
+            self._slots_used[spec.period] = index + 1
+        return (index * GOLDEN) % 1.0 * spec.period
+
+    def _first_run(self, namespec: str, spec: ProbeSpec, target: ProbeTarget) -> float:
+        """The first moment on this probe's grid (offset + k x period) after initial_delay, not in the past."""
+        earliest = max(self.clock(), target.running_since + spec.initial_delay)
+        offset = self.offset(namespec, spec)
+        first = offset + math.ceil((earliest - offset) / spec.period) * spec.period
+        return first if first >= earliest else first + spec.period  # rounding must not make it early
 
     def active(self) -> int:
         with self._cond:
