@@ -180,9 +180,7 @@ class Listener:
         if self.engine is None:
             state = self.keeper.state
             assert state is not None
-            records = state.load_records()
-            for rec in records:
-                rec.action_in_flight = ""  # its executor went with the previous listener
+            records = state.load_records()  # an action in flight is settled by the engine (interrupted)
             self.engine = AlertEngine(self.config.alerts, records, state.load_open_alerts(),
                                       stopping=state.stopping(), own_namespec=self.own_namespec,
                                       probes=self.config.probes, remediation=self.config.remediation,

@@ -47,13 +47,13 @@ class HealthRunner:
         self.scheduler.set_process(rec.namespec, target, specs)
 
     def act(self, action: Action, engine: AlertEngine) -> None:
-        """Hand a committed action to the executor, with what its evidence command needs."""
+        """Hand a committed step of lookout's action to the executor, with what its evidence command needs."""
         rec = engine.records.get(action.namespec)
         spec = engine.policies.probe(action.namespec, action.source[6:]) if action.source.startswith("probe:") \
             else None
         target = ProbeTarget(rec.group, rec.name, rec.pid or 0, rec.running_since or 0.0) if rec else None
         fill = (lambda text: target.fill(text, spec)) if target is not None and spec is not None else None
-        self.executor.submit(action, target, fill)
+        self.executor.submit(action, fill)
 
     def results(self, engine: AlertEngine) -> Outcome:
         """Probe results and action results since the last call, as one outcome; probe counts
@@ -61,8 +61,8 @@ class HealthRunner:
         now, out = self.clock(), Outcome()
         for result in self.scheduler.drain():
             out.merge(engine.on_probe_result(result, now))
-        for result, source in self.executor.drain():
-            out.merge(engine.on_action_result(result, source, now))
+        for result in self.executor.drain():
+            out.merge(engine.on_action_result(result, now))
         self.unsaved.update(out.probe_states)
         out.probe_states = {}
         if self.unsaved and (out or now - self.saved_at >= SAVE_INTERVAL):

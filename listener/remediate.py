@@ -1,11 +1,17 @@
-"""RemediationExecutor: lookout's own stops and starts, on worker threads, never on the loop.
+"""RemediationExecutor: the steps of lookout's own actions, on worker threads, never on the loop.
 
 superlance's memmon and httpok stop and start in the event loop (a slow stop overflows the
-event buffer, superlance PR #41) and do not check the result (a failed start leaves the
-program silently STOPPED, superlance#43). Here each action runs off the loop: the evidence
-command first (with a timeout, its output kept for the alert), then stopProcess and
-startProcess over XML-RPC with wait=True, then getProcessInfo to check that it is RUNNING.
-The result goes back to the rules, which alert on a failure.
+event buffer, superlance PR #41) and do not check the result (a failed start leaves the program
+silently STOPPED, superlance#43). Here each step runs off the loop and makes ONE call, whose
+answer goes back to the rules (rules/actions.py), which decide the next step:
+
+- evidence: the evidence command (bounded), its output kept for the alert;
+- stop: getProcessInfo first (still the process lookout judged?), then stopProcess(wait=True):
+  True means this call stopped it; NOT_RUNNING means someone else's stop came first;
+- start: getProcessInfo first (still stopped as lookout's stop left it, nobody started it since?),
+  then startProcess(wait=True) and getProcessInfo: RUNNING, with its new pid.
+
+No step retries or improvises: an answer it did not expect is reported as it is.
 """
 
 from __future__ import annotations
@@ -21,15 +27,29 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .config import RemediationSettings, format_duration
 from .probes.checks import run_bounded
-from .probes.target import ProbeTarget
-from .rpc import ALREADY_STARTED, NOT_RUNNING, SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .rules.models import Action, ActionResult
+from .rpc import ALREADY_STARTED as FAULT_ALREADY_STARTED
+from .rpc import NOT_RUNNING as FAULT_NOT_RUNNING
+from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from .rules.models import (
+    ALREADY_STARTED,
+    DONE,
+    EVIDENCE,
+    FAILED,
+    MOVED_ON,
+    NOT_RUNNING,
+    START,
+    STOP,
+    Action,
+    ActionResult,
+    ProcessSnapshot,
+)
 from .text import clean
 
 log = logging.getLogger("lookout.remediate")
 
 WAIT_TIMEOUT = 300.0  # stopwaitsecs and startsecs can be long; the call must outlast them
 EVIDENCE_BYTES = 16384
+STOPPABLE = ("RUNNING", "STARTING", "BACKOFF")  # what stopProcess accepts
 
 
 class RemediationExecutor:
@@ -37,15 +57,16 @@ class RemediationExecutor:
                  workers: int = 4) -> None:
         self.client = client.patient(WAIT_TIMEOUT)
         self.settings, self.wakeup_fd = settings, wakeup_fd
-        self.results: queue.Queue[tuple[ActionResult, str]] = queue.Queue()
+        self.results: queue.Queue[ActionResult] = queue.Queue()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-remediate")
 
-    def submit(self, action: Action, target: ProbeTarget | None, fill: Callable[[str], str] | None) -> None:
-        log.warning("lookout %s %s: %s", {"restart": "restarts", "stop": "stops", "start": "starts"}[action.kind],
-                    action.namespec, action.reason)
-        self._pool.submit(self._run, action, target, fill)
+    def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
+        if action.step != EVIDENCE:
+            log.warning("lookout %s %s (%s %s): %s", "stops" if action.step == STOP else "starts", action.namespec,
+                        "to restart it," if action.kind == "restart" else "", action.source, action.reason)
+        self._pool.submit(self._run, action, fill)
 
-    def drain(self) -> list[tuple[ActionResult, str]]:
+    def drain(self) -> list[ActionResult]:
         items = []
         while True:
             try:
@@ -53,49 +74,75 @@ class RemediationExecutor:
             except queue.Empty:
                 return items
 
-    def _run(self, action: Action, target: ProbeTarget | None, fill: Callable[[str], str] | None) -> None:
+    def _run(self, action: Action, fill: Callable[[str], str] | None) -> None:
         try:
             result = self._do(action, fill)
-        except Exception as exc:  # one action fails alone; the rules hear of it
-            log.exception("lookout's %s of %s failed", action.kind, action.namespec)
-            result = ActionResult(action.id, action.namespec, action.kind, False, f"{type(exc).__name__}: {exc}")
-        self.results.put((result, action.source))
+        except Exception as exc:  # one step fails alone; the rules hear of it
+            log.exception("lookout's %s of %s failed", action.step, action.namespec)
+            result = ActionResult(action.id, action.namespec, action.step, FAILED, f"{type(exc).__name__}: {exc}")
+        self.results.put(result)
         with contextlib.suppress(OSError):
             os.write(self.wakeup_fd, b"r")
 
     def _do(self, action: Action, fill: Callable[[str], str] | None) -> ActionResult:
-        ns, evidence, stopped, started = action.namespec, "", False, False
-        if action.evidence and fill is not None:
-            evidence = self._evidence([fill(a) for a in action.evidence])
-        if action.kind in ("restart", "stop"):
-            try:
-                self.client.call("supervisor.stopProcess", ns, True)
-                stopped = True
-            except xmlrpc.client.Fault as exc:
-                if exc.faultCode != NOT_RUNNING:
-                    return self._failed(action, f"stop failed: {exc.faultString}", evidence)
-            except SupervisorUnavailable as exc:
-                return self._failed(action, f"stop failed: {exc}", evidence)
-        if action.kind in ("restart", "start"):
-            try:
-                self.client.call("supervisor.startProcess", ns, True)
-                started = True
-            except xmlrpc.client.Fault as exc:
-                if exc.faultCode != ALREADY_STARTED:
-                    return self._failed(action, f"start failed: {exc.faultString}", evidence, stopped)
-            except SupervisorUnavailable as exc:
-                return self._failed(action, f"start failed: {exc}", evidence, stopped)
-            state = self._state(ns)
-            if state != "RUNNING":
-                return self._failed(action, f"started, but it is {state}", evidence, stopped, started)
-        return ActionResult(action.id, ns, action.kind, True, "", stopped, started, evidence)
+        if action.step == EVIDENCE:
+            text = self._evidence([fill(a) for a in action.evidence]) if action.evidence and fill else ""
+            return ActionResult(action.id, action.namespec, EVIDENCE, DONE, evidence=text)
+        if action.step == STOP:
+            return self._stop(action)
+        return self._start(action)
 
-    def _state(self, namespec: str) -> str:
+    def _stop(self, action: Action) -> ActionResult:
+        ns = action.namespec
+        before = self._info(ns)
+        if isinstance(before, str):
+            return self._result(action, FAILED, before)
+        if before.state not in STOPPABLE or (action.pid and before.pid != action.pid):
+            return self._result(action, MOVED_ON, f"it is {before.state}" + (f" (pid {before.pid})" if before.pid
+                                                                               else ""))
+        try:
+            self.client.call("supervisor.stopProcess", ns, True)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == FAULT_NOT_RUNNING:
+                return self._result(action, NOT_RUNNING, "")
+            return self._result(action, FAILED, f"stop: {exc.faultString}")
+        except SupervisorUnavailable as exc:
+            return self._result(action, FAILED, f"stop: {exc}")
+        # The run this call stopped, as supervisord left it (a crash loop may have respawned it between
+        # the look before and the call): a later start by lookout goes ahead only while it is still so.
+        after = self._info(ns)
+        mark = after.start if not isinstance(after, str) and after.state == "STOPPED" else before.start
+        return ActionResult(action.id, ns, STOP, DONE, mark=float(mark))
+
+    def _start(self, action: Action) -> ActionResult:
+        ns = action.namespec
+        before = self._info(ns)
+        if isinstance(before, str):
+            return self._result(action, FAILED, before)
+        if before.state != "STOPPED" or float(before.start) != action.mark:
+            why = "started since lookout stopped it" if before.state != "STOPPED" else "stopped and started since"
+            return self._result(action, MOVED_ON, f"it is {before.state}, {why}")
+        try:
+            self.client.call("supervisor.startProcess", ns, True)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == FAULT_ALREADY_STARTED:
+                return self._result(action, ALREADY_STARTED, "")
+            return self._result(action, FAILED, f"start: {exc.faultString}")
+        except SupervisorUnavailable as exc:
+            return self._result(action, FAILED, f"start: {exc}")
+        after = self._info(ns)
+        if isinstance(after, str) or after.state != "RUNNING":
+            state = after if isinstance(after, str) else after.state
+            return self._result(action, FAILED, f"started, but it is {state}")
+        return ActionResult(action.id, ns, START, DONE, pid=after.pid)
+
+    def _info(self, namespec: str) -> ProcessSnapshot | str:
+        """supervisord's view of one process, or why it cannot be had."""
         try:
             snap = snapshot_from_info(self.client.call("supervisor.getProcessInfo", namespec))
         except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
-            return f"unknown ({exc})"
-        return snap.state if snap is not None else "unknown (malformed answer)"
+            return f"unknown ({clean(str(exc))[:200]})"
+        return snap if snap is not None else "unknown (malformed answer)"
 
     def _evidence(self, argv: list[str]) -> str:
         started = time.monotonic()
@@ -108,8 +155,10 @@ class RemediationExecutor:
         return text if code == 0 else f"{text}\n(evidence command exit status {code})"
 
     @staticmethod
-    def _failed(action: Action, detail: str, evidence: str, stopped: bool = False,
-                started: bool = False) -> ActionResult:
-        log.error("lookout's %s of %s failed: %s", action.kind, action.namespec, detail)
-        return ActionResult(action.id, action.namespec, action.kind, False, clean(detail)[:300], stopped, started,
-                            evidence)
+    def _result(action: Action, outcome: str, detail: str) -> ActionResult:
+        if outcome == FAILED:
+            log.error("lookout's %s of %s failed: %s", action.step, action.namespec, detail)
+        else:
+            log.warning("lookout's %s of %s called off: %s", action.step, action.namespec, outcome + (
+                f" ({detail})" if detail else ""))
+        return ActionResult(action.id, action.namespec, action.step, outcome, clean(detail)[:300])

@@ -101,14 +101,21 @@ RESTART = {**HTTP, "action": "restart", "initial_delay": "0s", "failure_threshol
 BUDGET = {"max_restarts": 3, "within": "1h", "backoff": "10s", "backoff_max": "5m"}
 
 
+def answer(e: AlertEngine, action, outcome: str, t: float, **kw):  # noqa: ANN001, ANN201
+    """The executor's answer to one step of lookout's action."""
+    return e.on_action_result(ActionResult(action.id, action.namespec, action.step, outcome, **kw), t)
+
+
 def restarted(e: AlertEngine, out, t: float) -> str:  # noqa: ANN001
-    """Play supervisord for lookout's restart: STOPPED, STARTING, RUNNING, then the result."""
+    """Play supervisord for lookout's restart: its stop call (STOPPED), its start call (STARTING,
+    RUNNING), each answered."""
     (action,) = out.actions
-    assert action.kind == "restart"
+    assert (action.kind, action.step) == ("restart", "stop")
     ev(e, t, "STOPPED", from_state="STOPPING")
+    (action,) = answer(e, action, "done", t + 0.05, mark=7.0).actions
+    assert action.step == "start" and action.mark == 7.0
     start(e, t + 0.1)
-    done = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", True, "", True, True), action.source,
-                              t + 1.2)
+    done = answer(e, action, "done", t + 1.2, pid=999)
     return e.alerts[("health:http", "svc:svc")].action_taken if said(done) == [(UPDATE, UNHEALTHY)] else "?"
 
 
@@ -159,12 +166,13 @@ def test_a_failed_restart_is_a_critical_alert():
     e = engine_for(probes=[RESTART])
     start(e, 0)
     (action,) = probe(e, 2, False).actions
-    out = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", False, "start failed: SPAWN_ERROR",
-                                          True, False), action.source, 3)
+    (action,) = answer(e, action, "done", 2.5, mark=1.0).actions
+    out = answer(e, action, "failed", 3, detail="start: SPAWN_ERROR")
     assert said(out) == [(FIRING, REMEDIATION_FAILED)]
-    assert e.alerts[("remediation", "svc:svc")].severity == "critical"
+    alert = e.alerts[("remediation", "svc:svc")]
+    assert alert.severity == "critical" and "SPAWN_ERROR" in alert.detail
     rec = e.records["svc:svc"]
-    assert rec.expect_start_until is None and rec.expect_stop_until is not None and rec.action_in_flight == ""
+    assert rec.action is None and rec.own_event_due == "STOPPED" and rec.stopped_by == "lookout"
 
 
 def crash(e: AlertEngine, t: float) -> object:
@@ -180,11 +188,14 @@ def test_brake_stop():
         start(e, t + 0.1, from_state="EXITED")
     out = crash(e, 15)
     assert said(out) == [(FIRING, BRAKED)] and [a.kind for a in out.actions] == ["stop"]
+    (action,) = out.actions
+    assert action.pid == 0  # whichever run supervisord has respawned meanwhile
     assert "supervisorctl start svc:svc" in e.alerts[("process", "svc:svc")].detail
     start(e, 15.1, from_state="EXITED")  # supervisord respawned it meanwhile
-    out = ev(e, 16, "STOPPED", from_state="STOPPING")  # the brake's stop: not an operator's
+    out = ev(e, 16, "STOPPED", from_state="STOPPING")  # whose stop: the call's answer tells
     assert ("process", "svc:svc") in e.alerts and not said(out)
-    assert e.records["svc:svc"].braked
+    assert not said(answer(e, action, "done", 16.1, mark=16.0))  # lookout's own
+    assert e.records["svc:svc"].braked and e.records["svc:svc"].stopped_by == "lookout"
     start(e, 100)  # the operator resumes it
     assert not e.records["svc:svc"].braked and e.records["svc:svc"].failures == []
 
@@ -198,17 +209,18 @@ def test_brake_backoff_doubles_and_resets():
     start(e, 5.1, from_state="EXITED")
     out = crash(e, 10)
     assert said(out) == [(FIRING, CRASH_LOOP)] and [a.kind for a in out.actions] == ["stop"]
+    assert "lookout hold svc:svc" in e.alerts[("process", "svc:svc")].action_taken
     starts, t = [], 10.0
     for _ in range(4):
         ev(e, t + 0.2, "STOPPED", from_state="STOPPING")
-        e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "stop", True, "", True), "brake", t + 0.3)
+        answer(e, out.actions[0], "done", t + 0.3, mark=t)
         while not (out := e.on_time(t)).actions:
             t += 0.5
         (action,) = out.actions
-        assert action.kind == "start"
+        assert (action.kind, action.step, action.mark) == ("start", "start", starts and action.mark or action.mark)
         starts.append(t)
         start(e, t + 0.1)
-        e.on_action_result(ActionResult(action.id, "svc:svc", "start", True, "", False, True), "brake", t + 1.2)
+        answer(e, action, "done", t + 1.2, pid=500)
         t += 3
         out = crash(e, t)
         assert [a.kind for a in out.actions] == ["stop"]
@@ -217,42 +229,53 @@ def test_brake_backoff_doubles_and_resets():
     # Ten minutes RUNNING: the next crash loop starts from 10 s again.
     rec = e.records["svc:svc"]
     ev(e, t + 0.2, "STOPPED", from_state="STOPPING")
-    e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "stop", True, "", True), "brake", t + 0.3)
+    answer(e, out.actions[0], "done", t + 0.3, mark=t)
     while not (out := e.on_time(t)).actions:
         t += 1
     start(e, t + 0.1)
-    e.on_action_result(ActionResult(out.actions[0].id, "svc:svc", "start", True, "", False, True), "brake", t + 1.2)
+    answer(e, out.actions[0], "done", t + 1.2, pid=501)
     e.on_time(t + 700)
     assert rec.brake_delay == 0
 
 
-def test_quorum():
+def test_quorum_counts_what_is_down_not_what_an_operator_stopped():
+    """R6: members an operator stopped do not count against min_running; the alert lists the others."""
     e = engine_for(alerts={"groups": [{"match": "pool", "min_running": 3, "for": "10s"}]})
     for i in range(4):
         start(e, 0, name=f"pool_{i}", group="pool")
     for i in (0, 1):
         ev(e, 10, "STOPPED", name=f"pool_{i}", from_state="STOPPING", group="pool")
-    assert said(e.on_time(15)) == []
-    out = e.on_time(20.5)
+    assert said(e.on_time(15)) == [] and said(e.on_time(60)) == []  # deliberate: not an outage
+    ev(e, 70, "EXITED", name="pool_2", from_state="RUNNING", expected=False, group="pool")
+    ev(e, 70.1, "STARTING", name="pool_2", from_state="EXITED", group="pool")
+    ev(e, 70.2, "BACKOFF", name="pool_2", from_state="STARTING", group="pool")
+    ev(e, 71, "FATAL", name="pool_2", from_state="BACKOFF", group="pool")
+    assert said(e.on_time(75)) == []
+    out = e.on_time(81)
     assert said(out) == [(FIRING, BELOW_QUORUM)]
-    assert e.alerts[("quorum", "pool")].detail == "pool: 2 of 4 running (minimum 3)"
-    assert said(start(e, 30, name="pool_0", group="pool")) == [(RESOLVED, BELOW_QUORUM)]
+    detail = e.alerts[("quorum", "pool")].detail
+    assert detail.startswith("pool: 1 of 4 running (minimum 3); down: pool_2 FATAL since "), detail
+    assert detail.endswith("; 2 stopped deliberately (not counted)") and "pool_0" not in detail
+    assert said(start(e, 90, name="pool_2", group="pool")) == [(RESOLVED, BELOW_QUORUM)]
 
 
 def test_unhealthy_again_before_the_restart_result_is_back():
-    """The restarted process fails its probe before the executor reports the restart: lookout must
+    """The restarted process fails its probe before the executor reports the start: lookout must
     still act on it (here: refuse, budget exhausted) once the result is back."""
     e = engine_for(probes=[RESTART], remediation={**BUDGET, "max_restarts": 1, "backoff": "1s"})
     start(e, 0)
     (action,) = probe(e, 2, False).actions
     ev(e, 2.1, "STOPPED", from_state="STOPPING")
+    (action,) = answer(e, action, "done", 2.15, mark=1.0).actions
     start(e, 2.2)  # RUNNING at 3.2, the result is not back yet
     assert not probe(e, 3.5, False).actions
-    out = e.on_action_result(ActionResult(action.id, "svc:svc", "restart", True, "", True, True), action.source, 4)
+    out = answer(e, action, "done", 4, pid=e.records["svc:svc"].pid)
     assert said(out) == [(UPDATE, UNHEALTHY), (FIRING, EXHAUSTED)]
 
 
-def test_a_restarted_listener_acts_on_a_process_still_unhealthy():
+def test_a_restarted_listener_does_not_act_on_a_stored_verdict():
+    """R2: a verdict from before the listener restarted is shown, not acted on, until new results
+    of the current process agree."""
     from lookout.listener.rules.models import ProbeState
 
     e = engine_for(probes=[RESTART], remediation=BUDGET)
@@ -260,4 +283,9 @@ def test_a_restarted_listener_acts_on_a_process_still_unhealthy():
     states = [ProbeState("svc:svc", "http", healthy=False, consecutive_failures=5)]
     again = AlertEngine(e.settings, e.records.values(), probes=e.policies.probe_specs,
                         remediation=e.guard.settings, probe_states=states)
-    assert [a.kind for a in again.on_time(10).actions] == ["restart"]
+    assert not again.on_time(10).actions
+    assert not probe(again, 11, True).actions  # it healed: no action, ever
+    assert not again.on_time(100).actions
+    again = AlertEngine(e.settings, e.records.values(), probes=e.policies.probe_specs,
+                        remediation=e.guard.settings, probe_states=states)
+    assert [a.kind for a in probe(again, 12, False).actions] == ["restart"]  # a new failure agrees (threshold 1)

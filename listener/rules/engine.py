@@ -7,8 +7,10 @@ changed, notices to send, actions to take) for the caller to persist before it a
 
 The engine runs the process state machine itself and hands the rest to its parts:
     alerts.AlertBook          open alerts per (family, process), reminders
-    health.HealthTracker      probe results -> healthy / unhealthy
-    remediation.RemediationGuard, CrashLoopBrake   what lookout may do, budgets, backoff
+    health.HealthTracker      probe results -> healthy / unhealthy (fresh judgement)
+    remediation.RemediationGuard   what lookout may do about an unhealthy process, budgets, backoff
+    brake.CrashLoopBrake      a brake on supervisord's endless autorestart
+    actions.OwnActions        lookout's own stops and starts, step by step; whose event was it?
     quorum.QuorumWatch        groups below min_running
 
 The table the rules implement (see the README):
@@ -19,6 +21,10 @@ The table the rules implement (see the README):
                                                          -> "exited" (critical)
 - RUNNING for stable_after with an alert open, and supervisord confirms it -> resolved
 - expected exits, operator stop/start, supervisord stopping or reloading -> nothing
+
+The operator always wins: an operator's stop or start calls off whatever lookout had pending for
+that process (its action, a backoff, the brake) and resets its budgets; `lookout hold` keeps
+lookout's hands off a process until `lookout release` or an operator's start.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from collections.abc import Iterable
 
 from ..config import AlertSettings, ProbeSpec, RemediationSettings, format_duration
 from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
+from .actions import LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
+from .brake import CrashLoopBrake
 from .health import HealthTracker
 from .models import (
     CRASH_LOOP,
@@ -36,6 +44,7 @@ from .models import (
     PROCESS,
     ActionResult,
     Alert,
+    Hold,
     Outcome,
     ProbeResult,
     ProbeState,
@@ -43,7 +52,7 @@ from .models import (
 )
 from .policy import PolicyBook
 from .quorum import QuorumWatch
-from .remediation import CrashLoopBrake, RemediationGuard
+from .remediation import RemediationGuard
 from .snapshot import LIVE_STATES, SnapshotRules, coarse_start_differs
 
 
@@ -68,20 +77,23 @@ class AlertEngine(SnapshotRules):
         self.stopping_since = 0.0
         self.own_namespec = own_namespec
         self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
+        self.holds: dict[str, Hold] = {}  # namespec -> the operator's hold (`lookout hold`)
         self.health = HealthTracker(self.policies, self.book, probe_states)
-        self.guard = RemediationGuard(remediation, self.policies, self.book, lambda: self.stopping)
-        self.brake = CrashLoopBrake(self.guard, self.policies, self.book)
+        self.actions = OwnActions(remediation, self.policies, self.book, self.held)
+        self.guard = RemediationGuard(remediation, self.policies, self.book, self.actions, lambda: self.stopping,
+                                      self.held)
+        self.brake = CrashLoopBrake(self.actions, self.policies, self.book, remediation.dry_run,
+                                    lambda: self.stopping, self.held)
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
+        # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting
+        # restart is not acted on until new results agree; an action that was in flight is finished or
+        # reported once supervisord's view (the first reconcile) says where it got to.
+        for rec in self.records.values():
+            rec.remediation_wanted = ""
+            if rec.action is not None:
+                rec.action.interrupted = True
         # Records that a timer may act on (pending exit, failing while running, brake, backoff):
         # on_time looks at these and at open alerts only, so an event costs O(1) with 1000 programs.
-        # A listener that restarted while a probe judged a process unhealthy: ask again what to do
-        # (the action in flight, if any, went with the previous listener; budgets still apply).
-        for ns, states in self.health.states.items():
-            rec = self.records.get(ns)
-            for st in states.values():
-                spec = self.policies.probe(ns, st.probe)
-                if rec is not None and st.healthy is False and spec is not None and spec.action != "alert":
-                    rec.remediation_wanted = rec.remediation_wanted or f"probe:{spec.name}"
         self._watch = {r.namespec for r in self.records.values() if self._needs_watch(r)}
         self._confirming: set[str] = set()  # pending exits we asked supervisord about
         # Seemingly stable for stable_after: resolved only once supervisord confirms it (events
@@ -94,6 +106,9 @@ class AlertEngine(SnapshotRules):
     @property
     def alerts(self) -> dict:
         return self.book.alerts
+
+    def held(self, namespec: str) -> bool:
+        return namespec in self.holds
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -159,13 +174,44 @@ class AlertEngine(SnapshotRules):
             self._touch(rec, out)
         return out
 
-    def on_action_result(self, result: ActionResult, source: str, now: float) -> Outcome:
+    def on_action_result(self, result: ActionResult, now: float) -> Outcome:
+        """One step of lookout's own action answered (executor thread)."""
         out = Outcome()
         rec = self.records.get(result.namespec)
         if rec is not None:
-            self.guard.on_result(result, rec, source, now, out)
+            deferred = self.actions.on_result(result, rec, now, out)
+            if deferred == OPERATOR_STOPPED:
+                self._operator_stopped(rec, now, out)
+            elif deferred == OPERATOR_STARTED:
+                self._operator_started(rec, now, out)
             self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self._touch(rec, out)
+            self._refresh_quorum(rec, now, out)
+        return out
+
+    def on_holds(self, holds: Iterable[Hold], now: float) -> Outcome:
+        """The operator's holds as the store has them now (`lookout hold` / `lookout release`)."""
+        out = Outcome()
+        wanted = {h.namespec: h for h in holds}
+        for ns, hold in wanted.items():
+            if ns in self.holds:
+                continue
+            self.holds[ns] = hold
+            out.holds_seen.append(hold.id)
+            rec = self.records.get(ns)
+            out.history.append((now, ns, "hold", "held by an operator: lookout leaves it as it is"
+                                + (f" ({hold.reason})" if hold.reason else "")))
+            if rec is not None:
+                self.actions.cancel(rec, "an operator holds it", now, out)
+                rec.remediation_wanted = ""
+                self._touch(rec, out)
+        for ns in [ns for ns in self.holds if ns not in wanted]:
+            del self.holds[ns]
+            out.history.append((now, ns, "hold", "released: lookout may act on it again"))
+            rec = self.records.get(ns)
+            if rec is not None and rec.braked and rec.brake_resume_at is not None:
+                rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
+                self._touch(rec, out)
         return out
 
     def on_time(self, now: float) -> Outcome:
@@ -213,7 +259,7 @@ class AlertEngine(SnapshotRules):
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
                 times.append(brake_at)
-            if rec.remediation_wanted and not rec.action_in_flight:
+            if rec.remediation_wanted and rec.action is None:
                 times.append(rec.remediation_next_at or 0.0)
         times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
         return min(times) if times else None
@@ -232,12 +278,9 @@ class AlertEngine(SnapshotRules):
             out.start_lookups.append(rec.namespec)
             if ev.from_state in ("EXITED", "BACKOFF"):
                 rec.restarts += 1
-            elif ev.from_state in ("STOPPED", "FATAL"):  # a start by hand (or at boot), or by lookout
-                if rec.expect_start_until is not None and now <= rec.expect_start_until:
-                    rec.expect_start_until = None
-                else:
-                    self._operator_took_over(rec, out)
-                    rec.failures, rec.crash_looping = [], False
+            elif ev.from_state in ("STOPPED", "FATAL") and self.actions.started(rec, now, out) == OPERATOR:
+                self._operator_started(rec, now, out)  # a start call by hand (or at boot), not lookout's
+            rec.remediation_wanted, rec.stopped_by = "", ""  # a new process: judged afresh
             self.health.reset(rec.namespec, out)  # every start: counts from zero, the grace again
             if rec.pending_exit_at is not None:  # the unexpected exit was respawned
                 rec.pending_exit_at = None
@@ -265,15 +308,33 @@ class AlertEngine(SnapshotRules):
             rec.pending_exit_at, rec.running_since = None, None
             if self.stopping:
                 pass  # shutdown or reload: supervisord moves processes around on purpose
-            elif rec.expect_stop_until is not None and now <= rec.expect_stop_until:
-                rec.expect_stop_until = None  # lookout stopped it: its alert says why
-            else:  # an operator stopped it: the problem is theirs now
-                self.book.close_all(rec.namespec, now, out, "stopped", notify=True)
-                self._reset_failures(rec)
-                self._operator_took_over(rec, out)
+            else:
+                who = self.actions.stopped(rec, now, out)
+                if who == OPERATOR:  # the problem is theirs now
+                    self._operator_stopped(rec, now, out)
+                elif who == LOOKOUT:
+                    rec.stopped_by = LOOKOUT  # its alert says why
         self._touch(rec, out)
+        self._refresh_quorum(rec, now, out)
+
+    def _refresh_quorum(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         if self.policies.group_rule(rec.group) is not None:
             self.quorum.refresh(self.records, (rec.group,), now, out)
+
+    def _operator_stopped(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
+        """An operator's stop: their alerts close quietly-ish ("stopped"), lookout lets go of it."""
+        rec.stopped_by = OPERATOR
+        self.book.close_all(rec.namespec, now, out, "stopped", notify=True)
+        self._reset_failures(rec)
+        self._operator_took_over(rec, out)
+
+    def _operator_started(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
+        """An operator's start (or supervisord's at boot): lookout lets go of it, a hold ends."""
+        self._operator_took_over(rec, out)
+        rec.failures, rec.crash_looping = [], False
+        if self.holds.pop(rec.namespec, None) is not None:
+            out.holds_released.append((rec.namespec, "an operator started it"))
+            out.history.append((now, rec.namespec, "hold", "released: an operator started it"))
 
     def _operator_took_over(self, rec: ProcessRecord, out: Outcome) -> None:
         self.guard.operator_took_over(rec)

@@ -23,12 +23,13 @@ UNHEALTHY = "unhealthy"  # a health probe failed failure_threshold times (or for
 REMEDIATION_FAILED = "remediation_failed"  # a restart or stop by lookout did not work
 EXHAUSTED = "exhausted"  # lookout used up max_restarts within `within` and stopped acting
 BELOW_QUORUM = "below_quorum"  # fewer than min_running processes of a group RUNNING
+LEFT_STOPPED = "left_stopped"  # the listener died in the middle of lookout's stop: stopped, by whom unknown
 
 KIND_RANK = {CRASHED: 1, CRASH_LOOP: 2, BRAKED: 3, EXITED: 3, FATAL: 3, UNHEALTHY: 1,
-             REMEDIATION_FAILED: 1, EXHAUSTED: 2, BELOW_QUORUM: 1}
+             REMEDIATION_FAILED: 1, EXHAUSTED: 2, BELOW_QUORUM: 1, LEFT_STOPPED: 2}
 DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critical", FATAL: "critical",
                     BRAKED: "critical", UNHEALTHY: "warning", REMEDIATION_FAILED: "critical",
-                    EXHAUSTED: "critical", BELOW_QUORUM: "critical"}
+                    EXHAUSTED: "critical", BELOW_QUORUM: "critical", LEFT_STOPPED: "critical"}
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
@@ -73,10 +74,12 @@ class ProcessRecord:
     lookout_restarts: list[float] = field(default_factory=list)  # times, inside remediation.within
     remediation_exhausted: bool = False  # latched until an operator stops, starts or restarts it
     remediation_next_at: float | None = None  # backoff: no lookout restart before this
-    remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "restart:<why>"
-    expect_stop_until: float | None = None  # a STOPPED before this was lookout's doing, not an operator's
-    expect_start_until: float | None = None  # likewise for a STARTING from STOPPED
-    action_in_flight: str = ""  # id of lookout's action on this process, until its result is back
+    remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "probe:<name>"
+    action: PendingAction | None = None  # lookout's action on it, while one of its steps is in flight
+    own_event_due: str = ""  # "STOPPED"/"STARTING": lookout's call did it, its event has not come yet
+    own_stop_mark: float = 0.0  # supervisord's `start` of the run lookout stopped: a later start by lookout
+    # goes ahead only while nobody has started it since
+    stopped_by: str = ""  # who stopped it last: "operator" (deliberate), "lookout", "" (not known / not stopped)
     braked: bool = False  # the crash-loop brake stopped it ("stop") or holds it ("backoff")
     brake_delay: float = 0.0  # "backoff": the wait before the next start by lookout (0: not engaged)
     brake_resume_at: float | None = None  # "backoff": when lookout starts it again
@@ -191,28 +194,72 @@ class ProbeResult:
     pid: int = 0  # the process it judged: a result about an earlier process of the program does not count
 
 
+# Steps of lookout's own actions: the executor makes one supervisord call (or runs the evidence
+# command) per step, and the rules decide the next step from its result, so who did what is
+# decided by the call's own answer, never by a time window.
+EVIDENCE, STOP, START = "evidence", "stop", "start"
+# What a step found
+DONE = "done"  # stop: this call stopped it; start: this call started it (and it is RUNNING)
+NOT_RUNNING = "not_running"  # stop: supervisord answered NOT_RUNNING: someone else's stop (or a crash) came first
+MOVED_ON = "moved_on"  # checked before the call: not the process lookout decided on (another run, another state)
+ALREADY_STARTED = "already_started"  # start: someone else started it first
+FAILED = "failed"
+
+
+@dataclass
+class PendingAction:
+    """lookout's action on one process, step by step. Kept in the store with its record, so a
+    listener that died in the middle knows at its next start how far it got."""
+
+    id: str
+    kind: str  # restart, stop, start
+    source: str  # "probe:<name>", "brake", "hold", "resume"
+    reason: str  # for the log, the history and the alert
+    pid: int  # the process it was decided for (0: whichever runs; the brake, starts)
+    step: str  # the step in flight: evidence, stop, start
+    since: float
+    stopped: bool = False  # its own stop call stopped the process (the call's answer, not an event)
+    seen: str = ""  # "STOPPED"/"STARTING" seen while the step was in flight: whose it was comes with the result
+    cancelled: str = ""  # why it was called off (an operator acted, a hold); its step's result still comes
+    interrupted: bool = False  # loaded from the store: its step's result went with the previous listener
+    evidence: str = ""  # what the evidence command printed
+
+
 @dataclass(frozen=True)
 class Action:
-    """Something lookout does to a process through supervisord (on the executor thread)."""
+    """One step of lookout's action, for the executor thread."""
 
     id: str
     namespec: str
-    kind: str  # restart, stop, start
-    reason: str  # for the log and the alert
-    evidence: tuple[str, ...] = ()  # argv run first (placeholders filled by the executor)
-    source: str = ""  # "probe:<name>", "brake"
+    step: str  # evidence, stop, start
+    kind: str  # the action it belongs to: restart, stop, start
+    reason: str
+    pid: int = 0  # stop: only this process (0: whichever runs)
+    mark: float = 0.0  # start: only while supervisord's `start` is still this (nobody started it since)
+    evidence: tuple[str, ...] = ()  # argv of the evidence command (placeholders filled by the executor)
+    source: str = ""  # "probe:<name>", "brake", "hold", "resume"
 
 
 @dataclass(frozen=True)
 class ActionResult:
     id: str
     namespec: str
-    kind: str
-    ok: bool
-    detail: str  # "", or what failed: "start failed: SPAWN_ERROR"
-    stopped: bool = False  # supervisord stopped it: its STOPPED event is ours
-    started: bool = False  # supervisord started it: its STARTING event is ours
+    step: str
+    outcome: str  # done, not_running, moved_on, already_started, failed
+    detail: str = ""  # what failed or what was found instead: "SPAWN_ERROR", "it is STOPPED"
     evidence: str = ""
+    pid: int = 0  # start: the new process
+    mark: float = 0.0  # stop: supervisord's `start` of the run it stopped
+
+
+@dataclass(frozen=True)
+class Hold:
+    """`lookout hold NAME`: the operator's "leave it as it is" (lookout starts, stops, restarts nothing)."""
+
+    id: int
+    namespec: str
+    created_at: float
+    reason: str = ""
 
 
 @dataclass
@@ -230,10 +277,13 @@ class Outcome:
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False
+    holds_seen: list[int] = field(default_factory=list)  # hold ids the listener now applies
+    holds_released: list[tuple[str, str]] = field(default_factory=list)  # (namespec, why): an operator started it
 
     def __bool__(self) -> bool:
         return bool(self.records or self.alerts or self.notices or self.flags_changed or self.probe_states
-                    or self.remediations or self.actions or self.history)
+                    or self.remediations or self.actions or self.history or self.holds_seen
+                    or self.holds_released)
 
     def merge(self, other: Outcome) -> Outcome:
         self.records.update(other.records)
@@ -247,4 +297,6 @@ class Outcome:
         self.start_lookups.extend(other.start_lookups)
         self.reconcile = self.reconcile or other.reconcile
         self.flags_changed = self.flags_changed or other.flags_changed
+        self.holds_seen.extend(other.holds_seen)
+        self.holds_released.extend(other.holds_released)
         return self

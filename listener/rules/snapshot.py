@@ -7,6 +7,10 @@ queued for us. Part of AlertEngine (a mixin, for the size of one file), pure lik
 - A crash episode that looks over (RUNNING for stable_after by our clock) is resolved only when
   supervisord confirms the same process has really been RUNNING that long: events reach us late
   when supervisord or we are busy, and a resolution must not rest on old news.
+- Another pid than the record's is another process (a restart we did not hear of, a reload): its
+  probes count from zero, with its own grace.
+- An action of lookout's that a previous listener left in flight is finished or reported, now that
+  supervisord says where it got to.
 """
 
 from __future__ import annotations
@@ -41,8 +45,13 @@ class SnapshotRules:
             self._confirming.discard(ns)
             stable_check = ns in self._stable_checks
             self._stable_checks.discard(ns)
+            interrupted = rec.action is not None and rec.action.interrupted
             if rec.event_at > taken_at:
+                if interrupted:  # settled by that event, or by a fresher answer
+                    out.reconcile = out.reconcile or f"settle lookout's interrupted action on {ns}"
                 continue  # an event told us something newer than this snapshot
+            if interrupted:
+                self.actions.resume(rec, info.state, info.pid, info.start, now, out)
             if stable_check and self._confirmed_stable(rec, info, taken_at):
                 self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
                 self._reset_failures(rec)
@@ -70,6 +79,10 @@ class SnapshotRules:
                                 f"{info.state} (seen by a reconcile, was {rec.state})"))
         rec.present = True
         skew = taken_at - info.now  # our clock minus supervisord's
+        if info.state in LIVE_STATES and info.pid and rec.pid and info.pid != rec.pid:
+            self.health.reset(rec.namespec, out)  # another process than we knew of: judged afresh
+            rec.remediation_wanted, rec.pid, changed = "", info.pid, True
+            rec.running_since = info.start + skew if info.state == "RUNNING" and info.start else None
         if info.state in LIVE_STATES and info.start and coarse_start_differs(rec, info.start + skew):
             rec.last_start, changed = info.start + skew, True  # supervisord's spawn time
         if rec.state != info.state:

@@ -16,7 +16,9 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    last_run_seconds, failures (JSON list of times),
                                    failing_since, crash_looping, present, and remediation:
                                    lookout_restarts (JSON list of times), remediation_exhausted,
-                                   braked, brake_delay, brake_resume_at, ...
+                                   braked, brake_delay, brake_resume_at, stopped_by (operator,
+                                   lookout), action (JSON: lookout's action in flight, step by
+                                   step), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
@@ -41,6 +43,11 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
+  holds(id, namespec, created_at, reason, seen_at, released_at, released_by)
+                                   `lookout hold NAME`: lookout neither starts, stops nor
+                                   restarts NAME until released (`lookout release`, or an
+                                   operator's start); written by `lookout`, seen_at and
+                                   released_at by the listener
 All times are unix epoch seconds (REAL). Schema changes only add tables and columns (with
 defaults): an older store is migrated in place when the listener opens it.
 """
@@ -52,7 +59,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, store_errors
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -92,9 +99,10 @@ CREATE TABLE IF NOT EXISTS processes (
     remediation_exhausted INTEGER NOT NULL DEFAULT 0,
     remediation_next_at REAL,
     remediation_wanted TEXT NOT NULL DEFAULT '',
-    expect_stop_until REAL,
-    expect_start_until REAL,
-    action_in_flight TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT '',
+    own_event_due TEXT NOT NULL DEFAULT '',
+    own_stop_mark REAL NOT NULL DEFAULT 0,
+    stopped_by TEXT NOT NULL DEFAULT '',
     braked INTEGER NOT NULL DEFAULT 0,
     brake_delay REAL NOT NULL DEFAULT 0,
     brake_resume_at REAL
@@ -181,6 +189,15 @@ CREATE TABLE IF NOT EXISTS history (
 );
 -- No index on namespec: one more B-tree to update on every event cost the listener about 5%
 -- of its throughput; `lookout history` and pruning scan at most history_max_rows rows.
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    seen_at REAL,
+    released_at REAL,
+    released_by TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     matcher TEXT NOT NULL,

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import fields
+from dataclasses import asdict, fields
 from operator import attrgetter
 
 from ..config import HistorySettings
-from ..rules.models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, Notice, Outcome, ProbeState, ProcessRecord
+from ..rules.models import (
+    FIRING,
+    REMINDER,
+    RESOLVED,
+    UPDATE,
+    Alert,
+    Notice,
+    Outcome,
+    PendingAction,
+    ProbeState,
+    ProcessRecord,
+)
 from ..rules.sequence import StreamPosition
 from .schema import Transaction, get_meta, set_meta
 
@@ -31,6 +42,7 @@ _ALERT_COLUMNS = [
     "family", "action_taken", "evidence",
 ]
 _LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
+_ACTION_FIELD = [f.name for f in fields(ProcessRecord)].index("action")
 _BOOL_FIELDS = [f.name for f in fields(ProcessRecord) if f.type == "bool"]
 _PROBE_FIELDS = [f.name for f in fields(ProbeState)]
 _UPSERT_PROBE = (
@@ -47,7 +59,17 @@ def record_from_row(row: sqlite3.Row) -> ProcessRecord:
         values[name] = json.loads(values[name] or "[]")
     for name in _BOOL_FIELDS:
         values[name] = bool(values[name])
+    values["action"] = _action_from_json(values["action"])
     return ProcessRecord(**values)
+
+
+def _action_from_json(text: str | None) -> PendingAction | None:
+    if not text:
+        return None
+    try:
+        return PendingAction(**json.loads(text))
+    except (ValueError, TypeError):  # written by another version: the start-up reconcile decides afresh
+        return None
 
 
 def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
@@ -70,6 +92,8 @@ def _record_values(rec: ProcessRecord) -> list:
     values = list(_RECORD_GETTER(rec))  # on the per-event path: one C call, not 34 getattrs
     for i in _LIST_FIELDS:
         values[i] = json.dumps(values[i]) if values[i] else "[]"
+    action = values[_ACTION_FIELD]
+    values[_ACTION_FIELD] = json.dumps(asdict(action)) if action is not None else ""
     return [rec.namespec, *values]
 
 

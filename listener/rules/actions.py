@@ -1,0 +1,297 @@
+"""lookout's own actions on a process, one supervisord call at a time. Pure.
+
+An action (restart, stop, start) is a short sequence of steps, each one call made by the
+executor thread: the evidence command, stopProcess, startProcess. Each step's answer decides the
+next, so what lookout did is what supervisord answered to lookout's own call, never a guess from
+timing (events carry no actor: an operator's stop and lookout's look the same):
+
+- A stop is lookout's only if its own stopProcess call stopped the process. NOT_RUNNING means an
+  operator (or a crash) came first: the action is called off.
+- A start goes ahead only while the process is still the one lookout's own stop stopped (its
+  supervisord `start` unchanged since: nobody started it meanwhile), and is lookout's only if its
+  own startProcess call started it.
+- A STOPPED or STARTING event that arrives while the call is in flight is attributed when the
+  call's answer comes (`seen`); one that arrives after the answer is lookout's (`own_event_due`).
+- An operator's stop or start at any moment, or an operator's hold, calls the action off.
+- Every step is committed before the next one is handed out. A listener that died in the middle
+  finishes a restart whose stop was confirmed, and says in a critical alert when it cannot know
+  whose a stop was. A program lookout stopped is never silently left STOPPED.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from ..config import RemediationSettings, format_duration
+from .alerts import AlertBook
+from .models import (
+    ALREADY_STARTED,
+    DONE,
+    EVIDENCE,
+    LEFT_STOPPED,
+    PROCESS,
+    REMEDIATION,
+    REMEDIATION_FAILED,
+    START,
+    STOP,
+    Action,
+    ActionResult,
+    Outcome,
+    PendingAction,
+    ProcessRecord,
+)
+from .policy import PolicyBook
+
+_SEQUENCE = itertools.count(1)
+DOWN_STATES = ("STOPPED", "EXITED", "FATAL")
+OPERATOR, LOOKOUT, PENDING, UNKNOWN = "operator", "lookout", "pending", "unknown"  # whose event it was
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def family_of(source: str) -> str:
+    """The alert that tells what lookout did: the probe's own, or the process alert (the brake)."""
+    return f"health:{source[6:]}" if source.startswith("probe:") else PROCESS
+
+
+class OwnActions:
+    def __init__(self, settings: RemediationSettings, policies: PolicyBook, alerts: AlertBook,
+                 held: Callable[[str], bool]) -> None:
+        self.settings, self.policies, self.alerts, self.held = settings, policies, alerts, held
+
+    # ---- beginning, and the next step ---------------------------------------------------
+
+    def begin(self, rec: ProcessRecord, kind: str, source: str, reason: str, evidence: tuple[str, ...],
+              now: float, out: Outcome, *, any_run: bool = False) -> PendingAction:
+        """Start an action: its first step goes to the executor once this outcome is committed. A stop
+        is of the process judged (its pid), or with any_run of whichever runs (the brake: a crash loop
+        respawns it all the time)."""
+        pid = 0 if any_run or kind == "start" else (rec.pid or 0)
+        action = PendingAction(f"{int(now * 1000)}-{next(_SEQUENCE)}", kind, source, reason, pid, "", now)
+        rec.action, rec.remediation_wanted = action, ""
+        first = START if kind == "start" else (EVIDENCE if evidence else STOP)
+        self._step(rec, action, first, out, evidence)
+        out.history.append((now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
+        if source.startswith("probe:"):
+            self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
+                               notify=False)
+        return action
+
+    def _step(self, rec: ProcessRecord, a: PendingAction, step: str, out: Outcome,
+              evidence: tuple[str, ...] = ()) -> None:
+        a.step, a.seen = step, ""
+        out.actions.append(Action(a.id, rec.namespec, step, a.kind, a.reason, pid=a.pid if step == STOP else 0,
+                                  mark=rec.own_stop_mark if step == START else 0.0, evidence=evidence,
+                                  source=a.source))
+        out.records[rec.namespec] = rec
+
+    # ---- answers from the executor --------------------------------------------------------
+
+    def on_result(self, result: ActionResult, rec: ProcessRecord, now: float, out: Outcome) -> str:
+        """Apply one step's answer. Returns OPERATOR_STOPPED/OPERATOR_STARTED when an event held back
+        while the call was in flight turns out to be an operator's (the engine then hands the
+        process over to them), else ""."""
+        a = rec.action
+        if a is None or a.id != result.id or a.step != result.step:
+            return ""  # the answer of an action that was already settled
+        out.records[rec.namespec] = rec
+        if result.step == EVIDENCE:
+            a.evidence = result.evidence
+            if a.cancelled:
+                return self._end(rec, a, "cancelled", f"called off: {a.cancelled}", now, out)
+            self._step(rec, a, STOP, out)
+            return ""
+        if result.step == STOP:
+            return self._stop_answered(result, rec, a, now, out)
+        return self._start_answered(result, rec, a, now, out)
+
+    def _stop_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
+                       out: Outcome) -> str:
+        if result.outcome == DONE:
+            a.stopped, rec.own_stop_mark, rec.stopped_by = True, result.mark, LOOKOUT
+            if a.seen != "STOPPED":
+                rec.own_event_due = "STOPPED"  # its event is still on the way
+            out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
+            if a.kind == "restart" and not a.cancelled and not self.held(rec.namespec):
+                self._step(rec, a, START, out)
+                return ""
+            if a.kind == "restart":  # called off after its stop: it stays stopped, and the alert says so
+                why = a.cancelled or "held by an operator (`lookout hold`)"
+                return self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
+            return self._end(rec, a, "success", "", now, out)
+        seen_stop = a.seen == "STOPPED"
+        if result.outcome == "failed":  # an event seen meanwhile stays unattributed: nobody is sure
+            self._end(rec, a, "failure", f"its stop failed: {result.detail}", now, out)
+            return ""
+        self._refund(rec, a)
+        self._end(rec, a, "cancelled", f"called off: {a.cancelled or _first(result)}", now, out)
+        return OPERATOR_STOPPED if seen_stop else ""
+
+    def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
+                        out: Outcome) -> str:
+        seen_start = a.seen == "STARTING"
+        if result.outcome == DONE:
+            if not seen_start:
+                rec.own_event_due = "STARTING"
+            rec.stopped_by = ""
+            self._end(rec, a, "success", "", now, out)
+            if self.held(rec.namespec) or a.cancelled:  # a hold (or an operator's stop) crossed this start
+                self.begin(rec, "stop", "hold", f"lookout's start crossed {a.cancelled or 'a hold'}: stopped again",
+                           (), now, out)
+            return ""
+        if result.outcome == ALREADY_STARTED or result.outcome == "moved_on":
+            self._end(rec, a, "cancelled", f"not started by lookout: {_first(result)}", now, out)
+            return OPERATOR_STARTED if seen_start else ""
+        self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
+        return OPERATOR_STARTED if seen_start else ""
+
+    def _end(self, rec: ProcessRecord, a: PendingAction, result: str, detail: str, now: float,
+             out: Outcome) -> str:
+        """The action is over: count it, and say what happened in its alert and the history."""
+        rec.action = None
+        out.records[rec.namespec] = rec
+        out.remediations.append((rec.namespec, a.kind, result))
+        ns, fam = rec.namespec, family_of(a.source)
+        tags = self.policies.lookup(ns).tags
+        if result == "failure":
+            out.history.append((now, ns, "action", f"lookout's {a.kind} failed: {detail}"))
+            self.alerts.raise_(REMEDIATION, ns, REMEDIATION_FAILED, "critical", now, out, tags=tags,
+                               detail=f"lookout's {a.kind} failed: {detail}", evidence=a.evidence)
+            return ""
+        if result == "cancelled":
+            out.history.append((now, ns, "action", f"lookout's {a.kind}: {detail}"))
+            if a.source.startswith("probe:"):
+                self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind} {detail}", notify=False)
+            return ""
+        said = self._done(rec, a.kind)
+        out.history.append((now, ns, "action", said))
+        if a.source.startswith("probe:"):
+            self.alerts.update(fam, ns, now, out, action_taken=said, evidence=a.evidence)
+        return ""
+
+    def _refund(self, rec: ProcessRecord, a: PendingAction) -> None:
+        """A restart that never stopped anything does not spend the restart budget."""
+        if a.kind == "restart" and a.source.startswith("probe:") and a.since in rec.lookout_restarts:
+            rec.lookout_restarts.remove(a.since)
+
+    def _doing(self, rec: ProcessRecord, kind: str) -> str:
+        if kind == "restart":
+            n, m = len(rec.lookout_restarts), self.settings.max_restarts
+            return f"lookout is restarting it ({ordinal(n)} of {m} allowed in {format_duration(self.settings.within)})"
+        return f"lookout is {'stopping' if kind == 'stop' else 'starting'} it"
+
+    def _done(self, rec: ProcessRecord, kind: str) -> str:
+        if kind == "restart":
+            n, m = len(rec.lookout_restarts), self.settings.max_restarts
+            return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
+        if kind == "stop":
+            return f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
+        return "started again by lookout"
+
+    # ---- events: whose were they? ---------------------------------------------------------
+
+    def stopped(self, rec: ProcessRecord, now: float, out: Outcome) -> str:
+        """A STOPPED event (not during supervisord's own stop or reload): LOOKOUT, OPERATOR,
+        PENDING (lookout's stop call is in flight: its answer tells) or UNKNOWN."""
+        if rec.own_event_due == "STOPPED":
+            rec.own_event_due = ""
+            return LOOKOUT
+        a = rec.action
+        if a is not None and a.step == STOP and a.interrupted:
+            self._left_stopped(rec, a, now, out)
+            return UNKNOWN
+        if a is not None and a.step == STOP:
+            a.seen = "STOPPED"
+            return PENDING
+        if a is not None:
+            self.cancel(rec, "an operator stopped it", now, out)
+        return OPERATOR
+
+    def started(self, rec: ProcessRecord, now: float, out: Outcome) -> str:
+        """A STARTING from STOPPED or FATAL (a start call, never supervisord's autorestart)."""
+        left = self.alerts.get(REMEDIATION, rec.namespec)
+        if left is not None and left.kind == LEFT_STOPPED:
+            self.alerts.close(REMEDIATION, rec.namespec, now, out, "started again", notify=True)
+        if rec.own_event_due == "STARTING":
+            rec.own_event_due = ""
+            return LOOKOUT
+        a = rec.action
+        if a is not None and a.interrupted:
+            self._settle(rec, a, "it was started again while the listener restarted", now, out)
+            return UNKNOWN
+        if a is not None and a.step == START:
+            a.seen = "STARTING"
+            return PENDING
+        if a is not None:
+            self.cancel(rec, "an operator started it", now, out)
+        return OPERATOR
+
+    def cancel(self, rec: ProcessRecord, why: str, now: float, out: Outcome) -> None:
+        """Call off the action: no further step; the one in flight still answers (and is attributed)."""
+        a = rec.action
+        if a is not None and not a.cancelled:
+            a.cancelled = why
+            out.records[rec.namespec] = rec
+            out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} called off: {why}"))
+
+    # ---- a listener that died in the middle of an action ------------------------------------
+
+    def resume(self, rec: ProcessRecord, state: str, pid: int, start: float, now: float, out: Outcome) -> None:
+        """After a listener restart, supervisord's view (a snapshot) of a process whose action was in
+        flight: finish it, drop it, or say what lookout cannot know."""
+        a = rec.action
+        if a is None or not a.interrupted or state == "STOPPING":
+            return  # STOPPING: its STOPPED event (or the next reconcile) decides
+        if a.step == EVIDENCE or (a.step == STOP and state not in DOWN_STATES and pid == a.pid):
+            self._refund(rec, a)
+            self._settle(rec, a, "it did nothing before the listener restarted; the probes judge afresh", now, out)
+        elif a.step == STOP and state in DOWN_STATES:
+            self._left_stopped(rec, a, now, out)
+        elif a.step == START and state == "STOPPED" and start == rec.own_stop_mark and not self.held(rec.namespec):
+            a.interrupted = False
+            out.history.append((now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted by the "
+                                                             "listener's restart: starting it again"))
+            self._step(rec, a, START, out)
+        else:
+            self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out)
+
+    def _settle(self, rec: ProcessRecord, a: PendingAction, why: str, now: float, out: Outcome) -> None:
+        rec.action = None
+        out.records[rec.namespec] = rec
+        out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
+
+    def _left_stopped(self, rec: ProcessRecord, a: PendingAction, now: float, out: Outcome) -> None:
+        """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
+        be known, so lookout does not start it; people hear of it."""
+        rec.action = None
+        out.records[rec.namespec] = rec
+        out.remediations.append((rec.namespec, a.kind, "interrupted"))
+        ns = rec.namespec
+        resume_due = a.source == "brake" and rec.brake_resume_at is not None
+        if a.kind == "stop" and not resume_due:  # it was meant to stay stopped: it is
+            said = "stopped; lookout's stop was interrupted by a listener restart"
+            out.history.append((now, ns, "action", said))
+            self.alerts.update(family_of(a.source), ns, now, out, action_taken=said, notify=False)
+            return
+        rec.brake_resume_at, rec.braked = None, False
+        goal = "start it again after the crash-loop backoff" if resume_due else f"{a.kind} it"
+        self.alerts.raise_(
+            REMEDIATION, ns, LEFT_STOPPED, "critical", now, out, tags=self.policies.lookup(ns).tags,
+            evidence=a.evidence,
+            detail=(f"{ns} is stopped. lookout was stopping it to {goal} ({a.reason}) when its listener "
+                    f"stopped; lookout cannot tell whether that stop was its own or an operator's, so it does not "
+                    f"start it. Start it: `supervisorctl start {ns}`; keep it down: `lookout hold {ns}`."),
+        )
+
+
+OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
+
+
+def _first(result: ActionResult) -> str:
+    return result.detail or {"not_running": "it was not running (an operator or a crash came first)",
+                             "moved_on": "it is not the process lookout judged any more",
+                             "already_started": "an operator started it first"}.get(result.outcome, result.outcome)
