@@ -149,7 +149,15 @@ class Listener:
         if self.held is None:
             self._apply(self.health.results(self.engine), meta=self.health.stats_due())  # type: ignore[arg-type]
         if self.held is None:
+            self._poll_holds()
+        if self.held is None:
             self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
+
+    def _poll_holds(self) -> None:
+        """`lookout hold` / `release` are written by another process: picked up within a second."""
+        holds = self.keeper.changed_holds(self.clock())
+        if holds is not None:
+            self._apply(self.engine.on_holds(holds, self.clock()))  # type: ignore[union-attr]
 
     def _wait_time(self) -> float:
         if self.engine is None or self.held is not None:
@@ -189,7 +197,7 @@ class Listener:
         else:  # deleted or replaced under us: what we hold in memory is the truth
             try:
                 self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
-                                    self.position, self.engine.stopping, self.clock())
+                                    self.position, self.engine.stopping, self.clock(), list(self.engine.holds.values()))
             except StoreUnavailable:
                 self.keeper.close()  # half-filled: the retry opens and rewrites it again
                 raise

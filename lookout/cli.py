@@ -4,6 +4,7 @@
     lookout history NAME [--since 24h] [--json]   one process's state changes, exits and alerts
     lookout alerts [--json]                       the open alerts
     lookout silence PATTERN --for 30m [--reason]  / silences / unsilence ID
+    lookout hold NAME [--reason] / release NAME   keep lookout's hands off a process (the brake too)
     lookout probe [PATTERN]                       run the health probes once, now
     lookout test-alert                            one test message to every target
     lookout check-config                          validate lookout.toml, the store and supervisord
@@ -54,6 +55,12 @@ def _parser() -> OneLineParser:
     sub.add_parser("silences", help="the active silences")
     un = sub.add_parser("unsilence", help="end a silence now")
     un.add_argument("id", type=silence_id)
+    ho = sub.add_parser("hold", help="lookout starts, stops and restarts nothing of NAME until `release` "
+                                     "(or an operator starts it): keeps a braked program stopped")
+    ho.add_argument("name", help="as supervisorctl names it, or a pattern such as 'pool:*'")
+    ho.add_argument("--reason", default="")
+    re_ = sub.add_parser("release", help="end a hold: lookout may act again (a waiting brake starts it)")
+    re_.add_argument("name")
     pr = sub.add_parser("probe", help="run the matching health probes once, now")
     pr.add_argument("pattern", nargs="?", default="*")
     sub.add_parser("test-alert", help="send a test message to every target")
@@ -106,6 +113,10 @@ def _run(config, args) -> int:  # noqa: ANN001
         return _alerts(config, args.json)
     if args.command in ("silence", "silences", "unsilence"):
         return listener_cli._silence_command(config, args)
+    if args.command in ("hold", "release"):
+        from .holds import hold_command
+
+        return hold_command(config, args.name, getattr(args, "reason", ""), args.command == "release")
     if args.command == "probe":
         from .listener.probes.oneshot import run_once
 

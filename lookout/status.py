@@ -39,7 +39,8 @@ STATUS_SCHEMA: dict[str, Any] = {
     "items": {
         "type": "object",
         "required": ["name", "group", "namespec", "state", "pid", "uptime_seconds", "description", "healthy",
-                     "probes", "restarts_1h", "restarts_24h", "last_exit", "alerts", "silenced_until", "ok"],
+                     "probes", "restarts_1h", "restarts_24h", "last_exit", "alerts", "silenced_until", "lookout",
+                     "ok"],
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "description": "as supervisorctl shows it: 'reconciler' or 'group:name'"},
@@ -65,6 +66,16 @@ STATUS_SCHEMA: dict[str, Any] = {
                 "properties": {"kind": {"type": "string"}, "severity": {"enum": ["info", "warning", "critical"]},
                                "since": {"type": "number"}, "detail": {"type": "string"}}}},
             "silenced_until": {"type": ["number", "null"]},
+            "lookout": {"type": "object", "description": "what lookout does or may do about it",
+                        "required": ["held_since", "braked", "starts_again_at", "stopped_by", "action"],
+                        "additionalProperties": False, "properties": {
+                            "held_since": {"type": ["number", "null"],
+                                           "description": "`lookout hold`: lookout leaves it as it is"},
+                            "braked": {"type": "boolean", "description": "the crash-loop brake holds it"},
+                            "starts_again_at": {"type": ["number", "null"],
+                                                "description": "when the brake starts it again"},
+                            "stopped_by": {"enum": ["", "operator", "lookout"]},
+                            "action": {"type": "string", "description": "lookout's action in flight, if any"}}},
             "ok": {"type": "boolean", "description": "what --check counts: RUNNING or deliberately stopped, "
                                                      "and no open alert"},
         },
@@ -86,6 +97,8 @@ class ProcessStatus:
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
+    lookout: dict = field(default_factory=lambda: {"held_since": None, "braked": False, "starts_again_at": None,
+                                                   "stopped_by": "", "action": ""})
 
     @property
     def healthy(self) -> bool | None:
@@ -103,7 +116,7 @@ class ProcessStatus:
             "pid": s.pid, "uptime_seconds": max(0, s.now - s.start) if s.state == "RUNNING" and s.start else None,
             "description": self.description, "healthy": self.healthy, "probes": self.probes,
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
-            "alerts": self.alerts, "silenced_until": self.silenced_until, "ok": self.ok,
+            "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout, "ok": self.ok,
         }
 
 
@@ -169,6 +182,18 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
             if r["namespec"] == row.snap.namespec or r["namespec"] == row.snap.group and ":" not in r["namespec"]:
                 row.alerts.append({"kind": r["kind"], "severity": r["severity"], "since": r["opened_at"],
                                    "detail": r["detail"][:200]})
+    for r in conn.execute("SELECT namespec, braked, brake_resume_at, stopped_by, action FROM processes"):
+        row = by_ns.get(r["namespec"])
+        if row is not None:
+            action = json.loads(r["action"]) if r["action"] else {}
+            row.lookout.update(braked=bool(r["braked"]), starts_again_at=r["brake_resume_at"],
+                               stopped_by=r["stopped_by"] or "",
+                               action=f"{action.get('kind', '')} ({action.get('step', '')})" if action else "")
+    for ns, since in conn.execute("SELECT namespec, MIN(created_at) FROM holds WHERE released_at IS NULL "
+                                  "GROUP BY namespec"):
+        row = by_ns.get(ns)
+        if row is not None:
+            row.lookout["held_since"] = since
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
@@ -219,8 +244,48 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
             parts.append(paint(f"ALERT {a['severity']} {a['kind']} since {_ago(a['since'], now)}", tint))
         if r.silenced_until:
             parts.append(paint(f"silenced for {format_duration(r.silenced_until - now)}", DIM))
+        parts.extend(paint(text, YELLOW) for text in _lookout_says(r, now))
         lines.append(f"{name}  {state} {'  '.join(parts)}")
     return "\n".join(lines)
+
+
+def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
+    """The brake, a hold, lookout's action in flight: what an operator at 3 a.m. needs to know."""
+    shown, look = display_name(r.snap.namespec), r.lookout
+    if look["held_since"] is not None:
+        return [f"held {_ago(look['held_since'], now)} (lookout leaves it as it is; `lookout release {shown}`)"]
+    out = []
+    if look["braked"] and look["starts_again_at"] is not None and r.snap.state == "STOPPED":
+        wait = format_duration(max(0.0, look["starts_again_at"] - now))
+        out.append(f"braked: starts again in {wait}; to keep it stopped: lookout hold {shown}")
+    elif look["braked"] and r.snap.state == "STOPPED":
+        out.append(f"braked: stopped by lookout's crash-loop brake; resume: supervisorctl start {shown}")
+    if look["action"]:
+        out.append(f"lookout: {look['action']} in progress")
+    return out
+
+
+def group_lines(config: Config, rows: list[ProcessStatus]) -> list[str]:
+    """Each [[alerts.groups]] group's shortfall, and how much of it is deliberate (an operator's stops)."""
+    from .listener.rules.models import ProcessRecord
+    from .listener.rules.quorum import count
+
+    out = []
+    for group in sorted({r.snap.group for r in rows}):
+        rule = next((g for g in config.alerts.groups if fnmatchcase(group, g.match)), None)
+        if rule is None:
+            continue
+        members = [ProcessRecord(r.snap.group, r.snap.name, r.snap.state, stopped_by=r.lookout["stopped_by"])
+                   for r in rows if r.snap.group == group]
+        c = count(members, group)
+        short = max(0, rule.min_running - c.running)
+        text = f"group {group}: {c.running} of {c.total} running (minimum {rule.min_running})"
+        if short:
+            text += (f", short by {short}: {len(c.missing)} down"
+                     + (f" ({', '.join(m.name for m in c.missing[:5])})" if c.missing else "")
+                     + f", {c.deliberate} stopped deliberately")
+        out.append(text)
+    return out
 
 
 def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:
@@ -234,6 +299,8 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
     elif rows:
         print(render(rows, now, colour))
+        for line in group_lines(config, rows):
+            print(line)
     if pattern not in ("", "*") and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
         print(f"lookout: no process matches {pattern!r}", file=sys.stderr)
         return 1

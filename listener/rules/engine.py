@@ -197,7 +197,7 @@ class AlertEngine(SnapshotRules):
             if ns in self.holds:
                 continue
             self.holds[ns] = hold
-            out.holds_seen.append(hold.id)
+            out.holds_seen.append((hold.id, now))
             rec = self.records.get(ns)
             out.history.append((now, ns, "hold", "held by an operator: lookout leaves it as it is"
                                 + (f" ({hold.reason})" if hold.reason else "")))
@@ -333,7 +333,7 @@ class AlertEngine(SnapshotRules):
         self._operator_took_over(rec, out)
         rec.failures, rec.crash_looping = [], False
         if self.holds.pop(rec.namespec, None) is not None:
-            out.holds_released.append((rec.namespec, "an operator started it"))
+            out.holds_released.append((rec.namespec, "an operator started it", now))
             out.history.append((now, rec.namespec, "hold", "released: an operator started it"))
 
     def _operator_took_over(self, rec: ProcessRecord, out: Outcome) -> None:

@@ -277,8 +277,8 @@ class Outcome:
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False
-    holds_seen: list[int] = field(default_factory=list)  # hold ids the listener now applies
-    holds_released: list[tuple[str, str]] = field(default_factory=list)  # (namespec, why): an operator started it
+    holds_seen: list[tuple[int, float]] = field(default_factory=list)  # (hold id, at): the listener applies it
+    holds_released: list[tuple[str, str, float]] = field(default_factory=list)  # (namespec, why, at)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.alerts or self.notices or self.flags_changed or self.probe_states

@@ -15,13 +15,14 @@ import logging
 import sqlite3
 
 from ..config import HistorySettings
-from ..rules.models import Outcome
+from ..rules.models import Hold, Outcome
 from ..rules.sequence import StreamPosition
 from .files import StoreCorrupt, StoreUnavailable, identity, move_aside, store_errors
 from .schema import connect
 from .state import StateStore
 
 log = logging.getLogger("lookout.store")
+HOLDS_POLL_INTERVAL = 0.25
 
 
 class StoreKeeper:
@@ -30,6 +31,8 @@ class StoreKeeper:
         self.generation = 0
         self.state: StateStore | None = None
         self._identity: tuple[int, int] | None = None
+        self._holds_version: int | None = None  # data_version when the holds were last read
+        self._holds_polled_at = 0.0
 
     def open(self, now: float) -> str:
         """(Re)open the store; returns a note for people when a corrupt store was replaced."""
@@ -45,6 +48,7 @@ class StoreKeeper:
             conn = connect(self.path, check=True)
         self.state = StateStore(conn, self.history)
         self._identity = identity(self.path)
+        self._holds_version = None
         self.generation += 1
         return note
 
@@ -61,14 +65,31 @@ class StoreKeeper:
         with store_errors():
             self.state.commit(outcome, **kwargs)  # type: ignore[arg-type]
 
+    def changed_holds(self, now: float) -> list[Hold] | None:
+        """The operator's active holds when another process (`lookout hold`) may have changed them
+        since the last look (SQLite's data_version: a cheap poll), else None."""
+        if self.state is None or now - self._holds_polled_at < HOLDS_POLL_INTERVAL:
+            return None
+        self._holds_polled_at = now
+        try:
+            version = self.state.data_version()
+            if version == self._holds_version:
+                return None
+            holds = self.state.active_holds()
+        except sqlite3.Error as exc:  # retried at the next poll
+            log.warning("reading the operator's holds failed (%s); retried", exc)
+            return None
+        self._holds_version = version
+        return holds
+
     def replaced(self) -> bool:
         """True when the file at path is gone or is another file than the one we write."""
         return self._identity is not None and identity(self.path) != self._identity
 
     def rewrite(self, records: list, alerts: list, position: StreamPosition | None, stopping: bool,
-                now: float) -> None:
+                now: float, holds: list | None = None) -> None:
         """Fill a recreated (or swapped-in) store from what the listener holds in memory."""
         if self.state is None:
             raise StoreUnavailable("the store is not open")
         with store_errors():
-            self.state.rewrite(records, alerts, position, stopping, now)
+            self.state.rewrite(records, alerts, position, stopping, now, holds or [])

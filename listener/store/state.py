@@ -14,6 +14,7 @@ from ..rules.models import (
     RESOLVED,
     UPDATE,
     Alert,
+    Hold,
     Notice,
     Outcome,
     PendingAction,
@@ -120,6 +121,15 @@ class StateStore:
     def load_probe_states(self) -> list[ProbeState]:
         return [probe_state_from_row(r) for r in self.conn.execute("SELECT * FROM probes")]
 
+    def active_holds(self) -> list[Hold]:
+        rows = self.conn.execute("SELECT id, namespec, created_at, reason FROM holds WHERE released_at IS NULL "
+                                 "ORDER BY id")
+        return [Hold(*row) for row in rows]
+
+    def data_version(self) -> int:
+        """Changes when another connection (`lookout hold`, `silence`) commits: a cheap poll."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def stopping(self) -> bool:
         return get_meta(self.conn, "stopping") == "1"
 
@@ -161,6 +171,12 @@ class StateStore:
                 c.execute("INSERT INTO remediation_stats(namespec, action, result, count) VALUES (?, ?, ?, 1) "
                           "ON CONFLICT(namespec, action, result) DO UPDATE SET count = count + 1",
                           (namespec, action, result))
+            if outcome.holds_seen:
+                c.executemany("UPDATE holds SET seen_at = ? WHERE id = ? AND seen_at IS NULL",
+                              [(at, hold_id) for hold_id, at in outcome.holds_seen])
+            if outcome.holds_released:
+                c.executemany("UPDATE holds SET released_at = ?, released_by = ? WHERE namespec = ? "
+                              "AND released_at IS NULL", [(at, why, ns) for ns, why, at in outcome.holds_released])
             items: dict[str, object] = dict(meta or {})
             if outcome.flags_changed:
                 items["stopping"] = int(stopping)
@@ -170,10 +186,14 @@ class StateStore:
                 c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, event_at))
 
     def rewrite(self, records: list[ProcessRecord], alerts: list[Alert], position: StreamPosition | None,
-                stopping: bool, now: float) -> None:
+                stopping: bool, now: float, holds: list[Hold] | None = None) -> None:
         """After the file was deleted or replaced: the listener's memory is the truth. Open alerts
-        already in the file (a restored copy) are superseded; ours get new ids."""
+        already in the file (a restored copy) are superseded; ours get new ids. The holds it applies
+        are written back (an operator's hold must not vanish with the file)."""
         with Transaction(self.conn) as c:
+            c.execute("UPDATE holds SET released_at = ?, released_by = 'superseded' WHERE released_at IS NULL", (now,))
+            c.executemany("INSERT INTO holds(namespec, created_at, reason, seen_at) VALUES (?, ?, ?, ?)",
+                          [(h.namespec, h.created_at, h.reason, now) for h in holds or ()])
             c.execute("UPDATE alerts SET resolved_at = updated_at, resolution = 'superseded' WHERE resolved_at IS NULL")
             c.executemany(_UPSERT_RECORD, [_record_values(r) for r in records])
             for alert in alerts:
@@ -208,6 +228,7 @@ class StateStore:
             c.execute("DELETE FROM history WHERE at < ?", (now - self.history.max_age,))
             self._bound_history(c)
             week = now - 7 * 86400
+            c.execute("DELETE FROM holds WHERE released_at IS NOT NULL AND released_at < ?", (week,))
             c.execute("DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (week,))
             c.execute(
                 "DELETE FROM notifications WHERE dispatched_at IS NOT NULL AND created_at < ?",

@@ -1,0 +1,97 @@
+"""`lookout hold NAME` / `lookout release NAME`: the operator's "leave it as it is".
+
+While the crash-loop brake (or a pending restart) holds a program STOPPED, `supervisorctl stop`
+answers "not running" and has no effect: lookout would start it again when its wait is over. A
+hold is the operator's word for "keep it down": lookout starts, stops and restarts nothing of that
+process until `lookout release NAME` or an operator starts it (`supervisorctl start`).
+
+The hold is a row in the store's `holds` table; the listener picks it up within a second and
+marks it seen, and this command waits for that, so that "held" is printed only once it holds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from fnmatch import fnmatchcase
+
+from .listener.config import Config, format_duration
+from .listener.rules.models import display_name
+from .listener.rules.policy import matches
+from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.schema import connect
+
+CONFIRM_WAIT = 5.0  # how long `hold` waits for the listener to apply it
+
+
+def _resolve(conn: sqlite3.Connection, name: str) -> list[str]:
+    """The processes NAME means: 'feed', 'trading:feed', or a pattern such as 'pool:*'."""
+    known = [row[0] for row in conn.execute("SELECT namespec FROM processes WHERE present = 1 ORDER BY namespec")]
+    exact = [ns for ns in known if name in (ns, display_name(ns))]
+    return exact or [ns for ns in known if matches(name, ns) or fnmatchcase(display_name(ns), name)]
+
+
+def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
+    try:
+        with store_errors():
+            conn = connect(config.state_path)
+    except StoreUnavailable as exc:
+        print(f"lookout: cannot open lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        targets = _resolve(conn, name)
+        if not targets:
+            print(f"lookout: no process {name!r} in lookout's store (see `lookout status`)", file=sys.stderr)
+            return 1
+        return _release(conn, targets) if release else _hold(conn, targets, reason)
+    finally:
+        conn.close()
+
+
+def _hold(conn: sqlite3.Connection, targets: list[str], reason: str) -> int:
+    now = time.time()
+    ids = {}
+    with conn:
+        for ns in targets:
+            row = conn.execute("SELECT id, created_at FROM holds WHERE namespec = ? AND released_at IS NULL",
+                               (ns,)).fetchone()
+            if row is not None:
+                print(f"{display_name(ns)}: already held (since {format_duration(now - row[1])} ago)")
+                continue
+            ids[ns] = conn.execute("INSERT INTO holds(namespec, created_at, reason) VALUES (?, ?, ?)",
+                                   (ns, now, reason)).lastrowid
+    if not ids:
+        return 0
+    deadline = time.monotonic() + CONFIRM_WAIT
+    pending = dict(ids)
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+        for ns, hold_id in list(pending.items()):
+            seen = conn.execute("SELECT seen_at FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            if seen is not None and seen[0] is not None:
+                del pending[ns]
+    for ns in ids:
+        shown = display_name(ns)
+        if ns in pending:
+            print(f"{shown}: hold written, but the listener has not applied it yet (is lookout-listener running?); "
+                  "it applies as soon as the listener reads the store", file=sys.stderr)
+        else:
+            print(f"{shown}: held. lookout will not start, stop or restart it until `lookout release {shown}` "
+                  "(or an operator starts it)")
+    return 0 if not pending else 1
+
+
+def _release(conn: sqlite3.Connection, targets: list[str]) -> int:
+    now, released = time.time(), 0
+    with conn:
+        for ns in targets:
+            cur = conn.execute("UPDATE holds SET released_at = ?, released_by = 'lookout release' "
+                               "WHERE namespec = ? AND released_at IS NULL", (now, ns))
+            if cur.rowcount:
+                released += 1
+                print(f"{display_name(ns)}: released; lookout may act on it again (a crash-loop brake that was "
+                      "waiting starts it now)")
+            else:
+                print(f"{display_name(ns)}: was not held")
+    return 0
