@@ -46,8 +46,8 @@ class Recorder:
             def log_message(self, *args: object) -> None:
                 pass
 
-        # A deep accept backlog: 200 probes fire in bursts, and a SYN dropped by a full backlog of 5
-        # (the standard library's default) is retried a second later, which would be our lateness.
+        # A deep accept backlog: runs are spread over the period, but a SYN dropped by a full backlog
+        # of 5 (the standard library's default) is retried a second later, which would be our lateness.
         server_class = type("RecorderServer", (ThreadingHTTPServer,), {"request_queue_size": 1024})
         self.server = server_class(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True

@@ -52,7 +52,10 @@ def run_bounded(argv: list[str], deadline: float, env: dict[str, str] | None = N
         # Not reaped yet (a zombie keeps its pid), so the group id is still this command's.
         _kill_group(proc.pid)
         proc.stdout.close()
-        code = proc.wait()
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - stuck in the kernel (D state) despite SIGKILL
+            code = -9
     return code, bytes(output), not exited
 
 
