@@ -25,6 +25,7 @@ from ..rules.models import (
     EXHAUSTED,
     EXITED,
     FATAL,
+    LEFT_STOPPED,
     QUORUM,
     REMEDIATION_FAILED,
     RESOLVED,
@@ -46,6 +47,7 @@ ALERTNAMES = {
     REMEDIATION_FAILED: "SupervisorRemediationFailed",
     EXHAUSTED: "SupervisorRemediationExhausted",
     BELOW_QUORUM: "SupervisorGroupBelowQuorum",
+    LEFT_STOPPED: "SupervisorRemediationInterrupted",
 }
 FORMAT = "alertmanager"
 

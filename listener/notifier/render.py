@@ -22,6 +22,7 @@ from ..rules.models import (
     EXHAUSTED,
     EXITED,
     FATAL,
+    LEFT_STOPPED,
     PROCESS,
     QUORUM,
     REMEDIATION_FAILED,
@@ -45,6 +46,7 @@ WHAT = {
     REMEDIATION_FAILED: "could not be restarted by lookout",
     EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
     BELOW_QUORUM: "is below quorum",
+    LEFT_STOPPED: "is stopped: lookout's action on it was cut short",
 }
 PROBLEM = {  # for resolved messages: what it was
     CRASHED: "a crash",
@@ -56,6 +58,7 @@ PROBLEM = {  # for resolved messages: what it was
     REMEDIATION_FAILED: "a failed restart by lookout",
     EXHAUSTED: "an exhausted restart budget",
     BELOW_QUORUM: "too few processes running",
+    LEFT_STOPPED: "a program left stopped by an interrupted action of lookout",
 }
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}

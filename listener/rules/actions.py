@@ -78,7 +78,7 @@ class OwnActions:
         out.history.append((now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
         if source.startswith("probe:"):
             self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
-                               notify=False)
+                               notify=False, log=False)
         return action
 
     def _step(self, rec: ProcessRecord, a: PendingAction, step: str, out: Outcome,
@@ -165,12 +165,13 @@ class OwnActions:
         if result == "cancelled":
             out.history.append((now, ns, "action", f"lookout's {a.kind}: {detail}"))
             if a.source.startswith("probe:"):
-                self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind} {detail}", notify=False)
+                self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind} {detail}", notify=False,
+                                   log=False)
             return ""
-        said = self._done(rec, a.kind)
+        said = self._done(rec, a.kind, a.source)
         out.history.append((now, ns, "action", said))
         if a.source.startswith("probe:"):
-            self.alerts.update(fam, ns, now, out, action_taken=said, evidence=a.evidence)
+            self.alerts.update(fam, ns, now, out, action_taken=said, evidence=a.evidence, log=False)
         return ""
 
     def _refund(self, rec: ProcessRecord, a: PendingAction) -> None:
@@ -184,7 +185,9 @@ class OwnActions:
             return f"lookout is restarting it ({ordinal(n)} of {m} allowed in {format_duration(self.settings.within)})"
         return f"lookout is {'stopping' if kind == 'stop' else 'starting'} it"
 
-    def _done(self, rec: ProcessRecord, kind: str) -> str:
+    def _done(self, rec: ProcessRecord, kind: str, source: str = "") -> str:
+        if source == "brake":
+            return f"{'stopped' if kind == 'stop' else 'started again'} by lookout's crash-loop brake"
         if kind == "restart":
             n, m = len(rec.lookout_restarts), self.settings.max_restarts
             return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
@@ -275,7 +278,7 @@ class OwnActions:
         if a.kind == "stop" and not resume_due:  # it was meant to stay stopped: it is
             said = "stopped; lookout's stop was interrupted by a listener restart"
             out.history.append((now, ns, "action", said))
-            self.alerts.update(family_of(a.source), ns, now, out, action_taken=said, notify=False)
+            self.alerts.update(family_of(a.source), ns, now, out, action_taken=said, notify=False, log=False)
             return
         rec.brake_resume_at, rec.braked = None, False
         goal = "start it again after the crash-loop backoff" if resume_due else f"{a.kind} it"

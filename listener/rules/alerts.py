@@ -64,7 +64,7 @@ class AlertBook:
         return alert
 
     def update(self, family: str, namespec: str, now: float, out: Outcome, *, detail: str = "",
-               action_taken: str = "", evidence: str = "", notify: bool = True) -> Alert | None:
+               action_taken: str = "", evidence: str = "", notify: bool = True, log: bool = True) -> Alert | None:
         """New facts about an open alert (what lookout did about it): one UPDATE notice. An alert that
         closed a moment ago takes the facts without a notice: its resolution carries them."""
         alert = self.alerts.get((family, namespec))
@@ -82,7 +82,7 @@ class AlertBook:
         if notify and not self.stopping():
             alert.last_notice_at = now
             out.notices.append(Notice(alert.key, UPDATE, now))
-        if action_taken and action_taken != said_before:
+        if log and action_taken and action_taken != said_before:
             out.history.append((now, namespec, "action", action_taken))
         return alert
 

@@ -46,6 +46,9 @@ class HealthTracker:
         self.states: dict[str, dict[str, ProbeState]] = {}  # namespec -> probe -> state
         for st in states:
             self.states.setdefault(st.namespec, {})[st.probe] = st
+            # Counts from before this listener started are shown, never built upon (fresh judgement).
+            st.consecutive_failures = st.consecutive_successes = 0
+            st.first_failure_at = None
         # Unhealthy by results this listener saw, of the process running now: what may be acted on.
         self.judged: set[tuple[str, str]] = set()
         # A stored unhealthy verdict being confirmed by new results: (consecutive failures, first at).

@@ -2,7 +2,7 @@
 
 - Private: a directory lookout creates is 0700, the database (and SQLite's -wal/-shm, which
   take the database's mode) 0600: alert bodies hold log tails, and supervisord creates the
-  programs' own logs 0600.
+  programs' own logs 0600. Only SQLite opens the file (see prepare); a symlink is refused.
 - Errors classified: a disk that is full, a file locked by another process, an I/O error or a
   removed directory is StoreUnavailable (wait, retry, resume); a file that is not SQLite or
   whose pages are damaged is StoreCorrupt (moved aside at start, a fresh store created).
@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import tempfile
 import time
+from urllib.parse import quote
 
 # SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xff, Python 3.11+)
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -67,24 +68,51 @@ def check_path(path: str) -> None:
         raise StoreUnavailable(f"{path} is a directory; state.path names the database file in it")
 
 
-def prepare(path: str) -> None:
-    """Create the parent directory (0700) and the file (0600); make an existing file private."""
+def uri(path: str, mode: str) -> str:
+    """A `file:` URI for sqlite3.connect(uri=True): '%', '?' and '#' in a path must not change its meaning."""
+    return f"file:{quote(os.path.abspath(path))}?mode={mode}"
+
+
+def prepare(path: str) -> bool:
+    """Before a writer connects: the parent directory (created 0700), and no symlink at the path.
+    Returns True when the store does not exist yet (the caller creates it under a private umask).
+
+    Only SQLite opens the database file: a process that holds SQLite connections and opens and
+    closes the file itself drops every POSIX lock its connections hold (locks belong to the
+    process and the file), and the next connection to close anywhere then deletes the WAL under
+    a live writer (SQLite's "How To Corrupt An SQLite Database File", 2.2). So modes are checked
+    with lstat and fixed by path, never through a descriptor.
+    """
     check_path(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         os.makedirs(parent, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            if name == path:
+                return True
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreUnavailable(f"{name} is a symbolic link; lookout does not follow links for its store: "
+                                   f"point state.path at the real file")
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(name, stat.S_IMODE(st.st_mode) & 0o700)  # by path: no descriptor, no lost locks
+    return False
+
+
+@contextlib.contextmanager
+def private_umask(creating: bool):
+    """While SQLite creates a new store (and its -wal/-shm take the database's mode): 0600."""
+    if not creating:
+        yield
+        return
+    old = os.umask(0o077)
     try:
-        st = os.fstat(fd)
-        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        yield
     finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            st = os.stat(path + suffix)
-            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-                os.chmod(path + suffix, stat.S_IMODE(st.st_mode) & 0o700)
+        os.umask(old)
 
 
 def move_aside(path: str, now: float | None = None) -> str:
@@ -137,7 +165,7 @@ def writable_check(path: str) -> str:
     if not os.access(path, os.R_OK | os.W_OK):
         return "not readable and writable by this user"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=2.0, isolation_level=None)
+        conn = sqlite3.connect(uri(path, "rw"), uri=True, timeout=2.0, isolation_level=None)
         try:
             row = conn.execute("PRAGMA quick_check").fetchone()
             if not row or row[0] != "ok":

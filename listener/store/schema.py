@@ -57,7 +57,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 
-from .files import StoreCorrupt, prepare, store_errors
+from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
 SCHEMA_VERSION = 3
 
@@ -222,25 +222,26 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
     """
     with store_errors():
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=READER_BUSY_TIMEOUT,
+            conn = sqlite3.connect(uri(path, "ro"), uri=True, timeout=READER_BUSY_TIMEOUT,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             return conn
-        prepare(path)
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-        try:
-            if check:
-                row = conn.execute("PRAGMA quick_check").fetchone()
-                if not row or row[0] != "ok":
-                    raise StoreCorrupt(f"not a usable SQLite database (quick_check: {row[0] if row else '?'})")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
-            conn.executescript(SCHEMA)
-            migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
+        creating = prepare(path)
+        with private_umask(creating):
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            try:
+                if check:
+                    row = conn.execute("PRAGMA quick_check").fetchone()
+                    if not row or row[0] != "ok":
+                        raise StoreCorrupt(f"not a usable SQLite database (quick_check: {row[0] if row else '?'})")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints off the hot path
+                conn.executescript(SCHEMA)
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
     conn.row_factory = sqlite3.Row
     return conn
 

@@ -1,0 +1,309 @@
+"""A simulated supervisord and listener for the stateful property test of lookout's guards.
+
+The rules (AlertEngine) and the executor's real step code (RemediationExecutor._do) run against
+a model of supervisord that keeps what really happened (who stopped and started what, when),
+so the test can hold lookout's decisions against the truth. Events, executor steps and their
+answers travel through queues that the state machine drains in any order it likes: late events,
+answers crossing operator commands, a listener killed between a call and its answer. The
+listener's state goes through the real store (SQLite), as it does across a real restart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import xmlrpc.client
+from collections import deque
+from dataclasses import dataclass, field
+
+from lookout.listener.config import Config
+from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from lookout.listener.remediate import RemediationExecutor
+from lookout.listener.rules.engine import AlertEngine
+from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
+from lookout.listener.store.schema import connect
+from lookout.listener.store.state import StateStore
+
+STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,
+               "FATAL": 200}
+
+
+@dataclass
+class SimProc:
+    group: str
+    name: str
+    state: str = "STOPPED"
+    pid: int = 0
+    start: int = 0  # supervisord's whole-second `start`
+    stop: int = 0
+    healthy: bool = True
+    old_pids: list[int] = field(default_factory=list)
+    # The truth, for the checks
+    last_stopper: str = "never"  # operator, lookout, supervisord (reload), never
+    operator_seq: int = -1  # when (in the simulation's order of things) the last operator command changed it
+    operator_serial: int = 0  # the serial of that command's last event: has the listener heard of it?
+    lookout_stop_seq: int = -1  # lookout's own successful stop (a restart's first half)
+    lookout_restarts: list[float] = field(default_factory=list)  # lookout stops of restarts, since operator_at
+
+    @property
+    def namespec(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+class Violation(AssertionError):
+    pass
+
+
+class SimSupervisor:
+    def __init__(self, programs: list[tuple[str, str]]) -> None:
+        self.t = 1000.0
+        self.procs = {f"{g}:{n}": SimProc(g, n) for g, n in programs}
+        self.events: deque[object] = deque()  # to the listener, in supervisord's order
+        self.serial = 0  # of the last event queued
+        self.delivered = 0  # serial of the last event the listener has read
+        self.stopping = False
+        self._pids = itertools.count(100)
+        self._serial = itertools.count(1)
+        self._seq = itertools.count(1)
+        self.restarts_by_lookout: dict[str, int] = {ns: 0 for ns in self.procs}  # stop and start both lookout's
+
+    def next_seq(self) -> int:
+        """The order of things that happen at the same simulated time."""
+        return next(self._seq)
+
+    # ---- transitions (each queues its events) --------------------------------------------
+
+    def _event(self, p: SimProc, state: str, from_state: str, **kw: object) -> None:
+        n = self.serial = next(self._serial)
+        self.events.append(ProcessStateEvent(Delivery("sim", n, "lookout", n, f"PROCESS_STATE_{state}"), state,
+                                             p.group, p.name, from_state, **kw))  # type: ignore[arg-type]
+
+    def supervisor_event(self, state: str) -> None:
+        n = next(self._serial)
+        self.events.append(SupervisorStateEvent(Delivery("sim", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"),
+                                                state))
+
+    def spawn(self, p: SimProc) -> None:
+        if p.pid:
+            p.old_pids = (p.old_pids + [p.pid])[-3:]
+        was = p.state
+        p.pid, p.start, p.state = next(self._pids), int(self.t), "RUNNING"
+        self._event(p, "STARTING", was, tries=0)
+        self._event(p, "RUNNING", "STARTING", pid=p.pid)
+
+    def halt(self, p: SimProc, by: str) -> None:
+        was, pid = p.state, p.pid
+        if was in ("RUNNING", "STARTING"):
+            self._event(p, "STOPPING", was, pid=pid)
+        p.state, p.stop, p.last_stopper = "STOPPED", int(self.t), by
+        self._event(p, "STOPPED", "STOPPING" if was != "BACKOFF" else "BACKOFF", pid=pid)
+
+    def crash(self, p: SimProc) -> None:
+        """An unexpected exit after RUNNING; autorestart respawns it at once."""
+        if p.state != "RUNNING":
+            return
+        p.state, p.stop = "EXITED", int(self.t)
+        self._event(p, "EXITED", "RUNNING", expected=False, pid=p.pid)
+        self.spawn(p)
+
+    # ---- the operator (supervisorctl) ------------------------------------------------------
+
+    def operator_stop(self, ns: str) -> bool:
+        p = self.procs[ns]
+        if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
+            return False  # "ERROR (not running)": no event at all
+        self.halt(p, "operator")
+        p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
+        return True
+
+    def operator_start(self, ns: str) -> bool:
+        p = self.procs[ns]
+        if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+            return False
+        self.spawn(p)
+        p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
+        return True
+
+    # ---- supervisord's XML-RPC, as lookout's executor sees it ------------------------------
+
+    def info(self, ns: str) -> dict:
+        p = self.procs[ns]
+        return {"group": p.group, "name": p.name, "statename": p.state, "state": STATE_CODES[p.state],
+                "start": p.start, "stop": p.stop, "now": int(self.t), "pid": p.pid if p.state in (
+                    "RUNNING", "STARTING", "STOPPING") else 0, "exitstatus": 0, "spawnerr": ""}
+
+    def snapshot(self) -> list[ProcessSnapshot]:
+        return [ProcessSnapshot(p.group, p.name, p.state, p.start, p.stop, int(self.t),
+                                self.info(ns)["pid"], 0, "") for ns, p in self.procs.items()]
+
+
+class FakeClient:
+    """SupervisorClient's call() against the simulation, with supervisord's faults."""
+
+    def __init__(self, sim: SimSupervisor, checker: Checker) -> None:
+        self.sim, self.checker = sim, checker
+        self.action: Action | None = None  # the step being run, for the checks
+
+    def patient(self, timeout: float) -> FakeClient:
+        return self
+
+    def call(self, method: str, *args: object) -> object:
+        sim = self.sim
+        ns = str(args[0])
+        if ns not in sim.procs:
+            raise xmlrpc.client.Fault(10, "BAD_NAME")
+        if sim.stopping and method != "supervisor.getProcessInfo":
+            raise xmlrpc.client.Fault(6, "SHUTDOWN_STATE")
+        p = sim.procs[ns]
+        if method == "supervisor.getProcessInfo":
+            return sim.info(ns)
+        assert self.action is not None
+        if method == "supervisor.stopProcess":
+            if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
+                raise xmlrpc.client.Fault(70, "NOT_RUNNING")
+            self.checker.lookout_stops(p, self.action)
+            sim.halt(p, "lookout")
+            return True
+        if method == "supervisor.startProcess":
+            if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+                raise xmlrpc.client.Fault(60, "ALREADY_STARTED")
+            self.checker.lookout_starts(p, self.action)
+            sim.spawn(p)
+            return True
+        raise AssertionError(method)
+
+
+class Checker:
+    """The rules R1-R6, held against the simulation's truth at the moment lookout acts."""
+
+    def __init__(self, sim: SimSupervisor, config: Config) -> None:
+        self.sim, self.config = sim, config
+        self.engine: AlertEngine | None = None
+        self.decided: dict[str, int] = {}  # action id -> when it was decided (sequence)
+
+    def lookout_stops(self, p: SimProc, action: Action) -> None:
+        """A probe's restart stops only the process it judged (its pid, checked by the call); the brake
+        stops whichever run a crash loop has respawned, so it can only honour operator commands it has
+        heard of (their events delivered): a start that lands between its decision and its call, a
+        few milliseconds in reality, is the one race it cannot see."""
+        decided = self.decided.get(action.id, -1)
+        heard = action.source != "brake" or p.operator_serial <= self.sim.delivered
+        if action.source in ("probe:http", "brake") and decided < p.operator_seq and heard:
+            raise Violation(f"R1: lookout stopped {p.namespec} on a decision ({decided}) older than the operator's "
+                            f"last command ({p.operator_seq})")
+        if action.kind == "restart":
+            r = self.config.remediation
+            p.lookout_restarts = [t for t in p.lookout_restarts if t > self.sim.t - r.within] + [self.sim.t]
+            if len(p.lookout_restarts) > r.max_restarts:
+                raise Violation(f"R4: {len(p.lookout_restarts)} restarts of {p.namespec} within {r.within}s")
+        p.lookout_stop_seq = self.sim.next_seq()
+
+    def lookout_starts(self, p: SimProc, action: Action) -> None:
+        if p.last_stopper != "lookout" or p.operator_seq >= p.lookout_stop_seq:
+            raise Violation(f"R1: lookout started {p.namespec}, last stopped by {p.last_stopper} "
+                            f"(operator at {p.operator_seq}, lookout's stop at {p.lookout_stop_seq})")
+        if action.kind == "restart":
+            self.sim.restarts_by_lookout[p.namespec] += 1
+
+
+class ListenerModel:
+    """One incarnation of the listener: the engine, fed like app.Listener feeds it, committing every
+    outcome to the real store before the executor hears of it."""
+
+    def __init__(self, sim: SimSupervisor, config: Config, path: str, checker: Checker,
+                 own_namespec: str) -> None:
+        self.sim, self.config, self.checker = sim, config, checker
+        self.conn = connect(path)
+        self.store = StateStore(self.conn, config.history)
+        s = self.store
+        self.engine = AlertEngine(config.alerts, s.load_records(), s.load_open_alerts(), stopping=s.stopping(),
+                                  own_namespec=own_namespec, probes=config.probes, remediation=config.remediation,
+                                  probe_states=s.load_probe_states())
+        checker.engine = self.engine
+        self.client = FakeClient(sim, checker)
+        self.executor = RemediationExecutor(self.client, config.remediation, -1)  # type: ignore[arg-type]
+        self.steps: list[Action] = []  # handed to the executor, not run yet
+        self.answers: deque[ActionResult] = deque()  # run, not yet read by the loop
+        self.reconcile_due = True  # the listener reconciles when it starts
+        self.fresh: dict[tuple[str, int], int] = {}  # (namespec, pid) -> consecutive failures seen by THIS one
+        self.history: list[tuple[float, str, str, str]] = []
+        self.begun: set[str] = set()  # ids of actions whose first step was checked
+        self.apply(self.engine.on_holds(s.active_holds(), sim.t))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def apply(self, out: Outcome) -> None:
+        was_stopping = self.engine.stopping
+        self.store.commit(out, stopping=self.engine.stopping)
+        self.history.extend(out.history)
+        for action in out.actions:
+            self._check_step(action, was_stopping)
+            self.steps.append(action)
+        if out.reconcile:
+            self.reconcile_due = True
+
+    def _check_step(self, action: Action, was_stopping: bool) -> None:
+        e, ns = self.engine, action.namespec
+        if e.policies.protected(ns):
+            raise Violation(f"R4: lookout acts on protected {ns}")
+        if action.source != "hold" and e.held(ns):
+            raise Violation(f"R5: lookout's {action.step} of {ns} while an operator holds it")
+        pending = e.records[ns].action
+        if action.id in self.begun or pending is None or pending.id != action.id:
+            return
+        self.begun.add(action.id)  # a new action: was it decided as the rules say?
+        self.checker.decided[action.id] = self.sim.next_seq()
+        if was_stopping:
+            raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")
+        if action.source.startswith("probe:"):
+            spec = e.policies.probe(ns, action.source[6:])
+            seen = self.fresh.get((ns, pending.pid), 0)
+            if spec is None or seen < spec.failure_threshold or pending.pid != e.records[ns].pid:
+                raise Violation(f"R2: lookout acts on {ns} (pid {pending.pid}) after {seen} fresh failure(s) of it")
+
+    # ---- inputs ---------------------------------------------------------------------------
+
+    def deliver_event(self) -> bool:
+        if not self.sim.events:
+            return False
+        event = self.sim.events.popleft()
+        self.sim.delivered = event.delivery.serial  # type: ignore[attr-defined]
+        self.apply(self.engine.on_event(event, self.sim.t))
+        return True
+
+    def probe_result(self, ns: str, pid: int, ok: bool, started_at: float) -> None:
+        from lookout.listener.rules.models import ProbeResult
+
+        p = self.sim.procs[ns]
+        spec = self.engine.policies.probe(ns, "http")
+        counts = spec is not None and pid == p.pid and started_at >= p.start + spec.initial_delay
+        if counts:
+            self.fresh[(ns, pid)] = 0 if ok else self.fresh.get((ns, pid), 0) + 1
+        result = ProbeResult(ns, "http", ok, "HTTP 200" if ok else "HTTP 503", started_at, 0.01, pid=pid)
+        self.apply(self.engine.on_probe_result(result, self.sim.t))
+
+    def run_step(self, index: int) -> bool:
+        if not self.steps:
+            return False
+        action = self.steps.pop(index % len(self.steps))
+        self.client.action = action
+        self.answers.append(self.executor._do(action, None))
+        return True
+
+    def deliver_answer(self) -> bool:
+        if not self.answers:
+            return False
+        self.apply(self.engine.on_action_result(self.answers.popleft(), self.sim.t))
+        return True
+
+    def reconcile(self) -> None:
+        if self.sim.stopping:
+            return  # Fault 6: deferred
+        self.reconcile_due = False
+        self.apply(self.engine.on_snapshot(self.sim.snapshot(), self.sim.t, self.sim.t))
+
+    def tick(self) -> None:
+        self.apply(self.engine.on_time(self.sim.t))
+
+    def poll_holds(self) -> None:
+        self.apply(self.engine.on_holds(self.store.active_holds(), self.sim.t))

@@ -1,0 +1,317 @@
+"""Issue 13: lookout's guards as properties over every interleaving (hypothesis, stateful).
+
+The pure rules and the executor's real step code run against a simulated supervisord (simsup):
+crashes, hangs and heals, operator stop / start / restart (also in the middle of lookout's
+actions), probe results (also late ones about a previous pid), lookout's steps and their answers
+in any order, the listener killed between a call and its answer (state restored through the real
+store), reloads, holds and the passing of time. After every step the rules are checked:
+
+R1 the operator wins: lookout starts only what its own call stopped, with no operator command
+   since; it never stops on a decision older than an operator's command; no message claims a
+   restart that did not happen.
+R2 fresh judgement: a probe's action rests on failures of the current process, past its
+   initial_delay, that this listener incarnation saw itself.
+R3 nothing left half-done: once things settle, a program lookout stopped is running again, or an
+   open alert says why it is not, or an operator holds it.
+R4 budget and quiet times: at most max_restarts in `within`; nothing begins while supervisord
+   stops or reloads; never on protected programs.
+R5 the operator can say no: no step of lookout's on a held process.
+R6 deliberate is not down: the quorum alert is open exactly when the group is short of what is
+   not stopped on purpose, and names every member that is down.
+
+`make test` runs a short profile (well under a minute); LOOKOUT_PROPERTY_EXAMPLES=2000 a long one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from lookout.listener.config import parse_config
+from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
+
+from .simsup import Checker, ListenerModel, SimSupervisor, Violation
+
+EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "60"))
+PROGRAMS = [("web", "web"), ("api", "api"), ("feed", "feed"), ("pool", "pool_0"), ("pool", "pool_1"),
+            ("pool", "pool_2"), ("lookout", "lookout")]
+NAMES = [f"{g}:{n}" for g, n in PROGRAMS]
+OWN = "lookout:lookout"
+CONFIG = parse_config({
+    "probes": [
+        {"match": "web", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+         "failure_threshold": 2, "action": "restart", "evidence": ["true"]},
+        {"match": "api", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+         "failure_threshold": 2, "action": "restart"},
+        {"match": "pool:*", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+         "failure_threshold": 2, "action": "restart"},
+        {"match": "lookout", "http": {"url": "http://127.0.0.1:1/h"}, "period": "1s", "failure_threshold": 1,
+         "action": "restart"},
+    ],
+    "remediation": {"max_restarts": 3, "within": "1h", "backoff": "10s", "backoff_max": "40s"},
+    "alerts": {
+        "programs": [{"match": "feed", "crash_loop": {"restarts": 3, "within": "1m", "action": "backoff",
+                                                       "backoff": "10s", "backoff_max": "40s",
+                                                       "reset_after": "2m"}}],
+        "groups": [{"match": "pool", "min_running": 3, "for": "10s"}],
+    },
+})
+
+STATS: dict[str, int] = {}  # LOOKOUT_PROPERTY_STATS=1: what the runs exercised, printed at the end
+names = st.sampled_from(NAMES)
+probed = st.sampled_from([ns for ns in NAMES if ns != "feed:feed"])
+
+
+class Guards(RuleBasedStateMachine):
+    @initialize(unhealthy=st.sets(probed))
+    def boot(self, unhealthy: set[str]) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="lookout-guards-")
+        self.path = os.path.join(self.dir.name, "lookout.db")
+        self.sim = SimSupervisor(PROGRAMS)
+        for p in self.sim.procs.values():
+            self.sim.spawn(p)
+            p.healthy = p.namespec not in unhealthy
+        self.sim.t += 6  # past initial_delay: the probes judge from the first step
+        self.checker = Checker(self.sim, CONFIG)
+        self.listener = ListenerModel(self.sim, CONFIG, self.path, self.checker, OWN)
+        self.history: list[tuple[float, str, str, str]] = []
+
+    def teardown(self) -> None:
+        if hasattr(self, "listener"):
+            if os.environ.get("LOOKOUT_PROPERTY_STATS"):
+                for _, _ns, kind, text in self.history + self.listener.history:
+                    if kind in ("action", "hold", "alert"):
+                        what = text.split(":")[0].split(",")[0][:70]
+                        STATS[what] = STATS.get(what, 0) + 1
+            self.listener.close()
+            self.dir.cleanup()
+
+    # ---- time, events, lookout's steps -----------------------------------------------------
+
+    @rule(dt=st.sampled_from([0.3, 1.0, 3.0, 6.0, 12.0, 45.0]))
+    def time_passes(self, dt: float) -> None:
+        self.sim.t += dt
+        self.listener.tick()
+
+    @rule(n=st.integers(1, 6))
+    def events_arrive(self, n: int) -> None:
+        for _ in range(n):
+            self.listener.deliver_event()
+
+    @rule(i=st.integers(0, 3))
+    def executor_runs_a_step(self, i: int) -> None:
+        self.listener.run_step(i)
+
+    @rule()
+    def an_answer_arrives(self) -> None:
+        self.listener.deliver_answer()
+
+    @rule(n=st.integers(1, 8))
+    def the_loop_turns(self, n: int) -> None:
+        """What the listener usually does next: events, the executor's steps and their answers."""
+        for _ in range(n):
+            self.listener.deliver_event() or self.listener.run_step(0) or self.listener.deliver_answer()
+
+    @rule()
+    def reconcile(self) -> None:
+        self.listener.reconcile()
+
+    # ---- the programs ------------------------------------------------------------------------
+
+    @rule(ns=probed, ok=st.booleans(), late=st.booleans())
+    def probe_result(self, ns: str, ok: bool, late: bool) -> None:
+        p = self.sim.procs[ns]
+        if late and p.old_pids:
+            self.listener.probe_result(ns, p.old_pids[-1], False, self.sim.t - 0.5)  # about a previous process
+        elif p.state == "RUNNING":
+            self.listener.probe_result(ns, p.pid, p.healthy and ok, self.sim.t - 0.01)  # flaky at times
+
+    @rule(flaky=st.sets(probed))
+    def a_probe_period(self, flaky: set[str]) -> None:
+        """Every probe runs once: the truth, except that flaky ones fail once."""
+        self.sim.t += 1.0
+        for ns in NAMES:
+            p = self.sim.procs[ns]
+            if p.state == "RUNNING" and ns != "feed:feed":
+                self.listener.probe_result(ns, p.pid, p.healthy and ns not in flaky, self.sim.t - 0.01)
+
+    @rule(ns=probed, healthy=st.booleans())
+    def hangs_or_heals(self, ns: str, healthy: bool) -> None:
+        self.sim.procs[ns].healthy = healthy
+
+    @rule(ns=names)
+    def crashes(self, ns: str) -> None:
+        self.sim.crash(self.sim.procs[ns])
+
+    @rule(ns=names)
+    def crash_loops(self, ns: str) -> None:
+        for _ in range(3):
+            self.sim.t += 0.5
+            self.sim.crash(self.sim.procs[ns])
+
+    # ---- the operator ------------------------------------------------------------------------
+
+    def _acting_on(self) -> list[str]:
+        return sorted(ns for ns, rec in self.listener.engine.records.items() if rec.action is not None
+                      or rec.brake_resume_at is not None)
+
+    @precondition(lambda self: self._acting_on())
+    @rule(i=st.integers(0, 5), how=st.sampled_from(["stop", "start", "restart", "hold", "kill"]))
+    def operator_acts_while_lookout_does(self, i: int, how: str) -> None:
+        """The interesting moment: an operator (or a kill -9 of the listener) in the middle of lookout's action."""
+        acting = self._acting_on()
+        ns = acting[i % len(acting)]
+        if how in ("stop", "restart"):
+            self.sim.operator_stop(ns)
+        if how in ("start", "restart"):
+            self.sim.operator_start(ns)
+        if how == "hold":
+            self.operator_holds_or_releases(ns, False)
+        if how == "kill":
+            self.listener_killed([True])
+
+    @rule(ns=names)
+    def operator_stops(self, ns: str) -> None:
+        self.sim.operator_stop(ns)
+
+    @rule(ns=names)
+    def operator_starts(self, ns: str) -> None:
+        self.sim.operator_start(ns)
+
+    @rule(ns=names)
+    def operator_restarts(self, ns: str) -> None:
+        self.sim.operator_stop(ns)
+        self.sim.operator_start(ns)
+
+    @rule(ns=names, release=st.booleans())
+    def operator_holds_or_releases(self, ns: str, release: bool) -> None:
+        conn = sqlite3.connect(self.path, timeout=5)  # another process: the `lookout` command
+        with conn:
+            if release:
+                conn.execute("UPDATE holds SET released_at = ? WHERE namespec = ? AND released_at IS NULL",
+                             (self.sim.t, ns))
+            elif not conn.execute("SELECT 1 FROM holds WHERE namespec = ? AND released_at IS NULL", (ns,)).fetchone():
+                conn.execute("INSERT INTO holds(namespec, created_at) VALUES (?, ?)", (ns, self.sim.t))
+        conn.close()
+
+    @rule()
+    def listener_reads_holds(self) -> None:
+        self.listener.poll_holds()
+
+    # ---- the listener and supervisord themselves ---------------------------------------------
+
+    @rule(ran=st.lists(st.booleans(), max_size=4))
+    def listener_killed(self, ran: list[bool]) -> None:
+        """kill -9 (or a crash) of the listener: steps in flight may or may not have made their call;
+        their answers are lost; supervisord keeps the undelivered events for the next listener."""
+        old = self.listener
+        for did_run in ran:
+            if old.steps and did_run:
+                old.run_step(0)
+        self._new_listener()
+
+    @precondition(lambda self: not self.sim.stopping)
+    @rule()
+    def reload_begins(self) -> None:
+        self.sim.stopping = True
+        self.sim.supervisor_event("STOPPING")
+
+    @precondition(lambda self: self.sim.stopping)
+    @rule()
+    def reload_ends(self) -> None:
+        """supervisord stopped everything (the listener too: events of that window are lost) and
+        starts everything again with new pids."""
+        sim = self.sim
+        sim.events.clear()
+        for p in sim.procs.values():
+            if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+                sim.halt(p, "supervisord")
+            p.operator_seq, p.lookout_restarts = sim.next_seq(), []
+        sim.events.clear()
+        sim.stopping = False
+        sim.supervisor_event("RUNNING")
+        for p in sim.procs.values():
+            sim.spawn(p)
+            p.operator_serial = sim.serial
+        self._new_listener()
+
+    def _new_listener(self) -> None:
+        self.history.extend(self.listener.history)
+        self.listener.close()
+        self.listener = ListenerModel(self.sim, CONFIG, self.path, self.checker, OWN)
+
+    # ---- settling, and what must hold then ---------------------------------------------------
+
+    @rule()
+    def things_settle(self) -> None:
+        """Everything in flight arrives, time passes beyond every wait: R3 and R6 hold then."""
+        if self.sim.stopping:
+            self.reload_ends()
+        for _ in range(3):
+            self._drain()
+            self.sim.t += 60
+            self.listener.tick()
+        self._drain()
+        engine = self.listener.engine
+        for ns, p in self.sim.procs.items():
+            if p.state == "STOPPED" and p.last_stopper == "lookout" and ns != OWN:
+                open_alerts = engine.book.of(ns)
+                rec = engine.records[ns]
+                if not open_alerts and not engine.held(ns) and rec.brake_resume_at is None:
+                    raise Violation(f"R3: {ns} is left STOPPED by lookout with no alert, no hold, no pending start")
+        self._check_quorum()
+
+    def _drain(self) -> None:
+        for _ in range(500):
+            moved = self.listener.deliver_event() or self.listener.run_step(0) or self.listener.deliver_answer()
+            if self.listener.reconcile_due and not moved:
+                self.listener.reconcile()
+                moved = True
+            if not moved:
+                self.listener.poll_holds()
+                return
+        raise AssertionError("the simulation does not settle")
+
+    def _check_quorum(self) -> None:
+        engine, procs = self.listener.engine, [p for p in self.sim.procs.values() if p.group == "pool"]
+        unknown = [p for p in procs if (engine.book.get("remediation", p.namespec) or None) is not None
+                   and engine.book.get("remediation", p.namespec).kind == LEFT_STOPPED]
+        running = sum(p.state == "RUNNING" for p in procs)
+        deliberate = sum(p.state == "STOPPED" and p.last_stopper in ("operator", "never") for p in procs)
+        short = running < min(3, len(procs) - deliberate)
+        alert = engine.book.get(QUORUM, "pool")
+        if not unknown and short != (alert is not None):
+            raise Violation(f"R6: pool short={short} (running {running}, deliberate {deliberate}) but alert={alert}")
+        if alert is not None:
+            assert alert.kind == BELOW_QUORUM
+            down = [p.name for p in procs if p.state != "RUNNING" and not (
+                p.state == "STOPPED" and p.last_stopper in ("operator", "never"))]
+            missing = [name for name in down if name not in alert.detail]
+            if missing and not unknown:
+                raise Violation(f"R6: the quorum alert does not name {missing}: {alert.detail}")
+
+    @invariant()
+    def no_claim_of_what_did_not_happen(self) -> None:
+        if not hasattr(self, "listener"):
+            return
+        for ns in NAMES:
+            said = sum(1 for _, who, kind, text in self.history + self.listener.history
+                       if who == ns and text.startswith("restarted by lookout"))
+            if said > self.sim.restarts_by_lookout[ns]:
+                raise Violation(f"R1: the history says lookout restarted {ns} {said} time(s); it did "
+                                f"{self.sim.restarts_by_lookout[ns]}")
+
+
+Guards.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=60, deadline=None,
+                                    suppress_health_check=list(HealthCheck))
+TestGuards = Guards.TestCase
+
+
+def teardown_module() -> None:
+    for what, n in sorted(STATS.items(), key=lambda kv: -kv[1]):
+        print(f"{n:6}  {what}")
