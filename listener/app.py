@@ -380,6 +380,8 @@ class Listener:
         for rec in outcome.records.values():
             self._track(rec)
             self.health.sync(rec, engine.policies)
+        if outcome.cancelled:
+            self.health.cancel(outcome.cancelled)
         for action in outcome.actions:
             self.health.act(action, engine)
         if outcome.reconcile:

@@ -55,6 +55,10 @@ class HealthRunner:
         fill = (lambda text: target.fill(text, spec)) if target is not None and spec is not None else None
         self.executor.submit(action, fill)
 
+    def cancel(self, action_ids: list[str]) -> None:
+        """The rules called these actions off: their calls not yet made are skipped."""
+        self.executor.cancel(action_ids)
+
     def results(self, engine: AlertEngine) -> Outcome:
         """Probe results and action results since the last call, as one outcome; probe counts
         alone (nothing turned healthy or unhealthy) ride along at most once a second."""

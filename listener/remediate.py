@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import queue
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -58,6 +59,8 @@ class RemediationExecutor:
         self.client = client.patient(WAIT_TIMEOUT)
         self.settings, self.wakeup_fd = settings, wakeup_fd
         self.results: queue.Queue[ActionResult] = queue.Queue()
+        self._cancelled: set[str] = set()  # action ids called off by the rules: their calls not yet made are skipped
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-remediate")
 
     def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
@@ -65,6 +68,14 @@ class RemediationExecutor:
             log.warning("lookout %s %s (%s %s): %s", "stops" if action.step == STOP else "starts", action.namespec,
                         "to restart it," if action.kind == "restart" else "", action.source, action.reason)
         self._pool.submit(self._run, action, fill)
+
+    def cancel(self, ids: list[str]) -> None:
+        with self._lock:
+            self._cancelled.update(ids)
+
+    def _called_off(self, action: Action) -> bool:
+        with self._lock:
+            return action.id in self._cancelled
 
     def drain(self) -> list[ActionResult]:
         items = []
@@ -80,6 +91,8 @@ class RemediationExecutor:
         except Exception as exc:  # one step fails alone; the rules hear of it
             log.exception("lookout's %s of %s failed", action.step, action.namespec)
             result = ActionResult(action.id, action.namespec, action.step, FAILED, f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._cancelled.discard(action.id)
         self.results.put(result)
         with contextlib.suppress(OSError):
             os.write(self.wakeup_fd, b"r")
@@ -94,6 +107,8 @@ class RemediationExecutor:
 
     def _stop(self, action: Action) -> ActionResult:
         ns = action.namespec
+        if self._called_off(action):
+            return self._result(action, MOVED_ON, "called off before its call")
         before = self._info(ns)
         if isinstance(before, str):
             return self._result(action, FAILED, before)
@@ -112,10 +127,12 @@ class RemediationExecutor:
         # the look before and the call): a later start by lookout goes ahead only while it is still so.
         after = self._info(ns)
         mark = after.start if not isinstance(after, str) and after.state == "STOPPED" else before.start
-        return ActionResult(action.id, ns, STOP, DONE, mark=float(mark))
+        return ActionResult(action.id, ns, STOP, DONE, pid=before.pid, mark=float(mark))
 
     def _start(self, action: Action) -> ActionResult:
         ns = action.namespec
+        if self._called_off(action):
+            return self._result(action, MOVED_ON, "called off before its call")
         before = self._info(ns)
         if isinstance(before, str):
             return self._result(action, FAILED, before)

@@ -236,6 +236,7 @@ class ListenerModel:
         was_stopping = self.engine.stopping
         self.store.commit(out, stopping=self.engine.stopping)
         self.history.extend(out.history)
+        self.executor.cancel(out.cancelled)
         for action in out.actions:
             self._check_step(action, was_stopping)
             self.steps.append(action)

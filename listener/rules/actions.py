@@ -111,19 +111,24 @@ class OwnActions:
 
     def _stop_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                        out: Outcome) -> str:
+        seen_stop, deferred = a.seen.startswith("STOPPED"), ""
         if result.outcome == DONE:
             a.stopped, rec.own_stop_mark, rec.stopped_by = True, result.mark, LOOKOUT
-            if a.seen != "STOPPED":
-                rec.own_event_due = "STOPPED"  # its event is still on the way
+            if seen_stop and _same_pid(a.seen, result.pid):
+                pass  # the STOPPED seen while the call was in flight was this call's
+            else:  # its event is still on the way; one seen meanwhile was someone else's (another run)
+                rec.own_event_due = f"STOPPED {result.pid} {a.since}"
+                deferred = OPERATOR_STOPPED if seen_stop else ""
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
             if a.kind == "restart" and not a.cancelled and not self.held(rec.namespec):
                 self._step(rec, a, START, out)
-                return ""
+                return deferred
             if a.kind == "restart":  # called off after its stop: it stays stopped, and the alert says so
                 why = a.cancelled or "held by an operator (`lookout hold`)"
-                return self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
-            return self._end(rec, a, "success", "", now, out)
-        seen_stop = a.seen == "STOPPED"
+                self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
+                return deferred
+            self._end(rec, a, "success", "", now, out)
+            return deferred
         if result.outcome == "failed":  # an event seen meanwhile stays unattributed: nobody is sure
             self._end(rec, a, "failure", f"its stop failed: {result.detail}", now, out)
             return ""
@@ -136,7 +141,7 @@ class OwnActions:
         seen_start = a.seen == "STARTING"
         if result.outcome == DONE:
             if not seen_start:
-                rec.own_event_due = "STARTING"
+                rec.own_event_due = f"STARTING 0 {a.since}"
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
             if self.held(rec.namespec) or a.cancelled:  # a hold (or an operator's stop) crossed this start
@@ -197,18 +202,23 @@ class OwnActions:
 
     # ---- events: whose were they? ---------------------------------------------------------
 
-    def stopped(self, rec: ProcessRecord, now: float, out: Outcome) -> str:
+    def stopped(self, rec: ProcessRecord, pid: int, now: float, out: Outcome) -> str:
         """A STOPPED event (not during supervisord's own stop or reload): LOOKOUT, OPERATOR,
         PENDING (lookout's stop call is in flight: its answer tells) or UNKNOWN."""
-        if rec.own_event_due == "STOPPED":
+        if rec.own_event_due.startswith("STOPPED") and _same_pid(rec.own_event_due, pid):
+            since = float(rec.own_event_due.split()[2])
             rec.own_event_due = ""
+            if rec.operator_at > since and rec.action is None and not self.held(rec.namespec):
+                # The brake stops whichever run there is: its stop landed just after an operator's start,
+                # against what the operator did. lookout's own call stopped it, so lookout starts it again.
+                rec.braked, rec.brake_resume_at = False, None
+                self.begin(rec, "start", "undo", "lookout's stop crossed an operator's start", (), now, out)
             return LOOKOUT
         a = rec.action
-        if a is not None and a.step == STOP and a.interrupted:
-            self._left_stopped(rec, a, now, out)
-            return UNKNOWN
-        if a is not None and a.step == STOP:
-            a.seen = "STOPPED"
+        if a is not None and a.interrupted:
+            return UNKNOWN  # whose, nobody can say: supervisord's view (the next reconcile) settles it
+        if a is not None and a.step == STOP and not a.seen:
+            a.seen = f"STOPPED {pid}"
             return PENDING
         if a is not None:
             self.cancel(rec, "an operator stopped it", now, out)
@@ -219,14 +229,13 @@ class OwnActions:
         left = self.alerts.get(REMEDIATION, rec.namespec)
         if left is not None and left.kind == LEFT_STOPPED:
             self.alerts.close(REMEDIATION, rec.namespec, now, out, "started again", notify=True)
-        if rec.own_event_due == "STARTING":
+        if rec.own_event_due.startswith("STARTING"):
             rec.own_event_due = ""
             return LOOKOUT
         a = rec.action
         if a is not None and a.interrupted:
-            self._settle(rec, a, "it was started again while the listener restarted", now, out)
-            return UNKNOWN
-        if a is not None and a.step == START:
+            return UNKNOWN  # settled by the next reconcile
+        if a is not None and a.step == START and not a.seen:
             a.seen = "STARTING"
             return PENDING
         if a is not None:
@@ -234,11 +243,13 @@ class OwnActions:
         return OPERATOR
 
     def cancel(self, rec: ProcessRecord, why: str, now: float, out: Outcome) -> None:
-        """Call off the action: no further step; the one in flight still answers (and is attributed)."""
+        """Call off the action: no further step, and the executor skips the call of the step in
+        flight if it has not made it yet; if it has, its answer still comes (and is attributed)."""
         a = rec.action
         if a is not None and not a.cancelled:
             a.cancelled = why
             out.records[rec.namespec] = rec
+            out.cancelled.append(a.id)
             out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} called off: {why}"))
 
     # ---- a listener that died in the middle of an action ------------------------------------
@@ -292,6 +303,13 @@ class OwnActions:
 
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
+
+
+def _same_pid(marker: str, pid: int) -> bool:
+    """'STOPPED <pid> ...' against an event's or a call's pid; 0 (a process in BACKOFF has none) matches."""
+    parts = marker.split()
+    mine = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return not mine or not pid or mine == pid
 
 
 def _first(result: ActionResult) -> str:

@@ -309,7 +309,7 @@ class AlertEngine(SnapshotRules):
             if self.stopping:
                 pass  # shutdown or reload: supervisord moves processes around on purpose
             else:
-                who = self.actions.stopped(rec, now, out)
+                who = self.actions.stopped(rec, ev.pid or 0, now, out)
                 if who == OPERATOR:  # the problem is theirs now
                     self._operator_stopped(rec, now, out)
                 elif who == LOOKOUT:
@@ -323,13 +323,14 @@ class AlertEngine(SnapshotRules):
 
     def _operator_stopped(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         """An operator's stop: their alerts close quietly-ish ("stopped"), lookout lets go of it."""
-        rec.stopped_by = OPERATOR
+        rec.stopped_by, rec.operator_at = OPERATOR, now
         self.book.close_all(rec.namespec, now, out, "stopped", notify=True)
         self._reset_failures(rec)
         self._operator_took_over(rec, out)
 
     def _operator_started(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         """An operator's start (or supervisord's at boot): lookout lets go of it, a hold ends."""
+        rec.operator_at = now
         self._operator_took_over(rec, out)
         rec.failures, rec.crash_looping = [], False
         if self.holds.pop(rec.namespec, None) is not None:

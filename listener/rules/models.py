@@ -76,7 +76,8 @@ class ProcessRecord:
     remediation_next_at: float | None = None  # backoff: no lookout restart before this
     remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "probe:<name>"
     action: PendingAction | None = None  # lookout's action on it, while one of its steps is in flight
-    own_event_due: str = ""  # "STOPPED"/"STARTING": lookout's call did it, its event has not come yet
+    own_event_due: str = ""  # "STOPPED <pid> <decided at>"/"STARTING ...": lookout's call did it, its event is due
+    operator_at: float = 0.0  # when an operator's stop or start (an event lookout did not cause) last came
     own_stop_mark: float = 0.0  # supervisord's `start` of the run lookout stopped: a later start by lookout
     # goes ahead only while nobody has started it since
     stopped_by: str = ""  # who stopped it last: "operator" (deliberate), "lookout", "" (not known / not stopped)
@@ -219,7 +220,7 @@ class PendingAction:
     step: str  # the step in flight: evidence, stop, start
     since: float
     stopped: bool = False  # its own stop call stopped the process (the call's answer, not an event)
-    seen: str = ""  # "STOPPED"/"STARTING" seen while the step was in flight: whose it was comes with the result
+    seen: str = ""  # "STOPPED <pid>"/"STARTING" seen while the step was in flight: whose, the answer tells
     cancelled: str = ""  # why it was called off (an operator acted, a hold); its step's result still comes
     interrupted: bool = False  # loaded from the store: its step's result went with the previous listener
     evidence: str = ""  # what the evidence command printed
@@ -248,7 +249,7 @@ class ActionResult:
     outcome: str  # done, not_running, moved_on, already_started, failed
     detail: str = ""  # what failed or what was found instead: "SPAWN_ERROR", "it is STOPPED"
     evidence: str = ""
-    pid: int = 0  # start: the new process
+    pid: int = 0  # stop: the process it stopped (0 in BACKOFF); start: the new process
     mark: float = 0.0  # stop: supervisord's `start` of the run it stopped
 
 
@@ -277,6 +278,7 @@ class Outcome:
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False
+    cancelled: list[str] = field(default_factory=list)  # action ids: the executor skips their calls not yet made
     holds_seen: list[tuple[int, float]] = field(default_factory=list)  # (hold id, at): the listener applies it
     holds_released: list[tuple[str, str, float]] = field(default_factory=list)  # (namespec, why, at)
 
@@ -297,6 +299,7 @@ class Outcome:
         self.start_lookups.extend(other.start_lookups)
         self.reconcile = self.reconcile or other.reconcile
         self.flags_changed = self.flags_changed or other.flags_changed
+        self.cancelled.extend(other.cancelled)
         self.holds_seen.extend(other.holds_seen)
         self.holds_released.extend(other.holds_released)
         return self

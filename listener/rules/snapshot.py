@@ -47,7 +47,7 @@ class SnapshotRules:
             self._stable_checks.discard(ns)
             interrupted = rec.action is not None and rec.action.interrupted
             if rec.event_at > taken_at:
-                if interrupted:  # settled by that event, or by a fresher answer
+                if interrupted:  # a fresher answer settles it
                     out.reconcile = out.reconcile or f"settle lookout's interrupted action on {ns}"
                 continue  # an event told us something newer than this snapshot
             if interrupted:

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS processes (
     remediation_wanted TEXT NOT NULL DEFAULT '',
     action TEXT NOT NULL DEFAULT '',
     own_event_due TEXT NOT NULL DEFAULT '',
+    operator_at REAL NOT NULL DEFAULT 0,
     own_stop_mark REAL NOT NULL DEFAULT 0,
     stopped_by TEXT NOT NULL DEFAULT '',
     braked INTEGER NOT NULL DEFAULT 0,
