@@ -60,6 +60,7 @@ class SimSupervisor:
         self.events: deque[object] = deque()  # to the listener, in supervisord's order
         self.serial = 0  # of the last event queued
         self.delivered = 0  # serial of the last event the listener has read
+        self.started_at: dict[int, float] = {}  # pid -> when it was spawned
         self.stopping = False
         self._pids = itertools.count(100)
         self._serial = itertools.count(1)
@@ -87,6 +88,7 @@ class SimSupervisor:
             p.old_pids = (p.old_pids + [p.pid])[-3:]
         was = p.state
         p.pid, p.start, p.state = next(self._pids), int(self.t), "RUNNING"
+        self.started_at[p.pid] = self.t
         self._event(p, "STARTING", was, tries=0)
         self._event(p, "RUNNING", "STARTING", pid=p.pid)
 
@@ -186,6 +188,8 @@ class Checker:
         heard of (their events delivered): a start that lands between its decision and its call, a
         few milliseconds in reality, is the one race it cannot see."""
         decided = self.decided.get(action.id, -1)
+        if action.source.startswith("probe:") and p.pid != action.pid:
+            raise Violation(f"R2: lookout stopped {p.namespec} pid {p.pid}, judged was pid {action.pid}")
         heard = action.source != "brake" or p.operator_serial <= self.sim.delivered
         if action.source in ("probe:http", "brake") and decided < p.operator_seq and heard:
             raise Violation(f"R1: lookout stopped {p.namespec} on a decision ({decided}) older than the operator's "
@@ -275,10 +279,9 @@ class ListenerModel:
     def probe_result(self, ns: str, pid: int, ok: bool, started_at: float) -> None:
         from lookout.listener.rules.models import ProbeResult
 
-        p = self.sim.procs[ns]
         spec = self.engine.policies.probe(ns, "http")
-        counts = spec is not None and pid == p.pid and started_at >= p.start + spec.initial_delay
-        if counts:
+        counts = spec is not None and started_at >= self.sim.started_at.get(pid, 0.0) + spec.initial_delay
+        if counts:  # a result about this very process (the rules may not know yet that it has died)
             self.fresh[(ns, pid)] = 0 if ok else self.fresh.get((ns, pid), 0) + 1
         result = ProbeResult(ns, "http", ok, "HTTP 200" if ok else "HTTP 503", started_at, 0.01, pid=pid)
         self.apply(self.engine.on_probe_result(result, self.sim.t))

@@ -102,6 +102,9 @@ class AlertEngine(SnapshotRules):
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
+        # Loaded from the store: which process runs is not known until supervisord says so (a reload
+        # may have replaced them all); probe results about them wait for that.
+        self._unconfirmed: set[str] = set(self.records)
 
     @property
     def alerts(self) -> dict:
@@ -167,6 +170,8 @@ class AlertEngine(SnapshotRules):
 
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
         out = Outcome()
+        if result.namespec in self._unconfirmed:
+            return out  # judged only once supervisord has confirmed which process this is
         rec = self.records.get(result.namespec)
         spec = self.health.on_result(result, rec, now, out)
         if spec is not None and rec is not None and spec.action != "alert":
@@ -268,6 +273,8 @@ class AlertEngine(SnapshotRules):
 
     def _on_process_state(self, ev: ProcessStateEvent, now: float, out: Outcome) -> None:
         rec = self._record(ev.group, ev.name)
+        if ev.state == "STARTING":
+            self._unconfirmed.discard(rec.namespec)  # a new process: its RUNNING event brings its pid
         self._stable_checks.discard(rec.namespec)  # news: a stable run is judged afresh
         out.history.append((now, rec.namespec, "state", ev.describe()))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True

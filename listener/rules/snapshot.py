@@ -41,6 +41,7 @@ class SnapshotRules:
         for info in infos:
             ns = info.namespec
             seen.add(ns)
+            self._unconfirmed.discard(ns)
             rec = self._record(info.group, info.name)
             self._confirming.discard(ns)
             stable_check = ns in self._stable_checks
