@@ -37,23 +37,23 @@ from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
 
 from .simsup import Checker, ListenerModel, SimSupervisor, Violation
 
-EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "150"))
 PROGRAMS = [("web", "web"), ("api", "api"), ("feed", "feed"), ("pool", "pool_0"), ("pool", "pool_1"),
             ("pool", "pool_2"), ("lookout", "lookout")]
 NAMES = [f"{g}:{n}" for g, n in PROGRAMS]
 OWN = "lookout:lookout"
 CONFIG = parse_config({
     "probes": [
-        {"match": "web", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+        {"match": "web", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "2s", "period": "1s",
          "failure_threshold": 2, "action": "restart", "evidence": ["true"]},
-        {"match": "api", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+        {"match": "api", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "2s", "period": "1s",
          "failure_threshold": 2, "action": "restart"},
-        {"match": "pool:*", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "5s", "period": "1s",
+        {"match": "pool:*", "http": {"url": "http://127.0.0.1:1/h"}, "initial_delay": "2s", "period": "1s",
          "failure_threshold": 2, "action": "restart"},
         {"match": "lookout", "http": {"url": "http://127.0.0.1:1/h"}, "period": "1s", "failure_threshold": 1,
          "action": "restart"},
     ],
-    "remediation": {"max_restarts": 3, "within": "1h", "backoff": "10s", "backoff_max": "40s"},
+    "remediation": {"max_restarts": 2, "within": "1h", "backoff": "2s", "backoff_max": "8s"},
     "alerts": {
         "programs": [{"match": "feed", "crash_loop": {"restarts": 3, "within": "1m", "action": "backoff",
                                                        "backoff": "10s", "backoff_max": "40s",
@@ -98,24 +98,12 @@ class Guards(RuleBasedStateMachine):
         self.sim.t += dt
         self.listener.tick()
 
-    @rule(n=st.integers(1, 6))
-    def events_arrive(self, n: int) -> None:
-        for _ in range(n):
-            self.listener.deliver_event()
-
-    @rule(i=st.integers(0, 3))
-    def executor_runs_a_step(self, i: int) -> None:
-        self.listener.run_step(i)
-
-    @rule()
-    def an_answer_arrives(self) -> None:
-        self.listener.deliver_answer()
-
-    @rule(n=st.integers(1, 8))
-    def the_loop_turns(self, n: int) -> None:
-        """What the listener usually does next: events, the executor's steps and their answers."""
-        for _ in range(n):
-            self.listener.deliver_event() or self.listener.run_step(0) or self.listener.deliver_answer()
+    @rule(moves=st.lists(st.sampled_from(["event", "step", "answer"]), min_size=1, max_size=10))
+    def the_loop_turns(self, moves: list[str]) -> None:
+        """Events, the executor's steps and their answers, in the order hypothesis picks."""
+        for move in moves:
+            {"event": self.listener.deliver_event, "step": lambda: self.listener.run_step(0),
+             "answer": self.listener.deliver_answer}[move]()
 
     @rule()
     def reconcile(self) -> None:
@@ -153,6 +141,48 @@ class Guards(RuleBasedStateMachine):
         for _ in range(3):
             self.sim.t += 0.5
             self.sim.crash(self.sim.procs[ns])
+
+    @rule(ns=st.sampled_from(["web:web", "api:api", "pool:pool_1"]), rounds=st.integers(1, 8))
+    def unhealthy_for_a_while(self, ns: str, rounds: int) -> None:
+        """A hung program and lookout dealing with it, round after round (budgets, backoff)."""
+        self.sim.procs[ns].healthy = False
+        for _ in range(rounds):
+            self.a_probe_period(set())
+            self._drain()
+            self.sim.t += 2.0
+            self.listener.tick()
+
+    @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
+                               "operator restart", "operator stop"]))
+    def feed_is_braked_and(self, how: str) -> None:
+        """The crash-loop brake decides to stop feed; then something happens before its answer."""
+        self.crash_loops("feed:feed")
+        for _ in range(50):
+            if any(a.namespec == "feed:feed" for a in self.listener.steps) or not self.listener.deliver_event():
+                break
+        self._at_a_bad_moment("feed:feed", how)
+
+    @precondition(lambda self: getattr(self.listener.engine.records.get("feed:feed"), "brake_resume_at", None))
+    @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
+                               "operator restart", "operator stop"]))
+    def while_the_brake_waits(self, how: str) -> None:
+        self._at_a_bad_moment("feed:feed", how)
+        self.sim.t += 41.0
+        self.listener.tick()
+
+    def _at_a_bad_moment(self, ns: str, how: str) -> None:
+        if how.startswith("kill"):
+            self.listener_killed([how == "kill after its call"])
+        elif how == "hold":
+            self.operator_holds_or_releases(ns, False)
+            self.listener.poll_holds()
+        elif how == "operator start and stop":
+            self.sim.operator_start(ns)
+            self.sim.operator_stop(ns)
+        elif how == "operator restart":
+            self.operator_restarts(ns)
+        else:
+            self.sim.operator_stop(ns)
 
     # ---- the operator ------------------------------------------------------------------------
 
@@ -269,7 +299,7 @@ class Guards(RuleBasedStateMachine):
     def _drain(self) -> None:
         for _ in range(500):
             moved = self.listener.deliver_event() or self.listener.run_step(0) or self.listener.deliver_answer()
-            if self.listener.reconcile_due and not moved:
+            if self.listener.reconcile_due and not moved and not self.sim.stopping:
                 self.listener.reconcile()
                 moved = True
             if not moved:
@@ -307,7 +337,7 @@ class Guards(RuleBasedStateMachine):
                                 f"{self.sim.restarts_by_lookout[ns]}")
 
 
-Guards.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=60, deadline=None,
+Guards.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=80, deadline=None,
                                     suppress_health_check=list(HealthCheck))
 TestGuards = Guards.TestCase
 

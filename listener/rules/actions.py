@@ -205,6 +205,9 @@ class OwnActions:
     def stopped(self, rec: ProcessRecord, pid: int, now: float, out: Outcome) -> str:
         """A STOPPED event (not during supervisord's own stop or reload): LOOKOUT, OPERATOR,
         PENDING (lookout's stop call is in flight: its answer tells) or UNKNOWN."""
+        if rec.own_event_due == STALE_STOP:
+            rec.own_event_due = ""
+            return UNKNOWN  # from before supervisord's answer that settled an interrupted action
         if rec.own_event_due.startswith("STOPPED") and _same_pid(rec.own_event_due, pid):
             since = float(rec.own_event_due.split()[2])
             rec.own_event_due = ""
@@ -229,6 +232,8 @@ class OwnActions:
         left = self.alerts.get(REMEDIATION, rec.namespec)
         if left is not None and left.kind == LEFT_STOPPED:
             self.alerts.close(REMEDIATION, rec.namespec, now, out, "started again", notify=True)
+        if rec.own_event_due == STALE_STOP:
+            rec.own_event_due = ""  # a stale STOPPED comes before any later start, or not at all
         if rec.own_event_due.startswith("STARTING"):
             rec.own_event_due = ""
             return LOOKOUT
@@ -266,22 +271,25 @@ class OwnActions:
         elif a.step == STOP and state in DOWN_STATES:
             self._left_stopped(rec, a, now, out)
         elif a.step == START and state == "STOPPED" and start == rec.own_stop_mark and not self.held(rec.namespec):
-            a.interrupted = False
+            a.interrupted, rec.own_event_due = False, STALE_STOP
             out.history.append((now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted by the "
                                                              "listener's restart: starting it again"))
             self._step(rec, a, START, out)
         else:
-            self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out)
+            self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out, state)
 
-    def _settle(self, rec: ProcessRecord, a: PendingAction, why: str, now: float, out: Outcome) -> None:
+    def _settle(self, rec: ProcessRecord, a: PendingAction, why: str, now: float, out: Outcome,
+                state: str = "") -> None:
         rec.action = None
+        if state in DOWN_STATES:  # its STOPPED may still be on the way: nobody's (a later one needs a start first)
+            rec.own_event_due = STALE_STOP
         out.records[rec.namespec] = rec
         out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
 
     def _left_stopped(self, rec: ProcessRecord, a: PendingAction, now: float, out: Outcome) -> None:
         """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
         be known, so lookout does not start it; people hear of it."""
-        rec.action = None
+        rec.action, rec.own_event_due, rec.stopped_by = None, STALE_STOP, LOOKOUT  # down, not deliberate
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))
         ns = rec.namespec
@@ -303,6 +311,7 @@ class OwnActions:
 
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
+STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before supervisord's answer: nobody's
 
 
 def _same_pid(marker: str, pid: int) -> bool:
