@@ -276,7 +276,7 @@ def test_unhealthy_again_before_the_restart_result_is_back():
 def test_a_restarted_listener_does_not_act_on_a_stored_verdict():
     """R2: a verdict from before the listener restarted is shown, not acted on, until new results
     of the current process agree."""
-    from lookout.listener.rules.models import ProbeState
+    from lookout.listener.rules.models import ProbeState, ProcessSnapshot
 
     e = engine_for(probes=[RESTART], remediation=BUDGET)
     start(e, 0)
@@ -288,4 +288,7 @@ def test_a_restarted_listener_does_not_act_on_a_stored_verdict():
     assert not again.on_time(100).actions
     again = AlertEngine(e.settings, e.records.values(), probes=e.policies.probe_specs,
                         remediation=e.guard.settings, probe_states=states)
+    assert not probe(again, 11.5, False).actions  # which process runs: not confirmed by supervisord yet
+    rec = again.records["svc:svc"]
+    again.on_snapshot([ProcessSnapshot("svc", "svc", "RUNNING", 1, 0, 12, rec.pid, 0, "")], 12, 12)
     assert [a.kind for a in probe(again, 12, False).actions] == ["restart"]  # a new failure agrees (threshold 1)

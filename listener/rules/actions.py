@@ -111,15 +111,25 @@ class OwnActions:
 
     def _stop_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                        out: Outcome) -> str:
-        seen_stop, deferred = a.seen.startswith("STOPPED"), ""
+        # Every STOPPED (S<pid>) and operator start (R) seen while the call was in flight, in order:
+        # the one with the pid the call stopped is lookout's, the others an operator's.
+        log = a.seen.split()
+        stops = [e for e in log if e.startswith("S")]
+        last = log[-1] if log else ""
+        operator_stop_last = last.startswith("S") and not (result.outcome == DONE and _same_pid(last, result.pid))
+        deferred = OPERATOR_STOPPED if operator_stop_last else ""
         if result.outcome == DONE:
-            a.stopped, rec.own_stop_mark, rec.stopped_by = True, result.mark, LOOKOUT
-            if seen_stop and _same_pid(a.seen, result.pid):
-                pass  # the STOPPED seen while the call was in flight was this call's
-            else:  # its event is still on the way; one seen meanwhile was someone else's (another run)
+            a.stopped, rec.own_stop_mark = True, result.mark
+            ours_seen = any(_same_pid(e, result.pid) for e in stops)
+            if not ours_seen:  # its event is still on the way
                 rec.own_event_due = f"STOPPED {result.pid} {a.since}"
-                deferred = OPERATOR_STOPPED if seen_stop else ""
+            if not operator_stop_last:
+                rec.stopped_by = LOOKOUT
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
+            if ours_seen and not operator_stop_last and rec.operator_at > a.since:
+                self._end(rec, a, "cancelled", "its stop crossed an operator's start", now, out)
+                self._undo(rec, now, out)
+                return deferred
             if a.kind == "restart" and not a.cancelled and not self.held(rec.namespec):
                 self._step(rec, a, START, out)
                 return deferred
@@ -134,7 +144,14 @@ class OwnActions:
             return ""
         self._refund(rec, a)
         self._end(rec, a, "cancelled", f"called off: {a.cancelled or _first(result)}", now, out)
-        return OPERATOR_STOPPED if seen_stop else ""
+        return deferred
+
+    def _undo(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
+        """lookout's stop (the brake's: whichever run there is) landed just after an operator's start,
+        against what the operator did. lookout's own call stopped it, so lookout starts it again."""
+        rec.braked, rec.brake_resume_at = False, None
+        if not self.held(rec.namespec):
+            self.begin(rec, "start", "undo", "lookout's stop crossed an operator's start", (), now, out)
 
     def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                         out: Outcome) -> str:
@@ -211,17 +228,15 @@ class OwnActions:
         if rec.own_event_due.startswith("STOPPED") and _same_pid(rec.own_event_due, pid):
             since = float(rec.own_event_due.split()[2])
             rec.own_event_due = ""
-            if rec.operator_at > since and rec.action is None and not self.held(rec.namespec):
-                # The brake stops whichever run there is: its stop landed just after an operator's start,
-                # against what the operator did. lookout's own call stopped it, so lookout starts it again.
-                rec.braked, rec.brake_resume_at = False, None
-                self.begin(rec, "start", "undo", "lookout's stop crossed an operator's start", (), now, out)
+            if rec.operator_at > since and rec.action is None:
+                self._undo(rec, now, out)
             return LOOKOUT
         a = rec.action
         if a is not None and a.interrupted:
             return UNKNOWN  # whose, nobody can say: supervisord's view (the next reconcile) settles it
-        if a is not None and a.step == STOP and not a.seen:
-            a.seen = f"STOPPED {pid}"
+        if a is not None and a.step == STOP:
+            a.seen = f"{a.seen} S{pid}".strip()
+            out.records[rec.namespec] = rec
             return PENDING
         if a is not None:
             self.cancel(rec, "an operator stopped it", now, out)
@@ -243,6 +258,8 @@ class OwnActions:
         if a is not None and a.step == START and not a.seen:
             a.seen = "STARTING"
             return PENDING
+        if a is not None and a.step == STOP:
+            a.seen = f"{a.seen} R".strip()  # after an operator's start, a STOPPED may be lookout's again
         if a is not None:
             self.cancel(rec, "an operator started it", now, out)
         return OPERATOR
@@ -315,9 +332,11 @@ STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before 
 
 
 def _same_pid(marker: str, pid: int) -> bool:
-    """'STOPPED <pid> ...' against an event's or a call's pid; 0 (a process in BACKOFF has none) matches."""
+    """'STOPPED <pid> ...' or 'S<pid>' against an event's or a call's pid; 0 (a process in BACKOFF has
+    none) matches."""
     parts = marker.split()
-    mine = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    text = parts[1] if len(parts) > 1 else marker[1:]
+    mine = int(text) if text.isdigit() else 0
     return not mine or not pid or mine == pid
 
 
