@@ -258,7 +258,7 @@ class ListenerModel:
             return
         self.begun.add(action.id)  # a new action: was it decided as the rules say?
         self.checker.decided[action.id] = self.sim.next_seq()
-        if was_stopping:
+        if was_stopping and e.stopping:  # (a reconcile that shows supervisord RUNNING again ends the quiet)
             raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")
         if action.source.startswith("probe:"):
             spec = e.policies.probe(ns, action.source[6:])

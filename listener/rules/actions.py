@@ -60,8 +60,9 @@ def family_of(source: str) -> str:
 
 class OwnActions:
     def __init__(self, settings: RemediationSettings, policies: PolicyBook, alerts: AlertBook,
-                 held: Callable[[str], bool]) -> None:
+                 held: Callable[[str], bool], stopping: Callable[[], bool]) -> None:
         self.settings, self.policies, self.alerts, self.held = settings, policies, alerts, held
+        self.stopping = stopping
 
     # ---- beginning, and the next step ---------------------------------------------------
 
@@ -150,7 +151,7 @@ class OwnActions:
         """lookout's stop (the brake's: whichever run there is) landed just after an operator's start,
         against what the operator did. lookout's own call stopped it, so lookout starts it again."""
         rec.braked, rec.brake_resume_at = False, None
-        if not self.held(rec.namespec):
+        if not self.held(rec.namespec) and not self.stopping():  # (a reload starts everything anyway)
             self.begin(rec, "start", "undo", "lookout's stop crossed an operator's start", (), now, out)
 
     def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
@@ -161,7 +162,7 @@ class OwnActions:
                 rec.own_event_due = f"STARTING 0 {a.since}"
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
-            if self.held(rec.namespec) or a.cancelled:  # a hold (or an operator's stop) crossed this start
+            if (self.held(rec.namespec) or a.cancelled) and not self.stopping():  # a hold or a stop crossed it
                 self.begin(rec, "stop", "hold", f"lookout's start crossed {a.cancelled or 'a hold'}: stopped again",
                            (), now, out)
             return ""

@@ -79,7 +79,7 @@ class AlertEngine(SnapshotRules):
         self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
         self.holds: dict[str, Hold] = {}  # namespec -> the operator's hold (`lookout hold`)
         self.health = HealthTracker(self.policies, self.book, probe_states)
-        self.actions = OwnActions(remediation, self.policies, self.book, self.held)
+        self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping)
         self.guard = RemediationGuard(remediation, self.policies, self.book, self.actions, lambda: self.stopping,
                                       self.held)
         self.brake = CrashLoopBrake(self.actions, self.policies, self.book, remediation.dry_run,
