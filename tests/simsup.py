@@ -61,6 +61,7 @@ class SimSupervisor:
         self.serial = 0  # of the last event queued
         self.delivered = 0  # serial of the last event the listener has read
         self.started_at: dict[int, float] = {}  # pid -> when it was spawned
+        self.log: list[tuple[float, str, str]] = []  # what really happened, for reading a failure
         self.stopping = False
         self._pids = itertools.count(100)
         self._serial = itertools.count(1)
@@ -83,7 +84,8 @@ class SimSupervisor:
         self.events.append(SupervisorStateEvent(Delivery("sim", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"),
                                                 state))
 
-    def spawn(self, p: SimProc) -> None:
+    def spawn(self, p: SimProc, by: str = "") -> None:
+        self.log.append((self.t, p.namespec, f"spawned by {by or 'supervisord'} (was {p.state}, pid {p.pid})"))
         if p.pid:
             p.old_pids = (p.old_pids + [p.pid])[-3:]
         was = p.state
@@ -94,6 +96,7 @@ class SimSupervisor:
 
     def halt(self, p: SimProc, by: str) -> None:
         was, pid = p.state, p.pid
+        self.log.append((self.t, p.namespec, f"stopped by {by} (was {was}, pid {pid})"))
         if was in ("RUNNING", "STARTING"):
             self._event(p, "STOPPING", was, pid=pid)
         p.state, p.stop, p.last_stopper = "STOPPED", int(self.t), by
@@ -121,7 +124,7 @@ class SimSupervisor:
         p = self.procs[ns]
         if p.state in ("RUNNING", "STARTING", "BACKOFF"):
             return False
-        self.spawn(p)
+        self.spawn(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
 
@@ -169,7 +172,7 @@ class FakeClient:
             if p.state in ("RUNNING", "STARTING", "BACKOFF"):
                 raise xmlrpc.client.Fault(60, "ALREADY_STARTED")
             self.checker.lookout_starts(p, self.action)
-            sim.spawn(p)
+            sim.spawn(p, "lookout")
             return True
         raise AssertionError(method)
 
@@ -181,6 +184,7 @@ class Checker:
         self.sim, self.config = sim, config
         self.engine: AlertEngine | None = None
         self.decided: dict[str, int] = {}  # action id -> when it was decided (sequence)
+        self.begun: set[str] = set()  # ids of actions whose decision was checked
 
     def lookout_stops(self, p: SimProc, action: Action) -> None:
         """A probe's restart stops only the process it judged (its pid, checked by the call); the brake
@@ -230,7 +234,6 @@ class ListenerModel:
         self.reconcile_due = True  # the listener reconciles when it starts
         self.fresh: dict[tuple[str, int], int] = {}  # (namespec, pid) -> consecutive failures seen by THIS one
         self.history: list[tuple[float, str, str, str]] = []
-        self.begun: set[str] = set()  # ids of actions whose first step was checked
         self.apply(self.engine.on_holds(s.active_holds(), sim.t))
 
     def close(self) -> None:
@@ -254,9 +257,9 @@ class ListenerModel:
         if action.source != "hold" and e.held(ns):
             raise Violation(f"R5: lookout's {action.step} of {ns} while an operator holds it")
         pending = e.records[ns].action
-        if action.id in self.begun or pending is None or pending.id != action.id:
-            return
-        self.begun.add(action.id)  # a new action: was it decided as the rules say?
+        if action.id in self.checker.begun or pending is None or pending.id != action.id:
+            return  # a later step, or one a restarted listener finishes: decided before
+        self.checker.begun.add(action.id)  # a new action: was it decided as the rules say?
         self.checker.decided[action.id] = self.sim.next_seq()
         if was_stopping and e.stopping:  # (a reconcile that shows supervisord RUNNING again ends the quiet)
             raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")

@@ -29,6 +29,7 @@ import sqlite3
 import tempfile
 
 from hypothesis import HealthCheck, settings
+from hypothesis.utils.conventions import not_set
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -338,7 +339,8 @@ class Guards(RuleBasedStateMachine):
 
 
 Guards.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=80, deadline=None,
-                                    suppress_health_check=list(HealthCheck))
+                                    suppress_health_check=list(HealthCheck),
+                                    database=None if os.environ.get("LOOKOUT_PROPERTY_NO_DB") else not_set)
 TestGuards = Guards.TestCase
 
 

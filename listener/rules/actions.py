@@ -123,7 +123,7 @@ class OwnActions:
             a.stopped, rec.own_stop_mark = True, result.mark
             ours_seen = any(_same_pid(e, result.pid) for e in stops)
             if not ours_seen:  # its event is still on the way
-                rec.own_event_due = f"STOPPED {result.pid} {a.since}"
+                _expect(rec, f"STOPPED {result.pid} {a.since}")
             if not operator_stop_last:
                 rec.stopped_by = LOOKOUT
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
@@ -159,7 +159,7 @@ class OwnActions:
         seen_start = a.seen == "STARTING"
         if result.outcome == DONE:
             if not seen_start:
-                rec.own_event_due = f"STARTING 0 {a.since}"
+                _expect(rec, f"STARTING 0 {a.since}")
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
             if (self.held(rec.namespec) or a.cancelled) and not self.stopping():  # a hold or a stop crossed it
@@ -223,12 +223,13 @@ class OwnActions:
     def stopped(self, rec: ProcessRecord, pid: int, now: float, out: Outcome) -> str:
         """A STOPPED event (not during supervisord's own stop or reload): LOOKOUT, OPERATOR,
         PENDING (lookout's stop call is in flight: its answer tells) or UNKNOWN."""
-        if rec.own_event_due == STALE_STOP:
-            rec.own_event_due = ""
+        due = _expected(rec)
+        if due and due[0] == STALE_STOP:
+            _expected(rec, due[1:])
             return UNKNOWN  # from before supervisord's answer that settled an interrupted action
-        if rec.own_event_due.startswith("STOPPED") and _same_pid(rec.own_event_due, pid):
-            since = float(rec.own_event_due.split()[2])
-            rec.own_event_due = ""
+        if due and due[0].startswith("STOPPED") and _same_pid(due[0], pid):
+            since = float(due[0].split()[2])
+            _expected(rec, due[1:])
             if rec.operator_at > since and rec.action is None:
                 self._undo(rec, now, out)
             return LOOKOUT
@@ -246,12 +247,13 @@ class OwnActions:
     def started(self, rec: ProcessRecord, now: float, out: Outcome) -> str:
         """A STARTING from STOPPED or FATAL (a start call, never supervisord's autorestart)."""
         left = self.alerts.get(REMEDIATION, rec.namespec)
-        if left is not None and left.kind == LEFT_STOPPED:
-            self.alerts.close(REMEDIATION, rec.namespec, now, out, "started again", notify=True)
-        if rec.own_event_due == STALE_STOP:
-            rec.own_event_due = ""  # a stale STOPPED comes before any later start, or not at all
-        if rec.own_event_due.startswith("STARTING"):
-            rec.own_event_due = ""
+        if left is not None and left.kind == LEFT_STOPPED:  # closed when supervisord shows it RUNNING:
+            out.reconcile = out.reconcile or f"confirm that {rec.namespec} runs again"  # events may be stale
+        due = _expected(rec)
+        if due and due[0] == STALE_STOP:  # a stale STOPPED comes before any later start, or not at all
+            due = _expected(rec, due[1:])
+        if due and due[0].startswith("STARTING"):  # (behind lookout's own STOPPED still due: not this one)
+            _expected(rec, due[1:])
             return LOOKOUT
         a = rec.action
         if a is not None and a.interrupted:
@@ -289,7 +291,8 @@ class OwnActions:
         elif a.step == STOP and state in DOWN_STATES:
             self._left_stopped(rec, a, now, out)
         elif a.step == START and state == "STOPPED" and start == rec.own_stop_mark and not self.held(rec.namespec):
-            a.interrupted, rec.own_event_due = False, STALE_STOP
+            a.interrupted = False
+            _expected(rec, [STALE_STOP])
             out.history.append((now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted by the "
                                                              "listener's restart: starting it again"))
             self._step(rec, a, START, out)
@@ -300,14 +303,15 @@ class OwnActions:
                 state: str = "") -> None:
         rec.action = None
         if state in DOWN_STATES:  # its STOPPED may still be on the way: nobody's (a later one needs a start first)
-            rec.own_event_due = STALE_STOP
+            _expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
 
     def _left_stopped(self, rec: ProcessRecord, a: PendingAction, now: float, out: Outcome) -> None:
         """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
         be known, so lookout does not start it; people hear of it."""
-        rec.action, rec.own_event_due, rec.stopped_by = None, STALE_STOP, LOOKOUT  # down, not deliberate
+        rec.action, rec.stopped_by = None, LOOKOUT  # down, not deliberate
+        _expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))
         ns = rec.namespec
@@ -330,6 +334,17 @@ class OwnActions:
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
 STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before supervisord's answer: nobody's
+
+
+def _expected(rec: ProcessRecord, markers: list[str] | None = None) -> list[str]:
+    """lookout's own STOPPED/STARTING events still due, in the order they will come (set them with markers)."""
+    if markers is not None:
+        rec.own_event_due = ";".join(markers)
+    return [m for m in rec.own_event_due.split(";") if m]
+
+
+def _expect(rec: ProcessRecord, marker: str) -> None:
+    _expected(rec, [*_expected(rec), marker])
 
 
 def _same_pid(marker: str, pid: int) -> bool:

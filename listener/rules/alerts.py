@@ -101,9 +101,9 @@ class AlertBook:
         return alert
 
     def close_all(self, namespec: str, now: float, out: Outcome, why: str, notify: bool,
-                  families: Callable[[str], bool] = lambda f: True) -> None:
+                  keep: Callable[[Alert], bool] = lambda a: False) -> None:
         for alert in self.of(namespec):
-            if families(alert.family):
+            if not keep(alert):
                 self.close(alert.family, namespec, now, out, why, notify)
 
     def remind(self, now: float, out: Outcome) -> None:

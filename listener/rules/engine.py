@@ -41,6 +41,7 @@ from .models import (
     CRASH_LOOP,
     CRASHED,
     FATAL,
+    LEFT_STOPPED,
     PROCESS,
     ActionResult,
     Alert,
@@ -331,7 +332,8 @@ class AlertEngine(SnapshotRules):
     def _operator_stopped(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         """An operator's stop: their alerts close quietly-ish ("stopped"), lookout lets go of it."""
         rec.stopped_by, rec.operator_at = OPERATOR, now
-        self.book.close_all(rec.namespec, now, out, "stopped", notify=True)
+        # ("stopped" does not resolve "it is stopped": that one waits for supervisord to show it running)
+        self.book.close_all(rec.namespec, now, out, "stopped", notify=True, keep=lambda a: a.kind == LEFT_STOPPED)
         self._reset_failures(rec)
         self._operator_took_over(rec, out)
 

@@ -76,7 +76,7 @@ class ProcessRecord:
     remediation_next_at: float | None = None  # backoff: no lookout restart before this
     remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "probe:<name>"
     action: PendingAction | None = None  # lookout's action on it, while one of its steps is in flight
-    own_event_due: str = ""  # "STOPPED <pid> <decided at>"/"STARTING ...": lookout's call did it, its event is due
+    own_event_due: str = ""  # "STOPPED <pid> <decided at>;STARTING ...": lookout's calls did it, their events are due
     operator_at: float = 0.0  # when an operator's stop or start (an event lookout did not cause) last came
     own_stop_mark: float = 0.0  # supervisord's `start` of the run lookout stopped: a later start by lookout
     # goes ahead only while nobody has started it since

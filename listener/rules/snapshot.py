@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models import EXITED, FATAL, PROCESS, Outcome, ProcessRecord, ProcessSnapshot
+from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord, ProcessSnapshot
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
 COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
@@ -53,6 +53,9 @@ class SnapshotRules:
                 continue  # an event told us something newer than this snapshot
             if interrupted:
                 self.actions.resume(rec, info.state, info.pid, info.start, now, out)
+            left = self.book.get(REMEDIATION, ns)
+            if left is not None and left.kind == LEFT_STOPPED and info.state == "RUNNING":
+                self.book.close(REMEDIATION, ns, now, out, "started again", notify=True)
             if stable_check and self._confirmed_stable(rec, info, taken_at):
                 self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
                 self._reset_failures(rec)
