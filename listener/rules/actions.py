@@ -127,7 +127,7 @@ class OwnActions:
             if not operator_stop_last:
                 rec.stopped_by = LOOKOUT
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
-            if ours_seen and not operator_stop_last and rec.operator_at > a.since:
+            if ours_seen and not operator_stop_last and rec.operator_at >= a.since:
                 self._end(rec, a, "cancelled", "its stop crossed an operator's start", now, out)
                 self._undo(rec, now, out)
                 return deferred
@@ -230,7 +230,7 @@ class OwnActions:
         if due and due[0].startswith("STOPPED") and _same_pid(due[0], pid):
             since = float(due[0].split()[2])
             _expected(rec, due[1:])
-            if rec.operator_at > since and rec.action is None:
+            if rec.operator_at >= since and rec.action is None:
                 self._undo(rec, now, out)
             return LOOKOUT
         a = rec.action
@@ -252,6 +252,9 @@ class OwnActions:
         due = _expected(rec)
         if due and due[0] == STALE_STOP:  # a stale STOPPED comes before any later start, or not at all
             due = _expected(rec, due[1:])
+        if due and due[0] == STALE_START:
+            _expected(rec, due[1:])
+            return UNKNOWN
         if due and due[0].startswith("STARTING"):  # (behind lookout's own STOPPED still due: not this one)
             _expected(rec, due[1:])
             return LOOKOUT
@@ -298,6 +301,8 @@ class OwnActions:
             self._step(rec, a, START, out)
         else:
             self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out, state)
+            if a.step == START and rec.state == "STOPPED" and state not in DOWN_STATES:
+                _expected(rec, [STALE_START])  # perhaps the previous listener's own start: not an operator's
 
     def _settle(self, rec: ProcessRecord, a: PendingAction, why: str, now: float, out: Outcome,
                 state: str = "") -> None:
@@ -334,6 +339,7 @@ class OwnActions:
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
 STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before supervisord's answer: nobody's
+STALE_START = "STARTING ?"  # likewise a STARTING (the previous listener's own start, or an operator's)
 
 
 def _expected(rec: ProcessRecord, markers: list[str] | None = None) -> list[str]:
