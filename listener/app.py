@@ -197,7 +197,7 @@ class Listener:
         else:  # deleted or replaced under us: what we hold in memory is the truth
             try:
                 self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
-                                    self.position, self.engine.stopping, self.clock(), list(self.engine.holds.values()))
+                                    self.position, self.engine.stopping, self.clock(), self.engine.holds.active())
             except StoreUnavailable:
                 self.keeper.close()  # half-filled: the retry opens and rewrites it again
                 raise

@@ -37,6 +37,7 @@ from .actions import LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnA
 from .alerts import AlertBook
 from .brake import CrashLoopBrake
 from .health import HealthTracker
+from .holds import HoldBook
 from .models import (
     CRASH_LOOP,
     CRASHED,
@@ -78,9 +79,9 @@ class AlertEngine(SnapshotRules):
         self.stopping_since = 0.0
         self.own_namespec = own_namespec
         self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
-        self.holds: dict[str, Hold] = {}  # namespec -> the operator's hold (`lookout hold`)
         self.health = HealthTracker(self.policies, self.book, probe_states)
         self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping)
+        self.holds = HoldBook(self.actions)
         self.guard = RemediationGuard(remediation, self.policies, self.book, self.actions, lambda: self.stopping,
                                       self.held)
         self.brake = CrashLoopBrake(self.actions, self.policies, self.book, remediation.dry_run,
@@ -198,26 +199,8 @@ class AlertEngine(SnapshotRules):
     def on_holds(self, holds: Iterable[Hold], now: float) -> Outcome:
         """The operator's holds as the store has them now (`lookout hold` / `lookout release`)."""
         out = Outcome()
-        wanted = {h.namespec: h for h in holds}
-        for ns, hold in wanted.items():
-            if ns in self.holds:
-                continue
-            self.holds[ns] = hold
-            out.holds_seen.append((hold.id, now))
-            rec = self.records.get(ns)
-            out.history.append((now, ns, "hold", "held by an operator: lookout leaves it as it is"
-                                + (f" ({hold.reason})" if hold.reason else "")))
-            if rec is not None:
-                self.actions.cancel(rec, "an operator holds it", now, out)
-                rec.remediation_wanted = ""
-                self._touch(rec, out)
-        for ns in [ns for ns in self.holds if ns not in wanted]:
-            del self.holds[ns]
-            out.history.append((now, ns, "hold", "released: lookout may act on it again"))
-            rec = self.records.get(ns)
-            if rec is not None and rec.braked and rec.brake_resume_at is not None:
-                rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
-                self._touch(rec, out)
+        for rec in self.holds.update(holds, self.records, now, out):
+            self._touch(rec, out)
         return out
 
     def on_time(self, now: float) -> Outcome:
@@ -342,9 +325,7 @@ class AlertEngine(SnapshotRules):
         rec.operator_at = now
         self._operator_took_over(rec, out)
         rec.failures, rec.crash_looping = [], False
-        if self.holds.pop(rec.namespec, None) is not None:
-            out.holds_released.append((rec.namespec, "an operator started it", now))
-            out.history.append((now, rec.namespec, "hold", "released: an operator started it"))
+        self.holds.operator_started(rec.namespec, now, out)
 
     def _operator_took_over(self, rec: ProcessRecord, out: Outcome) -> None:
         self.guard.operator_took_over(rec)
