@@ -30,9 +30,14 @@ def supervisor_factory(tmp_path):
         return sup
 
     yield make
-    for sup in started:
-        if sup is not None:
-            sup.stop()
+    try:
+        for sup in started:
+            if sup is not None and sup.invariants and sup.proc is not None:
+                sup.check_store_invariants()
+    finally:
+        for sup in started:
+            if sup is not None:
+                sup.stop()
 
 
 @pytest.fixture(scope="session")

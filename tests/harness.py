@@ -307,6 +307,7 @@ class Supervisor:
     ) -> None:
         self.root = root
         self.wrapper = list(wrapper)  # a command supervisord runs under (e.g. unshare with a tmpfs)
+        self.invariants = True  # checked after the test (check_store_invariants); off where a test breaks the store
         (root / "logs").mkdir(parents=True, exist_ok=True)
         self.sock = root / "supervisor.sock"
         self.state_path = state_path or root / "lookout.db"
@@ -413,6 +414,44 @@ class Supervisor:
         with self.db() as conn:
             row = conn.execute("SELECT * FROM processes WHERE namespec = ?", (namespec,)).fetchone()
             return dict(row) if row else None
+
+    def check_store_invariants(self) -> None:
+        """What must hold after every test with a live listener (a test that passes while the store
+        is broken is a test that lies): none of the listener's store files is "(deleted)" in its
+        /proc/PID/fd; PRAGMA integrity_check is ok; and a fresh reader sees what the listener writes
+        now (a hold for a name no process has: the listener marks it seen, the reader must see that)."""
+        import sqlite3
+
+        try:
+            info = self.info("lookout:lookout")
+        except Exception:
+            return  # supervisord is gone: nothing runs that could still be writing
+        if info["statename"] != "RUNNING" or not self.state_path.exists():
+            return
+        pid = info["pid"]
+        store = str(self.state_path)
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            assert not (target.startswith(store) and target.endswith("(deleted)")), \
+                f"the listener writes to a deleted store file: {target}"
+        with self.db() as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn = sqlite3.connect(store, timeout=10)
+        try:
+            with conn:
+                hold = conn.execute("INSERT INTO holds(namespec, created_at, reason) VALUES "
+                                    "('lookout-invariant:check', ?, 'harness')", (time.time(),)).lastrowid
+            try:
+                wait_for(lambda: conn.execute("SELECT seen_at FROM holds WHERE id = ?", (hold,)).fetchone()[0],
+                         20, "a fresh reader to see what the listener writes now")
+            finally:
+                with conn:
+                    conn.execute("DELETE FROM holds WHERE id = ?", (hold,))
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

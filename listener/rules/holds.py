@@ -31,8 +31,8 @@ class HoldBook:
         changed = []
         wanted = {h.namespec: h for h in holds}
         for ns, hold in wanted.items():
-            if ns in self.holds:
-                continue
+            if ns in self.holds and self.holds[ns].id == hold.id:
+                continue  # (another id: released and held again between two looks, a new hold to confirm)
             self.holds[ns] = hold
             out.holds_seen.append((hold.id, now))
             out.history.append((now, ns, "hold", "held by an operator: lookout leaves it as it is"
