@@ -135,6 +135,7 @@ class Listener:
         for rec in self.engine.records.values():  # type: ignore[union-attr]
             self._track(rec)
             self.health.sync(rec, self.engine.policies)  # type: ignore[union-attr]
+        self._poll_holds()  # before supervisord's view settles an interrupted action: a hold is respected
         self._reconcile("listener started")
         self.channel.ready()
         log.info("lookout-listener ready (pid %d, state %s)", os.getpid(), self.config.state_path)

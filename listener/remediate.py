@@ -111,7 +111,7 @@ class RemediationExecutor:
             return self._result(action, MOVED_ON, "called off before its call")
         before = self._info(ns)
         if isinstance(before, str):
-            return self._result(action, FAILED, before)
+            return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
         if before.state not in STOPPABLE or (action.pid and before.pid != action.pid):
             return self._result(action, MOVED_ON, f"it is {before.state}" + (f" (pid {before.pid})" if before.pid
                                                                                else ""))
@@ -144,14 +144,24 @@ class RemediationExecutor:
         except xmlrpc.client.Fault as exc:
             if exc.faultCode == FAULT_ALREADY_STARTED:
                 return self._result(action, ALREADY_STARTED, "")
-            return self._result(action, FAILED, f"start: {exc.faultString}")
+            return self._start_failed(action, exc.faultString)
         except SupervisorUnavailable as exc:
             return self._result(action, FAILED, f"start: {exc}")
         after = self._info(ns)
         if isinstance(after, str) or after.state != "RUNNING":
             state = after if isinstance(after, str) else after.state
-            return self._result(action, FAILED, f"started, but it is {state}")
+            return self._start_failed(action, f"started, but it is {state}")
         return ActionResult(action.id, ns, START, DONE, pid=after.pid)
+
+    def _start_failed(self, action: Action, why: str) -> ActionResult:
+        """startProcess(wait) also fails when someone stops the process during its startsecs
+        (ABNORMAL_TERMINATION) or `supervisorctl update` removes it: that is not lookout's failure."""
+        now = self._info(action.namespec)
+        if isinstance(now, str) and "BAD_NAME" in now:
+            return self._result(action, MOVED_ON, "it was removed from supervisord during lookout's start")
+        if not isinstance(now, str) and now.state in ("STOPPING", "STOPPED"):
+            return self._result(action, MOVED_ON, f"it was stopped during lookout's start ({now.state})")
+        return self._result(action, FAILED, f"start: {why}")
 
     def _info(self, namespec: str) -> ProcessSnapshot | str:
         """supervisord's view of one process, or why it cannot be had."""

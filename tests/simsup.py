@@ -85,20 +85,37 @@ class SimSupervisor:
                                                 state))
 
     def spawn(self, p: SimProc, by: str = "") -> None:
+        self.spawn_begin(p, by)
+        self.spawn_finish(p)
+
+    def spawn_begin(self, p: SimProc, by: str = "") -> None:
+        """STARTING: a new process, not RUNNING until its startsecs have passed (spawn_finish)."""
         self.log.append((self.t, p.namespec, f"spawned by {by or 'supervisord'} (was {p.state}, pid {p.pid})"))
         if p.pid:
             p.old_pids = (p.old_pids + [p.pid])[-3:]
         was = p.state
-        p.pid, p.start, p.state = next(self._pids), int(self.t), "RUNNING"
+        p.pid, p.start, p.state = next(self._pids), int(self.t), "STARTING"
         self.started_at[p.pid] = self.t
         self._event(p, "STARTING", was, tries=0)
-        self._event(p, "RUNNING", "STARTING", pid=p.pid)
+
+    def spawn_finish(self, p: SimProc) -> None:
+        if p.state == "STARTING":
+            p.state = "RUNNING"
+            self._event(p, "RUNNING", "STARTING", pid=p.pid)
 
     def halt(self, p: SimProc, by: str) -> None:
+        self.halt_begin(p, by)
+        self.halt_finish(p, by)
+
+    def halt_begin(self, p: SimProc, by: str) -> None:
+        """STOPPING (from RUNNING or STARTING): not STOPPED until the process has gone (halt_finish)."""
+        if p.state in ("RUNNING", "STARTING"):
+            self._event(p, "STOPPING", p.state, pid=p.pid)
+            p.state = "STOPPING"
+
+    def halt_finish(self, p: SimProc, by: str) -> None:
         was, pid = p.state, p.pid
         self.log.append((self.t, p.namespec, f"stopped by {by} (was {was}, pid {pid})"))
-        if was in ("RUNNING", "STARTING"):
-            self._event(p, "STOPPING", was, pid=pid)
         p.state, p.stop, p.last_stopper = "STOPPED", int(self.t), by
         self._event(p, "STOPPED", "STOPPING" if was != "BACKOFF" else "BACKOFF", pid=pid)
 
@@ -122,8 +139,8 @@ class SimSupervisor:
 
     def operator_start(self, ns: str) -> bool:
         p = self.procs[ns]
-        if p.state in ("RUNNING", "STARTING", "BACKOFF"):
-            return False
+        if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING"):
+            return False  # ALREADY_STARTED (and supervisord refuses a start while it stops one)
         self.spawn(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
@@ -147,6 +164,7 @@ class FakeClient:
     def __init__(self, sim: SimSupervisor, checker: Checker) -> None:
         self.sim, self.checker = sim, checker
         self.action: Action | None = None  # the step being run, for the checks
+        self.during: object = None  # called in the middle of a stop or start call (stopwaitsecs, startsecs)
 
     def patient(self, timeout: float) -> FakeClient:
         return self
@@ -166,15 +184,30 @@ class FakeClient:
             if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
                 raise xmlrpc.client.Fault(70, "NOT_RUNNING")
             self.checker.lookout_stops(p, self.action)
-            sim.halt(p, "lookout")
+            if p.state == "BACKOFF":
+                sim.halt(p, "lookout")
+                return True
+            sim.halt_begin(p, "lookout")
+            self._meanwhile()
+            if p.state == "STOPPING":
+                sim.halt_finish(p, "lookout")
             return True
         if method == "supervisor.startProcess":
             if p.state in ("RUNNING", "STARTING", "BACKOFF"):
                 raise xmlrpc.client.Fault(60, "ALREADY_STARTED")
             self.checker.lookout_starts(p, self.action)
-            sim.spawn(p, "lookout")
+            sim.spawn_begin(p, "lookout")
+            self._meanwhile()
+            sim.spawn_finish(p)
+            if p.state != "RUNNING":  # supervisord's wait: RUNNING (whoever's run it is), or a fault
+                raise xmlrpc.client.Fault(40, "ABNORMAL_TERMINATION")
             return True
         raise AssertionError(method)
+
+    def _meanwhile(self) -> None:
+        during, self.during = self.during, None
+        if callable(during):
+            during()
 
 
 class Checker:

@@ -37,7 +37,7 @@ from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
 
 from .simsup import Checker, ListenerModel, SimSupervisor, Violation
 
-EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "300"))
 PROGRAMS = [("web", "web"), ("api", "api"), ("feed", "feed"), ("pool", "pool_0"), ("pool", "pool_1"),
             ("pool", "pool_2"), ("lookout", "lookout")]
 NAMES = [f"{g}:{n}" for g, n in PROGRAMS]
@@ -104,6 +104,36 @@ class Guards(RuleBasedStateMachine):
         for move in moves:
             {"event": self.listener.deliver_event, "step": lambda: self.listener.run_step(0),
              "answer": self.listener.deliver_answer}[move]()
+
+    @precondition(lambda self: self.listener.steps)
+    @rule(i=st.integers(0, 3), how=st.sampled_from(["operator stop", "operator start", "operator restart", "hold",
+                                                     "it dies", "listener killed"]))
+    def something_happens_during_a_call(self, i: int, how: str) -> None:
+        """A step of lookout's makes its call, and during its stopwaitsecs or startsecs ..."""
+        steps = self.listener.steps
+        ns = steps[i % len(steps)].namespec
+        p = self.sim.procs[ns]
+
+        def meanwhile() -> None:
+            if how == "operator stop":
+                self.sim.operator_stop(ns)
+            elif how == "operator start":
+                self.sim.operator_start(ns)
+            elif how == "operator restart":
+                self.operator_restarts(ns)
+            elif how == "hold":
+                self.operator_holds_or_releases(ns, False)
+                self.listener.poll_holds()
+            elif how == "it dies" and p.state == "STARTING":
+                p.state = "BACKOFF"
+                self.sim._event(p, "BACKOFF", "STARTING", tries=1)
+
+        self.listener.client.during = meanwhile
+        self.listener.run_step(i)
+        self.listener.client.during = None
+        if how == "listener killed":
+            self.listener.answers.clear()  # the call went through; its answer died with the listener
+            self._new_listener()
 
     @rule()
     def reconcile(self) -> None:

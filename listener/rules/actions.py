@@ -60,9 +60,10 @@ def family_of(source: str) -> str:
 
 class OwnActions:
     def __init__(self, settings: RemediationSettings, policies: PolicyBook, alerts: AlertBook,
-                 held: Callable[[str], bool], stopping: Callable[[], bool]) -> None:
+                 held: Callable[[str], bool], stopping: Callable[[], bool],
+                 still_unhealthy: Callable[[str, str], bool]) -> None:
         self.settings, self.policies, self.alerts, self.held = settings, policies, alerts, held
-        self.stopping = stopping
+        self.stopping, self.still_unhealthy = stopping, still_unhealthy
 
     # ---- beginning, and the next step ---------------------------------------------------
 
@@ -102,7 +103,10 @@ class OwnActions:
         out.records[rec.namespec] = rec
         if result.step == EVIDENCE:
             a.evidence = result.evidence
+            if not a.cancelled and a.source.startswith("probe:") and not self.still_unhealthy(rec.namespec, a.source):
+                a.cancelled = "it recovered while lookout gathered its evidence"  # (a slow py-spy dump)
             if a.cancelled:
+                self._refund(rec, a)
                 return self._end(rec, a, "cancelled", f"called off: {a.cancelled}", now, out)
             self._step(rec, a, STOP, out)
             return ""
@@ -157,18 +161,20 @@ class OwnActions:
     def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                         out: Outcome) -> str:
         seen_start = a.seen == "STARTING"
-        if result.outcome == DONE:
+        if result.outcome == DONE and not a.cancelled:
             if not seen_start:
                 _expect(rec, f"STARTING 0 {a.since}")
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
-            if (self.held(rec.namespec) or a.cancelled) and not self.stopping():  # a hold or a stop crossed it
-                self.begin(rec, "stop", "hold", f"lookout's start crossed {a.cancelled or 'a hold'}: stopped again",
-                           (), now, out)
             return ""
-        if result.outcome == ALREADY_STARTED or result.outcome == "moved_on":
-            self._end(rec, a, "cancelled", f"not started by lookout: {_first(result)}", now, out)
-            return OPERATOR_STARTED if seen_start else ""
+        if result.outcome == DONE:  # it runs, but an operator (stop, restart, hold) acted during the start:
+            if not seen_start:  # lookout does not claim it, and never stops it again
+                _expect(rec, f"STARTING 0 {a.since}")
+            self._end(rec, a, "cancelled", f"it runs; {a.cancelled} during lookout's start", now, out)
+            return ""
+        if result.outcome in (ALREADY_STARTED, "moved_on") or a.cancelled:
+            self._end(rec, a, "cancelled", f"not started by lookout: {a.cancelled or _first(result)}", now, out)
+            return OPERATOR_STARTED if seen_start and result.outcome != DONE else ""
         self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
         return OPERATOR_STARTED if seen_start else ""
 
@@ -187,9 +193,9 @@ class OwnActions:
             return ""
         if result == "cancelled":
             out.history.append((now, ns, "action", f"lookout's {a.kind}: {detail}"))
-            if a.source.startswith("probe:"):
-                self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind} {detail}", notify=False,
-                                   log=False)
+            if a.source.startswith("probe:"):  # people hear of it when lookout's stop left it stopped
+                self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind}: {detail}",
+                                   notify=a.stopped and rec.state != "RUNNING", log=False)
             return ""
         said = self._done(rec, a.kind, a.source)
         out.history.append((now, ns, "action", said))
@@ -212,7 +218,7 @@ class OwnActions:
         if source == "brake":
             return f"{'stopped' if kind == 'stop' else 'started again'} by lookout's crash-loop brake"
         if kind == "restart":
-            n, m = len(rec.lookout_restarts), self.settings.max_restarts
+            n, m = max(1, len(rec.lookout_restarts)), self.settings.max_restarts
             return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
         if kind == "stop":
             return f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
@@ -261,7 +267,7 @@ class OwnActions:
         a = rec.action
         if a is not None and a.interrupted:
             return UNKNOWN  # settled by the next reconcile
-        if a is not None and a.step == START and not a.seen:
+        if a is not None and a.step == START and not a.seen and not a.cancelled:
             a.seen = "STARTING"
             return PENDING
         if a is not None and a.step == STOP:
@@ -333,7 +339,8 @@ class OwnActions:
             evidence=a.evidence,
             detail=(f"{ns} is stopped. lookout was stopping it to {goal} ({a.reason}) when its listener "
                     f"stopped; lookout cannot tell whether that stop was its own or an operator's, so it does not "
-                    f"start it. Start it: `supervisorctl start {ns}`; keep it down: `lookout hold {ns}`."),
+                    f"start it. Start it: `supervisorctl start {ns}`"
+                    + ("." if self.held(ns) else f"; keep it down: `lookout hold {ns}`.")),
         )
 
 

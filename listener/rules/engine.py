@@ -80,7 +80,8 @@ class AlertEngine(SnapshotRules):
         self.own_namespec = own_namespec
         self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
         self.health = HealthTracker(self.policies, self.book, probe_states)
-        self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping)
+        self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping,
+                                  lambda ns, source: self._still_unhealthy(ns, source) is not None)
         self.holds = HoldBook(self.actions)
         self.guard = RemediationGuard(remediation, self.policies, self.book, self.actions, lambda: self.stopping,
                                       self.held)

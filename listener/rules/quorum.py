@@ -21,8 +21,9 @@ from .policy import PolicyBook
 
 
 def deliberate(rec: ProcessRecord) -> bool:
-    """Stopped on purpose: by an operator, or never started (autostart=false); not by lookout."""
-    return rec.state == "STOPPED" and rec.stopped_by != "lookout"
+    """Stopped on purpose: by an operator, or never started (autostart=false), not by lookout; or
+    being stopped (STOPPING: someone asked for it; a graceful drain may outlast `for`)."""
+    return (rec.state == "STOPPED" and rec.stopped_by != "lookout") or rec.state == "STOPPING"
 
 
 @dataclass(frozen=True)
