@@ -65,8 +65,8 @@ class RemediationExecutor:
 
     def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
         if action.step != EVIDENCE:
-            log.warning("lookout %s %s (%s %s): %s", "stops" if action.step == STOP else "starts", action.namespec,
-                        "to restart it," if action.kind == "restart" else "", action.source, action.reason)
+            log.warning("lookout %s %s%s (%s): %s", "stops" if action.step == STOP else "starts", action.namespec,
+                        " to restart it" if action.kind == "restart" else "", action.source, action.reason)
         self._pool.submit(self._run, action, fill)
 
     def cancel(self, ids: list[str]) -> None:

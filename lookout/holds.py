@@ -90,8 +90,10 @@ def _release(conn: sqlite3.Connection, targets: list[str]) -> int:
                                "WHERE namespec = ? AND released_at IS NULL", (now, ns))
             if cur.rowcount:
                 released += 1
-                print(f"{display_name(ns)}: released; lookout may act on it again (a crash-loop brake that was "
-                      "waiting starts it now)")
+                braked = conn.execute("SELECT braked AND brake_resume_at IS NOT NULL FROM processes WHERE namespec = ?",
+                                      (ns,)).fetchone()
+                waiting = " (the crash-loop brake that was waiting starts it now)" if braked and braked[0] else ""
+                print(f"{display_name(ns)}: released; lookout may act on it again{waiting}")
             else:
                 print(f"{display_name(ns)}: was not held")
     return 0

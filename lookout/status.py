@@ -26,11 +26,12 @@ from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors
 from .listener.store.schema import connect
+from .listener.text import clean
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
 # supervisord's automatic restarts, and lookout's own
 _RESTART = ("(kind = 'state' AND (detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')) "
-            "OR (kind = 'action' AND detail = 'lookout''s restart succeeded')")
+            "OR (kind = 'action' AND detail LIKE 'restarted by lookout%')")
 
 STATUS_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -67,10 +68,12 @@ STATUS_SCHEMA: dict[str, Any] = {
                                "since": {"type": "number"}, "detail": {"type": "string"}}}},
             "silenced_until": {"type": ["number", "null"]},
             "lookout": {"type": "object", "description": "what lookout does or may do about it",
-                        "required": ["held_since", "braked", "starts_again_at", "stopped_by", "action"],
+                        "required": ["held_since", "held_reason", "braked", "starts_again_at", "stopped_by",
+                                     "action"],
                         "additionalProperties": False, "properties": {
                             "held_since": {"type": ["number", "null"],
                                            "description": "`lookout hold`: lookout leaves it as it is"},
+                            "held_reason": {"type": "string"},
                             "braked": {"type": "boolean", "description": "the crash-loop brake holds it"},
                             "starts_again_at": {"type": ["number", "null"],
                                                 "description": "when the brake starts it again"},
@@ -97,8 +100,8 @@ class ProcessStatus:
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
-    lookout: dict = field(default_factory=lambda: {"held_since": None, "braked": False, "starts_again_at": None,
-                                                   "stopped_by": "", "action": ""})
+    lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
+                                                   "starts_again_at": None, "stopped_by": "", "action": ""})
 
     @property
     def healthy(self) -> bool | None:
@@ -188,12 +191,13 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
             action = json.loads(r["action"]) if r["action"] else {}
             row.lookout.update(braked=bool(r["braked"]), starts_again_at=r["brake_resume_at"],
                                stopped_by=r["stopped_by"] or "",
-                               action=f"{action.get('kind', '')} ({action.get('step', '')})" if action else "")
-    for ns, since in conn.execute("SELECT namespec, MIN(created_at) FROM holds WHERE released_at IS NULL "
-                                  "GROUP BY namespec"):
+                               action=f"{action.get('kind', '')} ({action.get('step', '')} step)" if action else "")
+    for ns, since, reason in conn.execute("SELECT namespec, MIN(created_at), MAX(reason) FROM holds "
+                                          "WHERE released_at IS NULL GROUP BY namespec"):
         row = by_ns.get(ns)
         if row is not None:
             row.lookout["held_since"] = since
+            row.lookout["held_reason"] = reason or ""
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
@@ -253,7 +257,8 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
     """The brake, a hold, lookout's action in flight: what an operator at 3 a.m. needs to know."""
     shown, look = display_name(r.snap.namespec), r.lookout
     if look["held_since"] is not None:
-        return [f"held {_ago(look['held_since'], now)} (lookout leaves it as it is; `lookout release {shown}`)"]
+        why = f": {clean(look['held_reason'])}" if look.get("held_reason") else ""
+        return [f"held {_ago(look['held_since'], now)}{why} (lookout leaves it as it is; `lookout release {shown}`)"]
     out = []
     if look["braked"] and look["starts_again_at"] is not None and r.snap.state == "STOPPED":
         wait = format_duration(max(0.0, look["starts_again_at"] - now))
@@ -261,29 +266,31 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
     elif look["braked"] and r.snap.state == "STOPPED":
         out.append(f"braked: stopped by lookout's crash-loop brake; resume: supervisorctl start {shown}")
     if look["action"]:
-        out.append(f"lookout: {look['action']} in progress")
+        out.append(f"lookout: its {look['action']} in progress")
     return out
 
 
-def group_lines(config: Config, rows: list[ProcessStatus]) -> list[str]:
-    """Each [[alerts.groups]] group's shortfall, and how much of it is deliberate (an operator's stops)."""
+def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> list[str]:
+    """Each [[alerts.groups]] group's shortfall, and how much of it is deliberate (an operator's stops),
+    for the groups of the processes shown; counted over all their members."""
     from .listener.rules.models import ProcessRecord
     from .listener.rules.quorum import count
 
     out = []
-    for group in sorted({r.snap.group for r in rows}):
+    for group in sorted(shown):
         rule = next((g for g in config.alerts.groups if fnmatchcase(group, g.match)), None)
         if rule is None:
             continue
         members = [ProcessRecord(r.snap.group, r.snap.name, r.snap.state, stopped_by=r.lookout["stopped_by"])
                    for r in rows if r.snap.group == group]
         c = count(members, group)
-        short = max(0, rule.min_running - c.running)
-        text = f"group {group}: {c.running} of {c.total} running (minimum {rule.min_running})"
+        needed = c.needed(rule.min_running)
+        text = f"group {group}: {c.running} of {c.total} running (minimum {rule.min_running}"
+        text += f", {needed} while {c.deliberate} are stopped on purpose)" if needed < rule.min_running else ")"
+        short = max(0, needed - c.running)
         if short:
             text += (f", short by {short}: {len(c.missing)} down"
-                     + (f" ({', '.join(m.name for m in c.missing[:5])})" if c.missing else "")
-                     + f", {c.deliberate} stopped deliberately")
+                     + (f" ({', '.join(m.name for m in c.missing[:5])})" if c.missing else ""))
         out.append(text)
     return out
 
@@ -299,7 +306,8 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
     elif rows:
         print(render(rows, now, colour))
-        for line in group_lines(config, rows):
+        every = rows if pattern in ("", "*") else collect(config, "*")
+        for line in group_lines(config, every, {r.snap.group for r in rows}):
             print(line)
     if pattern not in ("", "*") and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
         print(f"lookout: no process matches {pattern!r}", file=sys.stderr)

@@ -30,7 +30,7 @@ def test_brake_stop_holds_a_crash_loop_stopped(supervisor_factory, webhook):
     sup = supervisor_factory(CRASHER.format(name="feed"), settings).start()
     alert = webhook.wait("feed was stopped by lookout's crash-loop brake", timeout=30)[0]
     assert alert.title.startswith("[CRITICAL]")
-    assert "Resume with `supervisorctl start feed:feed`" in alert.body and "3 failures within 1m" in alert.body
+    assert "Resume with `supervisorctl start feed`" in alert.body and "3 failures within 1m" in alert.body
     sup.wait_state("feed:feed", "STOPPED", 15)
     stays(lambda: sup.state_of("feed:feed") == "STOPPED", 5, "held stopped")
     assert len(webhook.matching("crash-loop brake")) == 1 and not webhook.matching("stopped by an operator")

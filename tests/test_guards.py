@@ -177,4 +177,75 @@ def test_operator_stops_are_not_an_outage_but_a_crash_is_named(supervisor_factor
     assert "pool: 2 of 3 running (minimum 3); down: pool_1 EXITED since" in alert.text, alert.text
     stays(lambda: len(webhook.matching("pool is below quorum")) == 1, 4, "one quorum alert")
     lines = lookout_cli(sup, "status").stdout
-    assert "group pool: 2 of 3 running (minimum 3), short by 1: 1 down (pool_1), 0 stopped deliberately" in lines
+    assert "group pool: 2 of 3 running (minimum 3), short by 1: 1 down (pool_1)" in lines
+
+
+SLOW_STARTER = """\
+[program:{name}]
+command=sh -c 'exec sleep 1000'
+startsecs=6
+stopwaitsecs=2
+"""
+
+
+def test_the_operator_wins_during_lookouts_start(supervisor_factory, webhook, tmp_path):
+    """Review findings: during lookout's start (startsecs = 6), an operator's restart (a), hold (b)
+    or stop (c). Afterwards a and b run, c is stopped; lookout never stops any of them again, never
+    says it could not restart them."""
+    names = ("a", "b", "c")
+    probes = [{"match": n, "exec": ["sh", "-c", f"test ! -e {tmp_path}/fail.{n}"], "initial_delay": "1s",
+               "period": "1s", "failure_threshold": 1, "action": "restart"} for n in names]
+    sup = supervisor_factory("".join(SLOW_STARTER.format(name=n) for n in names), settings(webhook, probes))
+    for n in names:
+        (tmp_path / f"fail.{n}").touch()
+    sup.start()
+    for n in names:
+        wait_for(lambda n=n: history(sup, f"{n}:{n}", "stopped by lookout's own call")
+                 and sup.state_of(f"{n}:{n}") == "STARTING", 40, f"lookout's start of {n} under way")
+        (tmp_path / f"fail.{n}").unlink()
+    assert sup.ctl("stop", "c").returncode == 0  # (quick ones first: all three inside lookout's 6 s start)
+    assert "b: held" in lookout_cli(sup, "hold", "b").stdout
+    assert sup.ctl("restart", "a").returncode == 0
+    stays(lambda: [sup.state_of(f"{n}:{n}") for n in names] in (["STARTING", "RUNNING", "STOPPED"],
+                                                                ["RUNNING", "RUNNING", "STOPPED"]), 12,
+          "the operator's word stands")
+    for n in names:
+        assert len(history(sup, f"{n}:{n}", "lookout begins to stop")) == 0, history(sup, f"{n}:{n}")
+        assert len(history(sup, f"{n}:{n}", "lookout begins to restart")) == 1
+    assert not webhook.matching("could not be restarted") and not webhook.matching("restarted by lookout")
+
+
+def test_no_restart_when_it_recovers_during_the_evidence(supervisor_factory, webhook, tmp_path):
+    """Review finding: a slow evidence command (py-spy dump) and a process that recovers meanwhile:
+    lookout checks again before it stops anything."""
+    port, marker = free_port(), tmp_path / "evidence.web"
+    probe = http_probe(port, action="restart", failure_threshold=2, initial_delay="1s",
+                       evidence=["sh", "-c", f"touch {marker}; sleep 5; echo stack-dump"])
+    sup = supervisor_factory(web(port), settings(webhook, [probe], {"evidence_timeout": "10s"}))
+    (sup.root / "fail.web").touch()
+    sup.start()
+    wait_for(marker.exists, 30, "lookout's evidence command running")
+    pid = sup.info("web:web")["pid"]
+    (sup.root / "fail.web").unlink()
+    wait_for(lambda: history(sup, "web:web", "unhealthy (http probe) resolved: healthy again"), 20, "healthy again")
+    wait_for(lambda: history(sup, "web:web", "recovered while lookout gathered its evidence"), 20, "called off")
+    assert sup.info("web:web")["pid"] == pid and not webhook.matching("restarted by lookout")
+
+
+def test_a_graceful_operator_stop_of_a_pool_pages_nobody(supervisor_factory, webhook):
+    """Review finding: members that take longer than `for` to stop (STOPPING) are stopped on purpose."""
+    pool = """\
+[program:pool]
+command=sh -c 'trap "sleep 4; exit 0" TERM; while :; do sleep 0.2; done'
+process_name=%(program_name)s_%(process_num)d
+numprocs=3
+startsecs=1
+stopwaitsecs=10
+"""
+    s = fast_alerts(webhook)
+    s["alerts"]["groups"] = [{"match": "pool", "min_running": 3, "for": "2s"}]
+    sup = supervisor_factory(pool, s).start()
+    for i in range(3):
+        sup.wait_state(f"pool:pool_{i}", "RUNNING", 15)
+    assert sup.ctl("stop", "pool:*").returncode == 0
+    stays(lambda: not webhook.messages, 5, "no page for an operator's slow stop")

@@ -156,9 +156,11 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
         ) if p))
     elif a.family != QUORUM:
         out.append(f"  failing since {_clock(a.opened_at)} ({format_duration(now - a.opened_at)} ago)")
-    spawnerr = extra.spawnerr.get(a.namespec) or (a.detail if a.family == PROCESS else "")
+    spawnerr = extra.spawnerr.get(a.namespec) or (a.detail if a.family == PROCESS and a.kind != BRAKED else "")
     if spawnerr:
         out.append(f"  supervisord says: {clean(spawnerr)}")
+    elif a.kind == BRAKED and a.detail:
+        out.append(f"  {clean(a.detail)}")
     if a.action_taken:
         out.append(f"  lookout: {clean(a.action_taken)}")
     link = dashboard_link(extra.dashboard_url, a.namespec, host)

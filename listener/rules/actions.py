@@ -40,6 +40,7 @@ from .models import (
     Outcome,
     PendingAction,
     ProcessRecord,
+    display_name,
 )
 from .policy import PolicyBook
 
@@ -221,7 +222,7 @@ class OwnActions:
             n, m = max(1, len(rec.lookout_restarts)), self.settings.max_restarts
             return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
         if kind == "stop":
-            return f"stopped by lookout; resume with `supervisorctl start {rec.namespec}`"
+            return f"stopped by lookout; resume with `supervisorctl start {display_name(rec.namespec)}`"
         return "started again by lookout"
 
     # ---- events: whose were they? ---------------------------------------------------------
@@ -333,14 +334,15 @@ class OwnActions:
             self.alerts.update(family_of(a.source), ns, now, out, action_taken=said, notify=False, log=False)
             return
         rec.brake_resume_at, rec.braked = None, False
+        name = display_name(ns)
         goal = "start it again after the crash-loop backoff" if resume_due else f"{a.kind} it"
         self.alerts.raise_(
             REMEDIATION, ns, LEFT_STOPPED, "critical", now, out, tags=self.policies.lookup(ns).tags,
             evidence=a.evidence,
-            detail=(f"{ns} is stopped. lookout was stopping it to {goal} ({a.reason}) when its listener "
+            detail=(f"{name} is stopped. lookout was stopping it to {goal} ({a.reason}) when its listener "
                     f"stopped; lookout cannot tell whether that stop was its own or an operator's, so it does not "
-                    f"start it. Start it: `supervisorctl start {ns}`"
-                    + ("." if self.held(ns) else f"; keep it down: `lookout hold {ns}`.")),
+                    f"start it. Start it: `supervisorctl start {name}`"
+                    + ("." if self.held(ns) else f"; keep it down: `lookout hold {name}`.")),
         )
 
 

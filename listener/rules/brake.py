@@ -16,7 +16,7 @@ from collections.abc import Callable
 from ..config import CrashLoop, format_duration
 from .actions import LOOKOUT, OwnActions
 from .alerts import AlertBook
-from .models import BRAKED, PROCESS, Outcome, ProcessRecord
+from .models import BRAKED, PROCESS, Outcome, ProcessRecord, display_name
 from .policy import PolicyBook
 
 
@@ -36,7 +36,7 @@ class CrashLoopBrake:
         self.alerts.raise_(PROCESS, ns, BRAKED, "critical", now, out, opened_at=rec.failing_since,
                            failures=len(rec.failures), restarts_at_open=rec.restarts_before_failing,
                            tags=self.policies.lookup(ns).tags,
-                           detail=f"crash-loop brake: {failures}. Resume with `supervisorctl start {ns}`")
+                           detail=f"crash-loop brake: {failures}. Resume with `supervisorctl start {display_name(ns)}`")
         if self.dry_run:
             out.remediations.append((ns, "stop", "dry_run"))
             self.alerts.update(PROCESS, ns, now, out, action_taken="would stop it (remediation.dry_run = true)",
@@ -75,7 +75,7 @@ class CrashLoopBrake:
                            action_taken=f"crash-loop backoff: stopped by lookout, started again in "
                                         f"{format_duration(delay)} (waits double up to "
                                         f"{format_duration(loop.backoff_max)}); to keep it stopped: "
-                                        f"`lookout hold {rec.namespec}`")
+                                        f"`lookout hold {display_name(rec.namespec)}`")
 
     def on_time(self, rec: ProcessRecord, loop: CrashLoop, now: float, out: Outcome) -> None:
         if rec.brake_resume_at is not None and now >= rec.brake_resume_at and rec.action is None:

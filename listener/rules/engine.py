@@ -44,6 +44,7 @@ from .models import (
     FATAL,
     LEFT_STOPPED,
     PROCESS,
+    REMEDIATION,
     ActionResult,
     Alert,
     Hold,
@@ -281,6 +282,9 @@ class AlertEngine(SnapshotRules):
                 self._raise(rec, CRASHED, now, out)
         elif state == "RUNNING":
             rec.running_since, rec.spawnerr = now, ""
+            left = self.book.get(REMEDIATION, rec.namespec)
+            if left is not None and left.kind == LEFT_STOPPED:  # resolved once supervisord confirms it
+                out.reconcile = out.reconcile or f"confirm that {rec.namespec} runs again"
         elif state in ("BACKOFF", "EXITED"):
             started = rec.last_start or rec.running_since  # from spawn: what a person means
             rec.last_run_seconds = now - started if started else None
@@ -349,6 +353,8 @@ class AlertEngine(SnapshotRules):
                 self.brake.start(rec, loop, now, out)
         elif rec.brake_delay and loop.action == "backoff":
             self.brake.hold(rec, loop, now, out)
+        elif rec.crash_looping and loop.action == "stop" and not rec.braked:
+            self.brake.engage(rec, loop, now, out)  # (the config asks for the stop brake only now)
 
     def _raise(self, rec: ProcessRecord, kind: str, now: float, out: Outcome, detail: str = "") -> None:
         self._begin_episode(rec, now)

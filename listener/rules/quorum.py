@@ -33,9 +33,12 @@ class GroupCount:
     deliberate: int
     missing: tuple[ProcessRecord, ...]  # neither RUNNING nor deliberately stopped
 
+    def needed(self, minimum: int) -> int:
+        """min_running, lowered by the members stopped on purpose (never below zero)."""
+        return max(0, min(minimum, self.total - self.deliberate))
+
     def short_of(self, minimum: int) -> bool:
-        """Fewer RUNNING than needed; an operator's stops lower what is needed, never below zero."""
-        return self.running < min(minimum, self.total - self.deliberate)
+        return self.running < self.needed(minimum)
 
 
 def count(records: Iterable[ProcessRecord], group: str) -> GroupCount:
@@ -49,14 +52,16 @@ def count(records: Iterable[ProcessRecord], group: str) -> GroupCount:
 
 def describe(group: str, c: GroupCount, minimum: int) -> str:
     """'pool: 2 of 4 running (minimum 3); down: pool_1 FATAL since 12:03:04, ...; 1 stopped by an operator'."""
-    text = f"{group}: {c.running} of {c.total} running (minimum {minimum})"
+    lowered = f", {c.needed(minimum)} while {c.deliberate} are stopped on purpose" if c.needed(minimum) < minimum \
+        else ""
+    text = f"{group}: {c.running} of {c.total} running (minimum {minimum}{lowered})"
     if c.missing:
         shown = [f"{r.name} {r.state} since {time.strftime('%H:%M:%S', time.localtime(r.state_since))}"
                  for r in c.missing[:10]]
         more = f" and {len(c.missing) - 10} more" if len(c.missing) > 10 else ""
         text += f"; down: {', '.join(shown)}{more}"
-    if c.deliberate:
-        text += f"; {c.deliberate} stopped deliberately (not counted)"
+    if c.deliberate and not lowered:
+        text += f"; {c.deliberate} stopped on purpose"
     return text
 
 

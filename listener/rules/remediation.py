@@ -22,7 +22,7 @@ from collections.abc import Callable
 from ..config import ProbeSpec, RemediationSettings, format_duration
 from .actions import OwnActions, family_of
 from .alerts import AlertBook
-from .models import EXHAUSTED, REMEDIATION, Outcome, ProcessRecord
+from .models import EXHAUSTED, REMEDIATION, Outcome, ProcessRecord, display_name
 from .policy import PolicyBook
 
 
@@ -47,9 +47,9 @@ class RemediationGuard:
                                                              "processes (remediation.protected)", notify=False)
             return
         if self.held(ns):
+            release = f"`lookout release {display_name(ns)}`"
             self.alerts.update(fam, ns, now, out, notify=False,
-                               action_taken=f"not {kind}ed: held by an operator (`lookout release {ns}` lets "
-                                            "lookout act again)")
+                               action_taken=f"not {kind}ed: held by an operator ({release} lets lookout act again)")
             return
         if self.settings.dry_run:
             out.remediations.append((ns, kind, "dry_run"))
@@ -80,7 +80,7 @@ class RemediationGuard:
             detail=(f"remediation exhausted: lookout restarted it {len(recent)} time(s) within "
                     f"{format_duration(self.settings.within)} (remediation.max_restarts = {self.settings.max_restarts})"
                     f" and it is still unhealthy; lookout no longer acts on it. `supervisorctl restart "
-                    f"{rec.namespec}` resets this."),
+                    f"{display_name(rec.namespec)}` resets this."),
         )
 
     def on_time(self, rec: ProcessRecord, still_wanted: Callable[[str], ProbeSpec | None], now: float,
