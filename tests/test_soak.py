@@ -6,6 +6,7 @@ supervisord did, no store file is "(deleted)" for the listener, a fresh reader s
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -47,22 +48,41 @@ def _lookout_loop(config: str, stop: threading.Event, failures: list[str], runs:
                                capture_output=True, timeout=60)
 
 
+def _deleted_store_files(sup) -> list[str]:
+    """The listener's open store files that are "(deleted)": it writes where nobody can read."""
+    try:
+        pid = sup.listener_pid()
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except (OSError, KeyError, TypeError):
+        return []
+    return [link for link in links if link.startswith(str(sup.state_path)) and link.endswith("(deleted)")]
+
+
 def test_shared_store_soak(supervisor_factory, webhook, exporter_factory):
     settings = fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})
     sup = supervisor_factory("\n".join(STORMY.format(i=i) for i in range(PROGRAMS)), settings)
     (sup.root / "storm").touch()
     sup.start()
-    exporter = exporter_factory(sup)
-    stop, failures, runs, scrapes = threading.Event(), [], [0], []
+    stop, failures, runs, scrapes, deleted = threading.Event(), [], [0], [], []
     loops = [threading.Thread(target=_lookout_loop, args=(str(sup.config_path), stop, failures, runs, k * 2),
                               daemon=True) for k in range(4)]
 
     def scrape() -> None:
+        # The first third without an exporter: its long-lived connection would hide a store whose locks
+        # were dropped (the last connection to close would not be a `lookout` command's).
+        if stop.wait(STORM_SECONDS / 3):
+            return
+        exporter = exporter_factory(sup)
         while not stop.is_set():
             scrapes.append(exporter.get("/metrics")[0])
             stop.wait(1.0)
 
-    loops.append(threading.Thread(target=scrape, daemon=True))
+    def watch() -> None:
+        while not stop.is_set():
+            deleted.extend(_deleted_store_files(sup))
+            stop.wait(0.5)
+
+    loops += [threading.Thread(target=scrape, daemon=True), threading.Thread(target=watch, daemon=True)]
     for t in loops:
         t.start()
     began = time.monotonic()
@@ -73,6 +93,7 @@ def test_shared_store_soak(supervisor_factory, webhook, exporter_factory):
     stop.set()
     for t in loops:
         t.join(90)
+    assert not deleted, f"the listener wrote to deleted store files: {sorted(set(deleted))}"
     assert not failures, failures[:5]
     assert runs[0] >= 40 and scrapes and all(code == 200 for code in scrapes), (runs, scrapes[-5:])
 
