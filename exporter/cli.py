@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 
-from ..listener.cli import OneLineParser
-from ..listener.config import ConfigError, load_config
+from ..listener.cli import OneLineParser, version
+from ..listener.config import ConfigError, UserError, load_config
 from ..listener.redact import config_secrets, install_log_filter
 
 
@@ -28,6 +28,7 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="lookout-exporter", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"lookout-exporter {version()}")
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     p.add_argument("--web.listen-address", "--listen", dest="listen", help="HOST:PORT (default: exporter.listen)")
     p.add_argument("--web.telemetry-path", dest="telemetry_path",
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         from .webconfig import web_config
 
         web = web_config(config.exporter, args.web_config or "")
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"lookout-exporter: {exc}", file=sys.stderr)
         return 2
     install_log_filter(config_secrets(config))

@@ -22,9 +22,9 @@ import sys
 import time
 import xmlrpc.client
 
-from .config import Config, ConfigError, format_duration, load_config, parse_duration, shown
+from .config import Config, ConfigError, UserError, cli_duration, format_duration, load_config, no_config_note, shown
 from .redact import config_secrets, install_log_filter, safe_url
-from .store.files import StoreUnavailable
+from .store.files import StoreUnavailable, owner_hint
 
 REGISTER_HINT = """\
 lookout-listener is a supervisord event listener: supervisord starts it and talks to it over
@@ -53,6 +53,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="lookout-listener", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"lookout-listener {version()}")
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the config and supervisord access, print effective settings")
@@ -82,10 +83,28 @@ def silence_id(text: str) -> int:
 
 def silence_seconds(text: str) -> float:
     """--for, within bounds: a 400-digit duration must not become an endless silence."""
-    seconds = parse_duration(text, "--for")
+    from .config import UsageError
+
+    seconds = cli_duration(text, "--for")
     if not SILENCE_MIN <= seconds <= SILENCE_MAX:
-        raise ConfigError("--for", f"{shown(text)} is out of bounds: must be between 1s and 365d")
+        raise UsageError("--for", f"{shown(text)} is out of bounds: must be between 1s and 365d")
     return seconds
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("supervisor-lookout")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
+def say_once_if_no_config(config: Config, prog: str) -> None:
+    note = no_config_note(config)
+    if note:
+        print(f"{prog}: {note}", file=sys.stderr)
 
 
 def _setup_logging(level: str) -> None:
@@ -100,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"lookout-listener: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or config.listener.log_level)
     install_log_filter(config_secrets(config))
+    say_once_if_no_config(config, "lookout-listener")
 
     try:
         if args.command == "probe":
@@ -121,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             print(REGISTER_HINT, file=sys.stderr, end="")
             return 2
         return _run(config)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"lookout-listener: {exc}", file=sys.stderr)
         return 2
     except StoreUnavailable as exc:
-        print(f"lookout-listener: state.path: {config.state_path}: {exc}", file=sys.stderr)
+        hint = owner_hint(config.state_path)
+        print(f"lookout-listener: state.path: {config.state_path}: {exc}" + (f"; {hint}" if hint else ""),
+              file=sys.stderr)
         return 2
 
 
@@ -146,19 +168,20 @@ def _run(config: Config) -> int:
     return Listener(config, targets).run()
 
 
-def _supervisor_state(config: Config) -> str:
-    """getState() or a ConfigError naming supervisor.serverurl."""
+def _supervisor_state(config: Config) -> tuple[str, list[str]]:
+    """getState() and the names of the processes, or a UserError that says what is wrong and names
+    supervisor.serverurl (supervisord down is not a config error, but the URL may be wrong)."""
     from .rpc import SupervisorClient, SupervisorUnavailable
 
+    client = SupervisorClient(config.supervisor)
     try:
-        state = SupervisorClient(config.supervisor).call("supervisor.getState")
+        state = client.call("supervisor.getState")
+        names = [p.namespec for p in client.all_process_info()]
     except SupervisorUnavailable as exc:
-        raise ConfigError(
-            "supervisor.serverurl", f"cannot reach supervisord at {_show_serverurl(config)}: {exc}"
-        ) from None
+        raise UserError(f"{exc} (supervisor.serverurl = {_show_serverurl(config)})") from None
     except xmlrpc.client.Fault as exc:
-        return f"answering with fault {exc.faultCode} ({exc.faultString})"
-    return str(state.get("statename", state))
+        return f"answering with fault {exc.faultCode} ({exc.faultString})", []
+    return str(state.get("statename", state)), names
 
 
 def check_config(config: Config) -> int:
@@ -168,7 +191,7 @@ def check_config(config: Config) -> int:
     if problem:
         raise ConfigError("state.path", f"{config.state_path}: {problem}")
     targets = _build_targets(config)
-    state = _supervisor_state(config)
+    state, names = _supervisor_state(config)
     a, n = config.alerts, config.notify
     lines = [
         f"config: {config.source}",
@@ -199,8 +222,30 @@ def check_config(config: Config) -> int:
         lines += describe_probes(config)
     if not targets:
         lines.append("warning: no notify targets: alerts will only be logged")
+    lines += unmatched_sections(config, names)
     print("\n".join(lines))
     return 0
+
+
+def unmatched_sections(config: Config, names: list[str]) -> list[str]:
+    """A warning for every [[alerts.programs]] and [[alerts.groups]] entry that matches no process
+    supervisord runs now (a typo, or a program still to come); describe_probes does [[probes]]."""
+    from fnmatch import fnmatchcase
+
+    from .rules.policy import matches
+
+    if not names:
+        return []
+    out = []
+    sections = [(f"alerts.programs[{i}]", r.match, False) for i, r in enumerate(config.alerts.programs)]
+    sections += [(f"alerts.groups[{i}]", g.match, True) for i, g in enumerate(config.alerts.groups)]
+    groups = {ns.partition(":")[0] for ns in names}
+    for key, pattern, is_group in sections:
+        if is_group and not any(fnmatchcase(g, pattern) for g in groups):
+            out.append(f"warning: {key}: match = {pattern!r} matches no group supervisord has now")
+        elif not is_group and not any(matches(pattern, ns) for ns in names):
+            out.append(f"warning: {key}: match = {pattern!r} matches no process supervisord runs now")
+    return out
 
 
 def _show_serverurl(config: Config) -> str:
@@ -226,7 +271,7 @@ def test_alert(config: Config) -> int:
         try:
             t.send(title, am_test if t.format == "alertmanager" else text, "info")
             print(f"ok      {t.label}")
-        except DeliveryError as exc:
+        except DeliveryError as exc:  # the reason the delivery library gave, secrets scrubbed
             failed += 1
             print(f"FAILED  {t.label}: {exc}")
     return 1 if failed else 0
@@ -237,12 +282,18 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     from .store.schema import connect
 
     seconds = silence_seconds(args.duration) if args.command == "silence" else 0.0  # bounds first
-    store = DeliveryStore(connect(config.state_path))
+    if args.command == "silences" and not os.path.exists(config.state_path):
+        print("no active silences (no store yet)")
+        return 0
+    store = DeliveryStore(connect(config.state_path, readonly=args.command == "silences"))  # a listing only reads
     now = time.time()
     if args.command == "silence":
         sid = store.add_silence(args.matcher, now, now + seconds, args.reason)
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now + seconds))
         print(f"silence {sid}: {args.matcher} until {until}")
+        if not _matches_something(store.conn, args.matcher):
+            print(f"note: no process matches {args.matcher!r} now; the silence holds for any that appears before "
+                  "it ends")
         return 0
     if args.command == "silences":
         active = store.silences(now)
@@ -256,6 +307,13 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"no active silence with id {args.id}", file=sys.stderr)
     return 1
+
+
+def _matches_something(conn, matcher: str) -> bool:  # noqa: ANN001
+    from .store.delivery import Silence
+
+    probe = Silence(0, matcher, 0.0, float("inf"), "")  # the notifier's own matching
+    return any(probe.covers(ns, 1.0) for (ns,) in conn.execute("SELECT namespec FROM processes WHERE present = 1"))
 
 
 if __name__ == "__main__":

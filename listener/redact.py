@@ -3,7 +3,10 @@
 apprise URLs carry tokens in the user-info, the path and the query (slack://T/B/C,
 json://user:pass@host, ...). We only ever show 'scheme://host', and only when the host looks
 like a host name; a LogFilter also scrubs every secret fragment we know of from log records,
-so a third-party library that logs a full URL cannot leak it either.
+so a third-party library that logs a full URL cannot leak it either. What is scrubbed is what
+can be secret (user-info, path segments, the values of query keys that hold secrets, anything
+that looks like a token); hosts, ports and plain values (`smtp=127.0.0.1`, `port=25`) never: a
+scrubbed host would hide the host of every other target and every log line that names it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,21 @@ if TYPE_CHECKING:
     from .config import Config
 
 _HOSTLIKE = re.compile(r"^(localhost|[\d.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
+
+
+# Query keys of apprise URLs whose values are secrets (and the usual suspects of other services)
+SECRET_KEYS = frozenset({
+    "token", "key", "apikey", "api_key", "secret", "password", "pass", "pwd", "passwd", "auth", "access_token",
+    "accesstoken", "webhook", "webhook_id", "sid", "client_secret", "private_key", "privatekey", "passphrase",
+    "user", "username", "app_token", "apptoken", "bot_token", "routing_key", "integration_key", "oauth",
+    "credentials", "signature", "sig", "code",
+})
+
+
+def _looks_like_token(value: str) -> bool:
+    """A long run of letters and digits (both), no dots: a token, not a host, a port or a word."""
+    return (len(value) >= 16 and "." not in value and any(c.isdigit() for c in value)
+            and any(c.isalpha() for c in value) and re.fullmatch(r"[A-Za-z0-9_\-+/=]+", value) is not None)
 
 
 def scheme_of(url: str) -> str:
@@ -49,14 +67,14 @@ def secrets_in_url(url: str) -> set[str]:
         found.add(unquote(parts.username))
     if parts.password:
         found.add(unquote(parts.password))
-    host = parts.hostname or ""
+    host = parts.netloc.rpartition("@")[2].split(":")[0]  # as written: hostname would lowercase a token
     if host and not _HOSTLIKE.match(host):
         found.add(host)  # slack://TOKEN_A/... puts a token where the host goes
     for segment in parts.path.split("/"):
         if segment:
             found.add(unquote(segment))
-    for _, value in parse_qsl(parts.query):
-        if value:
+    for key, value in parse_qsl(parts.query):
+        if value and (key.lower() in SECRET_KEYS or _looks_like_token(value)):
             found.add(value)
     if found:  # a URL with nothing secret in it (http://127.0.0.1:9093) may be shown as it is
         found.add(url)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import os
 import socket
 import xmlrpc.client
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
 from .config import SupervisorSettings
+from .redact import safe_url
 from .rules.models import ProcessSnapshot
 from .text import clean_xml
 
@@ -111,13 +113,35 @@ class SupervisorClient:
         except (xmlrpc.client.Fault, SupervisorUnavailable):
             raise
         except xmlrpc.client.ProtocolError as exc:
+            if exc.errcode == 401:
+                raise SupervisorUnavailable("supervisord refused the credentials (supervisor.username, "
+                                            "supervisor.password)") from None
             raise SupervisorUnavailable(f"HTTP {exc.errcode} {exc.errmsg}") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise SupervisorUnavailable(f"{type(exc).__name__}: {exc}") from None
+            raise SupervisorUnavailable(self._unreachable(exc)) from None
         except Exception as exc:  # expat, a bad int or date, a truncated answer: hostile input
             raise SupervisorUnavailable(f"malformed answer to {method}: {type(exc).__name__}") from None
         finally:
             proxy("close")()
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """Why supervisord cannot be reached, in words that say what to do."""
+        url = self.settings.serverurl
+        if url.startswith("unix://"):
+            path = url[len("unix://"):]
+            if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+                return f"supervisord is not running? (no socket at {path})"
+            if isinstance(exc, ConnectionRefusedError):
+                return f"supervisord is not running? ({path} refuses connections)"
+            if isinstance(exc, PermissionError):
+                return (f"no permission to use supervisord's socket {path} (run as a user who may, or see chmod "
+                        f"and chown in supervisord's [unix_http_server])")
+        if isinstance(exc, ConnectionRefusedError):
+            return f"supervisord is not running? ({safe_url(url)} refuses connections)"
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return f"supervisord did not answer within {self.settings.timeout:g}s (supervisor.timeout)"
+        return f"cannot reach supervisord at {safe_url(url) if not url.startswith('unix://') else url}: " \
+               f"{type(exc).__name__}: {exc}"
 
     def multicall(self, calls: list[tuple[str, tuple]]) -> list:
         """system.multicall without stdlib MultiCall, whose result handling breaks on supervisord."""

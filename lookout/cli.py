@@ -24,15 +24,16 @@ import signal
 import sys
 import time
 
-from .listener.cli import OneLineParser, silence_id
-from .listener.config import ConfigError, format_duration, load_config, parse_duration
+from .listener.cli import OneLineParser, say_once_if_no_config, silence_id, version
+from .listener.config import UserError, cli_duration, format_duration, load_config
 from .listener.redact import config_secrets, install_log_filter
-from .listener.store.files import StoreUnavailable
+from .listener.store.files import StoreUnavailable, owner_hint, store_problem
 
 
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="lookout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
+    p.add_argument("--version", action="version", version=f"lookout {version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name")
@@ -41,7 +42,9 @@ def _parser() -> OneLineParser:
     s.add_argument("--check", action="store_true",
                    help="exit 0 if all RUNNING (or deliberately stopped) and no alert is open, 1 if not, "
                         "2 if supervisord or the store cannot be read")
-    s.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    s.add_argument("--color", nargs="?", const="always", default="auto", choices=("auto", "always", "never"),
+                   help="colour the states: auto (on a terminal, unless NO_COLOR), always (also --color alone), "
+                        "never")
     h = sub.add_parser("history", help="one process's state changes, exits and alerts, in time order")
     h.add_argument("name", help="as supervisorctl names it: 'reconciler' or 'group:name'")
     h.add_argument("--since", default="24h", help="how far back (default 24h)")
@@ -84,15 +87,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(STATUS_SCHEMA, indent=2))
         return 0
+    config = None
     try:
         config = load_config(args.config)
         install_log_filter(config_secrets(config))
+        say_once_if_no_config(config, "lookout")
         return _run(config, args)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2
     except StoreUnavailable as exc:
-        print(f"lookout: state.path: {exc}", file=sys.stderr)
+        hint = owner_hint(config.state_path) if config else ""
+        where = config.state_path if config else "state.path"
+        print(f"lookout: lookout's store {where}: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 2
 
 
@@ -108,7 +115,7 @@ def _run(config, args) -> int:  # noqa: ANN001
     if args.command == "history":
         from .history import history_command
 
-        return history_command(config, args.name, parse_duration(args.since, "--since"), args.json)
+        return history_command(config, args.name, cli_duration(args.since, "--since"), args.json)
     if args.command == "alerts":
         return _alerts(config, args.json)
     if args.command in ("silence", "silences", "unsilence"):
@@ -139,7 +146,8 @@ def _alerts(config, as_json: bool) -> int:  # noqa: ANN001
         rows = conn.execute("SELECT namespec, family, kind, severity, opened_at, detail, action_taken FROM alerts "
                             "WHERE resolved_at IS NULL ORDER BY opened_at").fetchall()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        print(f"lookout: cannot read lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
+              file=sys.stderr)
         return 2
     now = time.time()
     if as_json:

@@ -24,7 +24,7 @@ from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
-from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
 from .listener.text import clean
 
@@ -149,7 +149,8 @@ def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
             finally:
                 conn.close()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        raise Unreadable(f"cannot read lookout's store {config.state_path}: {exc}") from None
+        raise Unreadable(f"cannot read lookout's store {config.state_path}: "
+                         f"{store_problem(config.state_path, exc)}") from None
 
 
 def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> None:

@@ -91,7 +91,9 @@ def test_unreachable_supervisord(tmp_path, webhook):
     )
     result = run_cli(tmp_path, toml, "--check-config")
     assert result.returncode == 2
-    assert "supervisor.serverurl" in result.stderr and "cannot reach supervisord" in result.stderr
+    assert "supervisor.serverurl" in result.stderr
+    assert "supervisord is not running? (no socket at /nonexistent/lookout-test.sock)" in result.stderr
+    assert "config error" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert SECRET not in result.stderr + result.stdout
     assert not webhook.messages

@@ -8,7 +8,7 @@ problem in one line (``ConfigError``); the commands print it and exit with statu
     load.py    TOML -> Config
 """
 
-from .load import crash_loop_settings, load_config, parse_config
+from .load import crash_loop_settings, load_config, no_config_note, parse_config
 from .model import (
     DEFAULT_SERVERURL,
     DEFAULT_STATE_PATH,
@@ -25,7 +25,18 @@ from .model import (
     SupervisorSettings,
 )
 from .probes import ACTIONS, KINDS, PLACEHOLDERS, GroupRule, ProbeSpec, RemediationSettings, placeholders_in
-from .values import ConfigError, Section, format_duration, format_size, parse_duration, parse_size, shown
+from .values import (
+    ConfigError,
+    Section,
+    UsageError,
+    UserError,
+    cli_duration,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+    shown,
+)
 
 __all__ = [
     "DEFAULT_SERVERURL", "DEFAULT_STATE_PATH", "SEVERITIES", "AlertSettings", "AlertmanagerSettings", "Config",
@@ -33,5 +44,5 @@ __all__ = [
     "ProgramRule", "Section",
     "SupervisorSettings", "crash_loop_settings", "format_duration", "format_size", "load_config", "parse_config",
     "parse_duration", "parse_size", "shown", "ACTIONS", "KINDS", "PLACEHOLDERS", "GroupRule", "ProbeSpec",
-    "RemediationSettings", "placeholders_in",
+    "RemediationSettings", "placeholders_in", "UsageError", "UserError", "cli_duration", "no_config_note",
 ]

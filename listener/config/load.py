@@ -234,22 +234,48 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None
 DEFAULT_PATH = "/etc/lookout/lookout.toml"  # where the README's install puts it
 
 
+NO_CONFIG = "<defaults>"  # Config.source when no file was found anywhere
+
+
+def _whose(path: str) -> str:
+    """' (it belongs to alice: run as alice)' for a file another user owns."""
+    import pwd
+
+    try:
+        uid = os.stat(path).st_uid
+        owner = pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return ""
+    return "" if uid == os.geteuid() else f" (it belongs to {owner}: run as {owner}, or make it readable)"
+
+
+def no_config_note(config: Config) -> str:
+    """'' or the one line that says no config file was found (said once, by each command)."""
+    if config.source != NO_CONFIG:
+        return ""
+    return (f"no config file found (-c, $LOOKOUT_CONFIG, {DEFAULT_PATH}); using defaults: state.path = "
+            f"{config.state_path}, supervisor.serverurl = {config.supervisor.serverurl}")
+
+
 def load_config(path: str | None, env: Any = None, default_path: str = DEFAULT_PATH) -> Config:
     """Load -c PATH, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml if it exists (as
     supervisorctl finds /etc/supervisord.conf), else defaults (plus environment)."""
     env = os.environ if env is None else env
+    given = "-c" if path else "$LOOKOUT_CONFIG" if env.get("LOOKOUT_CONFIG") else "the default config"
     path = path or env.get("LOOKOUT_CONFIG") or (default_path if os.path.isfile(default_path) else None)
     if path is None:
-        return parse_config({}, "<defaults>", env)
+        return parse_config({}, NO_CONFIG, env)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError("-c", f"{path}: no such file") from None
+        raise ConfigError(given, f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError("-c", f"{path}: is a directory, not a TOML file") from None
+        raise ConfigError(given, f"{path}: is a directory, not a TOML file") from None
+    except PermissionError as exc:
+        raise ConfigError(given, f"{path}: {exc.strerror}{_whose(path)}") from None
     except OSError as exc:
-        raise ConfigError("-c", f"{path}: {exc.strerror}") from None
+        raise ConfigError(given, f"{path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(path, f"not valid TOML: {str(exc)[:200]}") from None
     return parse_config(data, path, env)

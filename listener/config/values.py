@@ -15,12 +15,32 @@ from typing import Any
 SEVERITIES = ("info", "warning", "critical")
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; str() is the one line shown to the user."""
+class UserError(ValueError):
+    """Something the user can fix (exit status 2); str() is the one line shown to them."""
+
+
+class ConfigError(UserError):
+    """A bad configuration value: "config error: KEY: PROBLEM"."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"config error: {key}: {problem}")
-        self.key = key
+        self.key, self.problem = key, problem
+
+
+class UsageError(UserError):
+    """A bad command-line value (not the config's): "--since: PROBLEM"."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def cli_duration(value: str, key: str) -> float:
+    """A duration given on the command line: its error names the option, not the config."""
+    try:
+        return parse_duration(value, key)
+    except ConfigError as exc:
+        raise UsageError(key, exc.problem) from None
 
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

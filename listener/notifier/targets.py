@@ -7,14 +7,17 @@ alerts, one tagged ``pager`` gets alerts of programs with ``tags = ["pager"]``, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError, NotifySettings
-from ..redact import safe_url, scheme_of, secrets_in_url
+from ..redact import safe_url, scheme_of, scrub, secrets_in_url
 
 log = logging.getLogger("lookout.notifier")
 MARKDOWN_SCHEMES = frozenset({"slack", "mmost", "mmosts", "discord", "msteams", "rocket", "rockets", "matrix",
@@ -39,18 +42,60 @@ class Target:
         return not self.tags or "all" in self.tags or bool(self.tags & set(tags))
 
     def send(self, title: str, body: str, notify_type: str) -> None:
-        """Raises DeliveryError when the service did not accept the message."""
-        try:
-            ok = self.service.notify(body=body, title=title, notify_type=notify_type or "info",
-                                     body_format="markdown" if self.markdown else "text")
-        except Exception as exc:  # a plugin bug must not kill the worker
-            raise DeliveryError(f"{type(exc).__name__} in {self.scheme} plugin") from None
+        """Raises DeliveryError, with the reason apprise gave, when the service did not accept it."""
+        with _apprise_says() as said:
+            try:
+                ok = self.service.notify(body=body, title=title, notify_type=notify_type or "info",
+                                         body_format="markdown" if self.markdown else "text")
+            except Exception as exc:  # a plugin bug must not kill the worker
+                raise DeliveryError(f"{type(exc).__name__} in the {self.scheme} plugin") from None
         if not ok:
-            raise DeliveryError(f"{self.label} did not accept the message")
+            raise DeliveryError(_reason(said) or "not accepted (apprise gave no reason)")
 
 
 class DeliveryError(Exception):
-    pass
+    """str(): why the service did not take the message, as apprise said it (secrets scrubbed)."""
+
+
+_SAYING = threading.Lock()  # one capture at a time: the apprise logger is process-wide
+
+
+@contextlib.contextmanager
+def _apprise_says():
+    """What apprise logs while it sends: its reasons ("SMTP AUTH extension not supported by server")
+    are mostly at DEBUG level, so they are captured here, not let through to our log."""
+    said: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            with contextlib.suppress(Exception):
+                said.append(record.getMessage())
+
+    apprise_log, handler = logging.getLogger("apprise"), Capture(logging.DEBUG)
+    with _SAYING:
+        level, propagate = apprise_log.level, apprise_log.propagate
+        apprise_log.addHandler(handler)
+        apprise_log.setLevel(logging.DEBUG)
+        apprise_log.propagate = False
+        try:
+            yield said
+        finally:
+            apprise_log.removeHandler(handler)
+            apprise_log.setLevel(level)
+            apprise_log.propagate = propagate
+
+
+def _reason(said: list[str]) -> str:
+    """The last warning and the exception detail apprise logged, in one line, secrets scrubbed."""
+    detail = [m.split("Exception:", 1)[1].strip() for m in said if "Exception:" in m]
+    warnings = [m for m in said if m and not m.startswith(("Socket Exception", "Response Details"))
+                and any(w in m.lower() for w in ("fail", "error", "refused", "denied", "not ", "invalid"))]
+    parts = ([warnings[-1]] if warnings else []) + ([detail[-1]] if detail else [])
+    text = " ".join(" ".join(parts).split())
+    errno = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)  # requests' "Max retries exceeded ... (Caused by ...)"
+    if errno and len(text) > 160:
+        text = f"{text.split('. ')[0].rstrip('.')}: {errno.group(0).strip()}"
+    return scrub(text[:300])
 
 
 def _target(url: str, service: Any) -> Target:

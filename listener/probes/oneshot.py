@@ -13,7 +13,7 @@ import time
 import xmlrpc.client
 from fnmatch import fnmatchcase
 
-from ..config import Config, ConfigError, format_duration
+from ..config import Config, UserError, format_duration
 from ..logs import ProcessLogs
 from ..rpc import SupervisorClient, SupervisorUnavailable
 from ..rules.models import display_name
@@ -30,7 +30,7 @@ def list_processes(config: Config):  # noqa: ANN201
     try:
         return client, client.all_process_info()
     except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
-        raise ConfigError("supervisor.serverurl", f"cannot list supervisord's processes: {exc}") from None
+        raise UserError(f"cannot list supervisord's processes: {exc}") from None
 
 
 def describe_probes(config: Config) -> list[str]:

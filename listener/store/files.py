@@ -130,6 +130,42 @@ def move_aside(path: str, now: float | None = None) -> str:
     return target
 
 
+def owner_hint(path: str) -> str:
+    """'' or why another user's store cannot be used, and what to do: the listener, the exporter and
+    `lookout` must run as the same user (the store is private, 0600 in a 0700 directory)."""
+    import pwd
+
+    for name in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            uid = os.stat(name).st_uid
+        except PermissionError:
+            continue  # the directory above hides it: try the directory itself
+        except OSError:
+            return ""
+        if uid == os.geteuid():
+            return ""
+        try:
+            owner = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            owner = f"uid {uid}"
+        return f"it belongs to {owner}: run lookout as {owner} (e.g. `sudo -u {owner} lookout ...`)"
+    return ""
+
+
+def store_problem(path: str, exc: BaseException) -> str:
+    """A reader's failure in words: what went wrong, and whose store it is when that is the cause."""
+    text = str(exc)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if "unable to open" in text:
+            return "no store there yet (has lookout-listener run with this state.path?)"
+    except OSError:
+        pass  # a private directory hides it: whose it is says why
+    hint = owner_hint(path)
+    return f"{text}; {hint}" if hint else text
+
+
 def identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at path now; None when there is none."""
     try:
