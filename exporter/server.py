@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import html
+import io
 import logging
+import socket
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -58,13 +60,61 @@ otherwise from supervisord's XML-RPC.</p></body></html>
 """
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Accept-Encoding with its q-values (RFC 9110): 'identity, gzip;q=0' refuses gzip; '*' counts
+    for gzip unless gzip is named."""
+    gzip_q = star_q = None
+    for part in (header or "").split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        name = name.strip().lower()
+        if name in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif name == "*":
+            star_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return star_q is not None and star_q > 0
+
+
+class _Writer(io.RawIOBase):
+    """The response goes out with sendall (a partial send must not cut a scrape)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # noqa: ANN001
+        self.sock.sendall(data)
+        return len(data)
+
+
 class Handler(BaseHTTPRequestHandler):
-    """One request per connection (HTTP/1.0): a connection never holds a worker while idle."""
+    """One request per connection (HTTP/1.0): a connection never holds a worker while idle. The
+    request head was read by the server's selector thread (httpd); the handler reads it from there."""
 
     server_version = "lookout-exporter"
     exporter: Exporter
     web: WebConfig
     telemetry_path = "/metrics"
+
+    def __init__(self, sock: socket.socket, addr: tuple, head: bytes) -> None:
+        self.head = head
+        super().__init__(sock, addr, None)
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self.head)
+        self.wfile = _Writer(self.request)
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
@@ -99,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
                compress: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        if compress and "gzip" in (self.headers.get("Accept-Encoding") or "").lower():
+        if compress and accepts_gzip(self.headers.get("Accept-Encoding")):
             data = gzip.compress(data, compresslevel=GZIP_LEVEL)
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(data)))
@@ -120,7 +170,9 @@ def make_server(exporter: Exporter, host: str, port: int, web: WebConfig | None 
         "telemetry_path": telemetry_path or exporter.config.exporter.telemetry_path,
     })
 
-    def serve(sock, addr) -> None:  # noqa: ANN001
-        handler(sock, addr, None)
+    def serve(sock, addr, head) -> None:  # noqa: ANN001
+        handler(sock, addr, head)
 
-    return ConnectionServer(host, port, serve, ssl_context=web.ssl_context)
+    settings = exporter.config.exporter
+    return ConnectionServer(host, port, serve, ssl_context=web.ssl_context, head_timeout=settings.head_timeout,
+                            per_client=settings.per_client)

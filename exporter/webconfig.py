@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -103,9 +104,46 @@ def _bcrypt_check(password: bytes, hashed: bytes) -> bool:
 def _file(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(key, "expected a file path")
-    if not os.path.isfile(value):
+    try:
+        is_file = os.path.isfile(value) or not os.stat(value)
+    except PermissionError:
+        raise ConfigError(key, f"{value}: not readable by this user (a directory above it is private)") from None
+    except OSError:
+        is_file = False
+    if not is_file:
         raise ConfigError(key, f"{value}: no such file")
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(key, f"{value}: not readable by this user ({exc.strerror})") from None
     return value
+
+
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+def _bcrypt_hash(user: Any, hashed: Any, key: str) -> str:
+    """A hash bcrypt can check, or a ConfigError naming the user: a malformed one would refuse every
+    login later, with nothing in the log."""
+    if not isinstance(user, str) or not user:
+        raise ConfigError(key, "user names must be strings")
+    if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ConfigError(f"{key}.{user}", "must be a bcrypt hash ($2y$...), not a password")
+    if not _BCRYPT.fullmatch(hashed) or _bcrypt_unusable(hashed):
+        raise ConfigError(f"{key}.{user}", "not a valid bcrypt hash (malformed or cut short): make one with "
+                                           "`htpasswd -nBC 10 \"\" | tr -d ':'`")
+    return hashed
+
+
+def _bcrypt_unusable(hashed: str) -> bool:
+    import bcrypt
+
+    try:
+        bcrypt.checkpw(b"lookout-check", hashed.encode())
+    except ValueError:
+        return True
+    return False
 
 
 def _ssl_context(tls: Any, where: str) -> ssl.SSLContext:
@@ -114,6 +152,9 @@ def _ssl_context(tls: Any, where: str) -> ssl.SSLContext:
     for key in tls:
         if key not in _TLS_KEYS:
             raise ConfigError(f"{where}.{key}", "unknown key")
+    for key in ("client_auth_type", "min_version", "max_version", "client_ca_file"):
+        if key in tls and tls[key] is not None and not isinstance(tls[key], str):
+            raise ConfigError(f"{where}.{key}", "must be a string")
     for key in ("cipher_suites", "curve_preferences", "client_allowed_sans"):
         if tls.get(key):
             raise ConfigError(f"{where}.{key}", "not supported by lookout-exporter (Python's TLS): remove it")
@@ -164,13 +205,9 @@ def load_web_config(path: str) -> WebConfig:
         if key == "tls_server_config":
             web.ssl_context = _ssl_context(value, key) if value else None
         elif key == "basic_auth_users":
-            if not isinstance(value, dict) or not all(isinstance(u, str) and isinstance(h, str)
-                                                      for u, h in value.items()):
+            if not isinstance(value, dict):
                 raise ConfigError(key, "must map user names to bcrypt hashes")
-            for user, hashed in value.items():
-                if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-                    raise ConfigError(f"{key}.{user}", "must be a bcrypt hash ($2y$...), not a password")
-            web.users = dict(value)
+            web.users = {user: _bcrypt_hash(user, hashed, key) for user, hashed in value.items()}
         elif key == "http_server_config":
             web.headers = _headers(value or {})
         else:
@@ -184,15 +221,35 @@ def _headers(http: Any) -> dict[str, str]:
     headers = {}
     for key, value in http.items():
         if key == "http2":
+            if not isinstance(value, bool):
+                raise ConfigError("http_server_config.http2", "must be true or false")
             continue  # lookout-exporter serves HTTP/1.x; accepted so shared web configs load
         if key != "headers":
             raise ConfigError(f"http_server_config.{key}", "unknown key")
+        if not isinstance(value or {}, dict):
+            raise ConfigError("http_server_config.headers", "must be a mapping of header names to values")
         for name, text in (value or {}).items():
+            where = f"http_server_config.headers.{name}"
             if name not in ALLOWED_HEADERS:
-                raise ConfigError(f"http_server_config.headers.{name}",
-                                  f"cannot be configured (allowed: {', '.join(ALLOWED_HEADERS)})")
-            headers[name] = str(text)
+                raise ConfigError(where, f"cannot be configured (allowed: {', '.join(ALLOWED_HEADERS)})")
+            headers[name] = _header_value(text, where)
     return headers
+
+
+def _header_value(text: Any, where: str) -> str:
+    """What HTTP can carry: a string in Latin-1 with no line breaks (a CR or LF would inject headers,
+    a curly quote would make every response, /healthz too, fail to send)."""
+    if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+        raise ConfigError(where, "must be a string")
+    value = str(text)
+    if any(c in value for c in "\r\n\x00"):
+        raise ConfigError(where, "must not contain a line break or NUL (header injection)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(where, f"{value[exc.start]!r} at position {exc.start} cannot be sent in an HTTP header "
+                                 "(only Latin-1: use plain quotes)") from None
+    return value
 
 
 def web_config(settings: ExporterSettings, path: str = "") -> WebConfig:

@@ -182,6 +182,8 @@ def _exporter(root: Section) -> ExporterSettings:
         resource_metrics=ex.get("resource_metrics", bool, True),
         web_config=ex.get("web_config", str, ""),
         telemetry_path=ex.get("telemetry_path", str, "/metrics"),
+        head_timeout=ex.duration("head_timeout", 5.0, 0.5, 60.0),
+        per_client=ex.integer("per_client", 64, 1, 10_000),
         tls_cert=ex.get("tls_cert", str, ""),
         tls_key=ex.get("tls_key", str, ""),
         basic_auth_user=ex.get("basic_auth_user", str, ""),

@@ -104,6 +104,8 @@ class ExporterSettings:
     resource_metrics: bool = True
     web_config: str = ""  # an exporter-toolkit web config file (TLS, client CA, bcrypt basic auth, headers)
     telemetry_path: str = "/metrics"
+    head_timeout: float = 5.0  # a connection's TLS handshake and request head must be complete by then
+    per_client: int = 64  # connections one client address may hold; its oldest unfinished one goes first
     tls_cert: str = ""  # older keys, still honoured: the web config file is the way now
     tls_key: str = ""
     basic_auth_user: str = ""
