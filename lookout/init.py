@@ -1,25 +1,46 @@
 """`lookout init DIR`: write out what a user needs besides the code, after `pip install`.
 
+    DIR/lookout.toml                   the configuration (mode 0600: it holds credentials), every
+                                       key documented, state.path = DIR/state/lookout.db
     DIR/conf.d/lookout.conf            the [eventlistener:lookout] snippet for supervisord
     DIR/conf.d/lookout-exporter.conf   the [program:lookout-exporter] snippet
-    DIR/conf.d/lookout.toml            the example configuration, every key documented
+    DIR/log/, DIR/state/               created 0700: the two programs' logs, the store
     DIR/grafana/dashboards/*.json      the dashboards
     DIR/grafana/provisioning/...       Grafana provisioning files
     DIR/prometheus/*.yml               alert rules, example Prometheus and Alertmanager configs
 
-Existing files are left alone unless --force.
+The files come from the package (the repository's conf.d/, grafana/, prometheus/); the snippets
+and lookout.toml get this installation's paths: the absolute path of the installed commands
+(supervisord's PATH rarely holds a virtualenv), `-c DIR/lookout.toml`, logs in DIR/log/, the
+store in DIR/state/. The programs run as supervisord's user: run init as that user (its files
+are private).
+lookout.toml is written once, to DIR/ (not also to DIR/conf.d/: two copies would drift, and
+DIR/conf.d/ holds only what supervisord includes). Existing files are left alone unless --force.
+It ends with the README's next steps ("Install"), with DIR and the commands filled in.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
+import shlex
 import sys
 from pathlib import Path
 
 from .assets import asset_dir
 
-LAYOUT = {"conf_d": "conf.d", "dashboards": "grafana/dashboards", "provisioning": "grafana/provisioning",
-          "prometheus": "prometheus"}
+LAYOUT = {"dashboards": "grafana/dashboards", "provisioning": "grafana/provisioning", "prometheus": "prometheus"}
 WANTED = (".conf", ".toml", ".json", ".yaml", ".yml")
+SNIPPETS = ("lookout.conf", "lookout-exporter.conf")
+# Exactly these lines of the shipped conf.d/ files are rewritten (each must occur once: a shipped
+# file that no longer has one is a broken installation, and tests/test_install.py notices).
+SHIPPED_CONFIG = "/etc/lookout/lookout.toml"
+SHIPPED_STATE = 'path = "/var/lib/lookout/lookout.db"'
+
+
+class BrokenAssets(Exception):
+    pass
 
 
 def _files(node, prefix: str = ""):  # noqa: ANN001, ANN202 - a Traversable
@@ -31,24 +52,111 @@ def _files(node, prefix: str = ""):  # noqa: ANN001, ANN202 - a Traversable
             yield f"{prefix}{child.name}", child
 
 
+def command(script: str, module: str) -> list[str]:
+    """The installed console script by absolute path (next to this Python: a venv's bin/), else
+    this Python running the module. Not resolved: a venv's python is a symlink to the base one."""
+    python = os.path.abspath(sys.executable)
+    path = os.path.join(os.path.dirname(python), script)
+    return [path] if os.access(path, os.X_OK) else [python, "-m", module]
+
+
+def _once(text: str, old: str, new: str, name: str) -> str:
+    if text.count(old) != 1:
+        raise BrokenAssets(f"{name}: expected the line {old!r} once")
+    return text.replace(old, new)
+
+
+def render(name: str, text: str, root: str) -> str:
+    """A shipped conf.d/ file with this installation's paths."""
+    config = os.path.join(root, "lookout.toml")
+    if name == "lookout.toml":
+        return _once(text, SHIPPED_STATE,
+                     f"path = {json.dumps(os.path.join(root, 'state', 'lookout.db'), ensure_ascii=False)}", name)
+    script, module, log_key = {
+        "lookout.conf": ("lookout-listener", "lookout.listener", "stderr_logfile"),
+        "lookout-exporter.conf": ("lookout-exporter", "lookout.exporter", "stdout_logfile"),
+    }[name]
+    log = os.path.join(root, "log", name.replace(".conf", ".log"))
+    text = _once(text, f"command={script} -c {SHIPPED_CONFIG}",
+                 "command=" + shlex.join([*command(script, module), "-c", config]), name)
+    return _once(text, f"{log_key}=/var/log/supervisor/{name.replace('.conf', '.log')}", f"{log_key}={log}", name)
+
+
+def next_steps(root: str) -> list[str]:
+    """The README's Install steps after `lookout init`, with this DIR and these commands."""
+    lookout = shlex.join([*command("lookout", "lookout"), "-c", os.path.join(root, "lookout.toml")])
+    snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
+    return [
+        f"$EDITOR {shlex.quote(os.path.join(root, 'lookout.toml'))}"
+        "   # notify.urls; supervisor.serverurl if not unix:///var/run/supervisor.sock",
+        f"{lookout} check-config",
+        f"{lookout} test-alert",
+        f"cp {snippets} /etc/supervisor/conf.d/   # or the directory [include] files= names in supervisord.conf",
+        "supervisorctl reread && supervisorctl update",
+        "supervisorctl status lookout lookout-exporter   # both RUNNING",
+    ]
+
+
+def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> bool:
+    if target.exists() and not force:
+        print(f"exists, left alone: {target}")
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        target.write_bytes(data)
+    else:  # created private, never readable for a moment; an existing file (--force) is made private too
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+    print(f"wrote {target}")
+    return True
+
+
 def init_command(directory: str, force: bool) -> int:
-    root = Path(directory)
+    # Absolute as typed (symlinks kept): supervisord runs the snippets from its own directory.
+    root = os.path.abspath(directory)
+    # supervisord expands %(name)s in the snippets' values, twice over in 4.x: a % in a path cannot
+    # be escaped so that every version reads it back. A line break would end the value.
+    for what, path in (("DIR", root), ("this Python's path", os.path.abspath(sys.executable))):
+        if any(c in path for c in "%\n\r"):
+            print(f"lookout: init: {path!r}: {what} must not contain '%' or a line break (supervisord would "
+                  "misread the snippets)", file=sys.stderr)
+            return 2
+    conf_d = asset_dir("conf_d")
+    try:
+        ours = {name: render(name, conf_d.joinpath(name).read_text(encoding="utf-8"), root)
+                for name in ("lookout.toml", *SNIPPETS)}
+    except (OSError, BrokenAssets) as exc:
+        print(f"lookout: init: the shipped conf.d/ files are not as expected (a broken installation?): {exc}",
+              file=sys.stderr)
+        return 2
     written = skipped = 0
+
+    def count(done: bool) -> None:
+        nonlocal written, skipped
+        written, skipped = written + done, skipped + (not done)
+
+    count(_write(Path(root, "lookout.toml"), ours["lookout.toml"].encode(), force, 0o600))
+    for name in SNIPPETS:
+        count(_write(Path(root, "conf.d", name), ours[name].encode(), force))
+    # Logs in a directory made here, not supervisord's AUTO (childlogdir, /tmp by default, and
+    # deleted when supervisord restarts: the listener's log holds every alert it raised) nor
+    # /var/log/supervisor/ (Debian's only: a missing directory makes `supervisorctl reread`
+    # refuse the whole file). 0700 like the store's: alerts carry log tails.
+    for sub in ("log", "state"):
+        Path(root, sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     for kind, where in LAYOUT.items():
         for relative, source in _files(asset_dir(kind)):
-            target = root / where / relative
-            if target.exists() and not force:
-                print(f"exists, left alone: {target}")
-                skipped += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read_bytes())
-            written += 1
-            print(f"wrote {target}")
-    if not written and not skipped:
-        print("lookout: found no files to write (a broken installation?)", file=sys.stderr)
-        return 2
+            count(_write(Path(root, where, relative), source.read_bytes(), force))
     left = f", {skipped} left alone (--force overwrites)" if skipped else ""
+    steps = "\n".join(f"  {step}" for step in next_steps(root))
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a name (some containers)
+        user = f"uid {os.geteuid()}"
     print(f"\n{written} file(s) written to {root}/{left}\n"
-          f"next: edit {root}/conf.d/lookout.toml, then `lookout -c {root}/conf.d/lookout.toml check-config`")
+          f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
+          f"as its own user, which must be {user}\n"
+          f"next (README, \"Install\"):\n{steps}")
     return 0

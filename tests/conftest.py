@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,36 @@ def supervisor_factory(tmp_path):
         for sup in started:
             if sup is not None:
                 sup.stop()
+
+
+@pytest.fixture(scope="session")
+def built_dist(tmp_path_factory) -> Path:
+    """The wheel and sdist of the working tree (`python -m build`), built once per test run: the
+    xdist workers share a directory, the first builds under a lock, the others reuse its result.
+    Built from a copy: parallel builds must not share build/ and egg-info."""
+    import fcntl
+    import shutil
+    import subprocess
+    import sys
+
+    from .harness import REPO
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, all workers
+    out = shared / "built-dist"
+    with open(shared / "built-dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            tree = shared / "built-dist-src"
+            shutil.rmtree(tree, ignore_errors=True)
+            shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(
+                ".git", ".venv", ".demo", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"))
+            result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            (out / "done").touch()
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,15 +36,10 @@ def test_every_package_folder_is_packaged():
     assert packaged and mapped
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """Built from a copy of the working tree: parallel builds must not share build/ and egg-info."""
-    out, tree = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("src") / "tree"
-    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", ".venv", ".demo", "build", "dist", "*.egg-info",
-                                                              "__pycache__", ".pytest_cache", ".ruff_cache"))
-    result = run(sys.executable, "-m", "build", "--outdir", out, tree)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out
+@pytest.fixture
+def built(built_dist) -> Path:
+    """Built once per run from a copy of the working tree (conftest.built_dist, shared with test_install)."""
+    return built_dist
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
@@ -71,7 +65,7 @@ def test_built_package_installs_and_runs_in_a_clean_venv(built, kind, tmp_path, 
     init = run(bindir / "lookout", "init", elsewhere / "etc", cwd=elsewhere, env=env)
     assert init.returncode == 0, init.stderr
     written = sorted(str(p.relative_to(elsewhere / "etc")) for p in (elsewhere / "etc").rglob("*") if p.is_file())
-    assert {"conf.d/lookout.conf", "conf.d/lookout-exporter.conf", "conf.d/lookout.toml",
+    assert {"conf.d/lookout.conf", "conf.d/lookout-exporter.conf", "lookout.toml",
             "grafana/dashboards/fleet-overview.json", "prometheus/rules.yml",
             "grafana/provisioning/dashboards/lookout.yaml"} <= set(written), written
     sup = supervisor_factory("[program:svc]\ncommand=sleep 1000\n", fast_alerts(webhook), listener=False).start(

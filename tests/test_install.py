@@ -1,0 +1,245 @@
+"""Issue 14, item 4: the README's "Install" runs, as written, for a new user: a venv not on PATH,
+a supervisord that is not Debian's (no /var/log/supervisor/, its socket not in /var/run/) and
+includes a conf.d directory.
+
+The commands are the README's own ```sh block under "## Install", run one line at a time with
+bash, after this substitution table (README text -> this test):
+
+    /opt/lookout                     DIR, a temporary directory (the venv: DIR/venv, as in the README)
+    python3 -m venv                  the test's Python -m venv
+    pip install supervisor-lookout   pip install the wheel built from the working tree
+    /etc/supervisor/conf.d/          the directory this test's supervisord.conf [include]s
+    supervisorctl                    the test's supervisorctl -c this test's supervisord.conf
+
+Two lines are not run by bash: `$EDITOR DIR/lookout.toml` is done here, setting notify.urls (a
+webhook) and supervisor.serverurl (this supervisord's socket), and nothing else; and
+`supervisorctl status ...` is retried until it shows both RUNNING (they are STARTING for a moment
+after `update`, and supervisorctl exits 0 for that too). Then a program under that supervisord
+crashes, and the webhook gets the alert.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lookout.listener.config.load import tomllib
+
+from .harness import REPO, http_get, wait_for
+
+SHIPPED_PORT = 9876  # the example's exporter.listen, which the README leaves as is
+
+
+def install_block() -> list[str]:
+    """The README's Install commands, comments stripped, one per line."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "README: no ```sh block under ## Install"
+    return [re.sub(r"\s+#(\s.*)?$", "", line).strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def substitute(line: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        line = re.sub(rf"(?<![\w/.-]){re.escape(old)}", lambda _m, new=new: new, line)
+    return line
+
+
+def edit(path: Path, webhook_url: str, serverurl: str) -> None:
+    """What the README asks of $EDITOR here: notify.urls, supervisor.serverurl; nothing else."""
+    before = path.read_text()
+    text, n = re.subn(r"(?ms)^(\[notify\].*?^)urls = \[.*?^\]$", lambda m: f"{m.group(1)}urls = [\"{webhook_url}\"]",
+                      before, count=1)
+    assert n == 1, "lookout.toml: no notify.urls to edit"
+    text, n = re.subn(r"(?m)^# serverurl = .*$", f'serverurl = "{serverurl}"', text, count=1)
+    assert n == 1, "lookout.toml: no commented supervisor.serverurl to set"
+    path.write_text(text)
+    old, new = tomllib.loads(before), tomllib.loads(text)
+    assert new["notify"].pop("urls") == [webhook_url] and new["supervisor"].pop("serverurl") == serverurl
+    old["notify"].pop("urls")
+    assert new == old
+
+
+@pytest.fixture
+def shipped_listen_port():
+    """The exporter listens where the example says (127.0.0.1:9876: the README does not ask to change
+    it), so two runs of this test on one machine (parallel checkouts) take turns. Requested before
+    supervisor_factory: held until that supervisord, and its exporter, are stopped."""
+    with open("/tmp/lookout-tests-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", SHIPPED_PORT))
+            except OSError as exc:
+                pytest.fail(f"127.0.0.1:{SHIPPED_PORT} is taken by something else, the exporter needs it: {exc}")
+        yield SHIPPED_PORT
+
+
+def test_readme_install_runs_as_written(shipped_listen_port, tmp_path, built_dist, supervisor_factory, webhook):
+    wheel = next(built_dist.glob("*.whl"))
+    root = tmp_path / "opt-lookout"  # DIR; the venv goes to DIR/venv, as in the README
+    include = tmp_path / "supervisor-conf.d"
+    include.mkdir()
+    sleep = shutil.which("sleep")
+    sup = supervisor_factory(f"[program:svc]\ncommand={sleep} 1000\n\n[include]\nfiles = {include}/*.conf\n",
+                             {}, listener=False)
+    # The user's shell and supervisord: no venv with lookout on PATH (the test's own venv has one).
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not os.path.exists(os.path.join(p, "lookout-listener")))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PATH")
+           and not k.startswith(("SUPERVISOR_", "LOOKOUT_"))}
+    env["PATH"] = path
+    assert shutil.which("lookout-listener", path=path) is None
+    sup.env = lambda: dict(env)  # supervisord finds no lookout-listener on its PATH either
+    sup.state_path = root / "state" / "lookout.db"  # where init puts it: the store invariants are checked there
+    sup.start(wait_listener=False)
+    ctl = shlex.join([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(sup.conf)])
+    table = {
+        "python3 -m venv": f"{shlex.join([sys.executable])} -m venv",
+        "install supervisor-lookout": f"install --quiet {shlex.join([str(wheel)])}",
+        "/opt/lookout": str(root),
+        "/etc/supervisor/conf.d/": f"{include}/",
+        "supervisorctl": ctl,
+    }
+    lines = install_block()
+    for old in table:  # a README that no longer says it would leave the test running something else
+        assert any(old in line for line in lines), f"README Install no longer has {old!r}: update the table"
+    cwd = tmp_path / "home"
+    cwd.mkdir()
+    outputs: dict[str, str] = {}  # README line -> what it printed
+    for line in lines:
+        command = substitute(line, table)
+        if line.startswith("$EDITOR "):
+            edit(Path(command.split()[1]), webhook.url(), f"unix://{sup.sock}")
+            continue
+
+        def bash(command: str = command) -> subprocess.CompletedProcess:
+            return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=600)
+
+        if line.startswith("supervisorctl status"):  # exits 0 for STARTING too: wait for the README's "RUNNING"
+            try:
+                done = wait_for(lambda bash=bash: (r := bash()).returncode == 0 and r.stdout.strip() and all(
+                    li.split()[1:2] == ["RUNNING"] for li in r.stdout.splitlines()) and r, 30, repr(line))
+            except AssertionError as exc:
+                logs = "".join(f.read_text(errors="replace")[-1500:] for f in sorted((root / "log").glob("*.log")))
+                raise AssertionError(f"{exc}\n{sup.ctl('status').stdout}\n{sup.log()[-1500:]}\n{logs}") from None
+        else:
+            done = bash()
+            assert done.returncode == 0, f"{line}\n{command}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        outputs[line] = done.stdout + done.stderr
+
+    def output(word: str) -> str:
+        return next(text for line, text in outputs.items() if word in line.split())
+
+    # init: the files the README lists, the private ones private, and the README's next steps.
+    config = root / "lookout.toml"
+    assert (config.stat().st_mode & 0o777) == 0o600
+    assert not (root / "conf.d" / "lookout.toml").exists()  # one copy of the config, not two
+    for sub in ("log", "state"):
+        assert (root / sub).stat().st_mode & 0o777 == 0o700
+    bindir = root / "venv" / "bin"
+    listener_conf = (root / "conf.d" / "lookout.conf").read_text()
+    exporter_conf = (root / "conf.d" / "lookout-exporter.conf").read_text()
+    assert f"\ncommand={bindir}/lookout-listener -c {config}\n" in listener_conf
+    assert f"\ncommand={bindir}/lookout-exporter -c {config}\n" in exporter_conf
+    assert f"\nstderr_logfile={root}/log/lookout.log\n" in listener_conf
+    assert f"\nstdout_logfile={root}/log/lookout-exporter.log\n" in exporter_conf
+    for text in (listener_conf, exporter_conf):
+        assert "/var/log" not in "".join(li for li in text.splitlines(True) if not li.startswith(";"))
+    assert tomllib.loads(config.read_text())["state"]["path"] == str(root / "state" / "lookout.db")
+    hint = output("init").split('next (README, "Install"):\n', 1)[1]
+    printed = [re.sub(r"\s+#(\s.*)?$", "", li).strip() for li in hint.splitlines() if li.strip()]
+    after_init = lines[next(i for i, li in enumerate(lines) if li.startswith("$EDITOR")):]
+    assert printed == [substitute(li, {"/opt/lookout": str(root)}) for li in after_init], printed
+
+    # check-config and test-alert, against this supervisord and the webhook.
+    checked = output("check-config")
+    assert f"supervisor.serverurl = unix://{sup.sock}  (RUNNING)" in checked, checked
+    assert f"state.path = {root}/state/lookout.db" in checked, checked
+    assert "ok      json://127.0.0.1" in output("test-alert")
+    webhook.wait("[TEST] lookout on", timeout=5)
+    reread = output("reread")
+    assert "lookout: available" in reread and "lookout-exporter: available" in reread, reread
+
+    # Both RUNNING (the status line above waited for it), with their logs in DIR/log/.
+    for name in ("lookout:lookout", "lookout-exporter"):
+        assert sup.state_of(name) == "RUNNING", sup.ctl("status").stdout
+    wait_for(lambda: "ready" in (root / "log" / "lookout.log").read_text(errors="replace"), 20, "listener ready")
+    up = re.compile(rb'^supervisor_process_up\{[^}]*name="svc"[^}]*\} 1(\.0)?$', re.M)
+    metrics = f"http://127.0.0.1:{shipped_listen_port}/metrics"
+    wait_for(lambda: up.search(http_get(metrics) or b""), 20, "the exporter to show svc up")
+
+    # A crash under that supervisord reaches the webhook (the example's group_wait: 10 s).
+    sup.wait_state("svc", "RUNNING", 10)
+    os.kill(sup.info("svc")["pid"], 9)
+    msg = webhook.wait("svc", "crashed and was restarted", timeout=40)[0]
+    assert "killed by SIGKILL" in msg.body, msg.body
+
+
+def supervisord_reads(snippets: Path, tmp_path: Path) -> dict[str, object]:
+    """What supervisord makes of the snippets (its own config reader, no process): name -> config."""
+    from supervisor.options import ServerOptions
+
+    include = tmp_path / "include"  # copied there, as the README does
+    include.mkdir()
+    for snippet in snippets.glob("*.conf"):
+        shutil.copy(snippet, include)
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"[supervisord]\nlogfile={tmp_path}/supervisord.log\n\n[include]\nfiles = {include}/*.conf\n")
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    return {g.name: g.process_configs[0] for g in options.process_group_configs}
+
+
+def test_init_paths_that_need_quoting_and_no_scripts(tmp_path, monkeypatch, capsys):
+    """Scripts not next to the Python (pip --user, say): `<python> -m lookout.listener`; paths that
+    need quoting for supervisord's command line come out as they are."""
+    from lookout import init
+
+    python = tmp_path / "a py's dir" / "python3"
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(python))
+    root = tmp_path / "it's my lookout"
+    assert init.init_command(str(root), False) == 0
+    read = supervisord_reads(root / "conf.d", tmp_path)
+    config = str(root / "lookout.toml")
+    assert shlex.split(read["lookout"].command) == [str(python), "-m", "lookout.listener", "-c", config]
+    assert shlex.split(read["lookout-exporter"].command) == [str(python), "-m", "lookout.exporter", "-c", config]
+    assert read["lookout"].stderr_logfile == str(root / "log" / "lookout.log")
+    assert read["lookout-exporter"].stdout_logfile == str(root / "log" / "lookout-exporter.log")
+    assert tomllib.loads((root / "lookout.toml").read_text())["state"]["path"] == str(root / "state" / "lookout.db")
+    assert f"{shlex.join([str(python), '-m', 'lookout', '-c', config])} check-config" in capsys.readouterr().out
+
+
+def test_init_leaves_existing_files_alone_unless_force(tmp_path, capsys):
+    from lookout import init
+
+    root = tmp_path / "etc"
+    assert init.init_command(str(root), False) == 0
+    config = root / "lookout.toml"
+    config.write_text("# mine\n")
+    config.chmod(0o644)
+    assert init.init_command(str(root), False) == 0
+    assert config.read_text() == "# mine\n" and f"exists, left alone: {config}" in capsys.readouterr().out
+    assert init.init_command(str(root), True) == 0
+    assert "[notify]" in config.read_text() and config.stat().st_mode & 0o777 == 0o600
+
+
+def test_init_refuses_a_dir_supervisord_would_misread(tmp_path, capsys):
+    from lookout import init
+
+    assert init.init_command(str(tmp_path / "100%"), False) == 2
+    assert "must not contain '%'" in capsys.readouterr().err and not (tmp_path / "100%").exists()
