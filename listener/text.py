@@ -7,11 +7,16 @@ supervisord's answers. Two entry points:
 
     clean(text_or_bytes)  -> str    for humans: escapes removed, controls made visible
     clean_xml(body)       -> bytes  for expat: an XML-RPC answer with the same treatment
+
+and, for the people reading a log tail at 3 a.m., tail()/last_lines(): the newest lines with
+repeats folded (a program that retries writes the same two lines fifty times).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 MAX_LINE_CHARS = 2000  # a longer line is cut, saying by how much
 
@@ -84,8 +89,85 @@ def clean_xml(body: bytes) -> bytes:
     return _XML_FORBIDDEN.sub(_xml_visible, body)
 
 
-def last_lines(text: str, count: int) -> list[str]:
-    """The last `count` non-trailing lines of cleaned text."""
+FOLD_BLOCK = 10  # the longest block of lines folded as one (a short traceback, a retry's few lines)
+
+# Times inside a line: repeats that differ only in them are still repeats.
+_STAMP = re.compile(r"""
+    \d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?    # ISO 8601, Python's logging
+  | \d{1,2}/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d(?:\ [+-]\d{4})?           # access logs
+  | \b[A-Z][a-z]{2}\ [\ \d]\d\ \d\d:\d\d:\d\d\b                         # syslog
+  | \b\d\d:\d\d:\d\d(?:[.,]\d+)?\b                                      # a bare time of day
+""", re.X)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """What to show of a log: `lines` (repeats folded) stand for the last `covered` lines of the
+    text, `left_out` of which were dropped as noise (lookout's own probe requests)."""
+
+    lines: list[str]
+    covered: int = 0
+    left_out: int = 0
+
+
+def tail(text: str, count: int, drop: Callable[[str], bool] | None = None) -> Tail:
+    """At most `count` lines to show from the end of cleaned text: consecutive repeats of a block
+    of 1..FOLD_BLOCK lines (times aside) shown once, the newest copy, followed by "... the 2 lines
+    above, 10 times in a row"; lines for which `drop` is true left out. The newest line is always
+    shown; older lines give way when `count` is reached."""
     if count <= 0 or not text:
-        return []
-    return text.rstrip("\n").split("\n")[-count:]
+        return Tail([])
+    raw = text.rstrip("\n").split("\n")
+    kept = [i for i, line in enumerate(raw) if drop is None or not drop(line)]
+    lines = [raw[i] for i in kept]
+    keys = [_STAMP.sub("@", line) for line in lines]
+    segments: list[list[str]] = []  # newest first
+    used = oldest = 0  # display lines so far; index in `lines` of the oldest one shown
+    end = len(lines)  # lines[:end] are not shown yet
+    max_block = min(FOLD_BLOCK, count - 1)
+    while end > 0 and used < count:
+        size, copies = _repeat_at(keys, end, max_block)
+        if copies < 2:
+            segments.append([lines[end - 1]])
+            used, end = used + 1, end - 1
+            oldest = end
+            continue
+        if used + size + 1 > count:
+            break  # the whole block and its note do not fit: older lines give way
+        first = end - size * copies
+        segments.append([*lines[end - size:end], _fold_note(size, copies, lines[first], lines[end - size])])
+        used, end = used + size + 1, first
+        oldest = end
+    shown = [line for segment in reversed(segments) for line in segment]
+    if not kept:  # nothing but noise
+        return Tail([], len(raw), len(raw))
+    start = kept[oldest] if shown else len(raw)
+    return Tail(shown, len(raw) - start, (len(raw) - start) - (len(lines) - oldest if shown else 0))
+
+
+def _repeat_at(keys: list[str], end: int, max_block: int) -> tuple[int, int]:
+    """(block size, copies) of the run of repeats that ends at keys[end - 1] and folds the most
+    lines: at least two lines saved (one "... the line above, 2 times" saves nothing)."""
+    best = (1, 1)
+    for size in range(1, max_block + 1):
+        block = keys[end - size:end]
+        if end - 2 * size < 0:
+            break
+        copies = 1
+        while end - (copies + 1) * size >= 0 and keys[end - (copies + 1) * size:end - copies * size] == block:
+            copies += 1
+        if copies >= 2 and size * (copies - 1) >= 2 and size * copies > best[0] * best[1]:
+            best = (size, copies)
+    return best
+
+
+def _fold_note(size: int, copies: int, oldest: str, newest: str) -> str:
+    what = "the line above" if size == 1 else f"the {size} lines above"
+    first = _STAMP.search(oldest)
+    since = f" since {first.group(0)}" if first and first.group(0) != (_STAMP.search(newest) or first).group(0) else ""
+    return f"... {what}, {copies} times in a row{since}"
+
+
+def last_lines(text: str, count: int) -> list[str]:
+    """The last `count` lines (at most) of cleaned text to show, repeats folded."""
+    return tail(text, count).lines

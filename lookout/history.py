@@ -37,6 +37,8 @@ def history_command(config: Config, name: str, since: float, as_json: bool) -> i
         if len(namespecs) > 1:
             print(f"lookout: {name!r} is ambiguous: {', '.join(namespecs)}", file=sys.stderr)
             return 2
+        # By time, then insertion: an exit's status is read from supervisord's log after the event and
+        # stored with the exit's own time, so its row often comes after rows of things that happened later.
         rows = conn.execute("SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY at, id",
                             (namespecs[0], now - since)).fetchall()
     except (StoreUnavailable, sqlite3.Error) as exc:

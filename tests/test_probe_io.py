@@ -101,11 +101,11 @@ def test_exec_probe_details():
     ok = check.run(probe(exec=["echo", "fine"], timeout="2s"), TARGET, {})
     assert ok.ok and ok.detail == "exit status 0" and ok.evidence == "fine\n"
     bad = check.run(probe(exec=["sh", "-c", "echo broken; exit 3"]), TARGET, {})
-    assert not bad.ok and bad.detail == "exit status 3: 'broken'"
+    assert not bad.ok and bad.detail == "sh -c 'echo …': exit status 3 (output: 'broken')"
     killed = check.run(probe(exec=["sh", "-c", "kill -TERM $$"]), TARGET, {})
-    assert not killed.ok and killed.detail == "killed by SIGTERM"
+    assert not killed.ok and killed.detail == "sh -c 'kill …': killed by SIGTERM"
     slow = check.run(probe(exec=["sleep", "5"], timeout="300ms"), TARGET, {})
-    assert slow.detail == "timed out after 300ms (killed with its process group)" and slow.duration < 1
+    assert slow.detail == "sleep: timed out after 300ms (killed with its process group)" and slow.duration < 1
 
 
 # ---- HTTP and TCP under one deadline -------------------------------------------------------
@@ -173,12 +173,13 @@ def test_a_trickling_endpoint_is_judged_within_the_timeout(scheme, tmp_path):
     """http.client's timeout is per read: one byte every 0.3 s kept a 1 s probe going forever."""
     server = TrickleServer(context=self_signed(tmp_path) if scheme == "https" else None)
     try:
-        spec = probe(http={"url": f"{scheme}://127.0.0.1:{server.port}/healthz", "insecure": True}, timeout="1s")
+        url = f"{scheme}://127.0.0.1:{server.port}/healthz"
+        spec = probe(http={"url": url, "insecure": True}, timeout="1s")
         started = time.monotonic()
         result = Check(None).run(spec, TARGET, {})
         elapsed = time.monotonic() - started
         assert not result.ok and elapsed < 1.3, (elapsed, result.detail)
-        assert result.detail.startswith("timed out after 1s reading the response headers ("), result.detail
+        assert result.detail.startswith(f"GET {url}: timed out after 1s reading the response headers ("), result.detail
     finally:
         server.close()
 
@@ -192,6 +193,7 @@ def test_a_silent_tls_endpoint_times_out_in_the_handshake_and_a_silent_http_one_
             spec = probe(http={"url": f"{scheme}://127.0.0.1:{server.port}/", "insecure": True}, timeout="500ms")
             started = time.monotonic()
             result = Check(None).run(spec, TARGET, {})
+            detail = f"GET {scheme}://127.0.0.1:{server.port}/: {detail}"
             assert result.detail == detail and time.monotonic() - started < 0.8, result.detail
     finally:
         server.close()
@@ -235,9 +237,10 @@ def test_healthy_answers_over_http_and_https_and_a_slow_body(tmp_path):
             ok = check.run(probe(http={"url": f"{url}/healthz", "body": "^ok$", "insecure": True}), TARGET, {})
             assert ok.ok and ok.detail == "HTTP 200", ok.detail
             missing = check.run(probe(http={"url": f"{url}/nothing", "insecure": True}), TARGET, {})
-            assert missing.detail == "HTTP 404 (body: 'ok')"
+            assert missing.detail == f"GET {url}/nothing: HTTP 404 (body: 'ok')"
             slow = check.run(probe(http={"url": f"{url}/slow-body", "insecure": True}, timeout="1s"), TARGET, {})
-            assert slow.detail == "timed out after 1s reading the body" and slow.duration < 1.3, slow.detail
+            assert slow.detail == f"GET {url}/slow-body: timed out after 1s reading the body" and slow.duration < 1.3, \
+                slow.detail
         verified = check.run(probe(http={"url": f"https://127.0.0.1:{servers[1].server_address[1]}/healthz"}),
                              TARGET, {})
         assert not verified.ok and "CERTIFICATE_VERIFY_FAILED" in verified.detail  # insecure = false verifies
@@ -264,9 +267,9 @@ def test_a_connection_that_cannot_be_made_times_out_connecting():
             assert len(fillers) < 20, "the accept queue never filled"
         check = Check(None)
         for spec, detail in ((probe(tcp=f"127.0.0.1:{port}", timeout="300ms"),
-                              f"timed out after 300ms connecting to 127.0.0.1:{port}"),
+                              f"tcp 127.0.0.1:{port}: timed out after 300ms connecting"),
                              (probe(http={"url": f"http://127.0.0.1:{port}/"}, timeout="300ms"),
-                              f"timed out after 300ms connecting to 127.0.0.1:{port}")):
+                              f"GET http://127.0.0.1:{port}/: timed out after 300ms connecting")):
             result = check.run(spec, TARGET, {})
             assert result.detail == detail and result.duration < 0.6, result.detail
     finally:

@@ -8,12 +8,15 @@ Chat targets that render markdown get the log tail and evidence as code blocks.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from ..config import format_duration
 from ..logs import ExitInfo
+from ..probes.checks import USER_AGENT
 from ..rules.models import (
     BELOW_QUORUM,
     BRAKED,
@@ -31,10 +34,11 @@ from ..rules.models import (
     UNHEALTHY,
     UPDATE,
     Alert,
+    ProcessRecord,
     display_name,
 )
 from ..store.delivery import PendingNotice
-from ..text import clean, last_lines
+from ..text import clean, tail
 
 WHAT = {
     CRASHED: "crashed and was restarted",
@@ -64,6 +68,12 @@ RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running
                "healthy again": "is healthy again"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 EVIDENCE_LINES = 30
+TITLE_NAMES = 3  # a grouped title names this many processes, or the first two "and N more"
+
+# An access-log line ("GET /healthz HTTP/1.1") and an http probe's detail ("GET http://h:8080/healthz: ...",
+# as probes/checks.py writes it): the path it names.
+_REQUEST_LINE = re.compile(r"\b(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[^\s?\"]*)\S* HTTP/\d")
+_PROBED_PATH = re.compile(r"^(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) [a-z]+://[^/\s]+(/\S*): ")
 
 
 def dashboard_link(template: str, namespec: str, host: str) -> str:
@@ -128,7 +138,10 @@ def _exit_phrase(n: PendingNotice, extra: Enrichment) -> str:
 
 
 def _block(title: str, text: str, limit: int, markdown: bool) -> list[str]:
-    lines = last_lines(text, limit)
+    return _show(title, tail(text, limit).lines, markdown)
+
+
+def _show(title: str, lines: list[str], markdown: bool) -> list[str]:
     if not lines:
         return []
     if markdown:
@@ -148,11 +161,20 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
         out.append(f"  {exit_phrase}")
     if proc is not None and a.family == PROCESS:
         since = proc.failing_since or a.opened_at
-        window = f"{len(proc.failures)} failure(s) in the crash-loop window" if proc.failures else ""
+        attempts = failed_starts(a, proc)
+        window = (f"{len(proc.failures)} failure(s) in the crash-loop window"
+                  if proc.failures and len(proc.failures) != attempts else "")
+        if attempts:
+            restarts = (f"{attempts} start attempts failed in a row" if attempts > 1 else "1 start attempt failed") \
+                + f" (startretries = {attempts - 1})"
+        elif a.kind == FATAL and a.previous_kind != CRASH_LOOP:
+            restarts = ""  # how many attempts failed is not known, and "restarted N times" would be wrong
+        else:
+            restarts = f"restarted {proc.restarts} time(s) in all"
         out.append("  " + "; ".join(p for p in (
             window,
             f"failing since {_clock(since)} ({format_duration(now - since)} ago)",
-            f"restarted {proc.restarts} time(s) in all",
+            restarts,
         ) if p))
     elif a.family != QUORUM:
         out.append(f"  failing since {_clock(a.opened_at)} ({format_duration(now - a.opened_at)} ago)")
@@ -169,13 +191,40 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
     if a.family == QUORUM:
         return out
-    tail = _block(f"last {len(last_lines(extra.tails.get(a.namespec, ''), lines))} line(s) of its log:",
-                  extra.tails.get(a.namespec, ""), lines, markdown)
-    if tail:
-        out.extend(tail)
+    log = tail(extra.tails.get(a.namespec, ""), lines, probe_requests(a))
+    own = f" ({log.left_out} of them lookout's own probe requests, left out)" if log.left_out else ""
+    if log.lines:
+        out.extend(_show(f"last {log.covered} line(s) of its log{own}:", log.lines, markdown))
+    elif log.left_out and lines > 0:
+        out.append(f"  last {log.covered} line(s) of its log: only lookout's own probe requests")
     elif extra.unavailable.get(a.namespec) and lines > 0:
         out.append(f"  (log tail unavailable: {extra.unavailable[a.namespec]})")
     return out
+
+
+def failed_starts(alert: Alert, proc: ProcessRecord) -> int | None:
+    """How many start attempts failed before supervisord gave up (FATAL comes after startretries + 1
+    in a row): a program that never ran was never "restarted". The restarts (STARTING from BACKOFF
+    or EXITED) since the failures began, plus the first attempt, unless a crash after RUNNING began
+    them (its respawn is the first attempt, and counted). None when not known: FATAL found by a
+    reconcile (no failure seen), or after a crash loop (which of its failures were starts is lost)."""
+    if alert.kind != FATAL or not proc.failures or alert.previous_kind == CRASH_LOOP:
+        return None
+    attempts = proc.restarts - alert.restarts_at_open + (0 if alert.previous_kind == CRASHED else 1)
+    return attempts if attempts >= 1 else None
+
+
+def probe_requests(alert: Alert) -> Callable[[str], bool]:
+    """Access-log lines of lookout's own probe requests, noise in the tail: those with its user
+    agent, and for an http probe's alert those for the path it probes."""
+    probed = _PROBED_PATH.match(alert.detail) if alert.probe else None
+    path = probed.group(1) if probed else None
+
+    def own(line: str) -> bool:
+        request = _REQUEST_LINE.search(line)
+        return request is not None and (USER_AGENT in line or request.group(1) == path)
+
+    return own
 
 
 def _recovery(alert: Alert, end: float) -> str:
@@ -243,13 +292,20 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
         action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
         return f"[{n.alert.severity.upper()}] {prefix}{headline(n.alert, host)}{action}"
-    parts = []
-    if firing:
-        parts.append(f"{len(firing)} process(es) failing")
+    # The names a person recognises, in the body's order (worst first), not "6 process(es)".
+    said = f"{names(firing)} failing" if firing else ""
     if resolved:
-        parts.append(f"{len(resolved)} resolved")
+        said += f"{', ' if said else ''}{names(resolved)} resolved"
     worst = firing[0].alert.severity.upper() if firing else "RESOLVED"
-    return f"[{worst}] {host}: {', '.join(parts)}"
+    return f"[{worst}] {said} on {host}"
+
+
+def names(notices: list[PendingNotice]) -> str:
+    """'feed', 'feed and quotes', 'a, b and c', 'trading:feed, trading:quotes and 3 more'."""
+    shown = list(dict.fromkeys(display_name(n.alert.namespec) for n in notices))
+    if len(shown) > TITLE_NAMES:
+        return f"{shown[0]}, {shown[1]} and {len(shown) - 2} more"
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _kind(firing: list[PendingNotice]) -> str:

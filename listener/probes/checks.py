@@ -1,8 +1,11 @@
 """One function per probe kind. Each returns a ProbeResult and never raises: a target that does
 not exist, a refused connection, a timeout or a bug in a check is a failed probe, not a crash.
 
-Details are written for the alert: "HTTP 503 (body: ...)", "timed out after 2s",
-"connection refused", "heartbeat 95s old (max 30s)", "RSS 2.3 GB > 2 GB", "no log output for 2m".
+Details are written for the alert, and a failure names what it reached for (which endpoint of
+a program with several failed is the first question): "GET http://127.0.0.1:8080/healthz: HTTP 503
+(body: ...)", "tcp 127.0.0.1:5432: connection refused", "check_feed.sh: timed out after 2s ...",
+"heartbeat 95s old (max 30s)", "RSS 2.3 GB > 2 GB", "no log output for 2m". A URL is shown without
+its user-info and query (they may hold credentials).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .target import ProbeTarget
 __all__ = ["BODY_BYTES", "LOG_READ_BYTES", "OUTPUT_BYTES", "Check", "run_bounded"]  # run_bounded: remediate.py
 
 BODY_BYTES = 65536  # of an HTTP answer, for the body regex
+USER_AGENT = "lookout-probe"  # the tail of an alert leaves out access-log lines with it
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash"})
 EVIDENCE_LINES = 10
 
 
@@ -61,7 +66,8 @@ class Check:
             context = ssl._create_unverified_context() if p["insecure"] else ssl.create_default_context()
         conn = DeadlineConnection(parts.hostname or "127.0.0.1", parts.port, deadline, context)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"User-Agent": "lookout-probe", "Connection": "close", **dict(p["headers"])}
+        headers = {"User-Agent": USER_AGENT, "Connection": "close", **dict(p["headers"])}
+        what = f"{p['method']} {shown_url(parts.scheme, parts.hostname, parts.port, parts.path)}: "
         try:
             conn.request(p["method"], path, headers=headers)
             conn.phase = "answer"
@@ -74,19 +80,21 @@ class Check:
                     break
                 body += chunk
         except (TimeoutError, socket.timeout):
-            return False, f"timed out after {format_duration(spec.timeout)}{conn.where()}", ""
+            where = conn.where()  # " connecting to host:port": the URL has named them already
+            where = " connecting" if where.startswith(" connecting to ") else where
+            return False, f"{what}timed out after {format_duration(spec.timeout)}{where}", ""
         except OSError as exc:
-            return False, _os_error(exc), ""
+            return False, what + _os_error(exc), ""
         except http.client.HTTPException as exc:
-            return False, f"bad HTTP answer: {type(exc).__name__}", ""
+            return False, f"{what}bad HTTP answer: {type(exc).__name__}", ""
         finally:
             conn.close_all()
         status = response.status
         text = clean(body.decode("utf-8", "replace"), max_line=200)
         if not any(lo <= status <= hi for lo, hi in p["status"]):
-            return False, f"HTTP {status}" + (f" (body: {_short(text)})" if text.strip() else ""), ""
+            return False, f"{what}HTTP {status}" + (f" (body: {_short(text)})" if text.strip() else ""), ""
         if p["body"] and not re.search(p["body"], text):
-            return False, f"HTTP {status} but the body does not match /{p['body']}/ (body: {_short(text)})", ""
+            return False, f"{what}HTTP {status} but the body does not match /{p['body']}/ (body: {_short(text)})", ""
         return True, f"HTTP {status}", ""
 
     def _tcp(self, spec: ProbeSpec, target: ProbeTarget, memory: dict, deadline: float) -> tuple[bool, str, str]:
@@ -95,9 +103,9 @@ class Check:
         try:
             sock = connect(host.strip("[]"), int(port), deadline)
         except (TimeoutError, socket.timeout):
-            return False, f"timed out after {format_duration(spec.timeout)} connecting to {address}", ""
+            return False, f"tcp {address}: timed out after {format_duration(spec.timeout)} connecting", ""
         except (OSError, ValueError) as exc:
-            return False, f"{_os_error(exc)} ({address})", ""
+            return False, f"tcp {address}: {_os_error(exc)}", ""
         try:
             sock.shutdown(socket.SHUT_RDWR)  # a clean close, not a reset that looks like an error
         except OSError:
@@ -112,13 +120,15 @@ class Check:
         argv = [target.fill(a, spec) for a in spec.params["argv"]]
         code, output, timed_out = run_bounded(argv, deadline, _probe_env(target))
         evidence = clean(output)
+        what = f"{command_name(argv)}: "
         if timed_out:
-            return False, f"timed out after {format_duration(spec.timeout)} (killed with its process group)", evidence
+            return False, f"{what}timed out after {format_duration(spec.timeout)} (killed with its process group)", \
+                evidence
         if code is None:
             return False, f"cannot run {argv[0]}: {output.decode(errors='replace')}", ""
         if code != 0:
             last = evidence.strip().splitlines()[-1:] if evidence.strip() else []
-            return False, _status(code) + (f": {_short(last[0])}" if last else ""), evidence
+            return False, what + _status(code) + (f" (output: {_short(last[0])})" if last else ""), evidence
         return True, "exit status 0", evidence
 
     # ---- files ----------------------------------------------------------------------------
@@ -210,6 +220,30 @@ class Check:
     def _fds(self, spec: ProbeSpec, target: ProbeTarget, memory: dict, deadline: float) -> tuple[bool, str, str]:
         fds, limit = self._usage(target).open_fds, spec.params["max"]
         return fds <= limit, f"{fds} open file descriptors" + (f" > {limit}" if fds > limit else ""), ""
+
+
+def shown_url(scheme: str, host: str | None, port: int | None, path: str) -> str:
+    """scheme://host:port/path of a probe's URL: never its user-info or query, which may hold
+    credentials (http://user:pw@h/healthz?token=...)."""
+    host = host or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return clean(f"{scheme}://{host}{f':{port}' if port else ''}{path or '/'}", max_line=200)
+
+
+def command_name(argv: list[str]) -> str:
+    """What an exec probe ran, without arguments that may hold credentials (`redis-cli -a PASS`):
+    'check_feed.sh', 'python3 check.py' (a script run by an interpreter), "sh -c 'curl …'"."""
+    name = os.path.basename(argv[0]) if argv else "?"
+    rest = argv[1:]
+    if name in SHELLS and "-c" in rest[:-1]:
+        words = rest[rest.index("-c") + 1].split()
+        first = os.path.basename(words[0]) if words else ""
+        return clean(f"{name} -c '{first}{' …' if len(words) > 1 else ''}'", max_line=80)
+    script = next((a for a in rest if not a.startswith("-")), "")
+    if script and (name in SHELLS or name.startswith(("python", "perl", "ruby", "node", "php"))) \
+            and re.fullmatch(r"[\w./-]+\.\w+", script):
+        return clean(f"{name} {os.path.basename(script)}", max_line=80)
+    return clean(name, max_line=80)
 
 
 def _short(text: str, limit: int = 120) -> str:
