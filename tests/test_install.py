@@ -7,7 +7,7 @@ bash, after this substitution table (README text -> this test):
 
     /opt/lookout                     DIR, a temporary directory (the venv: DIR/venv, as in the README)
     python3 -m venv                  the test's Python -m venv
-    pip install supervisor-lookout   pip install the wheel built from the working tree
+    install supervisor-lookout       install the wheel built from the working tree (conftest.built_dist)
     /etc/supervisor/conf.d/          the directory this test's supervisord.conf [include]s
     supervisorctl                    the test's supervisorctl -c this test's supervisord.conf
 
