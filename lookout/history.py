@@ -16,6 +16,12 @@ from .listener.rules.models import display_name
 from .listener.store.files import StoreUnavailable, store_errors
 from .listener.store.schema import connect
 
+# In the order things happened. An exit's status is read from supervisord's log after the event
+# and stored with the exit's own (earlier) time, so its row is inserted after rows of later things:
+# by time, not by insertion. At one instant (rows made by one event share its time) the state change
+# comes first, then the exit it was, then what followed from it (alerts, lookout's actions), as inserted.
+ORDER = "at, CASE kind WHEN 'state' THEN 0 WHEN 'exit' THEN 1 ELSE 2 END, id"
+
 
 def resolve(conn: sqlite3.Connection, name: str) -> list[str]:
     """'reconciler' -> 'reconciler:reconciler'; 'pool_1' -> 'pool:pool_1'; 'g:n' as it is."""
@@ -37,9 +43,7 @@ def history_command(config: Config, name: str, since: float, as_json: bool) -> i
         if len(namespecs) > 1:
             print(f"lookout: {name!r} is ambiguous: {', '.join(namespecs)}", file=sys.stderr)
             return 2
-        # By time, then insertion: an exit's status is read from supervisord's log after the event and
-        # stored with the exit's own time, so its row often comes after rows of things that happened later.
-        rows = conn.execute("SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY at, id",
+        rows = conn.execute(f"SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY {ORDER}",
                             (namespecs[0], now - since)).fetchall()
     except (StoreUnavailable, sqlite3.Error) as exc:
         print(f"lookout: cannot read lookout's store {config.state_path}: {exc}", file=sys.stderr)

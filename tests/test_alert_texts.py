@@ -211,26 +211,25 @@ def test_programs_that_never_started_in_one_message_against_supervisord(supervis
 
 def test_history_lists_by_time_though_an_exit_is_stored_after_later_lines(tmp_path, capsys):
     """An exit's status comes from supervisord's log after the event, and is stored with the exit's
-    own time: its row is inserted after rows that happened later."""
+    own time: its row is inserted after rows that happened later. At one instant (the rows one
+    event makes), the state change, then the exit, then what followed (alert, action) as inserted."""
     path = str(tmp_path / "lookout.db")
     conn = connect(path)
     t = NOW
-    rows = [(t + 0.000, "state", "EXITED (from RUNNING, unexpected, pid 42)"),
+    rows = [(t, "state", "EXITED (from RUNNING, unexpected, pid 42)"),
+            (t, "alert", "crash_loop (critical), was crashed"),
+            (t, "action", "lookout begins to stop it: crash-loop brake"),
             (t + 0.003, "state", "STARTING (from EXITED)"),
-            (t + 0.004, "alert", "crash_loop (critical), was crashed"),
-            (t + 0.000, "exit", "exit status 3 after running 1.2s"),  # looked up later, stored with its time
-            (t + 1.000, "sent", "firing crash_loop to 1 target(s)"),
-            (t + 0.004, "action", "lookout begins to stop it: crash-loop brake")]  # same time: insertion order
+            (t + 1.0, "sent", "firing crash_loop to 1 target(s)"),
+            (t, "exit", "exit status 3 after running 1.2s")]  # looked up later, stored with its time
     conn.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, 'flaky:flaky', ?, ?)", rows)
     conn.close()
     config = Config(state_path=path)
+    order = ["state", "exit", "alert", "action", "state", "sent"]
     assert history_command(config, "flaky", 10 ** 9, as_json=False) == 0
-    listed = [line.split(None, 3)[2:] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [kind for kind, _ in listed] == ["state", "exit", "state", "alert", "action", "sent"], listed
+    listed = [line.split(None, 3)[2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == order, listed
     assert history_command(config, "flaky", 10 ** 9, as_json=True) == 0
-    entries = json.loads(capsys.readouterr().out)
-    assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
-    assert [e["kind"] for e in entries] == ["state", "exit", "state", "alert", "action", "sent"]
-    with sqlite3.connect(path) as check:  # what an order by insertion alone would have shown
-        by_id = [k for (k,) in check.execute("SELECT kind FROM history ORDER BY id")]
-    assert by_id.index("exit") > by_id.index("alert")
+    assert [e["kind"] for e in json.loads(capsys.readouterr().out)] == order
+    with sqlite3.connect(path) as check:  # what insertion order alone would show: the exit last
+        assert [k for (k,) in check.execute("SELECT kind FROM history ORDER BY id")][-1] == "exit"
