@@ -28,19 +28,13 @@ from .store.files import StoreUnavailable, owner_hint
 
 REGISTER_HINT = """\
 lookout-listener is a supervisord event listener: supervisord starts it and talks to it over
-stdin/stdout, so it does nothing useful on a terminal. Register it in supervisord.conf
-(conf.d/lookout.conf has the full, commented snippet):
-
-  [eventlistener:lookout]
-  command=lookout-listener -c /etc/lookout/lookout.toml
-  events=PROCESS_STATE,TICK_60,SUPERVISOR_STATE_CHANGE
-  buffer_size=4096
-  autorestart=true
-  stderr_logfile=/var/log/supervisor/lookout.log
-
-then `supervisorctl reread && supervisorctl update`. To check the setup from a terminal:
-  lookout-listener -c /etc/lookout/lookout.toml --check-config
-  lookout-listener -c /etc/lookout/lookout.toml --test-alert
+stdin/stdout, so it does nothing useful on a terminal. `lookout init DIR` writes the snippet
+supervisord needs (DIR/conf.d/lookout.conf: this command by its absolute path, -c DIR/lookout.toml,
+its log in DIR/log/); include or copy it into supervisord's configuration, then
+`supervisorctl reread && supervisorctl update`. To check the setup from a terminal:
+  lookout -c DIR/lookout.toml check-config
+  lookout -c DIR/lookout.toml test-alert
+(README, "Install", has every step.)
 """
 
 

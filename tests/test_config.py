@@ -152,7 +152,7 @@ def test_terminal_run_explains_registration(tmp_path):
     os.close(master)
     os.close(slave)
     assert result.returncode == 2
-    assert "[eventlistener:lookout]" in result.stderr
+    assert "supervisord event listener" in result.stderr and "lookout init DIR" in result.stderr
 
 
 def test_durations():
