@@ -276,7 +276,7 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     from .store.schema import connect
 
     seconds = silence_seconds(args.duration) if args.command == "silence" else 0.0  # bounds first
-    if args.command == "silences" and not os.path.exists(config.state_path):
+    if args.command == "silences" and _no_store_yet(config.state_path):
         print("no active silences (no store yet)")
         return 0
     store = DeliveryStore(connect(config.state_path, readonly=args.command == "silences"))  # a listing only reads
@@ -301,6 +301,16 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"no active silence with id {args.id}", file=sys.stderr)
     return 1
+
+
+def _no_store_yet(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # there, but hidden from this user: opening it says whose it is
+    return False
 
 
 def _matches_something(conn, matcher: str) -> bool:  # noqa: ANN001

@@ -13,7 +13,7 @@ import time
 
 from .listener.config import Config
 from .listener.rules.models import display_name
-from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
 
 # In the order things happened. An exit's status is read from supervisord's log after the event
@@ -46,7 +46,8 @@ def history_command(config: Config, name: str, since: float, as_json: bool) -> i
         rows = conn.execute(f"SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY {ORDER}",
                             (namespecs[0], now - since)).fetchall()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        print(f"lookout: cannot read lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
+              file=sys.stderr)
         return 2
     if as_json:
         print(json.dumps([{"at": at, "kind": kind, "detail": detail} for at, kind, detail in rows], indent=2))
