@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.models import ProcessSnapshot
-from .text import clean
+from .text import clean, clean_name
 
 log = logging.getLogger("lookout.logs")
 
@@ -74,12 +74,12 @@ def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitIn
     for line in main_log.splitlines():
         m = _SPAWN_LINE.search(line)
         if m is not None:
-            spawned[m.group("name")] = _stamp(line)
+            spawned[clean_name(m.group("name"))] = _stamp(line)
             continue
         m = _EXIT_LINE.search(line)
         if m is None:
             continue
-        name = m.group("name")
+        name = clean_name(m.group("name"))  # as the records have it
         if names is not None and name not in names:
             continue
         start, end = spawned.pop(name, None), _stamp(line)

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 from .config import SupervisorSettings
 from .redact import safe_url
 from .rules.models import ProcessSnapshot
-from .text import clean_xml
+from .text import clean_name, clean_xml
 
 # supervisor.xmlrpc.Faults
 SHUTDOWN_STATE = 6  # reloading or stopping
@@ -187,6 +187,7 @@ def snapshot_from_info(info: object) -> ProcessSnapshot | None:
         group, name, state = info["group"], info["name"], info["statename"]
         if not (isinstance(group, str) and isinstance(name, str) and isinstance(state, str) and group and name):
             return None
+        group, name = clean_name(group), clean_name(name)  # as events bring them: one record per program
         return ProcessSnapshot(
             group=group, name=name, state=state, start=_int(info["start"]), stop=_int(info["stop"]),
             now=_int(info["now"]), pid=_int(info["pid"]), exitstatus=_int(info["exitstatus"]),

@@ -15,6 +15,7 @@ repeats folded (a program that retries writes the same two lines fifty times).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,34 @@ def clean(value: str | bytes, max_line: int = MAX_LINE_CHARS) -> str:
     if max_line and len(text) > max_line:
         text = "\n".join(_cut(line, max_line) for line in text.split("\n"))
     return text
+
+
+def clean_name(name: str) -> str:
+    """A process or group name safe for a terminal, a message, a metric label and a dict key.
+
+    supervisord allows any character in a name but space, ':' and '/'; ESC, BEL, backspace or a
+    right-to-left override in one must not reach a terminal or a message, and the name must come
+    out the same whichever way it came in (an event, an XML-RPC answer already through clean_xml,
+    supervisord's main log, an older store): escape sequences go, NUL goes, other controls
+    (tab and newline too) become their visible picture, DEL U+2421, C1 controls and format
+    characters (bidirectional overrides, zero-width marks) U+FFFD. Idempotent."""
+    if name.isascii() and name.isprintable():
+        return name  # the common case: nothing to do
+    text = _ANSI_TEXT.sub("", name)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code == 0:
+            continue
+        if code < 32:
+            out.append(chr(0x2400 + code))
+        elif code == 0x7F:
+            out.append("\u2421")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co"):
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _cut(line: str, limit: int) -> str:

@@ -127,8 +127,8 @@ autorestart=true
 
 def test_names_with_a_tab_and_a_non_breaking_space(supervisor_factory, webhook):
     sup = supervisor_factory(ODD_NAMES, fast_alerts(webhook)).start()
-    tab = webhook.wait("tab\tfeed crashed", timeout=20)[0]
-    assert "exit status 6" in tab.body and "tab feed down" in tab.body
+    tab = webhook.wait("tab\u2409feed crashed", timeout=20)[0]  # the tab shown as its picture (issue 15)
+    assert "exit status 6" in tab.body and "tab feed down" in tab.body and "\t" not in tab.text
     nbsp = webhook.wait("nbsp\u00a0feed crashed", timeout=20)[0]
     assert "exit status 7" in nbsp.body and "nbsp feed down" in nbsp.body
     log = sup.listener_output()

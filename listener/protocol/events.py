@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from ..text import clean_name
 from .parser import Envelope
 
 PROCESS_STATES = (
@@ -136,8 +137,8 @@ def decode(envelope: Envelope, delivery: Delivery | None = None) -> Event:
         return ProcessStateEvent(
             delivery=delivery,
             state=state,
-            group=fields["groupname"],
-            name=fields["processname"],
+            group=clean_name(fields["groupname"]),
+            name=clean_name(fields["processname"]),
             from_state=fields["from_state"],
             expected=expected,
             pid=_int(fields["pid"], "pid") if "pid" in fields else None,

@@ -22,6 +22,7 @@ from ..rules.models import (
     ProcessRecord,
 )
 from ..rules.sequence import StreamPosition
+from ..text import clean_name
 from .schema import Transaction, get_meta, set_meta
 
 _RECORD_FIELDS = [f.name for f in fields(ProcessRecord)]
@@ -61,6 +62,7 @@ def record_from_row(row: sqlite3.Row) -> ProcessRecord:
     for name in _BOOL_FIELDS:
         values[name] = bool(values[name])
     values["action"] = _action_from_json(values["action"])
+    values["group"], values["name"] = clean_name(values["group"]), clean_name(values["name"])  # (older stores)
     return ProcessRecord(**values)
 
 
