@@ -150,6 +150,9 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
                          "how late recent probe runs started against their schedule: the median"),
         "late95": Family("lookout_probe_schedule_lateness_p95_seconds", "gauge",
                          "how late recent probe runs started against their schedule: the 95th percentile"),
+        "deadman": Family("lookout_deadman_pings_total", "counter",
+                          "calls of the dead man's switch ([deadman]) since the listener started: ok (healthy form "
+                          "reached), fail_sent (fail form reached: lookout degraded), error (not reached)"),
         "grun": Family("supervisor_group_running", "gauge", "processes of the group that are RUNNING"),
         "gmin": Family("supervisor_group_min_running", "gauge", "min_running of the group ([[alerts.groups]])"),
     }
@@ -176,6 +179,9 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         f["remediations"].add(f'group="{escape(group)}",name="{escape(name)}",action="{escape(action)}",'
                               f'result="{escape(result)}"', count)
     stats = data.probe_stats
+    for result in ("ok", "fail_sent", "error"):
+        if f"deadman_{result}" in stats:
+            f["deadman"].add(f'result="{result}"', stats[f"deadman_{result}"])
     if "probe_runs" in stats:
         f["runs"].add("", stats["probe_runs"])
         f["skipped"].add("", stats.get("probe_skipped", 0))

@@ -188,7 +188,8 @@ class Source:
             if (group, name) in present:
                 data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
                                              float(r["last_duration"] or 0), int(r["failures_total"] or 0)))
-        for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95"):
+        for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95", "deadman_ok",
+                    "deadman_fail_sent", "deadman_error"):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 data.probe_stats[key] = float(meta[key])
         for ns, action, result, count in remediations:

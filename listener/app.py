@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .app_lifecycle import LifecycleMixin
 from .config import Config
 from .health_runner import HealthRunner
 from .held import HeldCommit, StoreTrouble
@@ -49,7 +50,7 @@ MAX_IDLE_WAIT = 1.0
 STORE_CHECK_INTERVAL = 10.0  # how often the store file's identity is checked (deleted, replaced)
 
 
-class Listener:
+class Listener(LifecycleMixin):
     def __init__(
         self,
         config: Config,
@@ -75,6 +76,7 @@ class Listener:
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
         self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
         self.trouble = StoreTrouble(self.notifier, clock)
+        self._start_lifecycle()
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
         self.held: HeldCommit | None = None
@@ -101,6 +103,7 @@ class Listener:
         self.watcher.start()
         self.nudger.start()
         self.health.start()
+        self.deadman.start()
         ready = False
         while not self.stop_requested:
             dead = self._dead_worker()
@@ -111,7 +114,9 @@ class Listener:
             items, _ = self.channel.poll(self._wait_time())
             if self.channel.eof:
                 log.info("stdin closed: supervisord is gone")
+                self._supervisord_gone()
                 break
+            self._deadman_due()
             self.backlog.extend(items)
             if not self._store_usable():
                 continue
@@ -129,7 +134,8 @@ class Listener:
 
     def _get_ready(self) -> bool:
         """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
-        meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid}
+        meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
+                **self._previous_life()}
         if not self._commit(Outcome(), meta=meta):
             return False
         for rec in self.engine.records.values():  # type: ignore[union-attr]
@@ -177,7 +183,8 @@ class Listener:
             os.write(self.wakeup_w, b"d")
 
     def _dead_worker(self) -> str:
-        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread):
+        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread,
+                       self.deadman.thread):
             if thread.died:
                 return f"worker thread {thread.name} died ({thread.died})"
         return ""
@@ -355,6 +362,7 @@ class Listener:
             meta = {"last_reconcile_at": result.taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
             self._apply(engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
+            self._after_reconcile(result.infos, self.clock())
             return
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):

@@ -118,7 +118,8 @@ _FILTER = SecretFilter()
 def config_secrets(config: Config) -> set[str]:
     """Every secret lookout.toml itself holds (target URLs, supervisord's password): one list
     for all three programs. Secrets inside a notify.config file are added by build_targets."""
-    found = {s for url in (*config.notify.urls, *config.alertmanager.urls) for s in secrets_in_url(url)}
+    urls = (*config.notify.urls, *config.alertmanager.urls, config.deadman.url, config.deadman.fail_url)
+    found = {s for url in urls if url for s in secrets_in_url(url)}
     if config.supervisor.password:
         found.add(config.supervisor.password)
     return found

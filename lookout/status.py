@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .listener.config import Config, format_duration
+from .listener.lifecycle import load_orphans
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.policy import matches
@@ -41,7 +42,7 @@ STATUS_SCHEMA: dict[str, Any] = {
         "type": "object",
         "required": ["name", "group", "namespec", "state", "pid", "uptime_seconds", "description", "healthy",
                      "probes", "restarts_1h", "restarts_24h", "last_exit", "alerts", "silenced_until", "lookout",
-                     "ok"],
+                     "orphans", "ok"],
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "description": "as supervisorctl shows it: 'reconciler' or 'group:name'"},
@@ -79,6 +80,9 @@ STATUS_SCHEMA: dict[str, Any] = {
                                                 "description": "when the brake starts it again"},
                             "stopped_by": {"enum": ["", "operator", "lookout"]},
                             "action": {"type": "string", "description": "lookout's action in flight, if any"}}},
+            "orphans": {"type": "array", "items": {"type": "integer"},
+                        "description": "pids of this program's processes left running by a supervisord that died "
+                                       "(it may run twice)"},
             "ok": {"type": "boolean", "description": "what --check counts: RUNNING or deliberately stopped, "
                                                      "and no open alert"},
         },
@@ -100,6 +104,7 @@ class ProcessStatus:
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
+    orphans: list[int] = field(default_factory=list)  # left running by a supervisord that died
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -110,7 +115,7 @@ class ProcessStatus:
 
     @property
     def ok(self) -> bool:
-        return not self.alerts and self.snap.state in FINE_STATES
+        return not self.alerts and not self.orphans and self.snap.state in FINE_STATES
 
     def as_json(self, now: float) -> dict:
         s = self.snap
@@ -119,7 +124,8 @@ class ProcessStatus:
             "pid": s.pid, "uptime_seconds": max(0, s.now - s.start) if s.state == "RUNNING" and s.start else None,
             "description": self.description, "healthy": self.healthy, "probes": self.probes,
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
-            "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout, "ok": self.ok,
+            "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout,
+            "orphans": self.orphans, "ok": self.ok,
         }
 
 
@@ -199,6 +205,11 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
         if row is not None:
             row.lookout["held_since"] = since
             row.lookout["held_reason"] = reason or ""
+    found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
+    for orphan in load_orphans(found[0] if found else None):  # checked in /proc now: killed ones are gone
+        row = by_ns.get(orphan.namespec)
+        if row is not None:
+            row.orphans.append(orphan.pid)
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
@@ -257,10 +268,13 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
 def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
     """The brake, a hold, lookout's action in flight: what an operator at 3 a.m. needs to know."""
     shown, look = display_name(r.snap.namespec), r.lookout
+    orphans = [f"ORPHAN pid {pid} still runs, left by a supervisord that died (kill {pid} if one copy is enough)"
+               for pid in r.orphans]
     if look["held_since"] is not None:
         why = f": {clean(look['held_reason'])}" if look.get("held_reason") else ""
-        return [f"held {_ago(look['held_since'], now)}{why} (lookout leaves it as it is; `lookout release {shown}`)"]
-    out = []
+        return [*orphans,
+                f"held {_ago(look['held_since'], now)}{why} (lookout leaves it as it is; `lookout release {shown}`)"]
+    out = orphans
     if look["braked"] and look["starts_again_at"] is not None and r.snap.state == "STOPPED":
         wait = format_duration(max(0.0, look["starts_again_at"] - now))
         out.append(f"braked: starts again in {wait}; to keep it stopped: lookout hold {shown}")

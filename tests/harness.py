@@ -304,8 +304,10 @@ class Supervisor:
         wrapper: list[str] = (),
         state_path: Path | None = None,
         main_log: str = "%(here)s/supervisord.log",
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.environment = dict(environment or {})  # for supervisord and so for its programs and the listener
         self.wrapper = list(wrapper)  # a command supervisord runs under (e.g. unshare with a tmpfs)
         self.invariants = True  # checked after the test (check_store_invariants); off where a test breaks the store
         (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -334,7 +336,23 @@ class Supervisor:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.environment)
         return env
+
+    def children(self) -> list[int]:
+        """The pids of supervisord's children (its programs and the listener), from /proc."""
+        if self.proc is None:
+            return []
+        kids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                kids.append(int(pid))
+        return kids
 
     def start(self, wait_listener: bool = True) -> Supervisor:
         self.proc = subprocess.Popen(

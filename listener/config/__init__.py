@@ -17,6 +17,7 @@ from .model import (
     AlertSettings,
     Config,
     CrashLoop,
+    DeadmanSettings,
     ExporterSettings,
     HistorySettings,
     ListenerSettings,
@@ -40,7 +41,8 @@ from .values import (
 
 __all__ = [
     "DEFAULT_SERVERURL", "DEFAULT_STATE_PATH", "SEVERITIES", "AlertSettings", "AlertmanagerSettings", "Config",
-    "ConfigError", "CrashLoop", "ExporterSettings", "HistorySettings", "ListenerSettings", "NotifySettings",
+    "ConfigError", "CrashLoop", "DeadmanSettings", "ExporterSettings", "HistorySettings", "ListenerSettings",
+    "NotifySettings",
     "ProgramRule", "Section",
     "SupervisorSettings", "crash_loop_settings", "format_duration", "format_size", "load_config", "parse_config",
     "parse_duration", "parse_size", "shown", "ACTIONS", "KINDS", "PLACEHOLDERS", "GroupRule", "ProbeSpec",

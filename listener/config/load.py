@@ -19,6 +19,7 @@ from .model import (
     AlertSettings,
     Config,
     CrashLoop,
+    DeadmanSettings,
     ExporterSettings,
     HistorySettings,
     ListenerSettings,
@@ -169,9 +170,29 @@ def _listener(root: Section) -> ListenerSettings:
         tick_timeout=li.duration("tick_timeout", 180.0, 2 * MINUTE, DAY),
         log_level=li.choice("log_level", "info", ("debug", "info", "warning", "error")),
         nudge=li.get("nudge", bool, True),
+        clean_reboot=li.choice("clean_reboot", "silent", ("silent", "info")),
     )
     li.done()
     return listener
+
+
+def _deadman(root: Section) -> DeadmanSettings:
+    dm = root.sub("deadman")
+    deadman = DeadmanSettings(
+        url=dm.get("url", str, ""),
+        fail_url=dm.get("fail_url", str, ""),
+        interval=dm.duration("interval", 60.0, 1.0, HOUR),
+        fail_after=dm.duration("fail_after", 300.0, 10.0, DAY),
+        timeout=dm.duration("timeout", 10.0, 1.0, MINUTE),
+    )
+    dm.done()
+    for key in ("url", "fail_url"):
+        value = getattr(deadman, key)
+        if value and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"deadman.{key}", "expected an http:// or https:// URL")
+    if deadman.fail_url and not deadman.url:
+        raise ConfigError("deadman.fail_url", "needs deadman.url")
+    return deadman
 
 
 def _exporter(root: Section) -> ExporterSettings:
@@ -227,6 +248,7 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None
         alertmanager=_alertmanager(root),
         probes=parse_probes(root.get("probes", list, [])),
         remediation=parse_remediation(root.sub("remediation")),
+        deadman=_deadman(root),
         source=source,
     )
     root.done()

@@ -95,6 +95,20 @@ class ListenerSettings:
     tick_timeout: float = 180.0  # no event for this long after a TICK was seen: exit, get restarted
     log_level: str = "info"
     nudge: bool = True  # wake supervisord when a watched process dies (listener/nudge.py)
+    clean_reboot: str = "silent"  # a reboot after a clean shutdown: "silent" or "info" (one info message)
+
+
+@dataclass(frozen=True)
+class DeadmanSettings:
+    """[deadman]: a URL outside the host that the listener calls while it is healthy (healthchecks.io,
+    Uptime Kuma push, Cronitor, your own): when supervisord, the listener or the host dies, the calls
+    stop, and the outside service raises the alarm nobody on the host can."""
+
+    url: str = ""
+    fail_url: str = ""  # called instead while lookout is degraded; derived from url for known services
+    interval: float = 60.0
+    fail_after: float = 300.0  # notifications failing this long make lookout degraded
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,7 @@ class Config:
     alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
     probes: tuple[ProbeSpec, ...] = ()
     remediation: RemediationSettings = field(default_factory=RemediationSettings)
+    deadman: DeadmanSettings = field(default_factory=DeadmanSettings)
     source: str = "<defaults>"
 
     @property

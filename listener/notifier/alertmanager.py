@@ -29,6 +29,7 @@ from ..rules.models import (
     QUORUM,
     REMEDIATION_FAILED,
     RESOLVED,
+    RUNS_TWICE,
     UNHEALTHY,
     Alert,
     display_name,
@@ -48,6 +49,7 @@ ALERTNAMES = {
     EXHAUSTED: "SupervisorRemediationExhausted",
     BELOW_QUORUM: "SupervisorGroupBelowQuorum",
     LEFT_STOPPED: "SupervisorRemediationInterrupted",
+    RUNS_TWICE: "SupervisorProcessRunsTwice",
 }
 FORMAT = "alertmanager"
 

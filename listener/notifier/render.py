@@ -31,6 +31,7 @@ from ..rules.models import (
     REMEDIATION_FAILED,
     REMINDER,
     RESOLVED,
+    RUNS_TWICE,
     UNHEALTHY,
     UPDATE,
     Alert,
@@ -51,6 +52,7 @@ WHAT = {
     EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
     BELOW_QUORUM: "is below quorum",
     LEFT_STOPPED: "is stopped: lookout's action on it was cut short",
+    RUNS_TWICE: "runs twice (an orphan of the previous supervisord)",
 }
 PROBLEM = {  # for resolved messages: what it was
     CRASHED: "a crash",
@@ -63,6 +65,7 @@ PROBLEM = {  # for resolved messages: what it was
     EXHAUSTED: "an exhausted restart budget",
     BELOW_QUORUM: "too few processes running",
     LEFT_STOPPED: "a program left stopped by an interrupted action of lookout",
+    RUNS_TWICE: "a program running twice",
 }
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}

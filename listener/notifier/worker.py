@@ -86,6 +86,8 @@ class Notifier:
         self._unrecorded: dict[int, float] = {}  # outbox ids sent but not yet recorded as sent
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
+        self.failing_since: float | None = None  # deliveries have failed since then (none sent since)
+        self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
     # ---- called from the protocol loop --------------------------------------------------
 
@@ -107,6 +109,18 @@ class Notifier:
         with self._lock:
             self._direct.extend((SystemMessage(alertname, title, text, severity, resolved), t) for t in self.targets)
         self.wake()
+
+    def settle(self, timeout: float) -> bool:
+        """Let the worker write and send what was announced (the listener's last words, before it
+        exits); True when everything due went out within timeout. What did not stays in the outbox
+        for the next listener."""
+        deadline = self.clock() + timeout
+        self.quiet.clear()
+        while self.clock() < deadline:
+            self.wake()
+            if self.quiet.wait(min(0.2, max(0.0, deadline - self.clock()))):
+                return True
+        return False
 
     def announce(self, alertname: str, title: str, text: str, severity: str) -> None:
         """Send through the outbox like an alert (retried, durable)."""
@@ -134,6 +148,10 @@ class Notifier:
             if self._stop.is_set():
                 break
         due = [t for t in times if t is not None]
+        with self._lock:
+            announced = bool(self._announce)
+        if not announced and all(t > now for t in due):
+            self.quiet.set()
         return min(due) if due else None
 
     def _stage(self, name: str, stage: Callable[[float], float | None], now: float) -> float | None:
@@ -357,12 +375,14 @@ class Notifier:
                           msg.id, target.label, msg.attempts + 1, error)
                 store.record_attempt(msg, now, status="expired", error=error)
                 return
+            self.failing_since = self.failing_since or now
             delay = min(n.retry_max, n.retry_initial * (2 ** min(msg.attempts, 30)))
             log.warning("message %d to %s failed (%s); retry %d in %.0fs",
                         msg.id, target.label, error, msg.attempts + 1, delay)
             store.record_attempt(msg, now, status="pending", error=error, retry_at=now + delay)
             return
         sent_at = self.clock()
+        self.failing_since = None
         self._unrecorded[msg.id] = sent_at  # until recorded: never send it twice
         store.record_attempt(msg, sent_at, status="sent")
         del self._unrecorded[msg.id]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..config import AlertSettings, ProbeSpec, RemediationSettings, format_duration
+from ..config import AlertSettings, ProbeSpec, RemediationSettings
 from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
 from .actions import LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
@@ -53,10 +53,11 @@ from .models import (
     ProbeState,
     ProcessRecord,
 )
+from .orphans import OrphanWatch
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
-from .snapshot import LIVE_STATES, SnapshotRules, coarse_start_differs
+from .snapshot import LIVE_STATES, SnapshotRules
 
 
 class AlertEngine(SnapshotRules):
@@ -89,6 +90,7 @@ class AlertEngine(SnapshotRules):
         self.brake = CrashLoopBrake(self.actions, self.policies, self.book, remediation.dry_run,
                                     lambda: self.stopping, self.held)
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
+        self.orphans = OrphanWatch(self.book)
         # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting
         # restart is not acted on until new results agree; an action that was in flight is finished or
         # reported once supervisord's view (the first reconcile) says where it got to.
@@ -132,46 +134,6 @@ class AlertEngine(SnapshotRules):
             self._on_process_state(event, now, out)
         return out
 
-    def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None) -> Outcome:
-        """The exit status read from supervisord's log (events do not carry it), and how long
-        that run lasted by the log's own times (better than ours when the events came late)."""
-        out = Outcome()
-        rec = self.records.get(namespec)
-        if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
-            rec.last_exit_status, rec.last_exit_text = status, text
-            if ran is not None:
-                rec.last_run_seconds = ran
-            out.records[namespec] = rec
-            ran = f" after running {format_duration(rec.last_run_seconds)}" if rec.last_run_seconds is not None else ""
-            out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))
-        return out
-
-    def on_start_observed(self, namespec: str, start: float, *, exact: bool = False, pid: int = 0) -> Outcome:
-        """The real spawn time: events reach us late in a storm, uptime must not.
-
-        `exact` comes from the kernel (/proc) and always wins; otherwise it is supervisord's
-        whole-second `start`, which only replaces a time it contradicts, and only for the run we
-        know of: an answer about a later run (`pid`) while our events lag behind does not count.
-        """
-        out = Outcome()
-        rec = self.records.get(namespec)
-        if rec is None or rec.state not in LIVE_STATES or not start or (pid and rec.pid and pid != rec.pid):
-            return out
-        if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
-            rec.last_start = start
-            out.records[namespec] = rec
-        return out
-
-    def on_start_unknown(self, namespec: str) -> Outcome:
-        """A RUNNING event that arrives after its process died: the times we took from the
-        events are too late to tell how long it ran (supervisord's log may tell, later)."""
-        out = Outcome()
-        rec = self.records.get(namespec)
-        if rec is not None and rec.state == "RUNNING":
-            rec.last_start = rec.running_since = None
-            out.records[namespec] = rec
-        return out
-
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
         out = Outcome()
         if result.namespec in self._unconfirmed:
@@ -196,6 +158,12 @@ class AlertEngine(SnapshotRules):
             self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self._touch(rec, out)
             self._refresh_quorum(rec, now, out)
+        return out
+
+    def on_orphans(self, twice: dict[str, tuple[int, int]], now: float) -> Outcome:
+        """Programs that run twice (an orphan of a killed supervisord beside the new copy), or none."""
+        out = Outcome()
+        self.orphans.update(twice, now, out)
         return out
 
     def on_holds(self, holds: Iterable[Hold], now: float) -> Outcome:

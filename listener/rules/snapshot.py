@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..config import format_duration
 from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord, ProcessSnapshot
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
@@ -29,7 +30,48 @@ def coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
 
 
 class SnapshotRules:
-    """on_snapshot and its helpers; AlertEngine provides records, book, settings and _raise."""
+    """on_snapshot and its helpers, and what else supervisord's answers or the kernel tell about a
+    run (its exit status, its real start); AlertEngine provides records, book, settings and _raise."""
+
+    def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None) -> Outcome:
+        """The exit status read from supervisord's log (events do not carry it), and how long
+        that run lasted by the log's own times (better than ours when the events came late)."""
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
+            rec.last_exit_status, rec.last_exit_text = status, text
+            if ran is not None:
+                rec.last_run_seconds = ran
+            out.records[namespec] = rec
+            ran = f" after running {format_duration(rec.last_run_seconds)}" if rec.last_run_seconds is not None else ""
+            out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))
+        return out
+
+    def on_start_observed(self, namespec: str, start: float, *, exact: bool = False, pid: int = 0) -> Outcome:
+        """The real spawn time: events reach us late in a storm, uptime must not.
+
+        `exact` comes from the kernel (/proc) and always wins; otherwise it is supervisord's
+        whole-second `start`, which only replaces a time it contradicts, and only for the run we
+        know of: an answer about a later run (`pid`) while our events lag behind does not count.
+        """
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is None or rec.state not in LIVE_STATES or not start or (pid and rec.pid and pid != rec.pid):
+            return out
+        if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
+            rec.last_start = start
+            out.records[namespec] = rec
+        return out
+
+    def on_start_unknown(self, namespec: str) -> Outcome:
+        """A RUNNING event that arrives after its process died: the times we took from the
+        events are too late to tell how long it ran (supervisord's log may tell, later)."""
+        out = Outcome()
+        rec = self.records.get(namespec)
+        if rec is not None and rec.state == "RUNNING":
+            rec.last_start = rec.running_since = None
+            out.records[namespec] = rec
+        return out
 
     def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float) -> Outcome:
         """Align records with supervisord's view; alert on FATAL/EXITED we never heard of."""

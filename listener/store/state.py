@@ -135,6 +135,13 @@ class StateStore:
     def stopping(self) -> bool:
         return get_meta(self.conn, "stopping") == "1"
 
+    def meta(self, key: str) -> str | None:
+        return get_meta(self.conn, key)
+
+    def last_event_at(self) -> float:
+        row = self.conn.execute("SELECT last_event_at FROM stream WHERE id = 1").fetchone()
+        return float(row[0]) if row else 0.0
+
     def position(self) -> StreamPosition | None:
         row = self.conn.execute("SELECT run, pool, poolserial, serial FROM stream WHERE id = 1").fetchone()
         return StreamPosition(*row) if row else None

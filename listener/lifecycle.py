@@ -1,0 +1,193 @@
+"""supervisord's own life, as its listener sees it: a death without a shutdown, the return after
+one, an unplanned reboot. Everything else lookout says depends on supervisord being alive.
+
+- Gone: the listener's stdin closes. If no SUPERVISOR_STATE_CHANGE_STOPPING came first (a clean
+  `shutdown` or `reload` sends one) and supervisord's pid is gone, it died (the OOM killer,
+  kill -9, a crash). supervisord gives every child its own process group, so its programs keep
+  running, unsupervised: one critical message names them with their pids, before the listener
+  exits; the outbox keeps it if it cannot be sent, and the next listener sends it.
+- Back: the next listener finds another supervisord pid and no clean end in the store: one
+  message says when the old one was last heard from, how long it was gone and what was started
+  again. A previous process still running beside its new copy (the store's pid and start time,
+  checked in /proc, so a reused pid is not mistaken) is a program running twice: a critical
+  alert each (rules/orphans.py), resolved when the orphan is gone; `lookout status` shows them.
+- Rebooted: the kernel's boot id (LOOKOUT_BOOT_ID_FILE replaces its file, for tests) changed with
+  no clean shutdown before it: one message; after a clean shutdown nothing (or one info message,
+  listener.clean_reboot = "info").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from .config import Config, format_duration
+from .procfs import pid_gone, spawn_time, stat_fields
+from .rules.models import ProcessRecord, ProcessSnapshot, display_name
+from .rules.snapshot import LIVE_STATES
+
+log = logging.getLogger("lookout.lifecycle")
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+SAME_RUN = 2.0  # a live pid whose spawn time is this close to the stored start is that same process
+
+
+@dataclass(frozen=True)
+class Survivor:
+    namespec: str
+    pid: int
+    started: float  # its spawn time: with the pid, what tells it from a process that reused the pid
+
+
+def supervisord_dead(ppid: int, wait: float = 2.0) -> bool:
+    """The kernel closes a dying process's pipes (our stdin's EOF) before it reparents its children:
+    wait a moment for the reparenting, or for the pid to be a zombie or gone."""
+    deadline = time.monotonic() + wait
+    while True:
+        fields = stat_fields(ppid)
+        if os.getppid() != ppid or pid_gone(ppid) or (fields is not None and fields[0] == b"Z"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def boot_id() -> str:
+    try:
+        with open(os.environ.get("LOOKOUT_BOOT_ID_FILE") or BOOT_ID_FILE, encoding="ascii", errors="replace") as f:
+            return f.read().strip()[:64]
+    except OSError:
+        return ""
+
+
+def alive(survivor: Survivor) -> bool:
+    started = spawn_time(survivor.pid)
+    return started is not None and abs(started - survivor.started) < SAME_RUN
+
+
+def survivors(records: Iterable[ProcessRecord], own: str) -> list[Survivor]:
+    """The processes of the records that still run as the same processes (pid and start time)."""
+    found = []
+    for rec in records:
+        if rec.namespec == own or not rec.pid or rec.state not in LIVE_STATES or not rec.last_start:
+            continue
+        survivor = Survivor(rec.namespec, rec.pid, rec.last_start)
+        if alive(survivor):
+            found.append(survivor)
+    return sorted(found, key=lambda s: s.namespec)
+
+
+def _named(survivors: list[Survivor], limit: int = 20) -> str:
+    shown = [f"{display_name(s.namespec)} (pid {s.pid})" for s in survivors[:limit]]
+    more = f" and {len(survivors) - limit} more" if len(survivors) > limit else ""
+    return ", ".join(shown) + more
+
+
+class Lifecycle:
+    def __init__(self, config: Config, own_namespec: str) -> None:
+        self.config, self.own = config, own_namespec
+        self.report = ""  # "reboot", "reboot-clean" or "unclean": said once the first reconcile has answered
+        self.last_heard = 0.0
+        self.orphans: list[Survivor] = []
+
+    # ---- the end --------------------------------------------------------------------------
+
+    def gone(self, records: Iterable[ProcessRecord], stopping: bool, ppid: int, now: float
+             ) -> tuple[dict[str, object], tuple[str, str, str] | None]:
+        """stdin closed: what to write to the store, and the message to announce (alertname, title,
+        text) when supervisord died without shutting down."""
+        if stopping:
+            return {"supervisord_end": "clean"}, None
+        if not supervisord_dead(ppid):
+            log.warning("stdin closed, but supervisord (pid %d) still runs: no alert", ppid)
+            return {}, None
+        left = survivors(records, self.own)
+        host = self.config.hostname
+        text = (f"supervisord (pid {ppid}) on {host} died without shutting down (no SUPERVISOR_STATE_CHANGE_STOPPING "
+                f"came before its end: the OOM killer, kill -9, a crash). ")
+        text += (f"{len(left)} program(s) are still running unsupervised: {_named(left)}. Started again, supervisord "
+                 "would start a second copy of each beside them: stop them first (kill PID), or check for "
+                 "duplicates after." if left else "None of its programs is still running.")
+        meta = {"supervisord_end": "unclean", "supervisord_gone_at": now, "orphans": _dump(left)}
+        title = f"supervisord (pid {ppid}) died without shutting down"
+        return meta, ("SupervisordDied", title, text)
+
+    # ---- the next start -----------------------------------------------------------------
+
+    def at_start(self, meta: dict[str, str | None], stopping: bool, last_event_at: float,
+                 records: Iterable[ProcessRecord], ppid: int) -> dict[str, object]:
+        """What the previous supervisord left behind, read before this listener writes its own
+        meta; returns what to write (this boot's id)."""
+        now_boot, was_boot = boot_id(), meta.get("boot_id") or ""
+        previous = int(meta.get("supervisord_pid") or 0)
+        clean = stopping or meta.get("supervisord_end") == "clean"
+        self.last_heard = max(last_event_at, float(meta.get("last_tick_at") or 0.0))
+        if was_boot and now_boot and was_boot != now_boot:
+            self.report = "reboot-clean" if clean else "reboot"
+        elif previous and previous != ppid and not clean:
+            self.report = "unclean"
+            self.orphans = survivors(records, self.own)  # the store still has the old pids
+        return {"boot_id": now_boot, "supervisord_end": "", "orphans": _dump(self.orphans)}
+
+    def after_first_reconcile(self, infos: list[ProcessSnapshot], now: float) -> tuple[str, str, str, str] | None:
+        """The message about the previous end, once supervisord's view says what runs now:
+        (alertname, title, text, severity), or None."""
+        report, self.report = self.report, ""
+        host = self.config.hostname
+        running = [i for i in infos if i.state in LIVE_STATES and i.namespec != self.own]
+        names = ", ".join(display_name(i.namespec) for i in running[:20]) + (
+            f" and {len(running) - 20} more" if len(running) > 20 else "")
+        if report in ("reboot", "reboot-clean"):
+            if report == "reboot-clean" and self.config.listener.clean_reboot == "silent":
+                return None
+            up = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_boot_time()))
+            how = "after a clean shutdown" if report == "reboot-clean" else "without a clean shutdown before it"
+            return ("HostRebooted", "the host rebooted",
+                    f"{host} rebooted (up since {up}) {how}; supervisord and {len(running)} program(s) started "
+                    f"again: {names or 'none'}.", "info" if report == "reboot-clean" else "critical")
+        if report != "unclean":
+            return None
+        heard = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.last_heard)) if self.last_heard else "unknown"
+        gone = format_duration(max(0.0, now - self.last_heard)) if self.last_heard else "an unknown time"
+        text = (f"supervisord on {host} is back after an unclean end: last heard from at {heard}, gone for {gone}. "
+                f"Started again: {names or 'nothing yet'}.")
+        if self.orphans:
+            text += f" Still running from before it: {_named(self.orphans)}."
+        return "SupervisordBack", "supervisord is back after an unclean end", text, "warning"
+
+    def twice(self, records: dict[str, ProcessRecord]) -> dict[str, tuple[int, int]]:
+        """Each orphan still alive: namespec -> (its pid, the pid of the new supervisord's copy, 0
+        while that copy is not running or not known yet)."""
+        self.orphans = [s for s in self.orphans if alive(s)]
+        out = {}
+        for s in self.orphans:
+            rec = records.get(s.namespec)
+            running = rec is not None and rec.pid and rec.pid != s.pid and rec.state in LIVE_STATES
+            out[s.namespec] = (s.pid, rec.pid if running else 0)  # type: ignore[union-attr]
+        return out
+
+    def orphans_meta(self) -> dict[str, object]:
+        return {"orphans": _dump(self.orphans)}
+
+
+def _dump(survivors: list[Survivor]) -> str:
+    return json.dumps([asdict(s) for s in survivors])
+
+
+def load_orphans(text: str | None) -> list[Survivor]:
+    """The orphans the listener last wrote to the store (for `lookout status`), still alive now."""
+    try:
+        return [s for s in (Survivor(**d) for d in json.loads(text or "[]")) if alive(s)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _boot_time() -> float:
+    try:
+        with open("/proc/uptime", encoding="ascii") as f:
+            return time.time() - float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
