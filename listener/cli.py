@@ -182,6 +182,8 @@ def check_config(config: Config) -> int:
     from .store.files import writable_check
 
     problem = writable_check(config.state_path)
+    if problem.startswith("it belongs to"):  # not the config's fault: the user's
+        raise UserError(f"lookout's store {config.state_path}: {problem}")
     if problem:
         raise ConfigError("state.path", f"{config.state_path}: {problem}")
     targets = _build_targets(config)

@@ -44,7 +44,7 @@ class ExitInfo:
 # and for every spawn: "spawned: 'NAME' with pid 4242".
 # Names never contain a space, but may contain tabs and other Unicode spaces.
 _EXIT_LINE = re.compile(
-    r"(?:exited|stopped): (?P<name>[^ ]+) \((?P<how>exit status (?P<code>\d+)"
+    r"exited: (?P<name>[^ ]+) \((?P<how>exit status (?P<code>\d+)"
     r"|terminated by (?P<sig>[^\s;)]+)(?P<core> \(core dumped\))?)"
 )
 _SPAWN_LINE = re.compile(r"spawned: '(?P<name>[^ ]+)' with pid \d+$")

@@ -118,8 +118,9 @@ _FILTER = SecretFilter()
 def config_secrets(config: Config) -> set[str]:
     """Every secret lookout.toml itself holds (target URLs, supervisord's password): one list
     for all three programs. Secrets inside a notify.config file are added by build_targets."""
-    urls = (*config.notify.urls, *config.alertmanager.urls, config.deadman.url, config.deadman.fail_url)
-    found = {s for url in urls if url for s in secrets_in_url(url)}
+    urls = (*config.notify.urls, *config.alertmanager.urls, config.deadman.url, config.deadman.fail_url,
+            *(p.params["url"] for p in config.probes if p.kind == "http"))  # a probe URL's token shows in logs
+    found = {s for url in urls if url for s in secrets_in_url(url) if "{" not in s}
     if config.supervisor.password:
         found.add(config.supervisor.password)
     return found

@@ -70,8 +70,9 @@ def render(name: str, text: str, root: str) -> str:
     """A shipped conf.d/ file with this installation's paths."""
     config = os.path.join(root, "lookout.toml")
     if name == "lookout.toml":
-        return _once(text, SHIPPED_STATE,
+        text = _once(text, SHIPPED_STATE,
                      f"path = {json.dumps(os.path.join(root, 'state', 'lookout.db'), ensure_ascii=False)}", name)
+        return examples_commented(text)
     script, module, log_key = {
         "lookout.conf": ("lookout-listener", "lookout.listener", "stderr_logfile"),
         "lookout-exporter.conf": ("lookout-exporter", "lookout.exporter", "stdout_logfile"),
@@ -80,6 +81,19 @@ def render(name: str, text: str, root: str) -> str:
     text = _once(text, f"command={script} -c {SHIPPED_CONFIG}",
                  "command=" + shlex.join([*command(script, module), "-c", config]), name)
     return _once(text, f"{log_key}=/var/log/supervisor/{name.replace('.conf', '.log')}", f"{log_key}={log}", name)
+
+
+def examples_commented(text: str) -> str:
+    """The example [[alerts.programs]], [[alerts.groups]] and [[probes]] (a trading stack's) as
+    comments: a new install alerts on everything with the defaults, and adds its own rules."""
+    out, example = [], False
+    for line in text.splitlines():
+        if line.startswith("[["):
+            example = True
+        elif line.startswith("["):
+            example = False
+        out.append(f"# {line}" if example and line.strip() and not line.startswith("#") else line)
+    return "\n".join(out) + "\n"
 
 
 def next_steps(root: str) -> list[str]:

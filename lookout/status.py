@@ -100,6 +100,7 @@ class ProcessStatus:
     description: str
     restarts_1h: int = 0
     restarts_24h: int = 0
+    counted_since: float | None = None  # the history starts later than 24 h ago: the counts are lower bounds
     last_exit: dict | None = None
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
@@ -151,7 +152,7 @@ def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
         with store_errors():
             conn = connect(config.state_path, readonly=True)
             try:
-                _read(conn, rows, now)
+                _read(conn, rows, now, config.history.per_process)
             finally:
                 conn.close()
     except (StoreUnavailable, sqlite3.Error) as exc:
@@ -159,7 +160,7 @@ def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
                          f"{store_problem(config.state_path, exc)}") from None
 
 
-def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> None:
+def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_process: int = 500) -> None:
     by_ns = {r.snap.namespec: r for r in rows}
     for ns, since, n in conn.execute(
             f"SELECT namespec, at >= ?, COUNT(*) FROM history WHERE {_RESTART} AND at >= ? GROUP BY namespec, at >= ?",
@@ -169,6 +170,12 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float) -> No
             row.restarts_24h += n
             if since:
                 row.restarts_1h += n
+    # The history is bounded per process (state.history_per_process): for a program that crash-loops
+    # all day its oldest rows are gone, and the counts are what is left: at least that many.
+    for ns, oldest, kept in conn.execute("SELECT namespec, MIN(at), COUNT(*) FROM history GROUP BY namespec"):
+        row = by_ns.get(ns)
+        if row is not None and kept >= per_process and oldest is not None and oldest > now - 86400:
+            row.counted_since = oldest
     for r in conn.execute("SELECT namespec, last_exit_text, last_exit_status, last_exit_at FROM processes "
                           "WHERE last_exit_text != ''"):
         row = by_ns.get(r["namespec"])
@@ -252,7 +259,9 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
         if r.healthy is not None:
             bad = [p for p, v in r.probes.items() if v["healthy"] is False]
             parts.append(paint("healthy", GREEN) if not bad else paint(f"UNHEALTHY ({', '.join(bad)})", RED))
-        parts.append(f"restarts {r.restarts_1h}/1h {r.restarts_24h}/24h")
+        at_least = "≥" if r.counted_since is not None else ""
+        parts.append(f"restarts {at_least if r.counted_since and r.counted_since > now - 3600 else ''}"
+                     f"{r.restarts_1h}/1h {at_least}{r.restarts_24h}/24h")
         if r.last_exit and s.state != "RUNNING" or r.last_exit and r.restarts_24h:
             parts.append(f"last exit: {r.last_exit['text']}, {_ago(r.last_exit['at'], now)}")
         for a in r.alerts:

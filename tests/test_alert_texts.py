@@ -220,12 +220,12 @@ def test_history_lists_by_time_though_an_exit_is_stored_after_later_lines(tmp_pa
             (t, "alert", "crash_loop (critical), was crashed"),
             (t, "action", "lookout begins to stop it: crash-loop brake"),
             (t + 0.003, "state", "STARTING (from EXITED)"),
-            (t + 1.0, "sent", "firing crash_loop to 1 target(s)"),
+            (t + 1.0, "notify", "firing crash_loop queued for 1 target(s)"),
             (t, "exit", "exit status 3 after running 1.2s")]  # looked up later, stored with its time
     conn.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, 'flaky:flaky', ?, ?)", rows)
     conn.close()
     config = Config(state_path=path)
-    order = ["state", "exit", "alert", "action", "state", "sent"]
+    order = ["state", "exit", "alert", "action", "state", "notify"]
     assert history_command(config, "flaky", 10 ** 9, as_json=False) == 0
     listed = [line.split(None, 3)[2] for line in capsys.readouterr().out.splitlines()[1:]]
     assert listed == order, listed

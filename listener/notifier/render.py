@@ -17,6 +17,7 @@ from urllib.parse import quote
 from ..config import format_duration
 from ..logs import ExitInfo
 from ..probes.checks import USER_AGENT
+from ..redact import scrub
 from ..rules.models import (
     BELOW_QUORUM,
     BRAKED,
@@ -97,6 +98,7 @@ class Enrichment:
     unavailable: dict[str, str] = field(default_factory=dict)  # namespec -> why its log tail is missing
     exit_unknown: dict[str, str] = field(default_factory=dict)  # namespec -> why its exit status is missing
     dashboard_url: str = ""  # notify.dashboard_url, the template
+    probe_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # namespec -> paths its http probes GET
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
     if a.family == QUORUM:
         return out
-    log = tail(extra.tails.get(a.namespec, ""), lines, probe_requests(a))
+    log = tail(extra.tails.get(a.namespec, ""), lines, probe_requests(a, extra.probe_paths.get(a.namespec, ())))
     own = f" ({log.left_out} of them lookout's own probe requests, left out)" if log.left_out else ""
     if log.lines:
         out.extend(_show(f"last {log.covered} line(s) of its log{own}:", log.lines, markdown))
@@ -217,15 +219,16 @@ def failed_starts(alert: Alert, proc: ProcessRecord) -> int | None:
     return attempts if attempts >= 1 else None
 
 
-def probe_requests(alert: Alert) -> Callable[[str], bool]:
-    """Access-log lines of lookout's own probe requests, noise in the tail: those with its user
-    agent, and for an http probe's alert those for the path it probes."""
+def probe_requests(alert: Alert, paths: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    """Access-log lines of lookout's own probe requests, noise in the tail (and maybe a probe
+    URL's token): those with its user agent, and those for a path the program's http probes
+    request (`paths`, and for an http probe's alert the one it probes), whatever the alert."""
     probed = _PROBED_PATH.match(alert.detail) if alert.probe else None
-    path = probed.group(1) if probed else None
+    wanted = set(paths) | ({probed.group(1).split("?", 1)[0]} if probed else set())
 
     def own(line: str) -> bool:
         request = _REQUEST_LINE.search(line)
-        return request is not None and (USER_AGENT in line or request.group(1) == path)
+        return request is not None and (USER_AGENT in line or request.group(1) in wanted)
 
     return own
 
@@ -238,14 +241,16 @@ def _recovery(alert: Alert, end: float) -> str:
     return f"running again since {_clock(end)} (down {format_duration(end - alert.opened_at)})"
 
 
-def resolved_as(alert: Alert) -> str:
+def resolved_as(alert: Alert, proc: ProcessRecord | None = None) -> str:
+    if alert.resolution == "stopped" and proc is not None and proc.state in ("STARTING", "RUNNING"):
+        return "was stopped and started again by an operator"  # a restart: it runs now
     return RESOLVED_AS.get(alert.resolution, alert.resolution or "recovered")
 
 
 def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     a, proc = n.alert, n.process
     end = a.resolved_at or a.updated_at
-    lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a)} on {host}"]
+    lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a, proc)} on {host}"]
     if a.family == PROCESS:
         restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
         lines.append(f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
@@ -253,7 +258,7 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     else:
         lines.append(f"  after {PROBLEM[a.kind]}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
                      f"{format_duration(end - a.opened_at)} (since {_clock(a.opened_at)})")
-        if a.action_taken:
+        if a.action_taken and a.resolution != "stopped":  # what lookout did, unless the operator took over
             lines.append(f"  lookout: {clean(a.action_taken)}")
     return lines
 
@@ -291,7 +296,7 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
     if len(notices) == 1:
         n = notices[0]
         if n.kind == RESOLVED:
-            return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert)} on {host}"
+            return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}"
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
         action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
         return f"[{n.alert.severity.upper()}] {prefix}{headline(n.alert, host)}{action}"
@@ -324,7 +329,8 @@ def render_safely(notices: list[PendingNotice], host: str, now: float, extra: En
     """render(), or when it fails (a bug, a damaged record), each alert on its own, and an alert
     that cannot be rendered at all as one plain line: a bad alert must not take others with it."""
     try:
-        return render(notices, host, now, extra, lines=lines, max_detailed=max_detailed, markdown=markdown)
+        message = render(notices, host, now, extra, lines=lines, max_detailed=max_detailed, markdown=markdown)
+        return Message(scrub(message.title), scrub(message.body), message.notify_type)  # a secret in a log tail
     except Exception:
         if errors is not None:
             errors.report("render", "rendering a message failed; sending its alerts one by one")
@@ -339,4 +345,4 @@ def render_safely(notices: list[PendingNotice], host: str, now: float, extra: En
         blocks.append("")
     critical = any(n.alert.severity == "critical" and n.kind != RESOLVED for n in notices)
     title = f"[{'CRITICAL' if critical else 'ALERT'}] {host}: {len(notices)} alert(s)"
-    return Message(title, "\n".join(blocks).rstrip() + "\n", "failure" if critical else "warning")
+    return Message(title, scrub("\n".join(blocks).rstrip() + "\n"), "failure" if critical else "warning")

@@ -95,6 +95,8 @@ def _reason(said: list[str]) -> str:
     errno = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)  # requests' "Max retries exceeded ... (Caused by ...)"
     if errno and len(text) > 160:
         text = f"{text.split('. ')[0].rstrip('.')}: {errno.group(0).strip()}"
+    if "AUTH extension not supported" in text:
+        text += " (the server offers no login: remove user:password from the mailto URL)"
     return scrub(text[:300])
 
 

@@ -23,11 +23,13 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..config import Config
 from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
+from ..rules.policy import PolicyBook
 from ..store.delivery import DeliveryStore, OutboxMessage, PendingNotice
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
@@ -87,6 +89,7 @@ class Notifier:
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
         self.failing_since: float | None = None  # deliveries have failed since then (none sent since)
+        self._policies = PolicyBook(config.alerts, config.probes)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
     # ---- called from the protocol loop --------------------------------------------------
@@ -253,7 +256,7 @@ class Notifier:
                 messages.append(self._message(target, mine, now, extra))
         if not self.targets:
             log.warning("no notification targets configured: set notify.urls to be told of this")
-        history = [(n.alert.namespec, f"{n.kind} {n.alert.kind} to {len(messages)} target(s)") for n in active]
+        history = [(n.alert.namespec, f"{n.kind} {n.alert.kind} queued for {len(messages)} target(s)") for n in active]
         if not store.dispatch([n.id for n in active], messages, now, history, rendered=active):
             log.info("an alert changed while its message was rendered: rendering again")
             return now
@@ -314,6 +317,11 @@ class Notifier:
     def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
         """Best effort, alert by alert: what fails is named in that alert and nowhere else."""
         extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
+        for n in notices:  # the paths lookout's http probes request: their access-log lines are its own noise
+            paths = {urlsplit(spec.params["url"]).path or "/" for spec in self._policies.probes(n.alert.namespec)
+                     if spec.kind == "http"}
+            if paths:
+                extra.probe_paths[n.alert.namespec] = tuple(paths)
         if self.logs is None:
             return extra
         firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]

@@ -33,10 +33,15 @@ class CrashLoopBrake:
         if loop.action != "stop" or not self._may_act(rec):
             return False
         failures = f"{len(rec.failures)} failures within {format_duration(loop.within)}"
-        self.alerts.raise_(PROCESS, ns, BRAKED, "critical", now, out, opened_at=rec.failing_since,
-                           failures=len(rec.failures), restarts_at_open=rec.restarts_before_failing,
-                           tags=self.policies.lookup(ns).tags,
-                           detail=f"crash-loop brake: {failures}. Resume with `supervisorctl start {display_name(ns)}`")
+        detail = f"crash-loop brake: {failures}. Resume with `supervisorctl start {display_name(ns)}`"
+        open_ = self.alerts.get(PROCESS, ns)
+        if open_ is not None and open_.kind == BRAKED:  # an operator started it, and it crash-looped again
+            self.alerts.update(PROCESS, ns, now, out, detail=detail, notify=True,
+                               action_taken="stopped again by the crash-loop brake after it was started again")
+        else:
+            self.alerts.raise_(PROCESS, ns, BRAKED, "critical", now, out, opened_at=rec.failing_since,
+                               failures=len(rec.failures), restarts_at_open=rec.restarts_before_failing,
+                               tags=self.policies.lookup(ns).tags, detail=detail)
         if self.dry_run:
             out.remediations.append((ns, "stop", "dry_run"))
             self.alerts.update(PROCESS, ns, now, out, action_taken="would stop it (remediation.dry_run = true)",

@@ -89,7 +89,8 @@ class DeliveryStore:
     def dispatch(self, notice_ids: list[int], messages: list[dict], now: float,
                  history: list[tuple[str, str]] = (), rendered: list[PendingNotice] = ()) -> bool:
         """Turn notices into outbox rows, atomically: nothing is sent twice or lost. `history`:
-        (namespec, what) rows for `lookout history` ("sent: crashed (firing) to 2 target(s)").
+        (namespec, what) rows for `lookout history` ("firing crashed queued for 2 target(s)": the outbox
+        sends and retries them; a failed delivery shows in `lookout_notifications_total`).
 
         `rendered`: the notices as the messages show them. The listener may have escalated one
         of them (or recorded what lookout did) after they were read; it then merged that news
@@ -100,7 +101,7 @@ class DeliveryStore:
                 now_row = c.execute(_FINGERPRINT, (n.id,)).fetchone()
                 if now_row is None or tuple(now_row) != _fingerprint(n):
                     return False
-            c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'sent', ?)",
+            c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'notify', ?)",
                           [(now, ns, what) for ns, what in history])
             c.executemany(
                 "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, "

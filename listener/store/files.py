@@ -148,8 +148,17 @@ def owner_hint(path: str) -> str:
             owner = pwd.getpwuid(uid).pw_name
         except KeyError:
             owner = f"uid {uid}"
-        return f"it belongs to {owner}: run lookout as {owner} (e.g. `sudo -u {owner} lookout ...`)"
+        return f"it belongs to {owner}: run lookout as {owner} (e.g. `sudo -u {owner} {_command()} ...`)"
     return ""
+
+
+def _command() -> str:
+    """This command as the user can type it again (a venv's bin is often not on PATH)."""
+    import sys
+
+    path = sys.argv[0] if sys.argv and sys.argv[0] else "lookout"
+    name = os.path.basename(path)
+    return path if os.path.isabs(path) and name.startswith("lookout") else "lookout"
 
 
 def store_problem(path: str, exc: BaseException) -> str:
@@ -185,6 +194,9 @@ def writable_check(path: str) -> str:
         check_path(path)
     except StoreUnavailable as exc:
         return str(exc)
+    hint = owner_hint(path)
+    if hint:
+        return hint
     if not os.path.exists(path):
         ancestor = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(ancestor):

@@ -31,8 +31,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   history(id, at, namespec, kind, detail)
                                    what happened to each process, for `lookout history`: kind is
                                    state (every state change), exit (with its status), alert,
-                                   resolved, action (lookout's own), sent (a notice dispatched to
-                                   the targets). Bounded: rows older than state.history_max_age,
+                                   resolved, action (lookout's own), notify (a notice queued in
+                                   the outbox for the targets), hold. Bounded: rows older than state.history_max_age,
                                    beyond state.history_per_process for one process, or beyond
                                    state.history_max_rows in all are pruned, oldest first
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
