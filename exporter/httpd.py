@@ -12,7 +12,10 @@ does everything a slow client can drag out, without blocking on any of them:
   (every write has io_timeout, the whole request request_deadline);
 - connections per client address are capped (per_client), and so is the total
   (max_connections): when either is reached, that client's (or anyone's) oldest connection still
-  sending its head is closed first, so a scraper's new connection always gets in.
+  sending its head is closed first, so a scraper's new connection always gets in;
+- requests waiting for or being served by a worker are capped per client address
+  (busy_per_client) and in all: past that a complete request is answered 503 at once from the
+  selector thread, so a flood from one address cannot queue work ahead of another's scrape.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class ConnectionServer:
         workers: int = 8,
         max_connections: int = 1024,
         per_client: int = 64,
+        busy_per_client: int = 4,
         head_timeout: float = 5.0,
         io_timeout: float = 10.0,
         request_deadline: float = 30.0,
@@ -66,6 +70,7 @@ class ConnectionServer:
         self.server_address = self.socket.getsockname()
         self.serve, self.ssl_context = serve, ssl_context
         self.max_connections, self.per_client = max_connections, per_client
+        self.busy_per_client, self.max_busy = busy_per_client, workers * 4
         self.head_timeout, self.io_timeout, self.request_deadline = head_timeout, io_timeout, request_deadline
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-http")
         self.selector = selectors.DefaultSelector()
@@ -214,7 +219,19 @@ class ConnectionServer:
             self.selector.unregister(conn.sock)
         conn.since = time.monotonic()
         with self._lock:
-            self.busy.add(conn)
+            mine = sum(1 for c in self.busy if c.client == conn.client)
+            full = mine >= self.busy_per_client or len(self.busy) >= self.max_busy
+            if not full:
+                self.busy.add(conn)
+        if full:  # a flood from one client (or from all) waits for nobody: refused at once, no worker
+            with contextlib.suppress(OSError):
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(0.2)
+                conn.sock.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                                  b"Connection: close\r\n\r\n")
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+            return
         try:
             self.pool.submit(self._work, conn)
         except RuntimeError:  # shutting down

@@ -8,6 +8,7 @@ import html
 import io
 import logging
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -37,8 +38,22 @@ class Exporter:
         self.self_metrics = CollectorRegistry()
         ProcessCollector(namespace="lookout_exporter", registry=self.self_metrics)
         self.last_source, self.last_why = "", ""
+        self._flight = threading.Lock()  # one scrape at a time; those that waited share its answer
+        self._last: tuple[float, str] = (0.0, "")
 
     def scrape(self) -> str:
+        """The metrics; a flood of requests costs one scrape per round, not one each: a request
+        that had to wait for a scrape in progress gets that scrape's answer."""
+        asked = time.monotonic()
+        with self._flight:
+            done_at, text = self._last
+            if done_at >= asked:
+                return text
+            text = self._scrape()
+            self._last = (time.monotonic(), text)
+            return text
+
+    def _scrape(self) -> str:
         started = time.perf_counter()
         data = self.source.read()
         usage = usage_by_root([p.pid for p in data.processes if p.pid]) if self.resource_metrics else None
@@ -103,6 +118,7 @@ class Handler(BaseHTTPRequestHandler):
     request head was read by the server's selector thread (httpd); the handler reads it from there."""
 
     server_version = "lookout-exporter"
+    sys_version = ""  # no Python version in the Server header
     exporter: Exporter
     web: WebConfig
     telemetry_path = "/metrics"
@@ -115,6 +131,18 @@ class Handler(BaseHTTPRequestHandler):
         self.connection = self.request
         self.rfile = io.BytesIO(self.head)
         self.wfile = _Writer(self.request)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # no status line, no headers: nothing a scraper wants
+            self.send_error(400, "HTTP/0.9 is not served")
+            return False
+        return True
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.head_only = True
+        self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
@@ -149,6 +177,8 @@ class Handler(BaseHTTPRequestHandler):
                compress: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
+        if compress:
+            self.send_header("Vary", "Accept-Encoding")
         if compress and accepts_gzip(self.headers.get("Accept-Encoding")):
             data = gzip.compress(data, compresslevel=GZIP_LEVEL)
             self.send_header("Content-Encoding", "gzip")
@@ -156,7 +186,8 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in {**self.web.headers, **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        if not getattr(self, "head_only", False):
+            self.wfile.write(data)
 
     def log_message(self, fmt: str, *args: object) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from .config import Config
@@ -57,29 +57,37 @@ def safe_url(url: str) -> str:
 
 
 def secrets_in_url(url: str) -> set[str]:
-    """Every fragment of a URL that may be secret: user-info, path segments, query values."""
+    """Every fragment of a URL that may be secret: user-info, path segments, the values of secret
+    query keys and token-like values, each as written and decoded (a log may quote either)."""
     found: set[str] = set()
+    sure: set[str] = set()  # secrets whatever their length: a password, a secret key's value
     try:
         parts = urlsplit(url)
     except ValueError:
         return {url}
-    if parts.username:
-        found.add(unquote(parts.username))
-    if parts.password:
-        found.add(unquote(parts.password))
+    user_info = parts.netloc.rpartition("@")[0]
+    if user_info:
+        user, _, password = user_info.partition(":")
+        found.update((user, unquote(user)))
+        sure.update((password, unquote(password)) if password else ())
     host = parts.netloc.rpartition("@")[2].split(":")[0]  # as written: hostname would lowercase a token
     if host and not _HOSTLIKE.match(host):
         found.add(host)  # slack://TOKEN_A/... puts a token where the host goes
     for segment in parts.path.split("/"):
         if segment:
-            found.add(unquote(segment))
-    for key, value in parse_qsl(parts.query):
-        if value and (key.lower() in SECRET_KEYS or _looks_like_token(value)):
-            found.add(value)
-    if found:  # a URL with nothing secret in it (http://127.0.0.1:9093) may be shown as it is
+            found.update((segment, unquote(segment)))
+    for raw in parts.query.split("&"):
+        raw_key, _, raw_value = raw.partition("=")
+        key, value = unquote(raw_key).lstrip("-+").lower(), unquote(raw_value.replace("+", " "))
+        if value and key in SECRET_KEYS:  # apprise's ?-token= / ?+header= forms too
+            sure.update((value, raw_value))
+        elif value and _looks_like_token(value):
+            found.update((value, raw_value))
+    if found or sure:  # a URL with nothing secret in it (http://127.0.0.1:9093) may be shown as it is
         found.add(url)
-    # Short fragments ('json', 'v1', 'hook') are not secrets and would mangle every log line.
-    return {s for s in found if len(s) >= 6}
+    # Short fragments ('json', 'v1', 'hook') are not secrets and would mangle every log line; a
+    # password or a secret key's value is masked from 4 characters on.
+    return {s for s in found if len(s) >= 6} | {s for s in sure if len(s) >= 4}
 
 
 class SecretFilter(logging.Filter):

@@ -183,3 +183,42 @@ def test_a_key_file_without_permission_is_refused_at_load(pki):
 ])
 def test_accept_encoding_is_read_with_its_q_values(header, gzip):
     assert accepts_gzip(header) is gzip
+
+
+def test_a_request_flood_from_one_address_does_not_stall_anothers_scrapes(supervisor_factory, webhook,
+                                                                          exporter_factory):
+    """Review finding: two threads sending complete requests as fast as they can and hanging up
+    without reading; a scraper on another address must stay fast, during and right after."""
+    sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
+    exp = exporter_factory(sup)
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                s = socket.create_connection(("127.0.0.1", exp.port), timeout=2)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.close()
+
+    def scrape() -> float:
+        started = time.monotonic()
+        s = socket.create_connection(("127.0.0.1", exp.port), timeout=5, source_address=("127.0.5.5", 0))
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        assert data.startswith(b"HTTP/1.0 200") and b"supervisor_process_up" in data, data[:200]
+        return time.monotonic() - started
+
+    floods = [threading.Thread(target=flood, daemon=True) for _ in range(2)]
+    for t in floods:
+        t.start()
+    try:
+        took = [scrape() for _ in range(15) if not stop.wait(0.5)]
+    finally:
+        stop.set()
+        for t in floods:
+            t.join(5)
+    took.append(scrape())  # and right after
+    assert max(took) < 1.0, took

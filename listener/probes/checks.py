@@ -236,9 +236,13 @@ def command_name(argv: list[str]) -> str:
     name = os.path.basename(argv[0]) if argv else "?"
     rest = argv[1:]
     if name in SHELLS and "-c" in rest[:-1]:
-        words = rest[rest.index("-c") + 1].split()
+        # The script's first command, never its assignments (PGPASSWORD=..., https_proxy=u:pw@...)
+        # nor its arguments; a word that is not a plain command name is not shown at all.
+        words = [w for w in rest[rest.index("-c") + 1].split() if not re.fullmatch(r"\w+=.*", w)]
         first = os.path.basename(words[0]) if words else ""
-        return clean(f"{name} -c '{first}{' …' if len(words) > 1 else ''}'", max_line=80)
+        if not re.fullmatch(r"[\w.+-]{1,40}", first):
+            first = "…"
+        return clean(f"{name} -c '{first}{' …' if len(words) > 1 and first != '…' else ''}'", max_line=80)
     script = next((a for a in rest if not a.startswith("-")), "")
     if script and (name in SHELLS or name.startswith(("python", "perl", "ruby", "node", "php"))) \
             and re.fullmatch(r"[\w./-]+\.\w+", script):
