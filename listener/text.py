@@ -31,7 +31,8 @@ _ANSI = r"""
   | \x9b[0-?]*[ -/]*[@-~]
 """
 _ANSI_TEXT = re.compile(_ANSI, re.X)
-_ANSI_BYTES = re.compile(_ANSI.replace("\\x9b[0-?]*[ -/]*[@-~]", "\\xc2\\x9b[0-?]*[ -/]*[@-~]").encode(), re.X)
+# The same sequences as clean_xml leaves them, ESC shown as its picture U+241B.
+_ANSI_PICTURED = re.compile(_ANSI.replace("\\x1b", "\u241b").replace("\\x07", "\u2407"), re.X)
 
 # Controls other than \t and \n become their visible Unicode "control picture" (U+2400 + code),
 # DEL becomes U+2421; C1 controls, bidirectional overrides, lone surrogates and the two
@@ -40,9 +41,14 @@ _VISIBLE = {c: chr(0x2400 + c) for c in range(1, 32) if c not in (9, 10)}
 _VISIBLE[0x7F] = "\u2421"
 _VISIBLE[0] = None
 _VISIBLE.update({c: "\ufffd" for c in range(0x80, 0xA0)})
-_VISIBLE.update({c: "\ufffd" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFFFE, 0xFFFF)})
+# Invisible characters that reorder or hide text: bidirectional overrides and marks, zero-width
+# characters, invisible operators, the byte-order mark.
+_INVISIBLE = (*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065), *range(0x2066, 0x206A),
+              0x061C, 0xFEFF, 0xFFFE, 0xFFFF)
+_VISIBLE.update({c: "\ufffd" for c in _INVISIBLE})
 _SURROGATES = re.compile("[\ud800-\udfff]")
-_NEEDS_WORK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+_NEEDS_WORK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069"
+                         "\u241b\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
 def clean(value: str | bytes, max_line: int = MAX_LINE_CHARS) -> str:
@@ -51,7 +57,7 @@ def clean(value: str | bytes, max_line: int = MAX_LINE_CHARS) -> str:
     over-long lines cut."""
     text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
     if _NEEDS_WORK.search(text):
-        text = _ANSI_TEXT.sub("", text)
+        text = _ANSI_PICTURED.sub("", _ANSI_TEXT.sub("", text))
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         text = _SURROGATES.sub("\ufffd", text).translate(_VISIBLE)
     if max_line and len(text) > max_line:
@@ -65,23 +71,20 @@ def clean_name(name: str) -> str:
     supervisord allows any character in a name but space, ':' and '/'; ESC, BEL, backspace or a
     right-to-left override in one must not reach a terminal or a message, and the name must come
     out the same whichever way it came in (an event, an XML-RPC answer already through clean_xml,
-    supervisord's main log, an older store): escape sequences go, NUL goes, other controls
-    (tab and newline too) become their visible picture, DEL U+2421, C1 controls and format
-    characters (bidirectional overrides, zero-width marks) U+FFFD. Idempotent."""
+    supervisord's main log, an older store). Nothing is dropped, so two names stay two names:
+    C0 controls (NUL, ESC, tab and newline too) become their visible picture, DEL U+2421, other
+    control, format, surrogate and private-use characters "<U+XXXX>". Idempotent."""
     if name.isascii() and name.isprintable():
         return name  # the common case: nothing to do
-    text = _ANSI_TEXT.sub("", name)
     out = []
-    for ch in text:
+    for ch in name:
         code = ord(ch)
-        if code == 0:
-            continue
         if code < 32:
             out.append(chr(0x2400 + code))
         elif code == 0x7F:
             out.append("\u2421")
         elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co"):
-            out.append("\ufffd")
+            out.append(f"<U+{code:04X}>")
         else:
             out.append(ch)
     return "".join(out)
@@ -99,22 +102,20 @@ _XML_FORBIDDEN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
 
 def _xml_visible(m: re.Match) -> bytes:
     b = m.group(0)
-    if b == b"\x00":
-        return b""
     if len(b) == 1:
         return chr(0x2400 + b[0]).encode()
     return "\ufffd".encode()
 
 
 def clean_xml(body: bytes) -> bytes:
-    """An XML-RPC answer with the characters XML forbids removed or made visible.
+    """An XML-RPC answer with the characters XML forbids made visible (NUL and ESC too).
 
-    supervisord puts log text into its answers unescaped: one colour code in a log tail (or,
-    at loglevel=debug, in its main log) makes the answer ill-formed XML. The markup itself is
-    plain ASCII, so cleaning at the byte level only ever touches text content.
+    supervisord puts names and log text into its answers unescaped: one colour code in a log
+    tail (or, at loglevel=debug, in its main log) makes the answer ill-formed XML. The markup
+    itself is plain ASCII, so cleaning at the byte level only ever touches text content. Nothing
+    is dropped, so a name comes out of clean_name the same as from an event; clean() removes
+    escape sequences that arrive pictured this way.
     """
-    if b"\x1b" in body or b"\xc2\x9b" in body:
-        body = _ANSI_BYTES.sub(b"", body)
     return _XML_FORBIDDEN.sub(_xml_visible, body)
 
 

@@ -93,9 +93,12 @@ def test_lookout_s_own_probe_requests_are_left_out_and_said_so():
     assert "last 23 line(s) of its log (20 of them lookout's own probe requests, left out):\n" \
            "    | web listening on 8080\n    | ERROR /healthz handler: database is down\n" in shown, shown
     assert '"GET /orders HTTP/1.1" 200' in shown and "lookout-probe" not in shown and "kube-probe" not in shown
-    # Another alert of the same process knows no probed path: only lookout's user agent marks its requests.
-    crashed = body(notice("web:web"), {"web:web": text})
+    # Another alert of a process probed on another path: lookout's user agent marks its requests.
+    crashed = "\n".join(firing_block(notice("web:web"), "vm", NOW, Enrichment(tails={"web:web": text},
+                                                                             probe_paths={"web:web": ("/ready",)}), 20))
     assert "(10 of them lookout's own probe requests, left out)" in crashed and "kube-probe" in crashed
+    # A program lookout does not probe over HTTP keeps every line, lookout's user agent or not.
+    assert "left out" not in body(notice("web:web"), {"web:web": text})
     only = body(probed, {"web:web": "".join(ACCESS.format(s=s, agent="lookout-probe") for s in range(5))})
     assert "  last 5 line(s) of its log: only lookout's own probe requests" in only, only
 

@@ -43,7 +43,8 @@ def test_clean_xml_makes_supervisord_answers_parseable():
     with pytest.raises(Exception):  # noqa: B017 - expat's error type varies
         xmlrpc.client.loads(body)
     (value,), _ = xmlrpc.client.loads(clean_xml(body))
-    assert value == "red nul bell\u2407 \ufffd"
+    assert value == "\u241b[31mred\u241b[0m nul\u2400 bell\u2407 \ufffd"  # nothing dropped: names stay apart
+    assert clean(value) == "red nul\u2400 bell\u2407 \ufffd"  # and the escape sequences go for humans
 
 
 # ---- XML-RPC answers -------------------------------------------------------------------
@@ -108,7 +109,8 @@ def test_malformed_answers_are_supervisor_unavailable(fake_supervisord):
 def test_control_characters_in_answers_are_read(fake_supervisord):
     fake = fake_supervisord
     fake.answer = xmlrpc.client.dumps(("\x1b[32mgreen\x1b[0m \x00done",), methodresponse=True).encode()
-    assert fake.client.call("supervisor.readLog", -100, 0) == "green done"
+    answer = fake.client.call("supervisor.readLog", -100, 0)
+    assert answer == "\u241b[32mgreen\u241b[0m \u2400done" and clean(answer) == "green \u2400done"
 
 
 def test_log_tail_from_files_across_rotation(tmp_path, fake_supervisord):

@@ -39,6 +39,15 @@ def test_one_function_for_every_path():
     assert clean_name("plain_name-1") == "plain_name-1" and clean_name("caf\u00e9\u00a0x") == "caf\u00e9\u00a0x"
 
 
+def test_two_names_stay_two_names():
+    """Nothing is dropped: names that differ only in what is cleaned stay apart (two records)."""
+    pairs = [("a\x00b", "ab"), ("csi\x1b[31mred", "csi[31mred"), ("x\u202ey", "x\ufffdy"), ("z\u200bw", "zw"),
+             ("b\x85", "b\x86")]
+    for one, other in pairs:
+        assert clean_name(one) != clean_name(other), (one, other)
+        assert clean_name(one) == clean_name(clean_xml(one.encode()).decode())
+
+
 def lookout(sup, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "lookout", "-c", str(sup.config_path), *args], capture_output=True,
                           text=True, timeout=60)

@@ -22,7 +22,7 @@ def test_last_exit_of_each_process():
     assert found["worker_1"] == ExitInfo(-1, "killed by SIGKILL")  # its spawn is not in the log: unknown
     assert found["core"] == ExitInfo(-1, "killed by SIGSEGV (core dumped)")
     assert found["oneshot"] == ExitInfo(0, "exit status 0")
-    assert found["web"] == ExitInfo(-1, "killed by SIGTERM")
+    assert "web" not in found  # a stop is not an exit: it may be lookout's own brake stop
 
 
 def test_only_the_names_asked_for():

@@ -222,11 +222,14 @@ def failed_starts(alert: Alert, proc: ProcessRecord) -> int | None:
 def probe_requests(alert: Alert, paths: tuple[str, ...] = ()) -> Callable[[str], bool]:
     """Access-log lines of lookout's own probe requests, noise in the tail (and maybe a probe
     URL's token): those with its user agent, and those for a path the program's http probes
-    request (`paths`, and for an http probe's alert the one it probes), whatever the alert."""
+    request (`paths`, and for an http probe's alert the one it probes), whatever the alert. A
+    program lookout does not probe over HTTP keeps every line."""
     probed = _PROBED_PATH.match(alert.detail) if alert.probe else None
     wanted = set(paths) | ({probed.group(1).split("?", 1)[0]} if probed else set())
 
     def own(line: str) -> bool:
+        if not wanted:
+            return False
         request = _REQUEST_LINE.search(line)
         return request is not None and (USER_AGENT in line or request.group(1) in wanted)
 
