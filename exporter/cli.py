@@ -9,10 +9,12 @@ exporter uses; --listen is the older spelling of --web.listen-address.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
 import threading
+import time
 
 from ..listener.cli import OneLineParser, version
 from ..listener.config import ConfigError, UserError, load_config
@@ -59,20 +61,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_log_filter(config_secrets(config))
 
+    from .handover import BIND_WAIT, Handover, under_supervisord
     from .server import Exporter, make_server
 
     exporter = Exporter(config, resource_metrics=False if args.no_resource_metrics else None)
-    try:
-        server = make_server(exporter, host, port, web, path)
-    except OSError as exc:
-        print(f"lookout-exporter: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    supervised = under_supervisord()
+    deadline = time.monotonic() + BIND_WAIT
+    while True:
+        try:
+            server = make_server(exporter, host, port, web, path)
+            break
+        except OSError as exc:
+            if supervised and exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                if deadline - time.monotonic() > BIND_WAIT - 0.6:
+                    logging.getLogger("lookout.exporter").warning(
+                        "%s:%d is in use: waiting up to %.0fs for it (an exporter left by a supervisord that died "
+                        "hands it over)", host, port, BIND_WAIT)
+                time.sleep(0.5)
+                continue
+            print(f"lookout-exporter: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if supervised:
+        Handover(exporter.source.client, stop).start()
     scheme = "https" if web.tls else "http"
     logging.getLogger("lookout.exporter").info("listening on %s://%s:%d%s", scheme, host, port, path)
     server.serve_forever()

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from .config import Config, format_duration
-from .procfs import pid_gone, spawn_time, stat_fields
+from .procfs import is_lookout_exporter, pid_gone, spawn_time, stat_fields
 from .rules.models import ProcessRecord, ProcessSnapshot, display_name
 from .rules.snapshot import LIVE_STATES
 
@@ -64,18 +64,29 @@ def boot_id() -> str:
 
 
 def alive(survivor: Survivor) -> bool:
+    """The same process (pid and start time), and not a zombie (exited, not yet reaped by init)."""
+    fields = stat_fields(survivor.pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
     started = spawn_time(survivor.pid)
     return started is not None and abs(started - survivor.started) < SAME_RUN
 
 
-def survivors(records: Iterable[ProcessRecord], own: str) -> list[Survivor]:
-    """The processes of the records that still run as the same processes (pid and start time)."""
+def survivors(records: Iterable[ProcessRecord], own: str, exporters: list[Survivor] | None = None) -> list[Survivor]:
+    """The processes of the records that still run as the same processes (pid and start time).
+    lookout-exporter is not one of them: orphaned, it serves supervisord_up 0 until a new
+    supervisord answers, then exits for the new one's exporter (exporter/handover.py); it is
+    added to `exporters` when given."""
     found = []
     for rec in records:
         if rec.namespec == own or not rec.pid or rec.state not in LIVE_STATES or not rec.last_start:
             continue
         survivor = Survivor(rec.namespec, rec.pid, rec.last_start)
         if alive(survivor):
+            if is_lookout_exporter(rec.pid):
+                if exporters is not None:
+                    exporters.append(survivor)
+                continue
             found.append(survivor)
     return sorted(found, key=lambda s: s.namespec)
 
@@ -104,13 +115,24 @@ class Lifecycle:
         if not supervisord_dead(ppid):
             log.warning("stdin closed, but supervisord (pid %d) still runs: no alert", ppid)
             return {}, None
-        left = survivors(records, self.own)
-        host = self.config.hostname
-        text = (f"supervisord (pid {ppid}) on {host} died without shutting down (no SUPERVISOR_STATE_CHANGE_STOPPING "
-                f"came before its end: the OOM killer, kill -9, a crash). ")
-        text += (f"{len(left)} program(s) are still running unsupervised: {_named(left)}. Started again, supervisord "
-                 "would start a second copy of each beside them: stop them first (kill PID), or check for "
-                 "duplicates after." if left else "None of its programs is still running.")
+        exporters: list[Survivor] = []
+        records = list(records)
+        left = survivors(records, self.own, exporters)
+        host, at = self.config.hostname, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        text = (f"supervisord (pid {ppid}) on {host} died without shutting down at {at} (no "
+                "SUPERVISOR_STATE_CHANGE_STOPPING came before its end: the OOM killer, kill -9, a crash). ")
+        starting = sorted(display_name(r.namespec) for r in records
+                          if r.state in ("STARTING", "BACKOFF") and not r.pid and r.namespec != self.own)
+        none = "None of the programs whose pids lookout knew" if starting else "None of its programs"
+        text += (f"{len(left)} program(s) were still running unsupervised then: {_named(left)}. Started again, "
+                 "supervisord would start a second copy of each beside them: stop them first (kill PID), or check "
+                 "for duplicates after." if left else f"{none} was still running.")
+        if starting:
+            text += (f" Starting then, their pids not yet known to lookout (they may be running too): "
+                     f"{', '.join(starting[:20])}{' and more' if len(starting) > 20 else ''}.")
+        if exporters:
+            text += (f" lookout-exporter (pid {exporters[0].pid}) serves supervisord_up 0 until a new supervisord "
+                     "answers, then hands its port over.")
         meta = {"supervisord_end": "unclean", "supervisord_gone_at": now, "orphans": _dump(left)}
         title = f"supervisord (pid {ppid}) died without shutting down"
         return meta, ("SupervisordDied", title, text)

@@ -47,6 +47,16 @@ def spawn_time(pid: int) -> float | None:
     return time.time() - (time.clock_gettime(_BOOTTIME) - ticks / CLOCK_TICKS)
 
 
+def is_lookout_exporter(pid: int) -> bool:
+    """True when `pid` runs lookout-exporter (an orphan of it hands its port over by itself)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(4096).split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(a) == b"lookout-exporter" for a in argv[:2]) or b"lookout.exporter" in argv[:3]
+
+
 def pid_gone(pid: int) -> bool:
     """True only when no process has this pid (not when we merely may not look at it)."""
     try:

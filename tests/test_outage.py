@@ -43,6 +43,11 @@ def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
         )
 
     stays(once_each, 3, "every alert exactly once")
+    entries = webhook.entries()  # and in order: no recovery is heard before its crash
+    for ns in names:
+        crash, back = (next(i for i, e in enumerate(entries) if e in webhook.entries_for(ns, needle))
+                       for needle in ("crashed and was restarted", "running again"))
+        assert crash < back, (ns, entries)
     log = sup.listener_output()
     assert "retry" in log
     assert SECRET not in log

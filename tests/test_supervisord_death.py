@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -28,6 +29,11 @@ def kill(pids) -> None:  # noqa: ANN001
             os.kill(pid, signal.SIGKILL)
 
 
+def running_in_store(sup, names) -> bool:  # noqa: ANN001
+    """The listener knows each one's pid (RUNNING events carry it; STARTING events do not)."""
+    return all((row := sup.process_row(f"{n}:{n}") or {}).get("pid") and row.get("state") == "RUNNING" for n in names)
+
+
 def program_pids(sup) -> dict[str, int]:
     return {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo") if p["group"] != "lookout"}
 
@@ -36,7 +42,7 @@ def test_supervisord_killed_names_its_orphans_and_a_clean_end_says_nothing(super
     sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
     wait_for(lambda: len([p for p in program_pids(sup).values() if p]) == 5, 20, "five programs")
     pids = program_pids(sup)
-    wait_for(lambda: all((sup.process_row(f"p{i}:p{i}") or {}).get("last_start") for i in range(5)), 20, "starts")
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
     try:
         sup.proc.kill()  # SIGKILL: no shutdown, the programs keep running
         sup.proc.wait(10)
@@ -44,7 +50,7 @@ def test_supervisord_killed_names_its_orphans_and_a_clean_end_says_nothing(super
         assert len(died) == 1 and died[0].title.startswith("[CRITICAL]"), [m.title for m in webhook.messages]
         for name, pid in pids.items():
             assert f"{name} (pid {pid})" in died[0].body, died[0].body
-        assert "5 program(s) are still running unsupervised" in died[0].body
+        assert "5 program(s) were still running unsupervised then" in died[0].body
     finally:
         kill(pids.values())
     sup.invariants = False  # nothing runs any more that could write the store
@@ -63,7 +69,7 @@ def test_supervisord_killed_names_its_orphans_and_a_clean_end_says_nothing(super
 
 def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_factory, webhook):
     sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
-    wait_for(lambda: all((sup.process_row(f"p{i}:p{i}") or {}).get("last_start") for i in range(5)), 20, "starts")
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
     orphans = program_pids(sup)
     try:
         sup.proc.kill()
@@ -90,6 +96,39 @@ def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_
     wait_for(lambda: "ORPHAN" not in subprocess.run(
         [sys.executable, "-m", "lookout", "-c", str(sup.config_path), "status"], capture_output=True, text=True,
         timeout=60).stdout, 20, "no orphans shown once they are killed")
+
+
+def test_an_orphaned_exporter_serves_supervisord_up_0_then_hands_its_port_over(supervisor_factory, webhook):
+    port = free_port()
+    exporter = (f"[program:lookout-exporter]\ncommand={sys.executable} -m lookout.exporter -c %(here)s/lookout.toml "
+                f"--web.listen-address 127.0.0.1:{port}\nstartsecs=1\n\n")
+    sup = supervisor_factory(FIVE + exporter, fast_alerts(webhook)).start()
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)] + ["lookout-exporter"])
+             and sup.info("lookout-exporter:lookout-exporter")["statename"] == "RUNNING", 20, "starts")
+    orphans = program_pids(sup)
+    old_exporter = orphans.pop("lookout-exporter")
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        sup.proc.kill()
+        sup.proc.wait(10)
+        died = webhook.wait("died without shutting down", timeout=10)[0].body
+        assert "5 program(s) were still running" in died and f"lookout-exporter (pid {old_exporter}) serves" in died
+        wait_for(lambda: "supervisord_up 0" in urllib.request.urlopen(url, timeout=5).read().decode(), 20,
+                 "the orphaned exporter says supervisord is down")
+        sup.start()
+        webhook.wait("runs twice", timeout=30)
+        wait_for(lambda: sup.info("lookout-exporter:lookout-exporter")["statename"] == "RUNNING"
+                 and sup.info("lookout-exporter:lookout-exporter")["pid"] != old_exporter, 30, "the new exporter")
+        wait_for(lambda: "supervisord_up 1" in urllib.request.urlopen(url, timeout=5).read().decode(), 20,
+                 "the new exporter answers")
+        with pytest.raises(ProcessLookupError):
+            os.kill(old_exporter, 0)
+        stays(lambda: sup.info("lookout-exporter:lookout-exporter")["statename"] == "RUNNING", 2, "it stays up")
+        assert not webhook.entries_for("lookout-exporter:lookout-exporter"), sup.listener_output()
+    finally:
+        kill(orphans.values())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old_exporter, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("clean", [False, True], ids=["crash", "clean shutdown"])
@@ -171,3 +210,16 @@ def test_the_dead_mans_switch(supervisor_factory, webhook, tmp_path):
         assert re.search(r"dead man's switch http://127\.0\.0\.1:\d+", sup.listener_output()) or True
     finally:
         server.shutdown()
+
+
+def test_programs_still_starting_are_named_though_their_pids_are_unknown():
+    from lookout.listener.config.load import parse_config
+    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.rules.models import ProcessRecord
+
+    records = [ProcessRecord("feed", "feed", state="STARTING"), ProcessRecord("risk", "risk", state="STOPPED")]
+    meta, message = Lifecycle(parse_config({}), "lookout:lookout").gone(records, False, 4_000_000, 1e9)
+    assert meta["supervisord_end"] == "unclean" and message is not None
+    assert "None of the programs whose pids lookout knew was still running." in message[2]
+    assert "Starting then, their pids not yet known to lookout (they may be running too): feed." in message[2]
+    assert "risk" not in message[2]

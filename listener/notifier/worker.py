@@ -37,6 +37,7 @@ from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
+from .ordering import delivery_queues, is_stuck
 from .render import Enrichment, render_safely
 from .targets import DeliveryError, Target
 
@@ -360,19 +361,25 @@ class Notifier:
         for msg_id in list(self._unrecorded):  # sent while the store could not record it
             store.record_attempt_by_id(msg_id, self._unrecorded[msg_id], status="sent")
             del self._unrecorded[msg_id]
-        for msg in store.due_messages(self.clock()):
-            self._send_one(store, msg)
-            if self._stop.is_set():
-                break
-        return store.next_attempt_at()
+        queues, wake = delivery_queues(store.pending_messages(), self.clock())
+        for queue in queues:
+            for msg in queue:
+                if self._stop.is_set():
+                    return self.clock()
+                if not self._send_one(store, msg) and not is_stuck(msg):
+                    break  # the target is failing: the later messages wait for this one's retry
+        if queues:
+            return self.clock()  # what the sends unblocked is looked at in the next pass
+        return wake
 
-    def _send_one(self, store: DeliveryStore, msg: OutboxMessage) -> None:
+    def _send_one(self, store: DeliveryStore, msg: OutboxMessage) -> bool:
+        """Send one message and record the outcome; True when the target took it (or is gone)."""
         n = self.config.notify
         target = self.by_key.get(msg.target_key)
         if target is None:
             log.error("dropping message %d: target %s is no longer configured", msg.id, msg.target_label)
             store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
-            return
+            return True
         try:
             target.send(msg.title, msg.body, msg.notify_type)
         except Exception as exc:  # DeliveryError, or a bug in one target: this message alone retries
@@ -382,16 +389,17 @@ class Notifier:
                 log.error("giving up on message %d to %s after %d attempts: %s",
                           msg.id, target.label, msg.attempts + 1, error)
                 store.record_attempt(msg, now, status="expired", error=error)
-                return
+                return True  # given up on: it no longer holds the later ones back
             self.failing_since = self.failing_since or now
             delay = min(n.retry_max, n.retry_initial * (2 ** min(msg.attempts, 30)))
             log.warning("message %d to %s failed (%s); retry %d in %.0fs",
                         msg.id, target.label, error, msg.attempts + 1, delay)
             store.record_attempt(msg, now, status="pending", error=error, retry_at=now + delay)
-            return
+            return False
         sent_at = self.clock()
         self.failing_since = None
         self._unrecorded[msg.id] = sent_at  # until recorded: never send it twice
         store.record_attempt(msg, sent_at, status="sent")
         del self._unrecorded[msg.id]
         log.info("message %d sent to %s: %s", msg.id, target.label, msg.title)
+        return True

@@ -33,6 +33,7 @@ class OutboxMessage:
     notify_type: str
     created_at: float
     attempts: int
+    next_attempt_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,20 +145,14 @@ class DeliveryStore:
 
     # ---- outbox -------------------------------------------------------------------------
 
-    def due_messages(self, now: float, limit: int = 50) -> list[OutboxMessage]:
+    def pending_messages(self, limit: int = 2000) -> list[OutboxMessage]:
+        """Every message not yet sent, each target's in the order they were written."""
         rows = self.conn.execute(
             "SELECT id, target_key, target_label, scheme, title, body, notify_type, created_at, "
-            "attempts FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY next_attempt_at, id LIMIT ?",
-            (now, limit),
+            "attempts, next_attempt_at FROM outbox WHERE status = 'pending' ORDER BY target_key, id LIMIT ?",
+            (limit,),
         ).fetchall()
         return [OutboxMessage(*r) for r in rows]
-
-    def next_attempt_at(self) -> float | None:
-        row = self.conn.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'"
-        ).fetchone()
-        return row[0]
 
     def record_attempt(
         self, msg: OutboxMessage, now: float, *, status: str, error: str = "", retry_at: float = 0.0
