@@ -151,7 +151,7 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         "late95": Family("lookout_probe_schedule_lateness_p95_seconds", "gauge",
                          "how late recent probe runs started against their schedule: the 95th percentile"),
         "deadman": Family("lookout_deadman_pings_total", "counter",
-                          "calls of the dead man's switch ([deadman]) since the listener started: ok (healthy form "
+                          "calls of the dead man's switch ([deadman]), across listener restarts: ok (healthy form "
                           "reached), fail_sent (fail form reached: lookout degraded), error (not reached)"),
         "grun": Family("supervisor_group_running", "gauge", "processes of the group that are RUNNING"),
         "gmin": Family("supervisor_group_min_running", "gauge", "min_running of the group ([[alerts.groups]])"),

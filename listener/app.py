@@ -75,7 +75,7 @@ class Listener(LifecycleMixin):
                                  on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
         self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
-        self.trouble = StoreTrouble(self.notifier, clock)
+        self.trouble = StoreTrouble(self.notifier, clock, config.state_path)
         self._start_lifecycle()
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
@@ -129,6 +129,8 @@ class Listener(LifecycleMixin):
                 log.error("no event for %.0fs although TICK is subscribed: exiting to be restarted", silent)
                 self.exit_status = 1
                 break
+        if self.stop_requested and not self.channel.eof:
+            self._stopped_by_signal()
         self.notifier.stop(timeout=3.0)
         return self.exit_status
 
@@ -159,6 +161,8 @@ class Listener(LifecycleMixin):
             self._poll_holds()
         if self.held is None:
             self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
+        if self.held is None:
+            self._orphans_due(self.clock())
 
     def _poll_holds(self) -> None:
         """`lookout hold` / `release` are written by another process: picked up within a second."""
@@ -313,7 +317,8 @@ class Listener(LifecycleMixin):
         position = StreamPosition(run, delivery.pool, delivery.poolserial, delivery.serial)
         problem = check_continuity(self.position, position)
         if problem and self.position is not None:
-            log.warning("%s: reconciling with supervisord", problem)
+            level = logging.WARNING if "lost" in problem else logging.INFO  # a reload is no news
+            log.log(level, "%s: reconciling with supervisord", problem)
             self._reconcile(problem)
         self.position = position
         event = None

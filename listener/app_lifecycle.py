@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 
 from .deadman import DeadmanSwitch
-from .lifecycle import Lifecycle
+from .lifecycle import LISTENER_STOPPED, Lifecycle
 from .rules.models import Outcome
 
 log = logging.getLogger("lookout.listener")
 LAST_WORDS = 4.0  # seconds the listener waits for its last message to go out before it exits
+ORPHAN_CHECK = 2.0  # seconds between looks in /proc at the orphans still alive (cheap: a stat per orphan)
 
 
 class LifecycleMixin:
@@ -32,11 +33,17 @@ class LifecycleMixin:
         self.deadman = DeadmanSwitch(self.config.deadman, self.clock, on_death=self._wake)
         self._reported_restart = False
         self._deadman_saved: dict[str, object] = {}
+        self._orphans_checked_at = 0.0
+        self._deadman_carried = False  # the previous listener's counts are added before ours are written
 
     def _previous_life(self) -> dict[str, object]:
         """Read what the previous supervisord left (before this listener's meta overwrites it)."""
         state = self.keeper.state
-        meta = {key: state.meta(key) for key in ("boot_id", "supervisord_pid", "supervisord_end", "last_tick_at")}
+        keys = ("boot_id", "supervisord_pid", "supervisord_started", "supervisord_end", "supervisord_gone_at",
+                "last_tick_at", "deadman_ok", "deadman_fail_sent", "deadman_error")
+        meta = {key: state.meta(key) for key in keys}
+        self.deadman.carry_over(meta)
+        self._deadman_carried = True
         last_event = state.last_event_at()
         return self.lifecycle.at_start(meta, self.engine.stopping, last_event, self.engine.records.values(),
                                        self.ppid)
@@ -47,9 +54,18 @@ class LifecycleMixin:
             said = self.lifecycle.after_first_reconcile(infos, now)
             if said is not None:
                 self.notifier.announce(*said)
-        if self.lifecycle.orphans or self.engine.orphans.alerts.alerts:
-            self._apply(self.engine.on_orphans(self.lifecycle.twice(self.engine.records), now),
-                        meta=self.lifecycle.orphans_meta())
+        self._orphans_due(now, force=True)
+
+    def _orphans_due(self, now: float, force: bool = False) -> None:
+        """Whether the orphans still run: on every reconcile, and every ORPHAN_CHECK while there are
+        any, so an alert resolves within seconds of the orphan's end."""
+        if not (self.lifecycle.orphans or self.engine.orphans.has_open()):
+            return
+        if not force and now - self._orphans_checked_at < ORPHAN_CHECK:
+            return
+        self._orphans_checked_at = now
+        self._apply(self.engine.on_orphans(self.lifecycle.twice(self.engine.records), now),
+                    meta=self.lifecycle.orphans_meta())
 
     def _supervisord_gone(self) -> None:
         """stdin closed: supervisord shut down (nothing to say) or died (say it, now)."""
@@ -66,12 +82,18 @@ class LifecycleMixin:
                 log.warning("the message about supervisord's death is still in the outbox: the next listener sends "
                             "it")
 
+    def _stopped_by_signal(self) -> None:
+        """Stopped by a signal (supervisorctl stop, a shutdown, systemd stopping the unit at once):
+        whatever supervisord does next is not seen, so the next listener must not call it unclean."""
+        if self.engine is not None and self.held is None and self.keeper.state is not None:
+            self._commit(Outcome(), meta={"supervisord_end": "clean" if self.engine.stopping else LISTENER_STOPPED})
+
     def _deadman_due(self) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""
         self.deadman.due(self.clock(), self._degraded())
         stats = self.deadman.stats()
-        if self.deadman.enabled and stats != self._deadman_saved and self.held is None and self.engine is not None \
-                and self.keeper.state is not None:
+        if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved and self.held is None \
+                and self.engine is not None and self.keeper.state is not None:
             self._deadman_saved = stats
             self._commit(Outcome(), meta=stats)  # for lookout_deadman_pings_total
 

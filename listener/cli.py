@@ -216,11 +216,32 @@ def check_config(config: Config) -> int:
         from .probes.oneshot import describe_probes
 
         lines += describe_probes(config)
+    lines += _deadman_lines(config)
     if not targets:
         lines.append("warning: no notify targets: alerts will only be logged")
     lines += unmatched_sections(config, names)
     print("\n".join(lines))
     return 0
+
+
+def _deadman_lines(config: Config) -> list[str]:
+    from .deadman import fail_form
+
+    d = config.deadman
+    if not d.url:
+        return ["deadman = (none): nothing outside this host hears of it if the host, supervisord or lookout dies"]
+    fail = fail_form(d.url, d.fail_url)
+    lines = [f"deadman.url = {safe_url(d.url)}, called every {format_duration(d.interval)}"]
+    if d.fail_url:
+        lines.append(f"deadman.fail_url = {safe_url(fail)}, called instead while lookout is degraded")
+    elif fail:
+        kind = ("Uptime Kuma's status=down" if "status=down" in fail else "Cronitor's state=fail"
+                if "state=fail" in fail else "healthchecks.io's /fail")
+        lines.append(f"deadman fail form: {kind}, worked out from the URL, called while lookout is degraded")
+    else:
+        lines.append("warning: deadman: no fail form known for this URL (healthchecks.io, Uptime Kuma and Cronitor "
+                     "have one): a degraded lookout only stops calling; set deadman.fail_url to say so sooner")
+    return lines
 
 
 def unmatched_sections(config: Config, names: list[str]) -> list[str]:

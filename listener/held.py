@@ -35,8 +35,8 @@ class HeldCommit:
 class StoreTrouble:
     """One episode of an unwritable store: when to retry, what to say, and when."""
 
-    def __init__(self, notifier: Any, clock: Callable[[], float]) -> None:
-        self.notifier, self.clock = notifier, clock
+    def __init__(self, notifier: Any, clock: Callable[[], float], path: str = "") -> None:
+        self.notifier, self.clock, self.path = notifier, clock, path
         self.since: float | None = None
         self.retry_at = 0.0
         self.delay = RETRY_FIRST
@@ -57,9 +57,9 @@ class StoreTrouble:
             self.notifier.direct(
                 "LookoutStoreUnwritable",
                 "lookout cannot write its store: alerts are held",
-                f"lookout cannot write its store ({reason}): alerts are held. supervisord keeps the "
-                "following events in its buffer; they are processed and alerted as soon as the store can be "
-                "written again. Free the disk, or release the lock, on this host.",
+                f"lookout cannot write its store{f' {self.path}' if self.path else ''} ({reason}): alerts are held. "
+                "supervisord keeps the following events in its buffer; they are processed and alerted as soon as "
+                "the store can be written again. Free the disk, or release the lock, on this host.",
                 "critical",
             )
         elif now - self.said_at >= SAY_AGAIN_EVERY:

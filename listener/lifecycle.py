@@ -33,6 +33,7 @@ from .rules.snapshot import LIVE_STATES
 log = logging.getLogger("lookout.lifecycle")
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 SAME_RUN = 2.0  # a live pid whose spawn time is this close to the stored start is that same process
+LISTENER_STOPPED = "listener-stopped"  # supervisord_end: the listener was stopped by a signal; what followed is unknown
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ class Lifecycle:
         self.config, self.own = config, own_namespec
         self.report = ""  # "reboot", "reboot-clean" or "unclean": said once the first reconcile has answered
         self.last_heard = 0.0
+        self.died_at = 0.0  # when the previous listener saw supervisord die (0: it did not see it)
         self.orphans: list[Survivor] = []
+        self.shared_with = 0  # the pid of another live supervisord that uses this store
 
     # ---- the end --------------------------------------------------------------------------
 
@@ -110,17 +113,23 @@ class Lifecycle:
              ) -> tuple[dict[str, object], tuple[str, str, str] | None]:
         """stdin closed: what to write to the store, and the message to announce (alertname, title,
         text) when supervisord died without shutting down."""
-        if stopping:
-            return {"supervisord_end": "clean"}, None
         if not supervisord_dead(ppid):
+            if stopping:
+                return {"supervisord_end": "clean"}, None
             log.warning("stdin closed, but supervisord (pid %d) still runs: no alert", ppid)
             return {}, None
         exporters: list[Survivor] = []
         records = list(records)
         left = survivors(records, self.own, exporters)
-        host, at = self.config.hostname, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        text = (f"supervisord (pid {ppid}) on {host} died without shutting down at {at} (no "
-                "SUPERVISOR_STATE_CHANGE_STOPPING came before its end: the OOM killer, kill -9, a crash). ")
+        if stopping and not left:
+            return {"supervisord_end": "clean"}, None  # (a clean end stops the listener with a signal first)
+        host, at = self.config.hostname, _clock(now)
+        if stopping:  # it died while it stopped its programs (a reload, a shutdown): some still run
+            text = (f"supervisord (pid {ppid}) on {host} died at {at} while it was stopping or reloading, before "
+                    "it had stopped all its programs. ")
+        else:
+            text = (f"supervisord (pid {ppid}) on {host} died without shutting down at {at} (no "
+                    "SUPERVISOR_STATE_CHANGE_STOPPING came before its end: the OOM killer, kill -9, a crash). ")
         starting = sorted(display_name(r.namespec) for r in records
                           if r.state in ("STARTING", "BACKOFF") and not r.pid and r.namespec != self.own)
         none = "None of the programs whose pids lookout knew" if starting else "None of its programs"
@@ -142,17 +151,38 @@ class Lifecycle:
     def at_start(self, meta: dict[str, str | None], stopping: bool, last_event_at: float,
                  records: Iterable[ProcessRecord], ppid: int) -> dict[str, object]:
         """What the previous supervisord left behind, read before this listener writes its own
-        meta; returns what to write (this boot's id)."""
+        meta; returns what to write (this boot's id, this supervisord's pid start time).
+
+        A supervisord is another one when its pid or its pid's start time differs (in a container
+        it is pid 1 every time). An end is known clean when supervisord said it was stopping, or
+        when the listener was stopped by a signal before it (`supervisorctl stop lookout`, systemd
+        stopping the whole unit at once): then what came after is not known, and nothing is said
+        of it; only orphans, checked in /proc, still count. When the previous supervisord still
+        runs, two supervisords share this store: said once, and nothing else is judged."""
         now_boot, was_boot = boot_id(), meta.get("boot_id") or ""
         previous = int(meta.get("supervisord_pid") or 0)
-        clean = stopping or meta.get("supervisord_end") == "clean"
+        previous_start = float(meta.get("supervisord_started") or 0.0)
+        started = spawn_time(ppid) or 0.0
+        end = meta.get("supervisord_end") or ""
+        clean = stopping or end in ("clean", LISTENER_STOPPED)
         self.last_heard = max(last_event_at, float(meta.get("last_tick_at") or 0.0))
-        if was_boot and now_boot and was_boot != now_boot:
+        self.died_at = float(meta.get("supervisord_gone_at") or 0.0) if end == "unclean" else 0.0
+        another = bool(previous) and (previous != ppid or (previous_start and started
+                                                           and abs(previous_start - started) >= SAME_RUN))
+        write = {"boot_id": now_boot, "supervisord_end": "", "supervisord_started": started}
+        rebooted = bool(was_boot and now_boot and was_boot != now_boot)  # the old pids mean nothing now
+        if not rebooted and another and previous != ppid and previous_start \
+                and _same_supervisord_alive(previous, previous_start):
+            self.report = "shared"
+            self.shared_with = previous
+            return write
+        if rebooted:
             self.report = "reboot-clean" if clean else "reboot"
-        elif previous and previous != ppid and not clean:
-            self.report = "unclean"
+        elif another:
+            self.report = "" if clean else "unclean"
             self.orphans = survivors(records, self.own)  # the store still has the old pids
-        return {"boot_id": now_boot, "supervisord_end": "", "orphans": _dump(self.orphans)}
+        write["orphans"] = _dump(self.orphans)
+        return write
 
     def after_first_reconcile(self, infos: list[ProcessSnapshot], now: float) -> tuple[str, str, str, str] | None:
         """The message about the previous end, once supervisord's view says what runs now:
@@ -170,12 +200,23 @@ class Lifecycle:
             return ("HostRebooted", "the host rebooted",
                     f"{host} rebooted (up since {up}) {how}; supervisord and {len(running)} program(s) started "
                     f"again: {names or 'none'}.", "info" if report == "reboot-clean" else "critical")
+        if report == "shared":
+            return ("LookoutStoreShared", "two supervisords share lookout's store",
+                    f"lookout's store {self.config.state_path} on {host} is used by two supervisords (pid "
+                    f"{self.shared_with} and this one): their records, alerts and counters mix. Give each "
+                    "supervisord's lookout.toml its own state.path.", "warning")
         if report != "unclean":
             return None
-        heard = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.last_heard)) if self.last_heard else "unknown"
-        gone = format_duration(max(0.0, now - self.last_heard)) if self.last_heard else "an unknown time"
-        text = (f"supervisord on {host} is back after an unclean end: last heard from at {heard}, gone for {gone}. "
-                f"Started again: {names or 'nothing yet'}.")
+        if self.died_at:
+            died = _clock(self.died_at)
+            text = (f"supervisord on {host} is back after an unclean end: it died at {died}, gone for "
+                    f"{format_duration(max(0.0, now - self.died_at))}. ")
+        else:
+            heard = _clock(self.last_heard) if self.last_heard else "unknown"
+            gone = format_duration(max(0.0, now - self.last_heard)) if self.last_heard else "an unknown time"
+            text = (f"supervisord on {host} is back after an unclean end: last heard from at {heard}, gone for at most "
+                    f"{gone}. ")
+        text += f"Started again: {names or 'nothing yet'}."
         if self.orphans:
             text += f" Still running from before it: {_named(self.orphans)}."
         return "SupervisordBack", "supervisord is back after an unclean end", text, "warning"
@@ -193,6 +234,19 @@ class Lifecycle:
 
     def orphans_meta(self) -> dict[str, object]:
         return {"orphans": _dump(self.orphans)}
+
+
+def _same_supervisord_alive(pid: int, started: float) -> bool:
+    """The previous supervisord still runs (its pid, with its start time when it was recorded)."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
+    spawned = spawn_time(pid)
+    return spawned is not None and abs(spawned - started) < SAME_RUN
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _dump(survivors: list[Survivor]) -> str:

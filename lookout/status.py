@@ -147,6 +147,21 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
     return rows
 
 
+def left_running(config: Config) -> list[str]:
+    """With supervisord down: the programs the listener saw a dying supervisord leave running, still
+    alive now (pid and start time checked in /proc). Best effort: nothing when the store says nothing."""
+    try:
+        conn = connect(config.state_path, readonly=True)
+        try:
+            found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
+        finally:
+            conn.close()
+    except (StoreUnavailable, sqlite3.Error, OSError):
+        return []
+    return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, left by a supervisord that died"
+            for o in load_orphans(found[0] if found else None)]
+
+
 def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
     try:
         with store_errors():
@@ -215,7 +230,7 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_p
     found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
     for orphan in load_orphans(found[0] if found else None):  # checked in /proc now: killed ones are gone
         row = by_ns.get(orphan.namespec)
-        if row is not None:
+        if row is not None and orphan.pid != row.snap.pid:  # its own pid is no orphan (two supervisords, one store)
             row.orphans.append(orphan.pid)
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
@@ -325,6 +340,8 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         rows = collect(config, pattern)
     except Unreadable as exc:
         print(f"lookout: {exc}", file=sys.stderr)
+        for line in left_running(config):
+            print(line)
         return 2
     if as_json:
         print(json.dumps([r.as_json(now) for r in rows], indent=2))

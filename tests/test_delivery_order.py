@@ -84,3 +84,27 @@ def test_queues_are_per_target_and_stop_at_a_message_waiting_for_its_retry():
     assert [[m.id for m in q] for q in queues] == [[3, 4]] and wake == 50
     queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 0)], 10)
     assert [[m.id for m in q] for q in queues] == [[2]] and wake == 50
+
+
+def test_failing_since_ends_when_the_failing_message_is_given_up_and_counts_every_target(tmp_path):
+    slack, mail = FlakyTarget("slack"), FlakyTarget("mail")
+    config = parse_config({"state": {"path": str(tmp_path / "db")},
+                           "notify": {"retry_initial": "10s", "retry_max": "10s", "retry_for": "1m"}})
+    clock = [100.0]
+    notifier = Notifier(config, [slack, mail], None, clock=lambda: clock[0])  # type: ignore[arg-type]
+    store = DeliveryStore(connect(config.state_path))
+    slack.down = True
+    for target in (slack, mail):
+        store.dispatch([], [{"target_key": target.key, "target_label": target.label, "scheme": "test",
+                             "title": "t", "body": "b", "notify_type": "info"}], clock[0])
+    notifier.step(clock[0])
+    assert notifier.failing_since == 100.0 and mail.sent == ["t"]  # the working target does not hide the dead one
+    store.dispatch([], [{"target_key": "mail", "target_label": "m", "scheme": "test", "title": "t2", "body": "b",
+                         "notify_type": "info"}], 105.0)
+    clock[0] = 105.0
+    notifier.step(clock[0])
+    assert notifier.failing_since == 100.0  # a later success elsewhere does not end it
+    while clock[0] < 170:
+        clock[0] += 5
+        notifier.step(clock[0])
+    assert notifier.failing_since is None  # still down, but the message was given up on (retry_for): it ends

@@ -51,20 +51,76 @@ def test_supervisord_killed_names_its_orphans_and_a_clean_end_says_nothing(super
         for name, pid in pids.items():
             assert f"{name} (pid {pid})" in died[0].body, died[0].body
         assert "5 program(s) were still running unsupervised then" in died[0].body
+        status = subprocess.run([sys.executable, "-m", "lookout", "-c", str(sup.config_path), "status"],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 2 and "supervisord is not running?" in status.stderr, status.stderr
+        for name, pid in pids.items():  # what it left running, from the store, checked in /proc
+            assert f"ORPHAN {name} pid {pid} still runs" in status.stdout, status.stdout
     finally:
         kill(pids.values())
     sup.invariants = False  # nothing runs any more that could write the store
 
-    for how in ("shutdown", "reload"):
-        hook_before = len(webhook.messages)
-        other = supervisor_factory(FIVE, fast_alerts(webhook)).start()
-        wait_for(lambda other=other: len([p for p in program_pids(other).values() if p]) == 5, 20, "five programs")
-        assert other.ctl(how).returncode == 0
-        if how == "reload":
-            wait_for(lambda other=other: other.listener_output().count("lookout-listener ready") >= 2, 40, "reloaded")
-        else:
-            other.proc.wait(30)
-        stays(lambda n=hook_before: len(webhook.messages) == n, 4, f"nothing after a clean {how}")
+    other = supervisor_factory(FIVE, fast_alerts(webhook)).start()
+    hook_before = len(webhook.messages)
+    wait_for(lambda: len([p for p in program_pids(other).values() if p]) == 5, 20, "five programs")
+    assert other.ctl("reload").returncode == 0
+    wait_for(lambda: other.listener_output().count("lookout-listener ready") >= 2, 40, "reloaded")
+    stays(lambda: len(webhook.messages) == hook_before, 4, "nothing after a reload")
+
+
+@pytest.mark.parametrize("how", ["shutdown", "listener stopped first", "SIGTERM to both at once"])
+def test_a_clean_end_says_nothing_then_or_at_the_next_start(supervisor_factory, webhook, how):
+    """Also when the listener was stopped before supervisord (supervisorctl stop lookout; systemd
+    stopping the whole unit at once): it never saw the end, which must not be called unclean."""
+    sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
+    if how == "listener stopped first":
+        assert sup.ctl("stop", "lookout").returncode == 0
+    if how == "SIGTERM to both at once":
+        listener = sup.listener_pid()
+        os.kill(listener, signal.SIGTERM)
+        sup.proc.send_signal(signal.SIGTERM)
+    else:
+        assert sup.ctl("shutdown").returncode == 0
+    sup.proc.wait(30)
+    sup.start()
+    wait_for(lambda: (sup.process_row("p0:p0") or {}).get("pid") not in (None, 0), 20, "the new supervisord's run")
+    wait_for(lambda: "reconciled" in sup.listener_output().split("lookout-listener ready")[-1], 20, "a reconcile")
+    stays(lambda: not webhook.messages, 4, f"nothing after a clean end ({how}) nor at the next start")
+
+
+def test_supervisord_killed_while_it_stops_names_what_it_left(supervisor_factory, webhook):
+    stubborn = ("[program:stubborn]\ncommand=sh -c 'trap \"\" TERM; while :; do sleep 0.2; done'\nstartsecs=1\n"
+                "stopwaitsecs=30\nstopasgroup=false\n\n")
+    sup = supervisor_factory(stubborn, fast_alerts(webhook)).start()
+    wait_for(lambda: running_in_store(sup, ["stubborn"]), 20, "started")
+    pid = sup.info("stubborn:stubborn")["pid"]
+    try:
+        sup.proc.send_signal(signal.SIGHUP)  # a reload: supervisord stops everything first
+        wait_for(lambda: (sup.process_row("stubborn:stubborn") or {}).get("state") == "STOPPING", 20, "stopping")
+        sup.proc.kill()
+        sup.proc.wait(10)
+        died = webhook.wait("died", timeout=10)[0]
+        assert "while it was stopping or reloading" in died.body and f"stubborn (pid {pid})" in died.body, died.body
+    finally:
+        kill([pid])
+    sup.invariants = False
+
+
+def test_a_program_still_starting_is_named_with_its_pid(supervisor_factory, webhook):
+    slow = "[program:slow]\ncommand=sleep 1000\nstartsecs=60\n\n"
+    sup = supervisor_factory(slow, fast_alerts(webhook)).start()
+    pid = wait_for(lambda: sup.info("slow:slow")["pid"], 20, "spawned")
+    wait_for(lambda: (sup.process_row("slow:slow") or {}).get("pid") == pid, 20, "its pid learnt while STARTING")
+    assert sup.info("slow:slow")["statename"] == "STARTING"
+    try:
+        sup.proc.kill()
+        sup.proc.wait(10)
+        died = webhook.wait("died without shutting down", timeout=10)[0]
+        assert f"slow (pid {pid})" in died.body, died.body
+    finally:
+        kill([pid])
+    sup.invariants = False
 
 
 def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_factory, webhook):
@@ -77,7 +133,7 @@ def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_
         webhook.wait("died without shutting down", timeout=10)
         sup.start()  # the same config, the orphans still running
         back = webhook.wait("is back after an unclean end", timeout=30)
-        assert len(back) == 1 and "last heard from at" in back[0].body and "gone for" in back[0].body
+        assert len(back) == 1 and "it died at" in back[0].body and "gone for" in back[0].body
         twice = wait_for(lambda: len(found := [e for e in webhook.entries() if "runs twice" in e
                                                   and not e.startswith("RESOLVED")]) >= 5 and found, 30,
                          "an alert per duplicated program")
@@ -157,6 +213,32 @@ def test_a_new_boot_id_is_one_reboot_message_unless_shut_down_cleanly(supervisor
         stays(lambda: len(webhook.matching("rebooted")) == 1 and not webhook.matching("died without"), 3, "once")
 
 
+def meta_count(sup, key: str) -> int:  # noqa: ANN001
+    """A counter in the store's meta; the store is on a tmpfs only supervisord's mount namespace sees."""
+    read = ("import sqlite3,sys; r = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True, timeout=5).execute("
+            "'SELECT value FROM meta WHERE key = ?', (sys.argv[2],)).fetchone(); print(r[0] if r and r[0] else 0)")
+    done = subprocess.run(["nsenter", "-t", str(sup.proc.pid), "-m", sys.executable, "-c", read, str(sup.state_path),
+                           key], capture_output=True, text=True, timeout=30)
+    return int(float(done.stdout.strip() or 0))
+
+
+def test_fail_forms_and_counters_that_never_go_back():
+    from lookout.listener.config.model import DeadmanSettings
+    from lookout.listener.deadman import DeadmanSwitch, fail_form
+
+    uuid = "5f0b9c2e-1b2c-4d5e-8f90-123456789abc"
+    assert fail_form(f"https://hc-ping.com/{uuid}") == f"https://hc-ping.com/{uuid}/fail"
+    assert fail_form(f"https://checks.example.com/ping/{uuid}") == f"https://checks.example.com/ping/{uuid}/fail"
+    assert fail_form("https://example.com/ping/not-a-check") == ""  # only a healthchecks-shaped path
+    assert fail_form("https://kuma.example.com/api/push/Ab1?status=up&msg=OK") == \
+        "https://kuma.example.com/api/push/Ab1?status=down&msg=degraded"
+    assert fail_form("https://cronitor.link/p/KEY/mon") == "https://cronitor.link/p/KEY/mon?state=fail"
+    assert fail_form("https://example.com/x", "https://example.com/y") == "https://example.com/y"
+    switch = DeadmanSwitch(DeadmanSettings(url="https://example.com/x"), lambda: 0.0)
+    switch.carry_over({"deadman_ok": "41", "deadman_error": "x", "deadman_fail_sent": "-3"})
+    assert switch.stats() == {"deadman_ok": 41, "deadman_fail_sent": 0, "deadman_error": 0}
+
+
 class _Checker(BaseHTTPRequestHandler):
     calls: list[str]
 
@@ -176,7 +258,8 @@ def test_the_dead_mans_switch(supervisor_factory, webhook, tmp_path):
     calls: list[str] = []
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), type("H", (_Checker,), {"calls": calls}))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/ping/5f0b9c2e-lookout-test"
+    check = "/ping/5f0b9c2e-1b2c-4d5e-8f90-123456789abc"
+    url = f"http://127.0.0.1:{server.server_address[1]}{check}"
     state_dir = tmp_path / "s0" / "state"
     state_dir.mkdir(parents=True)
     wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -188,16 +271,24 @@ def test_the_dead_mans_switch(supervisor_factory, webhook, tmp_path):
     sup = supervisor_factory(crasher, settings, wrapper=wrapper, state_path=state_dir / "lookout.db")
     try:
         sup.start()
-        wait_for(lambda: calls.count("/ping/5f0b9c2e-lookout-test") >= 3, 15, "a call every interval while healthy")
+        wait_for(lambda: calls.count(check) >= 3, 15, "a call every interval while healthy")
         assert not any(c.endswith("/fail") for c in calls)
         subprocess.run(["nsenter", "-t", str(sup.proc.pid), "-m", "dd", "if=/dev/zero",
                         f"of={state_dir}/filler", "bs=64k"], capture_output=True, timeout=30)
         (sup.root / "crash").touch()
         os.kill(sup.info("c:c")["pid"], signal.SIGKILL)  # an event the listener cannot commit
-        wait_for(lambda: calls.count("/ping/5f0b9c2e-lookout-test/fail") >= 2, 30, "the fail form while degraded")
+        wait_for(lambda: calls.count(check + "/fail") >= 2, 30, "the fail form while degraded")
         subprocess.run(["nsenter", "-t", str(sup.proc.pid), "-m", "rm", "-f", f"{state_dir}/filler"],
                        capture_output=True, timeout=30)
-        wait_for(lambda: calls[-1] == "/ping/5f0b9c2e-lookout-test", 30, "healthy calls again")
+        wait_for(lambda: calls[-1] == check, 30, "healthy calls again")
+        wait_for(lambda: meta_count(sup, "deadman_ok") >= 3, 10, "the count in the store")
+        os.kill(sup.listener_pid(), signal.SIGKILL)  # the counter goes on across the listener's restart
+        wait_for(lambda: sup.listener_output().count("lookout-listener ready") >= 2, 30, "a new listener")
+        at_restart = calls.count(check)
+        wait_for(lambda: calls.count(check) >= at_restart + 3, 15, "calls of the new listener")
+        # every healthy call so far is counted (but the last one or two, not yet written): none forgotten
+        wait_for(lambda: meta_count(sup, "deadman_ok") >= calls.count(check) - 2, 10, "the count carried on")
+        assert meta_count(sup, "deadman_fail_sent") >= 2
         sup.invariants = False
         programs = [pid for pid in sup.children() if pid != sup.listener_pid()]
         sup.proc.kill()
@@ -223,3 +314,28 @@ def test_programs_still_starting_are_named_though_their_pids_are_unknown():
     assert "None of the programs whose pids lookout knew was still running." in message[2]
     assert "Starting then, their pids not yet known to lookout (they may be running too): feed." in message[2]
     assert "risk" not in message[2]
+
+
+def test_which_supervisord_came_before():
+    """By pid and the pid's start time: in a container supervisord is pid 1 every time."""
+    from lookout.listener.config.load import parse_config
+    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.procfs import spawn_time
+
+    parent, me = os.getppid(), os.getpid()
+
+    def report(**meta: object) -> str:
+        life = Lifecycle(parse_config({}), "lookout:lookout")
+        life.at_start({k: str(v) for k, v in meta.items()}, False, 0.0, [], parent)
+        return life.report
+
+    assert report(supervisord_pid=parent, supervisord_started=spawn_time(parent)) == ""  # the same one
+    assert report(supervisord_pid=parent, supervisord_started=1000.0) == "unclean"  # pid 1 again, another one
+    assert report(supervisord_pid=parent, supervisord_started=1000.0, supervisord_end="listener-stopped") == ""
+    assert report(supervisord_pid=parent, supervisord_started=1000.0, supervisord_end="clean") == ""
+    assert report(supervisord_pid=me, supervisord_started=spawn_time(me)) == "shared"  # the other one still runs
+    assert report(supervisord_pid=me, supervisord_started=1000.0) == "unclean"  # its pid, reused since
+    life = Lifecycle(parse_config({}), "lookout:lookout")
+    life.at_start({"supervisord_pid": str(me), "supervisord_started": str(spawn_time(me))}, False, 0.0, [], parent)
+    said = life.after_first_reconcile([], 2e9)
+    assert said is not None and said[0] == "LookoutStoreShared" and f"pid {me}" in said[2] and said[3] == "warning"

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from .model import (
     CRASH_LOOP_ACTIONS,
@@ -188,11 +189,28 @@ def _deadman(root: Section) -> DeadmanSettings:
     dm.done()
     for key in ("url", "fail_url"):
         value = getattr(deadman, key)
-        if value and not value.startswith(("http://", "https://")):
-            raise ConfigError(f"deadman.{key}", "expected an http:// or https:// URL")
+        if value:
+            _check_call_url(f"deadman.{key}", value)
     if deadman.fail_url and not deadman.url:
         raise ConfigError("deadman.fail_url", "needs deadman.url")
     return deadman
+
+
+def _check_call_url(key: str, value: str) -> None:
+    """A URL lookout will call: http(s), a host, a valid port, no spaces or control characters.
+    (The message shows no part of it: it may hold a token.)"""
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(key, "expected an http:// or https:// URL")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(key, "must not contain spaces or control characters (percent-encode them: %20)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(key, "has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(key, "names no host")
+    del port
 
 
 def _exporter(root: Section) -> ExporterSettings:

@@ -22,7 +22,6 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import Config
@@ -39,6 +38,7 @@ from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
 from .ordering import delivery_queues, is_stuck
 from .render import Enrichment, render_safely
+from .system import SystemMessage, notify_type
 from .targets import DeliveryError, Target
 
 log = logging.getLogger("lookout.notifier")
@@ -46,19 +46,6 @@ log = logging.getLogger("lookout.notifier")
 POLL_SECONDS = 1.0  # silences are written by another process: look at least this often
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
-
-
-@dataclass
-class SystemMessage:
-    """About lookout itself, not a process: the store is unwritable, a corrupt store was replaced."""
-
-    alertname: str  # for Alertmanager, e.g. LookoutStoreUnwritable
-    title: str
-    text: str
-    severity: str
-    resolved: bool = False
-    attempts: int = 0
-    next_at: float = 0.0
 
 
 class Notifier:
@@ -89,7 +76,7 @@ class Notifier:
         self._unrecorded: dict[int, float] = {}  # outbox ids sent but not yet recorded as sent
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
-        self.failing_since: float | None = None  # deliveries have failed since then (none sent since)
+        self.failing_since: float | None = None  # the oldest message still being retried was written then
         self._policies = PolicyBook(config.alerts, config.probes)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
@@ -202,7 +189,7 @@ class Notifier:
                 continue
             try:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
-                target.send(self._system_title(msg), body, "success" if msg.resolved else "failure")
+                target.send(self._system_title(msg), body, notify_type(msg))
                 log.info("direct message sent to %s: %s", target.label, msg.title)
             except Exception as exc:
                 msg.attempts += 1
@@ -226,7 +213,7 @@ class Notifier:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": self._system_title(msg), "body": body,
-                                 "notify_type": "" if target.format == AM_FORMAT else "failure"})
+                                 "notify_type": "" if target.format == AM_FORMAT else notify_type(msg)})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
@@ -262,8 +249,10 @@ class Notifier:
             log.info("an alert changed while its message was rendered: rendering again")
             return now
         for n in active:
-            what = "resolved" if n.kind == RESOLVED else f"{n.kind} {n.alert.kind}"
-            log.warning("alert %s: %s (%s)", what, n.alert.namespec, n.alert.severity)
+            if n.kind == RESOLVED:
+                log.info("alert resolved: %s (%s)", n.alert.namespec, n.alert.kind)
+            else:
+                log.warning("alert %s %s: %s (%s)", n.kind, n.alert.kind, n.alert.namespec, n.alert.severity)
         return now if messages else None  # the send stage takes them at once, in the next pass
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
@@ -368,6 +357,7 @@ class Notifier:
                     return self.clock()
                 if not self._send_one(store, msg) and not is_stuck(msg):
                     break  # the target is failing: the later messages wait for this one's retry
+        self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
         if queues:
             return self.clock()  # what the sends unblocked is looked at in the next pass
         return wake
@@ -390,14 +380,12 @@ class Notifier:
                           msg.id, target.label, msg.attempts + 1, error)
                 store.record_attempt(msg, now, status="expired", error=error)
                 return True  # given up on: it no longer holds the later ones back
-            self.failing_since = self.failing_since or now
             delay = min(n.retry_max, n.retry_initial * (2 ** min(msg.attempts, 30)))
             log.warning("message %d to %s failed (%s); retry %d in %.0fs",
                         msg.id, target.label, error, msg.attempts + 1, delay)
             store.record_attempt(msg, now, status="pending", error=error, retry_at=now + delay)
             return False
         sent_at = self.clock()
-        self.failing_since = None
         self._unrecorded[msg.id] = sent_at  # until recorded: never send it twice
         store.record_attempt(msg, sent_at, status="sent")
         del self._unrecorded[msg.id]

@@ -20,6 +20,9 @@ class OrphanWatch:
     def __init__(self, alerts: AlertBook) -> None:
         self.alerts = alerts
 
+    def has_open(self) -> bool:
+        return any(a.family == ORPHAN for a in self.alerts.alerts.values())
+
     def update(self, orphans: Mapping[str, tuple[int, int]], now: float, out: Outcome) -> None:
         """orphans: namespec -> (orphan pid, pid of the copy the new supervisord runs, 0 if none runs
         now), for every orphan still alive; an alert whose orphan is gone is resolved (a copy that is

@@ -58,6 +58,9 @@ class SnapshotRules:
         rec = self.records.get(namespec)
         if rec is None or rec.state not in LIVE_STATES or not start or (pid and rec.pid and pid != rec.pid):
             return out
+        if pid and not rec.pid and rec.state == "STARTING":  # STARTING events carry no pid: supervisord's answer does
+            rec.pid = pid
+            out.records[namespec] = rec
         if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
             rec.last_start = start
             out.records[namespec] = rec

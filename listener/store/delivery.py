@@ -154,6 +154,13 @@ class DeliveryStore:
         ).fetchall()
         return [OutboxMessage(*r) for r in rows]
 
+    def failing_since(self) -> float | None:
+        """When the oldest message that has failed and is still to be retried was written: None when
+        every message so far went out, or was given up on."""
+        row = self.conn.execute("SELECT MIN(created_at) FROM outbox WHERE status = 'pending' AND attempts > 0"
+                                ).fetchone()
+        return row[0]
+
     def record_attempt(
         self, msg: OutboxMessage, now: float, *, status: str, error: str = "", retry_at: float = 0.0
     ) -> None:

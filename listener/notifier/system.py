@@ -1,0 +1,27 @@
+"""Messages about lookout and supervisord themselves, not about one process: the store is
+unwritable, supervisord died or came back, the host rebooted. They bypass grouping; their apprise
+type follows their severity, so Slack's colour and an email's subject say how bad it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NOTIFY_TYPES = {"critical": "failure", "warning": "warning", "info": "info"}
+
+
+@dataclass
+class SystemMessage:
+    """About lookout itself, not a process: the store is unwritable, a corrupt store was replaced."""
+
+    alertname: str  # for Alertmanager, e.g. LookoutStoreUnwritable
+    title: str
+    text: str
+    severity: str
+    resolved: bool = False
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+def notify_type(msg: SystemMessage) -> str:
+    """apprise's type: success for an end, else by severity (failure, warning, info)."""
+    return "success" if msg.resolved else NOTIFY_TYPES.get(msg.severity, "failure")
