@@ -43,6 +43,7 @@ ALLOWED_HEADERS = ("Strict-Transport-Security", "X-Frame-Options", "X-Content-Ty
                    "Content-Security-Policy")
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
              "prefer_server_cipher_suites", "cipher_suites", "curve_preferences", "client_allowed_sans"}
+MAX_BCRYPT_COST = 14  # each step doubles the time of a check; 14 is ~1 s
 _DUMMY_HASH = b"$2b$10$u16mP/kdfLVb4u86v5XH/ekI281v5QYzOByynulowZB09vkdHAcYe"  # for equal timing on unknown users
 
 
@@ -128,11 +129,22 @@ def _bcrypt_hash(user: Any, hashed: Any, key: str) -> str:
     login later, with nothing in the log."""
     if not isinstance(user, str) or not user:
         raise ConfigError(key, "user names must be strings")
+    if ":" in user or any(ord(c) < 32 for c in user):
+        raise ConfigError(f"{key}.{user!r}", "a user name cannot hold ':' or control characters (basic auth "
+                                             "could never send it)")
     if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
         raise ConfigError(f"{key}.{user}", "must be a bcrypt hash ($2y$...), not a password")
-    if not _BCRYPT.fullmatch(hashed) or _bcrypt_unusable(hashed):
-        raise ConfigError(f"{key}.{user}", "not a valid bcrypt hash (malformed or cut short): make one with "
-                                           "`htpasswd -nBC 10 \"\" | tr -d ':'`")
+    malformed = ConfigError(f"{key}.{user}", "not a valid bcrypt hash (malformed or cut short): make one with "
+                                             "`htpasswd -nBC 10 \"\" | tr -d ':'`")
+    if not _BCRYPT.fullmatch(hashed):
+        raise malformed
+    cost = int(hashed[4:6])
+    if cost > MAX_BCRYPT_COST:  # before any check with it: one check would take that long here too
+        raise ConfigError(f"{key}.{user}", f"bcrypt cost {cost} makes every new login take "
+                                           f"{2 ** (cost - 10) / 10:.0f}s or more of a worker's time: use 10 to "
+                                           f"{MAX_BCRYPT_COST}")
+    if _bcrypt_unusable(hashed):
+        raise malformed
     return hashed
 
 
@@ -155,6 +167,8 @@ def _ssl_context(tls: Any, where: str) -> ssl.SSLContext:
     for key in ("client_auth_type", "min_version", "max_version", "client_ca_file"):
         if key in tls and tls[key] is not None and not isinstance(tls[key], str):
             raise ConfigError(f"{where}.{key}", "must be a string")
+    if "prefer_server_cipher_suites" in tls and not isinstance(tls["prefer_server_cipher_suites"], bool):
+        raise ConfigError(f"{where}.prefer_server_cipher_suites", "must be true or false")
     for key in ("cipher_suites", "curve_preferences", "client_allowed_sans"):
         if tls.get(key):
             raise ConfigError(f"{where}.{key}", "not supported by lookout-exporter (Python's TLS): remove it")
@@ -175,35 +189,66 @@ def _ssl_context(tls: Any, where: str) -> ssl.SSLContext:
             context.load_verify_locations(_file(ca, f"{where}.client_ca_file"))
         except ssl.SSLError as exc:
             raise ConfigError(f"{where}.client_ca_file", f"cannot load it: {exc}") from None
-    elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-        raise ConfigError(f"{where}.client_ca_file", f"required with client_auth_type {auth}")
+    elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert", "RequireAnyClientCert"):
+        why = " (Python's TLS verifies every client certificate it asks for)" if auth == "RequireAnyClientCert" else ""
+        raise ConfigError(f"{where}.client_ca_file", f"required with client_auth_type {auth}{why}")
     for bound, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         if tls.get(bound):
             if tls[bound] not in TLS_VERSIONS:
                 raise ConfigError(f"{where}.{bound}", f"{tls[bound]!r} is not one of {', '.join(TLS_VERSIONS)}")
             setattr(context, attr, TLS_VERSIONS[tls[bound]])
+    low, high = tls.get("min_version"), tls.get("max_version")
+    if low and high and TLS_VERSIONS[low] > TLS_VERSIONS[high]:
+        raise ConfigError(f"{where}.min_version", f"{low} is above max_version {high}: no client could connect")
     if tls.get("prefer_server_cipher_suites", True):
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     return context
 
 
+def _strict_loader() -> type:
+    """yaml's SafeLoader, refusing a key given twice (it would silently keep the last one)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def load_web_config(path: str) -> WebConfig:
     import yaml
+
+    _StrictLoader = _strict_loader()  # noqa: N806
 
     where = "--web.config.file"
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(where, f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(where, f"{path}: cannot read it as YAML ({str(exc).splitlines()[0][:120]})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(where, f"{path}: not valid YAML{at}: {str(problem)[:120]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, f"{path}: cannot read it ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(data, dict):
         raise ConfigError(where, f"{path}: must be a YAML mapping")
     web = WebConfig(source=path)
     for key, value in data.items():
         if key == "tls_server_config":
-            web.ssl_context = _ssl_context(value, key) if value else None
+            if not value:
+                raise ConfigError(key, "is empty: give cert_file and key_file, or remove it to serve plain HTTP")
+            web.ssl_context = _ssl_context(value, key)
         elif key == "basic_auth_users":
             if not isinstance(value, dict):
                 raise ConfigError(key, "must map user names to bcrypt hashes")

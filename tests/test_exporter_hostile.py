@@ -123,7 +123,19 @@ BROKEN = [
      "  client_auth_type: RequireAndVerifyClientCert\n", "client_ca_file: required"),
     ("an unknown TLS version", "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: TLS99\n",
      "min_version: 'TLS99' is not one of"),
-    ("not YAML", "tls_server_config: [unclosed\n", "cannot read it as YAML"),
+    ("not YAML", "http_server_config:\n  headers: {}\ntls_server_config: [unclosed\n", "not valid YAML at line 4"),
+    ("a key given twice", "basic_auth_users:\n  a: x\nbasic_auth_users:\n  b: y\n",
+     "the key 'basic_auth_users' is given twice"),
+    ("an empty tls config", "tls_server_config: {}\n", "tls_server_config: is empty"),
+    ("min_version above max_version", "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+     "  min_version: TLS13\n  max_version: TLS12\n", "min_version: TLS13 is above max_version TLS12"),
+    ("any client cert without a CA", "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+     "  client_auth_type: RequireAnyClientCert\n", "client_ca_file: required with client_auth_type RequireAny"),
+    ("prefer_server_cipher_suites not a boolean", "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+     "  prefer_server_cipher_suites: sometimes\n", "prefer_server_cipher_suites: must be true or false"),
+    ("a user name with a colon", f"basic_auth_users:\n  'prom:etheus': {BCRYPT_OK}\n", "cannot hold ':'"),
+    ("a bcrypt cost that takes minutes", f"basic_auth_users:\n  prometheus: {BCRYPT_OK[:4]}20{BCRYPT_OK[6:]}\n",
+     "bcrypt cost 20 makes every new login take"),
     ("not a mapping", "- a\n- b\n", "must be a YAML mapping"),
 ]
 
