@@ -188,3 +188,15 @@ def test_config_is_found_as_documented(tmp_path):
     assert load_config(None, {"LOOKOUT_CONFIG": env}, etc).alerts.host == "from-env"
     assert load_config(None, {}, etc).alerts.host == "from-etc"
     assert load_config(None, {}, str(tmp_path / "absent.toml")).source == "<defaults>"
+
+
+def test_a_store_behind_a_symbolic_link_is_refused_at_check_config(tmp_path):
+    real = tmp_path / "real.db"
+    real.write_bytes(b"")
+    for link in (tmp_path / "db", tmp_path / "other.db-wal"):
+        link.symlink_to(real)
+        path = str(link).removesuffix("-wal")
+        result = run_cli(tmp_path, lookout_toml({**BASE, "state": {"path": path}}), "--check-config")
+        assert result.returncode == 2, result.stderr
+        assert "symbolic link" in result.stderr and str(link) in result.stderr
+        assert "Traceback" not in result.stderr

@@ -83,7 +83,24 @@ def test_queues_are_per_target_and_stop_at_a_message_waiting_for_its_retry():
     queues, wake = delivery_queues([msg(1, "a", 50), msg(2, "a", 0), msg(3, "b", 0), msg(4, "b", 0)], 10)
     assert [[m.id for m in q] for q in queues] == [[3, 4]] and wake == 50
     queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 0)], 10)
-    assert [[m.id for m in q] for q in queues] == [[2]] and wake == 50
+    assert [[m.id for m in q] for q in queues] == [[1, 2]]  # the stuck one is tried first, ahead of its time
+    queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 40)], 10)
+    assert queues == [] and wake == 40
+    queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 40), msg(3, "a", 0)], 10)
+    assert queues == [] and wake == 40  # 3 waits behind 2, which is not stuck
+
+
+def test_after_an_outage_longer_than_the_stuck_limit_the_oldest_goes_first(tmp_path):
+    slack = FlakyTarget("slack")
+    write, run = make(tmp_path, slack)
+    slack.down = True
+    write(slack, "[WARNING] feed crashed")
+    run(100 + 10 * STUCK_AFTER + 5)  # the crash message is stuck now, its next retry due at 140
+    write(slack, "[RESOLVED] feed is running again")
+    run(100 + 10 * STUCK_AFTER + 12)  # the resolved one fails too (next due at 145, before the crash's)
+    slack.down = False
+    run(100 + 10 * STUCK_AFTER + 60)
+    assert slack.sent == ["[WARNING] feed crashed", "[RESOLVED] feed is running again"]
 
 
 def test_failing_since_ends_when_the_failing_message_is_given_up_and_counts_every_target(tmp_path):

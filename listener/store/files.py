@@ -66,6 +66,10 @@ def check_path(path: str) -> None:
     """A path that can never be a store: a ConfigError-worthy StoreUnavailable now, not later."""
     if os.path.isdir(path):
         raise StoreUnavailable(f"{path} is a directory; state.path names the database file in it")
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.islink(name):
+            raise StoreUnavailable(f"{name} is a symbolic link; lookout does not follow links for its store: "
+                                   "point state.path at the real file")
 
 
 def uri(path: str, mode: str) -> str:
@@ -94,9 +98,9 @@ def prepare(path: str) -> bool:
             if name == path:
                 return True
             continue
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode):  # (check_path said so already, unless one appeared since)
             raise StoreUnavailable(f"{name} is a symbolic link; lookout does not follow links for its store: "
-                                   f"point state.path at the real file")
+                                   "point state.path at the real file")
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
             os.chmod(name, stat.S_IMODE(st.st_mode) & 0o700)  # by path: no descriptor, no lost locks
     return False
