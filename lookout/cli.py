@@ -74,10 +74,19 @@ def _parser() -> OneLineParser:
     return p
 
 
+def _bare_color(argv: list[str]) -> list[str]:
+    """`--color feed` means --color=always for the pattern feed, not an invalid choice 'feed'."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--color" and (i + 1 == len(out) or out[i + 1] not in ("auto", "always", "never")):
+            out[i] = "--color=always"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE") and argv is None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lookout history x | head` ends quietly
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_bare_color(sys.argv[1:] if argv is None else argv))
     if args.command == "init":
         from .init import init_command
 

@@ -11,6 +11,7 @@ marks it seen, and this command waits for that, so that "held" is printed only o
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -19,7 +20,7 @@ from fnmatch import fnmatchcase
 from .listener.config import Config, format_duration
 from .listener.rules.models import display_name
 from .listener.rules.policy import matches
-from .listener.store.files import StoreUnavailable, store_errors
+from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
 
 CONFIRM_WAIT = 5.0  # how long `hold` waits for the listener to apply it
@@ -33,20 +34,26 @@ def _resolve(conn: sqlite3.Connection, name: str) -> list[str]:
 
 
 def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
+    if not os.path.exists(config.state_path):  # a hold must reach the listener's store, not start one
+        print(f"lookout: no store at {config.state_path} yet (has lookout-listener run with this state.path?)",
+              file=sys.stderr)
+        return 2
+    conn = None
     try:
         with store_errors():
             conn = connect(config.state_path)
+            targets = _resolve(conn, name)
+            if not targets:
+                print(f"lookout: no process {name!r} in lookout's store (see `lookout status`)", file=sys.stderr)
+                return 1
+            return _release(conn, targets) if release else _hold(conn, targets, reason)
     except StoreUnavailable as exc:
-        print(f"lookout: cannot open lookout's store {config.state_path}: {exc}", file=sys.stderr)
+        print(f"lookout: cannot {'release' if release else 'hold'} through lookout's store {config.state_path}: "
+              f"{store_problem(config.state_path, exc)}", file=sys.stderr)
         return 2
-    try:
-        targets = _resolve(conn, name)
-        if not targets:
-            print(f"lookout: no process {name!r} in lookout's store (see `lookout status`)", file=sys.stderr)
-            return 1
-        return _release(conn, targets) if release else _hold(conn, targets, reason)
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def _hold(conn: sqlite3.Connection, targets: list[str], reason: str) -> int:

@@ -200,3 +200,13 @@ def test_a_store_behind_a_symbolic_link_is_refused_at_check_config(tmp_path):
         assert result.returncode == 2, result.stderr
         assert "symbolic link" in result.stderr and str(link) in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_two_targets_with_one_safe_form_are_told_apart():
+    from lookout.listener.config.load import parse_config
+    from lookout.listener.notifier.targets import build_targets
+
+    config = parse_config({"notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}",
+                                               f"slack://{SLACK_C}/{SLACK_B}/{SLACK_A}", "json://a.example/x"]}})
+    targets, _ = build_targets(config.notify)
+    assert [t.label for t in targets] == ["slack://*** #1", "slack://*** #2", "json://a.example"]

@@ -122,3 +122,11 @@ def test_resolved_title_says_stopped_by_an_operator(supervisor_factory, webhook)
     wait_for(lambda: sup.ctl("stop", "flaky") and sup.state_of("flaky:flaky") == "STOPPED", 20, "stopped")
     resolved = webhook.wait("[RESOLVED] flaky was stopped by an operator", timeout=20)[0]
     assert "recovered" not in resolved.title
+
+
+def test_a_bare_color_before_a_pattern_means_always():
+    from lookout.cli import _bare_color
+
+    assert _bare_color(["status", "--color", "feed"]) == ["status", "--color=always", "feed"]
+    assert _bare_color(["status", "--color"]) == ["status", "--color=always"]
+    assert _bare_color(["status", "--color", "never", "feed"]) == ["status", "--color", "never", "feed"]

@@ -12,8 +12,9 @@ import hashlib
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import ConfigError, NotifySettings
@@ -154,7 +155,21 @@ def _instantiate(apprise: Any, settings: NotifySettings) -> tuple[list[Target], 
         if t.key not in seen:
             seen.add(t.key)
             unique.append(t)
-    return unique, secrets
+    return _tell_apart(unique), secrets
+
+
+def _tell_apart(targets: list[Target]) -> list[Target]:
+    """Two URLs with one safe form (two Slack webhooks: 'slack://***') get #1, #2 in list order,
+    so that a log line or a check-config line says which one failed."""
+    counts = Counter(t.label for t in targets)
+    seen: Counter[str] = Counter()
+    out = []
+    for t in targets:
+        if counts[t.label] > 1:
+            seen[t.label] += 1
+            t = replace(t, label=f"{t.label} #{seen[t.label]}")
+        out.append(t)
+    return out
 
 
 def _apply_timeout(service: Any, timeout: float) -> None:
