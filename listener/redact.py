@@ -38,6 +38,13 @@ def _looks_like_token(value: str) -> bool:
             and any(c.isalpha() for c in value) and re.fullmatch(r"[A-Za-z0-9_\-+/=]+", value) is not None)
 
 
+def _looks_like_path_token(segment: str) -> bool:
+    """A path segment that may be a secret: one with a digit, or a long one (a webhook's token).
+    Words ('status', 'healthz', 'alerts', 'services') are not: masking them would blank that
+    word in every alert and log line."""
+    return len(segment) >= 6 and (any(c.isdigit() for c in segment) or len(segment) >= 16)
+
+
 def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "unknown"
 
@@ -57,8 +64,8 @@ def safe_url(url: str) -> str:
 
 
 def secrets_in_url(url: str) -> set[str]:
-    """Every fragment of a URL that may be secret: user-info, path segments, the values of secret
-    query keys and token-like values, each as written and decoded (a log may quote either)."""
+    """Every fragment of a URL that may be secret: user-info, token-like path segments, the values
+    of secret query keys and token-like values, each as written and decoded (a log may quote either)."""
     found: set[str] = set()
     sure: set[str] = set()  # secrets whatever their length: a password, a secret key's value
     try:
@@ -74,7 +81,7 @@ def secrets_in_url(url: str) -> set[str]:
     if host and not _HOSTLIKE.match(host):
         found.add(host)  # slack://TOKEN_A/... puts a token where the host goes
     for segment in parts.path.split("/"):
-        if segment:
+        if _looks_like_path_token(unquote(segment)):  # /T1JJ3T3L2/..., /ping/<uuid>; never /status
             found.update((segment, unquote(segment)))
     for raw in parts.query.split("&"):
         raw_key, _, raw_value = raw.partition("=")

@@ -1,11 +1,14 @@
-"""Messages to one target go out in the order they were written: a "RESOLVED" never overtakes
-the alert it resolves when a failing target comes back; a message the target keeps rejecting
-holds the later ones back for STUCK_AFTER attempts only."""
+"""Messages to one target go out in the order they were written, for each thing they are about:
+a "RESOLVED" never overtakes the alert it resolves, whatever made the alert's message fail (an
+outage of any length, one 503 as the target comes back, a content the target refuses); messages
+about other alerts, and other targets, go on meanwhile."""
 
 from __future__ import annotations
 
+import random
+
 from lookout.listener.config.load import parse_config
-from lookout.listener.notifier.ordering import STUCK_AFTER, delivery_queues
+from lookout.listener.notifier.ordering import delivery_queues
 from lookout.listener.notifier.worker import Notifier
 from lookout.listener.store.delivery import DeliveryStore, OutboxMessage
 from lookout.listener.store.schema import connect
@@ -17,28 +20,34 @@ class FlakyTarget:
     def __init__(self, key: str) -> None:
         self.key, self.label, self.scheme = key, f"test://{key}", "test"
         self.down = False
+        self.blips = 0  # the next sends that fail, whatever they are (a 503 as it comes back)
         self.refuses: set[str] = set()  # titles it rejects for their content
         self.sent: list[str] = []
+        self.tries = 0
 
     def wants(self, tags: object) -> bool:
         return True
 
     def send(self, title: str, body: str, notify_type: str) -> None:
+        self.tries += 1
+        if self.blips > 0:
+            self.blips -= 1
+            raise ValueError("blip")
         if self.down or title in self.refuses:
             raise ValueError("refused")
         self.sent.append(title)
 
 
-def make(tmp_path, *targets: FlakyTarget):  # noqa: ANN201
+def make(tmp_path, *targets: FlakyTarget, retry_for: str = "1d"):  # noqa: ANN201
     config = parse_config({"state": {"path": str(tmp_path / "db")},
-                           "notify": {"retry_initial": "10s", "retry_max": "10s"}})
+                           "notify": {"retry_initial": "10s", "retry_max": "10s", "retry_for": retry_for}})
     clock = [100.0]
     notifier = Notifier(config, list(targets), None, clock=lambda: clock[0])  # type: ignore[arg-type]
     store = DeliveryStore(connect(config.state_path))
 
-    def write(target: FlakyTarget, title: str) -> None:
+    def write(target: FlakyTarget, title: str, about: str = "a1") -> None:
         store.dispatch([], [{"target_key": target.key, "target_label": target.label, "scheme": "test",
-                             "title": title, "body": title, "notify_type": "info"}], clock[0])
+                             "title": title, "body": title, "notify_type": "info", "about": about}], clock[0])
 
     def run(until: float) -> None:
         while clock[0] < until:
@@ -64,43 +73,110 @@ def test_a_resolved_message_waits_for_its_alert(tmp_path):
     assert slack.sent == ["[WARNING] feed crashed", "[RESOLVED] feed is running again"]
 
 
-def test_a_message_the_target_keeps_refusing_holds_the_rest_back_only_so_long(tmp_path):
-    slack = FlakyTarget("slack")
-    write, run = make(tmp_path, slack)
-    slack.refuses = {"[WARNING] too big"}
-    write(slack, "[WARNING] too big")
-    write(slack, "[WARNING] next")
-    run(100 + 10 * (STUCK_AFTER - 1) - 1)
-    assert slack.sent == []
-    run(100 + 10 * STUCK_AFTER + 2)
-    assert slack.sent == ["[WARNING] next"]
-
-
-def test_queues_are_per_target_and_stop_at_a_message_waiting_for_its_retry():
-    def msg(i: int, key: str, due: float, attempts: int = 0) -> OutboxMessage:
-        return OutboxMessage(i, key, key, "t", f"m{i}", "", "", 0.0, attempts, due)
-
-    queues, wake = delivery_queues([msg(1, "a", 50), msg(2, "a", 0), msg(3, "b", 0), msg(4, "b", 0)], 10)
-    assert [[m.id for m in q] for q in queues] == [[3, 4]] and wake == 50
-    queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 0)], 10)
-    assert [[m.id for m in q] for q in queues] == [[1, 2]]  # the stuck one is tried first, ahead of its time
-    queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 40)], 10)
-    assert queues == [] and wake == 40
-    queues, wake = delivery_queues([msg(1, "a", 50, attempts=STUCK_AFTER), msg(2, "a", 40), msg(3, "a", 0)], 10)
-    assert queues == [] and wake == 40  # 3 waits behind 2, which is not stuck
-
-
-def test_after_an_outage_longer_than_the_stuck_limit_the_oldest_goes_first(tmp_path):
+def test_a_long_outage_and_one_more_failure_as_the_target_comes_back(tmp_path):
     slack = FlakyTarget("slack")
     write, run = make(tmp_path, slack)
     slack.down = True
     write(slack, "[WARNING] feed crashed")
-    run(100 + 10 * STUCK_AFTER + 5)  # the crash message is stuck now, its next retry due at 140
+    run(135)  # failed 4 times
     write(slack, "[RESOLVED] feed is running again")
-    run(100 + 10 * STUCK_AFTER + 12)  # the resolved one fails too (next due at 145, before the crash's)
-    slack.down = False
-    run(100 + 10 * STUCK_AFTER + 60)
+    run(142)
+    slack.down, slack.blips = False, 1  # the target is back, but answers one more 503
+    run(200)
     assert slack.sent == ["[WARNING] feed crashed", "[RESOLVED] feed is running again"]
+
+
+def test_a_message_the_target_refuses_holds_back_only_those_about_the_same_alert(tmp_path):
+    slack = FlakyTarget("slack")
+    write, run = make(tmp_path, slack, retry_for="1m")
+    slack.refuses = {"[WARNING] too big"}
+    write(slack, "[WARNING] too big", "a1")
+    write(slack, "[WARNING] quotes crashed", "a2")
+    write(slack, "[RESOLVED] too big is running again", "a1")
+    run(102)
+    assert slack.sent == ["[WARNING] quotes crashed"]  # another alert goes on at once
+    run(150)
+    assert slack.sent == ["[WARNING] quotes crashed"]  # its own resolution waits for it
+    run(175)  # given up on after retry_for: the resolution follows
+    assert slack.sent == ["[WARNING] quotes crashed", "[RESOLVED] too big is running again"]
+
+
+def test_a_hanging_target_costs_one_failure_per_pass_and_a_working_one_goes_first(tmp_path):
+    hung, mail = FlakyTarget("a-hung"), FlakyTarget("b-mail")
+    write, run = make(tmp_path, hung, mail)
+    hung.down = True
+    for i in range(20):
+        write(hung, f"[WARNING] p{i} crashed", f"a{i}")
+    run(100.5)
+    assert hung.tries == 1  # one failure ends this target's pass
+    write(mail, "[CRITICAL] feed is FATAL", "a99")
+    run(101)
+    assert mail.sent == ["[CRITICAL] feed is FATAL"]
+
+
+def test_queues_are_per_target_by_topic_and_working_targets_come_first():
+    def msg(i: int, key: str, due: float, about: str, attempts: int = 0) -> OutboxMessage:
+        return OutboxMessage(i, key, key, "t", f"m{i}", "", "", 0.0, attempts, due, about)
+
+    queues, wake = delivery_queues([msg(1, "a", 50, "a1", 1), msg(2, "a", 0, "a1"), msg(3, "a", 0, "a2"),
+                                    msg(4, "b", 0, "a1"), msg(5, "b", 0, "a3")], 10)
+    assert [[m.id for m in q] for q in queues] == [[4, 5], [3]] and wake == 50  # b is not failing: first
+    queues, wake = delivery_queues([msg(1, "a", 0, ""), msg(2, "a", 0, "a2")], 10)
+    assert [[m.id for m in q] for q in queues] == [[1]]  # a row from an older store orders with all
+    queues, wake = delivery_queues([msg(1, "a", 0, "system"), msg(2, "a", 0, "repost a2"), msg(3, "a", 0, "a2")], 10)
+    assert [[m.id for m in q] for q in queues] == [[1, 2]]
+
+
+def test_reposts_to_a_target_that_is_down_do_not_pile_up(tmp_path):
+    store = DeliveryStore(connect(str(tmp_path / "db")))
+    for t in range(5):
+        store.dispatch([], [{"target_key": "am", "target_label": "am", "scheme": "http", "title": "alertmanager",
+                             "body": f"[{t}]", "notify_type": "", "about": "repost a1"}], 100.0 + t)
+    assert [m.body for m in store.pending_messages()] == ["[4]"]
+
+
+def test_one_targets_backlog_never_hides_another_targets_messages(tmp_path):
+    store = DeliveryStore(connect(str(tmp_path / "db")))
+    backlog = [{"target_key": "a", "target_label": "a", "scheme": "t", "title": f"m{i}", "body": "",
+                "notify_type": "", "about": f"a{i}"} for i in range(2500)]
+    store.dispatch([], [*backlog, {**backlog[0], "target_key": "b", "title": "for b"}], 100.0)
+    pending = store.pending_messages(per_target=1000)
+    assert len(pending) == 1001 and pending[-1].title == "for b"
+
+
+def test_random_outages_blips_and_refusals_keep_each_alerts_order(tmp_path):
+    """Order per alert and target, nothing sent twice, nothing lost (refused ones aside), over
+    random schedules: targets down and up, single failed requests, messages refused for good."""
+    for seed in range(150):
+        rnd = random.Random(seed)
+        targets = [FlakyTarget(f"t{i}") for i in range(rnd.randint(1, 3))]
+        write, run = make(tmp_path / str(seed), *targets, retry_for="10m")
+        written: dict[str, list[str]] = {t.key: [] for t in targets}
+        t = 100.0
+        for step in range(rnd.randint(5, 40)):
+            target = rnd.choice(targets)
+            alert = rnd.randint(1, 4)
+            title = f"{step} a{alert}"
+            if rnd.random() < 0.05:
+                target.refuses.add(title)
+            write(target, title, f"a{alert}")
+            written[target.key].append(title)
+            for other in targets:
+                other.down = rnd.random() < 0.4
+                other.blips = rnd.randint(0, 2) if rnd.random() < 0.3 else 0
+            t += rnd.choice([0.5, 3, 15, 60])
+            run(t)
+        for target in targets:
+            target.down, target.blips = False, 0
+        run(t + 1300)  # retry_for runs out for the refused ones
+        for target in targets:
+            sent = target.sent
+            assert len(sent) == len(set(sent)), (seed, sent)
+            expected = [m for m in written[target.key] if m not in target.refuses]
+            assert sorted(sent) == sorted(expected), (seed, target.key)
+            for alert in range(1, 5):
+                mine = [m for m in sent if m.endswith(f" a{alert}")]
+                assert mine == [m for m in expected if m.endswith(f" a{alert}")], (seed, target.key, alert)
 
 
 def test_failing_since_ends_when_the_failing_message_is_given_up_and_counts_every_target(tmp_path):

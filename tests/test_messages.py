@@ -140,3 +140,9 @@ def test_masking_hides_secrets_never_hosts_or_ports():
                                    "json://10.0.0.7:9000/hook (***, ***)"
     slack = secrets_in_url("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ")
     assert {"T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"} <= slack  # tokens as written (case kept)
+    probe = SecretFilter(secrets_in_url("http://127.0.0.1:8080/status"))  # words in a path are not secrets
+    assert probe.scrub("GET http://127.0.0.1:8080/status: exit status 3") == \
+        "GET http://127.0.0.1:8080/status: exit status 3"
+    hook = secrets_in_url("https://hc-ping.com/ping/0f1c8d5e-3b7a-4c1e-9d2f-6a5b4c3d2e1f")
+    assert "0f1c8d5e-3b7a-4c1e-9d2f-6a5b4c3d2e1f" in hook
+    assert not secrets_in_url("json://hooks.example.com/services/alerts")

@@ -1,12 +1,16 @@
 """The order messages go out in: each target hears of an alert's end after its beginning.
 
-Messages to one target are sent in the order they were written. While the oldest one waits
-for its retry, later ones to the same target wait with it, so a "RESOLVED" never overtakes the
-alert it resolves when a target comes back. A message that has failed STUCK_AFTER times (one
-the target rejects for its content, say) no longer holds the later ones back: when one of them
-falls due, the target is tried again from its oldest message, stuck ones included, so after a
-long outage the first message through is still the oldest; a stuck one that fails again is
-passed over and the rest go on.
+Every outbox row says what it is about (the alerts it reports, "system" for lookout's own
+messages). A message waits while an older message to the same target about any of the same
+things is still pending, whatever the reason that one failed (a target coming back, a 503, a
+timeout, a content it refuses): a "RESOLVED" is never heard before its alert, nor an escalation
+before the crash. Messages about other things go on; only a target that is down holds all of its
+own back. A message the target keeps refusing holds back only those about the same alerts, until
+it is given up on (notify.retry_for). A row from an older store (about nothing) orders with all.
+
+Within one pass, targets whose messages all went out so far come first, and the sender stops at
+a target's first failure: a target that hangs costs one timeout per pass, not one per message,
+and never keeps a working target waiting behind it.
 """
 
 from __future__ import annotations
@@ -15,32 +19,37 @@ from itertools import groupby
 
 from ..store.delivery import OutboxMessage
 
-STUCK_AFTER = 3
+EVERYTHING = frozenset({"*"})
 
 
-def is_stuck(msg: OutboxMessage) -> bool:
-    return msg.attempts >= STUCK_AFTER
+def about(msg: OutboxMessage) -> frozenset[str]:
+    """What the message is about; a re-post marker orders nothing."""
+    topics = frozenset(msg.about.split()) - {"repost"}
+    return EVERYTHING if not msg.about.strip() or "*" in topics else topics
 
 
 def delivery_queues(pending: list[OutboxMessage], now: float) -> tuple[list[list[OutboxMessage]], float | None]:
-    """Per target, the messages to try now, oldest first, and when the next one not due falls due.
+    """Per target, the messages to try now, oldest first, and when a waiting one falls due.
 
-    A target's queue is its oldest messages up to the first one that is neither stuck nor due
-    (it holds the later ones back until its retry). The queue is tried when any of it is due,
-    stuck ones included ahead of their own retry time, so their order is kept. The sender walks
-    each queue in order and stops at the first failure of a message that was not stuck."""
-    queues: list[list[OutboxMessage]] = []
+    `pending` is each target's oldest messages in the order written. A message is ready when it
+    is due and no older pending message to its target is about the same things."""
+    ready: list[tuple[bool, str, list[OutboxMessage]]] = []
     wake: float | None = None
-    for _, messages in groupby(sorted(pending, key=lambda m: (m.target_key, m.id)), key=lambda m: m.target_key):
-        queue: list[OutboxMessage] = []
+    for key, group in groupby(sorted(pending, key=lambda m: (m.target_key, m.id)), key=lambda m: m.target_key):
+        messages = list(group)
+        earlier: set[str] = set()
+        queue = []
         for msg in messages:
-            if msg.next_attempt_at > now and not is_stuck(msg):
+            topics = about(msg)
+            waits = "*" in earlier or (bool(earlier) and topics is EVERYTHING) or bool(topics & earlier)
+            earlier |= topics
+            if waits:
+                continue  # it goes out after the older one: looked at again when that one is done
+            if msg.next_attempt_at <= now:
+                queue.append(msg)
+            else:
                 wake = msg.next_attempt_at if wake is None else min(wake, msg.next_attempt_at)
-                break
-            queue.append(msg)
-        if any(msg.next_attempt_at <= now for msg in queue):
-            queues.append(queue)
-        elif queue:
-            first_due = min(msg.next_attempt_at for msg in queue)
-            wake = first_due if wake is None else min(wake, first_due)
-    return queues, wake
+        if queue:
+            ready.append((any(m.attempts for m in messages), key, queue))
+    ready.sort(key=lambda r: (r[0], r[1]))  # targets that are not failing first
+    return [queue for _, _, queue in ready], wake

@@ -36,7 +36,7 @@ from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
-from .ordering import delivery_queues, is_stuck
+from .ordering import delivery_queues
 from .render import Enrichment, render_safely
 from .system import SystemMessage, notify_type
 from .targets import DeliveryError, Target
@@ -213,7 +213,8 @@ class Notifier:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": self._system_title(msg), "body": body,
-                                 "notify_type": "" if target.format == AM_FORMAT else notify_type(msg)})
+                                 "notify_type": "" if target.format == AM_FORMAT else notify_type(msg),
+                                 "about": "system"})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
@@ -255,7 +256,8 @@ class Notifier:
                 log.warning("alert %s %s: %s (%s)", n.kind, n.alert.kind, n.alert.namespec, n.alert.severity)
         return now if messages else None  # the send stage takes them at once, in the next pass
 
-    def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment) -> dict:
+    def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment,
+                 repost: bool = False) -> dict:
         host, lines = self.config.hostname, self.config.notify.stderr_lines
         if target.format == AM_FORMAT:
             body = render_alertmanager(notices, host, now, extra, lines=lines, annotations=self._am_annotations)
@@ -264,8 +266,10 @@ class Notifier:
             msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
                                 markdown=getattr(target, "markdown", False), errors=self.errors)
             title, body, kind = msg.title, msg.body, msg.notify_type
+        topics = sorted({"*" if n.alert.id is None else f"a{n.alert.id}" for n in notices})
+        about = " ".join(["repost"] * repost + topics)
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                "title": title, "body": body, "notify_type": kind}
+                "title": title, "body": body, "notify_type": kind, "about": about}
 
     def _repost(self, now: float) -> float | None:
         """Alertmanager forgets an alert at its endsAt: tell it again what is still open."""
@@ -282,7 +286,7 @@ class Notifier:
                  if not any(s.covers(n.alert.namespec, now) for s in silences)]
         if still:
             extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
-            store.dispatch([], [self._message(t, still, now, extra) for t in targets], now)
+            store.dispatch([], [self._message(t, still, now, extra, repost=True) for t in targets], now)
             return now
         return now + every
 
@@ -355,8 +359,8 @@ class Notifier:
             for msg in queue:
                 if self._stop.is_set():
                     return self.clock()
-                if not self._send_one(store, msg) and not is_stuck(msg):
-                    break  # the target is failing: the later messages wait for this one's retry
+                if not self._send_one(store, msg):
+                    break  # one failure per target per pass: a hanging target costs one timeout
         self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
         if queues:
             return self.clock()  # what the sends unblocked is looked at in the next pass

@@ -34,6 +34,7 @@ class OutboxMessage:
     created_at: float
     attempts: int
     next_attempt_at: float = 0.0
+    about: str = ""  # space-separated: "a<alert id>", "system", "repost"; "" (an older store): everything
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,15 @@ class DeliveryStore:
                     return False
             c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'notify', ?)",
                           [(now, ns, what) for ns, what in history])
+            for key in {m["target_key"] for m in messages if "repost" in m.get("about", "").split()}:
+                c.execute("UPDATE outbox SET status = 'dropped', last_error = 'superseded by a newer re-post' "
+                          "WHERE target_key = ? AND status = 'pending' AND ' ' || about || ' ' LIKE '% repost %'",
+                          (key,))  # a target that is down keeps one re-post, the latest, not one per interval
             c.executemany(
                 "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, "
-                "created_at, next_attempt_at) VALUES (:target_key, :target_label, :scheme, "
-                ":title, :body, :notify_type, :now, :now)",
-                [{**m, "now": now} for m in messages],
+                "created_at, next_attempt_at, about) VALUES (:target_key, :target_label, :scheme, "
+                ":title, :body, :notify_type, :now, :now, :about)",
+                [{"about": "", **m, "now": now} for m in messages],
             )
             c.executemany(
                 "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
@@ -145,12 +150,15 @@ class DeliveryStore:
 
     # ---- outbox -------------------------------------------------------------------------
 
-    def pending_messages(self, limit: int = 2000) -> list[OutboxMessage]:
-        """Every message not yet sent, each target's in the order they were written."""
+    def pending_messages(self, per_target: int = 1000) -> list[OutboxMessage]:
+        """The messages not yet sent, each target's oldest `per_target` in the order they were
+        written (a bound per target: one target's backlog never hides another's messages)."""
         rows = self.conn.execute(
             "SELECT id, target_key, target_label, scheme, title, body, notify_type, created_at, "
-            "attempts, next_attempt_at FROM outbox WHERE status = 'pending' ORDER BY target_key, id LIMIT ?",
-            (limit,),
+            "attempts, next_attempt_at, about FROM (SELECT *, ROW_NUMBER() OVER "
+            "(PARTITION BY target_key ORDER BY id) AS n FROM outbox WHERE status = 'pending') "
+            "WHERE n <= ? ORDER BY target_key, id",
+            (per_target,),
         ).fetchall()
         return [OutboxMessage(*r) for r in rows]
 

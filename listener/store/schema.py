@@ -38,8 +38,12 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
-  outbox(id, target_key, ...)      one row per message per target; status pending -> sent,
-                                   or expired after notify.retry_for
+  outbox(id, target_key, ..., about)
+                                   one row per message per target; status pending -> sent,
+                                   or expired after notify.retry_for, or dropped (its target
+                                   removed, or a re-post superseded by a newer one); about:
+                                   what the message is about (alert ids "a<id>", "system",
+                                   "repost"), which orders a target's messages
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
@@ -59,7 +63,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -151,7 +155,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT NOT NULL DEFAULT '',
-    sent_at REAL
+    sent_at REAL,
+    about TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS notification_stats (
@@ -249,7 +254,7 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Add the columns a newer schema has to tables an older store created (with their defaults)."""
-    for table in ("processes", "alerts"):
+    for table in ("processes", "alerts", "outbox"):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         wanted = _declared_columns(table)
         for column, declaration in wanted.items():
