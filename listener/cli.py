@@ -147,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_targets(config: Config):  # noqa: ANN202
     from .notifier.alertmanager import AlertmanagerTarget
-    from .notifier.targets import build_targets
+    from .notifier.targets import build_targets, tell_apart
 
     targets, secrets = build_targets(config.notify)  # with those of a notify.config file
     targets += [AlertmanagerTarget(url, config.alertmanager) for url in config.alertmanager.urls]
     install_log_filter(secrets)
-    return targets
+    return tell_apart(targets)
 
 
 def _run(config: Config) -> int:

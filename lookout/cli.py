@@ -78,15 +78,25 @@ def _bare_color(argv: list[str]) -> list[str]:
     """`--color feed` means --color=always for the pattern feed, not an invalid choice 'feed'."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--color" and (i + 1 == len(out) or out[i + 1] not in ("auto", "always", "never")):
+        bare = i + 1 == len(out) or out[i + 1] not in ("auto", "always", "never")
+        if arg in ("--co", "--col", "--colo", "--color") and bare:
             out[i] = "--color=always"
     return out
+
+
+def _whole_groups(args: argparse.Namespace) -> None:
+    """supervisorctl's 'pool:' names the whole group: here it is 'pool:*'."""
+    for field in ("pattern", "name", "matcher"):
+        value = getattr(args, field, None)
+        if isinstance(value, str) and value.endswith(":") and value.count(":") == 1:
+            setattr(args, field, value + "*")
 
 
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE") and argv is None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lookout history x | head` ends quietly
     args = _parser().parse_args(_bare_color(sys.argv[1:] if argv is None else argv))
+    _whole_groups(args)
     if args.command == "init":
         from .init import init_command
 

@@ -34,7 +34,7 @@ def _resolve(conn: sqlite3.Connection, name: str) -> list[str]:
 
 
 def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
-    if not os.path.exists(config.state_path):  # a hold must reach the listener's store, not start one
+    if not os.path.exists(config.state_path) or os.path.getsize(config.state_path) == 0:  # reach it, never start one
         print(f"lookout: no store at {config.state_path} yet (has lookout-listener run with this state.path?)",
               file=sys.stderr)
         return 2

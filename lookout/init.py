@@ -21,10 +21,12 @@ It ends with the README's next steps ("Install"), with DIR and the commands fill
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import pwd
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -111,6 +113,49 @@ def next_steps(root: str) -> list[str]:
     ]
 
 
+DEBIAN_INCLUDE = "/etc/supervisor/conf.d/*.conf"
+
+
+def supervisord_conf() -> str | None:
+    """The supervisord.conf supervisord itself would find without -c (its own search order)."""
+    found = shutil.which("supervisord")
+    here = os.path.dirname(os.path.dirname(os.path.realpath(found))) if found else None
+    candidates = [*([os.path.join(here, "etc", "supervisord.conf"), os.path.join(here, "supervisord.conf")]
+                    if here else []), "supervisord.conf", "etc/supervisord.conf", "/etc/supervisord.conf",
+                  "/etc/supervisor/supervisord.conf"]
+    return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
+
+
+def include_globs(conf: str) -> list[str]:
+    """[include] files= of a supervisord.conf, each made absolute as supervisord does; [] if none."""
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
+    try:
+        parser.read(conf, encoding="utf-8")
+        files = parser.get("include", "files", fallback="")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return []
+    here = os.path.dirname(conf)
+    return [os.path.normpath(os.path.join(here, g.replace("%(here)s", here))) for g in files.split()]
+
+
+def _include_note(root: str) -> str:
+    """Where this host's supervisord.conf takes its snippets from, when that is not Debian's
+    /etc/supervisor/conf.d/*.conf that the cp step names (Fedora and RHEL: supervisord.d/*.ini)."""
+    conf = supervisord_conf()
+    globs = include_globs(conf) if conf else []
+    usable = [g for g in globs if os.path.isdir(os.path.dirname(g))]
+    if not conf or DEBIAN_INCLUDE in usable:
+        return ""
+    if not usable:
+        return (f"{conf} has no [include] files= with an existing directory: add one (e.g. "
+                f"files = {root}/conf.d/*.conf) instead of the cp step\n")
+    directory, pattern = os.path.split(usable[0])
+    ext = os.path.splitext(pattern)[1] if pattern.startswith("*") and "." in pattern else ".conf"
+    copies = " && ".join(f"cp {shlex.quote(os.path.join(root, 'conf.d', s))} "
+                         f"{shlex.quote(os.path.join(directory, s.replace('.conf', ext)))}" for s in SNIPPETS)
+    return f"{conf} includes {usable[0]}: for the cp step, run\n  {copies}\n"
+
+
 def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> bool:
     if target.exists() and not force:
         print(f"exists, left alone: {target}")
@@ -169,8 +214,9 @@ def init_command(directory: str, force: bool) -> int:
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:  # a uid without a name (some containers)
         user = f"uid {os.geteuid()}"
+    include = _include_note(root)
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
-          f"as its own user, which must be {user}\n"
+          f"as its own user, which must be {user}\n{include}"
           f"next (README, \"Install\"):\n{steps}")
     return 0

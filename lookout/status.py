@@ -21,6 +21,7 @@ from typing import Any
 
 from .listener.config import Config, format_duration
 from .listener.lifecycle import load_orphans
+from .listener.redact import scrub
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.policy import matches
@@ -334,6 +335,25 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
     return out
 
 
+def delivery_lines(config: Config, now: float) -> list[str]:
+    """Targets that are failing: how much waits for each, since when, and why (the outbox)."""
+    try:
+        with store_errors():
+            conn = connect(config.state_path, readonly=True)
+            try:
+                rows = conn.execute(
+                    "SELECT target_label, COUNT(*), MIN(created_at), (SELECT last_error FROM outbox o "
+                    "WHERE o.target_key = p.target_key AND o.status = 'pending' AND o.attempts > 0 "
+                    "ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' AND attempts > 0 "
+                    "GROUP BY target_key ORDER BY target_label").fetchall()
+            finally:
+                conn.close()
+    except (StoreUnavailable, sqlite3.Error):
+        return []  # the table above said what it could; a store too old or busy has nothing to add
+    return [f"DELIVERY {clean(label)}: {n} message(s) waiting, failing for {format_duration(max(0.0, now - since))}: "
+            f"{scrub(clean(error or '?'))[:200]}" for label, n, since, error in rows]
+
+
 def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:
     now = time.time()
     try:
@@ -349,6 +369,8 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(render(rows, now, colour))
         every = rows if pattern in ("", "*") else collect(config, "*")
         for line in group_lines(config, every, {r.snap.group for r in rows}):
+            print(line)
+        for line in delivery_lines(config, now):
             print(line)
     if pattern not in ("", "*") and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
         print(f"lookout: no process matches {pattern!r}", file=sys.stderr)

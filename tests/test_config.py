@@ -203,10 +203,12 @@ def test_a_store_behind_a_symbolic_link_is_refused_at_check_config(tmp_path):
 
 
 def test_two_targets_with_one_safe_form_are_told_apart():
+    from lookout.listener.cli import _build_targets
     from lookout.listener.config.load import parse_config
-    from lookout.listener.notifier.targets import build_targets
 
     config = parse_config({"notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}",
-                                               f"slack://{SLACK_C}/{SLACK_B}/{SLACK_A}", "json://a.example/x"]}})
-    targets, _ = build_targets(config.notify)
-    assert [t.label for t in targets] == ["slack://*** #1", "slack://*** #2", "json://a.example"]
+                                               f"slack://{SLACK_C}/{SLACK_B}/{SLACK_A}", "json://a.example/x"]},
+                           "alertmanager": {"urls": ["http://127.0.0.1:9/am1", "http://127.0.0.1:9/am2"]}})
+    assert [t.label for t in _build_targets(config)] == [
+        "slack://*** #1", "slack://*** #2", "json://a.example",
+        "alertmanager+http://127.0.0.1:9 #1", "alertmanager+http://127.0.0.1:9 #2"]

@@ -129,4 +129,32 @@ def test_a_bare_color_before_a_pattern_means_always():
 
     assert _bare_color(["status", "--color", "feed"]) == ["status", "--color=always", "feed"]
     assert _bare_color(["status", "--color"]) == ["status", "--color=always"]
+    assert _bare_color(["status", "--col", "feed"]) == ["status", "--color=always", "feed"]
     assert _bare_color(["status", "--color", "never", "feed"]) == ["status", "--color", "never", "feed"]
+
+
+def test_a_group_named_as_supervisorctl_does_means_all_its_members():
+    from lookout.cli import _parser, _whole_groups
+
+    for argv, field in ((["status", "pool:"], "pattern"), (["hold", "pool:"], "name"),
+                        (["silence", "pool:", "--for", "5m"], "matcher")):
+        args = _parser().parse_args(argv)
+        _whole_groups(args)
+        assert getattr(args, field) == "pool:*"
+    args = _parser().parse_args(["status", "pool:w1"])
+    _whole_groups(args)
+    assert args.pattern == "pool:w1"
+
+
+def test_init_names_the_include_directory_of_this_hosts_supervisord(tmp_path, monkeypatch):
+    from lookout.init import _include_note
+
+    monkeypatch.chdir(tmp_path)  # supervisord finds ./supervisord.conf first, after its own prefix
+    monkeypatch.setenv("PATH", "/nonexistent")
+    (tmp_path / "supervisord.d").mkdir()
+    (tmp_path / "supervisord.conf").write_text("[supervisord]\n[include]\nfiles = %(here)s/supervisord.d/*.ini ; ok\n")
+    note = _include_note("/opt/lookout")
+    assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/supervisord.d/lookout.ini && " in note
+    assert f"{tmp_path}/supervisord.d/lookout-exporter.ini" in note
+    (tmp_path / "supervisord.conf").write_text("[supervisord]\n")
+    assert "has no [include] files=" in _include_note("/opt/lookout")

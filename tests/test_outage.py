@@ -3,6 +3,8 @@ alert arrives exactly once. Also: the URL's credentials never reach the listener
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from .conftest import fast_alerts
@@ -27,6 +29,9 @@ def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
     sup = supervisor_factory(programs, settings).start()
     outage_end = time.time() + 20
     wait_for(lambda: webhook.failed_attempts >= 3, 20, "failed deliveries during the outage")
+    status = subprocess.run([sys.executable, "-m", "lookout.cli", "-c", str(sup.config_path), "status"],
+                            capture_output=True, text=True, timeout=60)  # the failing target, without its secret
+    assert f"DELIVERY json://127.0.0.1:{webhook.port}: " in status.stdout and SECRET not in status.stdout, status
     wait_for(lambda: time.time() >= outage_end, 25, "end of the 20 s outage", interval=0.5)
     webhook.fail_status = 0
 
@@ -48,6 +53,11 @@ def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
         crash, back = (next(i for i, e in enumerate(entries) if e in webhook.entries_for(ns, needle))
                        for needle in ("crashed and was restarted", "running again"))
         assert crash < back, (ns, entries)
+    with sup.db() as c:  # `lookout history` says it was heard, after the queued line
+        said = [r[0] for r in c.execute("SELECT detail FROM history WHERE namespec = 'svc0:svc0' AND kind = 'notify' "
+                                         "ORDER BY id")]
+    assert said[0].startswith("firing") and f"sent to json://127.0.0.1:{webhook.port}" in said, said
+    assert not any(SECRET in line for line in said)
     log = sup.listener_output()
     assert "retry" in log
     assert SECRET not in log

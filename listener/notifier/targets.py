@@ -155,19 +155,23 @@ def _instantiate(apprise: Any, settings: NotifySettings) -> tuple[list[Target], 
         if t.key not in seen:
             seen.add(t.key)
             unique.append(t)
-    return _tell_apart(unique), secrets
+    return unique, secrets
 
 
-def _tell_apart(targets: list[Target]) -> list[Target]:
-    """Two URLs with one safe form (two Slack webhooks: 'slack://***') get #1, #2 in list order,
-    so that a log line or a check-config line says which one failed."""
+def tell_apart(targets: list) -> list:
+    """Two URLs with one safe form (two Slack webhooks: 'slack://***', two Alertmanagers on one
+    host) get #1, #2 in list order, so that a log line or a check-config line says which one."""
     counts = Counter(t.label for t in targets)
     seen: Counter[str] = Counter()
     out = []
     for t in targets:
         if counts[t.label] > 1:
             seen[t.label] += 1
-            t = replace(t, label=f"{t.label} #{seen[t.label]}")
+            label = f"{t.label} #{seen[t.label]}"
+            if isinstance(t, Target):
+                t = replace(t, label=label)
+            else:
+                t.label = label
         out.append(t)
     return out
 

@@ -185,6 +185,12 @@ class DeliveryStore:
                 "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
                 (msg.scheme, result),
             )
+            if status in ("sent", "expired"):  # `lookout history` says whether it was heard, not only queued
+                what = (f"sent to {msg.target_label}" if status == "sent" else
+                        f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
+                ids = [int(t[1:]) for t in msg.about.split() if t[:1] == "a" and t[1:].isdigit()]
+                c.executemany("INSERT INTO history(at, namespec, kind, detail) SELECT ?, namespec, 'notify', ? "
+                              "FROM alerts WHERE id = ?", [(now, what, i) for i in ids])
 
     def record_attempt_by_id(self, msg_id: int, now: float, *, status: str) -> None:
         """A message that was sent while the store could not record it (disk full)."""
