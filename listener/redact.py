@@ -38,11 +38,24 @@ def _looks_like_token(value: str) -> bool:
             and any(c.isalpha() for c in value) and re.fullmatch(r"[A-Za-z0-9_\-+/=]+", value) is not None)
 
 
-def _looks_like_path_token(segment: str) -> bool:
-    """A path segment that may be a secret: one with a digit, or a long one (a webhook's token).
-    Words ('status', 'healthz', 'alerts', 'services') are not: masking them would blank that
-    word in every alert and log line."""
-    return len(segment) >= 6 and (any(c.isdigit() for c in segment) or len(segment) >= 16)
+# Path words of webhook routes: not secrets, and masking one would blank that word in every
+# alert and log line ('status', 'alerts'). Any other segment of a notification URL is a secret
+# from 6 characters on (an ntfy topic, a gotify token, a json:// hook's key).
+ROUTE_WORDS = frozenset({
+    "alert", "alerts", "alertmanager", "api", "apprise", "event", "events", "health", "healthz", "hook", "hooks",
+    "incoming", "lookout", "message", "messages", "notification", "notifications", "notify", "ping", "post",
+    "push", "send", "service", "services", "status", "webhook", "webhooks",
+})
+
+
+def _path_secret(segment: str, tokens_only: bool) -> bool:
+    """A path segment that may be a secret: one that looks like a token (a digit, or 16+
+    characters) anywhere; in a notification URL also any other one of 6+ characters that is not
+    a route word. A probe URL's path is shown in its alerts ('GET http://host/status'): only
+    tokens are masked there."""
+    if len(segment) < 6 or segment.lower() in ROUTE_WORDS:
+        return False
+    return not tokens_only or any(c.isdigit() for c in segment) or len(segment) >= 16
 
 
 def scheme_of(url: str) -> str:
@@ -63,7 +76,7 @@ def safe_url(url: str) -> str:
     return f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
 
 
-def secrets_in_url(url: str) -> set[str]:
+def secrets_in_url(url: str, tokens_only: bool = False) -> set[str]:
     """Every fragment of a URL that may be secret: user-info, token-like path segments, the values
     of secret query keys and token-like values, each as written and decoded (a log may quote either)."""
     found: set[str] = set()
@@ -81,7 +94,7 @@ def secrets_in_url(url: str) -> set[str]:
     if host and not _HOSTLIKE.match(host):
         found.add(host)  # slack://TOKEN_A/... puts a token where the host goes
     for segment in parts.path.split("/"):
-        if _looks_like_path_token(unquote(segment)):  # /T1JJ3T3L2/..., /ping/<uuid>; never /status
+        if _path_secret(unquote(segment), tokens_only):  # /T1JJ3T3L2/..., /ping/<uuid>, ntfy topics
             found.update((segment, unquote(segment)))
     for raw in parts.query.split("&"):
         raw_key, _, raw_value = raw.partition("=")
@@ -133,9 +146,10 @@ _FILTER = SecretFilter()
 def config_secrets(config: Config) -> set[str]:
     """Every secret lookout.toml itself holds (target URLs, supervisord's password): one list
     for all three programs. Secrets inside a notify.config file are added by build_targets."""
-    urls = (*config.notify.urls, *config.alertmanager.urls, config.deadman.url, config.deadman.fail_url,
-            *(p.params["url"] for p in config.probes if p.kind == "http"))  # a probe URL's token shows in logs
+    urls = (*config.notify.urls, *config.alertmanager.urls, config.deadman.url, config.deadman.fail_url)
+    probes = [p.params["url"] for p in config.probes if p.kind == "http"]  # a probe URL's token shows in logs
     found = {s for url in urls if url for s in secrets_in_url(url) if "{" not in s}
+    found |= {s for url in probes for s in secrets_in_url(url, tokens_only=True) if "{" not in s}
     if config.supervisor.password:
         found.add(config.supervisor.password)
     return found

@@ -25,6 +25,7 @@ import configparser
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import sys
@@ -129,28 +130,35 @@ def supervisord_conf() -> str | None:
 def include_globs(conf: str) -> list[str]:
     """[include] files= of a supervisord.conf, each made absolute as supervisord does; [] if none."""
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
-    try:
-        parser.read(conf, encoding="utf-8")
-        files = parser.get("include", "files", fallback="")
-    except (configparser.Error, OSError, UnicodeDecodeError):
-        return []
+    with open(conf, "rb") as f:  # OSError: the caller says it cannot be read
+        parser.read_string(f.read().decode("utf-8", errors="replace"))
+    files = parser.get("include", "files", fallback="")
     here = os.path.dirname(conf)
-    return [os.path.normpath(os.path.join(here, g.replace("%(here)s", here))) for g in files.split()]
+    expand = {"here": here, **{f"ENV_{k}": v for k, v in os.environ.items()}}
+    globs = re.sub(r"%\(([^)]+)\)s", lambda m: expand.get(m.group(1), m.group(0)), files)
+    return [os.path.normpath(os.path.join(here, g)) for g in globs.split()]
 
 
 def _include_note(root: str) -> str:
     """Where this host's supervisord.conf takes its snippets from, when that is not Debian's
     /etc/supervisor/conf.d/*.conf that the cp step names (Fedora and RHEL: supervisord.d/*.ini)."""
     conf = supervisord_conf()
-    globs = include_globs(conf) if conf else []
+    if conf is None:
+        return ""
+    try:
+        globs = include_globs(conf)
+    except (OSError, configparser.Error) as exc:
+        return f"cannot read {conf} ({type(exc).__name__}): copy the snippets where its [include] files= looks\n"
     usable = [g for g in globs if os.path.isdir(os.path.dirname(g))]
-    if not conf or DEBIAN_INCLUDE in usable:
+    if DEBIAN_INCLUDE in usable:
         return ""
     if not usable:
         return (f"{conf} has no [include] files= with an existing directory: add one (e.g. "
                 f"files = {root}/conf.d/*.conf) instead of the cp step\n")
     directory, pattern = os.path.split(usable[0])
-    ext = os.path.splitext(pattern)[1] if pattern.startswith("*") and "." in pattern else ".conf"
+    if not re.fullmatch(r"\*(\.[A-Za-z0-9_-]+)?", pattern):  # lookout-*.conf, one file: names must match it
+        return f"{conf} includes {usable[0]}: copy the snippets to {directory}/ under names that match it\n"
+    ext = os.path.splitext(pattern)[1] or ".conf"
     copies = " && ".join(f"cp {shlex.quote(os.path.join(root, 'conf.d', s))} "
                          f"{shlex.quote(os.path.join(directory, s.replace('.conf', ext)))}" for s in SNIPPETS)
     return f"{conf} includes {usable[0]}: for the cp step, run\n  {copies}\n"

@@ -342,10 +342,10 @@ def delivery_lines(config: Config, now: float) -> list[str]:
             conn = connect(config.state_path, readonly=True)
             try:
                 rows = conn.execute(
-                    "SELECT target_label, COUNT(*), MIN(created_at), (SELECT last_error FROM outbox o "
-                    "WHERE o.target_key = p.target_key AND o.status = 'pending' AND o.attempts > 0 "
-                    "ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' AND attempts > 0 "
-                    "GROUP BY target_key ORDER BY target_label").fetchall()
+                    "SELECT target_label, COUNT(*), MIN(CASE WHEN attempts > 0 THEN created_at END), "
+                    "(SELECT last_error FROM outbox o WHERE o.target_key = p.target_key AND o.status = 'pending' "
+                    "AND o.attempts > 0 ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' "
+                    "GROUP BY target_key HAVING MAX(attempts) > 0 ORDER BY target_label").fetchall()
             finally:
                 conn.close()
     except (StoreUnavailable, sqlite3.Error):

@@ -54,6 +54,7 @@ def make(tmp_path, *targets: FlakyTarget, retry_for: str = "1d"):  # noqa: ANN20
             notifier.step(clock[0])
             clock[0] += 0.5
 
+    run.clock = clock  # type: ignore[attr-defined]
     return write, run
 
 
@@ -88,17 +89,31 @@ def test_a_long_outage_and_one_more_failure_as_the_target_comes_back(tmp_path):
 
 def test_a_message_the_target_refuses_holds_back_only_those_about_the_same_alert(tmp_path):
     slack = FlakyTarget("slack")
-    write, run = make(tmp_path, slack, retry_for="1m")
+    write, run = make(tmp_path, slack)
     slack.refuses = {"[WARNING] too big"}
     write(slack, "[WARNING] too big", "a1")
     write(slack, "[WARNING] quotes crashed", "a2")
     write(slack, "[RESOLVED] too big is running again", "a1")
-    run(102)
-    assert slack.sent == ["[WARNING] quotes crashed"]  # another alert goes on at once
+    run(112)
+    assert slack.sent == ["[WARNING] quotes crashed"]  # another alert goes on (after the target's backoff)
+    for i in range(3, 7):  # the target keeps accepting other messages: it refuses that one for its content
+        write(slack, f"[WARNING] p{i} crashed", f"a{i}")
+        run(112 + 10 * (i - 2))
+    run(200)
+    assert "[RESOLVED] too big is running again" in slack.sent  # given up on after 3 refusals: it follows
+    assert "[WARNING] too big" not in slack.sent
+
+
+def test_with_nothing_else_accepted_a_refused_message_waits_for_retry_for(tmp_path):
+    slack = FlakyTarget("slack")
+    write, run = make(tmp_path, slack, retry_for="1m")
+    slack.refuses = {"[WARNING] too big"}
+    write(slack, "[WARNING] too big", "a1")
+    write(slack, "[RESOLVED] too big is running again", "a1")
     run(150)
-    assert slack.sent == ["[WARNING] quotes crashed"]  # its own resolution waits for it
-    run(175)  # given up on after retry_for: the resolution follows
-    assert slack.sent == ["[WARNING] quotes crashed", "[RESOLVED] too big is running again"]
+    assert slack.sent == []  # down, or refusing that one: it cannot tell, so the order holds
+    run(175)
+    assert slack.sent == ["[RESOLVED] too big is running again"]
 
 
 def test_a_hanging_target_costs_one_failure_per_pass_and_a_working_one_goes_first(tmp_path):
@@ -112,6 +127,32 @@ def test_a_hanging_target_costs_one_failure_per_pass_and_a_working_one_goes_firs
     write(mail, "[CRITICAL] feed is FATAL", "a99")
     run(101)
     assert mail.sent == ["[CRITICAL] feed is FATAL"]
+
+
+def test_a_target_that_is_down_is_tried_once_per_backoff_not_once_per_message(tmp_path):
+    dead = FlakyTarget("dead")
+    write, run = make(tmp_path, dead)
+    dead.down = True
+    for i in range(300):
+        write(dead, f"[WARNING] p{i} crashed", f"a{i}")
+    run(700)  # 10 minutes, a 10 s backoff
+    assert 55 <= dead.tries <= 62, dead.tries
+    dead.down = False
+    run(720)
+    assert len(dead.sent) == 300
+
+
+def test_a_clock_stepped_back_does_not_hold_messages_for_the_size_of_the_step(tmp_path):
+    slack = FlakyTarget("slack")
+    write, run = make(tmp_path, slack)
+    slack.down = True
+    write(slack, "[WARNING] feed crashed")
+    run(101)
+    write(slack, "[RESOLVED] feed is running again")
+    run.clock[0] = 100.0 - 3600  # an hour back; the retry was due at 110 on the old clock
+    slack.down = False
+    run(100.0 - 3600 + 12)  # retry_max (10 s) at most
+    assert slack.sent == ["[WARNING] feed crashed", "[RESOLVED] feed is running again"]
 
 
 def test_queues_are_per_target_by_topic_and_working_targets_come_first():
@@ -132,7 +173,7 @@ def test_reposts_to_a_target_that_is_down_do_not_pile_up(tmp_path):
     for t in range(5):
         store.dispatch([], [{"target_key": "am", "target_label": "am", "scheme": "http", "title": "alertmanager",
                              "body": f"[{t}]", "notify_type": "", "about": "repost a1"}], 100.0 + t)
-    assert [m.body for m in store.pending_messages()] == ["[4]"]
+    assert [store.with_text(m).body for m in store.pending_messages()] == ["[4]"]
 
 
 def test_one_targets_backlog_never_hides_another_targets_messages(tmp_path):
@@ -141,7 +182,7 @@ def test_one_targets_backlog_never_hides_another_targets_messages(tmp_path):
                 "notify_type": "", "about": f"a{i}"} for i in range(2500)]
     store.dispatch([], [*backlog, {**backlog[0], "target_key": "b", "title": "for b"}], 100.0)
     pending = store.pending_messages(per_target=1000)
-    assert len(pending) == 1001 and pending[-1].title == "for b"
+    assert len(pending) == 1001 and store.with_text(pending[-1]).title == "for b"
 
 
 def test_random_outages_blips_and_refusals_keep_each_alerts_order(tmp_path):

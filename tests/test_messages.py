@@ -140,9 +140,14 @@ def test_masking_hides_secrets_never_hosts_or_ports():
                                    "json://10.0.0.7:9000/hook (***, ***)"
     slack = secrets_in_url("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ")
     assert {"T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"} <= slack  # tokens as written (case kept)
-    probe = SecretFilter(secrets_in_url("http://127.0.0.1:8080/status"))  # words in a path are not secrets
-    assert probe.scrub("GET http://127.0.0.1:8080/status: exit status 3") == \
-        "GET http://127.0.0.1:8080/status: exit status 3"
+    probe = SecretFilter(secrets_in_url("http://127.0.0.1:8080/status/deep", tokens_only=True))  # a probe's path
+    assert probe.scrub("GET http://127.0.0.1:8080/status/deep: exit status 3") == \
+        "GET http://127.0.0.1:8080/status/deep: exit status 3"
     hook = secrets_in_url("https://hc-ping.com/ping/0f1c8d5e-3b7a-4c1e-9d2f-6a5b4c3d2e1f")
     assert "0f1c8d5e-3b7a-4c1e-9d2f-6a5b4c3d2e1f" in hook
-    assert not secrets_in_url("json://hooks.example.com/services/alerts")
+    assert not secrets_in_url("json://hooks.example.com/services/alerts")  # route words
+    for url, secret in (("ntfys://ntfy.sh/mysecrettopic", "mysecrettopic"),  # notification URLs: any other word
+                        ("gotify://host.example/AbCdEfGhIjKlMnO", "AbCdEfGhIjKlMnO"),
+                        ("json://host.example/hook/sEcReTwOrD", "sEcReTwOrD")):
+        scrubbed = SecretFilter(secrets_in_url(url)).scrub(f"topic '{secret}' refused at {url}")
+        assert secret not in scrubbed and "host.example" not in scrubbed.replace("ntfy.sh", ""), scrubbed

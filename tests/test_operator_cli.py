@@ -158,3 +158,17 @@ def test_init_names_the_include_directory_of_this_hosts_supervisord(tmp_path, mo
     assert f"{tmp_path}/supervisord.d/lookout-exporter.ini" in note
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n")
     assert "has no [include] files=" in _include_note("/opt/lookout")
+
+
+def test_init_reads_odd_supervisord_confs_as_supervisord_does(tmp_path, monkeypatch):
+    from lookout.init import _include_note
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "conf.d").mkdir()
+    conf = tmp_path / "supervisord.conf"
+    conf.write_bytes(b"; caf\xe9\n[supervisord]\n[include]\nfiles = %(ENV_HOME)s/conf.d/*.conf\n")  # latin-1
+    assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/conf.d/lookout.conf && " in _include_note("/opt/lookout")
+    conf.write_text("[supervisord]\n[include]\nfiles = conf.d/lookout-*.conf\n")
+    assert "under names that match it" in _include_note("/opt/lookout")

@@ -6,11 +6,14 @@ things is still pending, whatever the reason that one failed (a target coming ba
 timeout, a content it refuses): a "RESOLVED" is never heard before its alert, nor an escalation
 before the crash. Messages about other things go on; only a target that is down holds all of its
 own back. A message the target keeps refusing holds back only those about the same alerts, until
-it is given up on (notify.retry_for). A row from an older store (about nothing) orders with all.
+it is given up on (sender.py: refused 3 times while the target accepted others, or after
+notify.retry_for). A row from an older store (about nothing) orders with all.
 
-Within one pass, targets whose messages all went out so far come first, and the sender stops at
-a target's first failure: a target that hangs costs one timeout per pass, not one per message,
-and never keeps a working target waiting behind it.
+Within one pass, targets whose messages all went out so far come first, a target's messages
+tried fewest attempts first (independent of each other by then: a fresh one tells whether the
+target is up before one it may keep refusing), and the sender stops at a target's first failure,
+which rests the whole target for a backoff of its own: a target that is down or hangs costs one
+attempt per backoff, not one per message, and never keeps a working target waiting.
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ def about(msg: OutboxMessage) -> frozenset[str]:
     return EVERYTHING if not msg.about.strip() or "*" in topics else topics
 
 
-def delivery_queues(pending: list[OutboxMessage], now: float) -> tuple[list[list[OutboxMessage]], float | None]:
-    """Per target, the messages to try now, oldest first, and when a waiting one falls due.
+def delivery_queues(pending: list[OutboxMessage], now: float, resting: dict[str, float] | None = None,
+                    latest: float | None = None) -> tuple[list[list[OutboxMessage]], float | None]:
+    """Per target, the messages to try now, and when a waiting one falls due.
 
     `pending` is each target's oldest messages in the order written. A message is ready when it
-    is due and no older pending message to its target is about the same things."""
+    is due and no older pending message to its target is about the same things. `resting`:
+    targets in a backoff of their own, until when. `latest`: no backoff ends later than this;
+    one that does was set before the clock stepped back, and is over."""
     ready: list[tuple[bool, str, list[OutboxMessage]]] = []
     wake: float | None = None
     for key, group in groupby(sorted(pending, key=lambda m: (m.target_key, m.id)), key=lambda m: m.target_key):
         messages = list(group)
+        rest_until = (resting or {}).get(key, float("-inf"))
         earlier: set[str] = set()
         queue = []
         for msg in messages:
@@ -45,11 +52,15 @@ def delivery_queues(pending: list[OutboxMessage], now: float) -> tuple[list[list
             earlier |= topics
             if waits:
                 continue  # it goes out after the older one: looked at again when that one is done
-            if msg.next_attempt_at <= now:
+            due = max(rest_until, msg.next_attempt_at)
+            if latest is not None and due > latest:  # no backoff is that long: the clock stepped back
+                due = now
+            if due <= now:
                 queue.append(msg)
             else:
-                wake = msg.next_attempt_at if wake is None else min(wake, msg.next_attempt_at)
+                wake = due if wake is None else min(wake, due)
         if queue:
+            queue.sort(key=lambda m: (m.attempts, m.id))
             ready.append((any(m.attempts for m in messages), key, queue))
     ready.sort(key=lambda r: (r[0], r[1]))  # targets that are not failing first
     return [queue for _, _, queue in ready], wake

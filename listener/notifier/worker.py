@@ -8,7 +8,7 @@ Stages, in the order an alert goes through them (modelled on Alertmanager's pipe
   4. render      - one message per target, holding the alerts that target's tags want; an alert
                    that cannot be rendered in full is sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
-  6. send        - each outbox row is sent on its own, with a timeout; failures retry with
+  6. send        - sender.py: each outbox row on its own, with a timeout; failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
 Each pass runs the stages independently: sending what is due never waits on dispatching, and
 a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. The protocol
@@ -29,17 +29,17 @@ from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..rules.policy import PolicyBook
-from ..store.delivery import DeliveryStore, OutboxMessage, PendingNotice
+from ..store.delivery import DeliveryStore, PendingNotice
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
-from .ordering import delivery_queues
 from .render import Enrichment, render_safely
+from .sender import OutboxSender
 from .system import SystemMessage, notify_type
-from .targets import DeliveryError, Target
+from .targets import Target
 
 log = logging.getLogger("lookout.notifier")
 
@@ -73,7 +73,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
         self._announce: list[SystemMessage] = []  # durable: through the outbox
-        self._unrecorded: dict[int, float] = {}  # outbox ids sent but not yet recorded as sent
+        self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop)
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
         self.failing_since: float | None = None  # the oldest message still being retried was written then
@@ -146,8 +146,9 @@ class Notifier:
         return min(due) if due else None
 
     def _stage(self, name: str, stage: Callable[[float], float | None], now: float) -> float | None:
-        if now < self._stage_at.get(name, 0.0):
-            return self._stage_at[name]
+        at = self._stage_at.get(name)
+        if at is not None and now < at <= now + STAGE_RETRY_MAX:  # (a clock stepped back ends the wait)
+            return at
         try:
             result = stage(now)
         except Exception as exc:
@@ -234,7 +235,8 @@ class Notifier:
         active = self._silence_stage(store, notices, now)
         if not active:
             return None
-        due = min(n.created_at for n in active) + self.config.alerts.group_wait
+        first = min(n.created_at for n in active)
+        due = first + self.config.alerts.group_wait if first <= now else now  # (after now: the clock stepped back)
         if now < due:
             return due
         extra = self._enrich(active)
@@ -277,6 +279,8 @@ class Notifier:
         if not targets:
             return None
         every = self.config.alertmanager.resend_interval
+        if now < self._last_repost:  # the clock stepped back: re-post on the new clock, not after the step
+            self._last_repost = now - every
         if now - self._last_repost < every:
             return self._last_repost + every
         store = self._db()
@@ -350,48 +354,6 @@ class Notifier:
     # ---- the outbox ---------------------------------------------------------------------
 
     def _send_due(self, now: float) -> float | None:
-        store = self._db()
-        for msg_id in list(self._unrecorded):  # sent while the store could not record it
-            store.record_attempt_by_id(msg_id, self._unrecorded[msg_id], status="sent")
-            del self._unrecorded[msg_id]
-        queues, wake = delivery_queues(store.pending_messages(), self.clock())
-        for queue in queues:
-            for msg in queue:
-                if self._stop.is_set():
-                    return self.clock()
-                if not self._send_one(store, msg):
-                    break  # one failure per target per pass: a hanging target costs one timeout
-        self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
-        if queues:
-            return self.clock()  # what the sends unblocked is looked at in the next pass
+        wake = self.sender.send_due(self._db())
+        self.failing_since = self._db().failing_since()  # ends when the message goes out or is given up on
         return wake
-
-    def _send_one(self, store: DeliveryStore, msg: OutboxMessage) -> bool:
-        """Send one message and record the outcome; True when the target took it (or is gone)."""
-        n = self.config.notify
-        target = self.by_key.get(msg.target_key)
-        if target is None:
-            log.error("dropping message %d: target %s is no longer configured", msg.id, msg.target_label)
-            store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
-            return True
-        try:
-            target.send(msg.title, msg.body, msg.notify_type)
-        except Exception as exc:  # DeliveryError, or a bug in one target: this message alone retries
-            error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__} while sending"
-            now = self.clock()
-            if now - msg.created_at >= n.retry_for:
-                log.error("giving up on message %d to %s after %d attempts: %s",
-                          msg.id, target.label, msg.attempts + 1, error)
-                store.record_attempt(msg, now, status="expired", error=error)
-                return True  # given up on: it no longer holds the later ones back
-            delay = min(n.retry_max, n.retry_initial * (2 ** min(msg.attempts, 30)))
-            log.warning("message %d to %s failed (%s); retry %d in %.0fs",
-                        msg.id, target.label, error, msg.attempts + 1, delay)
-            store.record_attempt(msg, now, status="pending", error=error, retry_at=now + delay)
-            return False
-        sent_at = self.clock()
-        self._unrecorded[msg.id] = sent_at  # until recorded: never send it twice
-        store.record_attempt(msg, sent_at, status="sent")
-        del self._unrecorded[msg.id]
-        log.info("message %d sent to %s: %s", msg.id, target.label, msg.title)
-        return True

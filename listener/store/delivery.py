@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from ..rules.models import Alert, ProcessRecord
@@ -153,14 +153,19 @@ class DeliveryStore:
     def pending_messages(self, per_target: int = 1000) -> list[OutboxMessage]:
         """The messages not yet sent, each target's oldest `per_target` in the order they were
         written (a bound per target: one target's backlog never hides another's messages)."""
-        rows = self.conn.execute(
-            "SELECT id, target_key, target_label, scheme, title, body, notify_type, created_at, "
-            "attempts, next_attempt_at, about FROM (SELECT *, ROW_NUMBER() OVER "
-            "(PARTITION BY target_key ORDER BY id) AS n FROM outbox WHERE status = 'pending') "
-            "WHERE n <= ? ORDER BY target_key, id",
+        rows = self.conn.execute(  # without title and body: read for the few that are sent (with_text)
+            "SELECT id, target_key, target_label, scheme, '', '', notify_type, created_at, attempts, "
+            "next_attempt_at, about FROM (SELECT id, target_key, target_label, scheme, notify_type, created_at, "
+            "attempts, next_attempt_at, about, ROW_NUMBER() OVER (PARTITION BY target_key ORDER BY id) AS n "
+            "FROM outbox WHERE status = 'pending') WHERE n <= ? ORDER BY target_key, id",
             (per_target,),
         ).fetchall()
         return [OutboxMessage(*r) for r in rows]
+
+    def with_text(self, msg: OutboxMessage) -> OutboxMessage:
+        """The message with its title and body, read when it is about to be sent."""
+        row = self.conn.execute("SELECT title, body FROM outbox WHERE id = ?", (msg.id,)).fetchone()
+        return msg if row is None else replace(msg, title=row[0], body=row[1])
 
     def failing_since(self) -> float | None:
         """When the oldest message that has failed and is still to be retried was written: None when
@@ -185,7 +190,7 @@ class DeliveryStore:
                 "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
                 (msg.scheme, result),
             )
-            if status in ("sent", "expired"):  # `lookout history` says whether it was heard, not only queued
+            if status in ("sent", "expired") and "repost" not in msg.about.split():  # heard, not only queued
                 what = (f"sent to {msg.target_label}" if status == "sent" else
                         f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
                 ids = [int(t[1:]) for t in msg.about.split() if t[:1] == "a" and t[1:].isdigit()]
