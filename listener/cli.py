@@ -306,7 +306,7 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     now = time.time()
     if args.command == "silence":
         sid = store.add_silence(args.matcher, now, now + seconds, args.reason)
-        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now + seconds))
+        until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now + seconds))  # the zone said
         print(f"silence {sid}: {args.matcher} until {until}")
         if not _matches_something(store.conn, args.matcher):
             print(f"note: no process matches {args.matcher!r} now; the silence holds for any that appears before "
