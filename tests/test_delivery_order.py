@@ -49,10 +49,10 @@ def make(tmp_path, *targets: FlakyTarget, retry_for: str = "1d"):  # noqa: ANN20
         store.dispatch([], [{"target_key": target.key, "target_label": target.label, "scheme": "test",
                              "title": title, "body": title, "notify_type": "info", "about": about}], clock[0])
 
-    def run(until: float) -> None:
+    def run(until: float, tick: float = 0.5) -> None:
         while clock[0] < until:
             notifier.step(clock[0])
-            clock[0] += 0.5
+            clock[0] += tick
 
     run.clock = clock  # type: ignore[attr-defined]
     return write, run
@@ -96,11 +96,12 @@ def test_a_message_the_target_refuses_holds_back_only_those_about_the_same_alert
     write(slack, "[RESOLVED] too big is running again", "a1")
     run(112)
     assert slack.sent == ["[WARNING] quotes crashed"]  # another alert goes on (after the target's backoff)
-    for i in range(3, 7):  # the target keeps accepting other messages: it refuses that one for its content
+    for i in range(3, 60):  # the target keeps accepting other messages: it refuses that one for its content
         write(slack, f"[WARNING] p{i} crashed", f"a{i}")
-        run(112 + 10 * (i - 2))
-    run(200)
-    assert "[RESOLVED] too big is running again" in slack.sent  # given up on after 3 refusals: it follows
+        run(112 + 60 * (i - 2), tick=2.0)
+        if i == 30:  # 5 refusals, but not yet for 30 minutes: a target that rate-limits must not lose it
+            assert "[RESOLVED] too big is running again" not in slack.sent
+    assert "[RESOLVED] too big is running again" in slack.sent  # refused 5 times over 30 minutes: it follows
     assert "[WARNING] too big" not in slack.sent
 
 
@@ -155,6 +156,52 @@ def test_a_clock_stepped_back_does_not_hold_messages_for_the_size_of_the_step(tm
     assert slack.sent == ["[WARNING] feed crashed", "[RESOLVED] feed is running again"]
 
 
+def test_a_clock_stepped_back_less_than_retry_max_moves_the_retries_with_it(tmp_path):
+    config = parse_config({"state": {"path": str(tmp_path / "db")}})  # retries 2s doubling to 5m
+    clock = [10000.0]
+    slack = FlakyTarget("slack")
+    notifier = Notifier(config, [slack], None, clock=lambda: clock[0])  # type: ignore[arg-type]
+    DeliveryStore(connect(config.state_path)).dispatch([], [{
+        "target_key": "slack", "target_label": "s", "scheme": "test", "title": "[WARNING] feed crashed",
+        "body": "", "notify_type": "info", "about": "a1"}], clock[0])
+    slack.down = True
+    notifier.step(clock[0])  # fails: retry due in 2 s
+    slack.down = False
+    clock[0] -= 240  # NTP steps the clock back 4 minutes
+    while clock[0] < 10000.0 - 240 + 5:
+        notifier.step(clock[0])
+        clock[0] += 0.5
+    assert slack.sent == ["[WARNING] feed crashed"]
+
+
+def test_a_rate_limited_target_draining_a_backlog_loses_nothing(tmp_path):
+    """A target that answers 429 beyond 5 messages in 10 s, after an outage with a backlog: some
+    messages fail while others are accepted; none may be given up on as 'refused'."""
+    class RateLimited(FlakyTarget):
+        def send(self, title: str, body: str, notify_type: str) -> None:
+            recent = [t for t in self.times if t > clock() - 10]
+            if self.down or len(recent) >= 5:
+                raise ValueError("429")
+            self.times.append(clock())
+            self.sent.append(title)
+
+    slack = RateLimited("slack")
+    slack.times = []  # type: ignore[attr-defined]
+    write, run = make(tmp_path, slack)
+
+    def clock() -> float:
+        return run.clock[0]  # type: ignore[attr-defined]
+
+    slack.down = True
+    for i in range(90):
+        write(slack, f"[WARNING] p{i} crashed", f"a{i}")
+        run(100 + 20 * (i + 1), tick=1.0)
+        if i == 45:
+            slack.down = False
+    run(100 + 20 * 90 + 3600, tick=2.0)
+    assert len(slack.sent) == 90
+
+
 def test_queues_are_per_target_by_topic_and_working_targets_come_first():
     def msg(i: int, key: str, due: float, about: str, attempts: int = 0) -> OutboxMessage:
         return OutboxMessage(i, key, key, "t", f"m{i}", "", "", 0.0, attempts, due, about)
@@ -191,7 +238,7 @@ def test_random_outages_blips_and_refusals_keep_each_alerts_order(tmp_path):
     for seed in range(150):
         rnd = random.Random(seed)
         targets = [FlakyTarget(f"t{i}") for i in range(rnd.randint(1, 3))]
-        write, run = make(tmp_path / str(seed), *targets, retry_for="10m")
+        write, run = make(tmp_path / str(seed), *targets, retry_for="1h")
         written: dict[str, list[str]] = {t.key: [] for t in targets}
         t = 100.0
         for step in range(rnd.randint(5, 40)):
@@ -209,7 +256,7 @@ def test_random_outages_blips_and_refusals_keep_each_alerts_order(tmp_path):
             run(t)
         for target in targets:
             target.down, target.blips = False, 0
-        run(t + 1300)  # retry_for runs out for the refused ones
+        run(t + 3700, tick=5.0)  # retry_for runs out for the refused ones, then the rest follow
         for target in targets:
             sent = target.sent
             assert len(sent) == len(set(sent)), (seed, sent)

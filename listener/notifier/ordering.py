@@ -6,7 +6,7 @@ things is still pending, whatever the reason that one failed (a target coming ba
 timeout, a content it refuses): a "RESOLVED" is never heard before its alert, nor an escalation
 before the crash. Messages about other things go on; only a target that is down holds all of its
 own back. A message the target keeps refusing holds back only those about the same alerts, until
-it is given up on (sender.py: refused 3 times while the target accepted others, or after
+it is given up on (sender.py: refused 5 times over 30 minutes while the target accepted others, or
 notify.retry_for). A row from an older store (about nothing) orders with all.
 
 Within one pass, targets whose messages all went out so far come first, a target's messages

@@ -2,8 +2,8 @@
 
 Each message goes out on its own, with the target's timeout. A failure retries with exponential
 backoff for notify.retry_for, and rests its target for a backoff of its own (ordering.py says
-who goes when). A message that fails REFUSED_AFTER times although its target accepted other
-messages in between is refused for its content: it is given up on at once, so that the later
+who goes when). A message that fails REFUSED_AFTER times over REFUSED_FOR although its target
+accepted other messages in between is refused for its content: it is given up on at once, so that the later
 messages about its alerts are not held back for retry_for. An accepted message is never resent:
 its id is kept in memory until the store has recorded it (a full disk).
 """
@@ -21,7 +21,12 @@ from .targets import DeliveryError, Target
 
 log = logging.getLogger("lookout.notifier")
 
-REFUSED_AFTER = 3  # failures while the target accepted other messages: it refuses this one
+# A message refused this often while its target accepted other messages, over at least this
+# long, is refused for its content. Both generous: a target that rate-limits (429) or flaps
+# fails a message now and then while accepting others, and must not lose it.
+REFUSED_AFTER, REFUSED_FOR = 5, 1800.0
+MIN_ATTEMPTS = 3  # retry_for over, a message is still tried this often before it is given up on
+CLOCK_STEP = 1.0  # a clock that goes back more than this stepped (NTP, a VM restored)
 SENT, FAILED, GIVEN_UP = "sent", "failed", "given up"
 
 
@@ -33,7 +38,8 @@ class OutboxSender:
         self._resting: dict[str, tuple[float, int]] = {}  # target key -> (backoff until, failures in a row)
         self._accepted_at: dict[str, float] = {}  # target key -> when it last accepted a message
         self._failed_at: dict[int, float] = {}  # outbox id -> its last failure (this listener's)
-        self._refusals: dict[int, int] = {}  # outbox id -> failures while its target accepted others
+        self._refusals: dict[int, tuple[int, float]] = {}  # outbox id -> (refusals, the first one's time)
+        self._last_now: float | None = None
 
     def send_due(self, store: DeliveryStore) -> float | None:
         """One pass: returns when the next message falls due (now, when sends unblocked others)."""
@@ -41,6 +47,9 @@ class OutboxSender:
             store.record_attempt_by_id(msg_id, self._unrecorded[msg_id], status="sent")
             del self._unrecorded[msg_id]
         now = self.clock()
+        if self._last_now is not None and now < self._last_now - CLOCK_STEP:
+            self._stepped_back(store, self._last_now - now, now)
+        self._last_now = now
         pending = store.pending_messages()
         if len(self._failed_at) > 5000:  # superseded re-posts are never sent nor given up on: forget them
             keep = {m.id for m in pending}
@@ -62,6 +71,14 @@ class OutboxSender:
                     self._accepted_at[msg.target_key] = self.clock()
         return self.clock() if queues else wake  # what the sends unblocked is looked at in the next pass
 
+    def _stepped_back(self, store: DeliveryStore, step: float, now: float) -> None:
+        """Retries and rests were set on the old clock: move them with it, so none waits the step."""
+        log.warning("the clock stepped back %.0fs: pending retries move with it", step)
+        store.retries_stepped_back(step, now)
+        self._resting = {k: (max(now, until - step), n) for k, (until, n) in self._resting.items()}
+        self._accepted_at = {k: t - step for k, t in self._accepted_at.items()}
+        self._failed_at = {k: t - step for k, t in self._failed_at.items()}
+
     def _rest(self, key: str) -> None:
         """A target's own backoff after a failure: its messages wait together, not one by one."""
         n = self.settings
@@ -70,11 +87,14 @@ class OutboxSender:
 
     def _refused(self, msg: OutboxMessage) -> bool:
         """Failed again although its target accepted another message since its last failure."""
+        now = self.clock()
         previous = self._failed_at.get(msg.id)
-        self._failed_at[msg.id] = self.clock()
+        self._failed_at[msg.id] = now
+        count, first = self._refusals.get(msg.id, (0, now))
         if previous is not None and self._accepted_at.get(msg.target_key, float("-inf")) > previous:
-            self._refusals[msg.id] = self._refusals.get(msg.id, 0) + 1
-        return self._refusals.get(msg.id, 0) >= REFUSED_AFTER
+            count += 1
+            self._refusals[msg.id] = (count, first)
+        return count >= REFUSED_AFTER and now - first >= REFUSED_FOR
 
     def _forget(self, msg_id: int) -> None:
         self._failed_at.pop(msg_id, None)
@@ -94,9 +114,10 @@ class OutboxSender:
             error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__} while sending"
             now = self.clock()
             refused = self._refused(msg)
-            if now - msg.created_at >= n.retry_for or refused:
-                why = f"it refused it {REFUSED_AFTER} times while accepting others" if refused else \
-                    f"{msg.attempts + 1} attempts"
+            # retry_for, but a few tries at least: one that waited behind another has its chance
+            if (now - msg.created_at >= n.retry_for and msg.attempts + 1 >= MIN_ATTEMPTS) or refused:
+                why = (f"{msg.attempts + 1} attempts" if not refused else
+                       f"it refused it {REFUSED_AFTER} times in {REFUSED_FOR / 60:.0f}+ minutes while accepting others")
                 log.error("giving up on message %d to %s after %s: %s", msg.id, target.label, why, error)
                 store.record_attempt(msg, now, status="expired", error=error)
                 self._forget(msg.id)

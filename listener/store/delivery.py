@@ -63,6 +63,16 @@ def _fingerprint(n: PendingNotice) -> tuple:
     return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence)
 
 
+def _delivery_history(c: sqlite3.Connection, about: str, now: float, what: str) -> None:
+    """`lookout history` says whether a message was heard, not only queued (re-posts aside)."""
+    topics = about.split()
+    if "repost" in topics:
+        return
+    ids = [int(t[1:]) for t in topics if t[:1] == "a" and t[1:].isdigit()]
+    c.executemany("INSERT INTO history(at, namespec, kind, detail) SELECT ?, namespec, 'notify', ? "
+                  "FROM alerts WHERE id = ?", [(now, what, i) for i in ids])
+
+
 class DeliveryStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -190,25 +200,29 @@ class DeliveryStore:
                 "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
                 (msg.scheme, result),
             )
-            if status in ("sent", "expired") and "repost" not in msg.about.split():  # heard, not only queued
-                what = (f"sent to {msg.target_label}" if status == "sent" else
-                        f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
-                ids = [int(t[1:]) for t in msg.about.split() if t[:1] == "a" and t[1:].isdigit()]
-                c.executemany("INSERT INTO history(at, namespec, kind, detail) SELECT ?, namespec, 'notify', ? "
-                              "FROM alerts WHERE id = ?", [(now, what, i) for i in ids])
+            if status in ("sent", "expired"):
+                _delivery_history(c, msg.about, now, f"sent to {msg.target_label}" if status == "sent" else
+                                  f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
 
     def record_attempt_by_id(self, msg_id: int, now: float, *, status: str) -> None:
         """A message that was sent while the store could not record it (disk full)."""
         with Transaction(self.conn) as c:
             c.execute("UPDATE outbox SET status = ?, attempts = attempts + 1, sent_at = ? WHERE id = ?",
                       (status, now, msg_id))
-            scheme = c.execute("SELECT scheme FROM outbox WHERE id = ?", (msg_id,)).fetchone()
-            if scheme is not None:
+            row = c.execute("SELECT scheme, about, target_label FROM outbox WHERE id = ?", (msg_id,)).fetchone()
+            if row is not None:
                 c.execute(
                     "INSERT INTO notification_stats(scheme, result, count) VALUES (?, 'success', 1) "
                     "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
-                    (scheme[0],),
+                    (row[0],),
                 )
+                _delivery_history(c, row[1], now, f"sent to {row[2]}")
+
+    def retries_stepped_back(self, step: float, now: float) -> None:
+        """The clock stepped back by `step`: every retry still ahead moves with it."""
+        with Transaction(self.conn) as c:
+            c.execute("UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?) "
+                      "WHERE status = 'pending' AND next_attempt_at > ?", (now, step, now))
 
     def backlog(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
