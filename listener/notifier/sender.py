@@ -62,7 +62,10 @@ class OutboxSender:
             for msg in queue:
                 if self._stop.is_set():
                     return self.clock()
-                outcome = self._send_one(store, store.with_text(msg))
+                full = store.with_text(msg)
+                if full is None:
+                    continue
+                outcome = self._send_one(store, full)
                 if outcome == FAILED:
                     self._rest(msg.target_key)
                     break  # one failure per target per pass: a target that is down or hangs rests

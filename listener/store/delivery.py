@@ -172,10 +172,12 @@ class DeliveryStore:
         ).fetchall()
         return [OutboxMessage(*r) for r in rows]
 
-    def with_text(self, msg: OutboxMessage) -> OutboxMessage:
-        """The message with its title and body, read when it is about to be sent."""
-        row = self.conn.execute("SELECT title, body FROM outbox WHERE id = ?", (msg.id,)).fetchone()
-        return msg if row is None else replace(msg, title=row[0], body=row[1])
+    def with_text(self, msg: OutboxMessage) -> OutboxMessage | None:
+        """The message with its title and body, read when it is about to be sent; None if it is no
+        longer pending (a store recreated under the listener)."""
+        row = self.conn.execute("SELECT title, body FROM outbox WHERE id = ? AND status = 'pending'",
+                                (msg.id,)).fetchone()
+        return None if row is None else replace(msg, title=row[0], body=row[1])
 
     def failing_since(self) -> float | None:
         """When the oldest message that has failed and is still to be retried was written: None when
