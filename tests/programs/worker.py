@@ -18,7 +18,8 @@ def flag(kind: str) -> str:
 
 if len(sys.argv) > 2 and sys.argv[2] == "child":
     ballast = b""
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # ends with its worker (supervisord signals only the worker)
         if os.path.exists(flag("grow")) and not ballast:
             ballast = b"x" * (120 << 20)
         elif not os.path.exists(flag("grow")):
