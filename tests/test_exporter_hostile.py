@@ -233,4 +233,6 @@ def test_a_request_flood_from_one_address_does_not_stall_anothers_scrapes(superv
         for t in floods:
             t.join(5)
     took.append(scrape())  # and right after
-    assert max(took) < 1.0, took
+    # A stall is a head_timeout (5 s) or worse; a busy 2-core machine running the suite beside
+    # the flood may delay one scrape by a second. The typical scrape stays fast.
+    assert max(took) < 3.0 and sorted(took)[len(took) // 2] < 0.5, took
