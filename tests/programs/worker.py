@@ -25,6 +25,7 @@ if len(sys.argv) > 2 and sys.argv[2] == "child":
         elif not os.path.exists(flag("grow")):
             ballast = b""
         time.sleep(0.1)
+    sys.exit(0)
 
 child = subprocess.Popen([sys.executable, __file__, root, "child"])
 told = False
