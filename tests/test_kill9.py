@@ -52,9 +52,16 @@ def test_kill9_during_crash_storm(supervisor_factory, webhook):
         )
 
     names = [f"w{i}:w{i}" for i in range(n)]
-    for ns in names:
-        wait_for(lambda ns=ns: webhook.entries_for(ns, "is crash-looping"), 40, f"{ns} crash loop")
-        wait_for(lambda ns=ns: webhook.entries_for(ns, "running again"), 40, f"{ns} recovery")
+    try:
+        for ns in names:
+            wait_for(lambda ns=ns: webhook.entries_for(ns, "is crash-looping"), 40, f"{ns} crash loop")
+            wait_for(lambda ns=ns: webhook.entries_for(ns, "running again"), 40, f"{ns} recovery")
+    except AssertionError as exc:
+        with sup.db() as c:
+            said = [tuple(r) for r in c.execute("SELECT namespec, kind, detail FROM history WHERE kind IN "
+                                                "('alert', 'resolved', 'notify') ORDER BY id")]
+        raise AssertionError(f"{exc}\n{[m.title for m in webhook.messages]}\n{said}\n"
+                             f"{sup.listener_output()[-4000:]}") from None
     wait_for(lambda: all((sup.process_row(ns) or {}).get("restarts") == 3 for ns in names), 10, "counters")
 
     def once_each() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
@@ -296,3 +297,24 @@ def test_a_stable_run_is_resolved_only_when_supervisord_agrees():
     assert "runs stably" in out.reconcile  # asks again later
     agreed = engine.on_snapshot(supervisord_view(engine, 73), 73, 73)
     assert [(n.kind, agreed.alerts[n.key].kind) for n in agreed.notices] == [(RESOLVED, CRASHED)]
+
+
+def test_a_stable_run_seen_before_its_events_is_not_resolved_until_they_arrive():
+    """A restarted listener's reconcile sees the newest run, stable, while the events of the runs
+    before it (crashes) still wait in supervisord's buffer: resolving then would split one crash
+    loop into "recovered" and a new crash (found by the kill -9 storm test)."""
+    from lookout.listener.rules.models import Alert, ProcessRecord, ProcessSnapshot
+
+    rec = ProcessRecord(group="w", name="w")
+    rec.state, rec.pid, rec.event_pid, rec.present = "RUNNING", 4004, 2002, True  # pid from a reconcile
+    rec.failing_since, rec.running_since = 100.0, 105.0
+    engine = AlertEngine(SETTINGS, [rec], [Alert("w:w", CRASHED, "warning", 100.0, 100.0, id=1)])
+    view = [ProcessSnapshot("w", "w", "RUNNING", 105, 0, 170, 4004, 0, "")]
+    assert "runs stably" in engine.on_time(170).reconcile
+    assert not engine.on_snapshot(view, 170, 170).notices  # its own RUNNING event has not come yet
+    assert not engine.on_time(171).reconcile  # and it is not asked again at once
+    running = ev("RUNNING", "w", "STARTING")
+    engine.on_event(dataclasses.replace(running, pid=4004), 172)  # the queued events arrive
+    assert "runs stably" in engine.on_time(172 + 60).reconcile
+    said = engine.on_snapshot([ProcessSnapshot("w", "w", "RUNNING", 172, 0, 232, 4004, 0, "")], 232, 232)
+    assert [n.kind for n in said.notices] == [RESOLVED]

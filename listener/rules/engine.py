@@ -105,6 +105,7 @@ class AlertEngine(SnapshotRules):
         # Seemingly stable for stable_after: resolved only once supervisord confirms it (events
         # reach us late when supervisord or we are busy; a resolution must not rest on old news).
         self._stable_checks: set[str] = set()
+        self._stable_not_before: dict[str, float] = {}  # asked too early (events still queued): ask again then
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
@@ -187,7 +188,8 @@ class AlertEngine(SnapshotRules):
                 self._confirming.add(ns)
                 out.reconcile = f"confirm whether {ns} was respawned"
             if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since is not None \
-                    and now - rec.running_since >= s.stable_after and ns not in self._stable_checks:
+                    and now - rec.running_since >= s.stable_after and ns not in self._stable_checks \
+                    and now >= self._stable_not_before.get(ns, now):
                 self._stable_checks.add(ns)  # on_snapshot resolves it if supervisord agrees
                 out.reconcile = f"confirm that {ns} runs stably"
             loop = self.policies.lookup(ns).crash_loop
@@ -214,7 +216,7 @@ class AlertEngine(SnapshotRules):
                 times.append(rec.pending_exit_at + s.exit_grace)
             if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since \
                     and ns not in self._stable_checks:
-                times.append(rec.running_since + s.stable_after)
+                times.append(max(rec.running_since + s.stable_after, self._stable_not_before.get(ns, 0.0)))
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
                 times.append(brake_at)
@@ -230,9 +232,12 @@ class AlertEngine(SnapshotRules):
         if ev.state == "STARTING":
             self._unconfirmed.discard(rec.namespec)  # a new process: its RUNNING event brings its pid
         self._stable_checks.discard(rec.namespec)  # news: a stable run is judged afresh
+        self._stable_not_before.pop(rec.namespec, None)
         out.history.append((now, rec.namespec, "state", ev.describe()))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.pid = ev.pid if ev.state in LIVE_STATES else None
+        if rec.pid:
+            rec.event_pid = rec.pid
         state = ev.state
         if state == "STARTING":
             rec.last_start, rec.running_since = now, None

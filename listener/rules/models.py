@@ -72,6 +72,7 @@ class ProcessRecord:
     spawnerr: str = ""
     present: bool = True
     event_at: float = 0.0  # when an event last changed it (stale-snapshot guard)
+    event_pid: int | None = None  # the pid events last named (a reconcile may set `pid` ahead of them)
     # ---- remediation (what lookout itself did, and may still do) ----
     lookout_restarts: list[float] = field(default_factory=list)  # times, inside remediation.within
     remediation_exhausted: bool = False  # latched until an operator stops, starts or restarts it

@@ -22,6 +22,8 @@ from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, 
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
 COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
+STABLE_RECHECK = 2.0  # a stable run not yet heard of in events: asked again after this
+LATE_EVENTS = 30.0  # how long a run's events may be queued before we stop waiting for them
 
 
 def coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
@@ -59,7 +61,7 @@ class SnapshotRules:
         if rec is None or rec.state not in LIVE_STATES or not start or (pid and rec.pid and pid != rec.pid):
             return out
         if pid and not rec.pid and rec.state == "STARTING":  # STARTING events carry no pid: supervisord's answer does
-            rec.pid = pid
+            rec.pid = pid  # (not event_pid: the answer may be about a later run, events still queued)
             out.records[namespec] = rec
         if (exact and rec.last_start != start) or (not exact and coarse_start_differs(rec, start)):
             rec.last_start = start
@@ -102,9 +104,12 @@ class SnapshotRules:
             if left is not None and left.kind == LEFT_STOPPED and info.state == "RUNNING":
                 self.book.close(REMEDIATION, ns, now, out, "started again", notify=True)
             if stable_check and self._confirmed_stable(rec, info, taken_at):
-                self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
-                self._reset_failures(rec)
-                self._touch(rec, out)
+                if self._heard_this_run(rec, info, taken_at):
+                    self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
+                    self._reset_failures(rec)
+                    self._touch(rec, out)
+                else:  # its own events are still queued behind older ones: they may be crashes
+                    self._stable_not_before[ns] = taken_at + STABLE_RECHECK
             if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
                 self._touch(rec, out)
         for ns, rec in self.records.items():
@@ -120,6 +125,17 @@ class SnapshotRules:
         started = info.start + (taken_at - info.now)
         return (rec.failing_since is not None and info.state == "RUNNING" and bool(info.start)
                 and (not rec.pid or info.pid == rec.pid) and taken_at - started >= self.settings.stable_after)
+
+    def _heard_this_run(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float) -> bool:
+        """An event named the pid supervisord says is running, so the crashes before it have
+        reached us too (events come in order). After a
+        listener restart the reconcile sees the current process while the events of earlier runs
+        still wait in supervisord's buffer: resolving then would split one crash loop into
+        "recovered" and a new crash. With no event for LATE_EVENTS more, it is taken as stable
+        (its events were lost to an overflow)."""
+        started = info.start + (taken_at - info.now)
+        heard = (rec.event_pid if rec.event_pid is not None else rec.pid or 0) == info.pid
+        return heard or taken_at - started >= self.settings.stable_after + LATE_EVENTS
 
     def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
         changed = not rec.present or rec.state != info.state

@@ -18,7 +18,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    lookout_restarts (JSON list of times), remediation_exhausted,
                                    braked, brake_delay, brake_resume_at, stopped_by (operator,
                                    lookout), action (JSON: lookout's action in flight, step by
-                                   step), ...
+                                   step), event_pid (the pid events last named: a reconcile may
+                                   know a newer one while events are still queued), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
@@ -99,6 +100,7 @@ CREATE TABLE IF NOT EXISTS processes (
     spawnerr TEXT NOT NULL DEFAULT '',
     present INTEGER NOT NULL DEFAULT 1,
     event_at REAL NOT NULL DEFAULT 0,
+    event_pid INTEGER,
     lookout_restarts TEXT NOT NULL DEFAULT '[]',
     remediation_exhausted INTEGER NOT NULL DEFAULT 0,
     remediation_next_at REAL,
