@@ -318,3 +318,69 @@ def test_a_stable_run_seen_before_its_events_is_not_resolved_until_they_arrive()
     assert "runs stably" in engine.on_time(172 + 60).reconcile
     said = engine.on_snapshot([ProcessSnapshot("w", "w", "RUNNING", 172, 0, 232, 4004, 0, "")], 232, 232)
     assert [n.kind for n in said.notices] == [RESOLVED]
+
+
+def _pev(state: str, from_state: str, pid: int | None = None, expected: bool | None = None) -> ProcessStateEvent:
+    return dataclasses.replace(ev(state, "w", from_state, expected=expected), pid=pid)
+
+
+def test_a_listener_down_longer_than_the_grace_still_waits_for_the_queued_crashes():
+    """The 30 s for events lost runs from when the listener first asks, not from the run's start:
+    a listener that was down for minutes still hears the queued crashes as one crash loop."""
+    from lookout.listener.rules.models import Alert, ProcessRecord, ProcessSnapshot
+
+    rec = ProcessRecord(group="w", name="w")
+    rec.state, rec.pid, rec.event_pid, rec.present = "RUNNING", 100, 100, True
+    rec.failing_since, rec.running_since, rec.last_start, rec.failures = 1000.0, 1001.0, 1000.0, [1000.0]
+    engine = AlertEngine(SETTINGS, [rec], [Alert("w:w", CRASHED, "warning", 1000.0, 1000.0, id=1)])
+
+    def view(t: float) -> list[ProcessSnapshot]:
+        return [ProcessSnapshot("w", "w", "RUNNING", 1016, 0, int(t), 150, 0, "")]  # pid 150 since 1016
+
+    said = []
+    engine.on_snapshot(view(1200), 1200, 1200)  # the new listener's first reconcile, 3 minutes later
+    t = 1200.5
+    while t < 1203.5:
+        out = engine.on_time(t)
+        if out.reconcile:
+            out.merge(engine.on_snapshot(view(t), t, t))
+        said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
+        t += 0.5
+    for pid in (100, 120, 130):  # the crashes queued in supervisord arrive
+        for event in (_pev("EXITED", "RUNNING", pid, False), _pev("STARTING", "EXITED"),
+                      _pev("RUNNING", "STARTING", {100: 120, 120: 130, 130: 150}[pid])):
+            out = engine.on_event(event, t)
+            said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
+            t += 0.01
+    while t < 1300:
+        out = engine.on_time(t)
+        if out.reconcile:
+            out.merge(engine.on_snapshot(view(t), t, t))
+        said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
+        t += 0.5
+    assert said == [(FIRING, CRASH_LOOP), (RESOLVED, CRASH_LOOP)], said  # one episode, escalated, then over
+
+
+def test_many_runs_waiting_for_their_events_share_one_reconcile_every_2s():
+    from lookout.listener.rules.models import Alert, ProcessRecord, ProcessSnapshot
+
+    records, alerts = [], []
+    for i in range(40):
+        rec = ProcessRecord(group=f"p{i}", name=f"p{i}")
+        rec.state, rec.pid, rec.event_pid, rec.present = "RUNNING", 5000 + i, 100 + i, True
+        rec.failing_since, rec.running_since, rec.last_start = 1000.0, 1000.0 + i * 0.1, 1000.0 + i * 0.1
+        records.append(rec)
+        alerts.append(Alert(rec.namespec, CRASHED, "warning", 1000.0, 1000.0, id=i + 1))
+    engine = AlertEngine(SETTINGS, records, alerts)
+    view = [ProcessSnapshot(f"p{i}", f"p{i}", "RUNNING", int(1000 + i * 0.1), 0, 0, 5000 + i, 0, "")
+            for i in range(40)]
+    t, asks, resolved = 1000.0, 0, 0
+    while (deadline := engine.next_deadline()) is not None:
+        t = max(t + 0.05, deadline)  # the loop wakes at the deadline
+        out = engine.on_time(t)
+        if out.reconcile:
+            asks += 1
+            out.merge(engine.on_snapshot([dataclasses.replace(v, now=int(t)) for v in view], t, t + 0.05))
+        resolved += sum(n.kind == RESOLVED for n in out.notices)
+    assert resolved == 40
+    assert asks <= 40 + 17, asks  # each one's first check, then one shared recheck every 2 s for 30 s

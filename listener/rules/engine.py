@@ -106,6 +106,7 @@ class AlertEngine(SnapshotRules):
         # reach us late when supervisord or we are busy; a resolution must not rest on old news).
         self._stable_checks: set[str] = set()
         self._stable_not_before: dict[str, float] = {}  # asked too early (events still queued): ask again then
+        self._unheard_since: dict[str, float] = {}  # first seen stable but not yet named by an event
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
@@ -233,6 +234,7 @@ class AlertEngine(SnapshotRules):
             self._unconfirmed.discard(rec.namespec)  # a new process: its RUNNING event brings its pid
         self._stable_checks.discard(rec.namespec)  # news: a stable run is judged afresh
         self._stable_not_before.pop(rec.namespec, None)
+        self._unheard_since.pop(rec.namespec, None)
         out.history.append((now, rec.namespec, "state", ev.describe()))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.pid = ev.pid if ev.state in LIVE_STATES else None

@@ -91,7 +91,7 @@ class SnapshotRules:
             self._unconfirmed.discard(ns)
             rec = self._record(info.group, info.name)
             self._confirming.discard(ns)
-            stable_check = ns in self._stable_checks
+            stable_check = ns in self._stable_checks or ns in self._stable_not_before  # one answer serves all waits
             self._stable_checks.discard(ns)
             interrupted = rec.action is not None and rec.action.interrupted
             if rec.event_at > taken_at:
@@ -105,11 +105,16 @@ class SnapshotRules:
                 self.book.close(REMEDIATION, ns, now, out, "started again", notify=True)
             if stable_check and self._confirmed_stable(rec, info, taken_at):
                 if self._heard_this_run(rec, info, taken_at):
+                    self._stable_not_before.pop(ns, None)
+                    self._unheard_since.pop(ns, None)
                     self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
                     self._reset_failures(rec)
                     self._touch(rec, out)
                 else:  # its own events are still queued behind older ones: they may be crashes
                     self._stable_not_before[ns] = taken_at + STABLE_RECHECK
+            elif stable_check:
+                self._stable_not_before.pop(ns, None)
+                self._unheard_since.pop(ns, None)
             if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
                 self._touch(rec, out)
         for ns, rec in self.records.items():
@@ -128,14 +133,15 @@ class SnapshotRules:
 
     def _heard_this_run(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float) -> bool:
         """An event named the pid supervisord says is running, so the crashes before it have
-        reached us too (events come in order). After a
-        listener restart the reconcile sees the current process while the events of earlier runs
-        still wait in supervisord's buffer: resolving then would split one crash loop into
-        "recovered" and a new crash. With no event for LATE_EVENTS more, it is taken as stable
-        (its events were lost to an overflow)."""
-        started = info.start + (taken_at - info.now)
-        heard = (rec.event_pid if rec.event_pid is not None else rec.pid or 0) == info.pid
-        return heard or taken_at - started >= self.settings.stable_after + LATE_EVENTS
+        reached us too (events come in order). After a listener restart the reconcile sees the
+        current process while the events of earlier runs still wait in supervisord's buffer:
+        resolving then would split one crash loop into "recovered" and a new crash. With no
+        event LATE_EVENTS after we first asked (not after it started: the listener may have been
+        down longer than that), it is taken as stable: its events were lost to an overflow."""
+        if (rec.event_pid if rec.event_pid is not None else rec.pid or 0) == info.pid:
+            return True
+        since = self._unheard_since.setdefault(rec.namespec, taken_at)  # from when we could hear of it
+        return taken_at - since >= LATE_EVENTS
 
     def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
         changed = not rec.present or rec.state != info.state
