@@ -338,26 +338,26 @@ def test_a_listener_down_longer_than_the_grace_still_waits_for_the_queued_crashe
         return [ProcessSnapshot("w", "w", "RUNNING", 1016, 0, int(t), 150, 0, "")]  # pid 150 since 1016
 
     said = []
+
+    def tick(t: float, until: float) -> float:
+        """Time passes; every reconcile asked for is answered by supervisord's view."""
+        while t < until:
+            out = engine.on_time(t)
+            if out.reconcile:
+                out.merge(engine.on_snapshot(view(t), t, t))
+            said.extend((n.kind, out.alerts[n.key].kind) for n in out.notices)
+            t += 0.5
+        return t
+
     engine.on_snapshot(view(1200), 1200, 1200)  # the new listener's first reconcile, 3 minutes later
-    t = 1200.5
-    while t < 1203.5:
-        out = engine.on_time(t)
-        if out.reconcile:
-            out.merge(engine.on_snapshot(view(t), t, t))
-        said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
-        t += 0.5
+    t = tick(1200.5, 1203.5)
     for pid in (100, 120, 130):  # the crashes queued in supervisord arrive
         for event in (_pev("EXITED", "RUNNING", pid, False), _pev("STARTING", "EXITED"),
                       _pev("RUNNING", "STARTING", {100: 120, 120: 130, 130: 150}[pid])):
             out = engine.on_event(event, t)
             said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
             t += 0.01
-    while t < 1300:
-        out = engine.on_time(t)
-        if out.reconcile:
-            out.merge(engine.on_snapshot(view(t), t, t))
-        said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
-        t += 0.5
+    tick(t, 1300)
     assert said == [(FIRING, CRASH_LOOP), (RESOLVED, CRASH_LOOP)], said  # one episode, escalated, then over
 
 

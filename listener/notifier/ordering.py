@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from itertools import groupby
 
-from ..store.delivery import OutboxMessage
+from ..store.delivery import ANY, REPOST, OutboxMessage
 
-EVERYTHING = frozenset({"*"})
+EVERYTHING = frozenset({ANY})
 
 
 def about(msg: OutboxMessage) -> frozenset[str]:
     """What the message is about; a re-post marker orders nothing."""
-    topics = frozenset(msg.about.split()) - {"repost"}
-    return EVERYTHING if not msg.about.strip() or "*" in topics else topics
+    topics = frozenset(msg.about.split()) - {REPOST}
+    return EVERYTHING if not msg.about.strip() or ANY in topics else topics
 
 
 def delivery_queues(pending: list[OutboxMessage], now: float, resting: dict[str, float] | None = None,
@@ -48,7 +48,7 @@ def delivery_queues(pending: list[OutboxMessage], now: float, resting: dict[str,
         queue = []
         for msg in messages:
             topics = about(msg)
-            waits = "*" in earlier or (bool(earlier) and topics is EVERYTHING) or bool(topics & earlier)
+            waits = ANY in earlier or (bool(earlier) and topics is EVERYTHING) or bool(topics & earlier)
             earlier |= topics
             if waits:
                 continue  # it goes out after the older one: looked at again when that one is done

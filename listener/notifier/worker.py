@@ -29,7 +29,7 @@ from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..rules.policy import PolicyBook
-from ..store.delivery import DeliveryStore, PendingNotice
+from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..text import clean
@@ -215,7 +215,7 @@ class Notifier:
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": self._system_title(msg), "body": body,
                                  "notify_type": "" if target.format == AM_FORMAT else notify_type(msg),
-                                 "about": "system"})
+                                 "about": SYSTEM})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
@@ -268,8 +268,7 @@ class Notifier:
             msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
                                 markdown=getattr(target, "markdown", False), errors=self.errors)
             title, body, kind = msg.title, msg.body, msg.notify_type
-        topics = sorted({"*" if n.alert.id is None else f"a{n.alert.id}" for n in notices})
-        about = " ".join(["repost"] * repost + topics)
+        about = about_alerts((n.alert for n in notices), repost)
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                 "title": title, "body": body, "notify_type": kind, "about": about}
 
@@ -354,6 +353,7 @@ class Notifier:
     # ---- the outbox ---------------------------------------------------------------------
 
     def _send_due(self, now: float) -> float | None:
-        wake = self.sender.send_due(self._db())
-        self.failing_since = self._db().failing_since()  # ends when the message goes out or is given up on
+        store = self._db()
+        wake = self.sender.send_due(store)
+        self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
         return wake

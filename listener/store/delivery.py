@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
@@ -63,12 +64,29 @@ def _fingerprint(n: PendingNotice) -> tuple:
     return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence)
 
 
+# outbox.about: what a message is about, space-separated; the one place that writes and reads it.
+REPOST, SYSTEM, ANY = "repost", "system", "*"
+
+
+def about_alerts(alerts: Iterable[Alert], repost: bool = False) -> str:
+    """The about of a message reporting these alerts (an alert not yet stored: ANY)."""
+    topics = sorted({ANY if a.id is None else f"a{a.id}" for a in alerts})
+    return " ".join([REPOST] * repost + topics)
+
+
+def is_repost(about: str) -> bool:
+    return REPOST in about.split()
+
+
+def alert_ids(about: str) -> list[int]:
+    return [int(t[1:]) for t in about.split() if t[:1] == "a" and t[1:].isdigit()]
+
+
 def _delivery_history(c: sqlite3.Connection, about: str, now: float, what: str) -> None:
     """`lookout history` says whether a message was heard, not only queued (re-posts aside)."""
-    topics = about.split()
-    if "repost" in topics:
+    if is_repost(about):
         return
-    ids = [int(t[1:]) for t in topics if t[:1] == "a" and t[1:].isdigit()]
+    ids = alert_ids(about)
     c.executemany("INSERT INTO history(at, namespec, kind, detail) SELECT ?, namespec, 'notify', ? "
                   "FROM alerts WHERE id = ?", [(now, what, i) for i in ids])
 
@@ -115,7 +133,7 @@ class DeliveryStore:
                     return False
             c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'notify', ?)",
                           [(now, ns, what) for ns, what in history])
-            for key in {m["target_key"] for m in messages if "repost" in m.get("about", "").split()}:
+            for key in {m["target_key"] for m in messages if is_repost(m.get("about", ""))}:
                 c.execute("UPDATE outbox SET status = 'dropped', last_error = 'superseded by a newer re-post' "
                           "WHERE target_key = ? AND status = 'pending' AND ' ' || about || ' ' LIKE '% repost %'",
                           (key,))  # a target that is down keeps one re-post, the latest, not one per interval
