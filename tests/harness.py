@@ -132,6 +132,10 @@ class Webhook:
     messages: list[Received] = field(default_factory=list)
     fail_status: int = 0  # answer this instead of 200 while set
     failed_attempts: int = 0
+    delay: float = 0.0  # answer 200 only this many seconds after the request was read (a slow target)
+    trickle: float = 0.0  # answer one byte every this many seconds (a stuck proxy); the message counts as received
+    posts: int = 0  # every POST read, whatever the answer
+    stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -144,6 +148,8 @@ class Webhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                with hook.lock:
+                    hook.posts += 1
                 if hook.fail_status:
                     with hook.lock:
                         hook.failed_attempts += 1
@@ -164,10 +170,26 @@ class Webhook:
                 )
                 with hook.lock:
                     hook.messages.append(msg)
+                if hook.delay:
+                    hook.stopping.wait(hook.delay)  # the slow peer itself, not a test's wait
+                if hook.trickle:
+                    self._trickle(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b"{}")
+
+            def _trickle(self, answer: bytes) -> None:
+                self.close_connection = True
+                try:
+                    for i in range(len(answer)):
+                        if hook.stopping.wait(hook.trickle):
+                            return
+                        self.wfile.write(answer[i:i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    return  # the client gave up: as a real one does
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -178,6 +200,7 @@ class Webhook:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -305,9 +328,16 @@ class Supervisor:
         state_path: Path | None = None,
         main_log: str = "%(here)s/supervisord.log",
         environment: dict[str, str] | None = None,
+        clock_step: bool = False,
     ) -> None:
         self.root = root
         self.environment = dict(environment or {})  # for supervisord and so for its programs and the listener
+        self.clock_offset_file = root / "clock_offset"
+        if clock_step:  # tests/clockstep/sitecustomize.py: step_clock() moves time.time() of all of them
+            self.clock_offset_file.write_text("0")
+            self.environment["LOOKOUT_TEST_CLOCK_OFFSET_FILE"] = str(self.clock_offset_file)
+            self.environment["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO / "tests" / "clockstep"), os.environ.get("PYTHONPATH", "")) if p)
         self.wrapper = list(wrapper)  # a command supervisord runs under (e.g. unshare with a tmpfs)
         self.invariants = True  # checked after the test (check_store_invariants); off where a test breaks the store
         (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -338,6 +368,16 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.environment)
         return env
+
+    def step_clock(self, seconds: float) -> None:
+        """Step the wall clock of supervisord, its listener and its Python programs by `seconds`
+        (negative: back), as NTP or a VM restore does; their monotonic clock goes on. Needs
+        clock_step=True. The file is replaced whole: each process's next time.time() reads it."""
+        assert "LOOKOUT_TEST_CLOCK_OFFSET_FILE" in self.environment, "start the Supervisor with clock_step=True"
+        offset = float(self.clock_offset_file.read_text() or 0) + seconds
+        tmp = self.clock_offset_file.with_suffix(".tmp")
+        tmp.write_text(repr(offset))
+        os.replace(tmp, self.clock_offset_file)
 
     def children(self) -> list[int]:
         """The pids of supervisord's children (its programs and the listener), from /proc."""
