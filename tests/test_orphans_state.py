@@ -1,15 +1,20 @@
-"""Issue 21, case 4: orphans are state. supervisord killed -9 twice, a program kept running each
-time: every orphan stays named (with the supervisord that left it) across a listener restart and
-a reload, until it is gone; then one resolved message. Against a real supervisord."""
+"""Issue 21, cases 4 and 11: orphans are state. supervisord killed -9 twice, a program kept running
+each time: every orphan stays named (with the supervisord that left it) across a listener restart
+and a reload, until it is gone; then one resolved message. And the exporter a killed supervisord
+leaves behind publishes only what it can check. Against a real supervisord."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .conftest import fast_alerts
-from .harness import stays, wait_for
-from .test_supervisord_death import gone, kill
+from .harness import free_port, http_get, stays, wait_for
+from .test_supervisord_death import gone, kill, running_in_store
 
 # It ignores SIGHUP, and supervisord gives it a process group of its own: a SIGKILL of supervisord
 # leaves it running, reparented to init.
@@ -107,3 +112,65 @@ def test_two_generations_of_orphans_stay_named_across_a_restart_and_a_reload(sup
         assert sup.info("feed:feed")["pid"] == d
     finally:
         kill(left)
+
+
+# Three programs that die with supervisord (their next write to its pipe fails: EPIPE; supervisord's
+# children inherit Python's ignored SIGPIPE), two that live on.
+CHATTY = "".join(f"[program:d{i}]\ncommand=sh -c 'while echo tick; do sleep 0.2; done'\nstartsecs=1\n\n"
+                 for i in range(3))
+QUIET = "".join(f"[program:s{i}]\ncommand=sleep 1000\nstartsecs=1\n\n" for i in range(2))
+
+
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    body = http_get(url)
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families((body or b"").decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def sample(m: dict, metric: str, **labels: str) -> float | None:
+    return m.get(metric, {}).get(tuple(sorted(labels.items())))
+
+
+def test_the_orphaned_exporter_publishes_only_what_it_knows(supervisor_factory, webhook):
+    port = free_port()
+    exporter = (f"[program:lookout-exporter]\ncommand={sys.executable} -m lookout.exporter -c %(here)s/lookout.toml "
+                f"--web.listen-address 127.0.0.1:{port}\nstartsecs=1\n\n")
+    sup = supervisor_factory(CHATTY + QUIET + exporter, fast_alerts(webhook)).start()
+    names = [f"d{i}" for i in range(3)] + [f"s{i}" for i in range(2)] + ["lookout-exporter"]
+    wait_for(lambda: running_in_store(sup, names), 30, "all running, known to the listener")
+    pids = {n: sup.info(f"{n}:{n}")["pid"] for n in names}
+    listener = sup.listener_pid()
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        m = wait_for(lambda: (m := scrape(url)) and sample(m, "lookout_exporter_source", source="store") == 1 and m,
+                     20, "the exporter serving from the healthy listener's store")
+        sup.proc.kill()
+        sup.proc.wait(10)
+        wait_for(lambda: all(gone(pids[f"d{i}"]) for i in range(3)) and gone(listener), 20,
+                 "the chatty programs and the listener gone with supervisord")
+        m = wait_for(lambda: (m := scrape(url)) and sample(m, "supervisord_up") == 0 and m, 20, "supervisord_up 0")
+        assert sample(m, "lookout_exporter_source", source="store") == 1, m.get("lookout_exporter_source")
+        assert sample(m, "lookout_exporter_source", source="supervisord") == 0
+        dead = [("d0", "d0"), ("d1", "d1"), ("d2", "d2"), ("lookout", "lookout")]
+        for group, name in dead:
+            assert sample(m, "supervisor_process_up", group=group, name=name) == 0, (name, m["supervisor_process_up"])
+            assert sample(m, "supervisor_process_state", group=group, name=name, state="UNKNOWN") == 1, name
+            assert sample(m, "supervisor_process_state", group=group, name=name, state="RUNNING") == 0, name
+            assert sample(m, "supervisor_process_uptime_seconds", group=group, name=name) == 0, name
+        for name in ("s0", "s1", "lookout-exporter"):  # their processes still run, unsupervised
+            assert sample(m, "supervisor_process_up", group=name, name=name) == 1, name
+            assert sample(m, "supervisor_process_uptime_seconds", group=name, name=name) > 0, name
+        for name in ("s0", "s1"):  # and the listener recorded them as orphans at supervisord's death
+            assert sample(m, "supervisor_process_orphans", group=name, name=name) == 1, name
+        os.kill(pids["s0"], signal.SIGKILL)
+        wait_for(lambda: gone(pids["s0"]), 10, "s0 killed")
+        m = wait_for(lambda: (m := scrape(url)) and sample(m, "supervisor_process_up", group="s0", name="s0") == 0
+                     and m, 10, "s0 no longer up once its process is gone")
+        assert sample(m, "supervisor_process_orphans", group="s0", name="s0") is None
+        assert sample(m, "supervisor_process_up", group="s1", name="s1") == 1
+    finally:
+        kill(pids.values())
+    sup.invariants = False
