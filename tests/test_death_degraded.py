@@ -20,8 +20,8 @@ from .test_supervisord_death import gone, kill
 
 FEED = "[program:feed]\ncommand=sh -c 'trap \"\" HUP; exec sleep 1000'\nstartsecs=1\n\n"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
-                                reason="needs root, unshare and nsenter for a private tmpfs")
+private_tmpfs = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
+                                   reason="needs root, unshare and nsenter for a private tmpfs")
 
 
 def in_ns(pid: int, *cmd: str) -> subprocess.CompletedProcess:
@@ -38,6 +38,7 @@ def running_in_store(sup, names: list[str]) -> bool:  # noqa: ANN001
     return done.stdout.strip() == str(len(names)).encode()
 
 
+@private_tmpfs
 @pytest.mark.parametrize("case", ["disk freed before the next start", "disk still full at the next start",
                                   "target down at the death"])
 def test_disk_full_then_supervisord_killed(supervisor_factory, webhook, tmp_path, case):
@@ -104,3 +105,47 @@ def test_disk_full_then_supervisord_killed(supervisor_factory, webhook, tmp_path
         stays(lambda: len(webhook.matching("died without shutting down")) == 1, 3, "the death message once")
     finally:
         kill(left)
+
+
+# ---- the sidecar file on its own -------------------------------------------------------------
+
+
+def test_the_sidecar_is_allocated_once_and_survives_a_torn_write(tmp_path):
+    from lookout.listener.rules.orphans import Orphan
+    from lookout.listener.store.sidecar import SLOT, DeathNote, Sidecar
+
+    store = str(tmp_path / "state" / "lookout.db")
+    first = Sidecar(store)
+    assert first.open(100, 1.0).degraded_since == 0  # nothing left by anyone
+    path = tmp_path / "state" / "lookout.db.sidecar"
+    assert path.stat().st_size == 2 * SLOT and (path.stat().st_mode & 0o777) == 0o600
+    blocks = path.stat().st_blocks
+    first.degraded(1000.0, "disk full")
+    orphans = [Orphan(f"p{i}:p{i}", 10_000 + i, 5.0 + i, supervisord_pid=9) for i in range(2000)]  # more than fit
+    first.died(DeathNote(1001.0, 9, "SupervisordDied", "supervisord died", "x" * 50_000, ["k1", "k2"]), orphans)
+    assert path.stat().st_size == 2 * SLOT and path.stat().st_blocks == blocks  # in place: no new blocks
+
+    left = Sidecar(store).open(200, 2.0)
+    assert (left.listener_pid, left.degraded_since, left.reason) == (100, 1000.0, "disk full")
+    assert left.death is not None and left.death.undelivered == ["k1", "k2"] and len(left.death.text) <= 8000
+    assert 0 < len(left.orphans) < 2000 and left.orphans[0] == orphans[0]  # cut to fit, oldest kept
+
+    first.death_told()  # the newest slot, then torn by a crash in the middle of a write
+    with open(path, "r+b") as f:
+        newest = first.seq % 2
+        f.seek(newest * SLOT + 30)
+        f.write(b"\xff" * 100)
+    torn = Sidecar(store).open(300, 3.0)
+    assert torn.death is not None and torn.reason == "disk full"  # the slot before it
+
+
+def test_the_sidecar_never_follows_a_symlink(tmp_path):
+    from lookout.listener.store.sidecar import Sidecar
+
+    target = tmp_path / "elsewhere"
+    target.write_text("precious")
+    (tmp_path / "lookout.db.sidecar").symlink_to(target)
+    side = Sidecar(str(tmp_path / "lookout.db"))
+    assert side.open(1, 1.0).degraded_since == 0 and side.fd is None
+    side.degraded(5.0, "disk full")  # logged, not written anywhere
+    assert target.read_text() == "precious"

@@ -174,3 +174,95 @@ def test_the_orphaned_exporter_publishes_only_what_it_knows(supervisor_factory, 
     finally:
         kill(pids.values())
     sup.invariants = False
+
+
+# ---- the pure rule and the start-up bookkeeping, without supervisord -----------------------------
+
+
+def _watch(open_alerts=()):  # noqa: ANN001, ANN202
+    from lookout.listener.rules.alerts import AlertBook
+    from lookout.listener.rules.orphans import OrphanWatch
+
+    book = AlertBook(open_alerts, 3600.0, lambda: False)
+    return book, OrphanWatch(book)
+
+
+def test_the_rule_names_each_generation_and_resolves_once():
+    from lookout.listener.rules.models import FIRING, RESOLVED, UPDATE, Outcome
+    from lookout.listener.rules.orphans import Copies, Orphan
+
+    book, watch = _watch()
+    a = Orphan("feed:feed", 101, 1.0, supervisord_pid=11, left_at=1000.0, found_at=1000.0)
+    b = Orphan("feed:feed", 202, 2.0, supervisord_pid=22, left_at=2000.0, found_at=2000.0)
+
+    def step(copies: dict, now: float) -> Outcome:
+        out = Outcome()
+        watch.update(copies, now, out)
+        return out
+
+    assert not step({"feed:feed": Copies((a,), 0)}, 1001.0).notices  # one copy only: nothing runs twice
+    out = step({"feed:feed": Copies((a,), 150)}, 1002.0)
+    assert [n.kind for n in out.notices] == [FIRING]
+    alert = book.get("orphan", "feed:feed")
+    assert "feed runs twice: orphan pid 101 from the previous supervisord, and pid 150. pid 101 was left by " \
+           "supervisord pid 11, which died at" in alert.detail
+    assert not step({"feed:feed": Copies((a,), 0)}, 1003.0)  # supervisord's copy between two runs: no change
+    assert "and pid 150" in alert.detail
+    out = step({"feed:feed": Copies((a,), 160)}, 1004.0)  # a reload gave it another pid: the text only
+    assert not out.notices and "and pid 160" in alert.detail
+    out = step({"feed:feed": Copies((a, b), 250)}, 2001.0)  # a second death: one update
+    assert [n.kind for n in out.notices] == [UPDATE]
+    assert alert.detail.startswith("feed runs three times: orphan pids 101 (left by supervisord pid 11, which "
+                                   "died at") and "and 202 (left by supervisord pid 22, which died at" in alert.detail
+    assert not step({"feed:feed": Copies((a, b), 250)}, 2002.0)  # told once
+    _, after_restart = _watch([alert])  # a listener restart: the same facts say nothing
+    out = Outcome()
+    after_restart.update({"feed:feed": Copies((a, b), 250)}, 2003.0, out)
+    assert not out
+    out = step({"feed:feed": Copies((b,), 250)}, 2004.0)  # one orphan gone, one left: still open, quietly
+    assert not out.notices and book.get("orphan", "feed:feed") is not None and "101" not in alert.detail
+    out = step({}, 2005.0)
+    assert [n.kind for n in out.notices] == [RESOLVED] and book.get("orphan", "feed:feed") is None
+    assert not step({}, 2006.0)
+
+
+def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_another_supervisord():
+    from lookout.listener.config.load import parse_config
+    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.procfs import spawn_time
+    from lookout.listener.rules.models import ProcessRecord
+    from lookout.listener.rules.orphans import Orphan
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        started = wait_for(lambda: spawn_time(sleeper.pid), 5, "its spawn time")
+        parent = os.getppid()
+        known = [Orphan("feed:feed", sleeper.pid, started, supervisord_pid=11, left_at=1000.0),
+                 Orphan("feed:feed", 4_000_000, 5.0, supervisord_pid=11, left_at=1000.0)]  # gone since
+        record = ProcessRecord("quotes", "quotes", state="RUNNING", pid=os.getpid(),
+                               last_start=spawn_time(os.getpid()))
+        same = {"supervisord_pid": str(parent), "supervisord_started": str(spawn_time(parent))}
+
+        life = Lifecycle(parse_config({}), "lookout:lookout")  # a listener restart, or a reload
+        life.at_start(same, False, 0.0, [record], parent, known=known, now=3000.0)
+        assert [o.pid for o in life.orphans] == [sleeper.pid]
+        assert [(o.pid, o.gone_at) for o in life.take_unsaved()] == [(4_000_000, 3000.0)]
+
+        another = {"supervisord_pid": "77", "supervisord_started": "5.0", "supervisord_end": "unclean",
+                   "supervisord_gone_at": "2000.0"}
+        life = Lifecycle(parse_config({}), "lookout:lookout")
+        life.at_start(another, False, 0.0, [record], parent, known=known, now=3000.0)
+        assert life.report == "unclean"
+        found = {o.pid: o for o in life.orphans}
+        assert set(found) == {sleeper.pid, os.getpid()}
+        assert (found[os.getpid()].supervisord_pid, found[os.getpid()].left_at, found[os.getpid()].found_at) == \
+            (77, 2000.0, 3000.0)
+        assert found[sleeper.pid].supervisord_pid == 11  # the first generation keeps its name
+        assert {o.pid for o in life.take_unsaved()} == {os.getpid(), 4_000_000}
+        programs = life.twice({}, 3001.0)
+        assert [o.pid for o in programs["feed:feed"].orphans] == [sleeper.pid]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert "feed:feed" not in life.twice({}, 3002.0)
+    assert [(o.pid, o.gone_at) for o in life.take_unsaved()] == [(sleeper.pid, 3002.0)]
