@@ -167,10 +167,10 @@ class LifecycleMixin:
         keys = [t.key for t in self.notifier.targets]
         note = DeathNote(now, self.ppid, alertname, title, text, undelivered=keys)
         self.sidecar.died(note, self.lifecycle.orphans)  # first: a kill while it is sent loses nothing
-        deadline = time.monotonic() + LAST_WORDS
+        deadline = time.monotonic() + LAST_WORDS + self.config.notify.timeout  # one try each, however slow
         outcome = self.notifier.direct_outcome(ticket)
         while len(outcome) < len(keys) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the notifier's thread sends; its outcome is what we wait for
+            time.sleep(0.05)  # the notifier's thread sends; each target's first answer is what we wait for
             outcome = self.notifier.direct_outcome(ticket)
         missed = [k for k in keys if not outcome.get(k)]
         self.sidecar.died(replace(note, undelivered=missed), self.lifecycle.orphans)

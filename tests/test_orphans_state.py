@@ -50,10 +50,12 @@ def test_two_generations_of_orphans_stay_named_across_a_restart_and_a_reload(sup
         first = sup.proc.pid
         a = feed_pid(sup, [])
         left.append(a)
+        listener = sup.listener_pid()
         sup.proc.kill()  # SIGKILL: no shutdown, feed keeps running
         sup.proc.wait(10)
-        webhook.wait("died without shutting down", timeout=10)
-        sup.start()
+        wait_for(lambda: gone(listener), 20, "the listener's last words")
+        sup.start()  # (a death message the dying listener could not send in time, the next one sends)
+        webhook.wait("died without shutting down", timeout=30)
         second = sup.proc.pid
         b = feed_pid(sup, [a])
         left.append(b)
@@ -61,12 +63,14 @@ def test_two_generations_of_orphans_stay_named_across_a_restart_and_a_reload(sup
                           f"supervisord, and pid {b}" in e and f"left by supervisord pid {first}, which died at" in e],
                  30, "feed runs twice, its orphan named with the supervisord that left it")
 
+        listener = sup.listener_pid()
         sup.proc.kill()  # the second death: the first orphan must not be forgotten
         sup.proc.wait(10)
-        died = webhook.wait("died without shutting down", timeout=10, count=2)[-1].body
+        wait_for(lambda: gone(listener), 20, "the listener's last words")
+        sup.start()
+        died = webhook.wait("died without shutting down", timeout=30, count=2)[-1].body
         assert f"feed (pid {b})" in died, died
         assert f"feed (pid {a}, left by supervisord pid {first}, which died at" in died, died
-        sup.start()
         third = sup.proc.pid
         c = feed_pid(sup, [a, b])
         three = (f"feed runs three times: orphan pids {a} (left by supervisord pid {first}, which died at",

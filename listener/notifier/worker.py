@@ -112,8 +112,8 @@ class Notifier:
         return ticket
 
     def direct_outcome(self, ticket: int) -> dict[str, bool]:
-        """Target key -> whether the direct message reached it, for the targets decided so far
-        (delivered, or given up after its attempts)."""
+        """Target key -> whether the direct message reached it, for the targets tried so far (the
+        last attempt's result: False may still become True on a retry)."""
         with self._lock:
             return dict(self._direct_outcome.get(ticket, {}))
 
@@ -213,12 +213,12 @@ class Notifier:
                 self._decided(msg, target, True)
             except Exception as exc:
                 msg.attempts += 1
+                self._decided(msg, target, False)
                 if msg.attempts < DIRECT_ATTEMPTS:
                     msg.next_at = now + DIRECT_RETRY
                     later.append((msg, target))
                 else:
                     log.error("direct message to %s not delivered (%s): %s", target.label, exc, msg.title)
-                    self._decided(msg, target, False)
         with self._lock:
             self._direct = later + self._direct
             return min((m.next_at for m, _ in self._direct), default=None)
