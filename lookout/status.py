@@ -29,6 +29,7 @@ from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
+from .listener.store.sidecar import peek
 from .listener.store.state import orphans_in
 from .listener.text import clean
 
@@ -151,16 +152,18 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
 
 
 def left_running(config: Config) -> list[str]:
-    """With supervisord down: the programs dying supervisords left running (every generation), still
-    alive now (pid and start time checked in /proc). Best effort: nothing when the store says nothing."""
+    """With supervisord down: the programs dying supervisords left running (every generation, and those
+    of a death the store could not record, from the sidecar), still alive now (pid and start time
+    checked in /proc). Best effort: nothing when neither says anything."""
+    found = list(peek(config.state_path).orphans)
     try:
         conn = connect(config.state_path, readonly=True)
         try:
-            found = orphans_in(conn)
+            found += [o for o in orphans_in(conn) if o.pid not in {f.pid for f in found}]
         finally:
             conn.close()
     except (StoreUnavailable, sqlite3.Error, OSError):
-        return []
+        pass
     return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, {o.origin()}" for o in found if alive(o)]
 
 

@@ -78,6 +78,10 @@ def test_disk_full_then_supervisord_killed(supervisor_factory, webhook, tmp_path
             assert "Held back, neither in its store nor sent yet" in body and "c1 crashed at" in body, body
             assert "can write its store again" not in "".join(m.title for m in webhook.messages)
 
+        status = in_ns(feed, sys.executable, "-m", "lookout", "-c", str(sup.config_path), "status")
+        assert status.returncode == 2, status.stderr  # supervisord is down; its orphans, from the sidecar:
+        assert f"ORPHAN feed pid {feed} still runs, left by supervisord pid {first}, which died at".encode() \
+            in status.stdout, status.stdout
         if case != "disk still full at the next start":
             assert in_ns(feed, "rm", "-f", f"{state_dir}/filler").returncode == 0
         sup.wrapper = ["nsenter", "-t", str(feed), "-m"]  # the orphans keep the namespace and its tmpfs

@@ -143,6 +143,20 @@ class Sidecar:
             log.warning("writing the sidecar file %s failed (%s)", self.path, exc)
 
 
+def peek(store_path: str) -> SidecarState:
+    """What the sidecar says, for a reader (`lookout status`): never creates or writes it."""
+    try:
+        fd = os.open(store_path + SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return SidecarState()
+    try:
+        return _newest(os.pread(fd, 2 * SLOT, 0))[0] if stat.S_ISREG(os.fstat(fd).st_mode) else SidecarState()
+    except OSError:
+        return SidecarState()
+    finally:
+        os.close(fd)
+
+
 def _open_private(path: str) -> int:
     """O_NOFOLLOW: a symlink planted at the path is refused, never followed; 0600 when created."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
