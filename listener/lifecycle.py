@@ -264,7 +264,8 @@ class Lifecycle:
             pids = {o.pid for o in orphans}
             running = rec is not None and rec.pid and rec.pid not in pids and rec.state in LIVE_STATES
             ordered = tuple(sorted(orphans, key=lambda o: (o.left_at, o.pid)))
-            out[ns] = Copies(ordered, rec.pid if running else 0)  # type: ignore[union-attr]
+            between = rec is not None and not running and rec.state in ("STARTING", "BACKOFF", "STOPPING")
+            out[ns] = Copies(ordered, rec.pid if running else 0, between)  # type: ignore[union-attr]
         return out
 
     def take_unsaved(self) -> list[Orphan]:

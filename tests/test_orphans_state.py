@@ -210,9 +210,13 @@ def test_the_rule_names_each_generation_and_resolves_once():
     alert = book.get("orphan", "feed:feed")
     assert "feed runs twice: orphan pid 101 from the previous supervisord, and pid 150. pid 101 was left by " \
            "supervisord pid 11, which died at" in alert.detail
-    assert not step({"feed:feed": Copies((a,), 0)}, 1003.0)  # supervisord's copy between two runs: no change
+    assert not step({"feed:feed": Copies((a,), 0, between_runs=True)}, 1003.0)  # its copy restarting: no change
     assert "and pid 150" in alert.detail
     out = step({"feed:feed": Copies((a,), 160)}, 1004.0)  # a reload gave it another pid: the text only
+    assert not out.notices and "and pid 160" in alert.detail
+    out = step({"feed:feed": Copies((a,), 0)}, 1005.0)  # its copy stopped by an operator: said, quietly
+    assert not out.notices and "supervisord's own copy is not running now" in alert.detail
+    out = step({"feed:feed": Copies((a,), 160)}, 1006.0)
     assert not out.notices and "and pid 160" in alert.detail
     out = step({"feed:feed": Copies((a, b), 250)}, 2001.0)  # a second death: one update
     assert [n.kind for n in out.notices] == [UPDATE]

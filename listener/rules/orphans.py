@@ -54,6 +54,7 @@ class Copies:
 
     orphans: tuple[Orphan, ...]
     current: int = 0
+    between_runs: bool = False  # supervisord's copy is STARTING, BACKOFF or STOPPING with no pid known
 
     @property
     def count(self) -> int:
@@ -105,8 +106,8 @@ class OrphanWatch:
                     self.shown[ns] = copies
                 continue
             before = self.shown.get(ns)
-            if not copies.current and before is not None:
-                copies = Copies(copies.orphans, before.current)
+            if not copies.current and before is not None and (copies.between_runs or self.alerts.stopping()):
+                copies = Copies(copies.orphans, before.current)  # its STARTING event names no pid: not news
             detail = describe(ns, copies)
             if detail == alert.detail:
                 self.shown[ns] = copies
