@@ -274,3 +274,15 @@ def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_anot
         sleeper.wait()
     assert "feed:feed" not in life.twice({}, 3002.0)
     assert [(o.pid, o.gone_at) for o in life.take_unsaved()] == [(sleeper.pid, 3002.0)]
+
+
+def test_an_older_stores_orphans_are_taken_over():
+    """Before the orphans table they were JSON in the store's meta: an upgrade (a listener restart)
+    must not forget them."""
+    from lookout.listener.lifecycle import legacy_orphans
+    from lookout.listener.rules.orphans import Orphan
+
+    text = '[{"namespec": "feed:feed", "pid": 2211, "started": 1700000000.5}]'
+    assert legacy_orphans(text) == [Orphan("feed:feed", 2211, 1700000000.5)]
+    assert legacy_orphans("not json") == [] and legacy_orphans(None) == []
+    assert Orphan("feed:feed", 2211, 1.0).origin() == "left by a supervisord that died"
