@@ -27,6 +27,7 @@ from .deadman import DeadmanSwitch
 from .lifecycle import LISTENER_STOPPED, Lifecycle, legacy_orphans
 from .notifier.render import resolved_as, what
 from .procfs import spawn_time
+from .redact import scrub
 from .rules.models import REMINDER, RESOLVED, Outcome, display_name
 from .store.files import StoreUnavailable
 from .store.sidecar import DeathNote, SidecarState
@@ -163,6 +164,7 @@ class LifecycleMixin:
         held = self._held_back()
         if held:
             text += " Held back, neither in its store nor sent yet:\n" + "\n".join(held)
+        text = scrub(text)  # (an alert's detail may name a probe URL's token)
         ticket = self.notifier.direct(alertname, title, text, "critical")
         keys = [t.key for t in self.notifier.targets]
         note = DeathNote(now, self.ppid, alertname, title, text, undelivered=keys)
