@@ -60,13 +60,19 @@ def build_families(
         "up": Family("supervisord_up", "gauge", "1 when supervisord answers (or its listener is healthy)"),
         "info": Family("supervisord_info", "gauge", "supervisord version and identification, always 1"),
         "dstate": Family("supervisord_state", "gauge", "1 for supervisord's current state"),
-        "state": Family("supervisor_process_state", "gauge", "1 for the process's current state"),
+        "state": Family("supervisor_process_state", "gauge",
+                        "1 for the process's current state (UNKNOWN: supervisord does not answer and its process is "
+                        "gone)"),
         "code": Family("supervisor_process_state_code", "gauge",
                        "supervisord's numeric process state: STOPPED 0, STARTING 10, RUNNING 20, BACKOFF 30, "
                        "STOPPING 40, EXITED 100, FATAL 200, UNKNOWN 1000"),
         "since": Family("supervisor_process_state_since_timestamp_seconds", "gauge",
                         "unix time the process entered its current state, 0 if unknown"),
-        "pup": Family("supervisor_process_up", "gauge", "1 when the process is RUNNING"),
+        "pup": Family("supervisor_process_up", "gauge",
+                      "1 when the process is RUNNING (without supervisord: while its pid and start time still run)"),
+        "orphans": Family("supervisor_process_orphans", "gauge",
+                          "processes of it left running by a supervisord that died (pid and start time checked in "
+                          "/proc); absent when none"),
         "start": Family("supervisor_process_start_time_seconds", "gauge",
                         "unix time of the last start, 0 if never started"),
         "uptime": Family("supervisor_process_uptime_seconds", "gauge", "seconds since start while RUNNING, else 0"),
@@ -100,6 +106,8 @@ def build_families(
         for state in PROCESS_STATES:
             f["state"].add(f'{lab},state="{state}"', 1 if p.state == state else 0)
         f["code"].add(lab, STATE_CODES.get(p.state, 1000))
+        if data.orphans.get((p.group, p.name)):
+            f["orphans"].add(lab, data.orphans[(p.group, p.name)])
         f["since"].add(lab, p.state_since)
         f["pup"].add(lab, 1 if p.state == "RUNNING" else 0)
         f["start"].add(lab, p.start_time)

@@ -5,6 +5,13 @@ events. The store is trusted when the listener and supervisord processes are ali
 store's meta, checked with kill(pid, 0)) and the heartbeat is fresher than heartbeat_stale.
 Otherwise the exporter polls supervisord (timeout, fresh connection, no stdlib MultiCall), one
 poll at a time however many scrapes arrive together, and keeps serving counters from the store.
+
+When supervisord does not answer either (an exporter left running by a supervisord killed -9),
+the store's last word is all there is, and it publishes only what it can check: a program whose
+process still runs (pid and start time in /proc) is RUNNING with its own uptime, still running
+as an orphan; one whose process is gone, and the listener (it exits once supervisord's pipe
+closes), are UNKNOWN (up 0, uptime 0, since 0); stopped, exited and FATAL ones stay as they were
+(nothing starts them now); and lookout_exporter_source says "store".
 """
 
 from __future__ import annotations
@@ -15,15 +22,18 @@ import sqlite3
 import threading
 import time
 import xmlrpc.client
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..listener.config import Config
+from ..listener.procfs import same_process
 from ..listener.redact import scheme_of
 from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 from ..listener.store.files import StoreUnavailable, identity
 from ..listener.store.schema import connect
+from ..listener.store.state import orphans_in
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
+MAY_RUN = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # a process may still run: /proc says whether
 
 
 @dataclass
@@ -68,6 +78,8 @@ class ScrapeData:
     probes: list[ProbeView] = field(default_factory=list)
     probe_stats: dict[str, float] = field(default_factory=dict)  # the listener's scheduler: runs, skipped, lateness
     remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
+    orphans: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, name) -> orphans alive (store)
+    listener_pid: int = 0  # the listener's pid in the store: it is gone once supervisord is
     why: str = ""  # why the store was not used, for the landing page and logs
 
 
@@ -86,6 +98,16 @@ def _alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def as_seen(p: ProcessView, listener_pid: int, now: float) -> ProcessView:
+    """A process as the store last knew it, when supervisord cannot be asked: running only while its
+    process does (pid and start time), else UNKNOWN; the listener counts as gone."""
+    if p.state not in MAY_RUN:
+        return p
+    if p.pid and p.pid != listener_pid and p.start_time and same_process(p.pid, p.start_time):
+        return replace(p, state="RUNNING", uptime=max(0.0, now - p.start_time))
+    return replace(p, state="UNKNOWN", uptime=0.0, state_since=0.0)
 
 
 class Source:
@@ -127,6 +149,7 @@ class Source:
             polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
                                                                         store.remediations)
             polled.probe_stats = store.probe_stats
+            polled.orphans = store.orphans
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
@@ -136,8 +159,9 @@ class Source:
                     p.remediation_exhausted = known.remediation_exhausted
                     if p.state in ("EXITED", "BACKOFF", "FATAL", "STOPPED") and known.exit_status is not None:
                         p.exit_status = known.exit_status  # the real one, from supervisord's log
-            if not polled.up and not polled.processes:
-                polled.processes = store.processes  # last known, with supervisord_up 0
+            if not polled.up and not polled.processes:  # the store's last word, checked in /proc
+                polled.processes = [as_seen(p, store.listener_pid, now) for p in store.processes]
+                polled.source = "store"
         return polled
 
     # ---- the store ------------------------------------------------------------------------
@@ -156,6 +180,7 @@ class Source:
             probes = conn.execute("SELECT namespec, probe, healthy, last_ok, last_duration, failures_total "
                                   "FROM probes ORDER BY namespec, probe").fetchall()
             remediations = conn.execute("SELECT namespec, action, result, count FROM remediation_stats").fetchall()
+            orphans = orphans_in(conn)
         except sqlite3.Error:
             return None
         last_event = float(heartbeat[0]) if heartbeat else None
@@ -195,6 +220,12 @@ class Source:
         for ns, action, result, count in remediations:
             group, _, name = ns.partition(":")
             data.remediations[(group, name, action, result)] = count
+        for orphan in orphans:
+            if same_process(orphan.pid, orphan.started):
+                group, _, name = orphan.namespec.partition(":")
+                data.orphans[(group, name)] = data.orphans.get((group, name), 0) + 1
+        with contextlib.suppress(TypeError, ValueError):
+            data.listener_pid = int(meta.get("listener_pid") or 0)
         if not _alive(meta.get("listener_pid")):
             data.why = "the listener is not running"
         elif not _alive(meta.get("supervisord_pid")):

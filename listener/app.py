@@ -42,6 +42,7 @@ from .rules.models import Outcome
 from .rules.sequence import StreamPosition, check_continuity, is_redelivery
 from .store.files import StoreCorrupt, StoreUnavailable
 from .store.keeper import StoreKeeper
+from .store.sidecar import Sidecar
 from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
 
 log = logging.getLogger("lookout.listener")
@@ -75,7 +76,8 @@ class Listener(LifecycleMixin):
                                  on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
         self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
-        self.trouble = StoreTrouble(self.notifier, clock, config.state_path)
+        self.sidecar = Sidecar(config.state_path)
+        self.trouble = StoreTrouble(self.notifier, clock, config.state_path, self.sidecar)
         self._start_lifecycle()
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
@@ -138,8 +140,9 @@ class Listener(LifecycleMixin):
         """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
         meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
                 **self._previous_life()}
-        if not self._commit(Outcome(), meta=meta):
+        if not self._commit(Outcome(), meta=meta, orphans=self.lifecycle.take_unsaved()):
             return False
+        self._after_ready()
         for rec in self.engine.records.values():  # type: ignore[union-attr]
             self._track(rec)
             self.health.sync(rec, self.engine.policies)  # type: ignore[union-attr]
@@ -209,7 +212,8 @@ class Listener(LifecycleMixin):
         else:  # deleted or replaced under us: what we hold in memory is the truth
             try:
                 self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
-                                    self.position, self.engine.stopping, self.clock(), self.engine.holds.active())
+                                    self.position, self.engine.stopping, self.clock(), self.engine.holds.active(),
+                                    self.lifecycle.orphans)
             except StoreUnavailable:
                 self.keeper.close()  # half-filled: the retry opens and rewrites it again
                 raise

@@ -47,6 +47,16 @@ def spawn_time(pid: int) -> float | None:
     return time.time() - (time.clock_gettime(_BOOTTIME) - ticks / CLOCK_TICKS)
 
 
+def same_process(pid: int, started: float, within: float = 2.0) -> bool:
+    """`pid` is still the process spawned at `started` (a reused pid has another spawn time), and
+    not a zombie (exited, not yet reaped)."""
+    fields = stat_fields(pid) if pid > 0 else None
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
+    spawned = spawn_time(pid)
+    return spawned is not None and abs(spawned - started) < within
+
+
 def is_lookout_exporter(pid: int) -> bool:
     """True when `pid` runs lookout-exporter (an orphan of it hands its port over by itself)."""
     try:

@@ -20,14 +20,17 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .listener.config import Config, format_duration
-from .listener.lifecycle import load_orphans
+from .listener.lifecycle import alive
 from .listener.redact import scrub
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
+from .listener.rules.orphans import Orphan
 from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
+from .listener.store.sidecar import peek
+from .listener.store.state import orphans_in
 from .listener.text import clean
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
@@ -106,7 +109,7 @@ class ProcessStatus:
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
-    orphans: list[int] = field(default_factory=list)  # left running by a supervisord that died
+    orphans: list[Orphan] = field(default_factory=list)  # left running by a supervisord that died
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -127,7 +130,7 @@ class ProcessStatus:
             "description": self.description, "healthy": self.healthy, "probes": self.probes,
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
             "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout,
-            "orphans": self.orphans, "ok": self.ok,
+            "orphans": [o.pid for o in self.orphans], "ok": self.ok,
         }
 
 
@@ -149,18 +152,19 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
 
 
 def left_running(config: Config) -> list[str]:
-    """With supervisord down: the programs the listener saw a dying supervisord leave running, still
-    alive now (pid and start time checked in /proc). Best effort: nothing when the store says nothing."""
+    """With supervisord down: the programs dying supervisords left running (every generation, and those
+    of a death the store could not record, from the sidecar), still alive now (pid and start time
+    checked in /proc). Best effort: nothing when neither says anything."""
+    found = list(peek(config.state_path).orphans)
     try:
         conn = connect(config.state_path, readonly=True)
         try:
-            found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
+            found += [o for o in orphans_in(conn) if o.pid not in {f.pid for f in found}]
         finally:
             conn.close()
     except (StoreUnavailable, sqlite3.Error, OSError):
-        return []
-    return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, left by a supervisord that died"
-            for o in load_orphans(found[0] if found else None)]
+        pass
+    return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, {o.origin()}" for o in found if alive(o)]
 
 
 def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
@@ -228,11 +232,10 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_p
         if row is not None:
             row.lookout["held_since"] = since
             row.lookout["held_reason"] = reason or ""
-    found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
-    for orphan in load_orphans(found[0] if found else None):  # checked in /proc now: killed ones are gone
+    for orphan in orphans_in(conn):  # checked in /proc now: killed ones are gone
         row = by_ns.get(orphan.namespec)
-        if row is not None and orphan.pid != row.snap.pid:  # its own pid is no orphan (two supervisords, one store)
-            row.orphans.append(orphan.pid)
+        if row is not None and orphan.pid != row.snap.pid and alive(orphan):  # (two supervisords, one store)
+            row.orphans.append(orphan)
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
@@ -293,8 +296,8 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
 def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
     """The brake, a hold, lookout's action in flight: what an operator at 3 a.m. needs to know."""
     shown, look = display_name(r.snap.namespec), r.lookout
-    orphans = [f"ORPHAN pid {pid} still runs, left by a supervisord that died (kill {pid} if one copy is enough)"
-               for pid in r.orphans]
+    orphans = [f"ORPHAN pid {o.pid} still runs, {o.origin()} (kill {o.pid} if one copy is enough)"
+               for o in r.orphans]
     if look["held_since"] is not None:
         why = f": {clean(look['held_reason'])}" if look.get("held_reason") else ""
         return [*orphans,

@@ -72,6 +72,8 @@ class Notifier:
         self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
         self._lock = threading.Lock()
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
+        self._tickets = 0
+        self._direct_outcome: dict[int, dict[str, bool]] = {}  # ticket -> target key -> delivered (when decided)
         self._announce: list[SystemMessage] = []  # durable: through the outbox
         self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop)
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
@@ -95,11 +97,25 @@ class Notifier:
         if self.thread.is_alive():
             self.thread.join(timeout)
 
-    def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> None:
-        """Send now, from memory, to every target: for when the store itself cannot be written."""
+    def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> int:
+        """Send now, from memory, to every target: for when the store itself cannot be written.
+        Returns a ticket for direct_outcome()."""
         with self._lock:
-            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved), t) for t in self.targets)
+            self._tickets += 1
+            ticket = self._tickets
+            self._direct_outcome[ticket] = {}
+            if len(self._direct_outcome) > 64:  # a listener sends a few in its life: keep the recent ones
+                del self._direct_outcome[min(self._direct_outcome)]
+            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved, ticket=ticket), t)
+                                for t in self.targets)
         self.wake()
+        return ticket
+
+    def direct_outcome(self, ticket: int) -> dict[str, bool]:
+        """Target key -> whether the direct message reached it, for the targets tried so far (the
+        last attempt's result: False may still become True on a retry)."""
+        with self._lock:
+            return dict(self._direct_outcome.get(ticket, {}))
 
     def settle(self, timeout: float) -> bool:
         """Let the worker write and send what was announced (the listener's last words, before it
@@ -113,10 +129,12 @@ class Notifier:
                 return True
         return False
 
-    def announce(self, alertname: str, title: str, text: str, severity: str) -> None:
-        """Send through the outbox like an alert (retried, durable)."""
+    def announce(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False,
+                 targets: tuple[str, ...] = ()) -> None:
+        """Send through the outbox like an alert (retried, durable); to the targets of these keys
+        only, when given."""
         with self._lock:
-            self._announce.append(SystemMessage(alertname, title, text, severity))
+            self._announce.append(SystemMessage(alertname, title, text, severity, resolved, targets=targets))
         self.wake()
 
     # ---- the worker ---------------------------------------------------------------------
@@ -192,8 +210,10 @@ class Notifier:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
                 target.send(self._system_title(msg), body, notify_type(msg))
                 log.info("direct message sent to %s: %s", target.label, msg.title)
+                self._decided(msg, target, True)
             except Exception as exc:
                 msg.attempts += 1
+                self._decided(msg, target, False)
                 if msg.attempts < DIRECT_ATTEMPTS:
                     msg.next_at = now + DIRECT_RETRY
                     later.append((msg, target))
@@ -203,6 +223,12 @@ class Notifier:
             self._direct = later + self._direct
             return min((m.next_at for m, _ in self._direct), default=None)
 
+    def _decided(self, msg: SystemMessage, target: Target, delivered: bool) -> None:
+        with self._lock:
+            outcome = self._direct_outcome.get(msg.ticket)
+            if outcome is not None:
+                outcome[target.key] = delivered
+
     def _write_announcements(self, now: float) -> None:
         with self._lock:
             items = list(self._announce)
@@ -210,7 +236,7 @@ class Notifier:
             return None
         messages = []
         for msg in items:
-            for target in self.targets:
+            for target in [t for t in self.targets if not msg.targets or t.key in msg.targets]:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": self._system_title(msg), "body": body,

@@ -53,7 +53,7 @@ from .models import (
     ProbeState,
     ProcessRecord,
 )
-from .orphans import OrphanWatch
+from .orphans import Copies, OrphanWatch
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
@@ -162,10 +162,10 @@ class AlertEngine(SnapshotRules):
             self._refresh_quorum(rec, now, out)
         return out
 
-    def on_orphans(self, twice: dict[str, tuple[int, int]], now: float) -> Outcome:
-        """Programs that run twice (an orphan of a killed supervisord beside the new copy), or none."""
+    def on_orphans(self, programs: dict[str, Copies], now: float) -> Outcome:
+        """The programs with orphans of a killed supervisord still alive (beside the new copy or not)."""
         out = Outcome()
-        self.orphans.update(twice, now, out)
+        self.orphans.update(programs, now, out)
         return out
 
     def on_holds(self, holds: Iterable[Hold], now: float) -> Outcome:

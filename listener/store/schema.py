@@ -48,6 +48,12 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
+  orphans(namespec, pid, started, supervisord_pid, left_at, death_seen, found_at, gone_at)
+                                   processes a supervisord that died left running, by pid and
+                                   start time, with the supervisord that left them (which
+                                   generation) until lookout sees them gone (gone_at; pruned a
+                                   week later): they outlive listener restarts, reloads and
+                                   further deaths
   holds(id, namespec, created_at, reason, seen_at, released_at, released_by)
                                    `lookout hold NAME`: lookout neither starts, stops nor
                                    restarts NAME until released (`lookout release`, or an
@@ -64,7 +70,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -205,6 +211,17 @@ CREATE TABLE IF NOT EXISTS holds (
     seen_at REAL,
     released_at REAL,
     released_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS orphans (
+    namespec TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    supervisord_pid INTEGER NOT NULL DEFAULT 0,
+    left_at REAL NOT NULL DEFAULT 0,
+    death_seen INTEGER NOT NULL DEFAULT 1,
+    found_at REAL NOT NULL DEFAULT 0,
+    gone_at REAL,
+    PRIMARY KEY (pid, started)
 );
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
