@@ -181,6 +181,26 @@ def test_the_notifier_counts_a_hanging_target_as_failing(tmp_path):
     assert notifier.failing_since == 90.0  # what the dead man's switch's fail form looks at
 
 
+def test_test_alert_reports_a_hanging_target_at_its_deadline_and_the_others_at_once(tmp_path):
+    from .test_messages import lookout as lookout_command
+    from .test_messages import write_config
+
+    stuck, hook = Webhook(trickle=1.0).start(), Webhook().start()
+    try:
+        config = write_config(tmp_path, notify={"urls": [stuck.url(), hook.url()], "timeout": "2s"})
+        started = time.monotonic()
+        result = lookout_command("test-alert", config=config)
+        took = time.monotonic() - started
+    finally:
+        stuck.stop()
+        hook.stop()
+    assert result.returncode == 1 and hook.matching("[TEST] lookout"), result.stdout
+    assert f"ok      json://127.0.0.1:{hook.port}" in result.stdout
+    assert f"FAILED  json://127.0.0.1:{stuck.port}: no answer within 2s to a request its host took in full (maybe " \
+           "delivered)" in result.stdout, result.stdout
+    assert took < 2.0 + 10, took  # the deadline (and a slow start of a Python process), not 1 s per byte
+
+
 # ---- against a real supervisord -----------------------------------------------------------
 
 FEED = "[program:feed]\ncommand=sleep 1000\nstartsecs=1\nautorestart=true\n"
