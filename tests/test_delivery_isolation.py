@@ -181,6 +181,33 @@ def test_the_notifier_counts_a_hanging_target_as_failing(tmp_path):
     assert notifier.failing_since == 90.0  # what the dead man's switch's fail form looks at
 
 
+def test_with_real_lanes_every_message_goes_out_once(tmp_path):
+    """The notifier thread and the lanes' threads hand messages and answers back and forth: a
+    message whose answer is not recorded yet is never handed out again."""
+    from lookout.listener.notifier.targets import build_targets
+
+    hook = Webhook().start()
+    config = parse_config({"state": {"path": str(tmp_path / "db")}, "notify": {"urls": [hook.url()]}})
+    targets, _ = build_targets(config.notify)
+    notifier = Notifier(config, targets, None)
+    store = DeliveryStore(connect(config.state_path))
+    titles = [f"[WARNING] p{i} crashed" for i in range(150)]
+    notifier.start()
+    try:
+        for i, title in enumerate(titles):
+            store.dispatch([], [{"target_key": targets[0].key, "target_label": targets[0].label, "scheme": "json",
+                                 "title": title, "body": title, "notify_type": "warning", "about": f"a{i}"}],
+                           time.time())
+            notifier.wake()
+        wait_for(lambda: len(hook.messages) >= len(titles), 60, "every message sent")
+        stays(lambda: len(hook.messages) == len(titles), 1.5, "no message twice")
+        assert sorted(m.title for m in hook.messages) == sorted(titles)
+        assert store.conn.execute("SELECT COUNT(*) FROM outbox WHERE status != 'sent'").fetchone()[0] == 0
+    finally:
+        notifier.stop()
+        hook.stop()
+
+
 def test_test_alert_reports_a_hanging_target_at_its_deadline_and_the_others_at_once(tmp_path):
     from .test_messages import lookout as lookout_command
     from .test_messages import write_config

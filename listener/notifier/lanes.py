@@ -136,11 +136,15 @@ class Lane:
         except Exception as exc:  # DeliveryError, a cut connection, or a bug in one target: this send alone
             error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__} while sending"
         with self._lock:
-            mine = self._job is job
             took = time.monotonic() - self._handed_at
+        result = self._verdict(job, ok, error, watch, took)
+        with self._lock:  # the answer is in the queue before the lane looks idle
+            mine = self._job is job
+            if mine:
+                self._results.put(result)
             self._busy, self._job, self._watch = False, None, None
         if mine:
-            self._report(self._verdict(job, ok, error, watch, took))
+            self._wake.set()
         else:
             log.warning("a send to %s returned after %.0fs, after it was reported as not answered in time",
                         self.target.label, took)

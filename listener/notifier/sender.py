@@ -48,6 +48,7 @@ class OutboxSender:
                  stop: threading.Event, lanes: Lanes) -> None:
         self.settings, self.by_key, self.clock, self._stop, self.lanes = settings, by_key, clock, stop, lanes
         self._answers: list[Result] = []  # outbox sends answered, not yet recorded
+        self._out: dict[str, int] = {}  # target key -> the outbox id handed to its lane, until its answer is recorded
         self.system_answers: list[Result] = []  # answers to the notifier's messages from memory
         self._targets: dict[str, TargetRow] = {}  # target key -> as last judged (hanging or not)
         self._unsaved: set[str] = set()  # target keys whose row the store does not have yet
@@ -106,12 +107,13 @@ class OutboxSender:
                     log.error("dropping message %d: target %s is no longer configured", msg.id, msg.target_label)
                     store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
                     continue
-                if not self.lanes.idle(msg.target_key):
-                    break  # its send is out: the answer wakes the notifier
+                if msg.target_key in self._out or not self.lanes.idle(msg.target_key):
+                    break  # its send is out (or its answer not recorded yet): the answer wakes the notifier
                 full = store.with_text(msg)
                 if full is None:
                     continue
                 store.mark_sending(msg.id, self.clock())
+                self._out[msg.target_key] = msg.id
                 self.lanes.submit(Job(msg.target_key, full.title, full.body, full.notify_type, full))
                 self.collect()  # a lane without a thread of its own has answered already
                 verdicts = self._record_answers(store)
@@ -167,6 +169,7 @@ class OutboxSender:
             result = self._answers[0]
             self._record(store, result.job.ref, result)
             self._answers.pop(0)
+            self._out.pop(result.job.target_key, None)
             done[result.job.ref.id] = result.verdict
         return done
 
