@@ -77,6 +77,7 @@ class Notifier:
         self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
         self._lock = threading.Lock()
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
+        self._direct_out: set[str] = set()  # targets with a message from memory out, until its answer is taken
         self._announce: list[SystemMessage] = []  # durable: through the outbox
         self.lanes = Lanes(targets, config.notify.timeout, self._wake)
         self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop, self.lanes)
@@ -213,12 +214,14 @@ class Notifier:
             items = list(self._direct)
         waits: set[str] = set()  # targets whose next message is not due or whose lane is busy
         for msg, target in items:
-            if target.key in waits or msg.next_at > now or not self.lanes.idle(target.key) or self._stop.is_set():
+            if target.key in waits or target.key in self._direct_out or msg.next_at > now \
+                    or not self.lanes.idle(target.key) or self._stop.is_set():
                 waits.add(target.key)
                 continue
             with self._lock:
                 self._direct.remove((msg, target))
             body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+            self._direct_out.add(target.key)
             self.lanes.submit(Job(target.key, self._system_title(msg), body, notify_type(msg), msg))
             self.sender.collect()  # a lane without a thread of its own has answered already
             self._direct_answered(now)
@@ -232,6 +235,7 @@ class Notifier:
 
     def _direct_outcome(self, result: Result, now: float) -> None:
         msg, target = result.job.ref, self.by_key.get(result.job.target_key)
+        self._direct_out.discard(result.job.target_key)
         if target is None:
             return
         if result.verdict is Verdict.SENT:
