@@ -52,7 +52,7 @@ class OutboxSender:
         self.system_answers: list[Result] = []  # answers to the notifier's messages from memory
         self._targets: dict[str, TargetRow] = {}  # target key -> as last judged (hanging or not)
         self._unsaved: set[str] = set()  # target keys whose row the store does not have yet
-        self._started = False
+        self._store: DeliveryStore | None = None  # the store last used: another one gets the targets' rows
         self.hanging_since: float | None = None  # the earliest hanging_since of a configured target
         self._resting: dict[str, tuple[float, int]] = {}  # target key -> (backoff until, failures in a row)
         self._accepted_at: dict[str, float] = {}  # target key -> when it last accepted a message
@@ -123,19 +123,21 @@ class OutboxSender:
         return self.clock() if recorded else wake
 
     def _start(self, store: DeliveryStore) -> None:
-        """Once, with the first store: sends the previous listener left out, the targets it judged."""
-        if self._started:
+        """With the first store: the sends the previous listener left out, the targets it judged;
+        with any other (reopened, or recreated under the listener): what this one judged since."""
+        if store is self._store:
             return
-        now = self.clock()
-        interrupted = store.sends_interrupted()
-        if interrupted:
-            log.warning("%d send(s) were out when the previous listener stopped: each counts as a copy that may "
-                        "have arrived", interrupted)
+        if self._store is None:
+            interrupted = store.sends_interrupted()
+            if interrupted:
+                log.warning("%d send(s) were out when the previous listener stopped: each counts as a copy that "
+                            "may have arrived", interrupted)
         configured = [TargetRow(t.key, t.label, t.scheme) for t in self.by_key.values()]
-        for key, row in store.load_targets(configured, now).items():
+        for key, row in store.load_targets(configured, self.clock()).items():
             if key in self.by_key and key not in self._targets:  # (an answer in memory is newer)
                 self._targets[key] = row
-        self._started = True
+        self._unsaved.update(self._targets)
+        self._store = store
         self._hanging_changed()
 
     def _judge(self, result: Result) -> None:

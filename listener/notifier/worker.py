@@ -39,7 +39,7 @@ from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
-from .lanes import Job, Lanes, Result, Verdict
+from .lanes import Job, Lanes, Verdict
 from .render import Enrichment, render_safely
 from .sender import OutboxSender
 from .system import SystemMessage, notify_type
@@ -231,26 +231,20 @@ class Notifier:
     def _direct_answered(self, now: float) -> None:
         answers, self.sender.system_answers = self.sender.system_answers, []
         for result in answers:
-            self._direct_outcome(result, now)
-
-    def _direct_outcome(self, result: Result, now: float) -> None:
-        msg, target = result.job.ref, self.by_key.get(result.job.target_key)
-        self._direct_out.discard(result.job.target_key)
-        if target is None:
-            return
-        if result.verdict is Verdict.SENT:
-            log.info("direct message sent to %s: %s", target.label, msg.title)
-            return
-        msg.attempts += 1
-        if msg.attempts < DIRECT_ATTEMPTS:
-            msg.next_at = now + DIRECT_RETRY
-            with self._lock:
-                self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
-        elif result.verdict is Verdict.MAYBE:
-            log.error("direct message to %s maybe delivered (%d copies, none answered in time): %s", target.label,
-                      msg.attempts, msg.title)
-        else:
-            log.error("direct message to %s not delivered (%s): %s", target.label, result.error, msg.title)
+            msg, target = result.job.ref, self.by_key[result.job.target_key]
+            self._direct_out.discard(target.key)
+            if result.verdict is Verdict.SENT:
+                log.info("direct message sent to %s: %s", target.label, msg.title)
+                continue
+            msg.attempts += 1
+            if msg.attempts < DIRECT_ATTEMPTS:
+                msg.next_at = now + DIRECT_RETRY
+                with self._lock:
+                    self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
+            else:
+                maybe = " (maybe delivered: none answered in time)" if result.verdict is Verdict.MAYBE else ""
+                log.error("direct message to %s not delivered (%s)%s: %s", target.label, result.error, maybe,
+                          msg.title)
 
     def _write_announcements(self, now: float) -> None:
         with self._lock:
