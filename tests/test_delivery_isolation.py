@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from lookout.delivery import delivery_lines
 from lookout.listener.config.load import parse_config
@@ -339,3 +342,38 @@ def test_a_target_answering_after_15s_gets_three_copies_at_most(supervisor_facto
         assert copies <= 3 and len(slow.matching("running again")) <= 3 and slow.posts <= 6
     finally:
         slow.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
+                    reason="needs root, unshare and nsenter for a private tmpfs")
+def test_store_trouble_reaches_the_healthy_target_while_another_hangs(supervisor_factory, webhook, tmp_path):
+    """Messages from memory (the store cannot be written) take the lanes too: the healthy target
+    hears at once while the trickling one is still busy with the crash before."""
+    from .test_store_faults import PROGRAMS
+    from .test_store_faults import crash as cue
+
+    stuck = Webhook(trickle=2.0).start()
+    state_dir = tmp_path / "s0" / "state"
+    state_dir.mkdir(parents=True)
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'mount -t tmpfs -o size=3m tmpfs "{state_dir}" && exec "$@"', "sh"]
+    settings = fast_alerts(webhook)
+    settings["notify"]["urls"] = [stuck.url(), webhook.url()]
+    sup = supervisor_factory(PROGRAMS, settings, wrapper=wrapper, state_path=state_dir / "lookout.db")
+    try:
+        sup.start()
+        cue(sup, 0)
+        webhook.wait("c0 crashed", timeout=20)
+        wait_for(lambda: stuck.posts == 1, 10, "the stuck target busy with it (10 s)")
+        subprocess.run(["nsenter", "-t", str(sup.proc.pid), "-m", "dd", "if=/dev/zero", f"of={state_dir}/filler",
+                        "bs=64k"], capture_output=True, timeout=30)
+        at = time.time()
+        cue(sup, 1)
+        told = webhook.wait("cannot write its store", timeout=10)[0]
+        assert told.at - at <= 3.0, f"told {told.at - at:.1f}s after the crash it could not commit"
+        subprocess.run(["nsenter", "-t", str(sup.proc.pid), "-m", "rm", "-f", f"{state_dir}/filler"],
+                       capture_output=True, timeout=30)
+        webhook.wait("can write its store again", timeout=30)
+        webhook.wait("c1 crashed", timeout=30)
+    finally:
+        stuck.stop()
