@@ -99,12 +99,18 @@ def test_a_trickling_answer_is_cut_at_the_deadline_and_maybe_delivered():
         hook.stop()
 
 
-@pytest.mark.parametrize("peer_kind", ["reads and never answers", "never reads"])
+@pytest.mark.parametrize("peer_kind", ["reads and never answers", "never reads", "alertmanager"])
 def test_a_peer_that_never_answers_a_small_request_may_have_it(peer_kind):
-    peer = Peer(read=peer_kind == "reads and never answers")  # its host's kernel takes the request either way
-    lanes, (target,), _ = lanes_for(f"json://127.0.0.1:{peer.port}/hook")
+    peer = Peer(read=peer_kind != "never reads")  # its host's kernel takes the request either way
+    if peer_kind == "alertmanager":  # our own requests code, under the same deadline
+        target = AlertmanagerTarget(f"http://127.0.0.1:{peer.port}", AlertmanagerSettings(timeout=TIMEOUT))
+        lanes = Lanes([target], TIMEOUT, threading.Event())
+        lanes.start()
+    else:
+        lanes, (target,), _ = lanes_for(f"json://127.0.0.1:{peer.port}/hook")
+    body = json.dumps([{"labels": {"alertname": "SupervisorProcessCrashed"}}])
     try:
-        send(lanes, target)
+        send(lanes, target, body=body)
         (result,) = answers(lanes, 1, LATE)
         assert result.verdict is Verdict.MAYBE and result.took < TIMEOUT + 1.0, result
     finally:
