@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _ESTABLISHED, _CLOSE_WAIT = 1, 8  # tcpi_state (include/net/tcp_states.h)
-_TCP_INFO_BYTES = 136  # through tcpi_bytes_received (Linux 4.1+)
+_TCP_INFO_BYTES = 128  # through tcpi_bytes_acked (Linux 4.1+)
 
 
 @dataclass(frozen=True)
