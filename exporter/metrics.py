@@ -92,6 +92,9 @@ def build_families(
         "notified": Family("lookout_notifications_total", "counter",
                            "delivery attempts by target URL scheme and result"),
         "outbox": Family("lookout_outbox_pending", "gauge", "messages waiting for delivery"),
+        "target": Family("lookout_notify_target_failing", "gauge",
+                         "1 while the target's messages fail or its sends get no answer within the deadline "
+                         "(it hangs), else 0; target is scheme://host"),
         "source": Family("lookout_exporter_source", "gauge",
                          "1 for where this scrape's process states came from: store or supervisord"),
         "duration": Family("lookout_exporter_collect_duration_seconds", "gauge", "time spent collecting this scrape"),
@@ -128,6 +131,8 @@ def build_families(
         f["notified"].add(f'target="{escape(scheme)}",result="{escape(result)}"', count)
     if data.outbox_pending is not None:
         f["outbox"].add("", data.outbox_pending)
+    for label, failing in sorted(data.targets_failing.items()):
+        f["target"].add(f'target="{escape(label)}"', 1 if failing else 0)
     for source in ("store", "supervisord"):
         f["source"].add(f'source="{source}"', 1 if data.source == source else 0)
     f["duration"].add("", scrape_seconds)

@@ -75,6 +75,7 @@ class ScrapeData:
     last_event_at: float | None = None
     outbox_pending: int | None = None
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    targets_failing: dict[str, bool] = field(default_factory=dict)  # 'scheme://host' -> failing or hanging
     probes: list[ProbeView] = field(default_factory=list)
     probe_stats: dict[str, float] = field(default_factory=dict)  # the listener's scheduler: runs, skipped, lateness
     remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
@@ -146,6 +147,7 @@ class Source:
         polled.why = store.why if store is not None else "no listener store at state.path"
         if store is not None:  # counters and listener health only ever come from the store
             polled.last_event_at, polled.outbox_pending = store.last_event_at, store.outbox_pending
+            polled.targets_failing = store.targets_failing
             polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
                                                                         store.remediations)
             polled.probe_stats = store.probe_stats
@@ -183,6 +185,12 @@ class Source:
             orphans = orphans_in(conn)
         except sqlite3.Error:
             return None
+        try:  # a target hangs, or its messages are being retried (a store older than schema 5 has no table)
+            targets = conn.execute(
+                "SELECT target_label, hanging_since IS NOT NULL OR EXISTS (SELECT 1 FROM outbox o WHERE "
+                "o.target_key = t.target_key AND o.status = 'pending' AND o.attempts > 0) FROM targets t").fetchall()
+        except sqlite3.Error:
+            targets = []
         last_event = float(heartbeat[0]) if heartbeat else None
         data = ScrapeData(
             source="store",
@@ -196,6 +204,7 @@ class Source:
                 **{(scheme_of(u), r): 0 for u in self.config.notify.urls for r in ("success", "failure")},
                 **{(s, r): c for s, r, c in stats},
             },
+            targets_failing={label: bool(failing) for label, failing in targets},
         )
         for r in rows:
             start = float(r["last_start"] or 0)

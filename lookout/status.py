@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from .delivery import delivery_lines
 from .listener.config import Config, format_duration
 from .listener.lifecycle import alive
-from .listener.redact import scrub
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.orphans import Orphan
@@ -336,25 +336,6 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
                      + (f" ({', '.join(m.name for m in c.missing[:5])})" if c.missing else ""))
         out.append(text)
     return out
-
-
-def delivery_lines(config: Config, now: float) -> list[str]:
-    """Targets that are failing: how much waits for each, since when, and why (the outbox)."""
-    try:
-        with store_errors():
-            conn = connect(config.state_path, readonly=True)
-            try:
-                rows = conn.execute(
-                    "SELECT target_label, COUNT(*), MIN(CASE WHEN attempts > 0 THEN created_at END), "
-                    "(SELECT last_error FROM outbox o WHERE o.target_key = p.target_key AND o.status = 'pending' "
-                    "AND o.attempts > 0 ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' "
-                    "GROUP BY target_key HAVING MAX(attempts) > 0 ORDER BY target_label").fetchall()
-            finally:
-                conn.close()
-    except (StoreUnavailable, sqlite3.Error):
-        return []  # the table above said what it could; a store too old or busy has nothing to add
-    return [f"DELIVERY {clean(label)}: {n} message(s) waiting, failing for {format_duration(max(0.0, now - since))}: "
-            f"{scrub(clean(error or '?'))[:200]}" for label, n, since, error in rows]
 
 
 def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:

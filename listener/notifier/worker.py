@@ -8,11 +8,14 @@ Stages, in the order an alert goes through them (modelled on Alertmanager's pipe
   4. render      - one message per target, holding the alerts that target's tags want; an alert
                    that cannot be rendered in full is sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
-  6. send        - sender.py: each outbox row on its own, with a timeout; failures retry with
+  6. send        - sender.py: each outbox row on its own, handed to its target's lane (lanes.py:
+                   a thread per target, one deadline for the whole request); failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
 Each pass runs the stages independently: sending what is due never waits on dispatching, and
-a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. The protocol
-loop only ever calls wake(), direct() and announce(): it never waits for any of this.
+a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. No stage waits on
+a send: this thread hands sends to the lanes and takes their answers from one queue, so a target
+that hangs slows only itself, and system messages reach every other target meanwhile. The
+protocol loop only ever calls wake(), direct() and announce(): it never waits for any of this.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
+from .lanes import Job, Lanes, Verdict
 from .render import Enrichment, render_safely
 from .sender import OutboxSender
 from .system import SystemMessage, notify_type
@@ -46,6 +50,7 @@ log = logging.getLogger("lookout.notifier")
 POLL_SECONDS = 1.0  # silences are written by another process: look at least this often
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
+STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
 
 class Notifier:
@@ -74,28 +79,38 @@ class Notifier:
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
         self._tickets = 0
         self._direct_outcome: dict[int, dict[str, bool]] = {}  # ticket -> target key -> delivered (when decided)
+        self._direct_out: set[str] = set()  # targets with a message from memory out, until its answer is taken
         self._announce: list[SystemMessage] = []  # durable: through the outbox
-        self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop)
+        self.lanes = Lanes(targets, config.notify.timeout, self._wake)
+        self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop, self.lanes)
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
-        self.failing_since: float | None = None  # the oldest message still being retried was written then
+        self._retrying_since: float | None = None  # the oldest message still being retried was written then
         self._policies = PolicyBook(config.alerts, config.probes)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
     # ---- called from the protocol loop --------------------------------------------------
 
+    @property
+    def failing_since(self) -> float | None:
+        """Since when notifications fail: a message is being retried, or a target hangs."""
+        since = [t for t in (self._retrying_since, self.sender.hanging_since) if t is not None]
+        return min(since, default=None)
+
     def start(self) -> None:
+        self.lanes.start()
         self.thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Finish the send in progress and one last round of due sends, within timeout."""
+        """Record the answers of the sends out, within timeout; the lanes are left to what they send."""
         self._stop.set()
         self._wake.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
+        self.lanes.stop()
 
     def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> int:
         """Send now, from memory, to every target: for when the store itself cannot be written.
@@ -141,15 +156,27 @@ class Notifier:
 
     def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the pass: an answer that comes during it wakes the next one
             next_at = self.step(self.clock())
             if self._stop.is_set():
+                self._last_answers(time.monotonic() + STOP_WAIT)
                 return
+            died = self.lanes.died()
+            if died:
+                raise RuntimeError(f"a notification lane died ({died})")
             wait = POLL_SECONDS if next_at is None else min(POLL_SECONDS, max(0.0, next_at - self.clock()))
             self._wake.wait(wait)
+
+    def _last_answers(self, deadline: float) -> None:
+        """Stopping: the answers of the sends still out are recorded while there is time."""
+        while self.lanes.waiting() and time.monotonic() < deadline:
+            self._wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
+            self.step(self.clock())
 
     def step(self, now: float) -> float | None:
         """One pass through the stages, each on its own; returns when it next has work."""
+        self.sender.collect()
         times = [self._stage("direct", self._send_direct, now)]
         for name, stage in (("send", self._send_due), ("announce", self._write_announcements),
                             ("dispatch", self._dispatch), ("repost", self._repost)):
@@ -159,7 +186,7 @@ class Notifier:
         due = [t for t in times if t is not None]
         with self._lock:
             announced = bool(self._announce)
-        if not announced and all(t > now for t in due):
+        if not announced and all(t > now for t in due) and not self.lanes.waiting() and not self.sender.unrecorded:
             self.quiet.set()
         return min(due) if due else None
 
@@ -199,29 +226,44 @@ class Notifier:
     # ---- system messages --------------------------------------------------------------------
 
     def _send_direct(self, now: float) -> float | None:
+        """From memory, each target's in order, on its lane; 3 tries (or copies) at most."""
+        self._direct_answered(now)
         with self._lock:
-            items, self._direct = self._direct, []
-        later = []
+            items = list(self._direct)
+        waits: set[str] = set()  # targets whose next message is not due or whose lane is busy
         for msg, target in items:
-            if msg.next_at > now:
-                later.append((msg, target))
+            if target.key in waits or target.key in self._direct_out or msg.next_at > now \
+                    or not self.lanes.idle(target.key) or self._stop.is_set():
+                waits.add(target.key)
                 continue
-            try:
-                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
-                target.send(self._system_title(msg), body, notify_type(msg))
-                log.info("direct message sent to %s: %s", target.label, msg.title)
-                self._decided(msg, target, True)
-            except Exception as exc:
-                msg.attempts += 1
-                self._decided(msg, target, False)
-                if msg.attempts < DIRECT_ATTEMPTS:
-                    msg.next_at = now + DIRECT_RETRY
-                    later.append((msg, target))
-                else:
-                    log.error("direct message to %s not delivered (%s): %s", target.label, exc, msg.title)
+            with self._lock:
+                self._direct.remove((msg, target))
+            body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+            self._direct_out.add(target.key)
+            self.lanes.submit(Job(target.key, self._system_title(msg), body, notify_type(msg), msg))
+            self.sender.collect()  # a lane without a thread of its own has answered already
+            self._direct_answered(now)
         with self._lock:
-            self._direct = later + self._direct
             return min((m.next_at for m, _ in self._direct), default=None)
+
+    def _direct_answered(self, now: float) -> None:
+        answers, self.sender.system_answers = self.sender.system_answers, []
+        for result in answers:
+            msg, target = result.job.ref, self.by_key[result.job.target_key]
+            self._direct_out.discard(target.key)
+            self._decided(msg, target, result.verdict is Verdict.SENT)
+            if result.verdict is Verdict.SENT:
+                log.info("direct message sent to %s: %s", target.label, msg.title)
+                continue
+            msg.attempts += 1
+            if msg.attempts < DIRECT_ATTEMPTS:
+                msg.next_at = now + DIRECT_RETRY
+                with self._lock:
+                    self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
+            else:
+                maybe = " (maybe delivered: none answered in time)" if result.verdict is Verdict.MAYBE else ""
+                log.error("direct message to %s not delivered (%s)%s: %s", target.label, result.error, maybe,
+                          msg.title)
 
     def _decided(self, msg: SystemMessage, target: Target, delivered: bool) -> None:
         with self._lock:
@@ -381,5 +423,5 @@ class Notifier:
     def _send_due(self, now: float) -> float | None:
         store = self._db()
         wake = self.sender.send_due(store)
-        self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
+        self._retrying_since = store.failing_since()  # ends when the message goes out or is given up on
         return wake

@@ -39,12 +39,19 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
-  outbox(id, target_key, ..., about)
+  outbox(id, target_key, ..., about, copies, sending_since)
                                    one row per message per target; status pending -> sent,
-                                   or expired after notify.retry_for, or dropped (its target
-                                   removed, or a re-post superseded by a newer one); about:
-                                   what the message is about (alert ids "a<id>", "system",
-                                   "repost"), which orders a target's messages
+                                   or expired after notify.retry_for, or maybe (given up after
+                                   3 copies that were sent and not answered in time: "maybe
+                                   delivered"), or dropped (its target removed, or a re-post
+                                   superseded by a newer one); about: what the message is about
+                                   (alert ids "a<id>", "system", "repost"), which orders a
+                                   target's messages; copies: sends its target's host took in
+                                   full without answering in time; sending_since: a send is out
+  targets(target_key, target_label, scheme, hanging_since, last_error, updated_at)
+                                   one row per configured target: hanging_since is set while its
+                                   sends get no answer within notify.timeout (it counts as
+                                   failing: status, /metrics, the dead man's switch)
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
@@ -164,9 +171,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT NOT NULL DEFAULT '',
     sent_at REAL,
-    about TEXT NOT NULL DEFAULT ''
+    about TEXT NOT NULL DEFAULT '',
+    copies INTEGER NOT NULL DEFAULT 0,
+    sending_since REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS targets (
+    target_key TEXT PRIMARY KEY,
+    target_label TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    hanging_since REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notification_stats (
     scheme TEXT NOT NULL,
     result TEXT NOT NULL,
