@@ -14,6 +14,7 @@ store keeper, notifier and commit.
 from __future__ import annotations
 
 import logging
+import time
 
 from .deadman import DeadmanSwitch
 from .lifecycle import LISTENER_STOPPED, Lifecycle
@@ -30,10 +31,10 @@ class LifecycleMixin:
 
     def _start_lifecycle(self) -> None:
         self.lifecycle = Lifecycle(self.config, self.own_namespec)
-        self.deadman = DeadmanSwitch(self.config.deadman, self.clock, on_death=self._wake)
+        self.deadman = DeadmanSwitch(self.config.deadman, time.monotonic, on_death=self._wake)
         self._reported_restart = False
         self._deadman_saved: dict[str, object] = {}
-        self._orphans_checked_at = 0.0
+        self._orphans_checked_at = float("-inf")  # (monotonic)
         self._deadman_carried = False  # the previous listener's counts are added before ours are written
 
     def _previous_life(self) -> dict[str, object]:
@@ -61,9 +62,9 @@ class LifecycleMixin:
         any, so an alert resolves within seconds of the orphan's end."""
         if not (self.lifecycle.orphans or self.engine.orphans.has_open()):
             return
-        if not force and now - self._orphans_checked_at < ORPHAN_CHECK:
+        if not force and time.monotonic() - self._orphans_checked_at < ORPHAN_CHECK:
             return
-        self._orphans_checked_at = now
+        self._orphans_checked_at = time.monotonic()
         self._apply(self.engine.on_orphans(self.lifecycle.twice(self.engine.records), now),
                     meta=self.lifecycle.orphans_meta())
 
@@ -90,7 +91,7 @@ class LifecycleMixin:
 
     def _deadman_due(self) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""
-        self.deadman.due(self.clock(), self._degraded())
+        self.deadman.due(time.monotonic(), self._degraded())  # an interval: no wall-clock step moves it
         stats = self.deadman.stats()
         if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved and self.held is None \
                 and self.engine is not None and self.keeper.state is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import format_duration
@@ -30,6 +30,14 @@ class HeldCommit:
     outcome: Outcome
     kwargs: dict[str, Any] = field(default_factory=dict)
     ack: bool = False  # an event waits for this commit to be acknowledged
+
+    def absorb(self, outcome: Outcome, kwargs: dict[str, Any]) -> None:
+        """A wall-clock step seen while this waits (clock_steps.py): committed with it, the step
+        last, so what this held from before the step moves too."""
+        self.outcome.merge(outcome)
+        self.kwargs["meta"] = {**(self.kwargs.get("meta") or {}), **kwargs.get("meta", {})}
+        step, earlier = kwargs["shift"], self.kwargs.get("shift")
+        self.kwargs["shift"] = step if earlier is None else replace(step, delta=earlier.delta + step.delta)
 
 
 class StoreTrouble:

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .config import Config, format_duration
 from .procfs import is_lookout_exporter, pid_gone, spawn_time, stat_fields
@@ -231,6 +231,10 @@ class Lifecycle:
             running = rec is not None and rec.pid and rec.pid != s.pid and rec.state in LIVE_STATES
             out[s.namespec] = (s.pid, rec.pid if running else 0)  # type: ignore[union-attr]
         return out
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped (clock.py): the orphans' start times move with the loop's clock."""
+        self.orphans = [replace(s, started=s.started + delta) for s in self.orphans]
 
     def orphans_meta(self) -> dict[str, object]:
         return {"orphans": _dump(self.orphans)}
