@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from ..config import ProbeSpec
@@ -22,7 +23,11 @@ class ProbeTarget:
     group: str
     name: str
     pid: int
-    running_since: float  # this start: results from before it do not count
+    started_mono: float  # this start, on the monotonic clock (no wall-clock step moves the schedule)
+
+    def started_wall(self) -> float:
+        """This start on the wall clock as it reads now."""
+        return time.time() - (time.monotonic() - self.started_mono)
 
     @property
     def namespec(self) -> str:
