@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import time
@@ -45,17 +46,15 @@ class StartsObserved:
     starts: dict[str, tuple[float, int]]  # namespec -> (spawn time on the monotonic clock, pid)
 
 
-def steady(info: ProcessSnapshot) -> ProcessSnapshot:
-    """supervisord's `start` and `stop` are wall times taken when they happened: after a step of the
-    wall clock they no longer fit its `now` (an uptime of minus an hour, or of an hour too many). A
-    live process's start is taken from /proc instead (its age, which no step moves), relative to
-    `now`; a stop cannot be after `now`."""
-    if info.state in LIVE_STATES and info.pid and info.start:
-        age = spawn_age(info.pid)
-        if age is not None and abs(info.now - age - info.start) > STEADY_SLACK:
-            return replace(info, start=info.now - age)
-    if info.stop > info.now > 0:
-        return replace(info, stop=info.now)
+def steady(info: ProcessSnapshot, age: float | None, wall: float) -> ProcessSnapshot:
+    """supervisord's `start` is the wall time of the spawn: after a step of the wall clock it no
+    longer fits its `now` (an uptime of minus an hour, or an hour too many). A live process's start
+    is then what it would read on the wall clock now (`wall`), from its age (/proc's, which no step
+    moves), in whole seconds as supervisord gives it. (`stop` only names a run: it stays.)"""
+    if info.state in LIVE_STATES and info.pid and info.start and age is not None:
+        start = math.floor(wall - age)
+        if abs(start - info.start) > STEADY_SLACK:
+            return replace(info, start=start)
     return info
 
 
@@ -172,7 +171,8 @@ class SupervisorWatcher:
             k: v for k, v in (("version", version), ("identification", ident), ("pid", pid))
             if not isinstance(v, xmlrpc.client.Fault)
         }
-        self._post(Snapshot([steady(i) for i in infos], taken, daemon))
+        wall = time.time()
+        self._post(Snapshot([steady(i, spawn_age(i.pid), wall) for i in infos], taken, daemon))
         return True
 
     def _lookup_starts(self, namespecs: set[str]) -> None:
@@ -187,7 +187,7 @@ class SupervisorWatcher:
         for ns, info in zip(names, infos):
             snap = snapshot_from_info(info)
             if snap is not None and snap.start:
-                snap = steady(snap)
+                snap = steady(snap, spawn_age(snap.pid), time.time())
                 starts[ns] = (taken - (snap.now - snap.start), snap.pid)  # onto the monotonic clock
         if starts:
             self._post(StartsObserved(starts))
