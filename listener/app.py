@@ -256,6 +256,7 @@ class Listener(LifecycleMixin):
             self._open_store()
         self.keeper.commit(held.outcome, **held.kwargs)
         self.held = None
+        self.clock.publish()  # (a step it held is in the store now: the notifier may follow)
         self.trouble.resolved()
         self.last_event_at = time.monotonic()  # events were held back by us, not by supervisord
         if held.ack:
@@ -446,5 +447,5 @@ class Listener(LifecycleMixin):
                                                                    **self.lifecycle.orphans_meta()})
         if self.held is not None:
             self.held.absorb(commit.outcome, commit.kwargs)
-        else:
-            self._commit(commit.outcome, **commit.kwargs)
+        elif self._commit(commit.outcome, **commit.kwargs):
+            self.clock.publish()  # the notifier follows once the loop's rows have moved

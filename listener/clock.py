@@ -9,9 +9,10 @@ keeps its length and a time shown reads right on the new wall clock.
 
 Other threads read the clock through a ClockView whose frame changes only when that thread
 calls sync(), between two of its passes: what it computed in one pass is in one frame, and it
-moves its own stored times by the delta sync() returns. moved() tells it that the loop has
-begun to shift what the loop owns (rows the thread is about to decide on may be in either
-frame): it drops that pass and syncs.
+moves its own stored times by the delta sync() returns. A view syncs only to a step the loop has
+published, once its own rows moved in the store; moved() tells the thread that the loop has seen
+a step it has not synced to (rows it is about to decide on may be in either frame): it drops that
+pass and syncs.
 
 Deltas are rounded to QUANTUM (2^-10 s): adding such a delta to an epoch time (a multiple of
 2^-22 below 2^31) is exact, so a time shifted forth and converted to monotonic time gives the
@@ -42,6 +43,7 @@ class LookoutClock:
         self.offset = wall() - mono()  # wall minus monotonic: all our times are monotonic + offset
         self.generation = 0  # how many steps so far
         self._deltas: list[float] = []  # the delta of each step, by generation - 1
+        self._published = (self.offset, 0)  # the frame views may sync to: the loop's rows are in it
 
     def __call__(self) -> float:
         return self.monotonic() + self.offset
@@ -65,15 +67,21 @@ class LookoutClock:
             self._deltas.append(delta)
         return delta
 
+    def publish(self) -> None:
+        """The loop committed what it moved with the steps so far: views may follow."""
+        with self._lock:
+            self._published = (self.offset, self.generation)
+
     def view(self) -> ClockView:
         """A frame for another thread, moved only when that thread syncs."""
         with self._lock:
-            return ClockView(self, self.offset, self.generation)
+            return ClockView(self, *self._published)
 
     def deltas_since(self, generation: int) -> tuple[float, float, int]:
-        """(sum of the steps after `generation`, the offset now, the generation now)."""
+        """(sum of the published steps after `generation`, their offset, their generation)."""
         with self._lock:
-            return sum(self._deltas[generation:]), self.offset, self.generation
+            offset, published = self._published
+            return sum(self._deltas[generation:published]), offset, published
 
 
 @dataclass
@@ -88,13 +96,13 @@ class ClockView:
         return self.clock.monotonic() + self.offset
 
     def sync(self) -> float:
-        """Take the steps the loop has seen since the last sync: returns their sum, by which this
-        thread moves the times it holds and writes (0.0: none)."""
+        """Take the steps the loop has published since the last sync: returns their sum, by which
+        this thread moves the times it holds and writes (0.0: none)."""
         delta, self.offset, self.generation = self.clock.deltas_since(self.generation)
         return delta
 
     def moved(self) -> bool:
-        """A step was seen since the last sync: what the loop owns may be shifting."""
+        """A step was seen that this view has not synced to: what the loop owns may be shifting."""
         return self.clock.generation != self.generation
 
 

@@ -300,6 +300,7 @@ class ListenerModel:
         if delta:
             commit = commit_for_step(self.engine, delta, self.clock(), clock_meta(self.clock.offset, BOOT))
             self.apply(commit.outcome, **commit.kwargs)
+            self.clock.publish()
         return self.clock()
 
     def apply(self, out: Outcome, **kwargs: object) -> None:

@@ -12,11 +12,13 @@ import pytest
 from lookout.listener.clock import LookoutClock, clock_meta, stepped_while_stopped
 from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
+from lookout.listener.config.load import parse_config
 from lookout.listener.held import HeldCommit
+from lookout.listener.notifier.worker import Notifier
 from lookout.listener.probes.checks import file_age
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
 from lookout.listener.rules.engine import AlertEngine
-from lookout.listener.rules.models import Outcome, ProcessSnapshot
+from lookout.listener.rules.models import FIRING, Notice, Outcome, ProcessSnapshot
 from lookout.listener.rules.timeshift import NOT_TIMES, TIME_LISTS, TIMES
 from lookout.listener.store.clockshift import META_OUTBOX_OFFSET, ClockStep
 from lookout.listener.store.delivery import DeliveryStore
@@ -63,20 +65,24 @@ def test_a_time_shifted_with_a_step_is_the_same_monotonic_moment():
     assert clock.to_mono(started + delta) == before
 
 
-def test_a_view_moves_only_when_its_thread_syncs():
+def test_a_view_moves_when_its_thread_syncs_to_what_the_loop_published():
     c = FakeClocks()
     clock = LookoutClock(wall=lambda: c.wall, mono=lambda: c.mono)
     view = clock.view()
     c.wall += 7200
     assert clock.step() == pytest.approx(7200)
     assert view.moved() and view() == pytest.approx(EPOCH)  # its pass stays in one frame
+    assert view.sync() == 0.0 and view.moved()  # the loop's rows are not moved yet: it waits
+    clock.publish()
     assert view.sync() == pytest.approx(7200) and not view.moved()
     assert view() == pytest.approx(clock())
     c.wall -= 60
     clock.step()
     c.wall -= 60
     clock.step()
+    clock.publish()
     assert view.sync() == pytest.approx(-120) and view.sync() == 0.0
+    assert clock.view()() == pytest.approx(clock())
 
 
 def test_a_step_while_no_listener_ran_counts_on_the_same_boot_only():
@@ -225,3 +231,71 @@ def test_clock_meta_is_written_where_the_listener_reads_it(tmp_path):
     conn = connect(str(tmp_path / "db"))
     StateStore(conn).commit(Outcome(), stopping=False, meta=clock_meta(12.5, "b"))
     assert (get_meta(conn, "clock_offset"), get_meta(conn, "clock_boot")) == ("12.5", "b")
+
+
+class Target:
+    format, tags, key, label, scheme = "text", frozenset(), "t", "test://t", "test"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.down = False
+
+    def wants(self, tags: object) -> bool:
+        return True
+
+    def send(self, title: str, body: str, notify_type: str) -> None:
+        if self.down:
+            raise ValueError("down")
+        self.sent.append(title)
+
+
+@pytest.mark.parametrize("step", [-3600.0, 7200.0])
+def test_the_notifier_keeps_group_wait_and_retries_across_a_step(tmp_path, step):
+    """The notifier's frame follows the loop's once the loop has moved its rows: a notice waiting
+    out group_wait is sent after it, not at once, and a retry keeps its backoff (the outbox moves)."""
+    config = parse_config({"state": {"path": str(tmp_path / "db")}, "alerts": {"group_wait": "10s"},
+                           "notify": {"retry_initial": "20s", "retry_max": "20s"}})
+    c = FakeClocks()
+    clock = LookoutClock(wall=lambda: c.wall, mono=lambda: c.mono)
+    conn = connect(config.state_path)
+    state = StateStore(conn)
+    engine = _braked_engine(clock())  # its crash-loop alert: a notice now pending
+    state.commit(Outcome(records=dict(engine.records), alerts=dict(engine.book.alerts),
+                         notices=[Notice(a.key, FIRING, clock()) for a in engine.book.alerts.values()]),
+                 stopping=False)
+    target = Target()
+    notifier = Notifier(config, [target], None, clock.view())
+
+    def turn(seconds: float) -> None:
+        c.tick(seconds)
+        notifier._follow_clock()
+        notifier.step(notifier.clock())
+
+    turn(3)
+    c.wall += step  # the wall clock steps; the loop sees it and moves its rows
+    delta = clock.step()
+    turn(0.5)  # the notifier runs before the loop has committed
+    state.commit(engine.shift(delta), stopping=False, shift=ClockStep(delta, clock()))
+    turn(0.5)  # and between the loop's commit and its word: the rows are in another frame than its own
+    assert target.sent == []
+    clock.publish()
+    for _ in range(9):
+        turn(0.5)  # 8.5 s after the notice
+    assert target.sent == [], "sent before its group_wait"
+    for _ in range(4):
+        turn(0.5)
+    assert len(target.sent) == 1, "not sent after its group_wait"
+    target.down = True  # the next message fails: its retry is due 20 s later
+    DeliveryStore(conn).dispatch([], [{"target_key": "t", "target_label": "t", "scheme": "test", "title": "again",
+                                       "body": "", "notify_type": "info", "about": "system"}], notifier.clock())
+    turn(0.5)
+    c.wall -= step  # and back again, while the retry waits
+    clock.step()
+    clock.publish()
+    target.down = False
+    for _ in range(36):
+        turn(0.5)  # 18 s
+    assert target.sent[1:] == [], "retried before its backoff"
+    for _ in range(8):
+        turn(0.5)
+    assert target.sent[1:] == ["again"]
