@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
 from ..config import ProbeSpec
@@ -24,10 +23,6 @@ class ProbeTarget:
     name: str
     pid: int
     started_mono: float  # this start, on the monotonic clock (no wall-clock step moves the schedule)
-
-    def started_wall(self) -> float:
-        """This start on the wall clock as it reads now."""
-        return time.time() - (time.monotonic() - self.started_mono)
 
     @property
     def namespec(self) -> str:
