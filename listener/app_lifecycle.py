@@ -102,7 +102,7 @@ class LifecycleMixin:
         """'' while lookout works, else why not (the dead man's switch gets its fail form)."""
         if self.held is not None or self.engine is None:
             return "lookout cannot write its store: alerts are held"
-        failing = self.notifier.failing_since
-        if failing is not None and self.clock() - failing >= self.config.deadman.fail_after:
+        failing = self.notifier.failing_since  # (on the notifier's frame of the clock, as it is written)
+        if failing is not None and self.notifier.clock() - failing >= self.config.deadman.fail_after:
             return "lookout's notifications have been failing"
         return ""
