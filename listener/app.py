@@ -127,8 +127,7 @@ class Listener(LifecycleMixin):
             if not ready:
                 ready = self._get_ready()
                 continue
-            delta = self.clock.step()
-            if delta:
+            if delta := self.clock.step():
                 self._clock_stepped(delta)
             self._step()
             silent = time.monotonic() - self.last_event_at
@@ -144,7 +143,7 @@ class Listener(LifecycleMixin):
     def _get_ready(self) -> bool:
         """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
         meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
-                **self._previous_life(), **self.clock_meta()}
+                **self._previous_life(), **clock_meta(self.clock.offset, boot_id())}
         if not self._commit(Outcome(), meta=meta):
             return False
         for rec in self.engine.records.values():  # type: ignore[union-attr]
@@ -213,8 +212,10 @@ class Listener(LifecycleMixin):
                                       probes=self.config.probes, remediation=self.config.remediation,
                                       probe_states=state.load_probe_states())
             self.position = state.position()
+            adopt = commit_for_stored_frame(self.clock, state, self.engine, boot_id())  # (a step while none ran)
             try:
-                self._adopt_stored_frame()
+                if adopt is not None:
+                    self.keeper.commit(adopt.outcome, stopping=self.engine.stopping, **adopt.kwargs)
             except StoreUnavailable:
                 self.engine = None  # loaded again (and moved again) at the next try
                 raise
@@ -427,24 +428,14 @@ class Listener(LifecycleMixin):
 
     # ---- the wall clock stepped -------------------------------------------------------------
 
-    def clock_meta(self) -> dict[str, object]:
-        return clock_meta(self.clock.offset, boot_id())
-
-    def _adopt_stored_frame(self) -> None:
-        """At start, before anything is decided: times an earlier listener stored move by what the
-        wall clock stepped while none ran (on the same boot)."""
-        commit = commit_for_stored_frame(self.clock, self.keeper.state, self.engine, boot_id())
-        if commit is not None:
-            self.keeper.commit(commit.outcome, stopping=self.engine.stopping, **commit.kwargs)
-
     def _clock_stepped(self, delta: float) -> None:
         """The clock followed the wall clock: every time the loop holds moves with it, and the store's
         copies in one commit (behind a held commit, with it)."""
         log.warning("the wall clock stepped %+.3fs (NTP, a VM restored): deadlines, backoffs and graces keep their "
                     "length", delta)
         self.lifecycle.shift(delta)
-        commit = commit_for_step(self.engine, delta, self.clock(), {**self.clock_meta(),
-                                                                   **self.lifecycle.orphans_meta()})
+        meta = {**clock_meta(self.clock.offset, boot_id()), **self.lifecycle.orphans_meta()}
+        commit = commit_for_step(self.engine, delta, self.clock(), meta)
         if self.held is not None:
             self.held.absorb(commit.outcome, commit.kwargs)
         elif self._commit(commit.outcome, **commit.kwargs):
