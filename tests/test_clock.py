@@ -108,10 +108,10 @@ def test_every_float_the_rules_keep_is_a_time_or_says_why_not(cls):
             assert listed, f"{cls.__name__}.{f.name} holds a float: list it in rules/timeshift.py"
 
 
-def _event(state: str, name: str = "feed", from_state: str = "", **kw: object) -> ProcessStateEvent:
+def _event(state: str, name: str = "feed", from_state: str = "", group: str = "", **kw: object) -> ProcessStateEvent:
     _event.serial = getattr(_event, "serial", 0) + 1  # type: ignore[attr-defined]
     n = _event.serial  # type: ignore[attr-defined]
-    return ProcessStateEvent(Delivery("s", n, "lookout", n, f"PROCESS_STATE_{state}"), state, name, name,
+    return ProcessStateEvent(Delivery("s", n, "lookout", n, f"PROCESS_STATE_{state}"), state, group or name, name,
                              from_state, **kw)  # type: ignore[arg-type]
 
 
@@ -138,6 +138,24 @@ def test_the_engine_moves_its_deadlines_with_a_step(step):
     assert engine.next_deadline() == due + step and engine.book.next_reminder() == reminder + step
     assert rec.failures == [t + 0.2 + step, t + 0.4 + step]
     assert rec.action is not None and rec.action.since == t + 0.4 + step  # the brake's stop, still in flight
+
+
+@pytest.mark.parametrize("step", [-3600.0, 7200.0])
+def test_quorum_keeps_its_for_across_a_step(step):
+    from lookout.listener.config.probes import GroupRule
+
+    engine = AlertEngine(AlertSettings(groups=(GroupRule("pool", 2, sustain=10.0),)))
+    t = EPOCH
+    for name in ("p0", "p1"):
+        engine.on_event(_event("STARTING", name, "STOPPED", group="pool"), t)
+        engine.on_event(_event("RUNNING", name, "STARTING", pid=10, group="pool"), t)
+    engine.on_event(_event("EXITED", "p1", "RUNNING", expected=False, pid=10, group="pool"), t + 1)
+    engine.on_event(_event("BACKOFF", "p1", "STARTING", group="pool"), t + 1.5)
+    assert engine.quorum.next_deadline() == t + 11  # short since t + 1: the alert at t + 11
+    engine.shift(step)
+    assert engine.quorum.next_deadline() == t + 11 + step
+    assert ("quorum", "pool") not in [n.key for n in engine.on_time(t + 10.5 + step).notices]
+    assert ("quorum", "pool") in [n.key for n in engine.on_time(t + 11 + step).notices]
 
 
 def test_a_step_is_committed_with_the_rows_the_engine_does_not_hold(tmp_path):

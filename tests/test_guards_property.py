@@ -499,6 +499,12 @@ class Guards(RuleBasedStateMachine):
             for alert in engine.book.alerts.values():
                 if any((getattr(alert, name) or 0.0) > now + 1e-6 for name in TIMES[type(alert)]):
                     raise Violation(f"R7: the alert {alert.key} holds a time ahead of now")
+            inner = {"quorum.below_since": engine.quorum.below_since.values(),
+                     "stopping_since": [engine.stopping_since], "unheard since": engine._unheard_since.values(),
+                     "probe failures confirming since": [t for _, t in engine.health._confirming.values()]}
+            for what, times in inner.items():
+                if any(t > now + 1e-6 for t in times):
+                    raise Violation(f"R7: the engine's {what} holds a time ahead of now")
 
 
 DEADLINES = ("brake_resume_at", "remediation_next_at")  # the times that lie ahead
