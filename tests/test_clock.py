@@ -317,3 +317,23 @@ def test_the_notifier_keeps_group_wait_and_retries_across_a_step(tmp_path, step)
     for _ in range(8):
         turn(0.5)
     assert target.sent[1:] == ["again"]
+
+
+def test_the_exporter_polls_supervisord_again_after_the_wall_clock_stepped_back(tmp_path):
+    """Scrapes that come during a poll share its result: judged on the monotonic clock, or a wall
+    clock stepped back an hour would serve that one old poll for the hour."""
+    from lookout.exporter.source import ScrapeData, Source
+
+    wall = [EPOCH]
+    src = Source(parse_config({"state": {"path": str(tmp_path / "none.db")}}), clock=lambda: wall[0])
+    polls: list[float] = []
+
+    def poll(now: float) -> ScrapeData:
+        polls.append(now)
+        return ScrapeData(source="supervisord", up=True, state="RUNNING")
+
+    src._poll_supervisord = poll  # type: ignore[method-assign]
+    src.read()
+    wall[0] -= 3600
+    src.read()
+    assert len(polls) == 2
