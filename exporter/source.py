@@ -249,12 +249,12 @@ class Source:
 
     def _poll(self, now: float) -> ScrapeData:
         """One poll at a time; scrapes that arrive during it share its result."""
-        started = self.clock()
+        started = time.monotonic()  # (not the wall clock: stepped back, it would serve one old poll for the step)
         with self._poll_lock:
             if self._poll_result is not None and self._poll_result[0] >= started:
                 return self._copy(self._poll_result[1])
             data = self._poll_supervisord(now)
-            self._poll_result = (self.clock(), data)
+            self._poll_result = (time.monotonic(), data)
             return self._copy(data)
 
     @staticmethod

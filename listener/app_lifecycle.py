@@ -48,10 +48,10 @@ class LifecycleMixin:
         self.left_by_previous = self.sidecar.open(os.getpid(), spawn_time(os.getpid()) or self.clock())
         if self.left_by_previous.degraded_since:
             self.trouble.inherit(self.left_by_previous)
-        self.deadman = DeadmanSwitch(self.config.deadman, self.clock, on_death=self._wake)
+        self.deadman = DeadmanSwitch(self.config.deadman, time.monotonic, on_death=self._wake)
         self._reported_restart = False
         self._deadman_saved: dict[str, object] = {}
-        self._orphans_checked_at = 0.0
+        self._orphans_checked_at = float("-inf")  # (monotonic)
         self._deadman_carried = False  # the previous listener's counts are added before ours are written
 
     def _previous_life(self) -> dict[str, object]:
@@ -105,9 +105,9 @@ class LifecycleMixin:
         any, so an alert resolves within seconds of the orphan's end."""
         if not (self.lifecycle.orphans or self.engine.orphans.has_open()):
             return
-        if not force and now - self._orphans_checked_at < ORPHAN_CHECK:
+        if not force and time.monotonic() - self._orphans_checked_at < ORPHAN_CHECK:
             return
-        self._orphans_checked_at = now
+        self._orphans_checked_at = time.monotonic()
         programs = self.lifecycle.twice(self.engine.records, now)
         outcome = self.engine.on_orphans(programs, now)
         found_or_gone = self.lifecycle.take_unsaved()
@@ -210,7 +210,7 @@ class LifecycleMixin:
 
     def _deadman_due(self) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""
-        self.deadman.due(self.clock(), self._degraded())
+        self.deadman.due(time.monotonic(), self._degraded())  # an interval: no wall-clock step moves it
         stats = self.deadman.stats()
         if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved and self.held is None \
                 and self.engine is not None and self.keeper.state is not None:
@@ -221,8 +221,8 @@ class LifecycleMixin:
         """'' while lookout works, else why not (the dead man's switch gets its fail form)."""
         if self.held is not None or self.engine is None:
             return "lookout cannot write its store: alerts are held"
-        failing = self.notifier.failing_since
-        if failing is not None and self.clock() - failing >= self.config.deadman.fail_after:
+        failing = self.notifier.failing_since  # (on the notifier's frame of the clock, as it is written)
+        if failing is not None and self.notifier.clock() - failing >= self.config.deadman.fail_after:
             return "lookout's notifications have been failing"
         return ""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import format_duration
@@ -38,19 +38,27 @@ class HeldCommit:
     kwargs: dict[str, Any] = field(default_factory=dict)
     ack: bool = False  # an event waits for this commit to be acknowledged
 
+    def absorb(self, outcome: Outcome, kwargs: dict[str, Any]) -> None:
+        """A wall-clock step seen while this waits (clock_steps.py): committed with it, the step
+        last, so what this held from before the step moves too."""
+        self.outcome.merge(outcome)
+        self.kwargs["meta"] = {**(self.kwargs.get("meta") or {}), **kwargs.get("meta", {})}
+        step, earlier = kwargs["shift"], self.kwargs.get("shift")
+        self.kwargs["shift"] = step if earlier is None else replace(step, delta=earlier.delta + step.delta)
+
 
 class StoreTrouble:
     """One episode of an unwritable store: when to retry, what to say, and when."""
 
     def __init__(self, notifier: Any, clock: Callable[[], float], path: str = "",
                  sidecar: Sidecar | None = None) -> None:
-        self.notifier, self.clock, self.path = notifier, clock, path
+        self.notifier, self.clock, self.path = notifier, clock, path  # clock: the loop's (since: shown, stored)
         self.sidecar = sidecar
         self.inherited: SidecarState | None = None  # the previous listener's episode, not seen ended
         self.since: float | None = None
-        self.retry_at = 0.0
+        self.retry_at = 0.0  # (monotonic, as the wait for it)
         self.delay = RETRY_FIRST
-        self.said_at = 0.0
+        self.said_at = 0.0  # (monotonic)
         self.reason = ""
 
     @property
@@ -62,12 +70,12 @@ class StoreTrouble:
         self.inherited = previous
 
     def failed(self, exc: BaseException, doing: str) -> None:
-        now = self.clock()
+        now, mono = self.clock(), time.monotonic()
         reason = str(exc) or type(exc).__name__
         if self.since is None:
             inherited, self.inherited = self.inherited, None
             self.since = inherited.degraded_since if inherited is not None else now
-            self.said_at, self.delay, self.reason = now, RETRY_FIRST, reason
+            self.said_at, self.delay, self.reason = mono, RETRY_FIRST, reason
             log.error("cannot write the store (%s) while %s: holding the event in hand unacknowledged "
                       "(supervisord buffers the next ones) and retrying", reason, doing)
             still = (f" It has not been writable since {_clock(self.since)}: the previous listener (pid "
@@ -82,12 +90,12 @@ class StoreTrouble:
             )
             if self.sidecar is not None:
                 self.sidecar.degraded(self.since, reason)
-        elif now - self.said_at >= SAY_AGAIN_EVERY:
-            self.said_at = now
+        elif mono - self.said_at >= SAY_AGAIN_EVERY:
+            self.said_at = mono
             log.error("the store is still unwritable after %s (%s); retrying", format_duration(now - self.since),
                       reason)
         self.reason = reason
-        self.retry_at = now + self.delay
+        self.retry_at = mono + self.delay
         self.delay = min(RETRY_MAX, self.delay * 2)
 
     def resolved(self) -> None:

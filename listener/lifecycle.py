@@ -273,11 +273,22 @@ class Lifecycle:
         taken, self.unsaved = self.unsaved, []
         return taken
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped (clock.py): the orphans' times move with the loop's clock."""
+        self.orphans = [_shifted(o, delta) for o in self.orphans]
+        self.unsaved = [_shifted(o, delta) for o in self.unsaved]
+
     def _look(self, now: float) -> None:
         """Which orphans still run (/proc): the gone ones leave, remembered as gone for the store."""
         still = [o for o in self.orphans if alive(o)]
         self.unsaved += [replace(o, gone_at=now) for o in self.orphans if o not in still]
         self.orphans = still
+
+
+def _shifted(o: Orphan, delta: float) -> Orphan:
+    return replace(o, started=o.started + delta, left_at=o.left_at + delta if o.left_at else 0.0,
+                   found_at=o.found_at + delta if o.found_at else 0.0,
+                   gone_at=None if o.gone_at is None else o.gone_at + delta)
 
 
 def _clock(at: float) -> str:

@@ -175,8 +175,24 @@ class OutboxSender:
             done[result.job.ref.id] = result.verdict
         return done
 
+    def shift(self, delta: float) -> None:
+        """The notifier's frame moved with a step of the wall clock (the outbox's rows move with it,
+        worker.py): so do the times held here; the step is not one to cope with below."""
+        self._resting = {k: (until + delta, n) for k, (until, n) in self._resting.items()}
+        self._accepted_at = {k: t + delta for k, t in self._accepted_at.items()}
+        self._failed_at = {k: t + delta for k, t in self._failed_at.items()}
+        self._refusals = {k: (n, first + delta) for k, (n, first) in self._refusals.items()}
+        for key, row in list(self._targets.items()):  # (their store rows move with the outbox's)
+            if row.hanging_since is not None:
+                self._targets[key] = replace(row, hanging_since=row.hanging_since + delta)
+        self._hanging_changed()
+        if self._last_now is not None:
+            self._last_now += delta
+
     def _stepped_back(self, store: DeliveryStore, step: float, now: float) -> None:
-        """Retries and rests were set on the old clock: move them with it, so none waits the step."""
+        """A clock that stepped back unannounced (the loop's own clock never does: it announces its
+        steps, shift()): retries and rests were set on the old clock; move them with it, so none
+        waits the step."""
         log.warning("the clock stepped back %.0fs: pending retries move with it", step)
         store.retries_stepped_back(step, now)
         self._resting = {k: (max(now, until - step), n) for k, (until, n) in self._resting.items()}

@@ -16,6 +16,10 @@ a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. N
 a send: this thread hands sends to the lanes and takes their answers from one queue, so a target
 that hangs slows only itself, and system messages reach every other target meanwhile. The
 protocol loop only ever calls wake(), direct() and announce(): it never waits for any of this.
+
+Its clock is a frame of the loop's (listener/clock.py), moved only between passes: when the wall
+clock stepped, the worker moves its own times (in memory, and the outbox's rows) by the step, and
+a pass that read the loop's rows while the loop was moving them is dropped and run again.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import xmlrpc.client
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ..clock import frame_of
 from ..config import Config
 from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..rules.policy import PolicyBook
-from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, about_alerts
+from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..text import clean
@@ -64,7 +69,9 @@ class Notifier:
         store_generation: Callable[[], int] = lambda: 0,
         on_death: Callable[[], None] = lambda: None,
     ) -> None:
-        self.config, self.targets, self.logs, self.clock = config, targets, logs, clock
+        self.config, self.targets, self.logs = config, targets, logs
+        self.clock = frame_of(clock)  # (a plain callable: a frame that never moves)
+        self._outbox_frame_due = False  # the outbox's rows are still to move with a step (retried)
         self.by_key = {t.key: t for t in targets}
         self.store_generation = store_generation
         self._wake = threading.Event()
@@ -136,11 +143,11 @@ class Notifier:
         """Let the worker write and send what was announced (the listener's last words, before it
         exits); True when everything due went out within timeout. What did not stays in the outbox
         for the next listener."""
-        deadline = self.clock() + timeout
+        deadline = time.monotonic() + timeout
         self.quiet.clear()
-        while self.clock() < deadline:
+        while time.monotonic() < deadline:
             self.wake()
-            if self.quiet.wait(min(0.2, max(0.0, deadline - self.clock()))):
+            if self.quiet.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
                 return True
         return False
 
@@ -157,6 +164,7 @@ class Notifier:
     def _run(self) -> None:
         while True:
             self._wake.clear()  # before the pass: an answer that comes during it wakes the next one
+            self._follow_clock()
             next_at = self.step(self.clock())
             if self._stop.is_set():
                 self._last_answers(time.monotonic() + STOP_WAIT)
@@ -173,6 +181,28 @@ class Notifier:
             self._wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
             self.step(self.clock())
+
+    def _follow_clock(self) -> None:
+        """Between passes: a step of the wall clock the loop has seen moves this thread's times."""
+        delta = self.clock.sync()
+        if delta:
+            self._last_repost += delta
+            self._stage_at = {k: t + delta for k, t in self._stage_at.items()}
+            if self._retrying_since is not None:
+                self._retrying_since += delta
+            with self._lock:
+                for msg, _ in self._direct:
+                    msg.next_at = msg.next_at + delta if msg.next_at else 0.0
+            self.sender.shift(delta)
+            self._outbox_frame_due = True
+        if self._outbox_frame_due:
+            try:
+                self._db().reframe_outbox(self.clock.offset)  # (idempotent: retried until it is written)
+                self._outbox_frame_due = False
+            except Exception as exc:
+                self.store = None
+                self.errors.report("reframe", "notifier: moving the outbox with the clock failed (%s); retrying",
+                                   exc, exc_info=False, level=logging.WARNING)
 
     def step(self, now: float) -> float | None:
         """One pass through the stages, each on its own; returns when it next has work."""
@@ -300,7 +330,10 @@ class Notifier:
         notices = store.pending_notices()
         if not notices:
             return None
-        active = self._silence_stage(store, notices, now)
+        silences = store.silences(now)
+        if self.clock.moved():
+            return now  # read while the loop moved its rows with a step of the clock: again, in the new frame
+        active = self._silence_stage(store, notices, silences, now)
         if not active:
             return None
         first = min(n.created_at for n in active)
@@ -351,19 +384,21 @@ class Notifier:
         if now - self._last_repost < every:
             return self._last_repost + every
         store = self._db()
-        self._last_repost = now
         silences = store.silences(now)
         still = [n for n in store.announced_open_alerts()
                  if not any(s.covers(n.alert.namespec, now) for s in silences)]
+        if self.clock.moved():
+            return now  # (as in _dispatch)
+        self._last_repost = now
         if still:
             extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
             store.dispatch([], [self._message(t, still, now, extra, repost=True) for t in targets], now)
             return now
         return now + every
 
-    def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
+    def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], silences: list[Silence],
+                       now: float) -> list[PendingNotice]:
         """Hold back silenced notices; drop those of alerts that resolved while held unheard."""
-        silences = store.silences(now)
         covered = [n for n in notices if any(s.covers(n.alert.namespec, now) for s in silences)]
         newly_held = [n.id for n in covered if not n.held]
         if newly_held:

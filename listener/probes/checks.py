@@ -45,10 +45,10 @@ class Check:
                  clock=time.time) -> None:  # noqa: ANN001
         self.logs = logs
         self.table = table or ProcessTable(max_age=0.5)
-        self.clock = clock
+        self.clock = clock  # the wall clock, for files' times; results are started on the monotonic clock
 
     def run(self, spec: ProbeSpec, target: ProbeTarget, memory: dict[str, Any]) -> ProbeResult:
-        started, t0 = self.clock(), time.monotonic()
+        started = t0 = time.monotonic()  # (the loop turns it into its own time)
         try:
             ok, detail, evidence = getattr(self, f"_{spec.kind}")(spec, target, memory, t0 + spec.timeout)
         except Exception as exc:  # a probe must fail alone, never take the scheduler with it
@@ -137,7 +137,7 @@ class Check:
         path = target.fill(spec.params["path"], spec)
         max_age = spec.params["max_age"]
         try:
-            age = self.clock() - os.stat(path).st_mtime
+            age = file_age(os.stat(path).st_mtime, memory, path, self.clock())
         except FileNotFoundError:
             return False, f"heartbeat file {path} does not exist", ""
         except OSError as exc:
@@ -155,13 +155,15 @@ class Check:
         paths = self._log_paths(target)
         if not paths:
             return False, "no log file to watch (stdout_logfile and stderr_logfile are NONE)", ""
-        newest = target.running_since  # a fresh start counts as output
+        silent = time.monotonic() - target.started_mono  # a fresh start counts as output
+        mtimes = []
         for path in paths:
             try:
-                newest = max(newest, os.stat(path).st_mtime)
+                mtimes.append(os.stat(path).st_mtime)
             except OSError:
                 continue
-        silent = self.clock() - newest
+        if mtimes:
+            silent = min(silent, file_age(max(mtimes), memory, "log", self.clock()))
         limit = spec.params["silence"]
         if silent > limit:
             return False, f"no log output for {format_duration(silent)} (max {format_duration(limit)})", ""
@@ -172,7 +174,7 @@ class Check:
         """Lines matching since the last run, kept with the time they were seen for `within`.
         Reads forward from where the last run stopped, across rotation, at most LOG_READ_BYTES
         per file and run: what is skipped beyond that is said in the result, never silent."""
-        p, now = spec.params, self.clock()
+        p, now = spec.params, time.monotonic()
         pattern = re.compile(p["regex"])
         matches: deque = memory.setdefault("matches", deque(maxlen=LOG_PATTERN_KEPT))
         positions: dict = memory.setdefault("positions", {})
@@ -272,6 +274,21 @@ def _status(code: int) -> str:
         return f"killed by {signal.Signals(-code).name}"
     except ValueError:
         return f"killed by signal {-code}"
+
+
+def file_age(mtime: float, memory: dict, key: str, wall: float) -> float:
+    """Seconds since a file was written, a step of the wall clock aside: its mtime and our wall
+    clock disagree by the step when it was written before it. Between runs (memory) an unchanged
+    mtime ages by the monotonic time since the last look, and a changed one was written since that
+    look, so it is no older than the time since."""
+    mono, seen = time.monotonic(), memory.get(f"age:{key}")
+    if seen is not None and seen[0] == mtime:
+        age = seen[1] + (mono - seen[2])
+    else:
+        age = wall - mtime if seen is None else min(wall - mtime, mono - seen[2])
+    age = max(0.0, age)
+    memory[f"age:{key}"] = (mtime, age, mono)
+    return age
 
 
 def _probe_env(target: ProbeTarget) -> dict[str, str]:

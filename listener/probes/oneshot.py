@@ -71,7 +71,7 @@ def run_once(config: Config, pattern: str = "*") -> int:
             if info.state != "RUNNING" or not info.pid:
                 print(f"skip  {shown:<28} {spec.name:<14} ({info.state}: probes run only while RUNNING)")
                 continue
-            target = ProbeTarget(info.group, info.name, info.pid, time.time() - max(0, info.now - info.start))
+            target = ProbeTarget(info.group, info.name, info.pid, time.monotonic() - max(0, info.now - info.start))
             memory = _one_shot_memory(spec.kind, check, target)
             result = check.run(spec, target, memory)
             ran += 1

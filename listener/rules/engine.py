@@ -58,6 +58,7 @@ from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
 from .snapshot import LIVE_STATES, SnapshotRules
+from .timeshift import shift_engine
 
 
 class AlertEngine(SnapshotRules):
@@ -201,6 +202,11 @@ class AlertEngine(SnapshotRules):
         self.quorum.on_time(self.records, now, out)
         self.book.remind(now, out)
         return out
+
+    def shift(self, delta: float) -> Outcome:
+        """The wall clock stepped by delta and the loop's clock with it: every time held here moves
+        too (timeshift.py), so no deadline comes sooner or later; the outcome holds it all again."""
+        return shift_engine(self, delta)
 
     def _still_unhealthy(self, namespec: str, source: str) -> ProbeSpec | None:
         return next((spec for spec in self.health.unhealthy(namespec) if f"probe:{spec.name}" == source), None)

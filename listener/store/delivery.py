@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from ..rules.models import Alert, ProcessRecord
+from .clockshift import reframe_outbox
 from .schema import Transaction
 from .state import alert_from_row, record_from_row
 
@@ -284,6 +285,11 @@ class DeliveryStore:
         with Transaction(self.conn) as c:
             c.execute("UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?) "
                       "WHERE status = 'pending' AND next_attempt_at > ?", (now, step, now))
+
+    def reframe_outbox(self, offset: float) -> float:
+        """The notifier's frame moved with a step of the wall clock: its pending rows move too."""
+        with Transaction(self.conn) as c:
+            return reframe_outbox(c, offset, None)
 
     def backlog(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]

@@ -24,6 +24,7 @@ from ..rules.models import (
 from ..rules.orphans import Orphan
 from ..rules.sequence import StreamPosition
 from ..text import clean_name
+from .clockshift import ClockStep, reframe_outbox, shift_loop_rows
 from .schema import Transaction, get_meta, set_meta
 
 _RECORD_FIELDS = [f.name for f in fields(ProcessRecord)]
@@ -181,11 +182,18 @@ class StateStore:
         event_at: float = 0.0,
         meta: dict[str, object] | None = None,
         orphans: list[Orphan] | None = None,
+        shift: ClockStep | None = None,
+        outbox_frame: tuple[float, str | None] | None = None,
     ) -> None:
         """One transaction; ``position`` and ``event_at`` come with each event (the dedup key
-        is committed with the event's effects, so a redelivery after a crash is recognised);
-        ``orphans``: found, or seen gone (gone_at set)."""
+        is committed with the event's effects, so a redelivery after a crash is recognised).
+        ``orphans``: found, or seen gone (gone_at set). ``shift``: the wall clock stepped; the rows
+        the engine does not hold move last, with what this outcome wrote before the step (a held
+        commit). ``outbox_frame``: (offset, boot) to bring the outbox into at start
+        (clockshift.reframe_outbox)."""
         with Transaction(self.conn) as c:
+            if outbox_frame is not None:  # (first: it reads the boot the meta below replaces)
+                reframe_outbox(c, *outbox_frame)
             if orphans:
                 _save_orphans(c, orphans)
             if outcome.records:
@@ -221,6 +229,8 @@ class StateStore:
                 set_meta(c, items)
             if position is not None:
                 c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, event_at))
+            if shift is not None:
+                shift_loop_rows(c, shift)
 
     def rewrite(self, records: list[ProcessRecord], alerts: list[Alert], position: StreamPosition | None,
                 stopping: bool, now: float, holds: list[Hold] | None = None, orphans: list[Orphan] | None = None
