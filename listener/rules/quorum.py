@@ -1,7 +1,15 @@
 """QuorumWatch: a numprocs pool (or a [group:]) with fewer than min_running processes RUNNING. Pure.
 
 One critical alert per group once it has been short for `for` (a rolling restart or a boot is
-not an outage), resolved when enough run again. Nothing while supervisord stops. Members an
+not an outage), resolved when enough run again. `for` counts the time short, not an unbroken
+run of it: a spell runs from the group's first drop until it has stayed at or above the minimum
+for stable_after, and the time short adds up across it, so members that flap (RUNNING for a
+second between crashes) no longer restart the count with each brief run (Prometheus' `for`
+does, which hides exactly that). A group that comes back after one drop is resolved at once; one
+that has come back and dropped again in its spell (flapping), or whose past this listener does
+not know (an alert from the store), is resolved once it has stayed at or above the minimum for
+stable_after. The alert names the members that went down more than once in the spell. Nothing
+while supervisord stops. Members an
 operator stopped are deliberate, not down: they do not count against min_running (the
 minimum becomes at most the members not stopped on purpose, so `supervisorctl stop pool:*` pages
 nobody, and a member crashing in a pool an operator scaled down still does); what lookout's
@@ -13,8 +21,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..config import GroupRule, format_duration
 from .alerts import AlertBook
 from .models import BELOW_QUORUM, QUORUM, Outcome, ProcessRecord
 from .policy import PolicyBook
@@ -50,8 +59,36 @@ def count(records: Iterable[ProcessRecord], group: str) -> GroupCount:
     return GroupCount(running, len(members), stopped, missing)
 
 
-def describe(group: str, c: GroupCount, minimum: int) -> str:
-    """'pool: 2 of 4 running (minimum 3); down: pool_1 FATAL since 12:03:04, ...; 1 stopped by an operator'."""
+@dataclass
+class ShortSpell:
+    """One time a group ran short: from its first drop until it has stayed at or above the minimum
+    for stable_after. Times are the loop's `now`."""
+
+    started_at: float
+    short_since: float | None  # this stretch below the minimum began (None: at or above it now)
+    above_since: float | None = None  # at or above the minimum since (None: short now)
+    short_before: float = 0.0  # seconds below the minimum in the stretches that have ended
+    drops: int = 1  # stretches below the minimum seen; 0: taken up from an open alert, its past unknown
+    downs: dict[str, int] = field(default_factory=dict)  # member -> times it went down in this spell
+    down_now: frozenset[str] = frozenset()  # the members down at the last look
+
+    def short_for(self, now: float) -> float:
+        return self.short_before + (now - self.short_since if self.short_since is not None else 0.0)
+
+    def over(self, now: float, stable_after: float) -> bool:
+        return self.above_since is not None and now - self.above_since >= stable_after
+
+    def look(self, c: GroupCount) -> None:
+        """Count the members that went down since the last look."""
+        down = frozenset(r.name for r in c.missing)
+        for name in down - self.down_now:
+            self.downs[name] = self.downs.get(name, 0) + 1
+        self.down_now = down
+
+
+def describe(group: str, c: GroupCount, minimum: int, spell: ShortSpell | None = None, now: float = 0.0) -> str:
+    """'pool: 2 of 4 running (minimum 3); down: pool_1 FATAL since 12:03:04, ...; 1 stopped by an operator',
+    and for a flapping group '; flapping: pool_1 down 9 times, ...; short for 21s of the last 30s'."""
     lowered = f", {c.needed(minimum)} while {c.deliberate} are stopped on purpose" if c.needed(minimum) < minimum \
         else ""
     text = f"{group}: {c.running} of {c.total} running (minimum {minimum}{lowered})"
@@ -62,13 +99,19 @@ def describe(group: str, c: GroupCount, minimum: int) -> str:
         text += f"; down: {', '.join(shown)}{more}"
     if c.deliberate and not lowered:
         text += f"; {c.deliberate} stopped on purpose"
+    flapping = sorted((name, n) for name, n in (spell.downs.items() if spell else ()) if n > 1)
+    if flapping and spell is not None:
+        more = f" and {len(flapping) - 10} more" if len(flapping) > 10 else ""
+        text += (f"; flapping: {', '.join(f'{name} down {n} times' for name, n in flapping[:10])}{more}"
+                 f"; short for {format_duration(spell.short_for(now))} of the last "
+                 f"{format_duration(now - spell.started_at)}")
     return text
 
 
 class QuorumWatch:
     def __init__(self, policies: PolicyBook, alerts: AlertBook, stopping: Callable[[], bool]) -> None:
         self.policies, self.alerts, self.stopping = policies, alerts, stopping
-        self.below_since: dict[str, float] = {}
+        self.spells: dict[str, ShortSpell] = {}
 
     def refresh(self, records: dict[str, ProcessRecord], groups: Iterable[str], now: float, out: Outcome) -> None:
         """After records of these groups changed."""
@@ -77,31 +120,80 @@ class QuorumWatch:
             if rule is None:
                 continue
             c = count(records.values(), group)
-            if not c.short_of(rule.min_running) or self.stopping():
-                self.below_since.pop(group, None)
-                if not c.short_of(rule.min_running):
-                    why = f"is back to {c.running} of {c.total} running (minimum {rule.min_running})"
-                    self.alerts.close(QUORUM, group, now, out, why, notify=True)
-            else:
-                self.below_since.setdefault(group, now)
-                alert = self.alerts.get(QUORUM, group)
-                if alert is not None and alert.detail != describe(group, c, rule.min_running):
-                    self.alerts.update(QUORUM, group, now, out, detail=describe(group, c, rule.min_running),
-                                       notify=False)
+            short = c.short_of(rule.min_running)
+            if self.stopping():  # supervisord moves processes around on purpose: nothing counts
+                self.spells.pop(group, None)
+                if not short:
+                    self._resolve(group, c, rule, now, out, waited=False)
+                continue
+            spell = self.spells.get(group)
+            if spell is not None and spell.over(now, rule.stable_after):
+                del self.spells[group]  # stable long enough: a drop now is a new spell
+                if self.alerts.get(QUORUM, group) is not None:
+                    self._resolve(group, c, rule, now, out, waited=True)
+                spell = None
+            if short:
+                self._short(group, spell, now)
+            elif not self._not_short(group, spell, now):
+                continue
+            spell = self.spells[group]
+            spell.look(c)
+            alert = self.alerts.get(QUORUM, group)
+            if alert is not None and not short and spell.drops == 1:
+                self._resolve(group, c, rule, now, out, waited=False)  # back after one drop
+            elif alert is not None and alert.detail != (detail := describe(group, c, rule.min_running, spell, now)):
+                self.alerts.update(QUORUM, group, now, out, detail=detail, notify=False)
+
+    def _short(self, group: str, spell: ShortSpell | None, now: float) -> None:
+        if spell is None:
+            known = self.alerts.get(QUORUM, group) is None  # else: open from before this listener
+            self.spells[group] = ShortSpell(started_at=now, short_since=now, drops=1 if known else 0)
+        elif spell.short_since is None:
+            spell.short_since, spell.above_since = now, None
+            spell.drops += 1 if spell.drops else 0
+
+    def _not_short(self, group: str, spell: ShortSpell | None, now: float) -> bool:
+        """At or above the minimum: the stretch below ends. False when there is no spell to follow."""
+        if spell is None:
+            alert = self.alerts.get(QUORUM, group)
+            if alert is None:
+                return False
+            self.spells[group] = ShortSpell(started_at=alert.opened_at, short_since=None, above_since=now, drops=0)
+        elif spell.short_since is not None:
+            spell.short_before += now - spell.short_since
+            spell.short_since, spell.above_since = None, now
+        return True
+
+    def _resolve(self, group: str, c: GroupCount, rule: GroupRule, now: float, out: Outcome, waited: bool) -> None:
+        why = f"is back to {c.running} of {c.total} running (minimum {rule.min_running})"
+        self.alerts.close(QUORUM, group, now, out, why + (f" for {format_duration(rule.stable_after)}" if waited
+                                                          else ""), notify=True)
 
     def on_time(self, records: dict[str, ProcessRecord], now: float, out: Outcome) -> None:
-        for group, since in list(self.below_since.items()):
+        for group, spell in list(self.spells.items()):
             rule = self.policies.group_rule(group)
-            if rule is None or now - since < rule.sustain or self.alerts.get(QUORUM, group) is not None:
+            if rule is None:
+                del self.spells[group]
                 continue
-            c = count(records.values(), group)
-            self.alerts.raise_(QUORUM, group, BELOW_QUORUM, rule.severity, now, out, opened_at=since,
-                               detail=describe(group, c, rule.min_running))
+            alert = self.alerts.get(QUORUM, group)
+            if spell.over(now, rule.stable_after):
+                del self.spells[group]
+                if alert is not None:
+                    self._resolve(group, count(records.values(), group), rule, now, out, waited=True)
+            elif alert is None and spell.short_since is not None and spell.short_for(now) >= rule.sustain:
+                c = count(records.values(), group)
+                self.alerts.raise_(QUORUM, group, BELOW_QUORUM, rule.severity, now, out, opened_at=spell.started_at,
+                                   detail=describe(group, c, rule.min_running, spell, now))
 
     def next_deadline(self) -> float | None:
         times = []
-        for group, since in self.below_since.items():
+        for group, spell in self.spells.items():
             rule = self.policies.group_rule(group)
-            if rule is not None and self.alerts.get(QUORUM, group) is None:
-                times.append(since + rule.sustain)
+            if rule is None:
+                continue
+            open_ = self.alerts.get(QUORUM, group) is not None
+            if not open_ and spell.short_since is not None:
+                times.append(spell.short_since + max(0.0, rule.sustain - spell.short_before))
+            elif open_ and spell.above_since is not None:
+                times.append(spell.above_since + rule.stable_after)
         return min(times) if times else None
