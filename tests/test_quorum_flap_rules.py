@@ -150,6 +150,29 @@ def test_back_after_one_drop_is_resolved_at_once_and_a_new_drop_soon_after_fires
     assert [(t - T0, kind) for t, kind, _ in loop.notices][1:] == [(41, RESOLVED), (46, FIRING), (136, RESOLVED)]
 
 
+def test_a_drop_right_after_the_boot_is_no_flapping():
+    """Members STARTING at the boot never ran: a crash soon after is each member's first drop, and
+    an operator's fix resolves the alert at once (the boot's short stretch still counts in `for`).
+    Also when the listener saw them RUNNING first (its reconcile) and the boot's queued events
+    after."""
+    c = parse_config({"alerts": {"groups": [GROUP]}})
+    e = AlertEngine(c.alerts)
+    loop = Loop(e)
+    loop.now = 0.0
+    boot = [(0.0, "RUNNING", f"pool_{i}", "STARTING", None) for i in range(4)]  # as a reconcile sees them
+    boot += [(0.0, "STARTING", f"pool_{i}", "STOPPED", None) for i in range(4)]  # the boot's events, queued
+    boot += [(1.0, "RUNNING", f"pool_{i}", "STARTING", None) for i in range(4)]
+    dead = [x for name in ("pool_1", "pool_2") for x in crash(3.0, name, down=0)[:2]]
+    dead += [(3.5, "BACKOFF", name, "STARTING", None) for name in ("pool_1", "pool_2")]
+    dead += [(4.0, "FATAL", name, "BACKOFF", None) for name in ("pool_1", "pool_2")]
+    loop.run(boot + dead, 40)
+    assert [(t, kind) for t, kind, _ in loop.notices] == [(22.0, FIRING)]  # 1 s at the boot + 19 s from 3
+    assert "flapping" not in e.alerts[(QUORUM, "pool")].detail
+    loop.run([(45, "STARTING", "pool_1", "FATAL", None), (46, "RUNNING", "pool_1", "STARTING", None)], 50)
+    assert loop.notices[-1] == (46, RESOLVED, BELOW_QUORUM)
+    assert e.book.recently_closed[(QUORUM, "pool")].resolution == "is back to 3 of 4 running (minimum 3)"
+
+
 def test_an_open_alert_from_the_store_is_resolved_after_stable_after():
     """A restarted listener does not know whether the group flapped: it waits for stable_after."""
     e = engine()

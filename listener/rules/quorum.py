@@ -5,11 +5,10 @@ not an outage), resolved when enough run again. `for` counts the time short, not
 run of it: a spell runs from the group's first drop until it has stayed at or above the minimum
 for stable_after, and the time short adds up across it, so members that flap (RUNNING for a
 second between crashes) no longer restart the count with each brief run (Prometheus' `for`
-does, which hides exactly that). A group that comes back after one drop is resolved at once; one
-that has come back and dropped again in its spell (flapping), or whose past this listener does
-not know (an alert from the store), is resolved once it has stayed at or above the minimum for
-stable_after. The alert names the members that went down more than once in the spell. Nothing
-while supervisord stops. Members an
+does, which hides exactly that). Flapping: a member that went down from RUNNING more than once
+in the spell; the alert names them. A group back without flapping is resolved at once; one that
+flapped, or whose past this listener does not know (an alert from the store, a reload), once it
+has stayed at or above the minimum for stable_after. Nothing while supervisord stops. Members an
 operator stopped are deliberate, not down: they do not count against min_running (the
 minimum becomes at most the members not stopped on purpose, so `supervisorctl stop pool:*` pages
 nobody, and a member crashing in a pool an operator scaled down still does); what lookout's
@@ -41,6 +40,7 @@ class GroupCount:
     total: int
     deliberate: int
     missing: tuple[ProcessRecord, ...]  # neither RUNNING nor deliberately stopped
+    up: frozenset[str] = frozenset()  # the names of the members RUNNING
 
     def needed(self, minimum: int) -> int:
         """min_running, lowered by the members stopped on purpose (never below zero)."""
@@ -52,11 +52,11 @@ class GroupCount:
 
 def count(records: Iterable[ProcessRecord], group: str) -> GroupCount:
     members = [r for r in records if r.group == group and r.present]
-    running = sum(r.state == "RUNNING" for r in members)
+    up = frozenset(r.name for r in members if r.state == "RUNNING")
     stopped = sum(deliberate(r) for r in members)
     missing = tuple(sorted((r for r in members if r.state != "RUNNING" and not deliberate(r)),
                            key=lambda r: r.name))
-    return GroupCount(running, len(members), stopped, missing)
+    return GroupCount(len(up), len(members), stopped, missing, up)
 
 
 @dataclass
@@ -68,9 +68,8 @@ class ShortSpell:
     short_since: float | None  # this stretch below the minimum began (None: at or above it now)
     above_since: float | None = None  # at or above the minimum since (None: short now)
     short_before: float = 0.0  # seconds below the minimum in the stretches that have ended
-    drops: int = 1  # stretches below the minimum seen; 0: taken up from an open alert, its past unknown
-    downs: dict[str, int] = field(default_factory=dict)  # member -> times it went down in this spell
-    down_now: frozenset[str] = frozenset()  # the members down at the last look
+    known: bool = True  # False: taken up from an alert already open (the store, a reload): its past is unknown
+    downs: dict[str, int] = field(default_factory=dict)  # member -> times it went down from RUNNING
 
     def short_for(self, now: float) -> float:
         return self.short_before + (now - self.short_since if self.short_since is not None else 0.0)
@@ -78,12 +77,18 @@ class ShortSpell:
     def over(self, now: float, stable_after: float) -> bool:
         return self.above_since is not None and now - self.above_since >= stable_after
 
-    def look(self, c: GroupCount) -> None:
-        """Count the members that went down since the last look."""
-        down = frozenset(r.name for r in c.missing)
-        for name in down - self.down_now:
-            self.downs[name] = self.downs.get(name, 0) + 1
-        self.down_now = down
+    def flapping(self) -> list[tuple[str, int]]:
+        """(member, times down) of the members down from RUNNING more than once, by name."""
+        return sorted((name, n) for name, n in self.downs.items() if n > 1)
+
+    def look(self, c: GroupCount, up_before: frozenset[str]) -> None:
+        """Count the members that went down from RUNNING since the last look: exited, backing off,
+        FATAL. Not STARTING: a RUNNING member is seen STARTING only when events queued before a
+        listener's start replay supervisord's boot over the reconcile's newer view (a crash shows
+        EXITED or BACKOFF first)."""
+        for r in c.missing:
+            if r.name in up_before and r.state != "STARTING":
+                self.downs[r.name] = self.downs.get(r.name, 0) + 1
 
 
 def describe(group: str, c: GroupCount, minimum: int, spell: ShortSpell | None = None, now: float = 0.0) -> str:
@@ -99,7 +104,7 @@ def describe(group: str, c: GroupCount, minimum: int, spell: ShortSpell | None =
         text += f"; down: {', '.join(shown)}{more}"
     if c.deliberate and not lowered:
         text += f"; {c.deliberate} stopped on purpose"
-    flapping = sorted((name, n) for name, n in (spell.downs.items() if spell else ()) if n > 1)
+    flapping = spell.flapping() if spell is not None else []
     if flapping and spell is not None:
         more = f" and {len(flapping) - 10} more" if len(flapping) > 10 else ""
         text += (f"; flapping: {', '.join(f'{name} down {n} times' for name, n in flapping[:10])}{more}"
@@ -112,6 +117,7 @@ class QuorumWatch:
     def __init__(self, policies: PolicyBook, alerts: AlertBook, stopping: Callable[[], bool]) -> None:
         self.policies, self.alerts, self.stopping = policies, alerts, stopping
         self.spells: dict[str, ShortSpell] = {}
+        self.up: dict[str, frozenset[str]] = {}  # group -> its members RUNNING at the last look
 
     def refresh(self, records: dict[str, ProcessRecord], groups: Iterable[str], now: float, out: Outcome) -> None:
         """After records of these groups changed."""
@@ -120,6 +126,7 @@ class QuorumWatch:
             if rule is None:
                 continue
             c = count(records.values(), group)
+            up_before, self.up[group] = self.up.get(group, frozenset()), c.up
             short = c.short_of(rule.min_running)
             if self.stopping():  # supervisord moves processes around on purpose: nothing counts
                 self.spells.pop(group, None)
@@ -133,36 +140,38 @@ class QuorumWatch:
                     self._resolve(group, c, rule, now, out, waited=True)
                 spell = None
             if short:
-                self._short(group, spell, now)
-            elif not self._not_short(group, spell, now):
-                continue
-            spell = self.spells[group]
-            spell.look(c)
+                spell = self._short(group, spell, now)
+            else:
+                spell = self._not_short(group, spell, now)
+                if spell is None:
+                    continue
+            spell.look(c, up_before)
             alert = self.alerts.get(QUORUM, group)
-            if alert is not None and not short and spell.drops == 1:
-                self._resolve(group, c, rule, now, out, waited=False)  # back after one drop
+            if alert is not None and not short and spell.known and not spell.flapping():
+                self._resolve(group, c, rule, now, out, waited=False)  # back, and it did not flap
             elif alert is not None and alert.detail != (detail := describe(group, c, rule.min_running, spell, now)):
                 self.alerts.update(QUORUM, group, now, out, detail=detail, notify=False)
 
-    def _short(self, group: str, spell: ShortSpell | None, now: float) -> None:
+    def _short(self, group: str, spell: ShortSpell | None, now: float) -> ShortSpell:
         if spell is None:
-            known = self.alerts.get(QUORUM, group) is None  # else: open from before this listener
-            self.spells[group] = ShortSpell(started_at=now, short_since=now, drops=1 if known else 0)
+            known = self.alerts.get(QUORUM, group) is None  # else: open from before this listener or reload
+            spell = self.spells[group] = ShortSpell(started_at=now, short_since=now, known=known)
         elif spell.short_since is None:
             spell.short_since, spell.above_since = now, None
-            spell.drops += 1 if spell.drops else 0
+        return spell
 
-    def _not_short(self, group: str, spell: ShortSpell | None, now: float) -> bool:
-        """At or above the minimum: the stretch below ends. False when there is no spell to follow."""
+    def _not_short(self, group: str, spell: ShortSpell | None, now: float) -> ShortSpell | None:
+        """At or above the minimum: the stretch below ends. None when there is no spell to follow."""
         if spell is None:
             alert = self.alerts.get(QUORUM, group)
             if alert is None:
-                return False
-            self.spells[group] = ShortSpell(started_at=alert.opened_at, short_since=None, above_since=now, drops=0)
+                return None
+            spell = self.spells[group] = ShortSpell(started_at=alert.opened_at, short_since=None, above_since=now,
+                                                    known=False)
         elif spell.short_since is not None:
             spell.short_before += now - spell.short_since
             spell.short_since, spell.above_since = None, now
-        return True
+        return spell
 
     def _resolve(self, group: str, c: GroupCount, rule: GroupRule, now: float, out: Outcome, waited: bool) -> None:
         why = f"is back to {c.running} of {c.total} running (minimum {rule.min_running})"
