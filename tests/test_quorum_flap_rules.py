@@ -136,7 +136,7 @@ def test_dips_closer_than_stable_after_add_up():
     assert [(t - T0, kind) for t, kind, _ in loop.notices] == [(30 * 9 + 2, FIRING), (30 * 11 + 2 + 60, RESOLVED)]
 
 
-def test_back_after_one_drop_is_resolved_at_once_and_a_new_drop_soon_after_fires_again():
+def test_back_after_one_drop_is_resolved_at_once_and_drops_soon_after_fire_again():
     loop = Loop(engine())
     loop.run([(T0, "STOPPING", "pool_3", "RUNNING", None), (T0, "STOPPED", "pool_3", "STOPPING", None),
               (T0 + 5, "EXITED", "pool_1", "RUNNING", False), (T0 + 5, "STARTING", "pool_1", "EXITED", None),
@@ -146,8 +146,31 @@ def test_back_after_one_drop_is_resolved_at_once_and_a_new_drop_soon_after_fires
     loop.run([(T0 + 40, "STARTING", "pool_1", "FATAL", None), (T0 + 41, "RUNNING", "pool_1", "STARTING", None)],
              T0 + 45)
     assert loop.notices[-1] == (T0 + 41, RESOLVED, BELOW_QUORUM)  # back after one drop: at once, as before
-    loop.run(crash(T0 + 46, "pool_1", down=30), T0 + 46 + 30 + 61)  # it dies again soon after
-    assert [(t - T0, kind) for t, kind, _ in loop.notices][1:] == [(41, RESOLVED), (46, FIRING), (136, RESOLVED)]
+    # It dies again soon after (the spell goes on: 20 s short already): an alert at once; back, it
+    # is resolved at once again (its first drop since the operator started it) ...
+    loop.run(crash(T0 + 46, "pool_1", down=30), T0 + 78)
+    # ... but a second drop makes it a flapping member: resolved only after stable_after.
+    loop.run(crash(T0 + 80, "pool_1", down=1), T0 + 81 + 61)
+    assert [(t - T0, kind) for t, kind, _ in loop.notices][1:] == [
+        (41, RESOLVED), (46, FIRING), (76, RESOLVED), (80, FIRING), (141, RESOLVED)]
+    assert "flapping: pool_1 down 2 times" in loop.e.book.recently_closed[(QUORUM, "pool")].detail
+
+
+def test_an_operators_start_forgives_a_members_earlier_flaps():
+    """A member that went down twice before supervisord gave up on it (FATAL), then started by an
+    operator: back is back, resolved at once (tests/test_brake.py on a busy machine, where the
+    member seemed to start before it exited)."""
+    loop = Loop(engine())
+    loop.run(crash(T0, "pool_2", down=99)[:2] + [(T0 + 1, "FATAL", "pool_2", "STARTING", None)]
+             + crash(T0 + 2, "pool_1", down=1) + crash(T0 + 3.2, "pool_1", down=99)[:2]
+             + [(T0 + 3.5, "BACKOFF", "pool_1", "STARTING", None), (T0 + 4, "FATAL", "pool_1", "BACKOFF", None)],
+             T0 + 30)
+    assert [(round(t - T0, 3), kind) for t, kind, _ in loop.notices] == [(22.2, FIRING)]  # short from 2, but 3 to 3.2
+    assert "flapping: pool_1 down 2 times" in loop.e.alerts[(QUORUM, "pool")].detail
+    loop.run([(T0 + 40, "STARTING", "pool_1", "FATAL", None), (T0 + 41, "RUNNING", "pool_1", "STARTING", None)],
+             T0 + 45)
+    assert loop.notices[-1] == (T0 + 41, RESOLVED, BELOW_QUORUM)
+    assert loop.e.book.recently_closed[(QUORUM, "pool")].resolution == "is back to 3 of 4 running (minimum 3)"
 
 
 def test_a_drop_right_after_the_boot_is_no_flapping():

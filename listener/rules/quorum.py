@@ -6,14 +6,14 @@ run of it: a spell runs from the group's first drop until it has stayed at or ab
 for stable_after, and the time short adds up across it, so members that flap (RUNNING for a
 second between crashes) no longer restart the count with each brief run (Prometheus' `for`
 does, which hides exactly that). Flapping: a member that went down from RUNNING more than once
-in the spell; the alert names them. A group back without flapping is resolved at once; one that
-flapped, or whose past this listener does not know (an alert from the store, a reload), once it
-has stayed at or above the minimum for stable_after. Nothing while supervisord stops. Members an
-operator stopped are deliberate, not down: they do not count against min_running (the
-minimum becomes at most the members not stopped on purpose, so `supervisorctl stop pool:*` pages
-nobody, and a member crashing in a pool an operator scaled down still does); what lookout's
-brake stopped counts as down. The alert lists each
-missing member with its state and since when.
+in the spell with no operator's start or stop in between; the alert names them. A group back
+without flapping is resolved at once; one that flapped, or whose past this listener does not
+know (an alert from the store, a reload), once it has stayed at or above the minimum for
+stable_after. Nothing while supervisord stops. Members an operator stopped are deliberate, not
+down: they do not count against min_running (the minimum becomes at most the members not
+stopped on purpose, so `supervisorctl stop pool:*` pages nobody, and a member crashing in a pool
+an operator scaled down still does); what lookout's brake stopped counts as down. The alert
+lists each missing member with its state and since when.
 """
 
 from __future__ import annotations
@@ -40,7 +40,12 @@ class GroupCount:
     total: int
     deliberate: int
     missing: tuple[ProcessRecord, ...]  # neither RUNNING nor deliberately stopped
-    up: frozenset[str] = frozenset()  # the names of the members RUNNING
+    members: tuple[ProcessRecord, ...] = ()
+
+    @property
+    def up(self) -> frozenset[str]:
+        """The names of the members RUNNING."""
+        return frozenset(r.name for r in self.members if r.state == "RUNNING")
 
     def needed(self, minimum: int) -> int:
         """min_running, lowered by the members stopped on purpose (never below zero)."""
@@ -51,12 +56,12 @@ class GroupCount:
 
 
 def count(records: Iterable[ProcessRecord], group: str) -> GroupCount:
-    members = [r for r in records if r.group == group and r.present]
-    up = frozenset(r.name for r in members if r.state == "RUNNING")
+    members = tuple(r for r in records if r.group == group and r.present)
+    running = sum(r.state == "RUNNING" for r in members)
     stopped = sum(deliberate(r) for r in members)
     missing = tuple(sorted((r for r in members if r.state != "RUNNING" and not deliberate(r)),
                            key=lambda r: r.name))
-    return GroupCount(len(up), len(members), stopped, missing, up)
+    return GroupCount(running, len(members), stopped, missing, members)
 
 
 @dataclass
@@ -69,7 +74,9 @@ class ShortSpell:
     above_since: float | None = None  # at or above the minimum since (None: short now)
     short_before: float = 0.0  # seconds below the minimum in the stretches that have ended
     known: bool = True  # False: taken up from an alert already open (the store, a reload): its past is unknown
-    downs: dict[str, int] = field(default_factory=dict)  # member -> times it went down from RUNNING
+    # member -> (times it went down from RUNNING, its operator_at then): an operator's start or stop
+    # since (supervisord gave up on it, somebody fixed it) forgives the earlier ones
+    downs: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def short_for(self, now: float) -> float:
         return self.short_before + (now - self.short_since if self.short_since is not None else 0.0)
@@ -79,16 +86,22 @@ class ShortSpell:
 
     def flapping(self) -> list[tuple[str, int]]:
         """(member, times down) of the members down from RUNNING more than once, by name."""
-        return sorted((name, n) for name, n in self.downs.items() if n > 1)
+        return sorted((name, n) for name, (n, _) in self.downs.items() if n > 1)
 
     def look(self, c: GroupCount, up_before: frozenset[str]) -> None:
         """Count the members that went down from RUNNING since the last look: exited, backing off,
         FATAL. Not STARTING: a RUNNING member is seen STARTING only when events queued before a
         listener's start replay supervisord's boot over the reconcile's newer view (a crash shows
-        EXITED or BACKOFF first)."""
-        for r in c.missing:
-            if r.name in up_before and r.state != "STARTING":
-                self.downs[r.name] = self.downs.get(r.name, 0) + 1
+        EXITED or BACKOFF first). An operator's start or stop starts a member's count over."""
+        missing = {r.name for r in c.missing}
+        for r in c.members:
+            n, acted = self.downs.get(r.name, (0, r.operator_at))
+            if acted != r.operator_at:
+                n = 0
+            if r.name in missing and r.name in up_before and r.state != "STARTING":
+                n += 1
+            if n or r.name in self.downs:
+                self.downs[r.name] = (n, r.operator_at)
 
 
 def describe(group: str, c: GroupCount, minimum: int, spell: ShortSpell | None = None, now: float = 0.0) -> str:
