@@ -35,15 +35,15 @@ def test_flapping_members_page_once_after_for_below_the_minimum(supervisor_facto
     alert = webhook.wait("pool is below quorum", timeout=120)[0]
     # The decision, judged by supervisord's own log (a busy machine slows the flapping, not the
     # rule): never before `for` has passed since the pool first ran short (the time below the
-    # minimum cannot be more), and within group_wait and the listener's lag (it hears each change
-    # a little late) of the moment the log says the pool had been short for 20 s in all (about
-    # 30 s after the start: short two thirds of the time). The old `for` never fired.
+    # minimum cannot be more), and when the log says it had been short for about 20 s in all
+    # (about 30 s after the start: short two thirds of the time). The listener hears each change
+    # a little late, which moves its stretches by a second here and there, and the message waits
+    # for group_wait. The old `for` never fired.
     changes = running_counts(sup.log())
-    due = when_short_for(changes, 3, FOR)
-    assert due is not None, f"the pool was never short for {FOR}s in all: {changes}"
-    assert changes[0][0] + FOR <= alert.at <= due + 15, \
-        f"the alert came {alert.at - changes[0][0]:.1f}s after the pool first ran short, {alert.at - due:+.1f}s " \
-        "after it had been short for 20 s in all"
+    short = short_until(changes, 3, alert.at)
+    assert changes[0][0] + FOR <= alert.at and FOR - 5 <= short <= FOR + 10, \
+        f"the alert came {alert.at - changes[0][0]:.1f}s after the pool first ran short, when it had been " \
+        f"short for {short:.1f}s in all: {changes}"
     assert re.search(r"flapping: pool_1 down \d+ times, pool_2 down \d+ times", alert.text), alert.text
     assert "pool_0" not in alert.text and "pool_3" not in alert.text, alert.text
     runs = len(re.findall(r"spawned: 'pool_1'", sup.log()))
@@ -78,15 +78,13 @@ def running_counts(log: str) -> list[tuple[float, int]]:
     return changes
 
 
-def when_short_for(changes: list[tuple[float, int]], minimum: int, seconds: float) -> float | None:
-    """When the pool had been below `minimum` for `seconds` in all, from the first change on."""
+def short_until(changes: list[tuple[float, int]], minimum: int, until: float) -> float:
+    """Seconds the pool was below `minimum` RUNNING from the first change until `until`."""
     total = 0.0
-    for (at, running), (then, _) in zip(changes, changes[1:] + [(float("inf"), 0)]):
-        if running < minimum:
-            if total + (then - at) >= seconds:
-                return at + seconds - total
-            total += then - at
-    return None
+    for (at, running), (then, _) in zip(changes, changes[1:] + [(until, 0)]):
+        if running < minimum and at < until:
+            total += min(then, until) - at
+    return total
 
 
 def back_for_good(log: str, minimum: int) -> float:
