@@ -151,6 +151,9 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         "success": Family("lookout_probe_success", "gauge", "1 when the probe's last run passed"),
         "duration": Family("lookout_probe_duration_seconds", "gauge", "how long the probe's last run took"),
         "failures": Family("lookout_probe_failures_total", "counter", "failed runs of the probe"),
+        "blind": Family("lookout_probe_cannot_judge", "gauge",
+                        "1 while the probe's last run could not read its evidence (a log file deleted, moved or "
+                        "replaced under supervisord) and judged nothing"),
         "remediations": Family("lookout_remediations_total", "counter",
                                "what lookout did (restart, stop, start) or decided (result dry_run, exhausted)"),
         "braked": Family("supervisor_process_braked", "gauge", "1 while lookout's crash-loop brake holds it stopped"),
@@ -188,6 +191,7 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
             f["success"].add(lab, 1 if v.last_ok else 0)
             f["duration"].add(lab, v.last_duration)
         f["failures"].add(lab, v.failures_total)
+        f["blind"].add(lab, 0 if v.judged else 1)
     for (group, name, action, result), count in sorted(data.remediations.items()):
         f["remediations"].add(f'group="{escape(group)}",name="{escape(name)}",action="{escape(action)}",'
                               f'result="{escape(result)}"', count)

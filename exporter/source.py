@@ -62,6 +62,7 @@ class ProbeView:
     last_ok: bool | None
     last_duration: float
     failures_total: int
+    judged: bool = True  # False: its last run could not read its evidence (schema 5)
 
 
 @dataclass
@@ -179,8 +180,7 @@ class Source:
             ).fetchall()
             pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
             stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
-            probes = conn.execute("SELECT namespec, probe, healthy, last_ok, last_duration, failures_total "
-                                  "FROM probes ORDER BY namespec, probe").fetchall()
+            probes = conn.execute("SELECT * FROM probes ORDER BY namespec, probe").fetchall()  # older stores too
             remediations = conn.execute("SELECT namespec, action, result, count FROM remediation_stats").fetchall()
             orphans = orphans_in(conn)
         except sqlite3.Error:
@@ -220,8 +220,9 @@ class Source:
         for r in probes:
             group, _, name = r["namespec"].partition(":")
             if (group, name) in present:
+                judged = "last_judged" not in r.keys() or bool(r["last_judged"])  # noqa: SIM118 (a Row)
                 data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
-                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0)))
+                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0), judged))
         for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95", "deadman_ok",
                     "deadman_fail_sent", "deadman_error"):
             with contextlib.suppress(KeyError, TypeError, ValueError):

@@ -1,6 +1,7 @@
 """`lookout status`: supervisorctl status, plus what only lookout knows.
 
-One line per process: state and uptime (from supervisord), health (from the probes), restarts in
+One line per process: state and uptime (from supervisord), health (from the probes; "cannot judge"
+while a probe cannot read its evidence, e.g. a log file deleted), restarts in
 the last hour and day, the last unexpected exit in words, the open alert and a silence if one
 holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA; `--check` exits 0 when
 every process is RUNNING (or deliberately stopped) and no alert is open, 1 otherwise, 2 when
@@ -59,9 +60,12 @@ STATUS_SCHEMA: dict[str, Any] = {
             "description": {"type": "string", "description": "supervisord's own description"},
             "healthy": {"type": ["boolean", "null"], "description": "null without probes or not judged yet"},
             "probes": {"type": "object", "additionalProperties": {
-                "type": "object", "required": ["healthy", "last_ok", "last_detail"],
+                "type": "object", "required": ["healthy", "last_ok", "last_detail", "judged"],
                 "properties": {"healthy": {"type": ["boolean", "null"]}, "last_ok": {"type": ["boolean", "null"]},
-                               "last_detail": {"type": "string"}}}},
+                               "last_detail": {"type": "string"},
+                               "judged": {"type": "boolean", "description": "false: its last run could not "
+                                          "read its evidence (a log file deleted) and judged nothing; "
+                                          "last_detail says why"}}}},
             "restarts_1h": {"type": "integer"},
             "restarts_24h": {"type": "integer"},
             "last_exit": {"type": ["object", "null"], "required": ["text", "status", "at"], "properties": {
@@ -207,12 +211,13 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_p
         row = by_ns.get(ns)
         if row is not None and (row.last_exit is None or (row.last_exit["at"] or 0) < at):
             row.last_exit = _exit_from_history(detail, at)
-    for r in conn.execute("SELECT namespec, probe, healthy, last_ok, last_detail FROM probes"):
+    for r in conn.execute("SELECT * FROM probes"):  # last_judged: schema 5
         row = by_ns.get(r["namespec"])
         if row is not None:
             row.probes[r["probe"]] = {"healthy": None if r["healthy"] is None else bool(r["healthy"]),
                                       "last_ok": None if r["last_ok"] is None else bool(r["last_ok"]),
-                                      "last_detail": r["last_detail"]}
+                                      "last_detail": r["last_detail"],
+                                      "judged": bool(r["last_judged"]) if "last_judged" in r.keys() else True}  # noqa: SIM118 (a Row)
     for r in conn.execute("SELECT namespec, kind, severity, opened_at, detail FROM alerts WHERE resolved_at IS NULL "
                           "ORDER BY opened_at"):
         for row in rows:
@@ -275,9 +280,14 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
         name = display_name(s.namespec).ljust(width)
         state = paint(s.state.ljust(9), _STATE_COLOUR.get(s.state, ""))
         parts = [r.description or "-"]
-        if r.healthy is not None:
-            bad = [p for p, v in r.probes.items() if v["healthy"] is False]
-            parts.append(paint("healthy", GREEN) if not bad else paint(f"UNHEALTHY ({', '.join(bad)})", RED))
+        bad = [p for p, v in r.probes.items() if v["healthy"] is False]
+        blind = [f"{p}: {v['last_detail']}" for p, v in r.probes.items() if not v.get("judged", True)]
+        if bad:
+            parts.append(paint(f"UNHEALTHY ({', '.join(bad)})", RED))
+        elif r.healthy is not None and not blind:
+            parts.append(paint("healthy", GREEN))
+        if blind:  # neither healthy nor not: the probe cannot read what it judges by
+            parts.append(paint(f"health: cannot judge ({'; '.join(blind)})", YELLOW))
         at_least = "≥" if r.counted_since is not None else ""
         parts.append(f"restarts {at_least if r.counted_since and r.counted_since > now - 3600 else ''}"
                      f"{r.restarts_1h}/1h {at_least}{r.restarts_24h}/24h")

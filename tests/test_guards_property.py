@@ -499,7 +499,9 @@ class Guards(RuleBasedStateMachine):
             for alert in engine.book.alerts.values():
                 if any((getattr(alert, name) or 0.0) > now + 1e-6 for name in TIMES[type(alert)]):
                     raise Violation(f"R7: the alert {alert.key} holds a time ahead of now")
-            inner = {"quorum.below_since": engine.quorum.below_since.values(),
+            spells = engine.quorum.spells.values()
+            inner = {"quorum's spells": [t for sp in spells for t in (sp.started_at, sp.short_since, sp.above_since)
+                                         if t is not None],
                      "stopping_since": [engine.stopping_since], "unheard since": engine._unheard_since.values(),
                      "probe failures confirming since": [t for _, t in engine.health._confirming.values()]}
             for what, times in inner.items():

@@ -132,7 +132,7 @@ class AlertEngine(SnapshotRules):
                 self.stopping, out.flags_changed = stopping, True
                 self.stopping_since = now if stopping else 0.0
                 if stopping:
-                    self.quorum.below_since.clear()
+                    self.quorum.spells.clear()
         elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
         return out

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from .actions import shift_expected
 from .models import Alert, Hold, Outcome, PendingAction, ProbeState, ProcessRecord
+from .quorum import ShortSpell
 
 TIMES: dict[type, tuple[str, ...]] = {
     ProcessRecord: ("state_since", "last_start", "running_since", "last_exit_at", "failing_since", "pending_exit_at",
@@ -25,12 +26,14 @@ TIMES: dict[type, tuple[str, ...]] = {
     ProbeState: ("first_failure_at", "last_at"),
     PendingAction: ("since",),
     Hold: ("created_at",),
+    ShortSpell: ("started_at", "short_since", "above_since"),
 }
 TIME_LISTS: dict[type, tuple[str, ...]] = {ProcessRecord: ("failures", "lookout_restarts")}
 NOT_TIMES: dict[type, dict[str, str]] = {
     ProcessRecord: {"own_stop_mark": "supervisord's own `start` of a run, compared with supervisord's own",
                     "last_run_seconds": "a duration", "brake_delay": "a duration"},
     ProbeState: {"last_duration": "a duration"},
+    ShortSpell: {"short_before": "a duration"},
 }
 
 
@@ -65,8 +68,9 @@ def shift_engine(engine, delta: float) -> Outcome:  # noqa: ANN001 - AlertEngine
             out.probe_states[st.key] = st
     health = engine.health
     health._confirming = {k: (n, first + delta) for k, (n, first) in health._confirming.items()}
-    quorum = engine.quorum
-    quorum.below_since = {g: t + delta for g, t in quorum.below_since.items()}
+    for spell in engine.quorum.spells.values():
+        shift_fields(spell, delta)
+        spell.downs = {m: (n, moved(at, delta)) for m, (n, at) in spell.downs.items()}  # (copies of operator_at)
     holds = engine.holds
     holds.holds = {ns: replace(h, created_at=moved(h.created_at, delta)) for ns, h in holds.holds.items()}
     engine.stopping_since = moved(engine.stopping_since, delta)

@@ -28,7 +28,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    quorum, namespec is the group name)
   probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
                                    not judged since the start), consecutive counts, last result,
-                                   failures_total
+                                   failures_total, last_judged (0: its last run could not read
+                                   its evidence, last_detail says why)
   remediation_stats(namespec, action, result, count)
                                    counters for lookout_remediations_total
   history(id, at, namespec, kind, detail)
@@ -204,6 +205,7 @@ CREATE TABLE IF NOT EXISTS probes (
     last_duration REAL NOT NULL DEFAULT 0,
     last_at REAL NOT NULL DEFAULT 0,
     failures_total INTEGER NOT NULL DEFAULT 0,
+    last_judged INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (namespec, probe)
 );
 CREATE TABLE IF NOT EXISTS remediation_stats (
@@ -292,7 +294,7 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Add the columns a newer schema has to tables an older store created (with their defaults)."""
-    for table in ("processes", "alerts", "outbox"):
+    for table in ("processes", "alerts", "outbox", "probes"):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         wanted = _declared_columns(table)
         for column, declaration in wanted.items():

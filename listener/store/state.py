@@ -79,7 +79,7 @@ def _action_from_json(text: str | None) -> PendingAction | None:
 
 def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
     values = {name: row[name] for name in _PROBE_FIELDS}
-    for name in ("healthy", "last_ok"):
+    for name in ("healthy", "last_ok", "last_judged"):
         values[name] = None if values[name] is None else bool(values[name])
     return ProbeState(**values)
 
