@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from lookout.listener.config import parse_config
 from lookout.listener.config.probes import parse_probes
 from lookout.listener.logs import OpenFiles
+from lookout.listener.probes import checks
 from lookout.listener.probes.checks import Check
 from lookout.listener.probes.target import ProbeTarget
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
@@ -71,7 +73,29 @@ def writer(tmp_path):
     w.close()
 
 
+class SteadyTime:
+    """checks.py's `time`, whose monotonic clock follows the test's clock: files age between runs
+    by the monotonic time (checks.file_age), so the test's ten minutes must pass on both."""
+
+    def __init__(self) -> None:
+        self.clock: list[float] | None = None
+
+    def monotonic(self) -> float:
+        return time.monotonic() if self.clock is None else self.clock[0]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+@pytest.fixture(autouse=True)
+def steady_time(monkeypatch):
+    shim = SteadyTime()
+    monkeypatch.setattr(checks, "time", shim)
+    return shim
+
+
 def checker(logs: Logs, clock: list[float], writer_pid: int | None) -> Check:
+    checks.time.clock = clock  # (the steady_time fixture's)
     return Check(logs, clock=lambda: clock[0], open_files=OpenFiles(lambda: writer_pid, max_age=0.0))  # type: ignore[arg-type]
 
 
@@ -182,8 +206,8 @@ def test_a_heartbeat_never_written_fails_one_deleted_judges_nothing(tmp_path):
     tmp.write_text("2")
     os.replace(tmp, beat)
     clock[0] = beat.stat().st_mtime + 40
-    result = check.run(hb, TARGET, memory)
-    assert result.judged and not result.ok and result.detail.startswith("heartbeat 40s old")
+    result = check.run(hb, TARGET, memory)  # (no older than the 35 s since the last look: checks.file_age)
+    assert result.judged and not result.ok and result.detail.startswith("heartbeat 35s old")
     beat.unlink()  # a tmp cleaner, or an operator
     result = check.run(hb, TARGET, memory)
     assert not result.judged and result.detail.startswith(f"heartbeat file {beat} deleted (it existed ")
