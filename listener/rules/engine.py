@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from ..config import AlertSettings, ProbeSpec, RemediationSettings
 from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
-from .actions import LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
+from .actions import CRASHED_AGAIN, LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
 from .brake import CrashLoopBrake
 from .health import HealthTracker
@@ -157,6 +157,8 @@ class AlertEngine(SnapshotRules):
                 self._operator_stopped(rec, now, out)
             elif deferred == OPERATOR_STARTED:
                 self._operator_started(rec, now, out)
+            elif deferred == CRASHED_AGAIN and rec.brake_delay:  # its failures came while the start was in flight
+                self.brake.hold(rec, self.policies.lookup(rec.namespec).crash_loop, now, out)
             self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self._touch(rec, out)
             self._refresh_quorum(rec, now, out)
@@ -326,8 +328,8 @@ class AlertEngine(SnapshotRules):
             if not self.brake.engage(rec, loop, now, out):  # "stop" raises BRAKED itself
                 self._raise(rec, CRASH_LOOP, now, out)
                 self.brake.start(rec, loop, now, out)
-        elif rec.brake_delay and loop.action == "backoff":
-            self.brake.hold(rec, loop, now, out)
+        elif rec.brake_delay and loop.action == "backoff" and rec.brake_resume_at is None:
+            self.brake.hold(rec, loop, now, out)  # (while the brake waits, a failure is news from before its stop)
         elif rec.crash_looping and loop.action == "stop" and not rec.braked:
             self.brake.engage(rec, loop, now, out)  # (the config asks for the stop brake only now)
 

@@ -207,6 +207,7 @@ DONE = "done"  # stop: this call stopped it; start: this call started it (and it
 NOT_RUNNING = "not_running"  # stop: supervisord answered NOT_RUNNING: someone else's stop (or a crash) came first
 MOVED_ON = "moved_on"  # checked before the call: not the process lookout decided on (another run, another state)
 ALREADY_STARTED = "already_started"  # start: someone else started it first
+DIED = "died"  # start: this call started it, and it died within its startsecs (a crash loop goes on)
 FAILED = "failed"
 
 
@@ -249,11 +250,12 @@ class ActionResult:
     id: str
     namespec: str
     step: str
-    outcome: str  # done, not_running, moved_on, already_started, failed
+    outcome: str  # done, not_running, moved_on, already_started, died, failed
     detail: str = ""  # what failed or what was found instead: "SPAWN_ERROR", "it is STOPPED"
     evidence: str = ""
     pid: int = 0  # stop: the process it stopped (0 in BACKOFF); start: the new process
-    mark: float = 0.0  # stop: supervisord's `start` of the run it stopped
+    mark: float = 0.0  # stop: supervisord's `start` of the run it stopped, or of the run it found not running
+    state: str = ""  # stop not made, start that died: supervisord's state of the process as the step found it
 
 
 @dataclass(frozen=True)
