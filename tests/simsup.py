@@ -25,6 +25,7 @@ from lookout.listener.store.state import StateStore
 
 STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,
                "FATAL": 200}
+STARTRETRIES = 3
 
 
 @dataclass
@@ -36,6 +37,8 @@ class SimProc:
     start: int = 0  # supervisord's whole-second `start`
     stop: int = 0
     healthy: bool = True
+    broken: bool = False  # its dependency is missing: every start dies within startsecs (BACKOFF, then FATAL)
+    tries: int = 0  # supervisord's BACKOFF count: past STARTRETRIES it gives up (FATAL)
     old_pids: list[int] = field(default_factory=list)
     # The truth, for the checks
     last_stopper: str = "never"  # operator, lookout, supervisord (reload), never
@@ -43,6 +46,8 @@ class SimProc:
     operator_serial: int = 0  # the serial of that command's last event: has the listener heard of it?
     lookout_stop_seq: int = -1  # lookout's own successful stop (a restart's first half)
     lookout_restarts: list[float] = field(default_factory=list)  # lookout stops of restarts, since operator_at
+    fatal_claim_seq: int = -1  # the brake's stop found it FATAL (no operator command it had heard of since its
+    # decision): lookout may start it after the wait, while no operator command comes after this
 
     @property
     def namespec(self) -> str:
@@ -86,7 +91,27 @@ class SimSupervisor:
 
     def spawn(self, p: SimProc, by: str = "") -> None:
         self.spawn_begin(p, by)
-        self.spawn_finish(p)
+        if p.broken:
+            self.dies_starting(p)
+        else:
+            self.spawn_finish(p)
+
+    def dies_starting(self, p: SimProc) -> None:
+        """It exits within startsecs: BACKOFF (supervisord retries it later: retry)."""
+        if p.state == "STARTING":
+            p.state, p.stop, p.tries = "BACKOFF", int(self.t), p.tries + 1
+            self._event(p, "BACKOFF", "STARTING", tries=p.tries)
+
+    def retry(self, p: SimProc) -> None:
+        """supervisord's next attempt after a BACKOFF, or, past startretries, it gives up: FATAL."""
+        if p.state != "BACKOFF":
+            return
+        if p.tries > STARTRETRIES:
+            p.state, p.tries = "FATAL", 0
+            self.log.append((self.t, p.namespec, "FATAL: supervisord gave up"))
+            self._event(p, "FATAL", "BACKOFF")
+            return
+        self.spawn(p)
 
     def spawn_begin(self, p: SimProc, by: str = "") -> None:
         """STARTING: a new process, not RUNNING until its startsecs have passed (spawn_finish)."""
@@ -100,7 +125,7 @@ class SimSupervisor:
 
     def spawn_finish(self, p: SimProc) -> None:
         if p.state == "STARTING":
-            p.state = "RUNNING"
+            p.state, p.tries = "RUNNING", 0
             self._event(p, "RUNNING", "STARTING", pid=p.pid)
 
     def halt(self, p: SimProc, by: str) -> None:
@@ -117,6 +142,8 @@ class SimSupervisor:
         was, pid = p.state, p.pid
         self.log.append((self.t, p.namespec, f"stopped by {by} (was {was}, pid {pid})"))
         p.state, p.stop, p.last_stopper = "STOPPED", int(self.t), by
+        if was == "BACKOFF":
+            pid = 0  # (no process: STOPPED pid:0, and no STOPPING before it)
         self._event(p, "STOPPED", "STOPPING" if was != "BACKOFF" else "BACKOFF", pid=pid)
 
     def crash(self, p: SimProc) -> None:
@@ -178,6 +205,9 @@ class FakeClient:
             raise xmlrpc.client.Fault(6, "SHUTDOWN_STATE")
         p = sim.procs[ns]
         if method == "supervisor.getProcessInfo":
+            if self.action is not None and self.action.source == "brake" and self.action.step == "stop" \
+                    and p.state == "FATAL":
+                self.checker.brake_finds_fatal(p, self.action)
             return sim.info(ns)
         assert self.action is not None
         if method == "supervisor.stopProcess":
@@ -198,6 +228,8 @@ class FakeClient:
             self.checker.lookout_starts(p, self.action)
             sim.spawn_begin(p, "lookout")
             self._meanwhile()
+            if p.broken:
+                sim.dies_starting(p)
             sim.spawn_finish(p)
             if p.state != "RUNNING":  # supervisord's wait: RUNNING (whoever's run it is), or a fault
                 raise xmlrpc.client.Fault(40, "ABNORMAL_TERMINATION")
@@ -238,7 +270,20 @@ class Checker:
                 raise Violation(f"R4: {len(p.lookout_restarts)} restarts of {p.namespec} within {r.within}s")
         p.lookout_stop_seq = self.sim.next_seq()
 
+    def brake_finds_fatal(self, p: SimProc, action: Action) -> None:
+        """The brake's stop looks and finds it FATAL: down already. It may claim it (start it after
+        the wait) unless an operator command it had heard of came after its decision."""
+        heard = p.operator_serial <= self.sim.delivered
+        late = self.decided.get(action.id, -1) < p.operator_seq and heard
+        p.fatal_claim_seq = -1 if late else self.sim.next_seq()
+
     def lookout_starts(self, p: SimProc, action: Action) -> None:
+        if p.state == "FATAL":
+            if action.source != "brake" or p.fatal_claim_seq < 0 or p.operator_seq >= p.fatal_claim_seq:
+                raise Violation(f"R1: lookout started {p.namespec}, FATAL; the brake's claim at {p.fatal_claim_seq}, "
+                                f"operator at {p.operator_seq}")
+            p.fatal_claim_seq = -1  # (one start per look)
+            return
         if p.last_stopper != "lookout" or p.operator_seq >= p.lookout_stop_seq:
             raise Violation(f"R1: lookout started {p.namespec}, last stopped by {p.last_stopper} "
                             f"(operator at {p.operator_seq}, lookout's stop at {p.lookout_stop_seq})")

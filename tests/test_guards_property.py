@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from lookout.listener.config import parse_config
 from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
 
-from .simsup import Checker, ListenerModel, SimSupervisor, Violation
+from .simsup import STARTRETRIES, Checker, ListenerModel, SimSupervisor, Violation
 
 EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "300"))
 PROGRAMS = [("web", "web"), ("api", "api"), ("feed", "feed"), ("pool", "pool_0"), ("pool", "pool_1"),
@@ -192,6 +192,37 @@ class Guards(RuleBasedStateMachine):
                 break
         self._at_a_bad_moment("feed:feed", how)
 
+    @rule(how=st.sampled_from(["nothing", "kill before its call", "kill after its call", "hold", "operator start",
+                               "dependency back"]))
+    def feed_goes_fatal_during_the_brakes_stop(self, how: str) -> None:
+        """A crash loop at boot: feed's dependency is missing, so every start dies within startsecs;
+        the brake decides to stop it, and supervisord gives up (FATAL) before the stop's call."""
+        sim, p = self.sim, self.sim.procs["feed:feed"]
+        p.broken = True
+        sim.crash(p)
+        for _ in range(2 * STARTRETRIES + 2):
+            for _ in range(50):
+                if any(a.namespec == "feed:feed" for a in self.listener.steps) or not self.listener.deliver_event():
+                    break
+            if p.state == "FATAL":
+                break
+            sim.t += 0.5
+            sim.retry(p)
+        if how == "operator start":
+            sim.operator_start("feed:feed")
+        elif how == "dependency back":
+            p.broken = False
+        elif how != "nothing":
+            self._at_a_bad_moment("feed:feed", how)
+
+    @rule(ns=names, back=st.booleans())
+    def its_dependency_goes_or_comes_back(self, ns: str, back: bool) -> None:
+        self.sim.procs[ns].broken = not back
+
+    @rule(ns=names)
+    def supervisord_retries_or_gives_up(self, ns: str) -> None:
+        self.sim.retry(self.sim.procs[ns])
+
     @precondition(lambda self: getattr(self.listener.engine.records.get("feed:feed"), "brake_resume_at", None))
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
                                "operator restart", "operator stop"]))
@@ -314,6 +345,10 @@ class Guards(RuleBasedStateMachine):
             self.reload_ends()
         for _ in range(3):
             self._drain()
+            for p in self.sim.procs.values():  # supervisord's retries: RUNNING, or FATAL in the end
+                for _ in range(STARTRETRIES + 2):
+                    self.sim.retry(p)
+            self._drain()
             self.sim.t += 60
             self.listener.tick()
         self._drain()
@@ -324,6 +359,8 @@ class Guards(RuleBasedStateMachine):
                 rec = engine.records[ns]
                 if not open_alerts and not engine.held(ns) and rec.brake_resume_at is None:
                     raise Violation(f"R3: {ns} is left STOPPED by lookout with no alert, no hold, no pending start")
+            if p.state == "FATAL" and ns != OWN and engine.book.get("process", ns) is None:
+                raise Violation(f"R3: {ns} is FATAL with no alert")
         self._check_quorum()
 
     def _drain(self) -> None:
