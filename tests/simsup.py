@@ -341,7 +341,7 @@ class ListenerModel:
         self.checker.decided[action.id] = self.sim.next_seq()
         if was_stopping and e.stopping:  # (a reconcile that shows supervisord RUNNING again ends the quiet)
             raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")
-        if action.source.startswith("probe:"):
+        if action.source.startswith("probe:") and action.kind != "start":  # (a start finishes a restart: R1's)
             spec = e.policies.probe(ns, action.source[6:])
             seen = self.fresh.get((ns, pending.pid), 0)
             if spec is None or seen < spec.failure_threshold or pending.pid != e.records[ns].pid:

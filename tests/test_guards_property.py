@@ -182,6 +182,35 @@ class Guards(RuleBasedStateMachine):
             self.sim.t += 2.0
             self.listener.tick()
 
+    @rule(ns=st.sampled_from(["web:web", "api:api", "pool:pool_1"]))
+    def held_while_it_hangs_then_released(self, ns: str) -> None:
+        """Issue 21, case 9: lookout wants a restart while an operator holds the program. Released, with
+        the probe still failing, lookout asks again: within one probe period + backoff it begins the
+        restart (or, its budget spent, says it is exhausted). Never while held (R5 checks every step)."""
+        self._drain()
+        p, e = self.sim.procs[ns], self.listener.engine
+        self.operator_holds_or_releases(ns, False)
+        self.listener.poll_holds()
+        p.healthy = False
+        for _ in range(3):
+            self.a_probe_period(set())
+            self._drain()
+        rec = e.records[ns]
+        judged = bool(e.health.unhealthy(ns))  # this listener's verdict on the process running now
+        wanted = judged and rec.action is None and p.state == "RUNNING" and not self.sim.stopping and e.held(ns) \
+            and not rec.remediation_exhausted
+        self.operator_holds_or_releases(ns, True)
+        self.listener.poll_holds()
+        r = CONFIG.remediation
+        for _ in range(int(r.backoff_max) + 2):
+            self.listener.tick()
+            if any(a.namespec == ns for a in self.listener.steps) or rec.remediation_exhausted:
+                return
+            self.a_probe_period(set())
+        if wanted and p.state == "RUNNING" and not self.sim.stopping:
+            raise Violation(f"case 9: {ns} was released with a restart held back, still fails, and lookout does "
+                            "nothing")
+
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
                                "operator restart", "operator stop"]))
     def feed_is_braked_and(self, how: str) -> None:

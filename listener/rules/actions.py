@@ -142,6 +142,9 @@ class OwnActions:
                 return deferred
             if a.kind == "restart":  # called off after its stop: it stays stopped, and the alert says so
                 why = a.cancelled or "held by an operator (`lookout hold`)"
+                if self.held(rec.namespec) and not operator_stop_last:  # the rest of it, on release (remediation)
+                    rec.remediation_wanted = a.source
+                    why += f"; `lookout release {display_name(rec.namespec)}` starts it again"
                 self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
                 return deferred
             self._end(rec, a, "success", "", now, out)

@@ -92,10 +92,10 @@ class AlertEngine(SnapshotRules):
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
         self.orphans = OrphanWatch(self.book)
         # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting
-        # restart is not acted on until new results agree; an action that was in flight is finished or
-        # reported once supervisord's view (the first reconcile) says where it got to.
+        # restart (remembered: remediation_wanted) is not acted on until new results agree; an action
+        # that was in flight is finished or reported once supervisord's view (the first reconcile) says
+        # where it got to.
         for rec in self.records.values():
-            rec.remediation_wanted = ""
             if rec.action is not None:
                 rec.action.interrupted = True
         # Records that a timer may act on (pending exit, failing while running, brake, backoff):
@@ -223,8 +223,9 @@ class AlertEngine(SnapshotRules):
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
                 times.append(brake_at)
-            if rec.remediation_wanted and rec.action is None:
-                times.append(rec.remediation_next_at or 0.0)
+            wanted_at = self.guard.deadline(rec)
+            if wanted_at is not None:
+                times.append(wanted_at)
         times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
         return min(times) if times else None
 
