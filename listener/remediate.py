@@ -139,8 +139,8 @@ class RemediationExecutor:
         if self._called_off(action):
             return self._result(action, MOVED_ON, "called off before its call")
         before = self._info(ns)
-        if isinstance(before, str):
-            return self._result(action, FAILED, before)
+        if isinstance(before, str):  # BAD_NAME: removed from supervisord's configuration meanwhile
+            return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
         # STOPPED by lookout's stop, or FATAL as the brake found it (supervisord gave up), and not started since
         if before.state not in RESTARTABLE or float(before.start) != action.mark:
             why = "started since lookout stopped it" if before.state not in RESTARTABLE else "stopped and started since"

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from lookout.listener.config import Config
-from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.remediate import RemediationExecutor
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
@@ -38,6 +38,7 @@ class SimProc:
     stop: int = 0
     healthy: bool = True
     broken: bool = False  # its dependency is missing: every start dies within startsecs (BACKOFF, then FATAL)
+    removed: bool = False  # `supervisorctl update` took it out of supervisord (BAD_NAME, no events)
     tries: int = 0  # supervisord's BACKOFF count: past STARTRETRIES it gives up (FATAL)
     old_pids: list[int] = field(default_factory=list)
     # The truth, for the checks
@@ -89,7 +90,29 @@ class SimSupervisor:
         self.events.append(SupervisorStateEvent(Delivery("sim", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"),
                                                 state))
 
+    def update_removes(self, group: str) -> None:
+        """`supervisorctl update` after its group left the configuration: stopProcessGroup (STOPPING /
+        STOPPED events, nobody's in particular), then removeProcessGroup (PROCESS_GROUP_REMOVED)."""
+        for p in self.procs.values():
+            if p.group == group and not p.removed:
+                if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+                    self.halt(p, "update")
+                p.removed = True
+        n = next(self._serial)
+        self.events.append(ProcessGroupEvent(Delivery("sim", n, "lookout", n, "PROCESS_GROUP_REMOVED"), "REMOVED",
+                                             group))
+
+    def update_adds(self, group: str) -> None:
+        """The group back in the configuration (a changed one): new processes, started (autostart)."""
+        for p in self.procs.values():
+            if p.group == group and p.removed:
+                p.removed, p.state, p.tries, p.last_stopper = False, "STOPPED", 0, "never"
+                self.spawn(p, "update")
+                p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
+
     def spawn(self, p: SimProc, by: str = "") -> None:
+        if p.removed:
+            return
         self.spawn_begin(p, by)
         if p.broken:
             self.dies_starting(p)
@@ -104,7 +127,7 @@ class SimSupervisor:
 
     def retry(self, p: SimProc) -> None:
         """supervisord's next attempt after a BACKOFF, or, past startretries, it gives up: FATAL."""
-        if p.state != "BACKOFF":
+        if p.state != "BACKOFF" or p.removed:
             return
         if p.tries > STARTRETRIES:
             p.state, p.tries = "FATAL", 0
@@ -148,7 +171,7 @@ class SimSupervisor:
 
     def crash(self, p: SimProc) -> None:
         """An unexpected exit after RUNNING; autorestart respawns it at once."""
-        if p.state != "RUNNING":
+        if p.state != "RUNNING" or p.removed:
             return
         p.state, p.stop = "EXITED", int(self.t)
         self._event(p, "EXITED", "RUNNING", expected=False, pid=p.pid)
@@ -158,15 +181,15 @@ class SimSupervisor:
 
     def operator_stop(self, ns: str) -> bool:
         p = self.procs[ns]
-        if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
-            return False  # "ERROR (not running)": no event at all
+        if p.state not in ("RUNNING", "STARTING", "BACKOFF") or p.removed:
+            return False  # "ERROR (not running)" (or "no such process"): no event at all
         self.halt(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
 
     def operator_start(self, ns: str) -> bool:
         p = self.procs[ns]
-        if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING"):
+        if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING") or p.removed:
             return False  # ALREADY_STARTED (and supervisord refuses a start while it stops one)
         self.spawn(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
@@ -182,7 +205,7 @@ class SimSupervisor:
 
     def snapshot(self) -> list[ProcessSnapshot]:
         return [ProcessSnapshot(p.group, p.name, p.state, p.start, p.stop, int(self.t),
-                                self.info(ns)["pid"], 0, "") for ns, p in self.procs.items()]
+                                self.info(ns)["pid"], 0, "") for ns, p in self.procs.items() if not p.removed]
 
 
 class FakeClient:
@@ -199,7 +222,7 @@ class FakeClient:
     def call(self, method: str, *args: object) -> object:
         sim = self.sim
         ns = str(args[0])
-        if ns not in sim.procs:
+        if ns not in sim.procs or sim.procs[ns].removed:
             raise xmlrpc.client.Fault(10, "BAD_NAME")
         if sim.stopping and method != "supervisor.getProcessInfo":
             raise xmlrpc.client.Fault(6, "SHUTDOWN_STATE")

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from lookout.listener.config import parse_config
-from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
+from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM, REMOVED_FROM_CONFIG
 
 from .simsup import STARTRETRIES, Checker, ListenerModel, SimSupervisor, Violation
 
@@ -138,6 +138,36 @@ class Guards(RuleBasedStateMachine):
     @rule()
     def reconcile(self) -> None:
         self.listener.reconcile()
+
+    @precondition(lambda self: not self.sim.stopping)
+    @rule(group=st.sampled_from(["pool", "web", "feed"]), back=st.booleans())
+    def update_removes_a_group(self, group: str, back: bool) -> None:
+        """Issue 21, case 8: `reread` + `update` removes a group (its processes stopped first, then
+        PROCESS_GROUP_REMOVED): every alert of it that was open closes as "removed from supervisord's
+        configuration", none stays open; its quorum alert likewise. back: added again (a changed
+        configuration): a new start."""
+        sim = self.sim
+        if any(p.removed for p in sim.procs.values() if p.group == group):
+            sim.update_adds(group)
+            return
+        self._drain()
+        engine = self.listener.engine
+        members = {ns for ns, p in sim.procs.items() if p.group == group}
+        was_open = [a.key for a in engine.book.alerts.values()
+                    if a.namespec in members or (a.family == QUORUM and a.namespec == group)]
+        sim.update_removes(group)
+        self._drain()
+        engine = self.listener.engine
+        still = [a.key for a in engine.book.alerts.values()
+                 if a.namespec in members or (a.family == QUORUM and a.namespec == group)]
+        if still:
+            raise Violation(f"case 8: {group} was removed, these alerts stay open: {still}")
+        for key in was_open:
+            alert = engine.book.recently_closed.get(key)
+            if alert is None or alert.resolution != REMOVED_FROM_CONFIG:
+                raise Violation(f"case 8: {key} of removed {group} closed as {alert and alert.resolution!r}")
+        if back:
+            sim.update_adds(group)
 
     # ---- the programs ------------------------------------------------------------------------
 
@@ -349,7 +379,7 @@ class Guards(RuleBasedStateMachine):
         sim = self.sim
         sim.events.clear()
         for p in sim.procs.values():
-            if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+            if p.state in ("RUNNING", "STARTING", "BACKOFF") and not p.removed:
                 sim.halt(p, "supervisord")
             p.operator_seq, p.lookout_restarts = sim.next_seq(), []
         sim.events.clear()
@@ -383,6 +413,8 @@ class Guards(RuleBasedStateMachine):
         self._drain()
         engine = self.listener.engine
         for ns, p in self.sim.procs.items():
+            if p.removed:
+                continue
             if p.state == "STOPPED" and p.last_stopper == "lookout" and ns != OWN:
                 open_alerts = engine.book.of(ns)
                 rec = engine.records[ns]
@@ -404,7 +436,8 @@ class Guards(RuleBasedStateMachine):
         raise AssertionError("the simulation does not settle")
 
     def _check_quorum(self) -> None:
-        engine, procs = self.listener.engine, [p for p in self.sim.procs.values() if p.group == "pool"]
+        engine = self.listener.engine
+        procs = [p for p in self.sim.procs.values() if p.group == "pool" and not p.removed]
         unknown = [p for p in procs if (engine.book.get("remediation", p.namespec) or None) is not None
                    and engine.book.get("remediation", p.namespec).kind == LEFT_STOPPED]
         running = sum(p.state == "RUNNING" for p in procs)

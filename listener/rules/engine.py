@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..config import AlertSettings, ProbeSpec, RemediationSettings
-from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
+from ..protocol.events import Event, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from .actions import CRASHED_AGAIN, LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
 from .brake import CrashLoopBrake
@@ -57,6 +57,7 @@ from .orphans import OrphanWatch
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
+from .removal import Removals
 from .snapshot import LIVE_STATES, SnapshotRules
 
 
@@ -91,6 +92,7 @@ class AlertEngine(SnapshotRules):
                                     lambda: self.stopping, self.held)
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
         self.orphans = OrphanWatch(self.book)
+        self.removals = Removals(self.book, self.actions, self.guard, self.health, self.quorum)
         # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting
         # restart (remembered: remediation_wanted) is not acted on until new results agree; an action
         # that was in flight is finished or reported once supervisord's view (the first reconcile) says
@@ -134,6 +136,12 @@ class AlertEngine(SnapshotRules):
                     self.quorum.below_since.clear()
         elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
+        elif isinstance(event, ProcessGroupEvent) and event.change == "REMOVED":
+            self.removals.group_removed(event.group, self.records.values(), now, out)
+            for rec in self.records.values():
+                if rec.group == event.group:
+                    self._forget_timers(rec.namespec)
+                    self._touch(rec, out)
         return out
 
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
@@ -355,6 +363,14 @@ class AlertEngine(SnapshotRules):
         rec.failures, rec.failing_since, rec.crash_looping = [], None, False
 
     # ---- bookkeeping --------------------------------------------------------------------
+
+    def _forget_timers(self, namespec: str) -> None:
+        """A process gone from supervisord: nothing waits on it any more."""
+        self._confirming.discard(namespec)
+        self._stable_checks.discard(namespec)
+        self._stable_not_before.pop(namespec, None)
+        self._unheard_since.pop(namespec, None)
+        self._exit_sightings.pop(namespec, None)
 
     def _record(self, group: str, name: str) -> ProcessRecord:
         ns = f"{group}:{name}"

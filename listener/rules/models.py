@@ -35,6 +35,8 @@ DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critica
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
+# Why an alert closed when its program (or group) left supervisord's configuration (reread + update)
+REMOVED_FROM_CONFIG = "removed from supervisord's configuration"
 
 AlertKey = tuple[str, str]  # (family, namespec); for quorum, namespec is the group name
 
