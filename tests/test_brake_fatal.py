@@ -94,3 +94,26 @@ def test_a_hold_keeps_a_fatal_program_down_until_released(supervisor_factory, we
     wait_for(lambda: sup.state_of("gw:gw") == "RUNNING", 20, "started by the brake once released")
     wait_for(lambda: webhook.matching("RESOLVED", "gw is running again"), 30, "its alert resolves")
     assert not webhook.matching("lookout's start failed")
+
+
+def test_a_round_of_the_brake_held_back_by_a_hold_comes_on_release():
+    """The operator holds it while the brake's start is under way, and the start dies: nothing while
+    held; on release the brake goes on (its next round), as it would have."""
+    from lookout.listener.rules.models import Hold
+
+    e = engine_for(alerts={"crash_loop": {**LOOP, "restarts": 2, "backoff": "10s", "backoff_max": "40s"}})
+    ev(e, 0, "STARTING", from_state="STOPPED")
+    ev(e, 0.1, "BACKOFF", from_state="STARTING")
+    ev(e, 1, "STARTING", from_state="BACKOFF")
+    (stop,) = ev(e, 1.1, "BACKOFF", from_state="STARTING").actions
+    ev(e, 1.2, "STOPPED", from_state="BACKOFF")
+    answer(e, stop, "done", 1.3, mark=1.0)
+    (begin,) = e.on_time(11.2).actions
+    ev(e, 11.3, "STARTING", from_state="STOPPED")
+    e.on_holds([Hold(1, "svc:svc", 11.4)], 11.4)  # during lookout's start
+    ev(e, 11.5, "BACKOFF", from_state="STARTING")
+    assert not answer(e, begin, "died", 11.6, state="BACKOFF", mark=11.0).actions
+    ev(e, 12.6, "STARTING", from_state="BACKOFF")
+    assert not ev(e, 12.7, "BACKOFF", from_state="STARTING").actions  # held: the brake waits
+    (stop,) = e.on_holds([], 20).actions
+    assert (stop.kind, stop.source) == ("stop", "brake")

@@ -182,6 +182,10 @@ class AlertEngine(SnapshotRules):
         """The operator's holds as the store has them now (`lookout hold` / `lookout release`)."""
         out = Outcome()
         for rec in self.holds.update(holds, self.records, now, out):
+            loop = self.policies.lookup(rec.namespec).crash_loop
+            if (not self.held(rec.namespec) and loop.action == "backoff" and rec.brake_delay and rec.crash_looping
+                    and rec.brake_resume_at is None and rec.state in ("BACKOFF", "FATAL")):
+                self.brake.hold(rec, loop, now, out)  # released: the brake's round the hold held back
             self._touch(rec, out)
         return out
 

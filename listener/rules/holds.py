@@ -48,9 +48,10 @@ class HoldBook:
             del self.holds[ns]
             out.history.append((now, ns, "hold", "released: lookout may act on it again"))
             rec = records.get(ns)
-            if rec is not None and rec.braked and rec.brake_resume_at is not None:
-                rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
-                changed.append(rec)
+            if rec is not None:
+                if rec.braked and rec.brake_resume_at is not None:
+                    rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
+                changed.append(rec)  # (the engine asks again what the hold held back)
         return changed
 
     def operator_started(self, namespec: str, now: float, out: Outcome) -> None:
