@@ -53,7 +53,7 @@ log = logging.getLogger("lookout.remediate")
 WAIT_TIMEOUT = 300.0  # stopwaitsecs and startsecs can be long; the call must outlast them
 EVIDENCE_BYTES = 16384
 STOPPABLE = ("RUNNING", "STARTING", "BACKOFF")  # what stopProcess accepts
-RESTARTABLE = ("STOPPED", "FATAL")  # what lookout starts again (only while `start` is still its mark)
+RESTARTABLE = ("STOPPED", "FATAL")  # what lookout starts again (as it left it, while `start` is still its mark)
 DIED_STATES = ("BACKOFF", "STARTING", "FATAL", "EXITED")  # after a start that failed: it ran, and died
 
 
@@ -141,8 +141,9 @@ class RemediationExecutor:
         before = self._info(ns)
         if isinstance(before, str):  # BAD_NAME: removed from supervisord's configuration meanwhile
             return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
-        # STOPPED by lookout's stop, or FATAL as the brake found it (supervisord gave up), and not started since
-        if before.state not in RESTARTABLE or float(before.start) != action.mark:
+        # As lookout left it: STOPPED by its stop, or FATAL as the brake found it (supervisord gave up, and the
+        # brake decided for that state); and not started since
+        if before.state != action.expect or float(before.start) != action.mark:
             why = "started since lookout stopped it" if before.state not in RESTARTABLE else "stopped and started since"
             return self._result(action, MOVED_ON, f"it is {before.state}, {why}")
         try:

@@ -134,6 +134,7 @@ class SimSupervisor:
             self.log.append((self.t, p.namespec, "FATAL: supervisord gave up"))
             self._event(p, "FATAL", "BACKOFF")
             return
+        self.t = max(self.t, p.stop + p.tries)  # supervisord waits `tries` seconds before the next attempt
         self.spawn(p)
 
     def spawn_begin(self, p: SimProc, by: str = "") -> None:

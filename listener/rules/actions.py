@@ -76,6 +76,8 @@ class OwnActions:
         respawns it all the time)."""
         pid = 0 if any_run or kind == "start" else (rec.pid or 0)
         action = PendingAction(f"{int(now * 1000)}-{next(_SEQUENCE)}", kind, source, reason, pid, "", now)
+        if kind == "start" and rec.state == "FATAL":  # the brake's start of what it found FATAL
+            action.expect = "FATAL"
         rec.action, rec.remediation_wanted = action, ""
         first = START if kind == "start" else (EVIDENCE if evidence else STOP)
         self._step(rec, action, first, out, evidence)
@@ -90,7 +92,7 @@ class OwnActions:
         a.step, a.seen = step, ""
         out.actions.append(Action(a.id, rec.namespec, step, a.kind, a.reason, pid=a.pid if step == STOP else 0,
                                   mark=rec.own_stop_mark if step == START else 0.0, evidence=evidence,
-                                  source=a.source))
+                                  source=a.source, expect=a.expect))
         out.records[rec.namespec] = rec
 
     # ---- answers from the executor --------------------------------------------------------

@@ -230,6 +230,7 @@ class PendingAction:
     cancelled: str = ""  # why it was called off (an operator acted, a hold); its step's result still comes
     interrupted: bool = False  # loaded from the store: its step's result went with the previous listener
     evidence: str = ""  # what the evidence command printed
+    expect: str = "STOPPED"  # start: as lookout left it, STOPPED by its own stop or FATAL as the brake found it
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ class Action:
     mark: float = 0.0  # start: only while supervisord's `start` is still this (nobody started it since)
     evidence: tuple[str, ...] = ()  # argv of the evidence command (placeholders filled by the executor)
     source: str = ""  # "probe:<name>", "brake", "hold", "resume"
+    expect: str = "STOPPED"  # start: only while it is in this state (as lookout left it: STOPPED, or FATAL)
 
 
 @dataclass(frozen=True)
