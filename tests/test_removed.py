@@ -173,3 +173,45 @@ def test_process_group_events_are_decoded():
     assert decode(envelope("PROCESS_GROUP_ADDED", "groupname:web\n")).change == "ADDED"
     with pytest.raises(MalformedEvent):
         decode(envelope("PROCESS_GROUP_REMOVED", "\n"))
+
+
+def test_a_stop_by_update_is_never_sent_as_an_operators(tmp_path):
+    """The notifier holds a "stopped by an operator" resolution for a moment (STOP_SETTLE): when the
+    removal follows (supervisorctl update: stopProcessGroup, then removeProcessGroup), only the removal
+    is said, even when another alert's group_wait ends between the stop and the removal."""
+    from lookout.listener.config.load import parse_config
+    from lookout.listener.notifier.worker import STOP_SETTLE, Notifier
+    from lookout.listener.protocol.events import Delivery, ProcessGroupEvent
+    from lookout.listener.store.schema import connect
+    from lookout.listener.store.state import StateStore
+
+    from .test_delivery_order import FlakyTarget
+
+    config = parse_config({"state": {"path": str(tmp_path / "db")}, "alerts": {"group_wait": "1s"}})
+    hook, clock = FlakyTarget("hook"), [100.0]
+    notifier = Notifier(config, [hook], None, clock=lambda: clock[0])  # type: ignore[arg-type]
+    store, e = StateStore(connect(config.state_path)), engine_for()
+
+    def at(t: float, out) -> None:  # noqa: ANN001
+        clock[0] = t
+        store.commit(out, stopping=False)
+        notifier.step(t)
+
+    for name in ("web", "api"):
+        start(e, 90, name=name)
+        at(95, ev(e, 95, "EXITED", name=name, from_state="RUNNING", expected=False))
+        at(95, ev(e, 95.1, "STARTING", name=name, from_state="EXITED"))  # "crashed"
+    at(97, e.on_time(97))
+    at(98, e.on_time(98))
+    crashes = len(hook.sent)
+    assert crashes and all("crashed" in title for title in hook.sent)
+    at(100, ev(e, 100, "STOPPED", name="api", from_state="STOPPING"))  # an operator's stop: for a moment, unsure
+    at(100.5, ev(e, 100.5, "STOPPED", name="web", from_state="STOPPING"))  # update's stop of web ...
+    at(101.2, e.on_time(101.2))  # ... the first one's group_wait ends before the removal: held, both
+    assert len(hook.sent) == crashes
+    removed = ProcessGroupEvent(Delivery("s", 903, "p", 903, "PROCESS_GROUP_REMOVED"), "REMOVED", "web")
+    at(101.3, e.on_event(removed, 101.3))
+    for t in (102, 103, 100.5 + STOP_SETTLE + 0.1, 105, 106):
+        at(t, e.on_time(t))
+    assert hook.sent[crashes:] == ["[RESOLVED] web removed from supervisord's configuration on " + config.hostname,
+                                   "[RESOLVED] api was stopped by an operator on " + config.hostname], hook.sent

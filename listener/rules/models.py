@@ -37,6 +37,7 @@ DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critica
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
 # Why an alert closed when its program (or group) left supervisord's configuration (reread + update)
 REMOVED_FROM_CONFIG = "removed from supervisord's configuration"
+STOPPED_BY_OPERATOR = "stopped"  # ... when an operator stopped it (or so it looked: `update` stops before it removes)
 
 AlertKey = tuple[str, str]  # (family, namespec); for quorum, namespec is the group name
 

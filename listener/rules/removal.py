@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from .actions import OPERATOR, OwnActions
 from .alerts import AlertBook
 from .health import HealthTracker
-from .models import ORPHAN, QUORUM, REMOVED_FROM_CONFIG, Outcome, ProcessRecord
+from .models import ORPHAN, QUORUM, REMOVED_FROM_CONFIG, STOPPED_BY_OPERATOR, Outcome, ProcessRecord
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
 
@@ -53,7 +53,7 @@ class Removals:
         rec.present = False
         if self._stopped_by_update(rec, now):
             for alert in [a for a in self.alerts.recently_closed.values() if a.namespec == rec.namespec
-                          and a.resolution == "stopped" and a.resolved_at == rec.operator_at]:
+                          and a.resolution == STOPPED_BY_OPERATOR and a.resolved_at == rec.operator_at]:
                 self.alerts.amend(alert.family, rec.namespec, now, out, REMOVED_FROM_CONFIG)
         self.alerts.close_all(rec.namespec, now, out, REMOVED_FROM_CONFIG, notify=True,
                               keep=lambda a: a.family == ORPHAN)
