@@ -60,13 +60,19 @@ def build_families(
         "up": Family("supervisord_up", "gauge", "1 when supervisord answers (or its listener is healthy)"),
         "info": Family("supervisord_info", "gauge", "supervisord version and identification, always 1"),
         "dstate": Family("supervisord_state", "gauge", "1 for supervisord's current state"),
-        "state": Family("supervisor_process_state", "gauge", "1 for the process's current state"),
+        "state": Family("supervisor_process_state", "gauge",
+                        "1 for the process's current state (UNKNOWN: supervisord does not answer and its process is "
+                        "gone)"),
         "code": Family("supervisor_process_state_code", "gauge",
                        "supervisord's numeric process state: STOPPED 0, STARTING 10, RUNNING 20, BACKOFF 30, "
                        "STOPPING 40, EXITED 100, FATAL 200, UNKNOWN 1000"),
         "since": Family("supervisor_process_state_since_timestamp_seconds", "gauge",
                         "unix time the process entered its current state, 0 if unknown"),
-        "pup": Family("supervisor_process_up", "gauge", "1 when the process is RUNNING"),
+        "pup": Family("supervisor_process_up", "gauge",
+                      "1 when the process is RUNNING (without supervisord: while its pid and start time still run)"),
+        "orphans": Family("supervisor_process_orphans", "gauge",
+                          "processes of it left running by a supervisord that died (pid and start time checked in "
+                          "/proc); absent when none"),
         "start": Family("supervisor_process_start_time_seconds", "gauge",
                         "unix time of the last start, 0 if never started"),
         "uptime": Family("supervisor_process_uptime_seconds", "gauge", "seconds since start while RUNNING, else 0"),
@@ -86,6 +92,9 @@ def build_families(
         "notified": Family("lookout_notifications_total", "counter",
                            "delivery attempts by target URL scheme and result"),
         "outbox": Family("lookout_outbox_pending", "gauge", "messages waiting for delivery"),
+        "target": Family("lookout_notify_target_failing", "gauge",
+                         "1 while the target's messages fail or its sends get no answer within the deadline "
+                         "(it hangs), else 0; target is scheme://host"),
         "source": Family("lookout_exporter_source", "gauge",
                          "1 for where this scrape's process states came from: store or supervisord"),
         "duration": Family("lookout_exporter_collect_duration_seconds", "gauge", "time spent collecting this scrape"),
@@ -100,6 +109,8 @@ def build_families(
         for state in PROCESS_STATES:
             f["state"].add(f'{lab},state="{state}"', 1 if p.state == state else 0)
         f["code"].add(lab, STATE_CODES.get(p.state, 1000))
+        if data.orphans.get((p.group, p.name)):
+            f["orphans"].add(lab, data.orphans[(p.group, p.name)])
         f["since"].add(lab, p.state_since)
         f["pup"].add(lab, 1 if p.state == "RUNNING" else 0)
         f["start"].add(lab, p.start_time)
@@ -120,6 +131,8 @@ def build_families(
         f["notified"].add(f'target="{escape(scheme)}",result="{escape(result)}"', count)
     if data.outbox_pending is not None:
         f["outbox"].add("", data.outbox_pending)
+    for label, failing in sorted(data.targets_failing.items()):
+        f["target"].add(f'target="{escape(label)}"', 1 if failing else 0)
     for source in ("store", "supervisord"):
         f["source"].add(f'source="{source}"', 1 if data.source == source else 0)
     f["duration"].add("", scrape_seconds)
@@ -138,6 +151,9 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         "success": Family("lookout_probe_success", "gauge", "1 when the probe's last run passed"),
         "duration": Family("lookout_probe_duration_seconds", "gauge", "how long the probe's last run took"),
         "failures": Family("lookout_probe_failures_total", "counter", "failed runs of the probe"),
+        "blind": Family("lookout_probe_cannot_judge", "gauge",
+                        "1 while the probe's last run could not read its evidence (a log file deleted, moved or "
+                        "replaced under supervisord) and judged nothing"),
         "remediations": Family("lookout_remediations_total", "counter",
                                "what lookout did (restart, stop, start) or decided (result dry_run, exhausted)"),
         "braked": Family("supervisor_process_braked", "gauge", "1 while lookout's crash-loop brake holds it stopped"),
@@ -175,6 +191,7 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
             f["success"].add(lab, 1 if v.last_ok else 0)
             f["duration"].add(lab, v.last_duration)
         f["failures"].add(lab, v.failures_total)
+        f["blind"].add(lab, 0 if v.judged else 1)
     for (group, name, action, result), count in sorted(data.remediations.items()):
         f["remediations"].add(f'group="{escape(group)}",name="{escape(name)}",action="{escape(action)}",'
                               f'result="{escape(result)}"', count)

@@ -5,6 +5,13 @@ events. The store is trusted when the listener and supervisord processes are ali
 store's meta, checked with kill(pid, 0)) and the heartbeat is fresher than heartbeat_stale.
 Otherwise the exporter polls supervisord (timeout, fresh connection, no stdlib MultiCall), one
 poll at a time however many scrapes arrive together, and keeps serving counters from the store.
+
+When supervisord does not answer either (an exporter left running by a supervisord killed -9),
+the store's last word is all there is, and it publishes only what it can check: a program whose
+process still runs (pid and start time in /proc) is RUNNING with its own uptime, still running
+as an orphan; one whose process is gone, and the listener (it exits once supervisord's pipe
+closes), are UNKNOWN (up 0, uptime 0, since 0); stopped, exited and FATAL ones stay as they were
+(nothing starts them now); and lookout_exporter_source says "store".
 """
 
 from __future__ import annotations
@@ -15,15 +22,18 @@ import sqlite3
 import threading
 import time
 import xmlrpc.client
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..listener.config import Config
+from ..listener.procfs import same_process
 from ..listener.redact import scheme_of
 from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 from ..listener.store.files import StoreUnavailable, identity
 from ..listener.store.schema import connect
+from ..listener.store.state import orphans_in
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
+MAY_RUN = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # a process may still run: /proc says whether
 
 
 @dataclass
@@ -52,6 +62,7 @@ class ProbeView:
     last_ok: bool | None
     last_duration: float
     failures_total: int
+    judged: bool = True  # False: its last run could not read its evidence (schema 5)
 
 
 @dataclass
@@ -65,9 +76,12 @@ class ScrapeData:
     last_event_at: float | None = None
     outbox_pending: int | None = None
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    targets_failing: dict[str, bool] = field(default_factory=dict)  # 'scheme://host' -> failing or hanging
     probes: list[ProbeView] = field(default_factory=list)
     probe_stats: dict[str, float] = field(default_factory=dict)  # the listener's scheduler: runs, skipped, lateness
     remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
+    orphans: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, name) -> orphans alive (store)
+    listener_pid: int = 0  # the listener's pid in the store: it is gone once supervisord is
     why: str = ""  # why the store was not used, for the landing page and logs
 
 
@@ -86,6 +100,16 @@ def _alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def as_seen(p: ProcessView, listener_pid: int, now: float) -> ProcessView:
+    """A process as the store last knew it, when supervisord cannot be asked: running only while its
+    process does (pid and start time), else UNKNOWN; the listener counts as gone."""
+    if p.state not in MAY_RUN:
+        return p
+    if p.pid and p.pid != listener_pid and p.start_time and same_process(p.pid, p.start_time):
+        return replace(p, state="RUNNING", uptime=max(0.0, now - p.start_time))
+    return replace(p, state="UNKNOWN", uptime=0.0, state_since=0.0)
 
 
 class Source:
@@ -124,9 +148,11 @@ class Source:
         polled.why = store.why if store is not None else "no listener store at state.path"
         if store is not None:  # counters and listener health only ever come from the store
             polled.last_event_at, polled.outbox_pending = store.last_event_at, store.outbox_pending
+            polled.targets_failing = store.targets_failing
             polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
                                                                         store.remediations)
             polled.probe_stats = store.probe_stats
+            polled.orphans = store.orphans
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
@@ -136,8 +162,9 @@ class Source:
                     p.remediation_exhausted = known.remediation_exhausted
                     if p.state in ("EXITED", "BACKOFF", "FATAL", "STOPPED") and known.exit_status is not None:
                         p.exit_status = known.exit_status  # the real one, from supervisord's log
-            if not polled.up and not polled.processes:
-                polled.processes = store.processes  # last known, with supervisord_up 0
+            if not polled.up and not polled.processes:  # the store's last word, checked in /proc
+                polled.processes = [as_seen(p, store.listener_pid, now) for p in store.processes]
+                polled.source = "store"
         return polled
 
     # ---- the store ------------------------------------------------------------------------
@@ -153,11 +180,17 @@ class Source:
             ).fetchall()
             pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
             stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
-            probes = conn.execute("SELECT namespec, probe, healthy, last_ok, last_duration, failures_total "
-                                  "FROM probes ORDER BY namespec, probe").fetchall()
+            probes = conn.execute("SELECT * FROM probes ORDER BY namespec, probe").fetchall()  # older stores too
             remediations = conn.execute("SELECT namespec, action, result, count FROM remediation_stats").fetchall()
+            orphans = orphans_in(conn)
         except sqlite3.Error:
             return None
+        try:  # a target hangs, or its messages are being retried (a store older than schema 5 has no table)
+            targets = conn.execute(
+                "SELECT target_label, hanging_since IS NOT NULL OR EXISTS (SELECT 1 FROM outbox o WHERE "
+                "o.target_key = t.target_key AND o.status = 'pending' AND o.attempts > 0) FROM targets t").fetchall()
+        except sqlite3.Error:
+            targets = []
         last_event = float(heartbeat[0]) if heartbeat else None
         data = ScrapeData(
             source="store",
@@ -171,6 +204,7 @@ class Source:
                 **{(scheme_of(u), r): 0 for u in self.config.notify.urls for r in ("success", "failure")},
                 **{(s, r): c for s, r, c in stats},
             },
+            targets_failing={label: bool(failing) for label, failing in targets},
         )
         for r in rows:
             start = float(r["last_start"] or 0)
@@ -186,8 +220,9 @@ class Source:
         for r in probes:
             group, _, name = r["namespec"].partition(":")
             if (group, name) in present:
+                judged = "last_judged" not in r.keys() or bool(r["last_judged"])  # noqa: SIM118 (a Row)
                 data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
-                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0)))
+                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0), judged))
         for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95", "deadman_ok",
                     "deadman_fail_sent", "deadman_error"):
             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -195,6 +230,12 @@ class Source:
         for ns, action, result, count in remediations:
             group, _, name = ns.partition(":")
             data.remediations[(group, name, action, result)] = count
+        for orphan in orphans:
+            if same_process(orphan.pid, orphan.started):
+                group, _, name = orphan.namespec.partition(":")
+                data.orphans[(group, name)] = data.orphans.get((group, name), 0) + 1
+        with contextlib.suppress(TypeError, ValueError):
+            data.listener_pid = int(meta.get("listener_pid") or 0)
         if not _alive(meta.get("listener_pid")):
             data.why = "the listener is not running"
         elif not _alive(meta.get("supervisord_pid")):
@@ -209,12 +250,12 @@ class Source:
 
     def _poll(self, now: float) -> ScrapeData:
         """One poll at a time; scrapes that arrive during it share its result."""
-        started = self.clock()
+        started = time.monotonic()  # (not the wall clock: stepped back, it would serve one old poll for the step)
         with self._poll_lock:
             if self._poll_result is not None and self._poll_result[0] >= started:
                 return self._copy(self._poll_result[1])
             data = self._poll_supervisord(now)
-            self._poll_result = (self.clock(), data)
+            self._poll_result = (time.monotonic(), data)
             return self._copy(data)
 
     @staticmethod

@@ -25,14 +25,17 @@ from collections import deque
 from collections.abc import Callable
 
 from .app_lifecycle import LifecycleMixin
+from .clock import LookoutClock, clock_meta
+from .clock_steps import commit_for_step, commit_for_stored_frame
 from .config import Config
 from .health_runner import HealthRunner
 from .held import HeldCommit, StoreTrouble
+from .lifecycle import boot_id
 from .logs import ProcessLogs
 from .notifier.targets import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
-from .procfs import pid_gone, spawn_time
+from .procfs import pid_gone, spawn_age
 from .protocol.channel import ProtocolChannel
 from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from .protocol.parser import Envelope, Garbage
@@ -42,6 +45,7 @@ from .rules.models import Outcome
 from .rules.sequence import StreamPosition, check_continuity, is_redelivery
 from .store.files import StoreCorrupt, StoreUnavailable
 from .store.keeper import StoreKeeper
+from .store.sidecar import Sidecar
 from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
 
 log = logging.getLogger("lookout.listener")
@@ -57,9 +61,10 @@ class Listener(LifecycleMixin):
         targets: list[Target],
         *,
         channel_factory: Callable[[int], ProtocolChannel] = ProtocolChannel.isolate_stdio,
-        clock: Callable[[], float] = time.time,
+        clock: LookoutClock | None = None,
     ) -> None:
-        self.config, self.clock = config, clock
+        self.config = config
+        self.clock = clock = clock or LookoutClock()  # the rules' time; waits below are monotonic
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -70,12 +75,13 @@ class Listener(LifecycleMixin):
         client = SupervisorClient(config.supervisor)
         self.logs = ProcessLogs(client, self.ppid)
         self.keeper = StoreKeeper(config.state_path, config.history)
-        self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w, clock)
-        self.notifier = Notifier(config, targets, self.logs, clock, store_generation=lambda: self.keeper.generation,
-                                 on_death=self._wake)
+        self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w)
+        self.notifier = Notifier(config, targets, self.logs, clock.view(),
+                                 store_generation=lambda: self.keeper.generation, on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
         self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
-        self.trouble = StoreTrouble(self.notifier, clock, config.state_path)
+        self.sidecar = Sidecar(config.state_path)
+        self.trouble = StoreTrouble(self.notifier, clock, config.state_path, self.sidecar)
         self._start_lifecycle()
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
@@ -85,9 +91,9 @@ class Listener(LifecycleMixin):
         self.stop_requested = False
         self.exit_status = 0
         self.saw_tick = False
-        self.last_event_at = clock()
-        self.last_reconcile_at = 0.0
-        self.last_store_check = clock()
+        self.last_event_at = time.monotonic()  # (these three: intervals, on the monotonic clock)
+        self.last_reconcile_at = float("-inf")
+        self.last_store_check = time.monotonic()
         try:
             self._open_store()
         except StoreUnavailable as exc:  # run() keeps trying; supervisord buffers events meanwhile
@@ -123,8 +129,10 @@ class Listener(LifecycleMixin):
             if not ready:
                 ready = self._get_ready()
                 continue
+            if delta := self.clock.step():
+                self._clock_stepped(delta)
             self._step()
-            silent = self.clock() - self.last_event_at
+            silent = time.monotonic() - self.last_event_at
             if self.saw_tick and self.held is None and silent > self.config.listener.tick_timeout:
                 log.error("no event for %.0fs although TICK is subscribed: exiting to be restarted", silent)
                 self.exit_status = 1
@@ -137,9 +145,10 @@ class Listener(LifecycleMixin):
     def _get_ready(self) -> bool:
         """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
         meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
-                **self._previous_life()}
-        if not self._commit(Outcome(), meta=meta):
+                **self._previous_life(), **clock_meta(self.clock.offset, boot_id())}
+        if not self._commit(Outcome(), meta=meta, orphans=self.lifecycle.take_unsaved()):
             return False
+        self._after_ready()
         for rec in self.engine.records.values():  # type: ignore[union-attr]
             self._track(rec)
             self.health.sync(rec, self.engine.policies)  # type: ignore[union-attr]
@@ -166,13 +175,13 @@ class Listener(LifecycleMixin):
 
     def _poll_holds(self) -> None:
         """`lookout hold` / `release` are written by another process: picked up within a second."""
-        holds = self.keeper.changed_holds(self.clock())
+        holds = self.keeper.changed_holds(time.monotonic())
         if holds is not None:
             self._apply(self.engine.on_holds(holds, self.clock()))  # type: ignore[union-attr]
 
     def _wait_time(self) -> float:
         if self.engine is None or self.held is not None:
-            return max(0.0, min(MAX_IDLE_WAIT, self.trouble.retry_at - self.clock()))
+            return max(0.0, min(MAX_IDLE_WAIT, self.trouble.retry_at - time.monotonic()))
         if self.backlog or self.results:
             return 0.0
         deadline = self.engine.next_deadline()
@@ -206,10 +215,18 @@ class Listener(LifecycleMixin):
                                       probes=self.config.probes, remediation=self.config.remediation,
                                       probe_states=state.load_probe_states())
             self.position = state.position()
+            adopt = commit_for_stored_frame(self.clock, state, self.engine, boot_id())  # (a step while none ran)
+            try:
+                if adopt is not None:
+                    self.keeper.commit(adopt.outcome, stopping=self.engine.stopping, **adopt.kwargs)
+            except StoreUnavailable:
+                self.engine = None  # loaded again (and moved again) at the next try
+                raise
         else:  # deleted or replaced under us: what we hold in memory is the truth
             try:
                 self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
-                                    self.position, self.engine.stopping, self.clock(), self.engine.holds.active())
+                                    self.position, self.engine.stopping, self.clock(), self.engine.holds.active(),
+                                    self.lifecycle.orphans)
             except StoreUnavailable:
                 self.keeper.close()  # half-filled: the retry opens and rewrites it again
                 raise
@@ -222,7 +239,7 @@ class Listener(LifecycleMixin):
         if self.engine is not None and self.held is None:
             self._check_store_file()
             return self.held is None and not self.stop_requested
-        if self.clock() < self.trouble.retry_at:
+        if time.monotonic() < self.trouble.retry_at:
             return False
         try:
             if self.engine is None:
@@ -244,17 +261,18 @@ class Listener(LifecycleMixin):
             self._open_store()
         self.keeper.commit(held.outcome, **held.kwargs)
         self.held = None
+        self.clock.publish()  # (a step it held is in the store now: the notifier may follow)
         self.trouble.resolved()
-        self.last_event_at = self.clock()  # events were held back by us, not by supervisord
+        self.last_event_at = time.monotonic()  # events were held back by us, not by supervisord
         if held.ack:
             self.channel.ack()
         self._after_commit(held.outcome)
 
     def _check_store_file(self) -> None:
         """A store deleted or replaced under us is recreated from memory within STORE_CHECK_INTERVAL."""
-        if self.clock() - self.last_store_check < STORE_CHECK_INTERVAL:
+        if time.monotonic() - self.last_store_check < STORE_CHECK_INTERVAL:
             return
-        self.last_store_check = self.clock()
+        self.last_store_check = time.monotonic()
         if not self.keeper.replaced():
             return
         log.warning("the store %s was deleted or replaced: recreating it from memory and reconciling",
@@ -326,9 +344,9 @@ class Listener(LifecycleMixin):
             event = decode(item, delivery)
             outcome = self.engine.on_event(event, now)
             if isinstance(event, ProcessStateEvent) and event.state == "RUNNING" and event.pid:
-                exact = spawn_time(event.pid)  # the STARTING event may have waited in supervisord
-                if exact is not None:
-                    outcome.merge(self.engine.on_start_observed(event.namespec, exact, exact=True))
+                age = spawn_age(event.pid)  # the STARTING event may have waited in supervisord
+                if age is not None:
+                    outcome.merge(self.engine.on_start_observed(event.namespec, now - age, exact=True))
                 elif pid_gone(event.pid):  # so late that it already died: its run time is unknown
                     outcome.merge(self.engine.on_start_unknown(event.namespec))
         except MalformedEvent as exc:  # its place in the stream still counts: no false "lost" later
@@ -342,12 +360,12 @@ class Listener(LifecycleMixin):
             log.info("supervisord is stopping or reloading: lookout raises no alert and takes no action until "
                      "it runs again")
         meta = {"last_tick_at": now} if isinstance(event, TickEvent) else None
-        self.last_event_at = now
+        self.last_event_at = time.monotonic()
         if not self._commit(outcome, ack=True, position=position, event_at=now, meta=meta):
             return
         if isinstance(event, TickEvent):
             self.saw_tick = True
-            if now - self.last_reconcile_at >= self.config.listener.reconcile_interval:
+            if time.monotonic() - self.last_reconcile_at >= self.config.listener.reconcile_interval:
                 self._reconcile("periodic")
                 self._prune(now)
 
@@ -364,15 +382,16 @@ class Listener(LifecycleMixin):
         engine = self.engine
         assert engine is not None
         if isinstance(result, Snapshot):
-            meta = {"last_reconcile_at": result.taken_at}
+            taken_at = self.clock.from_mono(result.taken_mono)  # (the watcher's clock is monotonic)
+            meta = {"last_reconcile_at": taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
-            self._apply(engine.on_snapshot(result.infos, result.taken_at, self.clock()), meta=meta)
+            self._apply(engine.on_snapshot(result.infos, taken_at, self.clock()), meta=meta)
             self._after_reconcile(result.infos, self.clock())
             return
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):
             for ns, (start, pid) in result.starts.items():
-                outcome.merge(engine.on_start_observed(ns, start, pid=pid))
+                outcome.merge(engine.on_start_observed(ns, self.clock.from_mono(start), pid=pid))
         else:
             for ns, info in result.exits.items():
                 outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran))
@@ -408,5 +427,20 @@ class Listener(LifecycleMixin):
             self.watcher.lookup_starts(outcome.start_lookups)
 
     def _reconcile(self, why: str) -> None:
-        self.last_reconcile_at = self.clock()
+        self.last_reconcile_at = time.monotonic()
         self.watcher.reconcile(why)
+
+    # ---- the wall clock stepped -------------------------------------------------------------
+
+    def _clock_stepped(self, delta: float) -> None:
+        """The clock followed the wall clock: every time the loop holds moves with it, and the store's
+        copies in one commit (behind a held commit, with it)."""
+        log.warning("the wall clock stepped %+.3fs (NTP, a VM restored): deadlines, backoffs and graces keep their "
+                    "length", delta)
+        self.lifecycle.shift(delta)
+        meta = clock_meta(self.clock.offset, boot_id())
+        commit = commit_for_step(self.engine, delta, self.clock(), meta)
+        if self.held is not None:
+            self.held.absorb(commit.outcome, commit.kwargs)
+        elif self._commit(commit.outcome, **commit.kwargs):
+            self.clock.publish()  # the notifier follows once the loop's rows have moved

@@ -2,11 +2,16 @@
 (deadman.py). A mixin of app.Listener, for the size of one file: it uses the listener's engine,
 store keeper, notifier and commit.
 
-- at start, before the listener writes who it is: what the previous supervisord left behind;
+- at start, before the listener writes who it is: what the previous supervisord left behind
+  (the store's orphans of every generation, and what the sidecar file says a listener that
+  could not write the store left: its orphans, its death message, its unfinished episode);
 - after the first reconcile: the one message about a previous unclean end or a reboot, and the
   programs that now run twice (an alert each); on every later reconcile: whether they still do;
 - stdin closed: the critical message when supervisord died without shutting down, written to
-  the outbox and sent before the listener exits (or by the next listener);
+  the outbox and sent before the listener exits (or by the next listener). When the store cannot
+  be written, it goes straight to every target from memory, with the orphans and the alerts held
+  back, and the sidecar keeps it for the next listener, which sends it late to any target that
+  did not confirm it;
 - every loop turn: the dead man's switch, told whether lookout is healthy (its store writable,
   its notifications going out).
 """
@@ -14,10 +19,19 @@ store keeper, notifier and commit.
 from __future__ import annotations
 
 import logging
+import os
+import time
+from dataclasses import replace
 
 from .deadman import DeadmanSwitch
-from .lifecycle import LISTENER_STOPPED, Lifecycle
-from .rules.models import Outcome
+from .lifecycle import LISTENER_STOPPED, Lifecycle, legacy_orphans
+from .notifier.render import resolved_as, what
+from .procfs import spawn_time
+from .redact import scrub
+from .rules.models import REMINDER, RESOLVED, Outcome, display_name
+from .store.files import StoreUnavailable
+from .store.sidecar import DeathNote, SidecarState
+from .text import clean
 
 log = logging.getLogger("lookout.listener")
 LAST_WORDS = 4.0  # seconds the listener waits for its last message to go out before it exits
@@ -30,23 +44,53 @@ class LifecycleMixin:
 
     def _start_lifecycle(self) -> None:
         self.lifecycle = Lifecycle(self.config, self.own_namespec)
-        self.deadman = DeadmanSwitch(self.config.deadman, self.clock, on_death=self._wake)
+        self._previous_meta: dict[str, object] | None = None  # read once: a held first commit must not read ours
+        self.left_by_previous = self.sidecar.open(os.getpid(), spawn_time(os.getpid()) or self.clock())
+        if self.left_by_previous.degraded_since:
+            self.trouble.inherit(self.left_by_previous)
+        self.deadman = DeadmanSwitch(self.config.deadman, time.monotonic, on_death=self._wake)
         self._reported_restart = False
         self._deadman_saved: dict[str, object] = {}
-        self._orphans_checked_at = 0.0
+        self._orphans_checked_at = float("-inf")  # (monotonic)
         self._deadman_carried = False  # the previous listener's counts are added before ours are written
 
     def _previous_life(self) -> dict[str, object]:
         """Read what the previous supervisord left (before this listener's meta overwrites it)."""
+        if self._previous_meta is not None:
+            return self._previous_meta
         state = self.keeper.state
         keys = ("boot_id", "supervisord_pid", "supervisord_started", "supervisord_end", "supervisord_gone_at",
-                "last_tick_at", "deadman_ok", "deadman_fail_sent", "deadman_error")
+                "last_tick_at", "deadman_ok", "deadman_fail_sent", "deadman_error", "orphans")
         meta = {key: state.meta(key) for key in keys}
         self.deadman.carry_over(meta)
         self._deadman_carried = True
         last_event = state.last_event_at()
-        return self.lifecycle.at_start(meta, self.engine.stopping, last_event, self.engine.records.values(),
-                                       self.ppid)
+        known = state.load_orphans() or legacy_orphans(meta.pop("orphans"))
+        left = self.left_by_previous
+        self._previous_meta = self.lifecycle.at_start(
+            meta, self.engine.stopping, last_event, self.engine.records.values(), self.ppid, known=known,
+            left=left.orphans, died_at=left.death.at if left.death else 0.0, now=self.clock())
+        return self._previous_meta
+
+    def _after_ready(self) -> None:
+        """The first commit went through: what a listener that could not write the store left is
+        told now (its episode's end, its death message to the targets that missed it), and its
+        orphans are in the store."""
+        left, self.left_by_previous = self.left_by_previous, SidecarState()
+        self.trouble.wrote()
+        if left.orphans:
+            self.sidecar.orphans_recorded()
+        death = left.death
+        if death is None:
+            return
+        if death.undelivered:
+            log.warning("sending late, to %d target(s), the message about supervisord's death that the previous "
+                        "listener could not deliver", len(death.undelivered))
+            self.notifier.announce(death.alertname, f"{death.title} (sent late)",
+                                   "Sent late: this message could not be delivered when supervisord died (lookout "
+                                   f"could not write its store then).\n\n{death.text}", "critical",
+                                   targets=tuple(death.undelivered))
+        self.sidecar.death_told()
 
     def _after_reconcile(self, infos: list, now: float) -> None:
         if not self._reported_restart:
@@ -61,26 +105,102 @@ class LifecycleMixin:
         any, so an alert resolves within seconds of the orphan's end."""
         if not (self.lifecycle.orphans or self.engine.orphans.has_open()):
             return
-        if not force and now - self._orphans_checked_at < ORPHAN_CHECK:
+        if not force and time.monotonic() - self._orphans_checked_at < ORPHAN_CHECK:
             return
-        self._orphans_checked_at = now
-        self._apply(self.engine.on_orphans(self.lifecycle.twice(self.engine.records), now),
-                    meta=self.lifecycle.orphans_meta())
+        self._orphans_checked_at = time.monotonic()
+        programs = self.lifecycle.twice(self.engine.records, now)
+        outcome = self.engine.on_orphans(programs, now)
+        found_or_gone = self.lifecycle.take_unsaved()
+        if outcome or found_or_gone:
+            self._commit(outcome, orphans=found_or_gone)
+        else:
+            self._after_commit(outcome)
 
     def _supervisord_gone(self) -> None:
         """stdin closed: supervisord shut down (nothing to say) or died (say it, now)."""
         engine = self.engine
-        if engine is None:
+        records = list(engine.records.values()) if engine is not None else []
+        meta, message = self.lifecycle.gone(records, engine.stopping if engine is not None else False, self.ppid,
+                                            self.clock(), records_known=engine is not None)
+        written = bool(meta) and self._last_commit(meta)
+        if message is None:
             return
-        meta, message = self.lifecycle.gone(engine.records.values(), engine.stopping, self.ppid, self.clock())
-        if meta:
-            self._commit(Outcome(), meta=meta)
-        if message is not None:
-            log.critical("%s", message[2])
-            self.notifier.announce(message[0], message[1], message[2], "critical")
-            if not self.notifier.settle(LAST_WORDS):
-                log.warning("the message about supervisord's death is still in the outbox: the next listener sends "
-                            "it")
+        log.critical("%s", message[2])
+        if not written:
+            self._last_words_from_memory(*message)
+            return
+        self.notifier.announce(message[0], message[1], message[2], "critical")
+        if not self.notifier.settle(LAST_WORDS):
+            log.warning("the message about supervisord's death is still in the outbox: the next listener sends it")
+
+    def _last_commit(self, meta: dict[str, object]) -> bool:
+        """Write supervisord's end and the orphans it left, after the decision held back (if any:
+        nothing waits for its acknowledgement now); False when the store cannot take it."""
+        if self.engine is None or self.keeper.state is None:
+            return False
+        orphans = self.lifecycle.take_unsaved()
+        try:
+            if self.held is not None:
+                self.keeper.commit(self.held.outcome, **self.held.kwargs)
+                self.held = None
+            self.keeper.commit(Outcome(), meta=meta, orphans=orphans, stopping=self.engine.stopping)
+        except StoreUnavailable as exc:
+            self.lifecycle.unsaved = orphans + self.lifecycle.unsaved
+            self.trouble.failed(exc, "recording supervisord's end")
+            return False
+        self.trouble.resolved()
+        self.notifier.wake()
+        return True
+
+    def _last_words_from_memory(self, alertname: str, title: str, text: str) -> None:
+        """The store cannot be written, so neither can the outbox: the death message goes straight
+        to every target, with what only memory holds; the sidecar keeps it (and which targets did
+        not confirm it) and the orphans for the next listener."""
+        now = self.clock()
+        since = self.trouble.since if self.trouble.since is not None else now
+        text += (f"\n\nlookout cannot write its store {self.config.state_path} "
+                 f"({self.trouble.reason or 'it could not be opened'}) since {_clock(since)}: this message comes "
+                 "straight from the listener's memory.")
+        held = self._held_back()
+        if held:
+            text += " Held back, neither in its store nor sent yet:\n" + "\n".join(held)
+        text = scrub(text)  # (an alert's detail may name a probe URL's token)
+        ticket = self.notifier.direct(alertname, title, text, "critical")
+        keys = [t.key for t in self.notifier.targets]
+        note = DeathNote(now, self.ppid, alertname, title, text, undelivered=keys)
+        self.sidecar.died(note, self.lifecycle.orphans)  # first: a kill while it is sent loses nothing
+        deadline = time.monotonic() + LAST_WORDS + self.config.notify.timeout  # one try each, however slow
+        outcome = self.notifier.direct_outcome(ticket)
+        while len(outcome) < len(keys) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the notifier's thread sends; each target's first answer is what we wait for
+            outcome = self.notifier.direct_outcome(ticket)
+        missed = [k for k in keys if not outcome.get(k)]
+        self.sidecar.died(replace(note, undelivered=missed), self.lifecycle.orphans)
+        if missed:
+            log.warning("the message about supervisord's death did not reach %d target(s): the next listener sends "
+                        "it late", len(missed))
+
+    def _held_back(self) -> list[str]:
+        """The news in the commit held back (an unexpected exit seen, an alert raised or resolved)."""
+        if self.held is None:
+            return []
+        outcome, lines, named = self.held.outcome, [], set()
+        for notice in outcome.notices:
+            alert = outcome.alerts.get(notice.key)
+            if alert is None or notice.kind == REMINDER:
+                continue
+            named.add(alert.namespec)
+            if notice.kind == RESOLVED:
+                lines.append(f"- RESOLVED {display_name(alert.namespec)} {resolved_as(alert)} at {_clock(notice.at)}")
+            else:
+                lines.append(f"- {alert.severity.upper()} {display_name(alert.namespec)} {what(alert)} at "
+                             f"{_clock(notice.at)}" + (f": {clean(alert.detail)[:300]}" if alert.detail else ""))
+        for rec in outcome.records.values():
+            if rec.pending_exit_at is not None and rec.namespec not in named:
+                how = f" ({rec.last_exit_text})" if rec.last_exit_text else ""
+                lines.append(f"- {display_name(rec.namespec)} crashed at {_clock(rec.pending_exit_at)}: an "
+                             f"unexpected exit{how}; whether supervisord started it again before it died is not known")
+        return lines[:20]
 
     def _stopped_by_signal(self) -> None:
         """Stopped by a signal (supervisorctl stop, a shutdown, systemd stopping the unit at once):
@@ -90,7 +210,7 @@ class LifecycleMixin:
 
     def _deadman_due(self) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""
-        self.deadman.due(self.clock(), self._degraded())
+        self.deadman.due(time.monotonic(), self._degraded())  # an interval: no wall-clock step moves it
         stats = self.deadman.stats()
         if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved and self.held is None \
                 and self.engine is not None and self.keeper.state is not None:
@@ -101,7 +221,11 @@ class LifecycleMixin:
         """'' while lookout works, else why not (the dead man's switch gets its fail form)."""
         if self.held is not None or self.engine is None:
             return "lookout cannot write its store: alerts are held"
-        failing = self.notifier.failing_since
-        if failing is not None and self.clock() - failing >= self.config.deadman.fail_after:
+        failing = self.notifier.failing_since  # (on the notifier's frame of the clock, as it is written)
+        if failing is not None and self.notifier.clock() - failing >= self.config.deadman.fail_after:
             return "lookout's notifications have been failing"
         return ""
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))

@@ -81,7 +81,8 @@ class DeadmanSwitch:
             self.thread.start()
 
     def due(self, now: float, degraded: str) -> None:
-        """Called from the loop: one call per interval, the healthy form or (degraded: why) the fail form."""
+        """Called from the loop: one call per interval, the healthy form or (degraded: why) the fail form.
+        `now` is monotonic: a step of the wall clock neither stops the calls nor hurries them."""
         if not self.enabled or now < self.next_at:
             return
         self.next_at = now + self.settings.interval

@@ -7,8 +7,11 @@ rule inputs in batches, so 200 probe results a second cost a handful of commits,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
+from .clock import LookoutClock
 from .config import Config
 from .logs import ProcessLogs
 from .probes.checks import Check
@@ -26,12 +29,12 @@ STATS_INTERVAL = 10.0  # the scheduler's own numbers (runs, skipped, lateness) g
 
 class HealthRunner:
     def __init__(self, config: Config, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
-                 clock: Callable[[], float], on_death: Callable[[], None]) -> None:
-        self.config, self.clock = config, clock
-        self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, clock=clock, on_death=on_death)
+                 clock: LookoutClock, on_death: Callable[[], None]) -> None:
+        self.config, self.clock = config, clock  # the loop's: probes run and report on the monotonic clock
+        self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, on_death=on_death)
         self.executor = RemediationExecutor(client, config.remediation, wakeup_fd)
         self.unsaved: dict[tuple[str, str], ProbeState] = {}
-        self.saved_at = self.stats_at = 0.0
+        self.saved_at = self.stats_at = float("-inf")  # (monotonic)
 
     def start(self) -> None:
         if self.config.probes:
@@ -43,7 +46,7 @@ class HealthRunner:
         if not specs:
             return
         running = rec.present and rec.state == "RUNNING" and rec.pid and rec.running_since is not None
-        target = ProbeTarget(rec.group, rec.name, rec.pid, rec.running_since) if running else None
+        target = ProbeTarget(rec.group, rec.name, rec.pid, self.clock.to_mono(rec.running_since)) if running else None
         self.scheduler.set_process(rec.namespec, target, specs)
 
     def act(self, action: Action, engine: AlertEngine) -> None:
@@ -51,7 +54,7 @@ class HealthRunner:
         rec = engine.records.get(action.namespec)
         spec = engine.policies.probe(action.namespec, action.source[6:]) if action.source.startswith("probe:") \
             else None
-        target = ProbeTarget(rec.group, rec.name, rec.pid or 0, rec.running_since or 0.0) if rec else None
+        target = ProbeTarget(rec.group, rec.name, rec.pid or 0, 0.0) if rec else None  # (for its placeholders)
         fill = (lambda text: target.fill(text, spec)) if target is not None and spec is not None else None
         self.executor.submit(action, fill)
 
@@ -63,19 +66,20 @@ class HealthRunner:
         """Probe results and action results since the last call, as one outcome; probe counts
         alone (nothing turned healthy or unhealthy) ride along at most once a second."""
         now, out = self.clock(), Outcome()
-        for result in self.scheduler.drain():
+        for result in self.scheduler.drain():  # started on the monotonic clock: onto the loop's now
+            result = replace(result, started_at=self.clock.from_mono(result.started_at))
             out.merge(engine.on_probe_result(result, now))
         for result in self.executor.drain():
             out.merge(engine.on_action_result(result, now))
         self.unsaved.update(out.probe_states)
         out.probe_states = {}
-        if self.unsaved and (out or now - self.saved_at >= SAVE_INTERVAL):
-            out.probe_states, self.unsaved, self.saved_at = self.unsaved, {}, now
+        if self.unsaved and (out or time.monotonic() - self.saved_at >= SAVE_INTERVAL):
+            out.probe_states, self.unsaved, self.saved_at = self.unsaved, {}, time.monotonic()
         return out
 
     def stats_due(self) -> dict[str, object] | None:
         """The scheduler's numbers, every STATS_INTERVAL while probes run (for the exporter and bench)."""
-        now = self.clock()
+        now = time.monotonic()
         if not self.config.probes or now - self.stats_at < STATS_INTERVAL:
             return None
         self.stats_at = now

@@ -10,7 +10,12 @@ one, an unplanned reboot. Everything else lookout says depends on supervisord be
   message says when the old one was last heard from, how long it was gone and what was started
   again. A previous process still running beside its new copy (the store's pid and start time,
   checked in /proc, so a reused pid is not mistaken) is a program running twice: a critical
-  alert each (rules/orphans.py), resolved when the orphan is gone; `lookout status` shows them.
+  alert each (rules/orphans.py), resolved when every orphan of it is gone; `lookout status` shows
+  them.
+- Orphans are state: the store's orphans table keeps each one (pid, start time, the supervisord
+  that left it) until it is seen gone, so a listener restart or a reload forgets none, and a
+  second death names the first generation too. When the death could not be written (disk full),
+  the sidecar file carries the orphans to the next listener (store/sidecar.py).
 - Rebooted: the kernel's boot id (LOOKOUT_BOOT_ID_FILE replaces its file, for tests) changed with
   no clean shutdown before it: one message; after a clean shutdown nothing (or one info message,
   listener.clean_reboot = "info").
@@ -23,24 +28,18 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 
 from .config import Config, format_duration
-from .procfs import is_lookout_exporter, pid_gone, spawn_time, stat_fields
+from .procfs import is_lookout_exporter, pid_gone, same_process, spawn_time, stat_fields
 from .rules.models import ProcessRecord, ProcessSnapshot, display_name
+from .rules.orphans import Copies, Orphan
 from .rules.snapshot import LIVE_STATES
 
 log = logging.getLogger("lookout.lifecycle")
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 SAME_RUN = 2.0  # a live pid whose spawn time is this close to the stored start is that same process
 LISTENER_STOPPED = "listener-stopped"  # supervisord_end: the listener was stopped by a signal; what followed is unknown
-
-
-@dataclass(frozen=True)
-class Survivor:
-    namespec: str
-    pid: int
-    started: float  # its spawn time: with the pid, what tells it from a process that reused the pid
 
 
 def supervisord_dead(ppid: int, wait: float = 2.0) -> bool:
@@ -64,16 +63,16 @@ def boot_id() -> str:
         return ""
 
 
-def alive(survivor: Survivor) -> bool:
+def alive(orphan: Orphan) -> bool:
     """The same process (pid and start time), and not a zombie (exited, not yet reaped by init)."""
-    fields = stat_fields(survivor.pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
-        return False
-    started = spawn_time(survivor.pid)
-    return started is not None and abs(started - survivor.started) < SAME_RUN
+    return same_process(orphan.pid, orphan.started, SAME_RUN)
 
 
-def survivors(records: Iterable[ProcessRecord], own: str, exporters: list[Survivor] | None = None) -> list[Survivor]:
+def _known(orphan: Orphan, among: Iterable[Orphan]) -> bool:
+    return any(o.pid == orphan.pid and abs(o.started - orphan.started) < SAME_RUN for o in among)
+
+
+def survivors(records: Iterable[ProcessRecord], own: str, exporters: list[Orphan] | None = None) -> list[Orphan]:
     """The processes of the records that still run as the same processes (pid and start time).
     lookout-exporter is not one of them: orphaned, it serves supervisord_up 0 until a new
     supervisord answers, then exits for the new one's exporter (exporter/handover.py); it is
@@ -82,7 +81,7 @@ def survivors(records: Iterable[ProcessRecord], own: str, exporters: list[Surviv
     for rec in records:
         if rec.namespec == own or not rec.pid or rec.state not in LIVE_STATES or not rec.last_start:
             continue
-        survivor = Survivor(rec.namespec, rec.pid, rec.last_start)
+        survivor = Orphan(rec.namespec, rec.pid, rec.last_start)
         if alive(survivor):
             if is_lookout_exporter(rec.pid):
                 if exporters is not None:
@@ -92,8 +91,9 @@ def survivors(records: Iterable[ProcessRecord], own: str, exporters: list[Surviv
     return sorted(found, key=lambda s: s.namespec)
 
 
-def _named(survivors: list[Survivor], limit: int = 20) -> str:
-    shown = [f"{display_name(s.namespec)} (pid {s.pid})" for s in survivors[:limit]]
+def _named(survivors: list[Orphan], limit: int = 20, origin: bool = False) -> str:
+    shown = [f"{display_name(s.namespec)} (pid {s.pid}{f', {s.origin()}' if origin else ''})"
+             for s in survivors[:limit]]
     more = f" and {len(survivors) - limit} more" if len(survivors) > limit else ""
     return ", ".join(shown) + more
 
@@ -104,23 +104,31 @@ class Lifecycle:
         self.report = ""  # "reboot", "reboot-clean" or "unclean": said once the first reconcile has answered
         self.last_heard = 0.0
         self.died_at = 0.0  # when the previous listener saw supervisord die (0: it did not see it)
-        self.orphans: list[Survivor] = []
+        self.orphans: list[Orphan] = []  # every generation's, alive at the last look in /proc
+        self.unsaved: list[Orphan] = []  # found, or seen gone, since the last take_unsaved()
         self.shared_with = 0  # the pid of another live supervisord that uses this store
 
     # ---- the end --------------------------------------------------------------------------
 
-    def gone(self, records: Iterable[ProcessRecord], stopping: bool, ppid: int, now: float
-             ) -> tuple[dict[str, object], tuple[str, str, str] | None]:
+    def gone(self, records: Iterable[ProcessRecord], stopping: bool, ppid: int, now: float,
+             records_known: bool = True) -> tuple[dict[str, object], tuple[str, str, str] | None]:
         """stdin closed: what to write to the store, and the message to announce (alertname, title,
-        text) when supervisord died without shutting down."""
+        text) when supervisord died without shutting down. What it left running joins the orphans
+        (take_unsaved() has them for the store); earlier generations still alive are named too."""
         if not supervisord_dead(ppid):
             if stopping:
                 return {"supervisord_end": "clean"}, None
             log.warning("stdin closed, but supervisord (pid %d) still runs: no alert", ppid)
             return {}, None
-        exporters: list[Survivor] = []
+        exporters: list[Orphan] = []
         records = list(records)
         left = survivors(records, self.own, exporters)
+        self._look(now)
+        earlier = list(self.orphans)
+        fresh = [replace(o, supervisord_pid=ppid, left_at=now, death_seen=True, found_at=now) for o in left
+                 if not _known(o, earlier)]
+        self.orphans += fresh
+        self.unsaved += fresh
         if stopping and not left:
             return {"supervisord_end": "clean"}, None  # (a clean end stops the listener with a signal first)
         host, at = self.config.hostname, _clock(now)
@@ -135,21 +143,26 @@ class Lifecycle:
         none = "None of the programs whose pids lookout knew" if starting else "None of its programs"
         text += (f"{len(left)} program(s) were still running unsupervised then: {_named(left)}. Started again, "
                  "supervisord would start a second copy of each beside them: stop them first (kill PID), or check "
-                 "for duplicates after." if left else f"{none} was still running.")
+                 "for duplicates after." if left else f"{none} was still running." if records_known else
+                 "lookout could not open its store, so it cannot say which of its programs were still running: "
+                 "check for them (ps) before supervisord starts again.")
         if starting:
             text += (f" Starting then, their pids not yet known to lookout (they may be running too): "
                      f"{', '.join(starting[:20])}{' and more' if len(starting) > 20 else ''}.")
+        if earlier:
+            text += (f" Still running from earlier deaths of supervisord: {_named(earlier, origin=True)}.")
         if exporters:
             text += (f" lookout-exporter (pid {exporters[0].pid}) serves supervisord_up 0 until a new supervisord "
                      "answers, then hands its port over.")
-        meta = {"supervisord_end": "unclean", "supervisord_gone_at": now, "orphans": _dump(left)}
+        meta = {"supervisord_end": "unclean", "supervisord_gone_at": now}
         title = f"supervisord (pid {ppid}) died without shutting down"
         return meta, ("SupervisordDied", title, text)
 
     # ---- the next start -----------------------------------------------------------------
 
     def at_start(self, meta: dict[str, str | None], stopping: bool, last_event_at: float,
-                 records: Iterable[ProcessRecord], ppid: int) -> dict[str, object]:
+                 records: Iterable[ProcessRecord], ppid: int, known: Iterable[Orphan] = (),
+                 left: Iterable[Orphan] = (), died_at: float = 0.0, now: float | None = None) -> dict[str, object]:
         """What the previous supervisord left behind, read before this listener writes its own
         meta; returns what to write (this boot's id, this supervisord's pid start time).
 
@@ -158,7 +171,12 @@ class Lifecycle:
         when the listener was stopped by a signal before it (`supervisorctl stop lookout`, systemd
         stopping the whole unit at once): then what came after is not known, and nothing is said
         of it; only orphans, checked in /proc, still count. When the previous supervisord still
-        runs, two supervisords share this store: said once, and nothing else is judged."""
+        runs, two supervisords share this store: said once, and nothing else is judged.
+
+        known: the store's orphans (every generation); left: those a death the store could not
+        record left (the sidecar), died_at its time. After another supervisord, the programs of
+        the store's records still running join them, as the previous supervisord's generation."""
+        now = time.time() if now is None else now
         now_boot, was_boot = boot_id(), meta.get("boot_id") or ""
         previous = int(meta.get("supervisord_pid") or 0)
         previous_start = float(meta.get("supervisord_started") or 0.0)
@@ -166,22 +184,33 @@ class Lifecycle:
         end = meta.get("supervisord_end") or ""
         clean = stopping or end in ("clean", LISTENER_STOPPED)
         self.last_heard = max(last_event_at, float(meta.get("last_tick_at") or 0.0))
-        self.died_at = float(meta.get("supervisord_gone_at") or 0.0) if end == "unclean" else 0.0
+        self.died_at = float(meta.get("supervisord_gone_at") or 0.0) if end == "unclean" else died_at
         another = bool(previous) and (previous != ppid or (previous_start and started
                                                            and abs(previous_start - started) >= SAME_RUN))
-        write = {"boot_id": now_boot, "supervisord_end": "", "supervisord_started": started}
+        write: dict[str, object] = {"boot_id": now_boot, "supervisord_end": "", "supervisord_started": started,
+                                    "orphans": None}  # (older versions kept them here, as JSON)
         rebooted = bool(was_boot and now_boot and was_boot != now_boot)  # the old pids mean nothing now
+        self.orphans = list(known)
+        self._look(now)
         if not rebooted and another and previous != ppid and previous_start \
-                and _same_supervisord_alive(previous, previous_start):
+                and same_process(previous, previous_start, SAME_RUN):
             self.report = "shared"
             self.shared_with = previous
             return write
         if rebooted:
             self.report = "reboot-clean" if clean else "reboot"
+            self.unsaved += [replace(o, gone_at=now) for o in self.orphans]
+            self.orphans = []
         elif another:
             self.report = "" if clean else "unclean"
-            self.orphans = survivors(records, self.own)  # the store still has the old pids
-        write["orphans"] = _dump(self.orphans)
+            at, seen = (self.died_at, True) if self.died_at else (self.last_heard, False)
+            generation = [replace(o, supervisord_pid=previous, left_at=at, death_seen=seen)
+                          for o in survivors(records, self.own)]  # the store still has the old pids
+            for orphan in [*left, *generation]:
+                if alive(orphan) and not _known(orphan, self.orphans):
+                    orphan = replace(orphan, found_at=now, gone_at=None)
+                    self.orphans.append(orphan)
+                    self.unsaved.append(orphan)
         return write
 
     def after_first_reconcile(self, infos: list[ProcessSnapshot], now: float) -> tuple[str, str, str, str] | None:
@@ -221,43 +250,57 @@ class Lifecycle:
             text += f" Still running from before it: {_named(self.orphans)}."
         return "SupervisordBack", "supervisord is back after an unclean end", text, "warning"
 
-    def twice(self, records: dict[str, ProcessRecord]) -> dict[str, tuple[int, int]]:
-        """Each orphan still alive: namespec -> (its pid, the pid of the new supervisord's copy, 0
-        while that copy is not running or not known yet)."""
-        self.orphans = [s for s in self.orphans if alive(s)]
+    def twice(self, records: dict[str, ProcessRecord], now: float) -> dict[str, Copies]:
+        """The programs with an orphan still alive: namespec -> its orphans (oldest generation first)
+        and the pid of the copy supervisord runs now (0 while it is not running or not known yet).
+        Orphans seen gone are left out, and wait in take_unsaved() with their gone_at."""
+        self._look(now)
+        by_program: dict[str, list[Orphan]] = {}
+        for o in self.orphans:
+            by_program.setdefault(o.namespec, []).append(o)
         out = {}
-        for s in self.orphans:
-            rec = records.get(s.namespec)
-            running = rec is not None and rec.pid and rec.pid != s.pid and rec.state in LIVE_STATES
-            out[s.namespec] = (s.pid, rec.pid if running else 0)  # type: ignore[union-attr]
+        for ns, orphans in by_program.items():
+            rec = records.get(ns)
+            pids = {o.pid for o in orphans}
+            running = rec is not None and rec.pid and rec.pid not in pids and rec.state in LIVE_STATES
+            ordered = tuple(sorted(orphans, key=lambda o: (o.left_at, o.pid)))
+            between = rec is not None and not running and rec.state in ("STARTING", "BACKOFF", "STOPPING")
+            out[ns] = Copies(ordered, rec.pid if running else 0, between)  # type: ignore[union-attr]
         return out
 
-    def orphans_meta(self) -> dict[str, object]:
-        return {"orphans": _dump(self.orphans)}
+    def take_unsaved(self) -> list[Orphan]:
+        """The orphans found, or seen gone, since the last call: for the store's next commit."""
+        taken, self.unsaved = self.unsaved, []
+        return taken
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped (clock.py): the orphans' times move with the loop's clock."""
+        self.orphans = [_shifted(o, delta) for o in self.orphans]
+        self.unsaved = [_shifted(o, delta) for o in self.unsaved]
+
+    def _look(self, now: float) -> None:
+        """Which orphans still run (/proc): the gone ones leave, remembered as gone for the store."""
+        still = [o for o in self.orphans if alive(o)]
+        self.unsaved += [replace(o, gone_at=now) for o in self.orphans if o not in still]
+        self.orphans = still
 
 
-def _same_supervisord_alive(pid: int, started: float) -> bool:
-    """The previous supervisord still runs (its pid, with its start time when it was recorded)."""
-    fields = stat_fields(pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
-        return False
-    spawned = spawn_time(pid)
-    return spawned is not None and abs(spawned - started) < SAME_RUN
+def _shifted(o: Orphan, delta: float) -> Orphan:
+    return replace(o, started=o.started + delta, left_at=o.left_at + delta if o.left_at else 0.0,
+                   found_at=o.found_at + delta if o.found_at else 0.0,
+                   gone_at=None if o.gone_at is None else o.gone_at + delta)
 
 
 def _clock(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def _dump(survivors: list[Survivor]) -> str:
-    return json.dumps([asdict(s) for s in survivors])
-
-
-def load_orphans(text: str | None) -> list[Survivor]:
-    """The orphans the listener last wrote to the store (for `lookout status`), still alive now."""
+def legacy_orphans(text: str | None) -> list[Orphan]:
+    """The orphans an older listener kept in the store's meta as JSON (before the orphans table):
+    taken over once, when the table has none, so an upgrade forgets no orphan."""
     try:
-        return [s for s in (Survivor(**d) for d in json.loads(text or "[]")) if alive(s)]
-    except (TypeError, ValueError):
+        return [Orphan(str(d["namespec"]), int(d["pid"]), float(d["started"])) for d in json.loads(text or "[]")]
+    except (TypeError, ValueError, KeyError):
         return []
 
 

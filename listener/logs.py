@@ -9,6 +9,10 @@ into their XML unescaped.
 
 supervisord's own main log says how each process exited ("exited: feed (exit status 3; not
 expected)"): read with readLog, or, when that fails, from the file supervisord has open.
+
+A log file is evidence only while it is the file supervisord writes (log_evidence): one deleted,
+moved away or replaced under it (supervisord writes on to the file it has open) says nothing
+about the program, so a probe judges nothing from it instead of calling the program silent.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import datetime
 import logging
 import os
 import re
+import stat
 import threading
+import time
 import xmlrpc.client
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
@@ -30,6 +36,9 @@ log = logging.getLogger("lookout.logs")
 
 TAIL_BYTES = 16384
 MAIN_LOG_BYTES = 65536
+OPEN_FILES_MAX_AGE = 1.0  # supervisord's open files are listed at most once a second for all probes
+
+FileId = tuple[int, int]  # (st_dev, st_ino): a file, whatever its name now
 
 
 @dataclass(frozen=True)
@@ -119,12 +128,107 @@ def read_tail(path: str, max_bytes: int) -> bytes | None:
     return data
 
 
+class EvidenceGone(Exception):
+    """The file at a log path is not the one being written (deleted, moved away or replaced): a
+    probe judges nothing from it. The message says what happened, for `lookout status`."""
+
+
+class OpenFiles:
+    """The regular files supervisord has open, by FileId, from /proc/<pid>/fd: whether the file
+    at a log path is the one it writes to. Listed (a stat of each fd, never an open) at most once
+    per max_age for all probes; None where /proc cannot be read (another user, not Linux)."""
+
+    def __init__(self, pid: Callable[[], int | None], max_age: float = OPEN_FILES_MAX_AGE) -> None:
+        self.pid, self.max_age = pid, max_age
+        self._lock = threading.Lock()
+        self._listed: tuple[int, float, dict[FileId, str] | None] | None = None  # pid, monotonic time, files
+
+    def files(self, fresh: bool = False) -> dict[FileId, str] | None:
+        """FileId -> its fd's path (/proc/<pid>/fd/<n>); fresh: listed again unless just listed."""
+        pid = self.pid()
+        if not pid:
+            return None
+        with self._lock:
+            listed = self._listed
+        age = time.monotonic() - listed[1] if listed is not None and listed[0] == pid else None
+        if age is not None and age < (self.max_age / 10 if fresh else self.max_age):
+            return listed[2]  # type: ignore[index]
+        files = _open_files(pid)
+        with self._lock:
+            self._listed = (pid, time.monotonic(), files)
+        return files
+
+    def evidence(self, path: str, what: str, seen: dict[str, FileId]) -> os.stat_result:
+        """The file at `path` (`what`: "stdout log") when it is the one supervisord has open, else
+        EvidenceGone. `seen` (the probe's memory for this process) holds the file found there last
+        time: it tells deleted from moved, and stands in where /proc cannot be read (a new file is
+        then taken once something was written to it: supervisord's rotation, not logrotate's
+        `create`)."""
+        before = seen.get(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise EvidenceGone(self._gone(path, what, before)) from None
+        if not stat.S_ISREG(st.st_mode):
+            return st  # /dev/stdout and the like: nothing to compare
+        here = (st.st_dev, st.st_ino)
+        files = self.files()
+        if files is not None and here not in files:
+            files = self.files(fresh=True)  # opened since the listing (a rotation, a restart)
+        if files is None:
+            if before is not None and before != here and st.st_size == 0:
+                raise EvidenceGone(f"{what} {path} replaced by a new, empty file")
+        elif here not in files:
+            where = self._where(before)
+            raise EvidenceGone(f"{what} {path} replaced: supervisord writes "
+                               + (f"on to {where}" if where else "to another file"))
+        seen[path] = here
+        return st
+
+    def _gone(self, path: str, what: str, before: FileId | None) -> str:
+        where = self._where(before)
+        if where is None:
+            return f"{what} {path} gone (deleted or moved)"
+        if where.endswith(" (deleted)"):
+            return f"{what} {path} deleted: supervisord writes on to the deleted file"
+        return f"{what} {path} moved to {where}: supervisord writes on to it there"
+
+    def _where(self, file: FileId | None) -> str | None:
+        """Where supervisord's open file is now: a path, or the old one with " (deleted)"."""
+        files = self.files(fresh=True) if file is not None else None
+        if not files or file not in files:
+            return None
+        try:
+            return clean(os.readlink(files[file]), max_line=200)
+        except OSError:
+            return None
+
+
+def _open_files(pid: int) -> dict[FileId, str] | None:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return None
+    files: dict[FileId, str] = {}
+    for fd in fds:
+        link = f"{fd_dir}/{fd}"
+        try:
+            st = os.stat(link)  # the open file itself, also when unlinked
+        except OSError:
+            continue  # closed meanwhile
+        if stat.S_ISREG(st.st_mode):
+            files[(st.st_dev, st.st_ino)] = link
+    return files
+
+
 class ProcessLogs:
     """Log tails and exit statuses for alerts and probes; safe to use from several threads."""
 
     def __init__(self, client: SupervisorClient, supervisord_pid: int | None = None) -> None:
         self.client = client
         self.supervisord_pid = supervisord_pid
+        self.open_files = OpenFiles(lambda: self.supervisord_pid)
         self._paths: dict[str, tuple[str, str]] = {}  # namespec -> (stdout, stderr) log files
         self._main_log: str | None = None
         self._lock = threading.Lock()

@@ -34,6 +34,13 @@ def stat_fields(pid: int | str) -> list[bytes] | None:
 
 def spawn_time(pid: int) -> float | None:
     """Unix time at which `pid` was forked; None if it is gone or /proc is not Linux's."""
+    age = spawn_age(pid)
+    return None if age is None else time.time() - age
+
+
+def spawn_age(pid: int) -> float | None:
+    """Seconds since `pid` was forked, whatever the wall clock did since (the listener subtracts it
+    from its own clock); None if it is gone or /proc is not Linux's."""
     if _BOOTTIME is None or pid <= 0:
         return None
     fields = stat_fields(pid)
@@ -43,8 +50,17 @@ def spawn_time(pid: int) -> float | None:
         ticks = int(fields[19])  # field 22, starttime
     except (IndexError, ValueError):
         return None
-    # starttime counts clock ticks since boot, on CLOCK_BOOTTIME; convert to wall-clock time
-    return time.time() - (time.clock_gettime(_BOOTTIME) - ticks / CLOCK_TICKS)
+    return max(0.0, time.clock_gettime(_BOOTTIME) - ticks / CLOCK_TICKS)  # starttime: ticks since boot
+
+
+def same_process(pid: int, started: float, within: float = 2.0) -> bool:
+    """`pid` is still the process spawned at `started` (a reused pid has another spawn time), and
+    not a zombie (exited, not yet reaped)."""
+    fields = stat_fields(pid) if pid > 0 else None
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
+    spawned = spawn_time(pid)
+    return spawned is not None and abs(spawned - started) < within
 
 
 def is_lookout_exporter(pid: int) -> bool:

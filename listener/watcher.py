@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .logs import ExitInfo, ProcessLogs
+from .procfs import spawn_age
 from .rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.models import ProcessSnapshot
+from .rules.snapshot import LIVE_STATES
 from .workers import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.watcher")
 
 RETRY_SECONDS = 5.0
+STEADY_SLACK = 2.0  # supervisord's whole seconds against /proc: closer than this, its own `start` is kept
 LOOKUP_INTERVAL = 1.0  # at most one readLog / getProcessInfo batch a second: in a storm, many
 # small calls would compete with supervisord's own event dispatch
 
@@ -33,13 +37,25 @@ LOOKUP_INTERVAL = 1.0  # at most one readLog / getProcessInfo batch a second: in
 @dataclass(frozen=True)
 class Snapshot:
     infos: list[ProcessSnapshot]
-    taken_at: float
+    taken_mono: float  # when it was asked for, on the monotonic clock (the loop turns it into its own)
     daemon: dict[str, object]  # version, identification, pid: for the exporter, via meta
 
 
 @dataclass(frozen=True)
 class StartsObserved:
-    starts: dict[str, tuple[float, int]]  # namespec -> (spawn time on our clock, pid)
+    starts: dict[str, tuple[float, int]]  # namespec -> (spawn time on the monotonic clock, pid)
+
+
+def steady(info: ProcessSnapshot, age: float | None, wall: float) -> ProcessSnapshot:
+    """supervisord's `start` is the wall time of the spawn: after a step of the wall clock it no
+    longer fits its `now` (an uptime of minus an hour, or an hour too many). A live process's start
+    is then what it would read on the wall clock now (`wall`), from its age (/proc's, which no step
+    moves), in whole seconds as supervisord gives it. (`stop` only names a run: it stays.)"""
+    if info.state in LIVE_STATES and info.pid and info.start and age is not None:
+        start = math.floor(wall - age)
+        if abs(start - info.start) > STEADY_SLACK:
+            return replace(info, start=start)
+    return info
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,7 @@ class ExitsObserved:
 
 class SupervisorWatcher:
     def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic):
         self.client, self.logs, self.wakeup_fd, self.clock = client, logs, wakeup_fd, clock
         self.results: queue.Queue[Snapshot | ExitsObserved | StartsObserved] = queue.Queue()
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
@@ -130,7 +146,7 @@ class SupervisorWatcher:
         self._wake()
 
     def _reconcile(self, why: str) -> bool:
-        taken_at = self.clock()
+        taken = self.clock()
         try:
             infos = self.client.all_process_info()
             version, ident, pid = self.client.multicall([
@@ -155,7 +171,8 @@ class SupervisorWatcher:
             k: v for k, v in (("version", version), ("identification", ident), ("pid", pid))
             if not isinstance(v, xmlrpc.client.Fault)
         }
-        self._post(Snapshot(infos, taken_at, daemon))
+        wall = time.time()
+        self._post(Snapshot([steady(i, spawn_age(i.pid), wall) for i in infos], taken, daemon))
         return True
 
     def _lookup_starts(self, namespecs: set[str]) -> None:
@@ -165,12 +182,13 @@ class SupervisorWatcher:
         except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
             log.debug("start lookup failed: %s", exc)
             return
-        skew = self.clock()
+        taken = self.clock()
         starts = {}
         for ns, info in zip(names, infos):
             snap = snapshot_from_info(info)
             if snap is not None and snap.start:
-                starts[ns] = (snap.start + (skew - snap.now), snap.pid)  # onto our clock
+                snap = steady(snap, spawn_age(snap.pid), time.time())
+                starts[ns] = (taken - (snap.now - snap.start), snap.pid)  # onto the monotonic clock
         if starts:
             self._post(StartsObserved(starts))
 

@@ -1,6 +1,7 @@
 """`lookout status`: supervisorctl status, plus what only lookout knows.
 
-One line per process: state and uptime (from supervisord), health (from the probes), restarts in
+One line per process: state and uptime (from supervisord), health (from the probes; "cannot judge"
+while a probe cannot read its evidence, e.g. a log file deleted), restarts in
 the last hour and day, the last unexpected exit in words, the open alert and a silence if one
 holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA; `--check` exits 0 when
 every process is RUNNING (or deliberately stopped) and no alert is open, 1 otherwise, 2 when
@@ -19,15 +20,18 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from .delivery import delivery_lines
 from .listener.config import Config, format_duration
-from .listener.lifecycle import load_orphans
-from .listener.redact import scrub
+from .listener.lifecycle import alive
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
+from .listener.rules.orphans import Orphan
 from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
+from .listener.store.sidecar import peek
+from .listener.store.state import orphans_in
 from .listener.text import clean
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
@@ -56,9 +60,12 @@ STATUS_SCHEMA: dict[str, Any] = {
             "description": {"type": "string", "description": "supervisord's own description"},
             "healthy": {"type": ["boolean", "null"], "description": "null without probes or not judged yet"},
             "probes": {"type": "object", "additionalProperties": {
-                "type": "object", "required": ["healthy", "last_ok", "last_detail"],
+                "type": "object", "required": ["healthy", "last_ok", "last_detail", "judged"],
                 "properties": {"healthy": {"type": ["boolean", "null"]}, "last_ok": {"type": ["boolean", "null"]},
-                               "last_detail": {"type": "string"}}}},
+                               "last_detail": {"type": "string"},
+                               "judged": {"type": "boolean", "description": "false: its last run could not "
+                                          "read its evidence (a log file deleted) and judged nothing; "
+                                          "last_detail says why"}}}},
             "restarts_1h": {"type": "integer"},
             "restarts_24h": {"type": "integer"},
             "last_exit": {"type": ["object", "null"], "required": ["text", "status", "at"], "properties": {
@@ -106,7 +113,7 @@ class ProcessStatus:
     probes: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
-    orphans: list[int] = field(default_factory=list)  # left running by a supervisord that died
+    orphans: list[Orphan] = field(default_factory=list)  # left running by a supervisord that died
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -127,7 +134,7 @@ class ProcessStatus:
             "description": self.description, "healthy": self.healthy, "probes": self.probes,
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
             "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout,
-            "orphans": self.orphans, "ok": self.ok,
+            "orphans": [o.pid for o in self.orphans], "ok": self.ok,
         }
 
 
@@ -149,18 +156,19 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
 
 
 def left_running(config: Config) -> list[str]:
-    """With supervisord down: the programs the listener saw a dying supervisord leave running, still
-    alive now (pid and start time checked in /proc). Best effort: nothing when the store says nothing."""
+    """With supervisord down: the programs dying supervisords left running (every generation, and those
+    of a death the store could not record, from the sidecar), still alive now (pid and start time
+    checked in /proc). Best effort: nothing when neither says anything."""
+    found = list(peek(config.state_path).orphans)
     try:
         conn = connect(config.state_path, readonly=True)
         try:
-            found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
+            found += [o for o in orphans_in(conn) if o.pid not in {f.pid for f in found}]
         finally:
             conn.close()
     except (StoreUnavailable, sqlite3.Error, OSError):
-        return []
-    return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, left by a supervisord that died"
-            for o in load_orphans(found[0] if found else None)]
+        pass
+    return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, {o.origin()}" for o in found if alive(o)]
 
 
 def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
@@ -203,12 +211,13 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_p
         row = by_ns.get(ns)
         if row is not None and (row.last_exit is None or (row.last_exit["at"] or 0) < at):
             row.last_exit = _exit_from_history(detail, at)
-    for r in conn.execute("SELECT namespec, probe, healthy, last_ok, last_detail FROM probes"):
+    for r in conn.execute("SELECT * FROM probes"):  # last_judged: schema 5
         row = by_ns.get(r["namespec"])
         if row is not None:
             row.probes[r["probe"]] = {"healthy": None if r["healthy"] is None else bool(r["healthy"]),
                                       "last_ok": None if r["last_ok"] is None else bool(r["last_ok"]),
-                                      "last_detail": r["last_detail"]}
+                                      "last_detail": r["last_detail"],
+                                      "judged": bool(r["last_judged"]) if "last_judged" in r.keys() else True}  # noqa: SIM118 (a Row)
     for r in conn.execute("SELECT namespec, kind, severity, opened_at, detail FROM alerts WHERE resolved_at IS NULL "
                           "ORDER BY opened_at"):
         for row in rows:
@@ -228,11 +237,10 @@ def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_p
         if row is not None:
             row.lookout["held_since"] = since
             row.lookout["held_reason"] = reason or ""
-    found = conn.execute("SELECT value FROM meta WHERE key = 'orphans'").fetchone()
-    for orphan in load_orphans(found[0] if found else None):  # checked in /proc now: killed ones are gone
+    for orphan in orphans_in(conn):  # checked in /proc now: killed ones are gone
         row = by_ns.get(orphan.namespec)
-        if row is not None and orphan.pid != row.snap.pid:  # its own pid is no orphan (two supervisords, one store)
-            row.orphans.append(orphan.pid)
+        if row is not None and orphan.pid != row.snap.pid and alive(orphan):  # (two supervisords, one store)
+            row.orphans.append(orphan)
     silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
@@ -272,9 +280,14 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
         name = display_name(s.namespec).ljust(width)
         state = paint(s.state.ljust(9), _STATE_COLOUR.get(s.state, ""))
         parts = [r.description or "-"]
-        if r.healthy is not None:
-            bad = [p for p, v in r.probes.items() if v["healthy"] is False]
-            parts.append(paint("healthy", GREEN) if not bad else paint(f"UNHEALTHY ({', '.join(bad)})", RED))
+        bad = [p for p, v in r.probes.items() if v["healthy"] is False]
+        blind = [f"{p}: {v['last_detail']}" for p, v in r.probes.items() if not v.get("judged", True)]
+        if bad:
+            parts.append(paint(f"UNHEALTHY ({', '.join(bad)})", RED))
+        elif r.healthy is not None and not blind:
+            parts.append(paint("healthy", GREEN))
+        if blind:  # neither healthy nor not: the probe cannot read what it judges by
+            parts.append(paint(f"health: cannot judge ({'; '.join(blind)})", YELLOW))
         at_least = "≥" if r.counted_since is not None else ""
         parts.append(f"restarts {at_least if r.counted_since and r.counted_since > now - 3600 else ''}"
                      f"{r.restarts_1h}/1h {at_least}{r.restarts_24h}/24h")
@@ -293,8 +306,8 @@ def render(rows: list[ProcessStatus], now: float, colour: bool) -> str:
 def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
     """The brake, a hold, lookout's action in flight: what an operator at 3 a.m. needs to know."""
     shown, look = display_name(r.snap.namespec), r.lookout
-    orphans = [f"ORPHAN pid {pid} still runs, left by a supervisord that died (kill {pid} if one copy is enough)"
-               for pid in r.orphans]
+    orphans = [f"ORPHAN pid {o.pid} still runs, {o.origin()} (kill {o.pid} if one copy is enough)"
+               for o in r.orphans]
     if look["held_since"] is not None:
         why = f": {clean(look['held_reason'])}" if look.get("held_reason") else ""
         return [*orphans,
@@ -333,25 +346,6 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
                      + (f" ({', '.join(m.name for m in c.missing[:5])})" if c.missing else ""))
         out.append(text)
     return out
-
-
-def delivery_lines(config: Config, now: float) -> list[str]:
-    """Targets that are failing: how much waits for each, since when, and why (the outbox)."""
-    try:
-        with store_errors():
-            conn = connect(config.state_path, readonly=True)
-            try:
-                rows = conn.execute(
-                    "SELECT target_label, COUNT(*), MIN(CASE WHEN attempts > 0 THEN created_at END), "
-                    "(SELECT last_error FROM outbox o WHERE o.target_key = p.target_key AND o.status = 'pending' "
-                    "AND o.attempts > 0 ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' "
-                    "GROUP BY target_key HAVING MAX(attempts) > 0 ORDER BY target_label").fetchall()
-            finally:
-                conn.close()
-    except (StoreUnavailable, sqlite3.Error):
-        return []  # the table above said what it could; a store too old or busy has nothing to add
-    return [f"DELIVERY {clean(label)}: {n} message(s) waiting, failing for {format_duration(max(0.0, now - since))}: "
-            f"{scrub(clean(error or '?'))[:200]}" for label, n, since, error in rows]
 
 
 def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:

@@ -15,6 +15,8 @@ import xmlrpc.client
 from collections import deque
 from dataclasses import dataclass, field
 
+from lookout.listener.clock import LookoutClock, clock_meta
+from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.config import Config
 from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.remediate import RemediationExecutor
@@ -22,7 +24,9 @@ from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
 from lookout.listener.store.schema import connect
 from lookout.listener.store.state import StateStore
+from lookout.listener.watcher import steady
 
+BOOT = "sim-boot"  # one boot: a listener started again may find its store's times in another frame
 STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,
                "FATAL": 200}
 STARTRETRIES = 3
@@ -40,6 +44,7 @@ class SimProc:
     broken: bool = False  # its dependency is missing: every start dies within startsecs (BACKOFF, then FATAL)
     removed: bool = False  # `supervisorctl update` took it out of supervisord (BAD_NAME, no events)
     tries: int = 0  # supervisord's BACKOFF count: past STARTRETRIES it gives up (FATAL)
+    backoff_at: float = 0.0  # when it last went BACKOFF (monotonic: the simulation's t)
     old_pids: list[int] = field(default_factory=list)
     # The truth, for the checks
     last_stopper: str = "never"  # operator, lookout, supervisord (reload), never
@@ -60,8 +65,9 @@ class Violation(AssertionError):
 
 
 class SimSupervisor:
-    def __init__(self, programs: list[tuple[str, str]]) -> None:
-        self.t = 1000.0
+    def __init__(self, programs: list[tuple[str, str]], wall_offset: float = 0.0) -> None:
+        self.t = 1000.0  # the truth: monotonic time
+        self.wall_offset = wall_offset  # the wall clock (supervisord's times, the listener's) is t + this
         self.procs = {f"{g}:{n}": SimProc(g, n) for g, n in programs}
         self.events: deque[object] = deque()  # to the listener, in supervisord's order
         self.serial = 0  # of the last event queued
@@ -73,6 +79,9 @@ class SimSupervisor:
         self._serial = itertools.count(1)
         self._seq = itertools.count(1)
         self.restarts_by_lookout: dict[str, int] = {ns: 0 for ns in self.procs}  # stop and start both lookout's
+
+    def wall(self) -> float:
+        return self.t + self.wall_offset
 
     def next_seq(self) -> int:
         """The order of things that happen at the same simulated time."""
@@ -122,7 +131,7 @@ class SimSupervisor:
     def dies_starting(self, p: SimProc) -> None:
         """It exits within startsecs: BACKOFF (supervisord retries it later: retry)."""
         if p.state == "STARTING":
-            p.state, p.stop, p.tries = "BACKOFF", int(self.t), p.tries + 1
+            p.state, p.stop, p.tries, p.backoff_at = "BACKOFF", int(self.wall()), p.tries + 1, self.t
             self._event(p, "BACKOFF", "STARTING", tries=p.tries)
 
     def retry(self, p: SimProc) -> None:
@@ -134,7 +143,7 @@ class SimSupervisor:
             self.log.append((self.t, p.namespec, "FATAL: supervisord gave up"))
             self._event(p, "FATAL", "BACKOFF")
             return
-        self.t = max(self.t, p.stop + p.tries)  # supervisord waits `tries` seconds before the next attempt
+        self.t = max(self.t, p.backoff_at + p.tries)  # supervisord waits `tries` seconds before the next attempt
         self.spawn(p)
 
     def spawn_begin(self, p: SimProc, by: str = "") -> None:
@@ -143,7 +152,7 @@ class SimSupervisor:
         if p.pid:
             p.old_pids = (p.old_pids + [p.pid])[-3:]
         was = p.state
-        p.pid, p.start, p.state = next(self._pids), int(self.t), "STARTING"
+        p.pid, p.start, p.state = next(self._pids), int(self.wall()), "STARTING"
         self.started_at[p.pid] = self.t
         self._event(p, "STARTING", was, tries=0)
 
@@ -165,7 +174,7 @@ class SimSupervisor:
     def halt_finish(self, p: SimProc, by: str) -> None:
         was, pid = p.state, p.pid
         self.log.append((self.t, p.namespec, f"stopped by {by} (was {was}, pid {pid})"))
-        p.state, p.stop, p.last_stopper = "STOPPED", int(self.t), by
+        p.state, p.stop, p.last_stopper = "STOPPED", int(self.wall()), by
         if was == "BACKOFF":
             pid = 0  # (no process: STOPPED pid:0, and no STOPPING before it)
         self._event(p, "STOPPED", "STOPPING" if was != "BACKOFF" else "BACKOFF", pid=pid)
@@ -174,7 +183,7 @@ class SimSupervisor:
         """An unexpected exit after RUNNING; autorestart respawns it at once."""
         if p.state != "RUNNING" or p.removed:
             return
-        p.state, p.stop = "EXITED", int(self.t)
+        p.state, p.stop = "EXITED", int(self.wall())
         self._event(p, "EXITED", "RUNNING", expected=False, pid=p.pid)
         self.spawn(p)
 
@@ -201,12 +210,16 @@ class SimSupervisor:
     def info(self, ns: str) -> dict:
         p = self.procs[ns]
         return {"group": p.group, "name": p.name, "statename": p.state, "state": STATE_CODES[p.state],
-                "start": p.start, "stop": p.stop, "now": int(self.t), "pid": p.pid if p.state in (
+                "start": p.start, "stop": p.stop, "now": int(self.wall()), "pid": p.pid if p.state in (
                     "RUNNING", "STARTING", "STOPPING") else 0, "exitstatus": 0, "spawnerr": ""}
 
     def snapshot(self) -> list[ProcessSnapshot]:
-        return [ProcessSnapshot(p.group, p.name, p.state, p.start, p.stop, int(self.t),
+        return [ProcessSnapshot(p.group, p.name, p.state, p.start, p.stop, int(self.wall()),
                                 self.info(ns)["pid"], 0, "") for ns, p in self.procs.items() if not p.removed]
+
+    def age(self, pid: int) -> float | None:
+        """What /proc says: seconds since the process was spawned (no wall-clock step moves it)."""
+        return self.t - self.started_at[pid] if pid in self.started_at else None
 
 
 class FakeClient:
@@ -317,11 +330,15 @@ class Checker:
 
 class ListenerModel:
     """One incarnation of the listener: the engine, fed like app.Listener feeds it, committing every
-    outcome to the real store before the executor hears of it."""
+    outcome to the real store before the executor hears of it. Its clock is a LookoutClock on the
+    simulation's wall and monotonic time, looked at before every input as the loop does once a turn
+    (a step of the wall clock moves what it holds, clock_steps.py); at start, what the store holds
+    is brought onto it."""
 
     def __init__(self, sim: SimSupervisor, config: Config, path: str, checker: Checker,
                  own_namespec: str) -> None:
         self.sim, self.config, self.checker = sim, config, checker
+        self.clock = LookoutClock(wall=sim.wall, mono=lambda: sim.t)
         self.conn = connect(path)
         self.store = StateStore(self.conn, config.history)
         s = self.store
@@ -329,6 +346,8 @@ class ListenerModel:
                                   own_namespec=own_namespec, probes=config.probes, remediation=config.remediation,
                                   probe_states=s.load_probe_states())
         checker.engine = self.engine
+        self.said: list[tuple[str, str, str]] = []  # (notice kind, family, namespec): what people heard, in order
+        self.steps_given: list[tuple[str, str, str, str]] = []  # (namespec, step, kind, source) for the executor
         self.client = FakeClient(sim, checker)
         self.executor = RemediationExecutor(self.client, config.remediation, -1)  # type: ignore[arg-type]
         self.steps: list[Action] = []  # handed to the executor, not run yet
@@ -336,15 +355,30 @@ class ListenerModel:
         self.reconcile_due = True  # the listener reconciles when it starts
         self.fresh: dict[tuple[str, int], int] = {}  # (namespec, pid) -> consecutive failures seen by THIS one
         self.history: list[tuple[float, str, str, str]] = []
-        self.apply(self.engine.on_holds(s.active_holds(), sim.t))
+        adopt = commit_for_stored_frame(self.clock, s, self.engine, BOOT)
+        if adopt is not None:
+            self.apply(adopt.outcome, **adopt.kwargs)
+        self.apply(Outcome(), meta=clock_meta(self.clock.offset, BOOT))
+        self.apply(self.engine.on_holds(s.active_holds(), self.clock()))
 
     def close(self) -> None:
         self.conn.close()
 
-    def apply(self, out: Outcome) -> None:
+    def now(self) -> float:
+        """The loop's turn: a look at the wall clock first, then its time for the input at hand."""
+        delta = self.clock.step()
+        if delta:
+            commit = commit_for_step(self.engine, delta, self.clock(), clock_meta(self.clock.offset, BOOT))
+            self.apply(commit.outcome, **commit.kwargs)
+            self.clock.publish()
+        return self.clock()
+
+    def apply(self, out: Outcome, **kwargs: object) -> None:
         was_stopping = self.engine.stopping
-        self.store.commit(out, stopping=self.engine.stopping)
+        self.store.commit(out, stopping=self.engine.stopping, **kwargs)  # type: ignore[arg-type]
         self.history.extend(out.history)
+        self.said.extend((n.kind, *n.key) for n in out.notices)
+        self.steps_given.extend((a.namespec, a.step, a.kind, a.source) for a in out.actions)
         self.executor.cancel(out.cancelled)
         for action in out.actions:
             self._check_step(action, was_stopping)
@@ -378,7 +412,7 @@ class ListenerModel:
             return False
         event = self.sim.events.popleft()
         self.sim.delivered = event.delivery.serial  # type: ignore[attr-defined]
-        self.apply(self.engine.on_event(event, self.sim.t))
+        self.apply(self.engine.on_event(event, self.now()))
         return True
 
     def probe_result(self, ns: str, pid: int, ok: bool, started_at: float) -> None:
@@ -388,8 +422,10 @@ class ListenerModel:
         counts = spec is not None and started_at >= self.sim.started_at.get(pid, 0.0) + spec.initial_delay
         if counts:  # a result about this very process (the rules may not know yet that it has died)
             self.fresh[(ns, pid)] = 0 if ok else self.fresh.get((ns, pid), 0) + 1
-        result = ProbeResult(ns, "http", ok, "HTTP 200" if ok else "HTTP 503", started_at, 0.01, pid=pid)
-        self.apply(self.engine.on_probe_result(result, self.sim.t))
+        now = self.now()  # (started on the monotonic clock, as a probe's run is: onto the loop's clock)
+        result = ProbeResult(ns, "http", ok, "HTTP 200" if ok else "HTTP 503", self.clock.from_mono(started_at),
+                             0.01, pid=pid)
+        self.apply(self.engine.on_probe_result(result, now))
 
     def run_step(self, index: int) -> bool:
         if not self.steps:
@@ -402,17 +438,19 @@ class ListenerModel:
     def deliver_answer(self) -> bool:
         if not self.answers:
             return False
-        self.apply(self.engine.on_action_result(self.answers.popleft(), self.sim.t))
+        self.apply(self.engine.on_action_result(self.answers.popleft(), self.now()))
         return True
 
     def reconcile(self) -> None:
         if self.sim.stopping:
             return  # Fault 6: deferred
         self.reconcile_due = False
-        self.apply(self.engine.on_snapshot(self.sim.snapshot(), self.sim.t, self.sim.t))
+        now = self.now()  # (supervisord's start times as the watcher gives them: from /proc's ages)
+        view = [steady(info, self.sim.age(info.pid), self.sim.wall()) for info in self.sim.snapshot()]
+        self.apply(self.engine.on_snapshot(view, now, now))
 
     def tick(self) -> None:
-        self.apply(self.engine.on_time(self.sim.t))
+        self.apply(self.engine.on_time(self.now()))
 
     def poll_holds(self) -> None:
-        self.apply(self.engine.on_holds(self.store.active_holds(), self.sim.t))
+        self.apply(self.engine.on_holds(self.store.active_holds(), self.now()))

@@ -18,15 +18,23 @@ R4 budget and quiet times: at most max_restarts in `within`; nothing begins whil
 R5 the operator can say no: no step of lookout's on a held process.
 R6 deliberate is not down: the quorum alert is open exactly when the group is short of what is
    not stopped on purpose, and names every member that is down.
+R7 a step of the wall clock changes nothing: everything runs in two worlds fed the same, one whose
+   wall clock (supervisord's and the listener's) steps by minutes to hours, either way, at any
+   moment (the listener running or not); what supervisord does (lookout's stops and starts among
+   it, at which monotonic moment) and what people hear must be the same in both, and every time
+   the rules hold lies in its listener's frame (no past time ahead of now, no wait longer than the
+   longest backoff).
 
 `make test` runs a short profile (well under a minute); LOOKOUT_PROPERTY_EXAMPLES=2000 a long one.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import tempfile
+from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,6 +42,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from lookout.listener.config import parse_config
 from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM, REMOVED_FROM_CONFIG
+from lookout.listener.rules.timeshift import TIME_LISTS, TIMES
 
 from .simsup import STARTRETRIES, Checker, ListenerModel, SimSupervisor, Violation
 
@@ -65,40 +74,127 @@ CONFIG = parse_config({
 STATS: dict[str, int] = {}  # LOOKOUT_PROPERTY_STATS=1: what the runs exercised, printed at the end
 names = st.sampled_from(NAMES)
 probed = st.sampled_from([ns for ns in NAMES if ns != "feed:feed"])
+STEPS = [-86400, -7200, -3600, -600, -60, 60, 600, 3600, 7200, 86400]  # seconds: minutes to hours, either way
+STEPPED_WALL = 1e7  # the stepped world's wall clock reads this much more from the start (80 steps stay above 0)
+LONGEST_WAIT = 40.0  # feed's backoff_max; remediation's is 8 s
+
+
+@dataclass
+class World:
+    """A supervisord, its programs and a listener with its store; the test runs two, fed the same."""
+
+    sim: SimSupervisor
+    path: str
+    checker: Checker
+    listener: ListenerModel | None = None
+    history: list[tuple[float, str, str, str]] = field(default_factory=list)  # earlier listeners'
+    said: list[tuple[str, str, str]] = field(default_factory=list)  # earlier listeners' notices
+
+    def story(self) -> tuple[list, list]:
+        """What happened (supervisord's log, at which monotonic moment) and what people heard."""
+        return list(self.sim.log), self.said + self.listener.said
+
+
+def each_world(rule_body):  # noqa: ANN001, ANN201
+    """A rule runs in both worlds (a rule it calls runs in the world at hand); then R7."""
+    @functools.wraps(rule_body)
+    def run(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if self.inside:
+            return rule_body(self, *args, **kwargs)
+        self.inside = True
+        try:
+            for world in self.worlds:
+                self.w = world
+                rule_body(self, *args, **kwargs)
+        finally:
+            self.inside, self.w = False, self.worlds[0]
+        self._same_story()
+        return None
+    return run
 
 
 class Guards(RuleBasedStateMachine):
+    inside = False
+
+    @property
+    def sim(self) -> SimSupervisor:
+        return self.w.sim
+
+    @property
+    def listener(self) -> ListenerModel:
+        return self.w.listener
+
+    @listener.setter
+    def listener(self, value: ListenerModel) -> None:
+        self.w.listener = value
+
+    @property
+    def path(self) -> str:
+        return self.w.path
+
+    @property
+    def checker(self) -> Checker:
+        return self.w.checker
+
+    @property
+    def history(self) -> list[tuple[float, str, str, str]]:
+        return self.w.history
+
     @initialize(unhealthy=st.sets(probed))
     def boot(self, unhealthy: set[str]) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="lookout-guards-")
-        self.path = os.path.join(self.dir.name, "lookout.db")
-        self.sim = SimSupervisor(PROGRAMS)
-        for p in self.sim.procs.values():
-            self.sim.spawn(p)
-            p.healthy = p.namespec not in unhealthy
-        self.sim.t += 6  # past initial_delay: the probes judge from the first step
-        self.checker = Checker(self.sim, CONFIG)
-        self.listener = ListenerModel(self.sim, CONFIG, self.path, self.checker, OWN)
-        self.history: list[tuple[float, str, str, str]] = []
+        self.worlds = []
+        for i, wall in enumerate((0.0, STEPPED_WALL)):
+            sim = SimSupervisor(PROGRAMS, wall_offset=wall)
+            for p in sim.procs.values():
+                sim.spawn(p)
+                p.healthy = p.namespec not in unhealthy
+            sim.t += 6  # past initial_delay: the probes judge from the first step
+            self.w = World(sim, os.path.join(self.dir.name, f"lookout{i}.db"), Checker(sim, CONFIG))
+            self.w.listener = ListenerModel(sim, CONFIG, self.w.path, self.w.checker, OWN)
+            self.worlds.append(self.w)
+        self.w = self.worlds[0]
 
     def teardown(self) -> None:
-        if hasattr(self, "listener"):
+        if hasattr(self, "worlds"):
             if os.environ.get("LOOKOUT_PROPERTY_STATS"):
-                for _, _ns, kind, text in self.history + self.listener.history:
+                for _, _ns, kind, text in self.worlds[0].history + self.worlds[0].listener.history:
                     if kind in ("action", "hold", "alert"):
                         what = text.split(":")[0].split(",")[0][:70]
                         STATS[what] = STATS.get(what, 0) + 1
-            self.listener.close()
+            for world in self.worlds:
+                world.listener.close()
             self.dir.cleanup()
+
+    # ---- the wall clock ------------------------------------------------------------------------
+
+    @rule(delta=st.sampled_from(STEPS))
+    def the_wall_clock_steps(self, delta: float) -> None:
+        """NTP or a VM restore steps the second world's wall clock (supervisord's, the listener's),
+        not its monotonic clock; its listener sees it at its next turn (or its next start)."""
+        self.worlds[1].sim.wall_offset += delta
+
+    def _same_story(self) -> None:
+        (done_a, said_a), (done_b, said_b) = (world.story() for world in self.worlds)
+        if done_a != done_b:
+            first = next(i for i, (a, b) in enumerate(zip(done_a + [None], done_b + [None])) if a != b)
+            raise Violation(f"R7: with the wall clock stepped, supervisord's story differs from entry {first}: "
+                            f"{done_b[first:first + 3]} instead of {done_a[first:first + 3]}")
+        if said_a != said_b:
+            first = next(i for i, (a, b) in enumerate(zip(said_a + [None], said_b + [None])) if a != b)
+            raise Violation(f"R7: with the wall clock stepped, people hear {said_b[first:first + 3]} instead of "
+                            f"{said_a[first:first + 3]}")
 
     # ---- time, events, lookout's steps -----------------------------------------------------
 
-    @rule(dt=st.sampled_from([0.3, 1.0, 3.0, 6.0, 12.0, 45.0]))
+    @rule(dt=st.sampled_from([0.25, 1.0, 3.0, 6.0, 12.0, 45.0]))
+    @each_world
     def time_passes(self, dt: float) -> None:
         self.sim.t += dt
         self.listener.tick()
 
     @rule(moves=st.lists(st.sampled_from(["event", "step", "answer"]), min_size=1, max_size=10))
+    @each_world
     def the_loop_turns(self, moves: list[str]) -> None:
         """Events, the executor's steps and their answers, in the order hypothesis picks."""
         for move in moves:
@@ -108,6 +204,7 @@ class Guards(RuleBasedStateMachine):
     @precondition(lambda self: self.listener.steps)
     @rule(i=st.integers(0, 3), how=st.sampled_from(["operator stop", "operator start", "operator restart", "hold",
                                                      "it dies", "listener killed"]))
+    @each_world
     def something_happens_during_a_call(self, i: int, how: str) -> None:
         """A step of lookout's makes its call, and during its stopwaitsecs or startsecs ..."""
         steps = self.listener.steps
@@ -136,11 +233,13 @@ class Guards(RuleBasedStateMachine):
             self._new_listener()
 
     @rule()
+    @each_world
     def reconcile(self) -> None:
         self.listener.reconcile()
 
     @precondition(lambda self: not self.sim.stopping)
     @rule(group=st.sampled_from(["pool", "web", "feed"]), back=st.booleans())
+    @each_world
     def update_removes_a_group(self, group: str, back: bool) -> None:
         """Issue 21, case 8: `reread` + `update` removes a group (its processes stopped first, then
         PROCESS_GROUP_REMOVED): every alert of it that was open closes as "removed from supervisord's
@@ -172,6 +271,7 @@ class Guards(RuleBasedStateMachine):
     # ---- the programs ------------------------------------------------------------------------
 
     @rule(ns=probed, ok=st.booleans(), late=st.booleans())
+    @each_world
     def probe_result(self, ns: str, ok: bool, late: bool) -> None:
         p = self.sim.procs[ns]
         if late and p.old_pids:
@@ -180,6 +280,7 @@ class Guards(RuleBasedStateMachine):
             self.listener.probe_result(ns, p.pid, p.healthy and ok, self.sim.t - 0.01)  # flaky at times
 
     @rule(flaky=st.sets(probed))
+    @each_world
     def a_probe_period(self, flaky: set[str]) -> None:
         """Every probe runs once: the truth, except that flaky ones fail once."""
         self.sim.t += 1.0
@@ -189,20 +290,24 @@ class Guards(RuleBasedStateMachine):
                 self.listener.probe_result(ns, p.pid, p.healthy and ns not in flaky, self.sim.t - 0.01)
 
     @rule(ns=probed, healthy=st.booleans())
+    @each_world
     def hangs_or_heals(self, ns: str, healthy: bool) -> None:
         self.sim.procs[ns].healthy = healthy
 
     @rule(ns=names)
+    @each_world
     def crashes(self, ns: str) -> None:
         self.sim.crash(self.sim.procs[ns])
 
     @rule(ns=names)
+    @each_world
     def crash_loops(self, ns: str) -> None:
         for _ in range(3):
             self.sim.t += 0.5
             self.sim.crash(self.sim.procs[ns])
 
     @rule(ns=st.sampled_from(["web:web", "api:api", "pool:pool_1"]), rounds=st.integers(1, 8))
+    @each_world
     def unhealthy_for_a_while(self, ns: str, rounds: int) -> None:
         """A hung program and lookout dealing with it, round after round (budgets, backoff)."""
         self.sim.procs[ns].healthy = False
@@ -213,6 +318,7 @@ class Guards(RuleBasedStateMachine):
             self.listener.tick()
 
     @rule(ns=st.sampled_from(["web:web", "api:api", "pool:pool_1"]))
+    @each_world
     def held_while_it_hangs_then_released(self, ns: str) -> None:
         """Issue 21, case 9: lookout wants a restart while an operator holds the program. Released, with
         the probe still failing, lookout asks again: within one probe period + backoff it begins the
@@ -243,6 +349,7 @@ class Guards(RuleBasedStateMachine):
 
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
                                "operator restart", "operator stop"]))
+    @each_world
     def feed_is_braked_and(self, how: str) -> None:
         """The crash-loop brake decides to stop feed; then something happens before its answer."""
         self.crash_loops("feed:feed")
@@ -253,6 +360,7 @@ class Guards(RuleBasedStateMachine):
 
     @rule(how=st.sampled_from(["nothing", "kill before its call", "kill after its call", "hold", "operator start",
                                "dependency back"]))
+    @each_world
     def feed_goes_fatal_during_the_brakes_stop(self, how: str) -> None:
         """A crash loop at boot: feed's dependency is missing, so every start dies within startsecs;
         the brake decides to stop it, and supervisord gives up (FATAL) before the stop's call."""
@@ -275,16 +383,19 @@ class Guards(RuleBasedStateMachine):
             self._at_a_bad_moment("feed:feed", how)
 
     @rule(ns=names, back=st.booleans())
+    @each_world
     def its_dependency_goes_or_comes_back(self, ns: str, back: bool) -> None:
         self.sim.procs[ns].broken = not back
 
     @rule(ns=names)
+    @each_world
     def supervisord_retries_or_gives_up(self, ns: str) -> None:
         self.sim.retry(self.sim.procs[ns])
 
     @precondition(lambda self: getattr(self.listener.engine.records.get("feed:feed"), "brake_resume_at", None))
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
                                "operator restart", "operator stop"]))
+    @each_world
     def while_the_brake_waits(self, how: str) -> None:
         self._at_a_bad_moment("feed:feed", how)
         self.sim.t += 41.0
@@ -312,6 +423,7 @@ class Guards(RuleBasedStateMachine):
 
     @precondition(lambda self: self._acting_on())
     @rule(i=st.integers(0, 5), how=st.sampled_from(["stop", "start", "restart", "hold", "kill"]))
+    @each_world
     def operator_acts_while_lookout_does(self, i: int, how: str) -> None:
         """The interesting moment: an operator (or a kill -9 of the listener) in the middle of lookout's action."""
         acting = self._acting_on()
@@ -326,36 +438,42 @@ class Guards(RuleBasedStateMachine):
             self.listener_killed([True])
 
     @rule(ns=names)
+    @each_world
     def operator_stops(self, ns: str) -> None:
         self.sim.operator_stop(ns)
 
     @rule(ns=names)
+    @each_world
     def operator_starts(self, ns: str) -> None:
         self.sim.operator_start(ns)
 
     @rule(ns=names)
+    @each_world
     def operator_restarts(self, ns: str) -> None:
         self.sim.operator_stop(ns)
         self.sim.operator_start(ns)
 
     @rule(ns=names, release=st.booleans())
+    @each_world
     def operator_holds_or_releases(self, ns: str, release: bool) -> None:
         conn = sqlite3.connect(self.path, timeout=5)  # another process: the `lookout` command
         with conn:
             if release:
                 conn.execute("UPDATE holds SET released_at = ? WHERE namespec = ? AND released_at IS NULL",
-                             (self.sim.t, ns))
+                             (self.sim.wall(), ns))
             elif not conn.execute("SELECT 1 FROM holds WHERE namespec = ? AND released_at IS NULL", (ns,)).fetchone():
-                conn.execute("INSERT INTO holds(namespec, created_at) VALUES (?, ?)", (ns, self.sim.t))
+                conn.execute("INSERT INTO holds(namespec, created_at) VALUES (?, ?)", (ns, self.sim.wall()))
         conn.close()
 
     @rule()
+    @each_world
     def listener_reads_holds(self) -> None:
         self.listener.poll_holds()
 
     # ---- the listener and supervisord themselves ---------------------------------------------
 
     @rule(ran=st.lists(st.booleans(), max_size=4))
+    @each_world
     def listener_killed(self, ran: list[bool]) -> None:
         """kill -9 (or a crash) of the listener: steps in flight may or may not have made their call;
         their answers are lost; supervisord keeps the undelivered events for the next listener."""
@@ -367,12 +485,14 @@ class Guards(RuleBasedStateMachine):
 
     @precondition(lambda self: not self.sim.stopping)
     @rule()
+    @each_world
     def reload_begins(self) -> None:
         self.sim.stopping = True
         self.sim.supervisor_event("STOPPING")
 
     @precondition(lambda self: self.sim.stopping)
     @rule()
+    @each_world
     def reload_ends(self) -> None:
         """supervisord stopped everything (the listener too: events of that window are lost) and
         starts everything again with new pids."""
@@ -392,12 +512,14 @@ class Guards(RuleBasedStateMachine):
 
     def _new_listener(self) -> None:
         self.history.extend(self.listener.history)
+        self.w.said.extend(self.listener.said)
         self.listener.close()
         self.listener = ListenerModel(self.sim, CONFIG, self.path, self.checker, OWN)
 
     # ---- settling, and what must hold then ---------------------------------------------------
 
     @rule()
+    @each_world
     def things_settle(self) -> None:
         """Everything in flight arrives, time passes beyond every wait: R3 and R6 hold then."""
         if self.sim.stopping:
@@ -456,14 +578,42 @@ class Guards(RuleBasedStateMachine):
 
     @invariant()
     def no_claim_of_what_did_not_happen(self) -> None:
-        if not hasattr(self, "listener"):
-            return
-        for ns in NAMES:
-            said = sum(1 for _, who, kind, text in self.history + self.listener.history
-                       if who == ns and text.startswith("restarted by lookout"))
-            if said > self.sim.restarts_by_lookout[ns]:
-                raise Violation(f"R1: the history says lookout restarted {ns} {said} time(s); it did "
-                                f"{self.sim.restarts_by_lookout[ns]}")
+        for world in getattr(self, "worlds", []):
+            for ns in NAMES:
+                said = sum(1 for _, who, kind, text in world.history + world.listener.history
+                           if who == ns and text.startswith("restarted by lookout"))
+                if said > world.sim.restarts_by_lookout[ns]:
+                    raise Violation(f"R1: the history says lookout restarted {ns} {said} time(s); it did "
+                                    f"{world.sim.restarts_by_lookout[ns]}")
+
+    @invariant()
+    def every_time_in_its_frame(self) -> None:
+        """R7: a past time ahead of the listener's now, or a deadline beyond the longest wait, was not
+        moved with a step of the wall clock (it would act an hour late, or at once)."""
+        for world in getattr(self, "worlds", []):
+            engine, now = world.listener.engine, world.listener.clock()
+            for rec in engine.records.values():
+                for name in TIMES[type(rec)]:
+                    t, limit = getattr(rec, name), now + (LONGEST_WAIT if name in DEADLINES else 0.0)
+                    if t and t > limit + 1e-6:
+                        raise Violation(f"R7: {rec.namespec} {name} is {t - now:+.1f}s from now")
+                for name in TIME_LISTS[type(rec)]:
+                    if any(t > now + 1e-6 for t in getattr(rec, name)):
+                        raise Violation(f"R7: {rec.namespec} {name} holds a time ahead of now")
+            for alert in engine.book.alerts.values():
+                if any((getattr(alert, name) or 0.0) > now + 1e-6 for name in TIMES[type(alert)]):
+                    raise Violation(f"R7: the alert {alert.key} holds a time ahead of now")
+            spells = engine.quorum.spells.values()
+            inner = {"quorum's spells": [t for sp in spells for t in (sp.started_at, sp.short_since, sp.above_since)
+                                         if t is not None],
+                     "stopping_since": [engine.stopping_since], "unheard since": engine._unheard_since.values(),
+                     "probe failures confirming since": [t for _, t in engine.health._confirming.values()]}
+            for what, times in inner.items():
+                if any(t > now + 1e-6 for t in times):
+                    raise Violation(f"R7: the engine's {what} holds a time ahead of now")
+
+
+DEADLINES = ("brake_resume_at", "remediation_next_at")  # the times that lie ahead
 
 
 # LOOKOUT_PROPERTY_NO_DB=1: no example database (when a rule is broken by hand to see the test fail,

@@ -150,15 +150,16 @@ def _alerts(root: Section) -> AlertSettings:
     al = root.sub("alerts")
     default_loop = crash_loop_settings(al, "crash_loop", CrashLoop())
     assert default_loop is not None
+    stable_after = al.duration("stable_after", 60.0, 1.0, DAY)
     alerts = AlertSettings(
         group_wait=al.duration("group_wait", 10.0, 0.1, HOUR),
         repeat_interval=al.duration("repeat_interval", 4 * HOUR, MINUTE, 30 * DAY),
-        stable_after=al.duration("stable_after", 60.0, 1.0, DAY),
+        stable_after=stable_after,
         crash_loop=default_loop,
         exit_grace=al.duration("exit_grace", 3.0, 0.1, 10 * MINUTE),
         host=al.get("host", str, ""),
         programs=_program_rules(al),
-        groups=parse_groups(al.get("groups", list, []), al.key("groups")),
+        groups=parse_groups(al.get("groups", list, []), al.key("groups"), stable_after),
     )
     al.done()
     return alerts

@@ -67,8 +67,9 @@ class GroupRule:
 
     match: str
     min_running: int
-    sustain: float = 30.0  # below the minimum this long before alerting (a rolling restart is not an outage)
+    sustain: float = 30.0  # below the minimum this long in all before alerting (a rolling restart is not an outage)
     severity: str = "critical"
+    stable_after: float = 60.0  # at or above the minimum this long: the time below starts over (and resolves)
 
 
 def placeholders_in(text: str, key: str) -> set[str]:
@@ -253,7 +254,8 @@ def parse_remediation(sec: Section) -> RemediationSettings:
     return r
 
 
-def parse_groups(raw: Any, key: str) -> tuple[GroupRule, ...]:
+def parse_groups(raw: Any, key: str, stable_after: float = 60.0) -> tuple[GroupRule, ...]:
+    """stable_after: [alerts] stable_after, the default of each group's own."""
     if not isinstance(raw, list):
         raise ConfigError(key, "must be an array of tables: [[alerts.groups]]")
     rules = []
@@ -266,6 +268,7 @@ def parse_groups(raw: Any, key: str) -> tuple[GroupRule, ...]:
             raise ConfigError(sub.key("min_running"), "required: how many processes must be RUNNING")
         rules.append(GroupRule(match=match, min_running=sub.integer("min_running", 1, 1, 100_000),
                                sustain=sub.duration("for", 30.0, 1.0, DAY),
-                               severity=sub.choice("severity", "critical", SEVERITIES)))
+                               severity=sub.choice("severity", "critical", SEVERITIES),
+                               stable_after=sub.duration("stable_after", stable_after, 1.0, DAY)))
         sub.done()
     return tuple(rules)

@@ -135,8 +135,16 @@ class AlertmanagerTarget:
         self.key = "am-" + hashlib.sha256(url.encode()).hexdigest()[:16]
         self.label = safe_url(url).replace("http", "alertmanager+http", 1)
 
+    @property
+    def timeout(self) -> float:
+        """Its lane's deadline for a whole request (alertmanager.timeout)."""
+        return self.settings.timeout
+
     def wants(self, tags: object) -> bool:
         return True  # Alertmanager routes by label itself
+
+    def request_floor(self, body: str) -> int:
+        return len(body.encode("utf-8"))  # the alerts go out as they are, endsAt added
 
     def send(self, title: str, body: str, notify_type: str) -> None:
         import requests

@@ -54,7 +54,7 @@ WHAT = {
     EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
     BELOW_QUORUM: "is below quorum",
     LEFT_STOPPED: "is stopped: lookout's action on it was cut short",
-    RUNS_TWICE: "runs twice (an orphan of the previous supervisord)",
+    RUNS_TWICE: "runs more than once (left running by a supervisord that died)",
 }
 PROBLEM = {  # for resolved messages: what it was
     CRASHED: "a crash",

@@ -20,6 +20,8 @@ class SystemMessage:
     resolved: bool = False
     attempts: int = 0
     next_at: float = 0.0
+    ticket: int = 0  # a direct message's: whose outcome direct_outcome() reports
+    targets: tuple[str, ...] = ()  # target keys it is for; empty: every target
 
 
 def notify_type(msg: SystemMessage) -> str:

@@ -42,6 +42,12 @@ class Target:
     def wants(self, tags: Iterable[str]) -> bool:
         return not self.tags or "all" in self.tags or bool(self.tags & set(tags))
 
+    def request_floor(self, body: str) -> int:
+        """Bytes a whole request carries at least: the body, as far as the plugin keeps it."""
+        size = len(body.encode("utf-8", "replace"))
+        keeps = getattr(self.service, "body_maxlen", 0)
+        return min(size, keeps) if isinstance(keeps, int) and keeps > 0 else size
+
     def send(self, title: str, body: str, notify_type: str) -> None:
         """Raises DeliveryError, with the reason apprise gave, when the service did not accept it."""
         with _apprise_says() as said:
@@ -58,32 +64,45 @@ class DeliveryError(Exception):
     """str(): why the service did not take the message, as apprise said it (secrets scrubbed)."""
 
 
-_SAYING = threading.Lock()  # one capture at a time: the apprise logger is process-wide
+class _Said(logging.Handler):
+    """What apprise logs in a thread that sends: lanes send in parallel and the apprise logger is
+    process-wide, so each sending thread captures its own records; others' warnings pass on to
+    the root logger as before."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        said = getattr(self.local, "said", None)
+        if said is not None:
+            with contextlib.suppress(Exception):
+                said.append(record.getMessage())
+        elif record.levelno >= logging.WARNING:
+            logging.getLogger().handle(record)
+
+
+_SAID = _Said()
+_SAID_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _apprise_says():
-    """What apprise logs while it sends: its reasons ("SMTP AUTH extension not supported by server")
-    are mostly at DEBUG level, so they are captured here, not let through to our log."""
-    said: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            with contextlib.suppress(Exception):
-                said.append(record.getMessage())
-
-    apprise_log, handler = logging.getLogger("apprise"), Capture(logging.DEBUG)
-    with _SAYING:
-        level, propagate = apprise_log.level, apprise_log.propagate
-        apprise_log.addHandler(handler)
+    """What apprise logs while it sends in this thread: its reasons ("SMTP AUTH extension not
+    supported by server") are mostly at DEBUG level, so they are captured here, not let through
+    to our log."""
+    apprise_log = logging.getLogger("apprise")
+    with _SAID_LOCK:  # (again each time: build_targets sets the level while it instantiates)
+        if _SAID not in apprise_log.handlers:
+            apprise_log.addHandler(_SAID)
         apprise_log.setLevel(logging.DEBUG)
         apprise_log.propagate = False
-        try:
-            yield said
-        finally:
-            apprise_log.removeHandler(handler)
-            apprise_log.setLevel(level)
-            apprise_log.propagate = propagate
+    said: list[str] = []
+    _SAID.local.said = said
+    try:
+        yield said
+    finally:
+        _SAID.local.said = None
 
 
 def _reason(said: list[str]) -> str:

@@ -8,11 +8,18 @@ Stages, in the order an alert goes through them (modelled on Alertmanager's pipe
   4. render      - one message per target, holding the alerts that target's tags want; an alert
                    that cannot be rendered in full is sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
-  6. send        - sender.py: each outbox row on its own, with a timeout; failures retry with
+  6. send        - sender.py: each outbox row on its own, handed to its target's lane (lanes.py:
+                   a thread per target, one deadline for the whole request); failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
 Each pass runs the stages independently: sending what is due never waits on dispatching, and
-a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. The protocol
-loop only ever calls wake(), direct() and announce(): it never waits for any of this.
+a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. No stage waits on
+a send: this thread hands sends to the lanes and takes their answers from one queue, so a target
+that hangs slows only itself, and system messages reach every other target meanwhile. The
+protocol loop only ever calls wake(), direct() and announce(): it never waits for any of this.
+
+Its clock is a frame of the loop's (listener/clock.py), moved only between passes: when the wall
+clock stepped, the worker moves its own times (in memory, and the outbox's rows) by the step, and
+a pass that read the loop's rows while the loop was moving them is dropped and run again.
 """
 
 from __future__ import annotations
@@ -24,18 +31,20 @@ import xmlrpc.client
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ..clock import frame_of
 from ..config import Config
 from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED, STOPPED_BY_OPERATOR
 from ..rules.policy import PolicyBook
-from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, about_alerts
+from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..text import clean
 from ..workers import ErrorLog, WorkerThread
 from .alertmanager import FORMAT as AM_FORMAT
 from .alertmanager import render_alertmanager, system_alert
+from .lanes import Job, Lanes, Verdict
 from .render import Enrichment, render_safely
 from .sender import OutboxSender
 from .system import SystemMessage, notify_type
@@ -49,6 +58,7 @@ POLL_SECONDS = 1.0  # silences are written by another process: look at least thi
 STOP_SETTLE = 3.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
+STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
 
 class Notifier:
@@ -62,7 +72,9 @@ class Notifier:
         store_generation: Callable[[], int] = lambda: 0,
         on_death: Callable[[], None] = lambda: None,
     ) -> None:
-        self.config, self.targets, self.logs, self.clock = config, targets, logs, clock
+        self.config, self.targets, self.logs = config, targets, logs
+        self.clock = frame_of(clock)  # (a plain callable: a frame that never moves)
+        self._outbox_frame_due = False  # the outbox's rows are still to move with a step (retried)
         self.by_key = {t.key: t for t in targets}
         self.store_generation = store_generation
         self._wake = threading.Event()
@@ -75,66 +87,129 @@ class Notifier:
         self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
         self._lock = threading.Lock()
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
+        self._tickets = 0
+        self._direct_outcome: dict[int, dict[str, bool]] = {}  # ticket -> target key -> delivered (when decided)
+        self._direct_out: set[str] = set()  # targets with a message from memory out, until its answer is taken
         self._announce: list[SystemMessage] = []  # durable: through the outbox
-        self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop)
+        self.lanes = Lanes(targets, config.notify.timeout, self._wake)
+        self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop, self.lanes)
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
-        self.failing_since: float | None = None  # the oldest message still being retried was written then
+        self._retrying_since: float | None = None  # the oldest message still being retried was written then
         self._policies = PolicyBook(config.alerts, config.probes)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
     # ---- called from the protocol loop --------------------------------------------------
 
+    @property
+    def failing_since(self) -> float | None:
+        """Since when notifications fail: a message is being retried, or a target hangs."""
+        since = [t for t in (self._retrying_since, self.sender.hanging_since) if t is not None]
+        return min(since, default=None)
+
     def start(self) -> None:
+        self.lanes.start()
         self.thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Finish the send in progress and one last round of due sends, within timeout."""
+        """Record the answers of the sends out, within timeout; the lanes are left to what they send."""
         self._stop.set()
         self._wake.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
+        self.lanes.stop()
 
-    def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> None:
-        """Send now, from memory, to every target: for when the store itself cannot be written."""
+    def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> int:
+        """Send now, from memory, to every target: for when the store itself cannot be written.
+        Returns a ticket for direct_outcome()."""
         with self._lock:
-            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved), t) for t in self.targets)
+            self._tickets += 1
+            ticket = self._tickets
+            self._direct_outcome[ticket] = {}
+            if len(self._direct_outcome) > 64:  # a listener sends a few in its life: keep the recent ones
+                del self._direct_outcome[min(self._direct_outcome)]
+            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved, ticket=ticket), t)
+                                for t in self.targets)
         self.wake()
+        return ticket
+
+    def direct_outcome(self, ticket: int) -> dict[str, bool]:
+        """Target key -> whether the direct message reached it, for the targets tried so far (the
+        last attempt's result: False may still become True on a retry)."""
+        with self._lock:
+            return dict(self._direct_outcome.get(ticket, {}))
 
     def settle(self, timeout: float) -> bool:
         """Let the worker write and send what was announced (the listener's last words, before it
         exits); True when everything due went out within timeout. What did not stays in the outbox
         for the next listener."""
-        deadline = self.clock() + timeout
+        deadline = time.monotonic() + timeout
         self.quiet.clear()
-        while self.clock() < deadline:
+        while time.monotonic() < deadline:
             self.wake()
-            if self.quiet.wait(min(0.2, max(0.0, deadline - self.clock()))):
+            if self.quiet.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
                 return True
         return False
 
-    def announce(self, alertname: str, title: str, text: str, severity: str) -> None:
-        """Send through the outbox like an alert (retried, durable)."""
+    def announce(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False,
+                 targets: tuple[str, ...] = ()) -> None:
+        """Send through the outbox like an alert (retried, durable); to the targets of these keys
+        only, when given."""
         with self._lock:
-            self._announce.append(SystemMessage(alertname, title, text, severity))
+            self._announce.append(SystemMessage(alertname, title, text, severity, resolved, targets=targets))
         self.wake()
 
     # ---- the worker ---------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the pass: an answer that comes during it wakes the next one
+            self._follow_clock()
             next_at = self.step(self.clock())
             if self._stop.is_set():
+                self._last_answers(time.monotonic() + STOP_WAIT)
                 return
+            died = self.lanes.died()
+            if died:
+                raise RuntimeError(f"a notification lane died ({died})")
             wait = POLL_SECONDS if next_at is None else min(POLL_SECONDS, max(0.0, next_at - self.clock()))
             self._wake.wait(wait)
+
+    def _last_answers(self, deadline: float) -> None:
+        """Stopping: the answers of the sends still out are recorded while there is time."""
+        while self.lanes.waiting() and time.monotonic() < deadline:
+            self._wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
+            self.step(self.clock())
+
+    def _follow_clock(self) -> None:
+        """Between passes: a step of the wall clock the loop has seen moves this thread's times."""
+        delta = self.clock.sync()
+        if delta:
+            self._last_repost += delta
+            self._stage_at = {k: t + delta for k, t in self._stage_at.items()}
+            if self._retrying_since is not None:
+                self._retrying_since += delta
+            with self._lock:
+                for msg, _ in self._direct:
+                    msg.next_at = msg.next_at + delta if msg.next_at else 0.0
+            self.sender.shift(delta)
+            self._outbox_frame_due = True
+        if self._outbox_frame_due:
+            try:
+                self._db().reframe_outbox(self.clock.offset)  # (idempotent: retried until it is written)
+                self._outbox_frame_due = False
+            except Exception as exc:
+                self.store = None
+                self.errors.report("reframe", "notifier: moving the outbox with the clock failed (%s); retrying",
+                                   exc, exc_info=False, level=logging.WARNING)
 
     def step(self, now: float) -> float | None:
         """One pass through the stages, each on its own; returns when it next has work."""
+        self.sender.collect()
         times = [self._stage("direct", self._send_direct, now)]
         for name, stage in (("send", self._send_due), ("announce", self._write_announcements),
                             ("dispatch", self._dispatch), ("repost", self._repost)):
@@ -144,7 +219,7 @@ class Notifier:
         due = [t for t in times if t is not None]
         with self._lock:
             announced = bool(self._announce)
-        if not announced and all(t > now for t in due):
+        if not announced and all(t > now for t in due) and not self.lanes.waiting() and not self.sender.unrecorded:
             self.quiet.set()
         return min(due) if due else None
 
@@ -184,27 +259,50 @@ class Notifier:
     # ---- system messages --------------------------------------------------------------------
 
     def _send_direct(self, now: float) -> float | None:
+        """From memory, each target's in order, on its lane; 3 tries (or copies) at most."""
+        self._direct_answered(now)
         with self._lock:
-            items, self._direct = self._direct, []
-        later = []
+            items = list(self._direct)
+        waits: set[str] = set()  # targets whose next message is not due or whose lane is busy
         for msg, target in items:
-            if msg.next_at > now:
-                later.append((msg, target))
+            if target.key in waits or target.key in self._direct_out or msg.next_at > now \
+                    or not self.lanes.idle(target.key) or self._stop.is_set():
+                waits.add(target.key)
                 continue
-            try:
-                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
-                target.send(self._system_title(msg), body, notify_type(msg))
-                log.info("direct message sent to %s: %s", target.label, msg.title)
-            except Exception as exc:
-                msg.attempts += 1
-                if msg.attempts < DIRECT_ATTEMPTS:
-                    msg.next_at = now + DIRECT_RETRY
-                    later.append((msg, target))
-                else:
-                    log.error("direct message to %s not delivered (%s): %s", target.label, exc, msg.title)
+            with self._lock:
+                self._direct.remove((msg, target))
+            body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+            self._direct_out.add(target.key)
+            self.lanes.submit(Job(target.key, self._system_title(msg), body, notify_type(msg), msg))
+            self.sender.collect()  # a lane without a thread of its own has answered already
+            self._direct_answered(now)
         with self._lock:
-            self._direct = later + self._direct
             return min((m.next_at for m, _ in self._direct), default=None)
+
+    def _direct_answered(self, now: float) -> None:
+        answers, self.sender.system_answers = self.sender.system_answers, []
+        for result in answers:
+            msg, target = result.job.ref, self.by_key[result.job.target_key]
+            self._direct_out.discard(target.key)
+            self._decided(msg, target, result.verdict is Verdict.SENT)
+            if result.verdict is Verdict.SENT:
+                log.info("direct message sent to %s: %s", target.label, msg.title)
+                continue
+            msg.attempts += 1
+            if msg.attempts < DIRECT_ATTEMPTS:
+                msg.next_at = now + DIRECT_RETRY
+                with self._lock:
+                    self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
+            else:
+                maybe = " (maybe delivered: none answered in time)" if result.verdict is Verdict.MAYBE else ""
+                log.error("direct message to %s not delivered (%s)%s: %s", target.label, result.error, maybe,
+                          msg.title)
+
+    def _decided(self, msg: SystemMessage, target: Target, delivered: bool) -> None:
+        with self._lock:
+            outcome = self._direct_outcome.get(msg.ticket)
+            if outcome is not None:
+                outcome[target.key] = delivered
 
     def _write_announcements(self, now: float) -> None:
         with self._lock:
@@ -213,7 +311,7 @@ class Notifier:
             return None
         messages = []
         for msg in items:
-            for target in self.targets:
+            for target in [t for t in self.targets if not msg.targets or t.key in msg.targets]:
                 body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": self._system_title(msg), "body": body,
@@ -235,7 +333,10 @@ class Notifier:
         notices = store.pending_notices()
         if not notices:
             return None
-        active = self._silence_stage(store, notices, now)
+        silences = store.silences(now)
+        if self.clock.moved():
+            return now  # read while the loop moved its rows with a step of the clock: again, in the new frame
+        active = self._silence_stage(store, notices, silences, now)
         settling = [n for n in active if _settling(n, now)]
         if settling:  # they wait (with their alert's firing: one message says both), the others go on
             held = {n.alert.id for n in settling}
@@ -292,19 +393,21 @@ class Notifier:
         if now - self._last_repost < every:
             return self._last_repost + every
         store = self._db()
-        self._last_repost = now
         silences = store.silences(now)
         still = [n for n in store.announced_open_alerts()
                  if not any(s.covers(n.alert.namespec, now) for s in silences)]
+        if self.clock.moved():
+            return now  # (as in _dispatch)
+        self._last_repost = now
         if still:
             extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
             store.dispatch([], [self._message(t, still, now, extra, repost=True) for t in targets], now)
             return now
         return now + every
 
-    def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], now: float) -> list[PendingNotice]:
+    def _silence_stage(self, store: DeliveryStore, notices: list[PendingNotice], silences: list[Silence],
+                       now: float) -> list[PendingNotice]:
         """Hold back silenced notices; drop those of alerts that resolved while held unheard."""
-        silences = store.silences(now)
         covered = [n for n in notices if any(s.covers(n.alert.namespec, now) for s in silences)]
         newly_held = [n.id for n in covered if not n.held]
         if newly_held:
@@ -364,7 +467,7 @@ class Notifier:
     def _send_due(self, now: float) -> float | None:
         store = self._db()
         wake = self.sender.send_due(store)
-        self.failing_since = store.failing_since()  # ends when the message goes out or is given up on
+        self._retrying_since = store.failing_since()  # ends when the message goes out or is given up on
         return wake
 
 

@@ -6,6 +6,10 @@ a program with several failed is the first question): "GET http://127.0.0.1:8080
 (body: ...)", "tcp 127.0.0.1:5432: connection refused", "check_feed.sh: timed out after 2s ...",
 "heartbeat 95s old (max 30s)", "RSS 2.3 GB > 2 GB", "no log output for 2m". A URL is shown without
 its user-info and query (they may hold credentials).
+
+A check that cannot read its evidence judges nothing (a result with judged=False): a log file
+deleted, moved or replaced under supervisord (which writes on to the file it has open), or a
+heartbeat file deleted after the program had written it. Neither "silent" nor "no errors".
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ..config import ProbeSpec, format_duration, format_size
 from ..config.probes import LOG_PATTERN_KEPT
-from ..logs import ProcessLogs
+from ..logs import EvidenceGone, FileId, OpenFiles, ProcessLogs
 from ..procfs import ProcessTable
 from ..rules.models import ProbeResult
 from ..text import clean
@@ -42,19 +46,24 @@ class Check:
     """Runs probes; holds what stateful kinds remember between runs (cpu, log_pattern)."""
 
     def __init__(self, logs: ProcessLogs | None, table: ProcessTable | None = None,
-                 clock=time.time) -> None:  # noqa: ANN001
+                 clock=time.time, open_files: OpenFiles | None = None) -> None:  # noqa: ANN001
         self.logs = logs
         self.table = table or ProcessTable(max_age=0.5)
-        self.clock = clock
+        self.clock = clock  # the wall clock, for files' times; results are started on the monotonic clock
+        # Which log file supervisord writes (its /proc/<pid>/fd); without its pid, the probes' memory.
+        self.open_files = open_files or (logs.open_files if isinstance(logs, ProcessLogs) else OpenFiles(lambda: None))
 
     def run(self, spec: ProbeSpec, target: ProbeTarget, memory: dict[str, Any]) -> ProbeResult:
-        started, t0 = self.clock(), time.monotonic()
+        started = t0 = time.monotonic()  # (the loop turns it into its own time)
+        judged = True
         try:
             ok, detail, evidence = getattr(self, f"_{spec.kind}")(spec, target, memory, t0 + spec.timeout)
+        except EvidenceGone as exc:
+            ok, detail, evidence, judged = False, str(exc), "", False
         except Exception as exc:  # a probe must fail alone, never take the scheduler with it
             ok, detail, evidence = False, f"probe error: {type(exc).__name__}: {clean(str(exc))[:200]}", ""
         return ProbeResult(target.namespec, spec.name, ok, detail, started, time.monotonic() - t0, evidence,
-                           target.pid)
+                           target.pid, judged)
 
     # ---- network --------------------------------------------------------------------------
 
@@ -134,45 +143,69 @@ class Check:
     # ---- files ----------------------------------------------------------------------------
 
     def _heartbeat(self, spec: ProbeSpec, target: ProbeTarget, memory: dict, deadline: float) -> tuple[bool, str, str]:
+        """A file that never existed while this process ran is silence (it fails); one that existed
+        and is gone was deleted under the program (by hand, a tmp cleaner), which may write on to
+        it through an open file: that judges nothing until the file is written again. A new inode
+        is judged as usual: writing a temporary file and renaming it over is how beats are written."""
         path = target.fill(spec.params["path"], spec)
         max_age = spec.params["max_age"]
         try:
-            age = self.clock() - os.stat(path).st_mtime
+            age = file_age(os.stat(path).st_mtime, memory, path, self.clock())
         except FileNotFoundError:
-            return False, f"heartbeat file {path} does not exist", ""
+            seen_at = memory.get("beat_seen_at")
+            if seen_at is None:
+                return False, f"heartbeat file {path} does not exist", ""
+            raise EvidenceGone(f"heartbeat file {path} deleted (it existed "
+                               f"{format_duration(time.monotonic() - seen_at)} ago)") from None
         except OSError as exc:
             return False, f"heartbeat file {path}: {exc.strerror}", ""
+        memory["beat_seen_at"] = time.monotonic()
         text = f"heartbeat {format_duration(max(0.0, age))} old (max {format_duration(max_age)})"
         return age <= max_age, text, ""
 
-    def _log_paths(self, target: ProbeTarget) -> list[str]:
+    def _log_paths(self, target: ProbeTarget) -> list[tuple[str, str]]:
+        """(path, "stdout log" or "stderr log") of each file the process logs to."""
         if self.logs is None:
             return []
-        return [p for p in self.logs.paths(target.namespec) if p]
+        return [(p, what) for p, what in zip(self.logs.paths(target.namespec), ("stdout log", "stderr log")) if p]
+
+    def _readable_logs(self, target: ProbeTarget, memory: dict) -> tuple[list[tuple[str, os.stat_result]], str]:
+        """The log files that are supervisord's, with their stat, and why the others are not ("" if
+        none is missing)."""
+        seen: dict[str, FileId] = memory.setdefault("logs_seen", {})
+        readable, gone = [], []
+        for path, what in self._log_paths(target):
+            try:
+                readable.append((path, self.open_files.evidence(path, what, seen)))
+            except EvidenceGone as exc:
+                gone.append(str(exc))
+            except OSError as exc:
+                gone.append(f"{what} {path}: {clean(exc.strerror or str(exc))}")
+        return readable, "; ".join(gone)
 
     def _log_silence(self, spec: ProbeSpec, target: ProbeTarget, memory: dict,
                      deadline: float) -> tuple[bool, str, str]:
-        paths = self._log_paths(target)
-        if not paths:
+        """Output in any file is output; silence needs every file: one that is not supervisord's
+        (deleted, moved, replaced) may be where the program's output goes now."""
+        if not self._log_paths(target):
             return False, "no log file to watch (stdout_logfile and stderr_logfile are NONE)", ""
-        newest = target.running_since  # a fresh start counts as output
-        for path in paths:
-            try:
-                newest = max(newest, os.stat(path).st_mtime)
-            except OSError:
-                continue
-        silent = self.clock() - newest
+        readable, gone = self._readable_logs(target, memory)
+        silent = time.monotonic() - target.started_mono  # a fresh start counts as output
+        if readable:
+            silent = min(silent, file_age(max(st.st_mtime for _, st in readable), memory, "log", self.clock()))
         limit = spec.params["silence"]
-        if silent > limit:
-            return False, f"no log output for {format_duration(silent)} (max {format_duration(limit)})", ""
-        return True, f"last log output {format_duration(max(0.0, silent))} ago", ""
+        if silent <= limit:
+            return True, f"last log output {format_duration(max(0.0, silent))} ago", ""
+        if gone:
+            raise EvidenceGone(gone)
+        return False, f"no log output for {format_duration(silent)} (max {format_duration(limit)})", ""
 
     def _log_pattern(self, spec: ProbeSpec, target: ProbeTarget, memory: dict,
                      deadline: float) -> tuple[bool, str, str]:
         """Lines matching since the last run, kept with the time they were seen for `within`.
         Reads forward from where the last run stopped, across rotation, at most LOG_READ_BYTES
         per file and run: what is skipped beyond that is said in the result, never silent."""
-        p, now = spec.params, self.clock()
+        p, now = spec.params, time.monotonic()
         pattern = re.compile(p["regex"])
         matches: deque = memory.setdefault("matches", deque(maxlen=LOG_PATTERN_KEPT))
         positions: dict = memory.setdefault("positions", {})
@@ -181,9 +214,12 @@ class Check:
             if pattern.search(line):
                 matches.append((now, line))
 
-        skipped = sum(scan_log(path, positions, seen, deadline) for path in self._log_paths(target))
+        readable, gone = self._readable_logs(target, memory)
+        skipped = sum(scan_log(path, positions, seen, deadline) for path, _ in readable)
         while matches and matches[0][0] < now - p["within"]:
             matches.popleft()
+        if gone and len(matches) < p["count"]:
+            raise EvidenceGone(gone)  # "no match" means nothing while a file is not read: the lines may be there
         lines = [line for _, line in list(matches)[-EVIDENCE_LINES:]]
         what = f"{len(matches)} log line(s) matching /{p['regex']}/ within {format_duration(p['within'])}"
         if skipped:
@@ -272,6 +308,21 @@ def _status(code: int) -> str:
         return f"killed by {signal.Signals(-code).name}"
     except ValueError:
         return f"killed by signal {-code}"
+
+
+def file_age(mtime: float, memory: dict, key: str, wall: float) -> float:
+    """Seconds since a file was written, a step of the wall clock aside: its mtime and our wall
+    clock disagree by the step when it was written before it. Between runs (memory) an unchanged
+    mtime ages by the monotonic time since the last look, and a changed one was written since that
+    look, so it is no older than the time since."""
+    mono, seen = time.monotonic(), memory.get(f"age:{key}")
+    if seen is not None and seen[0] == mtime:
+        age = seen[1] + (mono - seen[2])
+    else:
+        age = wall - mtime if seen is None else min(wall - mtime, mono - seen[2])
+    age = max(0.0, age)
+    memory[f"age:{key}"] = (mtime, age, mono)
+    return age
 
 
 def _probe_env(target: ProbeTarget) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The way to test a probe before trusting it with restarts: same checks, same placeholders, same
 processes as the listener, against the live supervisord. Exit status 1 if any probe fails, 2 if
-supervisord cannot be asked. Stateful kinds get a one-shot reading: cpu samples twice half a
+supervisord cannot be asked; "?" marks a probe that cannot read its evidence (a log file deleted
+under supervisord), which is no failure. Stateful kinds get a one-shot reading: cpu samples twice half a
 second apart, log_pattern reads the last 64 KB of the logs.
 """
 
@@ -71,13 +72,14 @@ def run_once(config: Config, pattern: str = "*") -> int:
             if info.state != "RUNNING" or not info.pid:
                 print(f"skip  {shown:<28} {spec.name:<14} ({info.state}: probes run only while RUNNING)")
                 continue
-            target = ProbeTarget(info.group, info.name, info.pid, time.time() - max(0, info.now - info.start))
+            target = ProbeTarget(info.group, info.name, info.pid, time.monotonic() - max(0, info.now - info.start))
             memory = _one_shot_memory(spec.kind, check, target)
             result = check.run(spec, target, memory)
             ran += 1
-            failed += not result.ok
-            print(f"{'ok' if result.ok else 'FAIL':<5} {shown:<28} {spec.name:<14} "
-                  f"{format_duration(result.duration):>7}  {result.detail}")
+            failed += result.judged and not result.ok
+            verdict = "?" if not result.judged else "ok" if result.ok else "FAIL"
+            print(f"{verdict:<5} {shown:<28} {spec.name:<14} {format_duration(result.duration):>7}  "
+                  f"{'' if result.judged else 'cannot judge: '}{result.detail}")
             if not result.ok and result.evidence:
                 print("\n".join(f"      | {line}" for line in last_lines(result.evidence, 20)))
     if not ran:

@@ -11,7 +11,7 @@ together does not hit its endpoints (or a shared dependency) in the same millise
 offsets would leave gaps of 5x the mean between runs; the golden-ratio sequence over a stable
 index (in order of first appearance, one sequence per period) keeps every gap within 2x the
 mean (three-gap theorem). The first run after a start is the first such moment at least
-initial_delay after it.
+initial_delay after it. All of it is on the monotonic clock: a step of the wall clock moves no run.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class _Instance:
 
 class ProbeScheduler:
     def __init__(self, check: Check, wakeup_fd: int, *, max_workers: int = MAX_WORKERS,
-                 clock: Callable[[], float] = time.time, on_death: Callable[[], None] = lambda: None) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_death: Callable[[], None] = lambda: None) -> None:
         self.check, self.wakeup_fd, self.clock = check, wakeup_fd, clock
         self.results: queue.Queue[ProbeResult] = queue.Queue()
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
@@ -112,7 +112,7 @@ class ProbeScheduler:
 
     def _first_run(self, namespec: str, spec: ProbeSpec, target: ProbeTarget) -> float:
         """The first moment on this probe's grid (offset + k x period) after initial_delay, not in the past."""
-        earliest = max(self.clock(), target.running_since + spec.initial_delay)
+        earliest = max(self.clock(), target.started_mono + spec.initial_delay)
         offset = self.offset(namespec, spec)
         first = offset + math.ceil((earliest - offset) / spec.period) * spec.period
         return first if first >= earliest else first + spec.period  # rounding must not make it early

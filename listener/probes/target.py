@@ -22,7 +22,7 @@ class ProbeTarget:
     group: str
     name: str
     pid: int
-    running_since: float  # this start: results from before it do not count
+    started_mono: float  # this start, on the monotonic clock (no wall-clock step moves the schedule)
 
     @property
     def namespec(self) -> str:

@@ -400,6 +400,17 @@ def _expect(rec: ProcessRecord, marker: str) -> None:
     _expected(rec, [*_expected(rec), marker])
 
 
+def shift_expected(rec: ProcessRecord, delta: float) -> None:
+    """The wall clock stepped: the decision times in the markers move with it (timeshift.py)."""
+    markers = []
+    for marker in _expected(rec):
+        parts = marker.split()
+        if len(parts) == 3:  # "STOPPED <pid> <decided at>"
+            parts[2] = repr(float(parts[2]) + delta)
+        markers.append(" ".join(parts))
+    _expected(rec, markers)
+
+
 def _same_pid(marker: str, pid: int) -> bool:
     """'STOPPED <pid> ...' or 'S<pid>' against an event's or a call's pid; 0 (a process in BACKOFF has
     none) matches."""

@@ -53,12 +53,13 @@ from .models import (
     ProbeState,
     ProcessRecord,
 )
-from .orphans import OrphanWatch
+from .orphans import Copies, OrphanWatch
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
 from .removal import Removals
 from .snapshot import LIVE_STATES, SnapshotRules
+from .timeshift import shift_engine
 
 
 class AlertEngine(SnapshotRules):
@@ -133,7 +134,7 @@ class AlertEngine(SnapshotRules):
                 self.stopping, out.flags_changed = stopping, True
                 self.stopping_since = now if stopping else 0.0
                 if stopping:
-                    self.quorum.below_since.clear()
+                    self.quorum.spells.clear()
         elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
         elif isinstance(event, ProcessGroupEvent) and event.change == "REMOVED":
@@ -172,10 +173,10 @@ class AlertEngine(SnapshotRules):
             self._refresh_quorum(rec, now, out)
         return out
 
-    def on_orphans(self, twice: dict[str, tuple[int, int]], now: float) -> Outcome:
-        """Programs that run twice (an orphan of a killed supervisord beside the new copy), or none."""
+    def on_orphans(self, programs: dict[str, Copies], now: float) -> Outcome:
+        """The programs with orphans of a killed supervisord still alive (beside the new copy or not)."""
         out = Outcome()
-        self.orphans.update(twice, now, out)
+        self.orphans.update(programs, now, out)
         return out
 
     def on_holds(self, holds: Iterable[Hold], now: float) -> Outcome:
@@ -215,6 +216,11 @@ class AlertEngine(SnapshotRules):
         self.quorum.on_time(self.records, now, out)
         self.book.remind(now, out)
         return out
+
+    def shift(self, delta: float) -> Outcome:
+        """The wall clock stepped by delta and the loop's clock with it: every time held here moves
+        too (timeshift.py), so no deadline comes sooner or later; the outcome holds it all again."""
+        return shift_engine(self, delta)
 
     def _still_unhealthy(self, namespec: str, source: str) -> ProbeSpec | None:
         return next((spec for spec in self.health.unhealthy(namespec) if f"probe:{spec.name}" == source), None)

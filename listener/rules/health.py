@@ -13,6 +13,11 @@ Fresh judgement: a verdict is acted on (restart, stop) only when it rests on res
 listener observed itself. States loaded from the store after a listener restart or a reload are
 shown (status, metrics, the open alert), but lookout acts on such a process only once
 failure_threshold new failures of the current process agree (`judged`).
+
+Cannot judge: a result that could not read its evidence (a log file deleted under supervisord)
+is neither success nor failure. It counts nothing, acts on nothing, recovers nothing; the counts
+start over after it, and a verdict it interrupted needs failure_threshold new failures again
+before lookout acts (as after a listener restart).
 """
 
 from __future__ import annotations
@@ -69,9 +74,13 @@ class HealthTracker:
         st = mine.get(result.probe)
         if st is None:
             st = mine[result.probe] = ProbeState(result.namespec, result.probe)
-        st.last_ok, st.last_detail = result.ok, result.detail[:500]
+        st.last_detail, st.last_judged = result.detail[:500], result.judged
         st.last_duration, st.last_at = result.duration, result.started_at
         out.probe_states[st.key] = st
+        if not result.judged:
+            self._unjudged(st)
+            return None
+        st.last_ok = result.ok
         fam = family(spec.name)
         if result.ok:
             st.consecutive_successes += 1
@@ -101,6 +110,15 @@ class HealthTracker:
                            opened_at=st.first_failure_at,
                            tags=policy.tags, detail=describe(spec, st, result), evidence=result.evidence)
         return spec
+
+    def _unjudged(self, st: ProbeState) -> None:
+        """A run that could not read its evidence: no failure, no success. The verdict stands (an
+        open alert stays open, nothing recovers) but is not acted on, and the next verdict rests on
+        an unbroken run of results that could judge."""
+        st.consecutive_failures = st.consecutive_successes = 0
+        st.first_failure_at = None
+        self._confirming.pop(st.key, None)
+        self.judged.discard(st.key)
 
     def _confirm(self, spec: ProbeSpec, st: ProbeState, result: ProbeResult) -> ProbeSpec | None:
         """Unhealthy already: new failures count towards a fresh judgement unless this listener made

@@ -132,6 +132,7 @@ class ProbeState:
     last_duration: float = 0.0
     last_at: float = 0.0
     failures_total: int = 0
+    last_judged: bool = True  # False: its last run could not read its evidence (last_detail says why)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -199,6 +200,7 @@ class ProbeResult:
     duration: float
     evidence: str = ""  # exec output, matched log lines
     pid: int = 0  # the process it judged: a result about an earlier process of the program does not count
+    judged: bool = True  # False: it could not read its evidence (a log file deleted): neither success nor failure
 
 
 # Steps of lookout's own actions: the executor makes one supervisord call (or runs the evidence

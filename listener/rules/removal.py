@@ -41,7 +41,7 @@ class Removals:
         for rec in members:
             if rec.present:
                 self.process_removed(rec, now, out)
-        self.quorum.below_since.pop(group, None)
+        self.quorum.forget(group)
         closed = self.alerts.recently_closed.get((QUORUM, group))
         if closed is not None and stopped and (closed.resolved_at or 0.0) >= min(stopped):
             self.alerts.amend(QUORUM, group, now, out, REMOVED_FROM_CONFIG)  # `update`'s stops closed it: "back to"

@@ -166,8 +166,8 @@ class SnapshotRules:
             rec.pid = info.pid or None
             if info.state in LIVE_STATES and info.start:
                 rec.state_since = info.start + skew
-            elif info.stop and info.start:
-                rec.state_since = info.stop + skew
+            elif info.stop and info.start:  # (a stop before a step of the wall clock back is not in the future)
+                rec.state_since = min(info.stop + skew, taken_at)
             else:
                 rec.state_since = taken_at
             rec.running_since = rec.state_since if info.state == "RUNNING" else None

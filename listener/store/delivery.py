@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from ..rules.models import Alert, ProcessRecord
+from .clockshift import reframe_outbox
 from .schema import Transaction
 from .state import alert_from_row, record_from_row
 
@@ -36,6 +37,18 @@ class OutboxMessage:
     attempts: int
     next_attempt_at: float = 0.0
     about: str = ""  # space-separated: "a<alert id>", "system", "repost"; "" (an older store): everything
+    copies: int = 0  # sends its target's host took in full without answering in time (maybe delivered)
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """A notification target as the notifier last judged it (the targets table)."""
+
+    key: str
+    label: str
+    scheme: str
+    hanging_since: float | None = None  # its sends get no answer within the deadline since then
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,8 +196,9 @@ class DeliveryStore:
         written (a bound per target: one target's backlog never hides another's messages)."""
         rows = self.conn.execute(  # without title and body: read for the few that are sent (with_text)
             "SELECT id, target_key, target_label, scheme, '', '', notify_type, created_at, attempts, "
-            "next_attempt_at, about FROM (SELECT id, target_key, target_label, scheme, notify_type, created_at, "
-            "attempts, next_attempt_at, about, ROW_NUMBER() OVER (PARTITION BY target_key ORDER BY id) AS n "
+            "next_attempt_at, about, copies FROM (SELECT id, target_key, target_label, scheme, notify_type, "
+            "created_at, attempts, next_attempt_at, about, copies, "
+            "ROW_NUMBER() OVER (PARTITION BY target_key ORDER BY id) AS n "
             "FROM outbox WHERE status = 'pending') WHERE n <= ? ORDER BY target_key, id",
             (per_target,),
         ).fetchall()
@@ -205,44 +219,77 @@ class DeliveryStore:
         return row[0]
 
     def record_attempt(
-        self, msg: OutboxMessage, now: float, *, status: str, error: str = "", retry_at: float = 0.0
+        self, msg: OutboxMessage, now: float, *, status: str, error: str = "", retry_at: float = 0.0,
+        result: str = "", copy: bool = False, said: str = "",
     ) -> None:
-        """status: 'sent', 'pending' (retry at retry_at), 'expired' or 'dropped'."""
-        result = "success" if status == "sent" else "failure"
+        """status: 'sent', 'pending' (retry at retry_at), 'expired', 'maybe' (given up after copies
+        that may have arrived) or 'dropped'. result: the lookout_notifications_total label (success
+        or failure by status unless given: timeout, maybe_delivered). copy: this send's request was
+        taken in full and not answered in time. said: the `lookout history` line, when not the usual."""
+        result = result or ("success" if status == "sent" else "failure")
         with Transaction(self.conn) as c:
             c.execute(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "
-                "next_attempt_at = ?, sent_at = ? WHERE id = ?",
-                (status, error[:500], retry_at or now, now if status == "sent" else None, msg.id),
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+                "sent_at = ?, copies = copies + ?, sending_since = NULL WHERE id = ?",
+                (status, error[:500], retry_at or now, now if status == "sent" else None, int(copy), msg.id),
             )
             c.execute(
                 "INSERT INTO notification_stats(scheme, result, count) VALUES (?, ?, 1) "
                 "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
                 (msg.scheme, result),
             )
-            if status in ("sent", "expired"):
+            if said:
+                _delivery_history(c, msg.about, now, said)
+            elif status in ("sent", "expired"):
                 _delivery_history(c, msg.about, now, f"sent to {msg.target_label}" if status == "sent" else
                                   f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
 
-    def record_attempt_by_id(self, msg_id: int, now: float, *, status: str) -> None:
-        """A message that was sent while the store could not record it (disk full)."""
+    def mark_sending(self, msg_id: int, now: float) -> None:
+        """Its send is out: `lookout status` shows a send out too long, and a listener that stops
+        before the answer leaves the mark for the next one (sends_interrupted)."""
         with Transaction(self.conn) as c:
-            c.execute("UPDATE outbox SET status = ?, attempts = attempts + 1, sent_at = ? WHERE id = ?",
-                      (status, now, msg_id))
-            row = c.execute("SELECT scheme, about, target_label FROM outbox WHERE id = ?", (msg_id,)).fetchone()
-            if row is not None:
-                c.execute(
-                    "INSERT INTO notification_stats(scheme, result, count) VALUES (?, 'success', 1) "
-                    "ON CONFLICT(scheme, result) DO UPDATE SET count = count + 1",
-                    (row[0],),
-                )
-                _delivery_history(c, row[1], now, f"sent to {row[2]}")
+            c.execute("UPDATE outbox SET sending_since = ? WHERE id = ?", (now, msg_id))
+
+    def sends_interrupted(self) -> int:
+        """At start: sends the previous listener left out may have arrived; each counts as a copy."""
+        with Transaction(self.conn) as c:
+            return c.execute("UPDATE outbox SET copies = copies + 1, sending_since = NULL, last_error = "
+                             "'the listener stopped during its send: maybe delivered' WHERE status = 'pending' "
+                             "AND sending_since IS NOT NULL").rowcount
+
+    # ---- targets ------------------------------------------------------------------------
+
+    def load_targets(self, configured: list[TargetRow], now: float) -> dict[str, TargetRow]:
+        """The configured targets, with what the previous listener knew of them; rows of targets no
+        longer configured go."""
+        keys = [t.key for t in configured]
+        with Transaction(self.conn) as c:
+            c.execute(f"DELETE FROM targets WHERE target_key NOT IN ({','.join('?' * len(keys))})", keys)
+            c.executemany("INSERT INTO targets(target_key, target_label, scheme, updated_at) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT(target_key) DO UPDATE SET target_label = excluded.target_label, "
+                          "scheme = excluded.scheme", [(t.key, t.label, t.scheme, now) for t in configured])
+            rows = c.execute("SELECT target_key, target_label, scheme, hanging_since, last_error FROM targets"
+                             ).fetchall()
+        return {r[0]: TargetRow(*r) for r in rows}
+
+    def save_target(self, target: TargetRow, now: float) -> None:
+        with Transaction(self.conn) as c:
+            c.execute("INSERT INTO targets(target_key, target_label, scheme, hanging_since, last_error, updated_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(target_key) DO UPDATE SET "
+                      "hanging_since = excluded.hanging_since, last_error = excluded.last_error, "
+                      "updated_at = excluded.updated_at",
+                      (target.key, target.label, target.scheme, target.hanging_since, target.last_error[:500], now))
 
     def retries_stepped_back(self, step: float, now: float) -> None:
         """The clock stepped back by `step`: every retry still ahead moves with it."""
         with Transaction(self.conn) as c:
             c.execute("UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?) "
                       "WHERE status = 'pending' AND next_attempt_at > ?", (now, step, now))
+
+    def reframe_outbox(self, offset: float) -> float:
+        """The notifier's frame moved with a step of the wall clock: its pending rows move too."""
+        with Transaction(self.conn) as c:
+            return reframe_outbox(c, offset, None)
 
     def backlog(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]

@@ -87,9 +87,9 @@ class StoreKeeper:
         return self._identity is not None and identity(self.path) != self._identity
 
     def rewrite(self, records: list, alerts: list, position: StreamPosition | None, stopping: bool,
-                now: float, holds: list | None = None) -> None:
+                now: float, holds: list | None = None, orphans: list | None = None) -> None:
         """Fill a recreated (or swapped-in) store from what the listener holds in memory."""
         if self.state is None:
             raise StoreUnavailable("the store is not open")
         with store_errors():
-            self.state.rewrite(records, alerts, position, stopping, now, holds or [])
+            self.state.rewrite(records, alerts, position, stopping, now, holds or [], orphans or [])

@@ -9,7 +9,9 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    one row, updated with every event: where the listener is in
                                    supervisord's stream (the redelivery key) and its heartbeat
   meta(key, value)                 last_tick_at, last_reconcile_at, stopping, listener_pid,
-                                   supervisord_pid, supervisord_version, supervisord_identification
+                                   supervisord_pid, supervisord_version, supervisord_identification;
+                                   clock_offset, clock_boot, outbox_clock_offset: the frame the
+                                   stored times are in (listener/clock.py)
   processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
                                    unexpected_exits, fatals, last_start, running_since,
                                    last_exit_at, last_exit_status, last_exit_text,
@@ -26,7 +28,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    quorum, namespec is the group name)
   probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
                                    not judged since the start), consecutive counts, last result,
-                                   failures_total
+                                   failures_total, last_judged (0: its last run could not read
+                                   its evidence, last_detail says why)
   remediation_stats(namespec, action, result, count)
                                    counters for lookout_remediations_total
   history(id, at, namespec, kind, detail)
@@ -39,15 +42,28 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
-  outbox(id, target_key, ..., about)
+  outbox(id, target_key, ..., about, copies, sending_since)
                                    one row per message per target; status pending -> sent,
-                                   or expired after notify.retry_for, or dropped (its target
-                                   removed, or a re-post superseded by a newer one); about:
-                                   what the message is about (alert ids "a<id>", "system",
-                                   "repost"), which orders a target's messages
+                                   or expired after notify.retry_for, or maybe (given up after
+                                   3 copies that were sent and not answered in time: "maybe
+                                   delivered"), or dropped (its target removed, or a re-post
+                                   superseded by a newer one); about: what the message is about
+                                   (alert ids "a<id>", "system", "repost"), which orders a
+                                   target's messages; copies: sends its target's host took in
+                                   full without answering in time; sending_since: a send is out
+  targets(target_key, target_label, scheme, hanging_since, last_error, updated_at)
+                                   one row per configured target: hanging_since is set while its
+                                   sends get no answer within notify.timeout (it counts as
+                                   failing: status, /metrics, the dead man's switch)
   notification_stats(scheme, result, count)
                                    counters for lookout_notifications_total
   silences(id, matcher, starts_at, ends_at, reason, created_at)
+  orphans(namespec, pid, started, supervisord_pid, left_at, death_seen, found_at, gone_at)
+                                   processes a supervisord that died left running, by pid and
+                                   start time, with the supervisord that left them (which
+                                   generation) until lookout sees them gone (gone_at; pruned a
+                                   week later): they outlive listener restarts, reloads and
+                                   further deaths
   holds(id, namespec, created_at, reason, seen_at, released_at, released_by)
                                    `lookout hold NAME`: lookout neither starts, stops nor
                                    restarts NAME until released (`lookout release`, or an
@@ -64,7 +80,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -158,9 +174,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT NOT NULL DEFAULT '',
     sent_at REAL,
-    about TEXT NOT NULL DEFAULT ''
+    about TEXT NOT NULL DEFAULT '',
+    copies INTEGER NOT NULL DEFAULT 0,
+    sending_since REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS targets (
+    target_key TEXT PRIMARY KEY,
+    target_label TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    hanging_since REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notification_stats (
     scheme TEXT NOT NULL,
     result TEXT NOT NULL,
@@ -179,6 +205,7 @@ CREATE TABLE IF NOT EXISTS probes (
     last_duration REAL NOT NULL DEFAULT 0,
     last_at REAL NOT NULL DEFAULT 0,
     failures_total INTEGER NOT NULL DEFAULT 0,
+    last_judged INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (namespec, probe)
 );
 CREATE TABLE IF NOT EXISTS remediation_stats (
@@ -205,6 +232,17 @@ CREATE TABLE IF NOT EXISTS holds (
     seen_at REAL,
     released_at REAL,
     released_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS orphans (
+    namespec TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    supervisord_pid INTEGER NOT NULL DEFAULT 0,
+    left_at REAL NOT NULL DEFAULT 0,
+    death_seen INTEGER NOT NULL DEFAULT 1,
+    found_at REAL NOT NULL DEFAULT 0,
+    gone_at REAL,
+    PRIMARY KEY (pid, started)
 );
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -256,7 +294,7 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Add the columns a newer schema has to tables an older store created (with their defaults)."""
-    for table in ("processes", "alerts", "outbox"):
+    for table in ("processes", "alerts", "outbox", "probes"):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         wanted = _declared_columns(table)
         for column, declaration in wanted.items():

@@ -21,8 +21,10 @@ from ..rules.models import (
     ProbeState,
     ProcessRecord,
 )
+from ..rules.orphans import Orphan
 from ..rules.sequence import StreamPosition
 from ..text import clean_name
+from .clockshift import ClockStep, reframe_outbox, shift_loop_rows
 from .schema import Transaction, get_meta, set_meta
 
 _RECORD_FIELDS = [f.name for f in fields(ProcessRecord)]
@@ -77,7 +79,7 @@ def _action_from_json(text: str | None) -> PendingAction | None:
 
 def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
     values = {name: row[name] for name in _PROBE_FIELDS}
-    for name in ("healthy", "last_ok"):
+    for name in ("healthy", "last_ok", "last_judged"):
         values[name] = None if values[name] is None else bool(values[name])
     return ProbeState(**values)
 
@@ -89,6 +91,26 @@ def alert_from_row(row: sqlite3.Row) -> Alert:
 
 
 _RECORD_GETTER = attrgetter(*_RECORD_FIELDS)
+_ORPHAN_FIELDS = [f.name for f in fields(Orphan)]
+_UPSERT_ORPHAN = (
+    f"INSERT INTO orphans({', '.join(_ORPHAN_FIELDS)}) VALUES ({', '.join('?' * len(_ORPHAN_FIELDS))}) "
+    "ON CONFLICT(pid, started) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _ORPHAN_FIELDS[3:])
+)
+
+
+def orphans_in(conn: sqlite3.Connection) -> list[Orphan]:
+    """The orphans not yet seen gone, oldest generation first (whether they still run is /proc's
+    to say). An older store without the table has none."""
+    try:
+        rows = conn.execute(f"SELECT {', '.join(_ORPHAN_FIELDS)} FROM orphans WHERE gone_at IS NULL "
+                            "ORDER BY left_at, namespec, pid").fetchall()
+    except sqlite3.OperationalError:  # no such table (a store the listener has not migrated yet)
+        return []
+    return [Orphan(**{**dict(zip(_ORPHAN_FIELDS, row)), "death_seen": bool(row[5])}) for row in rows]
+
+
+def _save_orphans(c: sqlite3.Connection, orphans: list[Orphan]) -> None:
+    c.executemany(_UPSERT_ORPHAN, [[getattr(o, f) for f in _ORPHAN_FIELDS] for o in orphans])
 
 
 def _record_values(rec: ProcessRecord) -> list:
@@ -132,6 +154,9 @@ class StateStore:
         """Changes when another connection (`lookout hold`, `silence`) commits: a cheap poll."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def load_orphans(self) -> list[Orphan]:
+        return orphans_in(self.conn)
+
     def stopping(self) -> bool:
         return get_meta(self.conn, "stopping") == "1"
 
@@ -156,10 +181,21 @@ class StateStore:
         position: StreamPosition | None = None,
         event_at: float = 0.0,
         meta: dict[str, object] | None = None,
+        orphans: list[Orphan] | None = None,
+        shift: ClockStep | None = None,
+        outbox_frame: tuple[float, str | None] | None = None,
     ) -> None:
         """One transaction; ``position`` and ``event_at`` come with each event (the dedup key
-        is committed with the event's effects, so a redelivery after a crash is recognised)."""
+        is committed with the event's effects, so a redelivery after a crash is recognised).
+        ``orphans``: found, or seen gone (gone_at set). ``shift``: the wall clock stepped; the rows
+        the engine does not hold move last, with what this outcome wrote before the step (a held
+        commit). ``outbox_frame``: (offset, boot) to bring the outbox into at start
+        (clockshift.reframe_outbox)."""
         with Transaction(self.conn) as c:
+            if outbox_frame is not None:  # (first: it reads the boot the meta below replaces)
+                reframe_outbox(c, *outbox_frame)
+            if orphans:
+                _save_orphans(c, orphans)
             if outcome.records:
                 c.executemany(_UPSERT_RECORD, [_record_values(r) for r in outcome.records.values()])
             for alert in outcome.alerts.values():
@@ -193,13 +229,18 @@ class StateStore:
                 set_meta(c, items)
             if position is not None:
                 c.execute(_UPSERT_STREAM, (position.run, position.pool, position.poolserial, position.serial, event_at))
+            if shift is not None:
+                shift_loop_rows(c, shift)
 
     def rewrite(self, records: list[ProcessRecord], alerts: list[Alert], position: StreamPosition | None,
-                stopping: bool, now: float, holds: list[Hold] | None = None) -> None:
+                stopping: bool, now: float, holds: list[Hold] | None = None, orphans: list[Orphan] | None = None
+                ) -> None:
         """After the file was deleted or replaced: the listener's memory is the truth. Open alerts
         already in the file (a restored copy) are superseded; ours get new ids. The holds it applies
-        are written back (an operator's hold must not vanish with the file)."""
+        and the orphans it knows are written back (neither may vanish with the file)."""
         with Transaction(self.conn) as c:
+            c.execute("UPDATE orphans SET gone_at = ? WHERE gone_at IS NULL", (now,))
+            _save_orphans(c, orphans or [])
             c.execute("UPDATE holds SET released_at = ?, released_by = 'superseded' WHERE released_at IS NULL", (now,))
             c.executemany("INSERT INTO holds(namespec, created_at, reason, seen_at) VALUES (?, ?, ?, ?)",
                           [(h.namespec, h.created_at, h.reason, now) for h in holds or ()])
@@ -238,6 +279,7 @@ class StateStore:
             self._bound_history(c)
             week = now - 7 * 86400
             c.execute("DELETE FROM holds WHERE released_at IS NOT NULL AND released_at < ?", (week,))
+            c.execute("DELETE FROM orphans WHERE gone_at IS NOT NULL AND gone_at < ?", (week,))
             c.execute("DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (week,))
             c.execute(
                 "DELETE FROM notifications WHERE dispatched_at IS NOT NULL AND created_at < ?",
