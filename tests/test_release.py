@@ -87,3 +87,30 @@ def test_a_restart_called_off_by_a_hold_is_done_on_release(supervisor_factory, w
     assert marker.exists() and sup.info("web:web")["pid"] != pid  # its evidence gathered again, then restarted
     wait_for(lambda: webhook.matching("RESOLVED", "web is healthy again"), 20, "healthy again")
     assert len(updates(webhook, "restarted by lookout")) == 1
+
+
+def test_a_probes_stop_is_never_undone_by_a_restart_it_wanted_meanwhile():
+    e = engine_for(probes=[{**RESTART, "action": "stop"}], remediation=BUDGET)
+    start(e, 0)
+    (action,) = probe(e, 2, False).actions
+    assert not probe(e, 3, False).actions  # fails again while lookout's stop is under way: wanted, remembered
+    ev(e, 3.1, "STOPPED", from_state="STOPPING")
+    out = answer(e, action, "done", 3.2, mark=1.0)
+    assert not out.actions and not e.on_time(100).actions  # it stays stopped, as the probe's action says
+    assert e.records["svc:svc"].remediation_wanted == ""
+
+
+def test_a_restart_wanted_during_the_brakes_stop_does_not_undo_it():
+    e = engine_for(probes=[RESTART], remediation=BUDGET,
+                   alerts={"crash_loop": {"restarts": 2, "within": "1m", "action": "stop"}})
+    start(e, 0)
+    ev(e, 5, "EXITED", from_state="RUNNING", expected=False)
+    start(e, 5.1, from_state="EXITED")
+    (stop,) = ev(e, 10, "EXITED", from_state="RUNNING", expected=False).actions  # a crash loop: the brake stops it
+    start(e, 10.1, from_state="EXITED")  # (supervisord respawned it before the brake's call)
+    rec = e.records["svc:svc"]
+    assert rec.action is not None and rec.action.source == "brake"
+    assert not probe(e, 12, False).actions and rec.remediation_wanted == "probe:http"  # judged meanwhile
+    ev(e, 12.5, "STOPPED", from_state="STOPPING")
+    assert not answer(e, stop, "done", 12.6, mark=10.0).actions  # stopped by the brake: it stays stopped
+    assert not e.on_time(100).actions and rec.state == "STOPPED" and rec.remediation_wanted == ""

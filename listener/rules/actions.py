@@ -149,6 +149,7 @@ class OwnActions:
                     why += f"; `lookout release {display_name(rec.namespec)}` starts it again"
                 self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
                 return deferred
+            rec.remediation_wanted = ""  # stopped as lookout meant: nothing of a restart is owed
             self._end(rec, a, "success", "", now, out)
             return deferred
         if result.outcome == "failed":  # an event seen meanwhile stays unattributed: nobody is sure
@@ -158,7 +159,7 @@ class OwnActions:
         if not deferred and self._brake_found_it_fatal(rec, a, result):
             # Down already: supervisord gave up on it. The brake's wait goes on, and its start after it
             # (lookout's cycle, not an operator's verdict): only while nobody starts it meanwhile (mark).
-            rec.stopped_by, rec.own_stop_mark = LOOKOUT, result.mark
+            rec.stopped_by, rec.own_stop_mark, rec.remediation_wanted = LOOKOUT, result.mark, ""
             self._end(rec, a, "cancelled", "not needed: it is FATAL (supervisord gave up on it); the crash-loop "
                                            "brake starts it again after its wait", now, out)
             return ""
@@ -360,6 +361,7 @@ class OwnActions:
         """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
         be known, so lookout does not start it; people hear of it."""
         rec.action, rec.stopped_by = None, LOOKOUT  # down, not deliberate
+        rec.remediation_wanted = ""  # (whose stop is not known: lookout does not start it)
         _expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))

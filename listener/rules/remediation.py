@@ -97,10 +97,11 @@ class RemediationGuard:
         source = rec.remediation_wanted
         if not source or rec.action is not None or self.held(rec.namespec):
             return
-        if rec.state == "STOPPED" and rec.stopped_by == LOOKOUT:
+        if rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked:  # (the brake's stop stays)
             rec.remediation_wanted = ""
             out.records[rec.namespec] = rec
-            if not self.stopping():
+            spec = self.policies.probe(rec.namespec, source.removeprefix("probe:"))
+            if spec is not None and spec.action == "restart" and not self.stopping():  # (a probe's stop stays)
                 self.actions.begin(rec, "start", source, "the rest of its restart, held back by an operator's hold",
                                    (), now, out)
             return
