@@ -45,6 +45,7 @@ class SimProc:
     removed: bool = False  # `supervisorctl update` took it out of supervisord (BAD_NAME, no events)
     tries: int = 0  # supervisord's BACKOFF count: past STARTRETRIES it gives up (FATAL)
     backoff_at: float = 0.0  # when it last went BACKOFF (monotonic: the simulation's t)
+    lookout_stopped_t: float = -1e9  # when lookout's stop call last stopped it (monotonic)
     old_pids: list[int] = field(default_factory=list)
     # The truth, for the checks
     last_stopper: str = "never"  # operator, lookout, supervisord (reload), never
@@ -201,6 +202,10 @@ class SimSupervisor:
         p = self.procs[ns]
         if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING") or p.removed:
             return False  # ALREADY_STARTED (and supervisord refuses a start while it stops one)
+        # A person's start comes at least a second after lookout's stop of the same program. (Within the
+        # same whole second, and with its events unheard by the listener for the brake's whole wait,
+        # supervisord's `start` could not tell the two runs apart: lookout's start mark is whole seconds.)
+        self.t = max(self.t, p.lookout_stopped_t + 1.0)
         self.spawn(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
@@ -251,6 +256,7 @@ class FakeClient:
             if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
                 raise xmlrpc.client.Fault(70, "NOT_RUNNING")
             self.checker.lookout_stops(p, self.action)
+            p.lookout_stopped_t = sim.t
             if p.state == "BACKOFF":
                 sim.halt(p, "lookout")
                 return True
