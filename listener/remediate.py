@@ -8,8 +8,9 @@ answer goes back to the rules (rules/actions.py), which decide the next step:
 - evidence: the evidence command (bounded), its output kept for the alert;
 - stop: getProcessInfo first (still the process lookout judged?), then stopProcess(wait=True):
   True means this call stopped it; NOT_RUNNING means someone else's stop came first;
-- start: getProcessInfo first (still stopped as lookout's stop left it, nobody started it since?),
-  then startProcess(wait=True) and getProcessInfo: RUNNING, with its new pid.
+- start: getProcessInfo first (still stopped as lookout's stop left it, or FATAL as the crash-loop
+  brake found it; nobody started it since?), then startProcess(wait=True) and getProcessInfo:
+  RUNNING, with its new pid; or DIED within its startsecs (its crash loop goes on).
 
 No step retries or improvises: an answer it did not expect is reported as it is.
 """
@@ -33,6 +34,7 @@ from .rpc import NOT_RUNNING as FAULT_NOT_RUNNING
 from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.models import (
     ALREADY_STARTED,
+    DIED,
     DONE,
     EVIDENCE,
     FAILED,
@@ -51,6 +53,8 @@ log = logging.getLogger("lookout.remediate")
 WAIT_TIMEOUT = 300.0  # stopwaitsecs and startsecs can be long; the call must outlast them
 EVIDENCE_BYTES = 16384
 STOPPABLE = ("RUNNING", "STARTING", "BACKOFF")  # what stopProcess accepts
+RESTARTABLE = ("STOPPED", "FATAL")  # what lookout starts again (as it left it, while `start` is still its mark)
+DIED_STATES = ("BACKOFF", "STARTING", "FATAL", "EXITED")  # after a start that failed: it ran, and died
 
 
 class RemediationExecutor:
@@ -114,12 +118,13 @@ class RemediationExecutor:
             return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
         if before.state not in STOPPABLE or (action.pid and before.pid != action.pid):
             return self._result(action, MOVED_ON, f"it is {before.state}" + (f" (pid {before.pid})" if before.pid
-                                                                               else ""))
+                                                                               else ""), found=before)
         try:
             self.client.call("supervisor.stopProcess", ns, True)
         except xmlrpc.client.Fault as exc:
-            if exc.faultCode == FAULT_NOT_RUNNING:
-                return self._result(action, NOT_RUNNING, "")
+            if exc.faultCode == FAULT_NOT_RUNNING:  # what it is now (FATAL: supervisord gave up meanwhile)
+                now = self._info(ns)
+                return self._result(action, NOT_RUNNING, "", found=now if not isinstance(now, str) else None)
             return self._result(action, FAILED, f"stop: {exc.faultString}")
         except SupervisorUnavailable as exc:
             return self._result(action, FAILED, f"stop: {exc}")
@@ -134,10 +139,12 @@ class RemediationExecutor:
         if self._called_off(action):
             return self._result(action, MOVED_ON, "called off before its call")
         before = self._info(ns)
-        if isinstance(before, str):
-            return self._result(action, FAILED, before)
-        if before.state != "STOPPED" or float(before.start) != action.mark:
-            why = "started since lookout stopped it" if before.state != "STOPPED" else "stopped and started since"
+        if isinstance(before, str):  # BAD_NAME: removed from supervisord's configuration meanwhile
+            return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
+        # As lookout left it: STOPPED by its stop, or FATAL as the brake found it (supervisord gave up, and the
+        # brake decided for that state); and not started since
+        if before.state != action.expect or float(before.start) != action.mark:
+            why = "started since lookout stopped it" if before.state not in RESTARTABLE else "stopped and started since"
             return self._result(action, MOVED_ON, f"it is {before.state}, {why}")
         try:
             self.client.call("supervisor.startProcess", ns, True)
@@ -155,12 +162,16 @@ class RemediationExecutor:
 
     def _start_failed(self, action: Action, why: str) -> ActionResult:
         """startProcess(wait) also fails when someone stops the process during its startsecs
-        (ABNORMAL_TERMINATION) or `supervisorctl update` removes it: that is not lookout's failure."""
+        (ABNORMAL_TERMINATION) or `supervisorctl update` removes it: that is not lookout's failure.
+        A program that dies within its startsecs (BACKOFF, then supervisord's retries or FATAL) was
+        started by this call: DIED, its crash loop goes on."""
         now = self._info(action.namespec)
         if isinstance(now, str) and "BAD_NAME" in now:
             return self._result(action, MOVED_ON, "it was removed from supervisord during lookout's start")
         if not isinstance(now, str) and now.state in ("STOPPING", "STOPPED"):
             return self._result(action, MOVED_ON, f"it was stopped during lookout's start ({now.state})")
+        if not isinstance(now, str) and now.state in DIED_STATES:
+            return self._result(action, DIED, f"start: {why}; it is {now.state}", found=now)
         return self._result(action, FAILED, f"start: {why}")
 
     def _info(self, namespec: str) -> ProcessSnapshot | str:
@@ -182,10 +193,16 @@ class RemediationExecutor:
         return text if code == 0 else f"{text}\n(evidence command exit status {code})"
 
     @staticmethod
-    def _result(action: Action, outcome: str, detail: str) -> ActionResult:
+    def _result(action: Action, outcome: str, detail: str, found: ProcessSnapshot | None = None) -> ActionResult:
+        """found: supervisord's view of the process when the step ended (its state, and its `start` as the
+        mark a later start by lookout checks: nobody started it since)."""
         if outcome == FAILED:
             log.error("lookout's %s of %s failed: %s", action.step, action.namespec, detail)
+        elif outcome == DIED:
+            log.warning("lookout's %s of %s: started, and it died within its startsecs (%s)", action.step,
+                        action.namespec, detail)
         else:
             log.warning("lookout's %s of %s called off: %s", action.step, action.namespec, outcome + (
                 f" ({detail})" if detail else ""))
-        return ActionResult(action.id, action.namespec, action.step, outcome, clean(detail)[:300])
+        return ActionResult(action.id, action.namespec, action.step, outcome, clean(detail)[:300],
+                            mark=float(found.start) if found else 0.0, state=found.state if found else "")

@@ -97,9 +97,11 @@ def _release(conn: sqlite3.Connection, targets: list[str]) -> int:
                                "WHERE namespec = ? AND released_at IS NULL", (now, ns))
             if cur.rowcount:
                 released += 1
-                braked = conn.execute("SELECT braked AND brake_resume_at IS NOT NULL FROM processes WHERE namespec = ?",
-                                      (ns,)).fetchone()
-                waiting = " (the crash-loop brake that was waiting starts it now)" if braked and braked[0] else ""
+                row = conn.execute("SELECT braked AND brake_resume_at IS NOT NULL, remediation_wanted != '' "
+                                   "FROM processes WHERE namespec = ?", (ns,)).fetchone()
+                waiting = " (the crash-loop brake that was waiting starts it now)" if row and row[0] else ""
+                if row and row[1]:
+                    waiting += " (lookout now does the restart it held back, if its probe still says so)"
                 print(f"{display_name(ns)}: released; lookout may act on it again{waiting}")
             else:
                 print(f"{display_name(ns)}: was not held")

@@ -313,7 +313,7 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
         return [*orphans,
                 f"held {_ago(look['held_since'], now)}{why} (lookout leaves it as it is; `lookout release {shown}`)"]
     out = orphans
-    if look["braked"] and look["starts_again_at"] is not None and r.snap.state == "STOPPED":
+    if look["braked"] and look["starts_again_at"] is not None and r.snap.state in ("STOPPED", "FATAL"):
         wait = format_duration(max(0.0, look["starts_again_at"] - now))
         out.append(f"braked: starts again in {wait}; to keep it stopped: lookout hold {shown}")
     elif look["braked"] and r.snap.state == "STOPPED":

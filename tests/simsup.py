@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from lookout.listener.clock import LookoutClock, clock_meta
 from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.config import Config
-from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
+from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.remediate import RemediationExecutor
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
@@ -29,6 +29,7 @@ from lookout.listener.watcher import steady
 BOOT = "sim-boot"  # one boot: a listener started again may find its store's times in another frame
 STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,
                "FATAL": 200}
+STARTRETRIES = 3
 
 
 @dataclass
@@ -40,6 +41,11 @@ class SimProc:
     start: int = 0  # supervisord's whole-second `start`
     stop: int = 0
     healthy: bool = True
+    broken: bool = False  # its dependency is missing: every start dies within startsecs (BACKOFF, then FATAL)
+    removed: bool = False  # `supervisorctl update` took it out of supervisord (BAD_NAME, no events)
+    tries: int = 0  # supervisord's BACKOFF count: past STARTRETRIES it gives up (FATAL)
+    backoff_at: float = 0.0  # when it last went BACKOFF (monotonic: the simulation's t)
+    lookout_stopped_t: float = -1e9  # when lookout's stop call last stopped it (monotonic)
     old_pids: list[int] = field(default_factory=list)
     # The truth, for the checks
     last_stopper: str = "never"  # operator, lookout, supervisord (reload), never
@@ -47,6 +53,8 @@ class SimProc:
     operator_serial: int = 0  # the serial of that command's last event: has the listener heard of it?
     lookout_stop_seq: int = -1  # lookout's own successful stop (a restart's first half)
     lookout_restarts: list[float] = field(default_factory=list)  # lookout stops of restarts, since operator_at
+    fatal_claim_seq: int = -1  # the brake's stop found it FATAL (no operator command it had heard of since its
+    # decision): lookout may start it after the wait, while no operator command comes after this
 
     @property
     def namespec(self) -> str:
@@ -92,9 +100,52 @@ class SimSupervisor:
         self.events.append(SupervisorStateEvent(Delivery("sim", n, "lookout", n, f"SUPERVISOR_STATE_CHANGE_{state}"),
                                                 state))
 
+    def update_removes(self, group: str) -> None:
+        """`supervisorctl update` after its group left the configuration: stopProcessGroup (STOPPING /
+        STOPPED events, nobody's in particular), then removeProcessGroup (PROCESS_GROUP_REMOVED)."""
+        for p in self.procs.values():
+            if p.group == group and not p.removed:
+                if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+                    self.halt(p, "update")
+                p.removed = True
+        n = next(self._serial)
+        self.events.append(ProcessGroupEvent(Delivery("sim", n, "lookout", n, "PROCESS_GROUP_REMOVED"), "REMOVED",
+                                             group))
+
+    def update_adds(self, group: str) -> None:
+        """The group back in the configuration (a changed one): new processes, started (autostart)."""
+        for p in self.procs.values():
+            if p.group == group and p.removed:
+                p.removed, p.state, p.tries, p.last_stopper = False, "STOPPED", 0, "never"
+                self.spawn(p, "update")
+                p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
+
     def spawn(self, p: SimProc, by: str = "") -> None:
+        if p.removed:
+            return
         self.spawn_begin(p, by)
-        self.spawn_finish(p)
+        if p.broken:
+            self.dies_starting(p)
+        else:
+            self.spawn_finish(p)
+
+    def dies_starting(self, p: SimProc) -> None:
+        """It exits within startsecs: BACKOFF (supervisord retries it later: retry)."""
+        if p.state == "STARTING":
+            p.state, p.stop, p.tries, p.backoff_at = "BACKOFF", int(self.wall()), p.tries + 1, self.t
+            self._event(p, "BACKOFF", "STARTING", tries=p.tries)
+
+    def retry(self, p: SimProc) -> None:
+        """supervisord's next attempt after a BACKOFF, or, past startretries, it gives up: FATAL."""
+        if p.state != "BACKOFF" or p.removed:
+            return
+        if p.tries > STARTRETRIES:
+            p.state, p.tries = "FATAL", 0
+            self.log.append((self.t, p.namespec, "FATAL: supervisord gave up"))
+            self._event(p, "FATAL", "BACKOFF")
+            return
+        self.t = max(self.t, p.backoff_at + p.tries)  # supervisord waits `tries` seconds before the next attempt
+        self.spawn(p)
 
     def spawn_begin(self, p: SimProc, by: str = "") -> None:
         """STARTING: a new process, not RUNNING until its startsecs have passed (spawn_finish)."""
@@ -108,7 +159,7 @@ class SimSupervisor:
 
     def spawn_finish(self, p: SimProc) -> None:
         if p.state == "STARTING":
-            p.state = "RUNNING"
+            p.state, p.tries = "RUNNING", 0
             self._event(p, "RUNNING", "STARTING", pid=p.pid)
 
     def halt(self, p: SimProc, by: str) -> None:
@@ -125,11 +176,13 @@ class SimSupervisor:
         was, pid = p.state, p.pid
         self.log.append((self.t, p.namespec, f"stopped by {by} (was {was}, pid {pid})"))
         p.state, p.stop, p.last_stopper = "STOPPED", int(self.wall()), by
+        if was == "BACKOFF":
+            pid = 0  # (no process: STOPPED pid:0, and no STOPPING before it)
         self._event(p, "STOPPED", "STOPPING" if was != "BACKOFF" else "BACKOFF", pid=pid)
 
     def crash(self, p: SimProc) -> None:
         """An unexpected exit after RUNNING; autorestart respawns it at once."""
-        if p.state != "RUNNING":
+        if p.state != "RUNNING" or p.removed:
             return
         p.state, p.stop = "EXITED", int(self.wall())
         self._event(p, "EXITED", "RUNNING", expected=False, pid=p.pid)
@@ -139,16 +192,20 @@ class SimSupervisor:
 
     def operator_stop(self, ns: str) -> bool:
         p = self.procs[ns]
-        if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
-            return False  # "ERROR (not running)": no event at all
+        if p.state not in ("RUNNING", "STARTING", "BACKOFF") or p.removed:
+            return False  # "ERROR (not running)" (or "no such process"): no event at all
         self.halt(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
 
     def operator_start(self, ns: str) -> bool:
         p = self.procs[ns]
-        if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING"):
+        if p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING") or p.removed:
             return False  # ALREADY_STARTED (and supervisord refuses a start while it stops one)
+        # A person's start comes at least a second after lookout's stop of the same program. (Within the
+        # same whole second, and with its events unheard by the listener for the brake's whole wait,
+        # supervisord's `start` could not tell the two runs apart: lookout's start mark is whole seconds.)
+        self.t = max(self.t, p.lookout_stopped_t + 1.0)
         self.spawn(p, "operator")
         p.operator_seq, p.operator_serial, p.lookout_restarts = self.next_seq(), self.serial, []
         return True
@@ -163,7 +220,7 @@ class SimSupervisor:
 
     def snapshot(self) -> list[ProcessSnapshot]:
         return [ProcessSnapshot(p.group, p.name, p.state, p.start, p.stop, int(self.wall()),
-                                self.info(ns)["pid"], 0, "") for ns, p in self.procs.items()]
+                                self.info(ns)["pid"], 0, "") for ns, p in self.procs.items() if not p.removed]
 
     def age(self, pid: int) -> float | None:
         """What /proc says: seconds since the process was spawned (no wall-clock step moves it)."""
@@ -184,18 +241,22 @@ class FakeClient:
     def call(self, method: str, *args: object) -> object:
         sim = self.sim
         ns = str(args[0])
-        if ns not in sim.procs:
+        if ns not in sim.procs or sim.procs[ns].removed:
             raise xmlrpc.client.Fault(10, "BAD_NAME")
         if sim.stopping and method != "supervisor.getProcessInfo":
             raise xmlrpc.client.Fault(6, "SHUTDOWN_STATE")
         p = sim.procs[ns]
         if method == "supervisor.getProcessInfo":
+            if self.action is not None and self.action.source == "brake" and self.action.step == "stop" \
+                    and p.state == "FATAL":
+                self.checker.brake_finds_fatal(p, self.action)
             return sim.info(ns)
         assert self.action is not None
         if method == "supervisor.stopProcess":
             if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
                 raise xmlrpc.client.Fault(70, "NOT_RUNNING")
             self.checker.lookout_stops(p, self.action)
+            p.lookout_stopped_t = sim.t
             if p.state == "BACKOFF":
                 sim.halt(p, "lookout")
                 return True
@@ -210,6 +271,8 @@ class FakeClient:
             self.checker.lookout_starts(p, self.action)
             sim.spawn_begin(p, "lookout")
             self._meanwhile()
+            if p.broken:
+                sim.dies_starting(p)
             sim.spawn_finish(p)
             if p.state != "RUNNING":  # supervisord's wait: RUNNING (whoever's run it is), or a fault
                 raise xmlrpc.client.Fault(40, "ABNORMAL_TERMINATION")
@@ -250,7 +313,20 @@ class Checker:
                 raise Violation(f"R4: {len(p.lookout_restarts)} restarts of {p.namespec} within {r.within}s")
         p.lookout_stop_seq = self.sim.next_seq()
 
+    def brake_finds_fatal(self, p: SimProc, action: Action) -> None:
+        """The brake's stop looks and finds it FATAL: down already. It may claim it (start it after
+        the wait) unless an operator command it had heard of came after its decision."""
+        heard = p.operator_serial <= self.sim.delivered
+        late = self.decided.get(action.id, -1) < p.operator_seq and heard
+        p.fatal_claim_seq = -1 if late else self.sim.next_seq()
+
     def lookout_starts(self, p: SimProc, action: Action) -> None:
+        if p.state == "FATAL":
+            if action.source != "brake" or p.fatal_claim_seq < 0 or p.operator_seq >= p.fatal_claim_seq:
+                raise Violation(f"R1: lookout started {p.namespec}, FATAL; the brake's claim at {p.fatal_claim_seq}, "
+                                f"operator at {p.operator_seq}")
+            p.fatal_claim_seq = -1  # (one start per look)
+            return
         if p.last_stopper != "lookout" or p.operator_seq >= p.lookout_stop_seq:
             raise Violation(f"R1: lookout started {p.namespec}, last stopped by {p.last_stopper} "
                             f"(operator at {p.operator_seq}, lookout's stop at {p.lookout_stop_seq})")
@@ -329,7 +405,7 @@ class ListenerModel:
         self.checker.decided[action.id] = self.sim.next_seq()
         if was_stopping and e.stopping:  # (a reconcile that shows supervisord RUNNING again ends the quiet)
             raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")
-        if action.source.startswith("probe:"):
+        if action.source.startswith("probe:") and action.kind != "start":  # (a start finishes a restart: R1's)
             spec = e.policies.probe(ns, action.source[6:])
             seen = self.fresh.get((ns, pending.pid), 0)
             if spec is None or seen < spec.failure_threshold or pending.pid != e.records[ns].pid:

@@ -41,10 +41,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from lookout.listener.config import parse_config
-from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM
+from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM, REMOVED_FROM_CONFIG
 from lookout.listener.rules.timeshift import TIME_LISTS, TIMES
 
-from .simsup import Checker, ListenerModel, SimSupervisor, Violation
+from .simsup import STARTRETRIES, Checker, ListenerModel, SimSupervisor, Violation
 
 EXAMPLES = int(os.environ.get("LOOKOUT_PROPERTY_EXAMPLES", "300"))
 PROGRAMS = [("web", "web"), ("api", "api"), ("feed", "feed"), ("pool", "pool_0"), ("pool", "pool_1"),
@@ -237,6 +237,37 @@ class Guards(RuleBasedStateMachine):
     def reconcile(self) -> None:
         self.listener.reconcile()
 
+    @precondition(lambda self: not self.sim.stopping)
+    @rule(group=st.sampled_from(["pool", "web", "feed"]), back=st.booleans())
+    @each_world
+    def update_removes_a_group(self, group: str, back: bool) -> None:
+        """Issue 21, case 8: `reread` + `update` removes a group (its processes stopped first, then
+        PROCESS_GROUP_REMOVED): every alert of it that was open closes as "removed from supervisord's
+        configuration", none stays open; its quorum alert likewise. back: added again (a changed
+        configuration): a new start."""
+        sim = self.sim
+        if any(p.removed for p in sim.procs.values() if p.group == group):
+            sim.update_adds(group)
+            return
+        self._drain()
+        engine = self.listener.engine
+        members = {ns for ns, p in sim.procs.items() if p.group == group}
+        was_open = [a.key for a in engine.book.alerts.values()
+                    if a.namespec in members or (a.family == QUORUM and a.namespec == group)]
+        sim.update_removes(group)
+        self._drain()
+        engine = self.listener.engine
+        still = [a.key for a in engine.book.alerts.values()
+                 if a.namespec in members or (a.family == QUORUM and a.namespec == group)]
+        if still:
+            raise Violation(f"case 8: {group} was removed, these alerts stay open: {still}")
+        for key in was_open:
+            alert = engine.book.recently_closed.get(key)
+            if alert is None or alert.resolution != REMOVED_FROM_CONFIG:
+                raise Violation(f"case 8: {key} of removed {group} closed as {alert and alert.resolution!r}")
+        if back:
+            sim.update_adds(group)
+
     # ---- the programs ------------------------------------------------------------------------
 
     @rule(ns=probed, ok=st.booleans(), late=st.booleans())
@@ -286,6 +317,36 @@ class Guards(RuleBasedStateMachine):
             self.sim.t += 2.0
             self.listener.tick()
 
+    @rule(ns=st.sampled_from(["web:web", "api:api", "pool:pool_1"]))
+    @each_world
+    def held_while_it_hangs_then_released(self, ns: str) -> None:
+        """Issue 21, case 9: lookout wants a restart while an operator holds the program. Released, with
+        the probe still failing, lookout asks again: within one probe period + backoff it begins the
+        restart (or, its budget spent, says it is exhausted). Never while held (R5 checks every step)."""
+        self._drain()
+        p, e = self.sim.procs[ns], self.listener.engine
+        self.operator_holds_or_releases(ns, False)
+        self.listener.poll_holds()
+        p.healthy = False
+        for _ in range(3):
+            self.a_probe_period(set())
+            self._drain()
+        rec = e.records[ns]
+        judged = bool(e.health.unhealthy(ns))  # this listener's verdict on the process running now
+        wanted = judged and rec.action is None and p.state == "RUNNING" and not self.sim.stopping and e.held(ns) \
+            and not rec.remediation_exhausted
+        self.operator_holds_or_releases(ns, True)
+        self.listener.poll_holds()
+        r = CONFIG.remediation
+        for _ in range(int(r.backoff_max) + 2):
+            self.listener.tick()
+            if any(a.namespec == ns for a in self.listener.steps) or rec.remediation_exhausted:
+                return
+            self.a_probe_period(set())
+        if wanted and p.state == "RUNNING" and not self.sim.stopping:
+            raise Violation(f"case 9: {ns} was released with a restart held back, still fails, and lookout does "
+                            "nothing")
+
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
                                "operator restart", "operator stop"]))
     @each_world
@@ -296,6 +357,40 @@ class Guards(RuleBasedStateMachine):
             if any(a.namespec == "feed:feed" for a in self.listener.steps) or not self.listener.deliver_event():
                 break
         self._at_a_bad_moment("feed:feed", how)
+
+    @rule(how=st.sampled_from(["nothing", "kill before its call", "kill after its call", "hold", "operator start",
+                               "dependency back"]))
+    @each_world
+    def feed_goes_fatal_during_the_brakes_stop(self, how: str) -> None:
+        """A crash loop at boot: feed's dependency is missing, so every start dies within startsecs;
+        the brake decides to stop it, and supervisord gives up (FATAL) before the stop's call."""
+        sim, p = self.sim, self.sim.procs["feed:feed"]
+        p.broken = True
+        sim.crash(p)
+        for _ in range(2 * STARTRETRIES + 2):
+            for _ in range(50):
+                if any(a.namespec == "feed:feed" for a in self.listener.steps) or not self.listener.deliver_event():
+                    break
+            if p.state == "FATAL":
+                break
+            sim.t += 0.5
+            sim.retry(p)
+        if how == "operator start":
+            sim.operator_start("feed:feed")
+        elif how == "dependency back":
+            p.broken = False
+        elif how != "nothing":
+            self._at_a_bad_moment("feed:feed", how)
+
+    @rule(ns=names, back=st.booleans())
+    @each_world
+    def its_dependency_goes_or_comes_back(self, ns: str, back: bool) -> None:
+        self.sim.procs[ns].broken = not back
+
+    @rule(ns=names)
+    @each_world
+    def supervisord_retries_or_gives_up(self, ns: str) -> None:
+        self.sim.retry(self.sim.procs[ns])
 
     @precondition(lambda self: getattr(self.listener.engine.records.get("feed:feed"), "brake_resume_at", None))
     @rule(how=st.sampled_from(["kill before its call", "kill after its call", "hold", "operator start and stop",
@@ -404,7 +499,7 @@ class Guards(RuleBasedStateMachine):
         sim = self.sim
         sim.events.clear()
         for p in sim.procs.values():
-            if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+            if p.state in ("RUNNING", "STARTING", "BACKOFF") and not p.removed:
                 sim.halt(p, "supervisord")
             p.operator_seq, p.lookout_restarts = sim.next_seq(), []
         sim.events.clear()
@@ -431,16 +526,24 @@ class Guards(RuleBasedStateMachine):
             self.reload_ends()
         for _ in range(3):
             self._drain()
+            for p in self.sim.procs.values():  # supervisord's retries: RUNNING, or FATAL in the end
+                for _ in range(STARTRETRIES + 2):
+                    self.sim.retry(p)
+            self._drain()
             self.sim.t += 60
             self.listener.tick()
         self._drain()
         engine = self.listener.engine
         for ns, p in self.sim.procs.items():
+            if p.removed:
+                continue
             if p.state == "STOPPED" and p.last_stopper == "lookout" and ns != OWN:
                 open_alerts = engine.book.of(ns)
                 rec = engine.records[ns]
                 if not open_alerts and not engine.held(ns) and rec.brake_resume_at is None:
                     raise Violation(f"R3: {ns} is left STOPPED by lookout with no alert, no hold, no pending start")
+            if p.state == "FATAL" and ns != OWN and engine.book.get("process", ns) is None:
+                raise Violation(f"R3: {ns} is FATAL with no alert")
         self._check_quorum()
 
     def _drain(self) -> None:
@@ -455,7 +558,8 @@ class Guards(RuleBasedStateMachine):
         raise AssertionError("the simulation does not settle")
 
     def _check_quorum(self) -> None:
-        engine, procs = self.listener.engine, [p for p in self.sim.procs.values() if p.group == "pool"]
+        engine = self.listener.engine
+        procs = [p for p in self.sim.procs.values() if p.group == "pool" and not p.removed]
         unknown = [p for p in procs if (engine.book.get("remediation", p.namespec) or None) is not None
                    and engine.book.get("remediation", p.namespec).kind == LEFT_STOPPED]
         running = sum(p.state == "RUNNING" for p in procs)

@@ -31,6 +31,7 @@ from ..rules.models import (
     QUORUM,
     REMEDIATION_FAILED,
     REMINDER,
+    REMOVED_FROM_CONFIG,
     RESOLVED,
     RUNS_TWICE,
     UNHEALTHY,
@@ -239,6 +240,8 @@ def probe_requests(alert: Alert, paths: tuple[str, ...] = ()) -> Callable[[str],
 def _recovery(alert: Alert, end: float) -> str:
     if alert.resolution == "stopped":
         return f"stopped by an operator at {_clock(end)}"
+    if alert.resolution == REMOVED_FROM_CONFIG:
+        return f"{REMOVED_FROM_CONFIG} at {_clock(end)}"
     if alert.family != PROCESS:
         return f"{RESOLVED_AS.get(alert.resolution, alert.resolution)} since {_clock(end)}"
     return f"running again since {_clock(end)} (down {format_duration(end - alert.opened_at)})"

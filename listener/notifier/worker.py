@@ -35,7 +35,7 @@ from ..clock import frame_of
 from ..config import Config
 from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
-from ..rules.models import FATAL, RESOLVED
+from ..rules.models import FATAL, RESOLVED, STOPPED_BY_OPERATOR
 from ..rules.policy import PolicyBook
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
@@ -53,6 +53,9 @@ from .targets import Target
 log = logging.getLogger("lookout.notifier")
 
 POLL_SECONDS = 1.0  # silences are written by another process: look at least this often
+# An operator's stop may be `supervisorctl update`'s, which removes the group right after: its resolution
+# waits this long, so the removal's reason ("removed from supervisord's configuration") can take its place.
+STOP_SETTLE = 3.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
@@ -334,6 +337,12 @@ class Notifier:
         if self.clock.moved():
             return now  # read while the loop moved its rows with a step of the clock: again, in the new frame
         active = self._silence_stage(store, notices, silences, now)
+        settling = [n for n in active if _settling(n, now)]
+        if settling:  # they wait (with their alert's firing: one message says both), the others go on
+            held = {n.alert.id for n in settling}
+            active = [n for n in active if n.alert.id not in held]
+            if not active:
+                return min((n.alert.resolved_at or now) + STOP_SETTLE for n in settling)
         if not active:
             return None
         first = min(n.created_at for n in active)
@@ -460,3 +469,9 @@ class Notifier:
         wake = self.sender.send_due(store)
         self._retrying_since = store.failing_since()  # ends when the message goes out or is given up on
         return wake
+
+
+def _settling(n: PendingNotice, now: float) -> bool:
+    """A resolution "stopped by an operator" younger than STOP_SETTLE (never held by a clock stepped back)."""
+    return (n.kind == RESOLVED and n.alert.resolution == STOPPED_BY_OPERATOR and n.alert.resolved_at is not None
+            and 0 <= now - n.alert.resolved_at < STOP_SETTLE)

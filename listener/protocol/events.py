@@ -69,13 +69,23 @@ class SupervisorStateEvent:
 
 
 @dataclass(frozen=True)
+class ProcessGroupEvent:
+    """PROCESS_GROUP_ADDED / PROCESS_GROUP_REMOVED: `supervisorctl update` (or a reload) changed the
+    groups. A removed group's processes were stopped first (their STOPPED events came before)."""
+
+    delivery: Delivery
+    change: str  # ADDED or REMOVED
+    group: str
+
+
+@dataclass(frozen=True)
 class OtherEvent:
-    """Subscribed but not acted upon (PROCESS_GROUP_ADDED, PROCESS_LOG_*, ...)."""
+    """Subscribed but not acted upon (PROCESS_LOG_*, ...)."""
 
     delivery: Delivery
 
 
-Event = Union[ProcessStateEvent, TickEvent, SupervisorStateEvent, OtherEvent]
+Event = Union[ProcessStateEvent, TickEvent, SupervisorStateEvent, ProcessGroupEvent, OtherEvent]
 
 
 def _int(value: str | None, what: str) -> int:
@@ -148,4 +158,9 @@ def decode(envelope: Envelope, delivery: Delivery | None = None) -> Event:
         return TickEvent(delivery, _int(_tokens(envelope.payload).get("when"), "when"))
     if name.startswith("SUPERVISOR_STATE_CHANGE_"):
         return SupervisorStateEvent(delivery, name[len("SUPERVISOR_STATE_CHANGE_"):])
+    if name in ("PROCESS_GROUP_ADDED", "PROCESS_GROUP_REMOVED"):  # "groupname:G\n" (with its newline)
+        group = _tokens(envelope.payload.split("\n", 1)[0]).get("groupname")
+        if not group:
+            raise MalformedEvent(f"{name} payload lacks groupname")
+        return ProcessGroupEvent(delivery, name[len("PROCESS_GROUP_"):], clean_name(group))
     return OtherEvent(delivery)

@@ -27,6 +27,7 @@ from ..config import RemediationSettings, format_duration
 from .alerts import AlertBook
 from .models import (
     ALREADY_STARTED,
+    DIED,
     DONE,
     EVIDENCE,
     LEFT_STOPPED,
@@ -75,6 +76,8 @@ class OwnActions:
         respawns it all the time)."""
         pid = 0 if any_run or kind == "start" else (rec.pid or 0)
         action = PendingAction(f"{int(now * 1000)}-{next(_SEQUENCE)}", kind, source, reason, pid, "", now)
+        if kind == "start" and rec.state == "FATAL":  # the brake's start of what it found FATAL
+            action.expect = "FATAL"
         rec.action, rec.remediation_wanted = action, ""
         first = START if kind == "start" else (EVIDENCE if evidence else STOP)
         self._step(rec, action, first, out, evidence)
@@ -89,7 +92,7 @@ class OwnActions:
         a.step, a.seen = step, ""
         out.actions.append(Action(a.id, rec.namespec, step, a.kind, a.reason, pid=a.pid if step == STOP else 0,
                                   mark=rec.own_stop_mark if step == START else 0.0, evidence=evidence,
-                                  source=a.source))
+                                  source=a.source, expect=a.expect))
         out.records[rec.namespec] = rec
 
     # ---- answers from the executor --------------------------------------------------------
@@ -97,7 +100,7 @@ class OwnActions:
     def on_result(self, result: ActionResult, rec: ProcessRecord, now: float, out: Outcome) -> str:
         """Apply one step's answer. Returns OPERATOR_STOPPED/OPERATOR_STARTED when an event held back
         while the call was in flight turns out to be an operator's (the engine then hands the
-        process over to them), else ""."""
+        process over to them), CRASHED_AGAIN when the brake's start died (its next round), else ""."""
         a = rec.action
         if a is None or a.id != result.id or a.step != result.step:
             return ""  # the answer of an action that was already settled
@@ -141,16 +144,33 @@ class OwnActions:
                 return deferred
             if a.kind == "restart":  # called off after its stop: it stays stopped, and the alert says so
                 why = a.cancelled or "held by an operator (`lookout hold`)"
+                if self.held(rec.namespec) and not operator_stop_last:  # the rest of it, on release (remediation)
+                    rec.remediation_wanted = a.source
+                    why += f"; `lookout release {display_name(rec.namespec)}` starts it again"
                 self._end(rec, a, "cancelled", f"stopped by lookout, not started again: {why}", now, out)
                 return deferred
+            rec.remediation_wanted = ""  # stopped as lookout meant: nothing of a restart is owed
             self._end(rec, a, "success", "", now, out)
             return deferred
         if result.outcome == "failed":  # an event seen meanwhile stays unattributed: nobody is sure
             self._end(rec, a, "failure", f"its stop failed: {result.detail}", now, out)
             return ""
         self._refund(rec, a)
+        if not deferred and self._brake_found_it_fatal(rec, a, result):
+            # Down already: supervisord gave up on it. The brake's wait goes on, and its start after it
+            # (lookout's cycle, not an operator's verdict): only while nobody starts it meanwhile (mark).
+            rec.stopped_by, rec.own_stop_mark, rec.remediation_wanted = LOOKOUT, result.mark, ""
+            self._end(rec, a, "cancelled", "not needed: it is FATAL (supervisord gave up on it); the crash-loop "
+                                           "brake starts it again after its wait", now, out)
+            return ""
         self._end(rec, a, "cancelled", f"called off: {a.cancelled or _first(result)}", now, out)
         return deferred
+
+    def _brake_found_it_fatal(self, rec: ProcessRecord, a: PendingAction, result: ActionResult) -> bool:
+        """The backoff brake's stop found the program FATAL (a crash loop at boot ends there), with no
+        operator's command since the brake decided."""
+        return (a.source == "brake" and not a.cancelled and result.state == "FATAL" and bool(result.mark)
+                and rec.brake_resume_at is not None and rec.operator_at < a.since)
 
     def _undo(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         """lookout's stop (the brake's: whichever run there is) landed just after an operator's start,
@@ -162,6 +182,20 @@ class OwnActions:
     def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                         out: Outcome) -> str:
         seen_start = a.seen == "STARTING"
+        if result.outcome == DIED:  # lookout's call started it (its STARTING is lookout's), and it died again
+            if not seen_start:
+                _expect(rec, f"STARTING 0 {a.since}")
+            rec.stopped_by = ""
+            if a.cancelled:
+                self._end(rec, a, "cancelled", f"it died again within its startsecs; {a.cancelled} during "
+                                               "lookout's start", now, out)
+                return ""
+            if a.source == "brake":  # the crash loop goes on: the brake's next round (engine)
+                self._end(rec, a, "failure", f"started again by lookout's crash-loop brake, and it died again "
+                                             f"({result.state})", now, out, quiet=True)
+                return CRASHED_AGAIN
+            self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
+            return ""
         if result.outcome == DONE and not a.cancelled:
             if not seen_start:
                 _expect(rec, f"STARTING 0 {a.since}")
@@ -180,13 +214,17 @@ class OwnActions:
         return OPERATOR_STARTED if seen_start else ""
 
     def _end(self, rec: ProcessRecord, a: PendingAction, result: str, detail: str, now: float,
-             out: Outcome) -> str:
-        """The action is over: count it, and say what happened in its alert and the history."""
+             out: Outcome, quiet: bool = False) -> str:
+        """The action is over: count it, and say what happened in its alert and the history (quiet: the
+        history only; the process's own alert tells the rest)."""
         rec.action = None
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, result))
         ns, fam = rec.namespec, family_of(a.source)
         tags = self.policies.lookup(ns).tags
+        if quiet:
+            out.history.append((now, ns, "action", detail))
+            return ""
         if result == "failure":
             out.history.append((now, ns, "action", f"lookout's {a.kind} failed: {detail}"))
             self.alerts.raise_(REMEDIATION, ns, REMEDIATION_FAILED, "critical", now, out, tags=tags,
@@ -323,6 +361,7 @@ class OwnActions:
         """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
         be known, so lookout does not start it; people hear of it."""
         rec.action, rec.stopped_by = None, LOOKOUT  # down, not deliberate
+        rec.remediation_wanted = ""  # (whose stop is not known: lookout does not start it)
         _expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))
@@ -347,6 +386,7 @@ class OwnActions:
 
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
+CRASHED_AGAIN = "crashed again"  # the brake's start died within its startsecs: the brake's next round
 STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before supervisord's answer: nobody's
 STALE_START = "STARTING ?"  # likewise a STARTING (the previous listener's own start, or an operator's)
 

@@ -100,6 +100,20 @@ class AlertBook:
         out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))
         return alert
 
+    def amend(self, family: str, namespec: str, now: float, out: Outcome, why: str) -> Alert | None:
+        """An alert closed a moment ago for a reason that turned out to be another (the stop that
+        `supervisorctl update` makes before it removes a group looked like an operator's): it takes the
+        new reason. Its resolution's message, still pending, says the new one (the store keeps one
+        pending resolution per alert); one already sent is followed by one more."""
+        alert = self.recently_closed.get((family, namespec))
+        if alert is None or alert.resolution == why:
+            return None
+        alert.resolution, alert.updated_at = why, now
+        out.alerts[alert.key] = alert
+        out.notices.append(Notice(alert.key, RESOLVED, now))
+        out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why} (not as said before)"))
+        return alert
+
     def close_all(self, namespec: str, now: float, out: Outcome, why: str, notify: bool,
                   keep: Callable[[Alert], bool] = lambda a: False) -> None:
         for alert in self.of(namespec):

@@ -7,6 +7,10 @@
 The program is STOPPED while the brake waits, so `supervisorctl stop` answers "not running": an
 operator keeps it down with `lookout hold NAME` (and lets lookout go on with `lookout release`).
 lookout starts it again only if its own stop stopped it and nobody started it since (actions).
+The cycle is lookout's own: a program that went FATAL before the brake's stop (a crash loop at boot,
+its dependency missing) is down already, and the brake starts it after the wait all the same (only
+while nobody started it since); a start of the brake's that dies within startsecs is the crash loop
+going on: the next round, not lookout's failure.
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ class CrashLoopBrake:
                 return  # the operator keeps it down; `lookout release` lets the brake start it
             rec.brake_resume_at, rec.braked = None, False
             out.records[rec.namespec] = rec
-            if self.stopping() or rec.state != "STOPPED" or rec.stopped_by != LOOKOUT:
-                return  # it runs again anyway, or lookout's stop was not what stopped it
+            if self.stopping() or rec.state not in ("STOPPED", "FATAL") or rec.stopped_by != LOOKOUT:
+                return  # it runs again anyway, or lookout's stop (or its look at a FATAL one) was not the last word
             self.actions.begin(rec, "start", "brake", "crash-loop backoff over", (), now, out)
         elif (rec.brake_delay and rec.brake_resume_at is None and rec.state == "RUNNING"
               and rec.running_since is not None and now - rec.running_since >= loop.reset_after):

@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..config import AlertSettings, ProbeSpec, RemediationSettings
-from ..protocol.events import Event, ProcessStateEvent, SupervisorStateEvent
-from .actions import LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
+from ..protocol.events import Event, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
+from .actions import CRASHED_AGAIN, LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
 from .brake import CrashLoopBrake
 from .health import HealthTracker
@@ -57,6 +57,7 @@ from .orphans import Copies, OrphanWatch
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
+from .removal import Removals
 from .snapshot import LIVE_STATES, SnapshotRules
 from .timeshift import shift_engine
 
@@ -92,11 +93,12 @@ class AlertEngine(SnapshotRules):
                                     lambda: self.stopping, self.held)
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
         self.orphans = OrphanWatch(self.book)
+        self.removals = Removals(self.book, self.actions, self.guard, self.health, self.quorum)
         # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting
-        # restart is not acted on until new results agree; an action that was in flight is finished or
-        # reported once supervisord's view (the first reconcile) says where it got to.
+        # restart (remembered: remediation_wanted) is not acted on until new results agree; an action
+        # that was in flight is finished or reported once supervisord's view (the first reconcile) says
+        # where it got to.
         for rec in self.records.values():
-            rec.remediation_wanted = ""
             if rec.action is not None:
                 rec.action.interrupted = True
         # Records that a timer may act on (pending exit, failing while running, brake, backoff):
@@ -135,6 +137,12 @@ class AlertEngine(SnapshotRules):
                     self.quorum.spells.clear()
         elif isinstance(event, ProcessStateEvent):
             self._on_process_state(event, now, out)
+        elif isinstance(event, ProcessGroupEvent) and event.change == "REMOVED":
+            self.removals.group_removed(event.group, self.records.values(), now, out)
+            for rec in self.records.values():
+                if rec.group == event.group:
+                    self._forget_timers(rec.namespec)
+                    self._touch(rec, out)
         return out
 
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
@@ -158,6 +166,8 @@ class AlertEngine(SnapshotRules):
                 self._operator_stopped(rec, now, out)
             elif deferred == OPERATOR_STARTED:
                 self._operator_started(rec, now, out)
+            elif deferred == CRASHED_AGAIN and rec.brake_delay:  # its failures came while the start was in flight
+                self.brake.hold(rec, self.policies.lookup(rec.namespec).crash_loop, now, out)
             self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self._touch(rec, out)
             self._refresh_quorum(rec, now, out)
@@ -173,6 +183,10 @@ class AlertEngine(SnapshotRules):
         """The operator's holds as the store has them now (`lookout hold` / `lookout release`)."""
         out = Outcome()
         for rec in self.holds.update(holds, self.records, now, out):
+            loop = self.policies.lookup(rec.namespec).crash_loop
+            if (not self.held(rec.namespec) and loop.action == "backoff" and rec.brake_delay and rec.crash_looping
+                    and rec.brake_resume_at is None and rec.state in ("BACKOFF", "FATAL")):
+                self.brake.hold(rec, loop, now, out)  # released: the brake's round the hold held back
             self._touch(rec, out)
         return out
 
@@ -227,8 +241,9 @@ class AlertEngine(SnapshotRules):
             brake_at = self.brake.deadline(rec, self.policies.lookup(ns).crash_loop)
             if brake_at is not None:
                 times.append(brake_at)
-            if rec.remediation_wanted and rec.action is None:
-                times.append(rec.remediation_next_at or 0.0)
+            wanted_at = self.guard.deadline(rec)
+            if wanted_at is not None:
+                times.append(wanted_at)
         times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
         return min(times) if times else None
 
@@ -332,8 +347,8 @@ class AlertEngine(SnapshotRules):
             if not self.brake.engage(rec, loop, now, out):  # "stop" raises BRAKED itself
                 self._raise(rec, CRASH_LOOP, now, out)
                 self.brake.start(rec, loop, now, out)
-        elif rec.brake_delay and loop.action == "backoff":
-            self.brake.hold(rec, loop, now, out)
+        elif rec.brake_delay and loop.action == "backoff" and rec.brake_resume_at is None:
+            self.brake.hold(rec, loop, now, out)  # (while the brake waits, a failure is news from before its stop)
         elif rec.crash_looping and loop.action == "stop" and not rec.braked:
             self.brake.engage(rec, loop, now, out)  # (the config asks for the stop brake only now)
 
@@ -358,6 +373,14 @@ class AlertEngine(SnapshotRules):
         rec.failures, rec.failing_since, rec.crash_looping = [], None, False
 
     # ---- bookkeeping --------------------------------------------------------------------
+
+    def _forget_timers(self, namespec: str) -> None:
+        """A process gone from supervisord: nothing waits on it any more."""
+        self._confirming.discard(namespec)
+        self._stable_checks.discard(namespec)
+        self._stable_not_before.pop(namespec, None)
+        self._unheard_since.pop(namespec, None)
+        self._exit_sightings.pop(namespec, None)
 
     def _record(self, group: str, name: str) -> ProcessRecord:
         ns = f"{group}:{name}"

@@ -1,7 +1,8 @@
 """HoldBook: the operator's holds (`lookout hold NAME` / `lookout release NAME`). Pure.
 
 A held process is left as it is: lookout starts, stops and restarts nothing of it (the
-crash-loop brake's start included) until the hold is released, or an operator starts it. Holds
+crash-loop brake's start included) until the hold is released, or an operator starts it. What
+lookout wanted meanwhile (a probe's restart) is remembered and asked again on release. Holds
 are written by the `lookout` command into the store; the listener reads them (app) and hands
 the current set here, which calls off what lookout had pending and marks them seen.
 """
@@ -39,16 +40,18 @@ class HoldBook:
                                 + (f" ({hold.reason})" if hold.reason else "")))
             rec = records.get(ns)
             if rec is not None:
+                if rec.action is not None and rec.action.source.startswith("probe:") and not rec.action.cancelled:
+                    rec.remediation_wanted = rec.action.source  # asked again on release (remediation)
                 self.actions.cancel(rec, "an operator holds it", now, out)
-                rec.remediation_wanted = ""
                 changed.append(rec)
         for ns in [ns for ns in self.holds if ns not in wanted]:
             del self.holds[ns]
             out.history.append((now, ns, "hold", "released: lookout may act on it again"))
             rec = records.get(ns)
-            if rec is not None and rec.braked and rec.brake_resume_at is not None:
-                rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
-                changed.append(rec)
+            if rec is not None:
+                if rec.braked and rec.brake_resume_at is not None:
+                    rec.brake_resume_at = min(rec.brake_resume_at, now)  # the brake's start was only held back
+                changed.append(rec)  # (the engine asks again what the hold held back)
         return changed
 
     def operator_started(self, namespec: str, now: float, out: Outcome) -> None:

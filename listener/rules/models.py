@@ -35,6 +35,9 @@ DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critica
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
+# Why an alert closed when its program (or group) left supervisord's configuration (reread + update)
+REMOVED_FROM_CONFIG = "removed from supervisord's configuration"
+STOPPED_BY_OPERATOR = "stopped"  # ... when an operator stopped it (or so it looked: `update` stops before it removes)
 
 AlertKey = tuple[str, str]  # (family, namespec); for quorum, namespec is the group name
 
@@ -209,6 +212,7 @@ DONE = "done"  # stop: this call stopped it; start: this call started it (and it
 NOT_RUNNING = "not_running"  # stop: supervisord answered NOT_RUNNING: someone else's stop (or a crash) came first
 MOVED_ON = "moved_on"  # checked before the call: not the process lookout decided on (another run, another state)
 ALREADY_STARTED = "already_started"  # start: someone else started it first
+DIED = "died"  # start: this call started it, and it died within its startsecs (a crash loop goes on)
 FAILED = "failed"
 
 
@@ -229,6 +233,7 @@ class PendingAction:
     cancelled: str = ""  # why it was called off (an operator acted, a hold); its step's result still comes
     interrupted: bool = False  # loaded from the store: its step's result went with the previous listener
     evidence: str = ""  # what the evidence command printed
+    expect: str = "STOPPED"  # start: as lookout left it, STOPPED by its own stop or FATAL as the brake found it
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,7 @@ class Action:
     mark: float = 0.0  # start: only while supervisord's `start` is still this (nobody started it since)
     evidence: tuple[str, ...] = ()  # argv of the evidence command (placeholders filled by the executor)
     source: str = ""  # "probe:<name>", "brake", "hold", "resume"
+    expect: str = "STOPPED"  # start: only while it is in this state (as lookout left it: STOPPED, or FATAL)
 
 
 @dataclass(frozen=True)
@@ -251,11 +257,12 @@ class ActionResult:
     id: str
     namespec: str
     step: str
-    outcome: str  # done, not_running, moved_on, already_started, failed
+    outcome: str  # done, not_running, moved_on, already_started, died, failed
     detail: str = ""  # what failed or what was found instead: "SPAWN_ERROR", "it is STOPPED"
     evidence: str = ""
     pid: int = 0  # stop: the process it stopped (0 in BACKOFF); start: the new process
-    mark: float = 0.0  # stop: supervisord's `start` of the run it stopped
+    mark: float = 0.0  # stop: supervisord's `start` of the run it stopped, or of the run it found not running
+    state: str = ""  # stop not made, start that died: supervisord's state of the process as the step found it
 
 
 @dataclass(frozen=True)

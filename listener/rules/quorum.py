@@ -132,6 +132,11 @@ class QuorumWatch:
         self.spells: dict[str, ShortSpell] = {}
         self.up: dict[str, frozenset[str]] = {}  # group -> its members RUNNING at the last look
 
+    def forget(self, group: str) -> None:
+        """The group left supervisord's configuration (removal.py): its spell and last look go with it."""
+        self.spells.pop(group, None)
+        self.up.pop(group, None)
+
     def refresh(self, records: dict[str, ProcessRecord], groups: Iterable[str], now: float, out: Outcome) -> None:
         """After records of these groups changed."""
         for group in set(groups):

@@ -4,6 +4,9 @@ RemediationGuard, for probes with action = "restart" or "stop":
 - never while supervisord stops or reloads, never on lookout's own processes (protected), never on
   a process an operator holds (`lookout hold`), one action at a time per process; dry_run decides
   and alerts ("would restart") but never acts;
+- a restart refused while held, waiting for its backoff or for lookout's action in flight is
+  remembered (remediation_wanted, in the store) and asked again on release or when the wait ends,
+  on the probe's judgement then (a restart cut after its stop by a hold is finished on release);
 - only on a fresh judgement: failing results of the current process, observed by this listener
   since it started (health.HealthTracker decides that); a judgement from before a listener restart
   or a reload is shown, never acted on;
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import ProbeSpec, RemediationSettings, format_duration
-from .actions import OwnActions, family_of
+from .actions import LOOKOUT, OwnActions, family_of
 from .alerts import AlertBook
 from .models import EXHAUSTED, REMEDIATION, Outcome, ProcessRecord, display_name
 from .policy import PolicyBook
@@ -46,7 +49,9 @@ class RemediationGuard:
             self.alerts.update(fam, ns, now, out, action_taken="not restarted: lookout never acts on its own "
                                                              "processes (remediation.protected)", notify=False)
             return
-        if self.held(ns):
+        if self.held(ns):  # remembered (in the store): asked again on release, if the probe still says so
+            rec.remediation_wanted = source
+            out.records[ns] = rec
             release = f"`lookout release {display_name(ns)}`"
             self.alerts.update(fam, ns, now, out, notify=False,
                                action_taken=f"not {kind}ed: held by an operator ({release} lets lookout act again)")
@@ -85,15 +90,34 @@ class RemediationGuard:
 
     def on_time(self, rec: ProcessRecord, still_wanted: Callable[[str], ProbeSpec | None], now: float,
                 out: Outcome) -> None:
-        """A restart waited for its backoff (or for lookout's previous action): do it now if a fresh
-        judgement of the same process still says so."""
-        if not rec.remediation_wanted or rec.action is not None or now < (rec.remediation_next_at or 0.0):
+        """A restart waited for its backoff, for lookout's previous action or for an operator's hold:
+        do it now if a fresh judgement of the same process still says so. A restart whose stop was done
+        when the hold came is finished: lookout starts what its own stop stopped (only while nobody
+        started it since: the mark)."""
+        source = rec.remediation_wanted
+        if not source or rec.action is not None or self.held(rec.namespec):
             return
-        spec = still_wanted(rec.remediation_wanted)
+        if rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked:  # (the brake's stop stays)
+            rec.remediation_wanted = ""
+            out.records[rec.namespec] = rec
+            spec = self.policies.probe(rec.namespec, source.removeprefix("probe:"))
+            if spec is not None and spec.action == "restart" and not self.stopping():  # (a probe's stop stays)
+                self.actions.begin(rec, "start", source, "the rest of its restart, held back by an operator's hold",
+                                   (), now, out)
+            return
+        if now < (rec.remediation_next_at or 0.0):
+            return
+        spec = still_wanted(source)
         rec.remediation_wanted = ""
         out.records[rec.namespec] = rec
         if spec is not None and rec.state == "RUNNING":
             self.want(rec, spec, now, out)
+
+    def deadline(self, rec: ProcessRecord) -> float | None:
+        """When on_time may act on a wanted restart (never while held: release wakes it)."""
+        if not rec.remediation_wanted or rec.action is not None or self.held(rec.namespec):
+            return None
+        return rec.remediation_next_at or 0.0
 
     @staticmethod
     def operator_took_over(rec: ProcessRecord) -> None:

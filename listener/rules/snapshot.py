@@ -117,11 +117,16 @@ class SnapshotRules:
                 self._unheard_since.pop(ns, None)
             if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
                 self._touch(rec, out)
+        gone_groups = set()
         for ns, rec in self.records.items():
             if ns not in seen and rec.present and rec.event_at <= taken_at:
-                rec.present = False  # removed by reread/update
-                self.book.close_all(ns, now, out, "removed from supervisord", notify=False)
+                self.removals.process_removed(rec, now, out)  # removed by reread + update: its event missed
+                self._forget_timers(ns)
                 self._touch(rec, out)
+                gone_groups.add(rec.group)
+        for group in gone_groups:
+            if not any(r.present for r in self.records.values() if r.group == group):
+                self.removals.group_removed(group, self.records.values(), now, out)
         self.quorum.refresh(self.records, {r.group for r in self.records.values()}, now, out)
         return out
 

@@ -69,12 +69,12 @@ class Silence:
 
 
 # What a rendered notice said: a change to any of these since it was read is news of its own.
-_FINGERPRINT = ("SELECT n.kind, a.kind, a.severity, a.action_taken, a.evidence FROM notifications n "
+_FINGERPRINT = ("SELECT n.kind, a.kind, a.severity, a.action_taken, a.evidence, a.resolution FROM notifications n "
                 "JOIN alerts a ON a.id = n.alert_id WHERE n.id = ? AND n.dispatched_at IS NULL")
 
 
 def _fingerprint(n: PendingNotice) -> tuple:
-    return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence)
+    return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence, n.alert.resolution)
 
 
 # outbox.about: what a message is about, space-separated; the one place that writes and reads it.

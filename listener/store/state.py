@@ -318,7 +318,8 @@ class StateStore:
         it: the pending one becomes the escalation, keeping its place in group_wait. A
         resolution supersedes a pending reminder, but never a pending firing: a crash that
         recovered within group_wait is still news, and both go out in the same message.
-        Whether to drop a resolution that a silence kept secret is the notifier's call.
+        Whether to drop a resolution that a silence kept secret is the notifier's call. One pending
+        resolution per alert: a second (an amended reason) is the same message.
         """
         pending = c.execute(
             "SELECT id, kind FROM notifications WHERE alert_id = ? AND dispatched_at IS NULL "
@@ -328,6 +329,9 @@ class StateStore:
         if notice.kind == RESOLVED:
             if pending is not None and pending["kind"] in (REMINDER, UPDATE):
                 c.execute("DELETE FROM notifications WHERE id = ?", (pending["id"],))
+            if c.execute("SELECT 1 FROM notifications WHERE alert_id = ? AND dispatched_at IS NULL AND kind = ?",
+                         (alert.id, RESOLVED)).fetchone():
+                return  # its resolution was amended before it went out: one message, with the new reason
         elif pending is not None:
             # firing > update > reminder: the pending one takes the stronger kind and renders the
             # alert as it is when sent (with what lookout did about it meanwhile)
