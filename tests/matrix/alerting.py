@@ -63,10 +63,12 @@ def crash_loop(run: Run) -> None:
           and len(run.resolved("flaky:flaky")) == 1, 3, "one crash loop, one resolution")
 
 
+# startsecs = 5: an exit at once stays one before RUNNING on a busy machine too (a fork and exec of
+# sh can take over a second there, and supervisord then calls the run RUNNING and its exit a crash).
 QUITTER = """\
 [program:quitter]
 command=sh -c 'echo "quitter: API_KEY is not set" >&2; exit 1'
-startsecs=1
+startsecs=5
 startretries=3
 """
 
@@ -90,7 +92,7 @@ POOL = """\
 command=sh -c 'if [ -f %(here)s/down.$SUPERVISOR_PROCESS_NAME ]; then exit 1; fi; exec sleep 1000'
 process_name=%(program_name)s_%(process_num)d
 numprocs=4
-startsecs=1
+startsecs=3
 startretries=0
 autorestart=true
 stopwaitsecs=1

@@ -80,7 +80,10 @@ class Run:
         return [e for e in self.hook.entries_for(namespec, *needles) if e.split(None, 1)[0] in FIRING]
 
     def resolved(self, namespec: str, *needles: str) -> list[str]:
-        return [e for e in self.hook.entries_for(namespec, *needles) if e.startswith("RESOLVED")]
+        """RESOLVED entries about one process; a problem that came and went before its alert was sent
+        (a perturbation delayed it) is one entry that says both: it counts as its resolution too."""
+        return [e for e in self.hook.entries_for(namespec, *needles)
+                if e.startswith("RESOLVED") or (e.split(None, 1)[0] in FIRING and "recovered since:" in e)]
 
     def history(self, namespec: str, *needles: str) -> list[str]:
         """Lines of the store's history about one process, oldest first."""
@@ -104,8 +107,15 @@ class Run:
         """What a failed cell saw: the judged target's entries and the listener's last lines."""
         entries = "\n".join(f"  {e.splitlines()[0][:160]}" for e in self.hook.entries())
         log = self.sup.listener_output().splitlines()[-60:] if self.sup else []
+        try:
+            with self.sup.db() as c:  # type: ignore[union-attr]
+                rows = c.execute("SELECT at, namespec, detail FROM history ORDER BY id DESC LIMIT 40").fetchall()
+        except Exception as exc:  # noqa: BLE001 - a description, not a check
+            rows = [(0.0, "?", f"history unreadable: {exc}")]
+        history = "\n".join(f"  {at:.3f} {ns} {detail[:200]}" for at, ns, detail in reversed(rows))
         return (f"perturbation {self.perturbation.name} ({'applied' if self.perturbed else 'not reached'}); "
-                f"entries at the target:\n{entries}\nlistener log, last lines:\n" + "\n".join(log))
+                f"entries at the target:\n{entries}\nthe store's history, last rows:\n{history}\n"
+                "listener log, last lines:\n" + "\n".join(log))
 
     def close(self) -> None:
         if self.holder is not None:
