@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tests.harness import REPO, Supervisor, Webhook, wait_for
 
+from .patience import PATIENCE
+
 LISTENER_EXTRA: dict[str, object] = {}
 POOL = 100  # flapping processes; one stop+start of the pool = 4 events per process
 EVENTS_PER_CYCLE = 4 * POOL
@@ -73,10 +75,9 @@ def _lookout_position(sup: Supervisor) -> tuple[int, float]:
 
 
 def _cycle(sup: Supervisor, n: int) -> None:
-    rpc = sup.rpc()
     for _ in range(n):
-        rpc.call("supervisor.stopProcessGroup", "flap", True)
-        rpc.call("supervisor.startProcessGroup", "flap", True)
+        PATIENCE.call(sup, "supervisor.stopProcessGroup", "flap", True)
+        PATIENCE.call(sup, "supervisor.startProcessGroup", "flap", True)
 
 
 def _settle(sup: Supervisor, report: Path) -> None:
@@ -92,7 +93,7 @@ def _settle(sup: Supervisor, report: Path) -> None:
 
 def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
     """Events/s of each listener draining the same backlog, best of three rounds."""
-    info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+    info = {p["name"]: p["pid"] for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo")}
     minimal_pid, lookout_pid = info["minimal"], info["lookout"]
     results: dict[str, float] = {"minimal_eps": 0.0, "lookout_eps": 0.0}
     per_round = events // 3 // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
@@ -125,7 +126,7 @@ def throughput_and_memory(events: int = 60_000, memory_marks: tuple[int, ...] = 
     sup, report = _flap_supervisor(root)
     try:
         _settle(sup, report)
-        info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+        info = {p["name"]: p["pid"] for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo")}
         minimal_pid, lookout_pid = info["minimal"], info["lookout"]
         l0 = _lookout_position(sup)[0]
         results = drain_rates(sup, report, events)
@@ -169,10 +170,10 @@ def latency(samples: int = 40) -> dict[str, float]:
     sup = Supervisor(root, programs, settings).start()
     try:
         names = [f"victim{i:02d}" for i in range(2 * samples)]
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
+        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 120, "victims RUNNING")
 
         def kill(name: str) -> float:
-            pid = sup.info(f"{name}:{name}")["pid"]
+            pid = PATIENCE.call(sup, "supervisor.getProcessInfo", f"{name}:{name}")["pid"]
             t0 = time.time()
             os.kill(pid, signal.SIGKILL)
             return t0
@@ -188,7 +189,7 @@ def latency(samples: int = 40) -> dict[str, float]:
             baseline.append(wait_for(lambda n=name: traced(n), 10, "minimal listener got EXITED")[0] - t0)
         restarted = time.time()
         sup.ctl("start", "lookout")
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
+        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 120, "victims RUNNING")
 
         def reconciled() -> bool:
             with sup.db() as c:

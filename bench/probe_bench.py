@@ -23,6 +23,7 @@ from pathlib import Path
 from tests.harness import free_port, wait_for
 
 from .listener_bench import POOL, _flap_supervisor, _pct, _settle, drain_rates
+from .patience import PATIENCE
 
 PERIOD = 1.0
 
@@ -91,7 +92,7 @@ def run(events: int = 30_000) -> dict[str, float]:
         results = drain_rates(sup, report, events)
 
         # CPU and lateness at steady state: no events, 200 probes a second.
-        lookout_pid = sup.info("lookout:lookout")["pid"]
+        lookout_pid = PATIENCE.call(sup, "supervisor.getProcessInfo", "lookout:lookout")["pid"]
         since, count0, cpu0 = time.time(), recorder.count(), _cpu_seconds(lookout_pid)
         time.sleep(20)
         elapsed = time.time() - since

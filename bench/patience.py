@@ -1,0 +1,70 @@
+"""supervisord calls for the bench on a busy machine, and a note of how busy it was.
+
+The bench drives a supervisord with 100 to 1000 programs while other work may share the machine:
+an XML-RPC call that waits on a group's stop (stopProcessGroup with wait) can then take longer
+than the 10 s the tests allow, and one such call used to end the whole run ("supervisord did not
+answer within 10s"). Here every call gets a minute and is tried again after a pause, up to TRIES
+times (the calls the bench makes are safe to repeat: a group already stopped or started answers
+per process, not with a fault); each slow or repeated call is counted, and the tables end with a
+note saying the machine was too busy, from these counts and the load average. The ratios against
+baselines measured in the same run stay meaningful; absolute numbers then do not.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lookout.listener.config import SupervisorSettings
+from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
+
+TIMEOUT = 60.0  # seconds for one call
+TRIES = 4
+SLOW = 10.0  # a call slower than the tests' timeout: the machine is busy
+
+
+@dataclass
+class Patience:
+    calls: int = 0
+    retried: int = 0
+    slow: int = 0
+    slowest: float = 0.0
+    loads: list[float] = field(default_factory=list)  # 1-minute load averages, sampled per call
+
+    def call(self, sup: Any, method: str, *args: Any) -> Any:
+        """supervisord's answer to one call, tried up to TRIES times with a TIMEOUT each."""
+        client = SupervisorClient(SupervisorSettings(serverurl=f"unix://{sup.sock}", timeout=TIMEOUT))
+        self.loads.append(os.getloadavg()[0])
+        for attempt in range(1, TRIES + 1):
+            self.calls += 1
+            started = time.monotonic()
+            try:
+                return client.call(method, *args)
+            except SupervisorUnavailable as exc:
+                if attempt == TRIES:
+                    raise SupervisorUnavailable(f"{method}: {exc}, {TRIES} times: the machine is too busy for this "
+                                                f"bench (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+                                                "cores); run it when the machine is quieter") from None
+                self.retried += 1
+                time.sleep(2.0 * attempt)  # give the machine a moment before asking again
+            finally:
+                took = time.monotonic() - started
+                self.slowest = max(self.slowest, took)
+                self.slow += took > SLOW
+        raise AssertionError("unreachable")
+
+    def note(self) -> str:
+        """One paragraph for the end of the tables: empty when the machine was quiet enough."""
+        cores = os.cpu_count() or 1
+        peak = max(self.loads, default=0.0)
+        if not (self.retried or self.slow or peak > cores):
+            return ""
+        return (f"NOTE: the machine was too busy for absolute numbers: {self.slow} of {self.calls} supervisord calls "
+                f"took over {SLOW:g}s (slowest {self.slowest:.1f}s), {self.retried} were tried again, load average up "
+                f"to {peak:.1f} on {cores} cores. Ratios against baselines of the same run still compare like with "
+                "like; run `make bench` on a quieter machine for the absolute ones.")
+
+
+PATIENCE = Patience()  # one per `make bench` run: every module's calls count towards its note
