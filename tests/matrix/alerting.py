@@ -6,11 +6,12 @@ means exactly one entry at the judged target (doubled is as wrong as lost).
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..harness import free_port, stays, wait_for
+from ..harness import Supervisor, free_port, stays, wait_for
 from .run import Run
 
 CRASH_ON_CUE = """\
@@ -148,7 +149,7 @@ def silence(run: Run) -> None:
     stays(lambda: len(run.firing("flaky:flaky", "is crash-looping")) == 1, 3, "one alert")
 
 
-def subprocess_ok(done) -> str:  # noqa: ANN001
+def subprocess_ok(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -217,7 +218,7 @@ def deadman(run: Run) -> None:
         checker.server.shutdown()
 
 
-def _counted(sup) -> int:  # noqa: ANN001
+def _counted(sup: Supervisor) -> int:
     with sup.db() as c:
         row = c.execute("SELECT value FROM meta WHERE key = 'deadman_ok'").fetchone()
     return int(float(row[0])) if row and row[0] else 0
