@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness import Supervisor, ensure_debian_tool, free_port, wait_for
+from tests.harness import Supervisor, ensure_debian_tool, free_port
 
 from .listener_bench import _pct, rss_mb
 from .patience import PATIENCE
@@ -44,7 +44,7 @@ def _start(cmd: list[str], url: str, log: Path) -> subprocess.Popen:
         except OSError:
             return False
 
-    wait_for(ready, 60, f"{cmd[0]} to serve", interval=0.3)
+    PATIENCE.wait(ready, 60, f"{cmd[0]} to serve", interval=0.3)
     return proc
 
 
@@ -62,11 +62,14 @@ def run() -> dict[str, float]:
     procs: list[subprocess.Popen] = []
     try:
         total = GROUPS * PER_GROUP + 1
-        wait_for(lambda: sum(p["statename"] == "RUNNING" for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo"))
-                 == total, 300, "1000 programs RUNNING", interval=1)
+
+        def running() -> int:
+            return sum(p["statename"] == "RUNNING" for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo"))
+
+        PATIENCE.wait(lambda: running() == total, 120, "1000 programs RUNNING", interval=1)
         with sup.db() as c:  # the listener has every process and has reconciled
-            wait_for(lambda: c.execute("SELECT COUNT(*) FROM processes WHERE state = 'RUNNING'").fetchone()[0]
-                     >= total, 300, "listener caught up", interval=0.5)
+            PATIENCE.wait(lambda: c.execute("SELECT COUNT(*) FROM processes WHERE state = 'RUNNING'").fetchone()[0]
+                          >= total, 120, "listener caught up", interval=0.5)
         results: dict[str, float] = {}
         t = []
         for _ in range(10):

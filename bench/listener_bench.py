@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import REPO, Supervisor, Webhook, wait_for
+from tests.harness import REPO, Supervisor, Webhook
 
 from .patience import PATIENCE
 
@@ -88,7 +88,7 @@ def _settle(sup: Supervisor, report: Path) -> None:
         time.sleep(0.5)
         return a == (_minimal(report)[0], _lookout_position(sup)[0])
 
-    wait_for(still, 120, "listeners idle", interval=0)
+    PATIENCE.wait(still, 120, "listeners idle", interval=0)
 
 
 def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
@@ -114,7 +114,7 @@ def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
                     return _lookout_position(sup)[0] - base >= per_round
             start = time.time()
             os.kill(pid, signal.SIGCONT)
-            wait_for(done, 300, f"{name} to drain {per_round} events", interval=0.02)
+            PATIENCE.wait(done, 60, f"{name} to drain {per_round} events", interval=0.02)
             last = _minimal(report)[1] if name == "minimal" else _lookout_position(sup)[1]
             results[f"{name}_eps"] = max(results[f"{name}_eps"], per_round / max(last - start, 1e-6))
     assert "overflowed" not in sup.log()
@@ -170,7 +170,7 @@ def latency(samples: int = 40) -> dict[str, float]:
     sup = Supervisor(root, programs, settings).start()
     try:
         names = [f"victim{i:02d}" for i in range(2 * samples)]
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 120, "victims RUNNING")
+        PATIENCE.wait(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
 
         def kill(name: str) -> float:
             pid = PATIENCE.call(sup, "supervisor.getProcessInfo", f"{name}:{name}")["pid"]
@@ -186,20 +186,20 @@ def latency(samples: int = 40) -> dict[str, float]:
         baseline = []
         for name in names[:samples]:
             t0 = kill(name)
-            baseline.append(wait_for(lambda n=name: traced(n), 10, "minimal listener got EXITED")[0] - t0)
+            baseline.append(PATIENCE.wait(lambda n=name: traced(n), 10, "minimal listener got EXITED")[0] - t0)
         restarted = time.time()
         sup.ctl("start", "lookout")
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 120, "victims RUNNING")
+        PATIENCE.wait(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
 
         def reconciled() -> bool:
             with sup.db() as c:
                 row = c.execute("SELECT value FROM meta WHERE key = 'last_reconcile_at'").fetchone()
             return row is not None and float(row[0]) > restarted
-        wait_for(reconciled, 30, "the restarted listener has caught up")
+        PATIENCE.wait(reconciled, 30, "the restarted listener has caught up")
         total = []
         for name in names[samples:]:
             t0 = kill(name)
-            total.append(hook.wait(f"{name} crashed", timeout=30)[0].at - t0)
+            total.append(PATIENCE.wait(lambda n=name: hook.matching(f"{n} crashed"), 30, "the alert")[0].at - t0)
         return {
             "latency_p50": _pct(total, 50), "latency_p95": _pct(total, 95),
             "supervisord_p50": _pct(baseline, 50), "supervisord_p95": _pct(baseline, 95),

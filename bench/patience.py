@@ -5,8 +5,9 @@ an XML-RPC call that waits on a group's stop (stopProcessGroup with wait) can th
 than the 10 s the tests allow, and one such call used to end the whole run ("supervisord did not
 answer within 10s"). Here every call gets a minute and is tried again after a pause, up to TRIES
 times (the calls the bench makes are safe to repeat: a group already stopped or started answers
-per process, not with a fault); each slow or repeated call is counted, and the tables end with a
-note saying the machine was too busy, from these counts and the load average. The ratios against
+per process, not with a fault); waits get five times their usual length. Each slow or repeated
+call and each slow wait is counted, and the tables end with a note saying the machine was too
+busy, from these counts and the load average. The ratios against
 baselines measured in the same run stay meaningful; absolute numbers then do not.
 """
 
@@ -14,15 +15,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.listener.config import SupervisorSettings
 from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
+from tests.harness import wait_for
 
 TIMEOUT = 60.0  # seconds for one call
 TRIES = 4
 SLOW = 10.0  # a call slower than the tests' timeout: the machine is busy
+WAIT_SLACK = 5  # a wait may take this many times its usual length before the bench gives up
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Patience:
     slow: int = 0
     slowest: float = 0.0
     loads: list[float] = field(default_factory=list)  # 1-minute load averages, sampled per call
+    slow_waits: list[str] = field(default_factory=list)  # waits that took longer than usual: what, how long
 
     def call(self, sup: Any, method: str, *args: Any) -> Any:
         """supervisord's answer to one call, tried up to TRIES times with a TIMEOUT each."""
@@ -55,16 +60,27 @@ class Patience:
                 self.slow += took > SLOW
         raise AssertionError("unreachable")
 
+    def wait(self, cond: Callable[[], Any], usual: float, what: str, interval: float = 0.1) -> Any:
+        """wait_for with WAIT_SLACK times the usual deadline; a wait past `usual` is noted."""
+        started = time.monotonic()
+        self.loads.append(os.getloadavg()[0])
+        value = wait_for(cond, usual * WAIT_SLACK, what, interval)
+        took = time.monotonic() - started
+        if took > usual:
+            self.slow_waits.append(f"{what} ({took:.0f}s, usually under {usual:g}s)")
+        return value
+
     def note(self) -> str:
         """One paragraph for the end of the tables: empty when the machine was quiet enough."""
         cores = os.cpu_count() or 1
         peak = max(self.loads, default=0.0)
-        if not (self.retried or self.slow or peak > cores):
+        if not (self.retried or self.slow or self.slow_waits or peak > cores):
             return ""
+        waits = f"; slow waits: {', '.join(self.slow_waits[:5])}" if self.slow_waits else ""
         return (f"NOTE: the machine was too busy for absolute numbers: {self.slow} of {self.calls} supervisord calls "
                 f"took over {SLOW:g}s (slowest {self.slowest:.1f}s), {self.retried} were tried again, load average up "
-                f"to {peak:.1f} on {cores} cores. Ratios against baselines of the same run still compare like with "
-                "like; run `make bench` on a quieter machine for the absolute ones.")
+                f"to {peak:.1f} on {cores} cores{waits}. Ratios against baselines of the same run still compare like "
+                "with like; run `make bench` on a quieter machine for the absolute ones.")
 
 
 PATIENCE = Patience()  # one per `make bench` run: every module's calls count towards its note
