@@ -79,8 +79,9 @@ class Patience:
         waits = f"; slow waits: {', '.join(self.slow_waits[:5])}" if self.slow_waits else ""
         return (f"NOTE: the machine was too busy for absolute numbers: {self.slow} of {self.calls} supervisord calls "
                 f"took over {SLOW:g}s (slowest {self.slowest:.1f}s), {self.retried} were tried again, load average up "
-                f"to {peak:.1f} on {cores} cores{waits}. Ratios against baselines of the same run still compare like "
-                "with like; run `make bench` on a quieter machine for the absolute ones.")
+                f"to {peak:.1f} on {cores} cores{waits}. Both sides of each ratio ran under that load, but it weighs "
+                "more on the side that does more work: a MISSED target in this run may be the machine's doing; run "
+                "`make bench` on a quieter machine to judge the targets.")
 
 
 PATIENCE = Patience()  # one per `make bench` run: every module's calls count towards its note
