@@ -7,8 +7,8 @@ answer within 10s"). Here every call gets a minute and is tried again after a pa
 times (the calls the bench makes are safe to repeat: a group already stopped or started answers
 per process, not with a fault); waits get five times their usual length. Each slow or repeated
 call and each slow wait is counted, and the tables end with a note saying the machine was too
-busy, from these counts and the load average. The ratios against
-baselines measured in the same run stay meaningful; absolute numbers then do not.
+busy, from these counts and the load average: such a run's numbers do not judge the targets (the
+load weighs more on the side of a ratio that does more work).
 """
 
 from __future__ import annotations
