@@ -193,6 +193,6 @@ def orphans(run: Run) -> None:
     assert f"ORPHAN pid {orphan} still runs" in status.stdout, status.stdout
     run.leftovers.remove(orphan)
     os.kill(orphan, signal.SIGKILL)
-    wait_for(lambda: run.resolved("feed:feed", "the orphan is gone"), run.within(30), "resolved: the orphan is gone")
+    wait_for(lambda: run.resolved("feed:feed", "orphan is gone"), run.within(30), "resolved: the orphan is gone")
     stays(lambda: len(run.firing("feed:feed", "runs twice")) == 1 and len(run.resolved("feed:feed")) == 1, 3,
           "one alert, one resolution")
