@@ -327,9 +327,7 @@ class AlertEngine(SnapshotRules):
                 self._raise(rec, CRASH_LOOP, now, out)
                 self.brake.start(rec, loop, now, out)
         elif rec.brake_delay and loop.action == "backoff" and rec.brake_resume_at is None:
-            # (while the brake waits to start it, a failure is of a run from before its stop, read late
-            # from supervisord's buffer: not a new cycle that doubles the wait)
-            self.brake.hold(rec, loop, now, out)
+            self.brake.hold(rec, loop, now, out)  # (while the brake waits, a failure is news from before its stop)
         elif rec.crash_looping and loop.action == "stop" and not rec.braked:
             self.brake.engage(rec, loop, now, out)  # (the config asks for the stop brake only now)
 
