@@ -177,11 +177,14 @@ def test_a_hundred_workers_started_together_spread_their_probes(supervisor_facto
                                   f"between the starts of one period's runs, {len(ratios)} periods: median "
                                   f"{median:.2f}, 90th percentile {ratios[len(ratios) * 9 // 10]:.2f}, worst "
                                   f"{ratios[-1]:.2f}")
-        # The median period: a run started late on a busy machine widens one gap of one period.
-        assert median < 3, ratios
-        # Bunched starts overflow the backlog of 5 in most periods: thousands of failures in 120 s.
-        # A starved target misses a deadline now and then: rare failures, at most 1 %.
-        assert failures <= runs // 100, (failures, [(m.title, m.body[:400]) for m in webhook.messages[:3]])
+        # Bunched starts (the bug) leave one gap of nearly the whole period: about 200 mean gaps, in
+        # every period. Spread starts leave under 2 (the pure test below); a run started late on a
+        # busy machine widens a gap of its period by its lateness: a mean gap is 5 ms, and a machine
+        # with one core kept busy made the median period's largest 4 mean gaps (12 at load 27).
+        assert median < 20, ratios
+        # Bunched starts also overflow the backlog of 5 in most periods: most runs fail. A target or
+        # a listener starved of CPU misses a deadline now and then: 1.3 % with one core kept busy.
+        assert failures <= runs // 20, (failures, [(m.title, m.body[:400]) for m in webhook.messages[:3]])
         assert served >= 100 * 100, served  # about 100 a second for 120 s
     finally:
         server.terminate()
