@@ -8,7 +8,6 @@ what lookout has left to do, the docstring says so.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
@@ -25,10 +24,6 @@ startsecs=3
 startretries=1
 stopwaitsecs=1
 """
-
-
-def spawns(run: Run, name: str) -> int:
-    return len(re.findall(rf"spawned: '{name}' with pid", run.sup.log()))
 
 
 def fatal_recovery(run: Run) -> None:
