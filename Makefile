@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Most tests wait on a real supervisord, not on the CPU (a full run keeps two cores ~40% busy): six at a time.
 TEST_WORKERS ?= 6
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test matrix bench lint venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+
+## matrix: every capability under every perturbation (tests/matrix; tens of minutes). `make test`
+## runs one perturbation per capability, rotating by the day; LOOKOUT_MATRIX=<perturbation> picks one.
+matrix: $(STAMP)
+	LOOKOUT_MATRIX=all $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m matrix tests/matrix
 
 ## bench: throughput, latency and memory against baselines measured in the same run
 bench: $(STAMP)

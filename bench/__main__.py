@@ -6,6 +6,7 @@ import sys
 
 from . import exporter_bench, probe_bench
 from .listener_bench import latency, throughput_and_memory
+from .patience import PATIENCE
 
 
 def row(metric: str, value: str, baseline: str, ratio: str, target: str, ok: bool | None) -> str:
@@ -97,6 +98,8 @@ def main() -> int:
     print(f"\nhealth probes: {2 * probe_bench.POOL} HTTP probes at period 1 s on a {probe_bench.POOL}-process pool "
           "while another pool's stop/start backlog drains; baseline: the minimal listener, same backlog\n")
     print("\n".join(rows))
+    if PATIENCE.note():
+        print("\n" + PATIENCE.note())
     return 0
 
 

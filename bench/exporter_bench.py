@@ -15,9 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness import Supervisor, ensure_debian_tool, free_port, wait_for
+from tests.harness import Supervisor, ensure_debian_tool, free_port
 
 from .listener_bench import _pct, rss_mb
+from .patience import PATIENCE
 
 GROUPS, PER_GROUP = 10, 100  # 1000 programs
 SCRAPES = 30
@@ -43,7 +44,7 @@ def _start(cmd: list[str], url: str, log: Path) -> subprocess.Popen:
         except OSError:
             return False
 
-    wait_for(ready, 60, f"{cmd[0]} to serve", interval=0.3)
+    PATIENCE.wait(ready, 60, f"{cmd[0]} to serve", interval=0.3)
     return proc
 
 
@@ -61,17 +62,19 @@ def run() -> dict[str, float]:
     procs: list[subprocess.Popen] = []
     try:
         total = GROUPS * PER_GROUP + 1
-        wait_for(lambda: sum(p["statename"] == "RUNNING" for p in sup.rpc().call("supervisor.getAllProcessInfo"))
-                 == total, 120, "1000 programs RUNNING", interval=1)
+
+        def running() -> int:
+            return sum(p["statename"] == "RUNNING" for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo"))
+
+        PATIENCE.wait(lambda: running() == total, 120, "1000 programs RUNNING", interval=1)
         with sup.db() as c:  # the listener has every process and has reconciled
-            wait_for(lambda: c.execute("SELECT COUNT(*) FROM processes WHERE state = 'RUNNING'").fetchone()[0]
-                     >= total, 120, "listener caught up", interval=0.5)
+            PATIENCE.wait(lambda: c.execute("SELECT COUNT(*) FROM processes WHERE state = 'RUNNING'").fetchone()[0]
+                          >= total, 120, "listener caught up", interval=0.5)
         results: dict[str, float] = {}
-        rpc = sup.rpc()
         t = []
         for _ in range(10):
             start = time.perf_counter()
-            rpc.call("supervisor.getAllProcessInfo")
+            PATIENCE.call(sup, "supervisor.getAllProcessInfo")
             t.append(time.perf_counter() - start)
         results["getallprocessinfo_p50"] = _pct(t, 50)
 

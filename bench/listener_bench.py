@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import REPO, Supervisor, Webhook, wait_for
+from tests.harness import REPO, Supervisor, Webhook
+
+from .patience import PATIENCE
 
 LISTENER_EXTRA: dict[str, object] = {}
 POOL = 100  # flapping processes; one stop+start of the pool = 4 events per process
@@ -73,10 +75,9 @@ def _lookout_position(sup: Supervisor) -> tuple[int, float]:
 
 
 def _cycle(sup: Supervisor, n: int) -> None:
-    rpc = sup.rpc()
     for _ in range(n):
-        rpc.call("supervisor.stopProcessGroup", "flap", True)
-        rpc.call("supervisor.startProcessGroup", "flap", True)
+        PATIENCE.call(sup, "supervisor.stopProcessGroup", "flap", True)
+        PATIENCE.call(sup, "supervisor.startProcessGroup", "flap", True)
 
 
 def _settle(sup: Supervisor, report: Path) -> None:
@@ -87,12 +88,12 @@ def _settle(sup: Supervisor, report: Path) -> None:
         time.sleep(0.5)
         return a == (_minimal(report)[0], _lookout_position(sup)[0])
 
-    wait_for(still, 120, "listeners idle", interval=0)
+    PATIENCE.wait(still, 120, "listeners idle", interval=0)
 
 
 def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
     """Events/s of each listener draining the same backlog, best of three rounds."""
-    info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+    info = {p["name"]: p["pid"] for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo")}
     minimal_pid, lookout_pid = info["minimal"], info["lookout"]
     results: dict[str, float] = {"minimal_eps": 0.0, "lookout_eps": 0.0}
     per_round = events // 3 // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
@@ -113,7 +114,7 @@ def drain_rates(sup: Supervisor, report: Path, events: int) -> dict[str, float]:
                     return _lookout_position(sup)[0] - base >= per_round
             start = time.time()
             os.kill(pid, signal.SIGCONT)
-            wait_for(done, 300, f"{name} to drain {per_round} events", interval=0.02)
+            PATIENCE.wait(done, 60, f"{name} to drain {per_round} events", interval=0.02)
             last = _minimal(report)[1] if name == "minimal" else _lookout_position(sup)[1]
             results[f"{name}_eps"] = max(results[f"{name}_eps"], per_round / max(last - start, 1e-6))
     assert "overflowed" not in sup.log()
@@ -125,7 +126,7 @@ def throughput_and_memory(events: int = 60_000, memory_marks: tuple[int, ...] = 
     sup, report = _flap_supervisor(root)
     try:
         _settle(sup, report)
-        info = {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo")}
+        info = {p["name"]: p["pid"] for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo")}
         minimal_pid, lookout_pid = info["minimal"], info["lookout"]
         l0 = _lookout_position(sup)[0]
         results = drain_rates(sup, report, events)
@@ -169,10 +170,10 @@ def latency(samples: int = 40) -> dict[str, float]:
     sup = Supervisor(root, programs, settings).start()
     try:
         names = [f"victim{i:02d}" for i in range(2 * samples)]
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
+        PATIENCE.wait(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
 
         def kill(name: str) -> float:
-            pid = sup.info(f"{name}:{name}")["pid"]
+            pid = PATIENCE.call(sup, "supervisor.getProcessInfo", f"{name}:{name}")["pid"]
             t0 = time.time()
             os.kill(pid, signal.SIGKILL)
             return t0
@@ -185,20 +186,20 @@ def latency(samples: int = 40) -> dict[str, float]:
         baseline = []
         for name in names[:samples]:
             t0 = kill(name)
-            baseline.append(wait_for(lambda n=name: traced(n), 10, "minimal listener got EXITED")[0] - t0)
+            baseline.append(PATIENCE.wait(lambda n=name: traced(n), 10, "minimal listener got EXITED")[0] - t0)
         restarted = time.time()
         sup.ctl("start", "lookout")
-        wait_for(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
+        PATIENCE.wait(lambda: all(sup.state_of(f"{n}:{n}") == "RUNNING" for n in names), 30, "victims RUNNING")
 
         def reconciled() -> bool:
             with sup.db() as c:
                 row = c.execute("SELECT value FROM meta WHERE key = 'last_reconcile_at'").fetchone()
             return row is not None and float(row[0]) > restarted
-        wait_for(reconciled, 30, "the restarted listener has caught up")
+        PATIENCE.wait(reconciled, 30, "the restarted listener has caught up")
         total = []
         for name in names[samples:]:
             t0 = kill(name)
-            total.append(hook.wait(f"{name} crashed", timeout=30)[0].at - t0)
+            total.append(PATIENCE.wait(lambda n=name: hook.matching(f"{n} crashed"), 30, "the alert")[0].at - t0)
         return {
             "latency_p50": _pct(total, 50), "latency_p95": _pct(total, 95),
             "supervisord_p50": _pct(baseline, 50), "supervisord_p95": _pct(baseline, 95),

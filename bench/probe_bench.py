@@ -20,9 +20,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.harness import free_port, wait_for
+from tests.harness import free_port
 
 from .listener_bench import POOL, _flap_supervisor, _pct, _settle, drain_rates
+from .patience import PATIENCE
 
 PERIOD = 1.0
 
@@ -87,11 +88,11 @@ def run(events: int = 30_000) -> dict[str, float]:
     sup, report = _flap_supervisor(root, {"probes": probes}, steady)
     try:
         _settle(sup, report)
-        wait_for(lambda: len(recorder.arrivals) >= 2 * POOL, 60, "every probe running", interval=0.5)
+        PATIENCE.wait(lambda: len(recorder.arrivals) >= 2 * POOL, 60, "every probe running", interval=0.5)
         results = drain_rates(sup, report, events)
 
         # CPU and lateness at steady state: no events, 200 probes a second.
-        lookout_pid = sup.info("lookout:lookout")["pid"]
+        lookout_pid = PATIENCE.call(sup, "supervisor.getProcessInfo", "lookout:lookout")["pid"]
         since, count0, cpu0 = time.time(), recorder.count(), _cpu_seconds(lookout_pid)
         time.sleep(20)
         elapsed = time.time() - since

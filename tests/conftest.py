@@ -145,13 +145,30 @@ def exporter_factory():
         e.stop()
 
 
+def pytest_configure(config) -> None:  # noqa: ANN001
+    from .matrix.selection import pin_day
+
+    config.addinivalue_line("markers", "matrix: a capability x perturbation cell (tests/matrix; `make matrix`)")
+    pin_day(os.environ)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     """Lines tests report with record_property("report", ...) (the fleet test's numbers), shown at
-    the end of `make test`, also from xdist workers."""
+    the end of `make test`, also from xdist workers; then which matrix cells ran, and how they did."""
+    from .matrix.perturbations import PERTURBATIONS
+    from .matrix.selection import summary
+    from .matrix.test_matrix import CAPABILITIES
+
     lines = [value for reports in terminalreporter.stats.values() for r in reports
              if getattr(r, "when", "") == "call" for key, value in getattr(r, "user_properties", ())
              if key == "report"]
     if lines:
         terminalreporter.write_sep("-", "reported by tests")
         for line in lines:
+            terminalreporter.write_line(line)
+    reports = [r for reports in terminalreporter.stats.values() for r in reports]
+    matrix = summary(reports, list(CAPABILITIES), list(PERTURBATIONS))
+    if matrix:
+        terminalreporter.write_sep("-", "capability x perturbation matrix")
+        for line in matrix:
             terminalreporter.write_line(line)

@@ -242,6 +242,11 @@ class Webhook:
 
 # ---- supervisord -----------------------------------------------------------------------
 
+# Starting supervisord and the listener (imports of apprise and friends) takes a second or two, and
+# over 20 s on a 2-core machine that runs other suites beside this one: the deadline is there for a
+# start that never comes, not to judge a slow one.
+STARTUP_DEADLINE = 90.0
+
 SUPERVISORD_CONF = """\
 [unix_http_server]
 file=%(here)s/supervisor.sock
@@ -402,10 +407,10 @@ class Supervisor:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(self._answers, 20, "supervisord to answer")
+        wait_for(self._answers, STARTUP_DEADLINE, "supervisord to answer")
         if wait_listener:
-            self.wait_state("lookout:lookout", "RUNNING", 20)
-            wait_for(lambda: "ready" in self.listener_output(), 20, "listener ready")
+            self.wait_state("lookout:lookout", "RUNNING", STARTUP_DEADLINE)
+            wait_for(lambda: "ready" in self.listener_output(), STARTUP_DEADLINE, "listener ready")
         return self
 
     def _answers(self) -> bool:

@@ -18,8 +18,9 @@ def test_markdown_for_chat_plain_for_webhooks(supervisor_factory, webhook):
     supervisor_factory(CRASHER, settings).start()
     chat = wait_for(lambda: [m for m in webhook.messages if m.path.startswith("/hooks/")
                              and "is crash-looping" in m.body], 30, "the Mattermost post")[0]
-    plain = webhook.wait("flaky is crash-looping", timeout=10)
-    plain = [m for m in plain if m.path == "/hook"][0]
+    # (each target has its post: wait for the plain one too, whichever was sent first)
+    plain = wait_for(lambda: [m for m in webhook.matching("flaky is crash-looping") if m.path == "/hook"], 10,
+                     "the plain webhook's post")[0]
     link = "https://grafana.example.com/d/lookout-process?var-instance=trading%2001&var-group=flaky&var-name=flaky"
     assert "```\nflaky: cannot bind port 7001" in chat.body or "```" in chat.body and "flaky: cannot bind" in chat.body
     assert f"[flaky]({link})" in chat.body

@@ -14,7 +14,7 @@ import time
 from .conftest import fast_alerts
 from .harness import free_port, stays, wait_for
 from .test_brake import CRASHER
-from .test_probes import http_probe, settings, web
+from .test_probes import PATIENT, http_probe, settings, web
 
 
 def history(sup, namespec: str, *needles: str) -> list[tuple[float, str]]:
@@ -37,7 +37,7 @@ def test_an_operator_stop_or_restart_during_lookouts_evidence_wins(supervisor_fa
     stays STOPPED, and no message says lookout restarted it. Then the same with an operator restart:
     one restart, not two."""
     port, marker = free_port(), tmp_path / "evidence.web"  # the evidence command leaves it: it is running
-    probe = http_probe(port, action="restart", failure_threshold=1, initial_delay="1s",
+    probe = http_probe(port, action="restart", failure_threshold=1, initial_delay="1s", **PATIENT,
                        evidence=["sh", "-c", f"touch {marker}; sleep 3"])
     sup = supervisor_factory(web(port), settings(webhook, [probe], {"evidence_timeout": "10s"}))
     (sup.root / "fail.web").touch()
@@ -62,7 +62,7 @@ def test_a_restarted_listener_does_not_act_on_an_old_verdict(supervisor_factory,
     """Acceptance 4: the listener is stopped while lookout waits out its backoff to restart an
     unhealthy program; the program heals; the backoff ends; the listener starts: no restart."""
     port = free_port()
-    probe = http_probe(port, action="restart", failure_threshold=1, initial_delay="1s")
+    probe = http_probe(port, action="restart", failure_threshold=1, initial_delay="1s", **PATIENT)
     sup = supervisor_factory(web(port), settings(webhook, [probe], {"backoff": "15s", "max_restarts": 3}))
     (sup.root / "fail.web").touch()
     sup.start()
