@@ -53,6 +53,19 @@ _PORTS_PER_WORKER, _PORT_STEP = 2500, 5
 _next_port = itertools.count()
 
 
+def web_program(port: int, name: str = "web", extra: str = "") -> str:
+    """A [program:] of tests/programs/http_service.py: /healthz answers "ok" until a file hang.<name>
+    or fail.<name> appears in supervisord's directory (see that program)."""
+    return f"""\
+[program:{name}]
+command={sys.executable} {REPO / "tests" / "programs" / "http_service.py"} {port} %(here)s
+startsecs=1
+autorestart=true
+stopwaitsecs=2
+{extra}
+"""
+
+
 def free_port() -> int:
     """A port for a server a test starts later. Each xdist worker takes its own range below the
     kernel's ephemeral ports (32768+), stepping by 5 (room for port_base + process_num): a port

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 import pytest
 
 from .conftest import fast_alerts
-from .harness import REPO, free_port, wait_for
+from .harness import free_port, wait_for, web_program
 
 STEPS = pytest.mark.parametrize("step", [-3600.0, 7200.0], ids=["back-1h", "forward-2h"])
 
@@ -81,16 +80,6 @@ def test_a_stored_brake_start_comes_on_time_after_a_step_while_the_listener_was_
     assert 17.0 <= waited <= 23.5, f"started {waited:.1f}s after the brake's stop (backoff 20s, clock {step:+.0f}s)"
 
 
-def _web(port: int) -> str:
-    return f"""\
-[program:web]
-command={sys.executable} {REPO / "tests" / "programs" / "http_service.py"} {port} %(here)s
-startsecs=1
-autorestart=true
-stopwaitsecs=2
-"""
-
-
 def _probe_times(sup) -> set[float]:
     with sup.db() as c:
         return {r[0] for r in c.execute("SELECT last_at FROM probes WHERE namespec = 'web:web'")}
@@ -104,7 +93,7 @@ def test_probes_keep_their_period_and_a_hung_program_is_restarted_after_a_step(s
                            "initial_delay": "1s", "period": "1s", "timeout": "500ms", "failure_threshold": 3,
                            "action": "restart"}]
     settings["remediation"] = {"backoff": "2s"}
-    sup = supervisor_factory(_web(port), settings, clock_step=True).start()
+    sup = supervisor_factory(web_program(port), settings, clock_step=True).start()
     wait_for(lambda: (sup.process_row("web:web") or {}).get("state") == "RUNNING" and _probe_times(sup), 20,
              "the first probe")
     before = max(_probe_times(sup))

@@ -13,19 +13,9 @@ import uuid
 
 from .conftest import fast_alerts
 from .harness import REPO, free_port, stays, wait_for
+from .harness import web_program as web
 
 PROGRAMS = REPO / "tests" / "programs"
-
-
-def web(port: int, name: str = "web", extra: str = "") -> str:
-    return f"""\
-[program:{name}]
-command={sys.executable} {PROGRAMS / "http_service.py"} {port} %(here)s
-startsecs=1
-autorestart=true
-stopwaitsecs=2
-{extra}
-"""
 
 
 # For a probe that must keep passing (a single failure would act or alert): a target starved of CPU

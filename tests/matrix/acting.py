@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
-from ..harness import REPO, free_port, stays, wait_for
+from ..harness import free_port, stays, wait_for
+from ..harness import web_program as web
 from .run import Run
 
 BRAKE_WAIT = 10.0  # crash_loop.backoff as shipped: the first wait of the brake
@@ -113,14 +113,6 @@ def hold_release(run: Run) -> None:
     stays(lambda: len(run.resolved("bk:bk")) == 1 and sup.state_of("bk:bk") == "RUNNING", 3, "one resolution")
 
 
-def web(port: int) -> str:
-    return f"""\
-[program:web]
-command={sys.executable} {REPO / "tests" / "programs" / "http_service.py"} {port} %(here)s
-startsecs=1
-autorestart=true
-stopwaitsecs=2
-"""
 
 
 def _probe_row(run: Run) -> dict:

@@ -65,7 +65,8 @@ def summary(reports: Sequence[object], capabilities: Sequence[str], perturbation
     if not outcome:
         return []
     want = os.environ.get(ENV, "").strip()
-    how = f"{ENV}={want}" if want else f"rotation of day {os.environ.get(DAY_ENV) or today()} ({ENV}=all: every cell)"
+    day = os.environ.get(DAY_ENV) or today()
+    how = f"{ENV}={want}" if want else f"rotation of day {day}; {ENV}=all runs every cell"
     lines = [f"capability x perturbation cells run ({how}):"]
     ran = [p for p in perturbations if any(k[1] == p for k in outcome)]
     rows = [c for c in capabilities if any(k[0] == c for k in outcome)]
