@@ -149,7 +149,14 @@ def pytest_configure(config) -> None:  # noqa: ANN001
     from .matrix.selection import pin_day
 
     config.addinivalue_line("markers", "matrix: a capability x perturbation cell (tests/matrix; `make matrix`)")
+    config.addinivalue_line("markers", "long: runs 25 s or more (a window the test observes); started first")
     pin_day(os.environ)
+
+
+def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001
+    """Long tests first (a stable sort, the same on every xdist worker): started last, one of them
+    would keep the run going for a minute after the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001

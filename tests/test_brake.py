@@ -8,6 +8,8 @@ import re
 import signal
 import time
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays, wait_for
 
@@ -60,6 +62,7 @@ def _waits_before_lookout_starts(sup, name: str) -> list[float]:
     return waits
 
 
+@pytest.mark.long
 def test_brake_backoff_waits_10_20_40_seconds_then_resets(supervisor_factory, webhook):
     loop = {"restarts": 2, "within": "1m", "action": "backoff", "reset_after": "5s"}  # backoff 10s .. 5m: shipped
     sup = supervisor_factory(CRASHER.format(name="bk"), fast_alerts(webhook, crash_loop=loop)).start()

@@ -5,6 +5,8 @@ back it runs. An operator's hold keeps it down until released. Against a real su
 
 from __future__ import annotations
 
+import pytest
+
 from lookout.listener.rules.models import REMEDIATION
 
 from .conftest import fast_alerts
@@ -61,6 +63,7 @@ def brake_starts(sup) -> int:
     return len(history(sup, "gw:gw", "lookout begins to start it: crash-loop backoff over"))
 
 
+@pytest.mark.long
 def test_fatal_at_boot_is_started_again_by_the_brake_once_its_dependency_is_back(supervisor_factory, webhook):
     sup = supervisor_factory(GATEWAY, fast_alerts(webhook, crash_loop=LOOP)).start()
     webhook.wait("gw", timeout=30)
@@ -76,6 +79,7 @@ def test_fatal_at_boot_is_started_again_by_the_brake_once_its_dependency_is_back
     assert not history(sup, "gw:gw", "lookout's start failed")
 
 
+@pytest.mark.long
 def test_a_hold_keeps_a_fatal_program_down_until_released(supervisor_factory, webhook):
     sup = supervisor_factory(GATEWAY, fast_alerts(webhook, crash_loop=HOLD_LOOP)).start()
     webhook.wait("gw", timeout=30)

@@ -60,6 +60,7 @@ def test_the_brake_starts_a_program_after_its_backoff_whatever_the_wall_clock_di
     assert webhook.matching("crash-loop backoff: stopped by lookout, started again in 10s")
 
 
+@pytest.mark.long
 @STEPS
 def test_a_stored_brake_start_comes_on_time_after_a_step_while_the_listener_was_stopped(supervisor_factory,
                                                                                        webhook, step):
@@ -133,6 +134,7 @@ autorestart=true
 """
 
 
+@pytest.mark.long
 @STEPS
 def test_group_wait_and_reminders_keep_their_timing_across_a_step(supervisor_factory, webhook, step):
     settings = fast_alerts(webhook, group_wait="4s", repeat_interval="1m")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays, wait_for
 
@@ -14,6 +16,7 @@ autorestart=true
 """
 
 
+@pytest.mark.long
 def test_crash_loop_then_resolved(supervisor_factory, webhook):
     sup = supervisor_factory(
         CRASHER, fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})

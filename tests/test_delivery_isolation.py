@@ -314,6 +314,7 @@ def test_a_trickling_target_silences_nobody_and_is_shown_failing(supervisor_fact
         checker.shutdown()
 
 
+@pytest.mark.long
 def test_a_target_answering_after_15s_gets_three_copies_at_most(supervisor_factory, webhook):
     slow = Webhook(delay=15).start()
     settings = fast_alerts(webhook)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from lookout.listener.config.load import parse_config
 from lookout.listener.notifier.ordering import delivery_queues
 from lookout.listener.notifier.worker import Notifier
@@ -232,6 +234,7 @@ def test_one_targets_backlog_never_hides_another_targets_messages(tmp_path):
     assert len(pending) == 1001 and store.with_text(pending[-1]).title == "for b"
 
 
+@pytest.mark.long
 def test_random_outages_blips_and_refusals_keep_each_alerts_order(tmp_path):
     """Order per alert and target, nothing sent twice, nothing lost (refused ones aside), over
     random schedules: targets down and up, single failed requests, messages refused for good."""

@@ -16,6 +16,7 @@ import pytest
 from .harness import REPO
 
 
+@pytest.mark.long
 @pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
 def test_make_demo_on_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"

@@ -53,6 +53,7 @@ def with_suppressed_close(sock: socket.socket | None) -> None:
             sock.close()
 
 
+@pytest.mark.long
 def test_slow_and_idle_clients_never_delay_a_scrape(supervisor_factory, webhook, exporter_factory, tmp_path):
     cert, key = _self_signed(tmp_path)
     sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()

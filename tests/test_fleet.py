@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import yaml
 
 from .harness import REPO, ExporterProcess, ensure_debian_tool, free_port, http_get, stays, wait_for
@@ -43,6 +44,7 @@ def _start(cmd: list[str], log, url: str) -> subprocess.Popen:  # noqa: ANN001
     return proc
 
 
+@pytest.mark.long
 def test_a_shared_outage_is_one_page_and_every_host_is_on_the_dashboard(supervisor_factory, webhook, tmp_path,
                                                                           record_property):
     shared = tmp_path / "shared"

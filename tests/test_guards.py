@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import free_port, stays, wait_for
 from .test_brake import CRASHER
@@ -32,6 +34,7 @@ def lookout_cli(sup, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.long
 def test_an_operator_stop_or_restart_during_lookouts_evidence_wins(supervisor_factory, webhook, tmp_path):
     """Acceptance 3: the evidence command runs (3 s); the operator stops the program meanwhile: it
     stays STOPPED, and no message says lookout restarted it. Then the same with an operator restart:
@@ -58,6 +61,7 @@ def test_an_operator_stop_or_restart_during_lookouts_evidence_wins(supervisor_fa
     assert sup.state_of("web:web") == "RUNNING" and not webhook.matching("restarted by lookout")
 
 
+@pytest.mark.long
 def test_a_restarted_listener_does_not_act_on_an_old_verdict(supervisor_factory, webhook):
     """Acceptance 4: the listener is stopped while lookout waits out its backoff to restart an
     unhealthy program; the program heals; the backoff ends; the listener starts: no restart."""
@@ -130,6 +134,7 @@ startsecs=1
     assert not webhook.matching("restarted by lookout")
 
 
+@pytest.mark.long
 def test_hold_keeps_a_braked_program_down_and_release_starts_it(supervisor_factory, webhook):
     """Acceptance 6: crash-loop brake "backoff"; during its wait `lookout hold bk`: still STOPPED 60 s
     later (the brake would have started it after 10 s); `lookout release bk`: started."""
@@ -188,6 +193,7 @@ stopwaitsecs=2
 """
 
 
+@pytest.mark.long
 def test_the_operator_wins_during_lookouts_start(supervisor_factory, webhook, tmp_path):
     """Review findings: during lookout's start (startsecs = 6), an operator's restart (a), hold (b)
     or stop (c). Afterwards a and b run, c is stopped; lookout never stops any of them again, never

@@ -36,6 +36,7 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -621,7 +622,7 @@ DEADLINES = ("brake_resume_at", "remediation_next_at")  # the times that lie ahe
 Guards.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=80, deadline=None,
                                     suppress_health_check=list(HealthCheck),
                                     **({"database": None} if os.environ.get("LOOKOUT_PROPERTY_NO_DB") else {}))
-TestGuards = Guards.TestCase
+TestGuards = pytest.mark.long(Guards.TestCase)
 
 
 def teardown_module() -> None:

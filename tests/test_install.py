@@ -85,6 +85,7 @@ def shipped_listen_port():
         yield SHIPPED_PORT
 
 
+@pytest.mark.long
 def test_readme_install_runs_as_written(shipped_listen_port, tmp_path, built_dist, supervisor_factory, webhook):
     wheel = next(built_dist.glob("*.whl"))
     root = tmp_path / "opt-lookout"  # DIR; the venv goes to DIR/venv, as in the README

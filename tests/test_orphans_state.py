@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import fast_alerts
@@ -43,6 +44,7 @@ def resolved_twice(webhook) -> list[str]:  # noqa: ANN001
     return [e for e in webhook.entries() if e.startswith("RESOLVED") and "a program running twice" in e]
 
 
+@pytest.mark.long
 def test_two_generations_of_orphans_stay_named_across_a_restart_and_a_reload(supervisor_factory, webhook):
     sup = supervisor_factory(FEED, fast_alerts(webhook)).start()
     left: list[int] = []

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays, wait_for
 
@@ -21,6 +23,7 @@ autorestart=true
 """
 
 
+@pytest.mark.long
 def test_alerts_survive_a_target_outage(supervisor_factory, webhook):
     webhook.fail_status = 503
     programs = "\n".join(ONCE.format(i=i, delay=1.2 + 0.7 * i) for i in range(5))

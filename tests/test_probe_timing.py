@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .harness import free_port, http_get, lookout_toml, stays, wait_for
 from .test_probe_io import TrickleServer
 from .test_probes import firing, probe_row, remediations, settings
@@ -94,6 +96,7 @@ def test_a_log_pattern_count_above_what_is_kept_is_refused(tmp_path):
     assert "probes[0].log_pattern.count" in lines[0] and "10000" in lines[0], lines
 
 
+@pytest.mark.long
 def test_exec_probes_of_quick_commands_never_fail_in_a_minute(supervisor_factory, webhook, tmp_path,
                                                              record_property):
     """`cat FILE` and `ls /` came back "exit status -9" in up to half the runs: with
@@ -125,6 +128,7 @@ def max_gap_ratio(starts: list[float], period: float) -> float:
     return max(gaps) / (period / len(gaps))
 
 
+@pytest.mark.long
 def test_a_hundred_workers_started_together_spread_their_probes(supervisor_factory, webhook, tmp_path,
                                                                 record_property):
     """100 processes, an http and a tcp probe each every second, against ONE `python -m

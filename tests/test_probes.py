@@ -11,6 +11,8 @@ import sys
 import time
 import uuid
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import REPO, free_port, stays, wait_for
 from .harness import web_program as web
@@ -74,6 +76,7 @@ def test_hanging_endpoint_is_restarted_and_resolves(supervisor_factory, webhook)
     assert remediations(sup, "web:web") == {("restart", "success"): 1}
 
 
+@pytest.mark.long
 def test_slow_starter_inside_initial_delay_is_never_alerted(supervisor_factory, webhook):
     port = free_port()
     programs = web(port, extra="environment=HEALTHY_AFTER=\"5\"")
@@ -89,6 +92,7 @@ def test_slow_starter_inside_initial_delay_is_never_alerted(supervisor_factory, 
     assert lookout_restarts(sup, "web:web") == [] and not remediations(sup, "web:web")
 
 
+@pytest.mark.long
 def test_restart_budget_is_spent_then_exhausted_then_reset(supervisor_factory, webhook):
     port = free_port()
     probe = http_probe(port, action="restart", failure_threshold=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays, wait_for
 
@@ -22,6 +24,7 @@ autorestart=false
 """
 
 
+@pytest.mark.long
 def test_no_alerts_for_normal_operations(supervisor_factory, webhook):
     sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
     sup.wait_state("oneshot:oneshot", "EXITED", 15)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays
 
@@ -25,6 +27,7 @@ stopwaitsecs=1
 FOR, STABLE = 20.0, 5.0
 
 
+@pytest.mark.long
 def test_flapping_members_page_once_after_for_below_the_minimum(supervisor_factory, webhook):
     settings = fast_alerts(webhook)
     settings["alerts"]["groups"] = [{"match": "pool", "min_running": 3, "for": "20s", "stable_after": "5s"}]

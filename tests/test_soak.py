@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import wait_for
 
@@ -59,6 +61,7 @@ def _deleted_store_files(sup) -> list[str]:
     return [link for link in links if link.startswith(str(sup.state_path)) and link.endswith("(deleted)")]
 
 
+@pytest.mark.long
 def test_shared_store_soak(supervisor_factory, webhook, exporter_factory):
     settings = fast_alerts(webhook, crash_loop={"restarts": 3, "within": "1m"})
     sup = supervisor_factory("\n".join(STORMY.format(i=i) for i in range(PROGRAMS)), settings)

@@ -39,6 +39,7 @@ def listener_runs_as(sup, pid: int) -> bool:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
                     reason="needs root, unshare and nsenter for a private tmpfs")
+@pytest.mark.long
 def test_disk_full_holds_alerts_and_delivers_them_when_space_returns(supervisor_factory, webhook, tmp_path):
     state_dir = tmp_path / "s0" / "state"
     state_dir.mkdir(parents=True)
@@ -75,6 +76,7 @@ def test_disk_full_holds_alerts_and_delivers_them_when_space_returns(supervisor_
     assert "FATAL" not in sup.ctl("status", "lookout").stdout
 
 
+@pytest.mark.long
 def test_write_lock_held_for_40s(supervisor_factory, webhook):
     sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
     pid = sup.listener_pid()

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from .conftest import fast_alerts
 from .harness import stays, wait_for
 
 N = 200
 
 
+@pytest.mark.long
 def test_200_programs_exit_at_once(supervisor_factory, webhook):
     programs = "\n".join(f"[program:p{i:03d}]\ncommand=sleep 1000\nstartsecs=1\n" for i in range(N))
     sup = supervisor_factory(programs, fast_alerts(webhook, group_wait="5s")).start()

@@ -34,6 +34,7 @@ CELLS = cells(list(CAPABILITIES), list(PERTURBATIONS), os.environ)
 
 
 @pytest.mark.matrix
+@pytest.mark.long
 @pytest.mark.parametrize("capability, perturbation", CELLS, ids=[cell_id(*c) for c in CELLS])
 def test_capability_under_perturbation(capability, perturbation, supervisor_factory, webhook):
     other = Webhook().start()
