@@ -8,7 +8,16 @@ import signal
 
 from .conftest import fast_alerts
 from .harness import wait_for
-from .matrix.acting import BRAKED
+
+# The matrix's braked program, crashing only once the test has paused the listener ("go"): on a busy
+# machine the listener could otherwise see three crashes and brake before it is paused.
+BRAKED_ON_GO = """\
+[program:bk]
+command=sh -c 'while [ ! -f %(here)s/go ]; do sleep 0.1; done; sleep 1.5; echo "bk: no market data" >&2; exit 3'
+startsecs=1
+autorestart=true
+stopwaitsecs=1
+"""
 
 
 def history(sup, namespec: str, *needles: str) -> list[str]:  # noqa: ANN001
@@ -23,10 +32,11 @@ def test_a_backlog_of_crashes_is_one_brake_cycle_not_five(supervisor_factory, we
     stop, each stopped it again and doubled the wait: 10 s became 2m40s within 0.4 s. One crash
     loop, one stop, one wait of crash_loop.backoff (10 s)."""
     loop = {"restarts": 2, "within": "1m", "action": "backoff"}
-    sup = supervisor_factory(BRAKED, fast_alerts(webhook, crash_loop=loop)).start()
+    sup = supervisor_factory(BRAKED_ON_GO, fast_alerts(webhook, crash_loop=loop)).start()
     listener = sup.listener_pid()
     os.kill(listener, signal.SIGSTOP)  # behind: supervisord buffers the events meanwhile
     try:
+        (sup.root / "go").touch()
         wait_for(lambda: sup.log().count("exited: bk ") >= 5, 30, "five crashes queued for the listener", interval=0.2)
     finally:
         os.kill(listener, signal.SIGCONT)
