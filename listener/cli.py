@@ -55,17 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="debug, info, warning, error (overrides listener.log_level)")
     sub = p.add_subparsers(dest="command", parser_class=OneLineParser)
     s = sub.add_parser("silence", help="mute alerts of matching processes for a while")
-    s.add_argument("matcher", help="fnmatch pattern on group:name, e.g. 'trading_system:*'")
+    s.add_argument("matcher", help=PATTERN_HELP)
     s.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")
     s.add_argument("--reason", default="", help="shown in `silences`")
     sub.add_parser("silences", help="list active silences")
     u = sub.add_parser("unsilence", help="end a silence now")
     u.add_argument("id", type=silence_id)
     pr = sub.add_parser("probe", help="run the matching health probes once, now, and print the results")
-    pr.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name (default: all)")
+    pr.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
     return p
 
 
+PATTERN_HELP = ("a process as supervisorctl names it ('feed', 'group:name'), a whole group ('pool', 'pool:*'), "
+                "or a glob ('pool_0*', '*:feed')")
 SILENCE_MIN, SILENCE_MAX = 1.0, 365 * 86400.0
 
 
@@ -247,9 +249,7 @@ def _deadman_lines(config: Config) -> list[str]:
 def unmatched_sections(config: Config, names: list[str]) -> list[str]:
     """A warning for every [[alerts.programs]] and [[alerts.groups]] entry that matches no process
     supervisord runs now (a typo, or a program still to come); describe_probes does [[probes]]."""
-    from fnmatch import fnmatchcase
-
-    from .rules.policy import matches
+    from ..patterns import ProcessPattern
 
     if not names:
         return []
@@ -258,9 +258,10 @@ def unmatched_sections(config: Config, names: list[str]) -> list[str]:
     sections += [(f"alerts.groups[{i}]", g.match, True) for i, g in enumerate(config.alerts.groups)]
     groups = {ns.partition(":")[0] for ns in names}
     for key, pattern, is_group in sections:
-        if is_group and not any(fnmatchcase(g, pattern) for g in groups):
+        wanted = ProcessPattern.parse(pattern)
+        if is_group and not any(wanted.names_group(g) for g in groups):
             out.append(f"warning: {key}: match = {pattern!r} matches no group supervisord has now")
-        elif not is_group and not any(matches(pattern, ns) for ns in names):
+        elif not is_group and not any(wanted.matches(ns) for ns in names):
             out.append(f"warning: {key}: match = {pattern!r} matches no process supervisord runs now")
     return out
 
@@ -315,6 +316,14 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
     from .store.schema import connect
 
     seconds = silence_seconds(args.duration) if args.command == "silence" else 0.0  # bounds first
+    if args.command == "silence":
+        from ..patterns import ProcessPattern
+        from .config import UsageError
+
+        try:
+            ProcessPattern.parse(args.matcher)
+        except ValueError as exc:
+            raise UsageError("PATTERN", str(exc)) from None
     if args.command == "silences" and _no_store_yet(config.state_path):
         print("no active silences (no store yet)")
         return 0
@@ -353,10 +362,11 @@ def _no_store_yet(path: str) -> bool:
 
 
 def _matches_something(conn, matcher: str) -> bool:  # noqa: ANN001
-    from .store.delivery import Silence
+    """Whether the silence names a process the store knows supervisord runs (patterns.py, as the
+    notifier's Silence.covers asks)."""
+    from ..patterns import select
 
-    probe = Silence(0, matcher, 0.0, float("inf"), "")  # the notifier's own matching
-    return any(probe.covers(ns, 1.0) for (ns,) in conn.execute("SELECT namespec FROM processes WHERE present = 1"))
+    return bool(select(matcher, [ns for (ns,) in conn.execute("SELECT namespec FROM processes WHERE present = 1")]))
 
 
 if __name__ == "__main__":

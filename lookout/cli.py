@@ -2,13 +2,16 @@
 
     lookout status [PATTERN] [--json] [--check]   supervisorctl status plus restarts, exits, alerts
     lookout history NAME [--since 24h] [--json]   one process's state changes, exits and alerts
-    lookout alerts [--json]                       the open alerts
+    lookout alerts [PATTERN] [--json]             the open alerts
     lookout silence PATTERN --for 30m [--reason]  / silences / unsilence ID
     lookout hold NAME [--reason] / release NAME   keep lookout's hands off a process (the brake too)
     lookout probe [PATTERN]                       run the health probes once, now
     lookout test-alert                            one test message to every target
     lookout check-config                          validate lookout.toml, the store and supervisord
     lookout init DIR                              write the snippets, example config, dashboards, rules
+
+PATTERN, NAME: as supervisorctl names processes ('feed', 'trading_system:feed', 'pool' or
+'pool:*' for a whole group), or a glob ('pool_0*', '*:feed'); the same for every command.
 
 The config is -c lookout.toml, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml.
 The daemons are lookout-listener and lookout-exporter; `lookout-listener`'s own subcommands
@@ -24,7 +27,7 @@ import signal
 import sys
 import time
 
-from .listener.cli import OneLineParser, say_once_if_no_config, silence_id, version
+from .listener.cli import PATTERN_HELP, OneLineParser, say_once_if_no_config, silence_id, version
 from .listener.config import UserError, cli_duration, format_duration, load_config
 from .listener.redact import config_secrets, install_log_filter
 from .listener.store.files import StoreUnavailable, owner_hint, store_problem
@@ -36,7 +39,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--version", action="version", version=f"lookout {version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
-    s.add_argument("pattern", nargs="?", default="*", help="fnmatch on group:name or name")
+    s.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
     s.add_argument("--json", action="store_true", help="a list of objects (see `lookout status --json-schema`)")
     s.add_argument("--json-schema", action="store_true", help="print the JSON schema of --json and exit")
     s.add_argument("--check", action="store_true",
@@ -46,13 +49,14 @@ def _parser() -> OneLineParser:
                    help="colour the states: auto (on a terminal, unless NO_COLOR), always (also --color alone), "
                         "never")
     h = sub.add_parser("history", help="one process's state changes, exits and alerts, in time order")
-    h.add_argument("name", help="as supervisorctl names it: 'reconciler' or 'group:name'")
+    h.add_argument("name", help="as supervisorctl names it: 'reconciler' or 'group:name' (a pattern naming one)")
     h.add_argument("--since", default="24h", help="how far back (default 24h)")
     h.add_argument("--json", action="store_true")
     a = sub.add_parser("alerts", help="the open alerts")
+    a.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
     a.add_argument("--json", action="store_true")
     si = sub.add_parser("silence", help="mute alerts of matching processes for a while")
-    si.add_argument("matcher", help="fnmatch on group:name or name, e.g. 'trading_system:*'")
+    si.add_argument("matcher", help=PATTERN_HELP)
     si.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")
     si.add_argument("--reason", default="")
     sub.add_parser("silences", help="the active silences")
@@ -60,12 +64,12 @@ def _parser() -> OneLineParser:
     un.add_argument("id", type=silence_id)
     ho = sub.add_parser("hold", help="lookout starts, stops and restarts nothing of NAME until `release` "
                                      "(or an operator starts it): keeps a braked program stopped")
-    ho.add_argument("name", help="as supervisorctl names it, or a pattern such as 'pool:*'")
+    ho.add_argument("name", help=PATTERN_HELP)
     ho.add_argument("--reason", default="")
     re_ = sub.add_parser("release", help="end a hold: lookout may act again (a waiting brake starts it)")
-    re_.add_argument("name")
+    re_.add_argument("name", help=PATTERN_HELP)
     pr = sub.add_parser("probe", help="run the matching health probes once, now")
-    pr.add_argument("pattern", nargs="?", default="*")
+    pr.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
     sub.add_parser("test-alert", help="send a test message to every target")
     sub.add_parser("check-config", help="validate lookout.toml, the store and supervisord access")
     i = sub.add_parser("init", help="write the supervisord snippets, example config, dashboards and rules")
@@ -136,7 +140,7 @@ def _run(config, args) -> int:  # noqa: ANN001
 
         return history_command(config, args.name, cli_duration(args.since, "--since"), args.json)
     if args.command == "alerts":
-        return _alerts(config, args.json)
+        return _alerts(config, args.pattern, args.json)
     if args.command in ("silence", "silences", "unsilence"):
         return listener_cli._silence_command(config, args)
     if args.command in ("hold", "release"):
@@ -152,22 +156,35 @@ def _run(config, args) -> int:  # noqa: ANN001
     return listener_cli.check_config(config)
 
 
-def _alerts(config, as_json: bool) -> int:  # noqa: ANN001
+def _alerts(config, pattern: str, as_json: bool) -> int:  # noqa: ANN001
+    """The open alerts of the processes PATTERN names (a group's own alert: when it names the group)."""
     import sqlite3
 
     from .listener.rules.models import display_name
     from .listener.store.files import store_errors
     from .listener.store.schema import connect
+    from .patterns import ProcessPattern, no_match, select
 
+    try:
+        wanted = ProcessPattern.parse(pattern)
+    except ValueError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
     try:
         with store_errors():
             conn = connect(config.state_path, readonly=True)
         rows = conn.execute("SELECT namespec, family, kind, severity, opened_at, detail, action_taken FROM alerts "
                             "WHERE resolved_at IS NULL ORDER BY opened_at").fetchall()
+        known = [r[0] for r in conn.execute("SELECT namespec FROM processes WHERE present = 1")]
     except (StoreUnavailable, sqlite3.Error) as exc:
         print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
               file=sys.stderr)
         return 2
+    if pattern != "*":
+        rows = [r for r in rows if wanted.matches(r["namespec"])]
+        if not rows and not select(wanted, known):
+            print(no_match(pattern, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
+            return 2
     now = time.time()
     if as_json:
         print(json.dumps([{"name": display_name(r["namespec"]), "namespec": r["namespec"], "family": r["family"],

@@ -15,6 +15,7 @@ from .listener.config import Config
 from .listener.rules.models import display_name
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
+from .patterns import ProcessPattern, no_match, select
 
 # In the order things happened. An exit's status is read from supervisord's log after the event
 # and stored with the exit's own (earlier) time, so its row is inserted after rows of later things:
@@ -23,25 +24,32 @@ from .listener.store.schema import connect
 ORDER = "at, CASE kind WHEN 'state' THEN 0 WHEN 'exit' THEN 1 ELSE 2 END, id"
 
 
-def resolve(conn: sqlite3.Connection, name: str) -> list[str]:
-    """'reconciler' -> 'reconciler:reconciler'; 'pool_1' -> 'pool:pool_1'; 'g:n' as it is."""
-    if ":" in name:
-        return [name]
-    rows = conn.execute("SELECT namespec FROM processes WHERE name = ? OR namespec = ? ORDER BY namespec",
-                        (name, f"{name}:{name}")).fetchall()
-    found = [r[0] for r in rows] or [r[0] for r in conn.execute(
-        "SELECT DISTINCT namespec FROM history WHERE namespec = ? OR namespec LIKE ?", (f"{name}:{name}", f"%:{name}"))]
-    return found or [name]
+def resolve(conn: sqlite3.Connection, pattern: ProcessPattern) -> list[str]:
+    """The processes PATTERN names (patterns.py): 'reconciler' -> 'reconciler:reconciler'; 'pool_1'
+    -> 'pool:pool_1'; 'pool' -> every member of the pool (then the caller says which to pick). Among
+    the processes the store knows, else among those it still has history of (a removed program)."""
+    known = [r[0] for r in conn.execute("SELECT namespec FROM processes ORDER BY namespec")]
+    return select(pattern, known) or select(pattern, [r[0] for r in conn.execute(
+        "SELECT DISTINCT namespec FROM history WHERE namespec LIKE '%:%' ORDER BY namespec")])
 
 
 def history_command(config: Config, name: str, since: float, as_json: bool) -> int:
     now = time.time()
     try:
+        pattern = ProcessPattern.parse(name)
+    except ValueError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
+    try:
         with store_errors():
             conn = connect(config.state_path, readonly=True)
-        namespecs = resolve(conn, name)
+        namespecs = resolve(conn, pattern)
+        if not namespecs:
+            print(no_match(name, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
+            return 2
         if len(namespecs) > 1:
-            print(f"lookout: {name!r} is ambiguous: {', '.join(namespecs)}", file=sys.stderr)
+            print(f"lookout: {name!r} is ambiguous: {', '.join(display_name(ns) for ns in namespecs)}",
+                  file=sys.stderr)
             return 2
         rows = conn.execute(f"SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY {ORDER}",
                             (namespecs[0], now - since)).fetchall()

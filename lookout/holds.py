@@ -15,25 +15,29 @@ import os
 import sqlite3
 import sys
 import time
-from fnmatch import fnmatchcase
 
 from .listener.config import Config, format_duration
 from .listener.rules.models import display_name
-from .listener.rules.policy import matches
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
+from .patterns import ProcessPattern, no_match, select
 
 CONFIRM_WAIT = 5.0  # how long `hold` waits for the listener to apply it
 
 
-def _resolve(conn: sqlite3.Connection, name: str) -> list[str]:
-    """The processes NAME means: 'feed', 'trading:feed', or a pattern such as 'pool:*'."""
+def _resolve(conn: sqlite3.Connection, pattern: ProcessPattern) -> list[str]:
+    """The processes PATTERN names among those the store knows supervisord runs: 'feed',
+    'trading:feed', 'pool' (the whole group, as `supervisorctl stop pool`), 'pool:*', 'pool_0*'."""
     known = [row[0] for row in conn.execute("SELECT namespec FROM processes WHERE present = 1 ORDER BY namespec")]
-    exact = [ns for ns in known if name in (ns, display_name(ns))]
-    return exact or [ns for ns in known if matches(name, ns) or fnmatchcase(display_name(ns), name)]
+    return select(pattern, known)
 
 
 def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
+    try:
+        pattern = ProcessPattern.parse(name)
+    except ValueError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
     if not os.path.exists(config.state_path) or os.path.getsize(config.state_path) == 0:  # reach it, never start one
         print(f"lookout: no store at {config.state_path} yet (has lookout-listener run with this state.path?)",
               file=sys.stderr)
@@ -42,10 +46,10 @@ def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
     try:
         with store_errors():
             conn = connect(config.state_path)
-            targets = _resolve(conn, name)
+            targets = _resolve(conn, pattern)
             if not targets:
-                print(f"lookout: no process {name!r} in lookout's store (see `lookout status`)", file=sys.stderr)
-                return 1
+                print(no_match(name, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
+                return 2
             return _release(conn, targets) if release else _hold(conn, targets, reason)
     except StoreUnavailable as exc:
         print(f"lookout: cannot {'release' if release else 'hold'} through lookout's store {config.state_path}: "

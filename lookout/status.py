@@ -17,7 +17,6 @@ import sys
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 from .delivery import delivery_lines
@@ -26,13 +25,13 @@ from .listener.lifecycle import alive
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.orphans import Orphan
-from .listener.rules.policy import matches
 from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
 from .listener.store.schema import connect
 from .listener.store.sidecar import peek
 from .listener.store.state import orphans_in
 from .listener.text import clean
+from .patterns import ProcessPattern, no_match
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
 # supervisord's automatic restarts, and lookout's own
@@ -139,6 +138,8 @@ class ProcessStatus:
 
 
 def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
+    """The processes `pattern` names (patterns.py), as supervisord lists them, with the store's word."""
+    wanted = ProcessPattern.parse(pattern)
     client = SupervisorClient(config.supervisor)
     try:
         infos = client.call("supervisor.getAllProcessInfo")
@@ -148,7 +149,7 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
     rows = []
     for info in infos if isinstance(infos, list) else []:
         snap = snapshot_from_info(info)
-        if snap is None or not (matches(pattern, snap.namespec) or fnmatchcase(display_name(snap.namespec), pattern)):
+        if snap is None or not wanted.matches(snap.namespec):
             continue
         rows.append(ProcessStatus(snap, str(info.get("description", ""))))
     _add_store(config, rows, time.time())
@@ -331,7 +332,7 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
 
     out = []
     for group in sorted(shown):
-        rule = next((g for g in config.alerts.groups if fnmatchcase(group, g.match)), None)
+        rule = next((g for g in config.alerts.groups if ProcessPattern.parse(g.match).names_group(group)), None)
         if rule is None:
             continue
         members = [ProcessRecord(r.snap.group, r.snap.name, r.snap.state, stopped_by=r.lookout["stopped_by"])
@@ -351,6 +352,11 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
 def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:
     now = time.time()
     try:
+        ProcessPattern.parse(pattern)
+    except ValueError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
+    try:
         rows = collect(config, pattern)
     except Unreadable as exc:
         print(f"lookout: {exc}", file=sys.stderr)
@@ -361,14 +367,14 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
     elif rows:
         print(render(rows, now, colour))
-        every = rows if pattern in ("", "*") else collect(config, "*")
+        every = rows if pattern == "*" else collect(config, "*")
         for line in group_lines(config, every, {r.snap.group for r in rows}):
             print(line)
         for line in delivery_lines(config, now):
             print(line)
-    if pattern not in ("", "*") and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
-        print(f"lookout: no process matches {pattern!r}", file=sys.stderr)
-        return 1
+    if pattern != "*" and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
+        print(no_match(pattern), file=sys.stderr)
+        return 2
     if check:
         return 0 if all(r.ok for r in rows) else 1
     return 0

@@ -80,7 +80,7 @@ def test_status_history_alerts_and_check(supervisor_factory, webhook):
     steady = lookout(sup, "status", "--check", "stead*")
     assert steady.returncode == 0 and steady.stdout.split()[:2] == ["steady", "RUNNING"], steady.stdout
     typo = lookout(sup, "status", "--check", "staedy")  # a typo must not pass as "all fine"
-    assert typo.returncode == 1 and "no process matches 'staedy'" in typo.stderr
+    assert typo.returncode == 2 and "no process matches 'staedy'" in typo.stderr  # issue 22: exit 2, as every command
     alerts = lookout(sup, "alerts")
     assert alerts.returncode == 0 and "CRITICAL crash_loop" not in alerts.stdout
     assert re.search(r"CRITICAL\s+flaky\s+crash_loop", alerts.stdout), alerts.stdout

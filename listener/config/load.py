@@ -72,7 +72,7 @@ def _program_rules(section: Section) -> tuple[ProgramRule, ...]:
         sub = Section(entry, f"{section.key('programs')}[{i}]")
         match = sub.get("match", str, None)
         if not match:
-            raise ConfigError(sub.key("match"), "required: an fnmatch pattern on 'group:name'")
+            raise ConfigError(sub.key("match"), "required: a process pattern: 'name', 'group:name' or a glob")
         rule = ProgramRule(
             match=match,
             severity=_severity(sub, "severity"),

@@ -30,7 +30,7 @@ class CrashLoop:
 
 @dataclass(frozen=True)
 class ProgramRule:
-    """A [[alerts.programs]] entry: overrides for processes whose 'group:name' fnmatches."""
+    """A [[alerts.programs]] entry: overrides for the processes its match names (lookout/patterns.py)."""
 
     match: str
     severity: str | None = None

@@ -1,7 +1,7 @@
 """[[probes]], [remediation] and [[alerts.groups]]: health checks and what lookout may do about them.
 
     [[probes]]
-    match = "trading_system:order_executor"     # fnmatch on group:name or name
+    match = "trading_system:order_executor"     # a process pattern (lookout/patterns.py): name, group:name, glob
     http = { url = "http://127.0.0.1:{port}/healthz", status = "200-399", body = "ok" }
     port_base = 8000                            # {port} = port_base + process_num
     initial_delay = "30s"                       # after every start of the process
@@ -172,7 +172,7 @@ def _probe(entry: Any, index: int) -> ProbeSpec:
     sub = Section(entry, f"probes[{index}]")
     match = sub.get("match", str, "")
     if not match:
-        raise ConfigError(sub.key("match"), "required: an fnmatch pattern on 'group:name' or 'name'")
+        raise ConfigError(sub.key("match"), "required: a process pattern: 'name', 'group:name' or a glob")
     kinds = [k for k in KINDS if sub.has(k)]
     if len(kinds) != 1:
         known = [k for k in sub.table if k not in _COMMON]
@@ -249,6 +249,9 @@ def parse_remediation(sec: Section) -> RemediationSettings:
         protected=sec.strings("protected") if sec.has("protected") else RemediationSettings.protected,
     )
     sec.done()
+    empty = [i for i, pattern in enumerate(r.protected) if not pattern]
+    if empty:  # patterns.py: an empty pattern names nothing, which is not what a protection means
+        raise ConfigError(f"{sec.key('protected')}[{empty[0]}]", "an empty pattern names no process")
     if r.backoff_max < r.backoff:
         raise ConfigError(sec.key("backoff_max"), "must not be shorter than backoff")
     return r
@@ -263,7 +266,7 @@ def parse_groups(raw: Any, key: str, stable_after: float = 60.0) -> tuple[GroupR
         sub = Section(entry, f"{key}[{i}]")
         match = sub.get("match", str, "")
         if not match:
-            raise ConfigError(sub.key("match"), "required: an fnmatch pattern on the group name")
+            raise ConfigError(sub.key("match"), "required: a group pattern: 'pool' or a glob such as 'pool*'")
         if not sub.has("min_running"):
             raise ConfigError(sub.key("min_running"), "required: how many processes must be RUNNING")
         rules.append(GroupRule(match=match, min_running=sub.integer("min_running", 1, 1, 100_000),

@@ -10,15 +10,16 @@ second apart, log_pattern reads the last 64 KB of the logs.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import xmlrpc.client
-from fnmatch import fnmatchcase
 
+from ...patterns import ProcessPattern, no_match
 from ..config import Config, UserError, format_duration
 from ..logs import ProcessLogs
 from ..rpc import SupervisorClient, SupervisorUnavailable
 from ..rules.models import display_name
-from ..rules.policy import PolicyBook, matches
+from ..rules.policy import PolicyBook
 from ..text import last_lines
 from .checks import Check
 from .target import ProbeTarget
@@ -53,10 +54,20 @@ def describe_probes(config: Config) -> list[str]:
 
 
 def run_once(config: Config, pattern: str = "*") -> int:
+    """Exit 0 all ok, 1 a probe failed (or none applies), 2 supervisord unreachable or PATTERN names
+    no process (patterns.py, the same answer as every other command)."""
+    try:
+        wanted = ProcessPattern.parse(pattern)
+    except ValueError as exc:
+        raise UserError(f"PATTERN: {exc}") from None
     if not config.probes:
         print("no [[probes]] in the config")
         return 1
     client, infos = list_processes(config)
+    infos = [info for info in infos if wanted.matches(info.namespec)]
+    if not infos:
+        print(no_match(pattern), file=sys.stderr)
+        return 2
     try:
         pid = client.call("supervisor.getPID")
     except (SupervisorUnavailable, xmlrpc.client.Fault):
@@ -65,8 +76,6 @@ def run_once(config: Config, pattern: str = "*") -> int:
     book = PolicyBook(config.alerts, config.probes)
     failed = ran = 0
     for info in infos:
-        if not (matches(pattern, info.namespec) or fnmatchcase(display_name(info.namespec), pattern)):
-            continue
         for spec in book.probes(info.namespec):
             shown = display_name(info.namespec)
             if info.state != "RUNNING" or not info.pid:

@@ -1,5 +1,6 @@
-"""Per-program settings, by fnmatch on 'group:name' or on the name alone (so 'backtest_worker_*'
-and 'backtest_worker:*' both reach a numprocs pool, and 'reconciler' reaches 'reconciler:reconciler').
+"""Per-program settings, by the one process pattern of lookout/patterns.py (supervisorctl's meaning,
+globs as an extension): 'backtest_worker', 'backtest_worker:*' and 'backtest_worker_*' all reach a
+numprocs pool, and 'reconciler' reaches 'reconciler:reconciler'.
 
 - [[alerts.programs]]: the first matching entry wins (severity, ignore, crash_loop, tags)
 - [[probes]]: every matching entry applies
@@ -10,16 +11,11 @@ and 'backtest_worker:*' both reach a numprocs pool, and 'reconciler' reaches 're
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from functools import lru_cache
 
+from ...patterns import ProcessPattern, matches
 from ..config import AlertSettings, CrashLoop, GroupRule, ProbeSpec
 from .models import DEFAULT_SEVERITY
-
-
-def matches(pattern: str, namespec: str) -> bool:
-    name = namespec.partition(":")[2] or namespec
-    return fnmatchcase(namespec, pattern) or fnmatchcase(name, pattern)
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class PolicyBook:
         return next((p for p in self.probes(namespec) if p.name == name), None)
 
     def _group_rule(self, group: str) -> GroupRule | None:
-        return next((g for g in self.settings.groups if fnmatchcase(group, g.match)), None)
+        return next((g for g in self.settings.groups if ProcessPattern.parse(g.match).names_group(group)), None)
 
     def protected(self, namespec: str) -> bool:
         """lookout never stops or restarts these: its own listener and exporter."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 
+from ...patterns import ProcessPattern
 from ..rules.models import Alert, ProcessRecord
 from .clockshift import reframe_outbox
 from .schema import Transaction
@@ -60,12 +60,11 @@ class Silence:
     reason: str
 
     def covers(self, namespec: str, now: float) -> bool:
-        if not self.starts_at <= now < self.ends_at:
+        """The stored text stays the operator's pattern; what it names is patterns.py's answer, the
+        same as every other command's (a group alert's bare group name: when it names the group)."""
+        if not self.starts_at <= now < self.ends_at or not self.matcher:
             return False
-        group, _, name = namespec.partition(":")
-        return fnmatchcase(namespec, self.matcher) or fnmatchcase(name, self.matcher) or (
-            ":" not in self.matcher and fnmatchcase(group, self.matcher)
-        )
+        return ProcessPattern.parse(self.matcher).matches(namespec)
 
 
 # What a rendered notice said: a change to any of these since it was read is news of its own.
