@@ -29,8 +29,7 @@ from ..listener.procfs import same_process
 from ..listener.redact import scheme_of
 from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 from ..listener.store.files import StoreUnavailable, identity
-from ..listener.store.schema import connect
-from ..listener.store.state import orphans_in
+from ..listener.store.reads import StoreReader
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
 MAY_RUN = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # a process may still run: /proc says whether
@@ -85,10 +84,6 @@ class ScrapeData:
     why: str = ""  # why the store was not used, for the landing page and logs
 
 
-def _flag(value: object) -> bool | None:
-    return None if value is None else bool(value)
-
-
 def _alive(pid: object) -> bool:
     try:
         pid = int(pid)  # type: ignore[arg-type]
@@ -120,28 +115,28 @@ class Source:
         self._poll_lock = threading.Lock()
         self._poll_result: tuple[float, ScrapeData] | None = None
 
-    def _db(self) -> sqlite3.Connection | None:
-        """This thread's read-only connection, reopened when the file was deleted or replaced
+    def _db(self) -> StoreReader | None:
+        """This thread's read-only view of the store, reopened when the file was deleted or replaced
         (the listener recreates a deleted store: its counters are in the new file)."""
         now_id = identity(self.config.state_path)
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "identity", None) != now_id:
-            conn.close()
-            conn = self._local.conn = None
-        if conn is None:
+        store = getattr(self._local, "store", None)
+        if store is not None and getattr(self._local, "identity", None) != now_id:
+            store.close()
+            store = self._local.store = None
+        if store is None:
             if now_id is None:
                 return None
             try:
-                conn = connect(self.config.state_path, readonly=True)
+                store = StoreReader.open(self.config.state_path)
             except (sqlite3.Error, StoreUnavailable):
                 return None
-            self._local.conn, self._local.identity = conn, now_id
-        return conn
+            self._local.store, self._local.identity = store, now_id
+        return store
 
     def read(self) -> ScrapeData:
         now = self.clock()
-        conn = self._db()
-        store = self._read_store(conn, now) if conn is not None else None
+        reader = self._db()
+        store = self._read_store(reader, now) if reader is not None else None
         if store is not None and not store.why:
             return store
         polled = self._poll(now)
@@ -169,29 +164,19 @@ class Source:
 
     # ---- the store ------------------------------------------------------------------------
 
-    def _read_store(self, conn: sqlite3.Connection, now: float) -> ScrapeData | None:
+    def _read_store(self, store: StoreReader, now: float) -> ScrapeData | None:
         try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            heartbeat = conn.execute("SELECT last_event_at FROM stream WHERE id = 1").fetchone()
-            rows = conn.execute(
-                "SELECT grp, name, state, state_since, pid, last_start, last_exit_status, restarts, "
-                "unexpected_exits, crash_looping, braked, remediation_exhausted FROM processes WHERE present = 1 "
-                "ORDER BY grp, name"
-            ).fetchall()
-            pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
-            stats = conn.execute("SELECT scheme, result, count FROM notification_stats").fetchall()
-            probes = conn.execute("SELECT * FROM probes ORDER BY namespec, probe").fetchall()  # older stores too
-            remediations = conn.execute("SELECT namespec, action, result, count FROM remediation_stats").fetchall()
-            orphans = orphans_in(conn)
+            meta = store.meta()
+            last_event = store.heartbeat()
+            rows = store.present_processes()
+            pending = store.outbox_pending()
+            stats = store.notification_counts()
+            probes = store.probes(by_name=True)
+            remediations = store.remediation_counts()
+            orphans = store.orphans()
         except sqlite3.Error:
             return None
-        try:  # a target hangs, or its messages are being retried (a store older than schema 5 has no table)
-            targets = conn.execute(
-                "SELECT target_label, hanging_since IS NOT NULL OR EXISTS (SELECT 1 FROM outbox o WHERE "
-                "o.target_key = t.target_key AND o.status = 'pending' AND o.attempts > 0) FROM targets t").fetchall()
-        except sqlite3.Error:
-            targets = []
-        last_event = float(heartbeat[0]) if heartbeat else None
+        targets = store.targets_failing()  # a target hangs, or its messages are being retried
         data = ScrapeData(
             source="store",
             up=True,
@@ -202,34 +187,32 @@ class Source:
             outbox_pending=pending,
             notifications={
                 **{(scheme_of(u), r): 0 for u in self.config.notify.urls for r in ("success", "failure")},
-                **{(s, r): c for s, r, c in stats},
+                **stats,
             },
-            targets_failing={label: bool(failing) for label, failing in targets},
+            targets_failing=targets,
         )
         for r in rows:
-            start = float(r["last_start"] or 0)
-            running = r["state"] == "RUNNING"
+            running = r.state == "RUNNING"
             data.processes.append(ProcessView(
-                group=r["grp"], name=r["name"], state=r["state"], pid=int(r["pid"] or 0),
-                start_time=start, uptime=max(0.0, now - start) if running and start else 0.0,
-                exit_status=r["last_exit_status"], state_since=float(r["state_since"] or 0), restarts=r["restarts"],
-                unexpected_exits=r["unexpected_exits"], crash_looping=bool(r["crash_looping"]),
-                braked=bool(r["braked"]), remediation_exhausted=bool(r["remediation_exhausted"]),
+                group=r.group, name=r.name, state=r.state, pid=r.pid, start_time=r.last_start,
+                uptime=max(0.0, now - r.last_start) if running and r.last_start else 0.0,
+                exit_status=r.last_exit_status, state_since=r.state_since, restarts=r.restarts,
+                unexpected_exits=r.unexpected_exits, crash_looping=r.crash_looping,
+                braked=r.braked, remediation_exhausted=r.remediation_exhausted,
             ))
         present = {(p.group, p.name) for p in data.processes}
-        for r in probes:
-            group, _, name = r["namespec"].partition(":")
+        for pr in probes:
+            group, _, name = pr.namespec.partition(":")
             if (group, name) in present:
-                judged = "last_judged" not in r.keys() or bool(r["last_judged"])  # noqa: SIM118 (a Row)
-                data.probes.append(ProbeView(group, name, r["probe"], _flag(r["healthy"]), _flag(r["last_ok"]),
-                                             float(r["last_duration"] or 0), int(r["failures_total"] or 0), judged))
+                data.probes.append(ProbeView(group, name, pr.probe, pr.healthy, pr.last_ok, pr.last_duration,
+                                             pr.failures_total, pr.judged))
         for key in ("probe_runs", "probe_skipped", "probe_lateness_p50", "probe_lateness_p95", "deadman_ok",
                     "deadman_fail_sent", "deadman_error"):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 data.probe_stats[key] = float(meta[key])
-        for ns, action, result, count in remediations:
-            group, _, name = ns.partition(":")
-            data.remediations[(group, name, action, result)] = count
+        for rc in remediations:
+            group, _, name = rc.namespec.partition(":")
+            data.remediations[(group, name, rc.action, rc.result)] = rc.count
         for orphan in orphans:
             if same_process(orphan.pid, orphan.started):
                 group, _, name = orphan.namespec.partition(":")
