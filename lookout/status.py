@@ -11,7 +11,6 @@ supervisord or the store cannot be read.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import sys
 import time
@@ -25,18 +24,13 @@ from .listener.lifecycle import alive
 from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .listener.rules.models import ProcessSnapshot, display_name
 from .listener.rules.orphans import Orphan
-from .listener.store.delivery import DeliveryStore
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
-from .listener.store.schema import connect
+from .listener.store.reads import StoreReader
 from .listener.store.sidecar import peek
-from .listener.store.state import orphans_in
 from .listener.text import clean
 from .patterns import ProcessPattern, no_match
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
-# supervisord's automatic restarts, and lookout's own
-_RESTART = ("(kind = 'state' AND (detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')) "
-            "OR (kind = 'action' AND detail LIKE 'restarted by lookout%')")
 
 STATUS_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -162,11 +156,8 @@ def left_running(config: Config) -> list[str]:
     checked in /proc). Best effort: nothing when neither says anything."""
     found = list(peek(config.state_path).orphans)
     try:
-        conn = connect(config.state_path, readonly=True)
-        try:
-            found += [o for o in orphans_in(conn) if o.pid not in {f.pid for f in found}]
-        finally:
-            conn.close()
+        with StoreReader.open(config.state_path) as store:
+            found += [o for o in store.orphans() if o.pid not in {f.pid for f in found}]
     except (StoreUnavailable, sqlite3.Error, OSError):
         pass
     return [f"ORPHAN {display_name(o.namespec)} pid {o.pid} still runs, {o.origin()}" for o in found if alive(o)]
@@ -174,89 +165,63 @@ def left_running(config: Config) -> list[str]:
 
 def _add_store(config: Config, rows: list[ProcessStatus], now: float) -> None:
     try:
-        with store_errors():
-            conn = connect(config.state_path, readonly=True)
-            try:
-                _read(conn, rows, now, config.history.per_process)
-            finally:
-                conn.close()
+        with store_errors(), StoreReader.open(config.state_path) as store:
+            _read(store, rows, now, config.history.per_process)
     except (StoreUnavailable, sqlite3.Error) as exc:
         raise Unreadable(f"cannot read lookout's store {config.state_path}: "
                          f"{store_problem(config.state_path, exc)}") from None
 
 
-def _read(conn: sqlite3.Connection, rows: list[ProcessStatus], now: float, per_process: int = 500) -> None:
+def _read(store: StoreReader, rows: list[ProcessStatus], now: float, per_process: int = 500) -> None:
     by_ns = {r.snap.namespec: r for r in rows}
-    for ns, since, n in conn.execute(
-            f"SELECT namespec, at >= ?, COUNT(*) FROM history WHERE {_RESTART} AND at >= ? GROUP BY namespec, at >= ?",
-            (now - 3600, now - 86400, now - 3600)):
+    for ns, count in store.restart_counts(now).items():
         row = by_ns.get(ns)
         if row is not None:
-            row.restarts_24h += n
-            if since:
-                row.restarts_1h += n
+            row.restarts_1h += count.last_hour
+            row.restarts_24h += count.last_day
     # The history is bounded per process (state.history_per_process): for a program that crash-loops
     # all day its oldest rows are gone, and the counts are what is left: at least that many.
-    for ns, oldest, kept in conn.execute("SELECT namespec, MIN(at), COUNT(*) FROM history GROUP BY namespec"):
+    for ns, span in store.history_spans().items():
         row = by_ns.get(ns)
-        if row is not None and kept >= per_process and oldest is not None and oldest > now - 86400:
-            row.counted_since = oldest
-    for r in conn.execute("SELECT namespec, last_exit_text, last_exit_status, last_exit_at FROM processes "
-                          "WHERE last_exit_text != ''"):
-        row = by_ns.get(r["namespec"])
+        if row is not None and span.kept >= per_process and span.oldest is not None and span.oldest > now - 86400:
+            row.counted_since = span.oldest
+    for ns, ex in store.last_exits().items():
+        row = by_ns.get(ns)
         if row is not None:
-            row.last_exit = {"text": r["last_exit_text"], "status": r["last_exit_status"], "at": r["last_exit_at"]}
+            row.last_exit = {"text": ex.text, "status": ex.status, "at": ex.at}
     # The history keeps the last exit whose status is known even while the newest one is looked up.
-    for ns, at, detail in conn.execute("SELECT namespec, MAX(at), detail FROM history WHERE kind = 'exit' "
-                                       "GROUP BY namespec"):
+    for ns, ex in store.history_exits().items():
         row = by_ns.get(ns)
-        if row is not None and (row.last_exit is None or (row.last_exit["at"] or 0) < at):
-            row.last_exit = _exit_from_history(detail, at)
-    for r in conn.execute("SELECT * FROM probes"):  # last_judged: schema 5
-        row = by_ns.get(r["namespec"])
+        if row is not None and (row.last_exit is None or (row.last_exit["at"] or 0) < ex.at):
+            row.last_exit = {"text": ex.text, "status": ex.status, "at": ex.at}
+    for p in store.probes():
+        row = by_ns.get(p.namespec)
         if row is not None:
-            row.probes[r["probe"]] = {"healthy": None if r["healthy"] is None else bool(r["healthy"]),
-                                      "last_ok": None if r["last_ok"] is None else bool(r["last_ok"]),
-                                      "last_detail": r["last_detail"],
-                                      "judged": bool(r["last_judged"]) if "last_judged" in r.keys() else True}  # noqa: SIM118 (a Row)
-    for r in conn.execute("SELECT namespec, kind, severity, opened_at, detail FROM alerts WHERE resolved_at IS NULL "
-                          "ORDER BY opened_at"):
+            row.probes[p.probe] = {"healthy": p.healthy, "last_ok": p.last_ok, "last_detail": p.last_detail,
+                                   "judged": p.judged}
+    for a in store.open_alerts():
         for row in rows:
-            if r["namespec"] == row.snap.namespec or r["namespec"] == row.snap.group and ":" not in r["namespec"]:
-                row.alerts.append({"kind": r["kind"], "severity": r["severity"], "since": r["opened_at"],
-                                   "detail": r["detail"][:200]})
-    for r in conn.execute("SELECT namespec, braked, brake_resume_at, stopped_by, action FROM processes"):
-        row = by_ns.get(r["namespec"])
+            if a.namespec == row.snap.namespec or a.namespec == row.snap.group and ":" not in a.namespec:
+                row.alerts.append({"kind": a.kind, "severity": a.severity, "since": a.opened_at,
+                                   "detail": a.detail[:200]})
+    for look in store.lookout_states():
+        row = by_ns.get(look.namespec)
         if row is not None:
-            action = json.loads(r["action"]) if r["action"] else {}
-            row.lookout.update(braked=bool(r["braked"]), starts_again_at=r["brake_resume_at"],
-                               stopped_by=r["stopped_by"] or "",
-                               action=f"{action.get('kind', '')} ({action.get('step', '')} step)" if action else "")
-    for ns, since, reason in conn.execute("SELECT namespec, MIN(created_at), MAX(reason) FROM holds "
-                                          "WHERE released_at IS NULL GROUP BY namespec"):
+            row.lookout.update(braked=look.braked, starts_again_at=look.brake_resume_at, stopped_by=look.stopped_by,
+                               action=f"{look.action_kind} ({look.action_step} step)" if look.acting else "")
+    for ns, hold in store.open_holds().items():
         row = by_ns.get(ns)
         if row is not None:
-            row.lookout["held_since"] = since
-            row.lookout["held_reason"] = reason or ""
-    for orphan in orphans_in(conn):  # checked in /proc now: killed ones are gone
+            row.lookout["held_since"] = hold.since
+            row.lookout["held_reason"] = hold.reason
+    for orphan in store.orphans():  # checked in /proc now: killed ones are gone
         row = by_ns.get(orphan.namespec)
         if row is not None and orphan.pid != row.snap.pid and alive(orphan):  # (two supervisords, one store)
             row.orphans.append(orphan)
-    silences = DeliveryStore(conn).silences(now)  # the notifier's own matching: they agree by construction
+    silences = store.silences(now)  # the notifier's own matching: they agree by construction
     for row in rows:
         until = [s.ends_at for s in silences if s.covers(row.snap.namespec, now)]
         row.silenced_until = max(until) if until else None
-
-
-_EXIT = re.compile(r"^(exit status (\d+)|killed by \S+)")
-
-
-def _exit_from_history(detail: str, at: float) -> dict:
-    """'exit status 3 after running 1.2s' -> {"text": "exit status 3", "status": 3, "at": at}."""
-    m = _EXIT.match(detail)
-    if m is None:
-        return {"text": detail, "status": None, "at": at}
-    return {"text": m.group(1), "status": int(m.group(2)) if m.group(2) else -1, "at": at}
 
 
 # ---- text -------------------------------------------------------------------------------
