@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .listener.config import Config, format_duration
 from .listener.redact import scrub
 from .listener.store.files import StoreUnavailable, store_errors
-from .listener.store.schema import connect
+from .listener.store.reads import StoreReader
 from .listener.text import clean
 
 SLOW_SEND = 5.0  # a send out this long (or half the deadline, if less) is shown
@@ -57,43 +57,27 @@ class TargetTrouble:
 def delivery_lines(config: Config, now: float) -> list[str]:
     """The failing targets, one line each, by label."""
     try:
-        with store_errors():
-            conn = connect(config.state_path, readonly=True)
-            try:
-                found = _troubles(conn, now - min(SLOW_SEND, config.notify.timeout / 2))
-            finally:
-                conn.close()
+        with store_errors(), StoreReader.open(config.state_path) as store:
+            found = _troubles(store, now - min(SLOW_SEND, config.notify.timeout / 2))
     except (StoreUnavailable, sqlite3.Error):
         return []  # the table above said what it could; a store too old or busy has nothing to add
     return [t.line(now) for t in sorted(found.values(), key=lambda t: t.label)]
 
 
-def _troubles(conn: sqlite3.Connection, slow_since: float) -> dict[str, TargetTrouble]:
-    found: dict[str, TargetTrouble] = {}
-    for key, label, n, since, error in conn.execute(
-            "SELECT target_key, target_label, COUNT(*), MIN(CASE WHEN attempts > 0 THEN created_at END), "
-            "(SELECT last_error FROM outbox o WHERE o.target_key = p.target_key AND o.status = 'pending' "
-            "AND o.attempts > 0 ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' "
-            "GROUP BY target_key HAVING MAX(attempts) > 0"):
-        found[key] = TargetTrouble(label, n, since, error or "")
+def _troubles(store: StoreReader, slow_since: float) -> dict[str, TargetTrouble]:
+    found = {t.key: TargetTrouble(t.label, t.waiting, t.failing_since, t.error) for t in store.retried_targets()}
     with contextlib.suppress(sqlite3.Error):  # a store older than schema 5 knows only the retries
-        _hangs(conn, slow_since, found)
+        _hangs(store, slow_since, found)
     return found
 
 
-def _hangs(conn: sqlite3.Connection, slow_since: float, found: dict[str, TargetTrouble]) -> None:
+def _hangs(store: StoreReader, slow_since: float, found: dict[str, TargetTrouble]) -> None:
     """Sends out too long, targets that hang, and what was maybe delivered meanwhile."""
-    for key, label, since in conn.execute(
-            "SELECT target_key, MIN(target_label), MIN(sending_since) FROM outbox WHERE status = 'pending' "
-            "AND sending_since IS NOT NULL GROUP BY target_key HAVING MIN(sending_since) <= ?", (slow_since,)):
-        found.setdefault(key, TargetTrouble(label)).out_since = since
-    for key, label, since, error in conn.execute(
-            "SELECT target_key, target_label, hanging_since, last_error FROM targets WHERE hanging_since IS NOT NULL"):
-        trouble = found.setdefault(key, TargetTrouble(label))
-        trouble.hanging_since, trouble.error = since, trouble.error or error
-    for key, n in conn.execute(
-            "SELECT o.target_key, COUNT(*) FROM outbox o LEFT JOIN targets t ON t.target_key = o.target_key "
-            "WHERE o.copies > 0 AND (o.status = 'pending' OR (o.status = 'maybe' AND "
-            "o.next_attempt_at >= t.hanging_since)) GROUP BY o.target_key"):
+    for t in store.slow_sends(slow_since):
+        found.setdefault(t.key, TargetTrouble(t.label)).out_since = t.since
+    for t in store.hanging_targets():
+        trouble = found.setdefault(t.key, TargetTrouble(t.label))
+        trouble.hanging_since, trouble.error = t.since, trouble.error or t.error
+    for key, n in store.maybe_delivered().items():
         if key in found:
             found[key].maybe = n

@@ -14,23 +14,15 @@ import time
 from .listener.config import Config
 from .listener.rules.models import display_name
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
-from .listener.store.schema import connect
+from .listener.store.reads import StoreReader
 from .patterns import ProcessPattern, no_match, select
 
-# In the order things happened. An exit's status is read from supervisord's log after the event
-# and stored with the exit's own (earlier) time, so its row is inserted after rows of later things:
-# by time, not by insertion. At one instant (rows made by one event share its time) the state change
-# comes first, then the exit it was, then what followed from it (alerts, lookout's actions), as inserted.
-ORDER = "at, CASE kind WHEN 'state' THEN 0 WHEN 'exit' THEN 1 ELSE 2 END, id"
 
-
-def resolve(conn: sqlite3.Connection, pattern: ProcessPattern) -> list[str]:
+def resolve(store: StoreReader, pattern: ProcessPattern) -> list[str]:
     """The processes PATTERN names (patterns.py): 'reconciler' -> 'reconciler:reconciler'; 'pool_1'
     -> 'pool:pool_1'; 'pool' -> every member of the pool (then the caller says which to pick). Among
     the processes the store knows, else among those it still has history of (a removed program)."""
-    known = [r[0] for r in conn.execute("SELECT namespec FROM processes ORDER BY namespec")]
-    return select(pattern, known) or select(pattern, [r[0] for r in conn.execute(
-        "SELECT DISTINCT namespec FROM history WHERE namespec LIKE '%:%' ORDER BY namespec")])
+    return select(pattern, store.namespecs(present_only=False)) or select(pattern, store.history_namespecs())
 
 
 def history_command(config: Config, name: str, since: float, as_json: bool) -> int:
@@ -42,31 +34,31 @@ def history_command(config: Config, name: str, since: float, as_json: bool) -> i
         return 2
     try:
         with store_errors():
-            conn = connect(config.state_path, readonly=True)
-        namespecs = resolve(conn, pattern)
-        if not namespecs:
-            print(no_match(name, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
-            return 2
-        if len(namespecs) > 1:
-            print(f"lookout: {name!r} is ambiguous: {', '.join(display_name(ns) for ns in namespecs)}",
-                  file=sys.stderr)
-            return 2
-        rows = conn.execute(f"SELECT at, kind, detail FROM history WHERE namespec = ? AND at >= ? ORDER BY {ORDER}",
-                            (namespecs[0], now - since)).fetchall()
+            store = StoreReader.open(config.state_path)
+        with store:
+            namespecs = resolve(store, pattern)
+            if not namespecs:
+                print(no_match(name, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
+                return 2
+            if len(namespecs) > 1:
+                print(f"lookout: {name!r} is ambiguous: {', '.join(display_name(ns) for ns in namespecs)}",
+                      file=sys.stderr)
+                return 2
+            rows = store.history(namespecs[0], now - since)
     except (StoreUnavailable, sqlite3.Error) as exc:
         print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
               file=sys.stderr)
         return 2
     if as_json:
-        print(json.dumps([{"at": at, "kind": kind, "detail": detail} for at, kind, detail in rows], indent=2))
+        print(json.dumps([{"at": r.at, "kind": r.kind, "detail": r.detail} for r in rows], indent=2))
         return 0 if rows else 1
     if not rows:
         print(f"no history for {display_name(namespecs[0])} in the last {_window(since)}")
         return 1
     print(f"{display_name(namespecs[0])}, the last {_window(since)}:")
-    for at, kind, detail in rows:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
-        print(f"{stamp}  {kind:<8} {detail}")
+    for r in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at)) + f".{int(r.at * 1000) % 1000:03d}"
+        print(f"{stamp}  {r.kind:<8} {r.detail}")
     return 0
 
 

@@ -19,17 +19,18 @@ import time
 from .listener.config import Config, format_duration
 from .listener.rules.models import display_name
 from .listener.store.files import StoreUnavailable, store_errors, store_problem
+from .listener.store.operator import add_hold, release_holds
+from .listener.store.reads import StoreReader
 from .listener.store.schema import connect
 from .patterns import ProcessPattern, no_match, select
 
 CONFIRM_WAIT = 5.0  # how long `hold` waits for the listener to apply it
 
 
-def _resolve(conn: sqlite3.Connection, pattern: ProcessPattern) -> list[str]:
+def _resolve(store: StoreReader, pattern: ProcessPattern) -> list[str]:
     """The processes PATTERN names among those the store knows supervisord runs: 'feed',
     'trading:feed', 'pool' (the whole group, as `supervisorctl stop pool`), 'pool:*', 'pool_0*'."""
-    known = [row[0] for row in conn.execute("SELECT namespec FROM processes WHERE present = 1 ORDER BY namespec")]
-    return select(pattern, known)
+    return select(pattern, store.namespecs())
 
 
 def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
@@ -46,7 +47,7 @@ def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
     try:
         with store_errors():
             conn = connect(config.state_path)
-            targets = _resolve(conn, pattern)
+            targets = _resolve(StoreReader(conn), pattern)
             if not targets:
                 print(no_match(name, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
                 return 2
@@ -62,16 +63,15 @@ def hold_command(config: Config, name: str, reason: str, release: bool) -> int:
 
 def _hold(conn: sqlite3.Connection, targets: list[str], reason: str) -> int:
     now = time.time()
+    store = StoreReader(conn)
     ids = {}
     with conn:
         for ns in targets:
-            row = conn.execute("SELECT id, created_at FROM holds WHERE namespec = ? AND released_at IS NULL",
-                               (ns,)).fetchone()
-            if row is not None:
-                print(f"{display_name(ns)}: already held (since {format_duration(now - row[1])} ago)")
+            held = store.open_hold(ns)
+            if held is not None:
+                print(f"{display_name(ns)}: already held (since {format_duration(now - held.since)} ago)")
                 continue
-            ids[ns] = conn.execute("INSERT INTO holds(namespec, created_at, reason) VALUES (?, ?, ?)",
-                                   (ns, now, reason)).lastrowid
+            ids[ns] = add_hold(conn, ns, reason, now)
     if not ids:
         return 0
     deadline = time.monotonic() + CONFIRM_WAIT
@@ -79,8 +79,7 @@ def _hold(conn: sqlite3.Connection, targets: list[str], reason: str) -> int:
     while pending and time.monotonic() < deadline:
         time.sleep(0.1)
         for ns, hold_id in list(pending.items()):
-            seen = conn.execute("SELECT seen_at FROM holds WHERE id = ?", (hold_id,)).fetchone()
-            if seen is not None and seen[0] is not None:
+            if store.hold_seen(hold_id):
                 del pending[ns]
     for ns in ids:
         shown = display_name(ns)
@@ -94,17 +93,14 @@ def _hold(conn: sqlite3.Connection, targets: list[str], reason: str) -> int:
 
 
 def _release(conn: sqlite3.Connection, targets: list[str]) -> int:
-    now, released = time.time(), 0
+    now = time.time()
+    store = StoreReader(conn)
     with conn:
         for ns in targets:
-            cur = conn.execute("UPDATE holds SET released_at = ?, released_by = 'lookout release' "
-                               "WHERE namespec = ? AND released_at IS NULL", (now, ns))
-            if cur.rowcount:
-                released += 1
-                row = conn.execute("SELECT braked AND brake_resume_at IS NOT NULL, remediation_wanted != '' "
-                                   "FROM processes WHERE namespec = ?", (ns,)).fetchone()
-                waiting = " (the crash-loop brake that was waiting starts it now)" if row and row[0] else ""
-                if row and row[1]:
+            if release_holds(conn, ns, now):
+                row = store.release_waiting(ns)
+                waiting = " (the crash-loop brake that was waiting starts it now)" if row and row.brake_waits else ""
+                if row and row.restart_wanted:
                     waiting += " (lookout now does the restart it held back, if its probe still says so)"
                 print(f"{display_name(ns)}: released; lookout may act on it again{waiting}")
             else:

@@ -127,6 +127,27 @@ class ReleaseWaiting:
 
 
 @dataclass(frozen=True)
+class RetriedTarget:
+    """A target whose messages are being retried: how many wait, since when, the last error."""
+
+    key: str
+    label: str
+    waiting: int
+    failing_since: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class TargetSince:
+    """A target and a time: a send out since then (slow_sends), or hanging since then (hanging_targets)."""
+
+    key: str
+    label: str
+    since: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class HistoryRow:
     at: float
     kind: str
@@ -277,6 +298,33 @@ class StoreReader:
                 "o.target_key = t.target_key AND o.status = 'pending' AND o.attempts > 0) FROM targets t")}
         except sqlite3.Error:
             return {}
+
+    def retried_targets(self) -> list[RetriedTarget]:
+        """Targets with pending messages of which some failed, with the newest failure's error."""
+        return [RetriedTarget(key, label, n, since, error or "") for key, label, n, since, error in self.conn.execute(
+            "SELECT target_key, target_label, COUNT(*), MIN(CASE WHEN attempts > 0 THEN created_at END), "
+            "(SELECT last_error FROM outbox o WHERE o.target_key = p.target_key AND o.status = 'pending' "
+            "AND o.attempts > 0 ORDER BY o.id DESC LIMIT 1) FROM outbox p WHERE status = 'pending' "
+            "GROUP BY target_key HAVING MAX(attempts) > 0")]
+
+    def slow_sends(self, out_since: float) -> list[TargetSince]:
+        """Targets with a send out since `out_since` or earlier, no answer yet (schema 5)."""
+        return [TargetSince(*r) for r in self.conn.execute(
+            "SELECT target_key, MIN(target_label), MIN(sending_since) FROM outbox WHERE status = 'pending' "
+            "AND sending_since IS NOT NULL GROUP BY target_key HAVING MIN(sending_since) <= ?", (out_since,))]
+
+    def hanging_targets(self) -> list[TargetSince]:
+        """Targets whose sends get no answer within their deadline (schema 5)."""
+        return [TargetSince(*r) for r in self.conn.execute(
+            "SELECT target_key, target_label, hanging_since, last_error FROM targets WHERE hanging_since IS NOT NULL")]
+
+    def maybe_delivered(self) -> dict[str, int]:
+        """Target key -> messages maybe delivered (sent in full, not answered in time) in its current
+        episode: pending ones, and those given up on since it hangs (schema 5)."""
+        return dict(self.conn.execute(
+            "SELECT o.target_key, COUNT(*) FROM outbox o LEFT JOIN targets t ON t.target_key = o.target_key "
+            "WHERE o.copies > 0 AND (o.status = 'pending' OR (o.status = 'maybe' AND "
+            "o.next_attempt_at >= t.hanging_since)) GROUP BY o.target_key").fetchall())
 
     # ---- history ----------------------------------------------------------------------------
 
