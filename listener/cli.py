@@ -365,8 +365,9 @@ def _matches_something(conn, matcher: str) -> bool:  # noqa: ANN001
     """Whether the silence names a process the store knows supervisord runs (patterns.py, as the
     notifier's Silence.covers asks)."""
     from ..patterns import select
+    from .store.reads import StoreReader
 
-    return bool(select(matcher, [ns for (ns,) in conn.execute("SELECT namespec FROM processes WHERE present = 1")]))
+    return bool(select(matcher, StoreReader(conn).namespecs()))
 
 
 if __name__ == "__main__":

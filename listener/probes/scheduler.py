@@ -146,7 +146,7 @@ class ProbeScheduler:
                     continue
             key, inst, due_at = due
             try:
-                self._pool.submit(self._execute, key, inst, due_at)
+                self._pool.submit(self._run_probe, key, inst, due_at)
             except RuntimeError:  # pool shut down: the process is exiting
                 return
             except Exception:
@@ -181,7 +181,7 @@ class ProbeScheduler:
         self._cond.wait()
         return None
 
-    def _execute(self, key: tuple[str, str], inst: _Instance, due_at: float) -> None:
+    def _run_probe(self, key: tuple[str, str], inst: _Instance, due_at: float) -> None:
         self.lateness.append(max(0.0, self.clock() - due_at))
         try:
             result = self.check.run(inst.spec, inst.target, inst.memory)
