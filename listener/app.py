@@ -46,7 +46,7 @@ from .rules.sequence import StreamPosition, check_continuity, is_redelivery
 from .store.files import StoreCorrupt, StoreUnavailable
 from .store.keeper import StoreKeeper
 from .store.sidecar import Sidecar
-from .watcher import ExitsObserved, Snapshot, StartsObserved, SupervisorWatcher
+from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
 
 log = logging.getLogger("lookout.listener")
 
@@ -87,7 +87,7 @@ class Listener(LifecycleMixin):
         self.position: StreamPosition | None = None
         self.held: HeldCommit | None = None
         self.backlog: deque[Envelope | Garbage] = deque()  # read while a commit was held
-        self.results: deque[Snapshot | ExitsObserved | StartsObserved] = deque()
+        self.results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting] = deque()
         self.stop_requested = False
         self.exit_status = 0
         self.saw_tick = False
@@ -125,6 +125,7 @@ class Listener(LifecycleMixin):
             self._deadman_due()
             self.backlog.extend(items)
             if not self._store_usable():
+                self._look_while_held()
                 continue
             if not ready:
                 ready = self._get_ready()
@@ -378,9 +379,11 @@ class Listener(LifecycleMixin):
 
     # ---- other inputs -------------------------------------------------------------------
 
-    def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved) -> None:
+    def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved | Sighting) -> None:
         engine = self.engine
         assert engine is not None
+        if isinstance(result, Sighting):
+            return  # a look while the store could not be written: for memory only (app_lifecycle.py)
         if isinstance(result, Snapshot):
             taken_at = self.clock.from_mono(result.taken_mono)  # (the watcher's clock is monotonic)
             meta = {"last_reconcile_at": taken_at}

@@ -11,7 +11,9 @@ store keeper, notifier and commit.
   the outbox and sent before the listener exits (or by the next listener). When the store cannot
   be written, it goes straight to every target from memory, with the orphans and the alerts held
   back, and the sidecar keeps it for the next listener, which sends it late to any target that
-  did not confirm it;
+  did not confirm it. The orphans then include what the listener saw supervisord run while the
+  store could not be written (a look every LOOK_WHILE_HELD: a respawn's events wait in
+  supervisord's buffer behind the held one);
 - every loop turn: the dead man's switch, told whether lookout is healthy (its store writable,
   its notifications going out).
 """
@@ -21,26 +23,33 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import replace
 
 from .deadman import DeadmanSwitch
 from .lifecycle import LISTENER_STOPPED, Lifecycle, legacy_orphans
 from .notifier.render import resolved_as, what
 from .procfs import spawn_time
+from .protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
+from .protocol.parser import Envelope, Garbage
 from .redact import scrub
 from .rules.models import REMINDER, RESOLVED, Outcome, display_name
 from .store.files import StoreUnavailable
 from .store.sidecar import DeathNote, SidecarState
 from .text import clean
+from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
 
 log = logging.getLogger("lookout.listener")
 LAST_WORDS = 4.0  # seconds the listener waits for its last message to go out before it exits
 ORPHAN_CHECK = 2.0  # seconds between looks in /proc at the orphans still alive (cheap: a stat per orphan)
+LOOK_WHILE_HELD = 2.0  # seconds between getAllProcessInfo calls while the store cannot be written
 
 
 class LifecycleMixin:
     lifecycle: Lifecycle
     deadman: DeadmanSwitch
+    backlog: deque[Envelope | Garbage]
+    results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting]
 
     def _start_lifecycle(self) -> None:
         self.lifecycle = Lifecycle(self.config, self.own_namespec)
@@ -53,6 +62,8 @@ class LifecycleMixin:
         self._deadman_saved: dict[str, object] = {}
         self._orphans_checked_at = float("-inf")  # (monotonic)
         self._deadman_carried = False  # the previous listener's counts are added before ours are written
+        self._look_due = float("-inf")  # (monotonic) the next look while the store cannot be written
+        self._looks_in: float | None = None  # the episode (trouble.since) lifecycle.sighted belongs to
 
     def _previous_life(self) -> dict[str, object]:
         """Read what the previous supervisord left (before this listener's meta overwrites it)."""
@@ -116,10 +127,57 @@ class LifecycleMixin:
         else:
             self._after_commit(outcome)
 
+    def _look_while_held(self) -> None:
+        """While the store cannot be written: which pid each program runs, every LOOK_WHILE_HELD.
+        The event in hand stays unacknowledged, so a respawn's RUNNING (its new pid) waits in
+        supervisord's buffer: without a look, a death now would leave that process unnamed. The
+        watcher's other results wait, in order, for the loop to apply them."""
+        if not self.trouble.active:
+            return
+        self._this_episode()
+        for result in self.watcher.drain():
+            if not isinstance(result, Sighting):
+                self.results.append(result)
+                continue
+            at = self.clock.from_mono(result.taken_mono)
+            if self.trouble.since is not None and at < self.trouble.since:
+                continue  # asked for in an episode that has ended
+            for info in result.infos:
+                if self.lifecycle.saw(info.namespec, info.pid, info.state, at):
+                    log.info("while the store cannot be written: %s runs as pid %d", info.namespec, info.pid)
+        if time.monotonic() >= self._look_due:
+            self._look_due = time.monotonic() + LOOK_WHILE_HELD
+            self.watcher.look()
+
+    def _this_episode(self) -> None:
+        """What was seen in an earlier episode of an unwritable store says nothing of this one."""
+        if self._looks_in != self.trouble.since:
+            self._looks_in = self.trouble.since
+            self.lifecycle.sighted.clear()
+
+    def _seen_while_held(self, records: list) -> tuple[list, dict[str, int]]:
+        """The records as memory has them at supervisord's death: while the store cannot be written,
+        with the pids the looks saw and those of an event read but not yet handled (newer than any
+        record); and which pids that changed (namespec -> pid)."""
+        if not self.trouble.active:
+            return records, {}
+        self._this_episode()
+        now = self.clock()
+        for item in self.backlog:
+            if isinstance(item, Envelope):
+                try:
+                    event = decode(item, decode_delivery(item))
+                except MalformedEvent:
+                    continue
+                if isinstance(event, ProcessStateEvent):
+                    self.lifecycle.saw(event.namespec, event.pid or 0, event.state, now)
+        return self.lifecycle.with_sightings(records)
+
     def _supervisord_gone(self) -> None:
         """stdin closed: supervisord shut down (nothing to say) or died (say it, now)."""
         engine = self.engine
         records = list(engine.records.values()) if engine is not None else []
+        records, respawned = self._seen_while_held(records)
         meta, message = self.lifecycle.gone(records, engine.stopping if engine is not None else False, self.ppid,
                                             self.clock(), records_known=engine is not None)
         written = bool(meta) and self._last_commit(meta)
@@ -127,7 +185,7 @@ class LifecycleMixin:
             return
         log.critical("%s", message[2])
         if not written:
-            self._last_words_from_memory(*message)
+            self._last_words_from_memory(*message, respawned=respawned)
             return
         self.notifier.announce(message[0], message[1], message[2], "critical")
         if not self.notifier.settle(LAST_WORDS):
@@ -152,7 +210,8 @@ class LifecycleMixin:
         self.notifier.wake()
         return True
 
-    def _last_words_from_memory(self, alertname: str, title: str, text: str) -> None:
+    def _last_words_from_memory(self, alertname: str, title: str, text: str,
+                                respawned: dict[str, int] | None = None) -> None:
         """The store cannot be written, so neither can the outbox: the death message goes straight
         to every target, with what only memory holds; the sidecar keeps it (and which targets did
         not confirm it) and the orphans for the next listener."""
@@ -161,7 +220,7 @@ class LifecycleMixin:
         text += (f"\n\nlookout cannot write its store {self.config.state_path} "
                  f"({self.trouble.reason or 'it could not be opened'}) since {_clock(since)}: this message comes "
                  "straight from the listener's memory.")
-        held = self._held_back()
+        held = self._held_back(respawned or {})
         if held:
             text += " Held back, neither in its store nor sent yet:\n" + "\n".join(held)
         text = scrub(text)  # (an alert's detail may name a probe URL's token)
@@ -180,8 +239,9 @@ class LifecycleMixin:
             log.warning("the message about supervisord's death did not reach %d target(s): the next listener sends "
                         "it late", len(missed))
 
-    def _held_back(self) -> list[str]:
-        """The news in the commit held back (an unexpected exit seen, an alert raised or resolved)."""
+    def _held_back(self, respawned: dict[str, int]) -> list[str]:
+        """The news in the commit held back (an unexpected exit seen, an alert raised or resolved);
+        respawned: the pids a look saw since (namespec -> pid)."""
         if self.held is None:
             return []
         outcome, lines, named = self.held.outcome, [], set()
@@ -198,8 +258,11 @@ class LifecycleMixin:
         for rec in outcome.records.values():
             if rec.pending_exit_at is not None and rec.namespec not in named:
                 how = f" ({rec.last_exit_text})" if rec.last_exit_text else ""
+                pid = respawned.get(rec.namespec)
+                after = (f"supervisord started it again as pid {pid} before it died" if pid else
+                         "whether supervisord started it again before it died is not known")
                 lines.append(f"- {display_name(rec.namespec)} crashed at {_clock(rec.pending_exit_at)}: an "
-                             f"unexpected exit{how}; whether supervisord started it again before it died is not known")
+                             f"unexpected exit{how}; {after}")
         return lines[:20]
 
     def _stopped_by_signal(self) -> None:

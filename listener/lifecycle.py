@@ -16,6 +16,9 @@ one, an unplanned reboot. Everything else lookout says depends on supervisord be
   that left it) until it is seen gone, so a listener restart or a reload forgets none, and a
   second death names the first generation too. When the death could not be written (disk full),
   the sidecar file carries the orphans to the next listener (store/sidecar.py).
+- While the store cannot be written the listener holds an event unacknowledged, so supervisord
+  keeps the next ones (a respawn's RUNNING with its new pid) in its buffer: the listener looks at
+  supervisord itself then (saw(), from getAllProcessInfo), and a death meanwhile names those pids.
 - Rebooted: the kernel's boot id (LOOKOUT_BOOT_ID_FILE replaces its file, for tests) changed with
   no clean shutdown before it: one message; after a clean shutdown nothing (or one info message,
   listener.clean_reboot = "info").
@@ -31,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from .config import Config, format_duration
-from .procfs import is_lookout_exporter, pid_gone, same_process, spawn_time, stat_fields
+from .procfs import is_lookout_exporter, pid_gone, same_process, spawn_age, spawn_time, stat_fields
 from .rules.models import ProcessRecord, ProcessSnapshot, display_name
 from .rules.orphans import Copies, Orphan
 from .rules.snapshot import LIVE_STATES
@@ -107,6 +110,8 @@ class Lifecycle:
         self.orphans: list[Orphan] = []  # every generation's, alive at the last look in /proc
         self.unsaved: list[Orphan] = []  # found, or seen gone, since the last take_unsaved()
         self.shared_with = 0  # the pid of another live supervisord that uses this store
+        # namespec -> (when, the process): seen running by a look while the store could not be written
+        self.sighted: dict[str, tuple[float, Orphan]] = {}
 
     # ---- the end --------------------------------------------------------------------------
 
@@ -157,6 +162,37 @@ class Lifecycle:
         meta = {"supervisord_end": "unclean", "supervisord_gone_at": now}
         title = f"supervisord (pid {ppid}) died without shutting down"
         return meta, ("SupervisordDied", title, text)
+
+    def saw(self, namespec: str, pid: int, state: str, at: float) -> bool:
+        """supervisord ran `pid` for `namespec` at `at` (a look, or an event not yet handled, while
+        the store cannot be written): its spawn time from /proc tells it from a reused pid later.
+        True when that is news (another pid than the last look's)."""
+        if namespec == self.own:
+            return False
+        age = spawn_age(pid) if pid and state in LIVE_STATES else None
+        if age is None:  # not running (any more): what the records say stands
+            self.sighted.pop(namespec, None)
+            return False
+        before = self.sighted.get(namespec)
+        self.sighted[namespec] = (at, Orphan(namespec, pid, at - age))
+        return before is None or before[1].pid != pid
+
+    def with_sightings(self, records: Iterable[ProcessRecord]) -> tuple[list[ProcessRecord], dict[str, int]]:
+        """The records, each with the process a look saw after its last event (a respawn whose events
+        supervisord still held), and which pids that changed: namespec -> the pid seen."""
+        out = {r.namespec: r for r in records}
+        changed: dict[str, int] = {}
+        for ns, (at, seen) in self.sighted.items():
+            rec = out.get(ns)
+            if rec is not None and rec.event_at > at:
+                continue  # an event newer than the look has it
+            if rec is None:
+                group, _, name = ns.partition(":")
+                rec = ProcessRecord(group, name)
+            if rec.pid != seen.pid or rec.state not in LIVE_STATES:
+                changed[ns] = seen.pid
+            out[ns] = replace(rec, state="RUNNING", pid=seen.pid, last_start=seen.started)
+        return list(out.values()), changed
 
     # ---- the next start -----------------------------------------------------------------
 
@@ -277,6 +313,7 @@ class Lifecycle:
         """The wall clock stepped (clock.py): the orphans' times move with the loop's clock."""
         self.orphans = [_shifted(o, delta) for o in self.orphans]
         self.unsaved = [_shifted(o, delta) for o in self.unsaved]
+        self.sighted = {ns: (at + delta, _shifted(o, delta)) for ns, (at, o) in self.sighted.items()}
 
     def _look(self, now: float) -> None:
         """Which orphans still run (/proc): the gone ones leave, remembered as gone for the store."""

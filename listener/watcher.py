@@ -2,9 +2,11 @@
 
 Two jobs, both requested by the loop without waiting: reconcile (getAllProcessInfo, at start,
 on TICK every reconcile_interval, after lost events or a reload) and exit lookups (events do not
-carry the exit status; supervisord's main log does). Results go back through a queue, and a
-byte on the loop's wakeup pipe makes the loop pick them up. One request that fails, whatever
-it raises, fails alone: the thread logs it (ErrorLog) and takes the next.
+carry the exit status; supervisord's main log does). And a look (getAllProcessInfo too) while the
+store cannot be written: which pids run then, for memory only (a Sighting, never a reconcile).
+Results go back through a queue, and a byte on the loop's wakeup pipe makes the loop pick them
+up. One request that fails, whatever it raises, fails alone: the thread logs it (ErrorLog) and
+takes the next.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Sighting:
+    """getAllProcessInfo while the listener holds a commit (the store cannot be written): the events
+    of a respawn wait in supervisord's buffer meanwhile, so this is the only way the listener learns
+    a new pid then. Kept in memory, for a death of supervisord before the store is writable again;
+    the engine never gets it (its held events and their successors are the truth once written)."""
+
+    infos: list[ProcessSnapshot]
+    taken_mono: float
+
+
+@dataclass(frozen=True)
 class StartsObserved:
     starts: dict[str, tuple[float, int]]  # namespec -> (spawn time on the monotonic clock, pid)
 
@@ -67,7 +80,7 @@ class SupervisorWatcher:
     def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
                  clock: Callable[[], float] = time.monotonic):
         self.client, self.logs, self.wakeup_fd, self.clock = client, logs, wakeup_fd, clock
-        self.results: queue.Queue[Snapshot | ExitsObserved | StartsObserved] = queue.Queue()
+        self.results: queue.Queue[Snapshot | ExitsObserved | StartsObserved | Sighting] = queue.Queue()
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
         self.errors = ErrorLog(log)
         self.thread = WorkerThread("lookout-watcher", self._run, self._wake)
@@ -78,13 +91,17 @@ class SupervisorWatcher:
     def reconcile(self, why: str) -> None:
         self._requests.put(("reconcile", why))
 
+    def look(self) -> None:
+        """Ask for a Sighting (while the store cannot be written)."""
+        self._requests.put(("look", None))
+
     def lookup_exits(self, namespecs: list[str]) -> None:
         self._requests.put(("exits", namespecs))
 
     def lookup_starts(self, namespecs: list[str]) -> None:
         self._requests.put(("starts", namespecs))
 
-    def drain(self) -> list[Snapshot | ExitsObserved]:
+    def drain(self) -> list[Snapshot | ExitsObserved | StartsObserved | Sighting]:
         items = []
         while True:
             try:
@@ -109,14 +126,17 @@ class SupervisorWatcher:
         last_lookup = 0.0
         while True:
             wanted: dict[str, set[str]] = {"exits": set(), "starts": set()}
+            look = False
             batch = self._next_batch(RETRY_SECONDS if reconcile_due else None)
             wait = last_lookup + LOOKUP_INTERVAL - time.monotonic()
-            if wait > 0 and any(kind != "reconcile" for kind, _ in batch):
+            if wait > 0 and any(kind in wanted for kind, _ in batch):
                 time.sleep(wait)  # this worker's own thread: gather what arrives meanwhile
                 batch += self._next_batch(0)
             for kind, arg in batch:
                 if kind == "reconcile":
                     reconcile_due = str(arg)
+                elif kind == "look":
+                    look = True
                 else:
                     wanted[kind].update(arg)  # type: ignore[arg-type]
             if wanted["exits"] or wanted["starts"]:
@@ -125,6 +145,8 @@ class SupervisorWatcher:
                 self._isolated("exit lookup", self._lookup, wanted["exits"])
             if wanted["starts"]:
                 self._isolated("start lookup", self._lookup_starts, wanted["starts"])
+            if look:
+                self._isolated("look", self._look, None)
             if reconcile_due and self._isolated("reconcile", self._reconcile, reconcile_due):
                 reconcile_due = ""
 
@@ -141,7 +163,7 @@ class SupervisorWatcher:
         with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
             os.write(self.wakeup_fd, b"w")
 
-    def _post(self, item: Snapshot | ExitsObserved | StartsObserved) -> None:
+    def _post(self, item: Snapshot | ExitsObserved | StartsObserved | Sighting) -> None:
         self.results.put(item)
         self._wake()
 
@@ -174,6 +196,16 @@ class SupervisorWatcher:
         wall = time.time()
         self._post(Snapshot([steady(i, spawn_age(i.pid), wall) for i in infos], taken, daemon))
         return True
+
+    def _look(self, _: object) -> None:
+        """One getAllProcessInfo for a Sighting; a supervisord that cannot answer gets the next look."""
+        taken = self.clock()
+        try:
+            infos = self.client.all_process_info()
+        except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
+            log.debug("look while the store cannot be written failed: %s", exc)
+            return
+        self._post(Sighting(infos, taken))
 
     def _lookup_starts(self, namespecs: set[str]) -> None:
         names = sorted(namespecs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from .conftest import fast_alerts
 from .harness import stays, wait_for
 from .test_store_faults import ON_CUE, crash
 from .test_supervisord_death import gone, kill
+from .test_supervisord_death import running_in_store as known_running
 
 FEED = "[program:feed]\ncommand=sh -c 'trap \"\" HUP; exec sleep 1000'\nstartsecs=1\n\n"
 
@@ -108,6 +110,63 @@ def test_disk_full_then_supervisord_killed(supervisor_factory, webhook, tmp_path
             assert "Sent late: this message could not be delivered when supervisord died" in late[0].body
         stays(lambda: len(webhook.matching("died without shutting down")) == 1, 3, "the death message once")
     finally:
+        kill(left)
+
+
+TWO = "[program:c]\ncommand=sleep 1000\nstartsecs=1\n\n[program:d]\ncommand=sleep 1000\nstartsecs=1\n\n"
+LOCK = """
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+c.execute("ROLLBACK")
+"""
+
+
+def test_a_program_respawned_while_the_store_is_locked_is_named_when_supervisord_dies(supervisor_factory, webhook):
+    """Issue 21 (attack a4): the store locked, c killed. The listener holds c's exit, so supervisord
+    keeps the RUNNING event of c's respawn in its buffer; supervisord is then killed. The death
+    message still names c's new pid (the listener looked at supervisord itself while it held), the
+    sidecar carries that orphan, and the next listener alerts that c runs twice until it is gone."""
+    sup = supervisor_factory(TWO, fast_alerts(webhook)).start()
+    wait_for(lambda: known_running(sup, ["c", "d"]), 20, "c and d running")
+    old_c, d = sup.info("c:c")["pid"], sup.info("d:d")["pid"]
+    left = [old_c, d]
+    holder = subprocess.Popen([sys.executable, "-c", LOCK, str(sup.state_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        os.kill(old_c, signal.SIGKILL)  # its exit is an event the listener cannot commit: held
+        webhook.wait("cannot write its store", timeout=30)
+        new_c = wait_for(lambda: (i := sup.info("c:c"))["statename"] == "RUNNING" and i["pid"] not in (0, old_c)
+                         and i["pid"], 20, "supervisord restarted c (the listener still holds its exit)")
+        left.append(new_c)
+        wait_for(lambda: f"c:c runs as pid {new_c}" in sup.listener_output(), 20,
+                 "the listener saw c's new pid while it held")
+        sup.proc.kill()
+        sup.proc.wait(10)
+        died = webhook.wait("died without shutting down", timeout=20)
+        assert len(died) == 1, [m.title for m in webhook.messages]
+        body = died[0].body
+        assert "this message comes straight from the listener's memory" in body, body
+        assert f"c (pid {new_c})" in body and f"d (pid {d})" in body, body  # both orphans, from memory
+        assert f"supervisord started it again as pid {new_c}" in body and "is not known" not in body, body
+
+        holder.stdin.close()  # the lock released
+        holder.wait(10)
+        sup.start()
+        for name, orphan in (("c", new_c), ("d", d)):
+            wait_for(lambda n=name, o=orphan: [e for e in webhook.entries() if e.startswith("CRITICAL")
+                                               and f"{n} runs twice: orphan pid {o} from the previous supervisord"
+                                               in e], 30, f"{name} runs twice, its orphan named")
+        back = webhook.wait("is back after an unclean end", timeout=10)[0].body
+        assert f"c (pid {new_c})" in back and f"d (pid {d})" in back, back
+        kill([new_c])
+        wait_for(lambda: [e for e in webhook.entries() if e.startswith("RESOLVED") and "c runs" in e.split("\n")[0]],
+                 30, "c's orphan gone: resolved")
+    finally:
+        holder.kill()
         kill(left)
 
 
