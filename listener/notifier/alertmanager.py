@@ -17,20 +17,10 @@ from datetime import datetime, timezone
 
 from ..config import AlertmanagerSettings
 from ..redact import safe_url
+from ..rules.kinds import KINDS
 from ..rules.models import (
-    BELOW_QUORUM,
-    BRAKED,
-    CRASH_LOOP,
-    CRASHED,
-    EXHAUSTED,
-    EXITED,
-    FATAL,
-    LEFT_STOPPED,
     QUORUM,
-    REMEDIATION_FAILED,
     RESOLVED,
-    RUNS_TWICE,
-    UNHEALTHY,
     Alert,
     display_name,
 )
@@ -38,19 +28,6 @@ from ..store.delivery import PendingNotice
 from .render import Enrichment, dashboard_link, firing_block, headline
 from .targets import DeliveryError
 
-ALERTNAMES = {
-    CRASHED: "SupervisorProcessCrashed",
-    CRASH_LOOP: "SupervisorProcessCrashLooping",
-    FATAL: "SupervisorProcessFatal",
-    EXITED: "SupervisorProcessExited",
-    BRAKED: "SupervisorProcessBraked",
-    UNHEALTHY: "SupervisorProcessUnhealthy",
-    REMEDIATION_FAILED: "SupervisorRemediationFailed",
-    EXHAUSTED: "SupervisorRemediationExhausted",
-    BELOW_QUORUM: "SupervisorGroupBelowQuorum",
-    LEFT_STOPPED: "SupervisorRemediationInterrupted",
-    RUNS_TWICE: "SupervisorProcessRunsTwice",
-}
 FORMAT = "alertmanager"
 
 
@@ -60,7 +37,7 @@ def _iso(ts: float) -> str:
 
 def _labels(alert: Alert, host: str, kind: str, severity: str) -> dict[str, str]:
     group, _, name = alert.namespec.partition(":")
-    labels = {"alertname": ALERTNAMES[kind], "severity": severity, "instance": host, "group": group,
+    labels = {"alertname": KINDS[kind].alertname, "severity": severity, "instance": host, "group": group,
               "kind": kind, "source": "lookout"}
     if alert.family != QUORUM:
         labels["name"] = name
@@ -104,7 +81,7 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
         elif a.previous_kind:
             out.append({
                 "labels": _labels(a, host, a.previous_kind, a.previous_severity),
-                "annotations": {"summary": f"{display_name(a.namespec)}: replaced by {ALERTNAMES[a.kind]}"},
+                "annotations": {"summary": f"{display_name(a.namespec)}: replaced by {KINDS[a.kind].alertname}"},
                 "startsAt": _iso(a.opened_at),
                 "endsAt": _iso(now),
             })

@@ -18,23 +18,18 @@ from ..config import format_duration
 from ..logs import ExitInfo
 from ..probes.checks import USER_AGENT
 from ..redact import scrub
+from ..rules.kinds import KINDS
 from ..rules.models import (
-    BELOW_QUORUM,
     BRAKED,
     CRASH_LOOP,
     CRASHED,
-    EXHAUSTED,
     EXITED,
     FATAL,
-    LEFT_STOPPED,
     PROCESS,
     QUORUM,
-    REMEDIATION_FAILED,
     REMINDER,
     REMOVED_FROM_CONFIG,
     RESOLVED,
-    RUNS_TWICE,
-    UNHEALTHY,
     UPDATE,
     Alert,
     ProcessRecord,
@@ -43,32 +38,6 @@ from ..rules.models import (
 from ..store.delivery import PendingNotice
 from ..text import clean, tail
 
-WHAT = {
-    CRASHED: "crashed and was restarted",
-    CRASH_LOOP: "is crash-looping",
-    FATAL: "gave up starting (FATAL)",
-    EXITED: "exited and will not be restarted",
-    BRAKED: "was stopped by lookout's crash-loop brake",
-    UNHEALTHY: "is unhealthy",
-    REMEDIATION_FAILED: "could not be restarted by lookout",
-    EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
-    BELOW_QUORUM: "is below quorum",
-    LEFT_STOPPED: "is stopped: lookout's action on it was cut short",
-    RUNS_TWICE: "runs more than once (left running by a supervisord that died)",
-}
-PROBLEM = {  # for resolved messages: what it was
-    CRASHED: "a crash",
-    CRASH_LOOP: "a crash loop",
-    FATAL: "a failed start (FATAL)",
-    EXITED: "an unexpected exit",
-    BRAKED: "a crash loop stopped by the brake",
-    UNHEALTHY: "a failing health probe",
-    REMEDIATION_FAILED: "a failed restart by lookout",
-    EXHAUSTED: "an exhausted restart budget",
-    BELOW_QUORUM: "too few processes running",
-    LEFT_STOPPED: "a program left stopped by an interrupted action of lookout",
-    RUNS_TWICE: "a program running twice",
-}
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -115,7 +84,7 @@ def _clock(ts: float) -> str:
 
 def what(alert: Alert) -> str:
     """'is unhealthy (http probe)', 'crashed and was restarted'."""
-    text = WHAT[alert.kind]
+    text = KINDS[alert.kind].what
     return f"{text} ({alert.probe} probe)" if alert.probe else text
 
 
@@ -259,10 +228,10 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a, proc)} on {host}"]
     if a.family == PROCESS:
         restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
-        lines.append(f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
+        lines.append(f"  after {KINDS[a.kind].problem}; down {format_duration(end - a.opened_at)} "
                      f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)")
     else:
-        lines.append(f"  after {PROBLEM[a.kind]}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
+        lines.append(f"  after {KINDS[a.kind].problem}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
                      f"{format_duration(end - a.opened_at)} (since {_clock(a.opened_at)})")
         if a.action_taken and a.resolution != "stopped":  # what lookout did, unless the operator took over
             lines.append(f"  lookout: {clean(a.action_taken)}")
