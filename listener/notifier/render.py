@@ -37,6 +37,7 @@ from ..rules.models import (
 )
 from ..store.delivery import PendingNotice
 from ..text import clean, tail
+from .target import Payload
 
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}
@@ -69,13 +70,6 @@ class Enrichment:
     exit_unknown: dict[str, str] = field(default_factory=dict)  # namespec -> why its exit status is missing
     dashboard_url: str = ""  # notify.dashboard_url, the template
     probe_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # namespec -> paths its http probes GET
-
-
-@dataclass(frozen=True)
-class Message:
-    title: str
-    body: str
-    notify_type: str
 
 
 def _clock(ts: float) -> str:
@@ -239,7 +233,7 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
 
 
 def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
-           max_detailed: int, markdown: bool = False) -> Message:
+           max_detailed: int, markdown: bool = False) -> Payload:
     firing = [n for n in notices if n.kind != RESOLVED]
     resolved = [n for n in notices if n.kind == RESOLVED]
     # A problem that came and went within group_wait: one block that says both.
@@ -264,7 +258,7 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
     for n in resolved:
         blocks.extend(_resolved_block(n, host))
         blocks.append("")
-    return Message(_title(notices, firing, resolved, host), "\n".join(blocks).rstrip() + "\n", _kind(firing))
+    return Payload(_title(notices, firing, resolved, host), "\n".join(blocks).rstrip() + "\n", _kind(firing))
 
 
 def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str) -> str:
@@ -300,12 +294,12 @@ def _kind(firing: list[PendingNotice]) -> str:
 
 
 def render_safely(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
-                  max_detailed: int, markdown: bool = False, errors=None) -> Message:  # noqa: ANN001
+                  max_detailed: int, markdown: bool = False, errors=None) -> Payload:  # noqa: ANN001
     """render(), or when it fails (a bug, a damaged record), each alert on its own, and an alert
     that cannot be rendered at all as one plain line: a bad alert must not take others with it."""
     try:
         message = render(notices, host, now, extra, lines=lines, max_detailed=max_detailed, markdown=markdown)
-        return Message(scrub(message.title), scrub(message.body), message.notify_type)  # a secret in a log tail
+        return Payload(scrub(message.title), scrub(message.body), message.notify_type)  # a secret in a log tail
     except Exception:
         if errors is not None:
             errors.report("render", "rendering a message failed; sending its alerts one by one")
@@ -320,4 +314,4 @@ def render_safely(notices: list[PendingNotice], host: str, now: float, extra: En
         blocks.append("")
     critical = any(n.alert.severity == "critical" and n.kind != RESOLVED for n in notices)
     title = f"[{'CRITICAL' if critical else 'ALERT'}] {host}: {len(notices)} alert(s)"
-    return Message(title, scrub("\n".join(blocks).rstrip() + "\n"), "failure" if critical else "warning")
+    return Payload(title, scrub("\n".join(blocks).rstrip() + "\n"), "failure" if critical else "warning")

@@ -42,13 +42,11 @@ from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..text import clean
 from ..workers import ErrorLog, WorkerThread
-from .alertmanager import FORMAT as AM_FORMAT
-from .alertmanager import render_alertmanager, system_alert
 from .lanes import Job, Lanes, Verdict
-from .render import Enrichment, render_safely
+from .render import Enrichment
 from .sender import OutboxSender
-from .system import SystemMessage, notify_type
-from .targets import Target
+from .system import SystemMessage
+from .target import Rendering, Target
 
 log = logging.getLogger("lookout.notifier")
 
@@ -84,7 +82,6 @@ class Notifier:
         self.store: DeliveryStore | None = None
         self._generation = -1
         self._last_repost = clock()  # the first re-post is one resend_interval after start
-        self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
         self._lock = threading.Lock()
         self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
         self._tickets = 0
@@ -97,6 +94,8 @@ class Notifier:
         self._stage_delay: dict[str, float] = {}
         self._retrying_since: float | None = None  # the oldest message still being retried was written then
         self._policies = PolicyBook(config.alerts, config.probes)
+        self._rendering = Rendering(config.hostname, config.notify.stderr_lines, config.notify.max_detailed,
+                                    self.errors)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
 
     # ---- called from the protocol loop --------------------------------------------------
@@ -271,9 +270,9 @@ class Notifier:
                 continue
             with self._lock:
                 self._direct.remove((msg, target))
-            body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+            payload = target.render_system(msg, self.config.hostname)
             self._direct_out.add(target.key)
-            self.lanes.submit(Job(target.key, self._system_title(msg), body, notify_type(msg), msg))
+            self.lanes.submit(Job(target.key, payload.title, payload.body, payload.notify_type, msg))
             self.sender.collect()  # a lane without a thread of its own has answered already
             self._direct_answered(now)
         with self._lock:
@@ -312,19 +311,14 @@ class Notifier:
         messages = []
         for msg in items:
             for target in [t for t in self.targets if not msg.targets or t.key in msg.targets]:
-                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+                payload = target.render_system(msg, self.config.hostname)
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                                 "title": self._system_title(msg), "body": body,
-                                 "notify_type": "" if target.format == AM_FORMAT else notify_type(msg),
+                                 "title": payload.title, "body": payload.body, "notify_type": payload.notify_type,
                                  "about": SYSTEM})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
         return now if messages else None
-
-    def _system_title(self, msg: SystemMessage) -> str:
-        state = "RESOLVED" if msg.resolved else msg.severity.upper()
-        return f"[{state}] {msg.title} on {self.config.hostname}"
 
     # ---- alerts -------------------------------------------------------------------------
 
@@ -370,21 +364,14 @@ class Notifier:
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment,
                  repost: bool = False) -> dict:
-        host, lines = self.config.hostname, self.config.notify.stderr_lines
-        if target.format == AM_FORMAT:
-            body = render_alertmanager(notices, host, now, extra, lines=lines, annotations=self._am_annotations)
-            title, kind = "alertmanager", ""
-        else:
-            msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
-                                markdown=getattr(target, "markdown", False), errors=self.errors)
-            title, body, kind = msg.title, msg.body, msg.notify_type
+        payload = target.render(notices, now, extra, self._rendering)
         about = about_alerts((n.alert for n in notices), repost)
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                "title": title, "body": body, "notify_type": kind, "about": about}
+                "title": payload.title, "body": payload.body, "notify_type": payload.notify_type, "about": about}
 
     def _repost(self, now: float) -> float | None:
-        """Alertmanager forgets an alert at its endsAt: tell it again what is still open."""
-        targets = [t for t in self.targets if t.format == AM_FORMAT]
+        """Alertmanager forgets an alert at its endsAt: tell the targets that forget what is still open."""
+        targets = [t for t in self.targets if t.reposts]
         if not targets:
             return None
         every = self.config.alertmanager.resend_interval
