@@ -3,15 +3,17 @@
 Stages, in the order an alert goes through them (modelled on Alertmanager's pipeline):
   1. group_wait  - wait from the first pending notice, so a burst goes out as one message
   2. silence     - notices of silenced processes stay pending until the silence ends
-  3. enrich      - log tails, exit statuses, spawnerr (best effort, per alert: one that cannot
-                   be enriched is sent without the extra, saying why)
-  4. render      - one message per target, holding the alerts that target's tags want; an alert
-                   that cannot be rendered in full is sent as one plain line
+  3. enrich      - enrich.py: log tails, exit statuses, spawnerr (best effort, per alert: one
+                   that cannot be enriched is sent without the extra, saying why)
+  4. render      - one message per target, holding the alerts that target's tags want, rendered
+                   by the target itself (target.py); an alert that cannot be rendered in full is
+                   sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
   6. send        - sender.py: each outbox row on its own, handed to its target's lane (lanes.py:
                    a thread per target, one deadline for the whole request); failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
-Each pass runs the stages independently: sending what is due never waits on dispatching, and
+A pass runs the thread's stages (Notifier.stages, one ordered list: direct, send, announce,
+dispatch = 1-5, repost), each independently: sending what is due never waits on dispatching, and
 a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. No stage waits on
 a send: this thread hands sends to the lanes and takes their answers from one queue, so a target
 that hangs slows only itself, and system messages reach every other target meanwhile. The
@@ -27,21 +29,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from ..clock import frame_of
 from ..config import Config
 from ..logs import ProcessLogs
-from ..rpc import SupervisorUnavailable, snapshot_from_info
-from ..rules.models import FATAL, RESOLVED, STOPPED_BY_OPERATOR
-from ..rules.policy import PolicyBook
+from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
-from ..text import clean
 from ..workers import ErrorLog, WorkerThread
+from .enrich import Enricher
 from .lanes import Job, Lanes, Verdict
 from .render import Enrichment
 from .sender import OutboxSender
@@ -57,6 +56,16 @@ STOP_SETTLE = 3.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pass: run(now) does its work and says when it next has some (None: only
+    when woken). A stage that raises is retried alone, with a backoff of its own (_stage)."""
+
+    name: str
+    run: Callable[[float], float | None]
+    while_stopping: bool = False  # runs in the passes of a stopping notifier (their answers are recorded)
 
 
 class Notifier:
@@ -93,10 +102,17 @@ class Notifier:
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
         self._retrying_since: float | None = None  # the oldest message still being retried was written then
-        self._policies = PolicyBook(config.alerts, config.probes)
+        self.enricher = Enricher(config, logs, self.errors)
         self._rendering = Rendering(config.hostname, config.notify.stderr_lines, config.notify.max_detailed,
                                     self.errors)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
+        self.stages = (  # one pass, in this order
+            Stage("direct", self._send_direct, while_stopping=True),  # system messages from memory
+            Stage("send", self._send_due, while_stopping=True),  # the outbox to the lanes; answers recorded
+            Stage("announce", self._write_announcements),  # system messages into the outbox
+            Stage("dispatch", self._dispatch),  # group_wait, silence, enrich, render, outbox
+            Stage("repost", self._repost),  # open alerts again, to the targets that forget them
+        )
 
     # ---- called from the protocol loop --------------------------------------------------
 
@@ -209,12 +225,11 @@ class Notifier:
     def step(self, now: float) -> float | None:
         """One pass through the stages, each on its own; returns when it next has work."""
         self.sender.collect()
-        times = [self._stage("direct", self._send_direct, now)]
-        for name, stage in (("send", self._send_due), ("announce", self._write_announcements),
-                            ("dispatch", self._dispatch), ("repost", self._repost)):
-            times.append(self._stage(name, stage, now))
-            if self._stop.is_set():
+        times = []
+        for stage in self.stages:
+            if self._stop.is_set() and not stage.while_stopping:
                 break
+            times.append(self._stage(stage.name, stage.run, now))
         due = [t for t in times if t is not None]
         with self._lock:
             announced = bool(self._announce)
@@ -343,7 +358,7 @@ class Notifier:
         due = first + self.config.alerts.group_wait if first <= now else now  # (after now: the clock stepped back)
         if now < due:
             return due
-        extra = self._enrich(active)
+        extra = self.enricher.enrich(active)
         messages = []
         for target in self.targets:
             mine = [n for n in active if target.wants((*n.alert.tags, n.alert.severity))]
@@ -409,45 +424,6 @@ class Notifier:
             store.discard([n.id for n in dropped], now)
             active = [n for n in active if n.alert.id not in secret]
         return active
-
-    def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
-        """Best effort, alert by alert: what fails is named in that alert and nowhere else."""
-        extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
-        for n in notices:  # the paths lookout's http probes request: their access-log lines are its own noise
-            paths = {urlsplit(spec.params["url"]).path or "/" for spec in self._policies.probes(n.alert.namespec)
-                     if spec.kind == "http"}
-            if paths:
-                extra.probe_paths[n.alert.namespec] = tuple(paths)
-        if self.logs is None:
-            return extra
-        firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]
-        missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
-        if missing:
-            try:
-                extra.exits.update(self.logs.recent_exits(missing))
-                why = "not in the tail of supervisord's main log"
-            except Exception as exc:
-                self.errors.report("enrich exits", "could not read exit statuses: %s", exc, exc_info=False,
-                                   level=logging.WARNING)
-                why = clean(str(exc))[:200]
-            extra.exit_unknown.update((ns, why) for ns in missing if ns not in extra.exits)
-        for n in firing:
-            ns = n.alert.namespec
-            try:
-                if self.config.notify.stderr_lines > 0:
-                    extra.tails[ns], problem = self.logs.tail(ns)
-                    if problem:
-                        extra.unavailable[ns] = clean(problem)[:200]
-                if n.alert.kind == FATAL:
-                    snap = snapshot_from_info(self.logs.client.call("supervisor.getProcessInfo", ns))
-                    if snap is not None:
-                        extra.spawnerr[ns] = clean(snap.spawnerr)[:500]
-            except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
-                extra.unavailable[ns] = clean(str(exc))[:200]
-            except Exception as exc:
-                extra.unavailable[ns] = f"{type(exc).__name__} while reading it"
-                self.errors.report("enrich", "could not enrich the alert of %s", ns)
-        return extra
 
     # ---- the outbox ---------------------------------------------------------------------
 
