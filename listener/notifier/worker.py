@@ -40,8 +40,9 @@ from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, abou
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..workers import ErrorLog, WorkerThread
+from .direct import DirectSends
 from .enrich import Enricher
-from .lanes import Job, Lanes, Verdict
+from .lanes import Lanes
 from .render import Enrichment
 from .sender import OutboxSender
 from .system import SystemMessage
@@ -54,7 +55,6 @@ POLL_SECONDS = 1.0  # silences are written by another process: look at least thi
 # waits this long, so the removal's reason ("removed from supervisord's configuration") can take its place.
 STOP_SETTLE = 3.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
-DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
 
@@ -92,10 +92,7 @@ class Notifier:
         self._generation = -1
         self._last_repost = clock()  # the first re-post is one resend_interval after start
         self._lock = threading.Lock()
-        self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
-        self._tickets = 0
-        self._direct_outcome: dict[int, dict[str, bool]] = {}  # ticket -> target key -> delivered (when decided)
-        self._direct_out: set[str] = set()  # targets with a message from memory out, until its answer is taken
+        self.directs = DirectSends(targets, config.hostname, self._stop)  # best effort, from memory
         self._announce: list[SystemMessage] = []  # durable: through the outbox
         self.lanes = Lanes(targets, config.notify.timeout, self._wake)
         self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop, self.lanes)
@@ -140,22 +137,14 @@ class Notifier:
     def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> int:
         """Send now, from memory, to every target: for when the store itself cannot be written.
         Returns a ticket for direct_outcome()."""
-        with self._lock:
-            self._tickets += 1
-            ticket = self._tickets
-            self._direct_outcome[ticket] = {}
-            if len(self._direct_outcome) > 64:  # a listener sends a few in its life: keep the recent ones
-                del self._direct_outcome[min(self._direct_outcome)]
-            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved, ticket=ticket), t)
-                                for t in self.targets)
+        ticket = self.directs.add(alertname, title, text, severity, resolved)
         self.wake()
         return ticket
 
     def direct_outcome(self, ticket: int) -> dict[str, bool]:
         """Target key -> whether the direct message reached it, for the targets tried so far (the
         last attempt's result: False may still become True on a retry)."""
-        with self._lock:
-            return dict(self._direct_outcome.get(ticket, {}))
+        return self.directs.outcome(ticket)
 
     def settle(self, timeout: float) -> bool:
         """Let the worker write and send what was announced (the listener's last words, before it
@@ -208,9 +197,7 @@ class Notifier:
             self._stage_at = {k: t + delta for k, t in self._stage_at.items()}
             if self._retrying_since is not None:
                 self._retrying_since += delta
-            with self._lock:
-                for msg, _ in self._direct:
-                    msg.next_at = msg.next_at + delta if msg.next_at else 0.0
+            self.directs.shift(delta)
             self.sender.shift(delta)
             self._outbox_frame_due = True
         if self._outbox_frame_due:
@@ -273,50 +260,7 @@ class Notifier:
     # ---- system messages --------------------------------------------------------------------
 
     def _send_direct(self, now: float) -> float | None:
-        """From memory, each target's in order, on its lane; 3 tries (or copies) at most."""
-        self._direct_answered(now)
-        with self._lock:
-            items = list(self._direct)
-        waits: set[str] = set()  # targets whose next message is not due or whose lane is busy
-        for msg, target in items:
-            if target.key in waits or target.key in self._direct_out or msg.next_at > now \
-                    or not self.lanes.idle(target.key) or self._stop.is_set():
-                waits.add(target.key)
-                continue
-            with self._lock:
-                self._direct.remove((msg, target))
-            payload = target.render_system(msg, self.config.hostname)
-            self._direct_out.add(target.key)
-            self.lanes.submit(Job(target.key, payload.title, payload.body, payload.notify_type, msg))
-            self.sender.collect()  # a lane without a thread of its own has answered already
-            self._direct_answered(now)
-        with self._lock:
-            return min((m.next_at for m, _ in self._direct), default=None)
-
-    def _direct_answered(self, now: float) -> None:
-        answers, self.sender.system_answers = self.sender.system_answers, []
-        for result in answers:
-            msg, target = result.job.ref, self.by_key[result.job.target_key]
-            self._direct_out.discard(target.key)
-            self._decided(msg, target, result.verdict is Verdict.SENT)
-            if result.verdict is Verdict.SENT:
-                log.info("direct message sent to %s: %s", target.label, msg.title)
-                continue
-            msg.attempts += 1
-            if msg.attempts < DIRECT_ATTEMPTS:
-                msg.next_at = now + DIRECT_RETRY
-                with self._lock:
-                    self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
-            else:
-                maybe = " (maybe delivered: none answered in time)" if result.verdict is Verdict.MAYBE else ""
-                log.error("direct message to %s not delivered (%s)%s: %s", target.label, result.error, maybe,
-                          msg.title)
-
-    def _decided(self, msg: SystemMessage, target: Target, delivered: bool) -> None:
-        with self._lock:
-            outcome = self._direct_outcome.get(msg.ticket)
-            if outcome is not None:
-                outcome[target.key] = delivered
+        return self.directs.send(now, self.lanes, self.sender)
 
     def _write_announcements(self, now: float) -> None:
         with self._lock:
