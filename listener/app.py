@@ -32,7 +32,7 @@ from .health_runner import HealthRunner
 from .held import HeldCommit, StoreTrouble
 from .lifecycle import boot_id
 from .logs import ProcessLogs
-from .notifier.targets import Target
+from .notifier.target import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
 from .procfs import pid_gone, spawn_age

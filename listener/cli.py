@@ -15,7 +15,6 @@ unreachable supervisord (one line naming the key).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -148,13 +147,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_targets(config: Config):  # noqa: ANN202
-    from .notifier.alertmanager import AlertmanagerTarget
-    from .notifier.targets import build_targets, tell_apart
+    from .notifier.targets import configured_targets
 
-    targets, secrets = build_targets(config.notify)  # with those of a notify.config file
-    targets += [AlertmanagerTarget(url, config.alertmanager) for url in config.alertmanager.urls]
+    targets, secrets = configured_targets(config)  # with the secrets of a notify.config file
     install_log_filter(secrets)
-    return tell_apart(targets)
+    return targets
 
 
 def _run(config: Config) -> int:
@@ -283,17 +280,12 @@ def test_alert(config: Config) -> int:
         print("no notify targets configured (notify.urls, notify.config, $LOOKOUT_NOTIFY_URLS)")
         return 1
     failed = 0
-    title = f"[TEST] lookout on {config.hostname}"
-    text = (f"This is a test message from lookout-listener on {config.hostname}.\n"
-            "If you can read it, alerts will reach you here.\n")
-    am_test = json.dumps([{"labels": {"alertname": "LookoutTestAlert", "severity": "info",
-                                      "instance": config.hostname, "source": "lookout"},
-                           "annotations": {"summary": text.strip()}}])
     wake = threading.Event()
     lanes = Lanes(targets, config.notify.timeout, wake)
     lanes.start()
     for t in targets:
-        lanes.submit(Job(t.key, title, am_test if t.format == "alertmanager" else text, "info", None))
+        payload = t.render_test(config.hostname)
+        lanes.submit(Job(t.key, payload.title, payload.body, payload.notify_type, None))
     answers: dict[str, Result] = {}
     while len(answers) < len(targets):  # each lane answers by its deadline (and a grace) at the latest
         wake.wait(0.5)

@@ -14,6 +14,7 @@ from lookout.listener.clock_steps import commit_for_step, commit_for_stored_fram
 from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
 from lookout.listener.config.load import parse_config
 from lookout.listener.held import HeldCommit
+from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier
 from lookout.listener.probes.checks import file_age
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
@@ -251,8 +252,8 @@ def test_clock_meta_is_written_where_the_listener_reads_it(tmp_path):
     assert (get_meta(conn, "clock_offset"), get_meta(conn, "clock_boot")) == ("12.5", "b")
 
 
-class Target:
-    format, tags, key, label, scheme = "text", frozenset(), "t", "test://t", "test"
+class Target(TextTarget):
+    tags, key, label, scheme = frozenset(), "t", "test://t", "test"
 
     def __init__(self) -> None:
         self.sent: list[str] = []

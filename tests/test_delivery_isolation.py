@@ -26,6 +26,7 @@ from lookout.delivery import delivery_lines
 from lookout.listener.config.load import parse_config
 from lookout.listener.notifier.lanes import Job, Result, Verdict
 from lookout.listener.notifier.sender import MAX_COPIES, OutboxSender
+from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier
 from lookout.listener.store.delivery import DeliveryStore
 from lookout.listener.store.schema import connect
@@ -40,11 +41,10 @@ ERRORS = {Verdict.MAYBE: "no answer within 10s to a request its host took in ful
 
 
 @dataclass(frozen=True)
-class FakeTarget:
+class FakeTarget(TextTarget):
     key: str
     label: str = ""
     scheme: str = "json"
-    format = "text"
     tags = frozenset()
 
     def wants(self, tags: object) -> bool:
@@ -187,7 +187,7 @@ def test_the_notifier_counts_a_hanging_target_as_failing(tmp_path):
 def test_with_real_lanes_every_message_goes_out_once(tmp_path):
     """The notifier thread and the lanes' threads hand messages and answers back and forth: a
     message whose answer is not recorded yet is never handed out again."""
-    from lookout.listener.notifier.targets import build_targets
+    from lookout.listener.notifier.apprise_target import build_targets
 
     hook = Webhook().start()
     config = parse_config({"state": {"path": str(tmp_path / "db")}, "notify": {"urls": [hook.url()]}})

@@ -11,13 +11,14 @@ import pytest
 
 from lookout.listener.config.load import parse_config
 from lookout.listener.notifier.ordering import delivery_queues
+from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier
 from lookout.listener.store.delivery import DeliveryStore, OutboxMessage
 from lookout.listener.store.schema import connect
 
 
-class FlakyTarget:
-    format, tags = "text", frozenset()
+class FlakyTarget(TextTarget):
+    tags = frozenset()
 
     def __init__(self, key: str) -> None:
         self.key, self.label, self.scheme = key, f"test://{key}", "test"

@@ -14,6 +14,7 @@ import pytest
 
 from lookout.listener.config import SupervisorSettings, parse_config
 from lookout.listener.logs import ProcessLogs, read_tail
+from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
 from lookout.listener.text import clean, clean_xml
 from lookout.listener.watcher import Snapshot, SupervisorWatcher
@@ -204,8 +205,7 @@ def test_config_for_unit_tests_parses():
     assert parse_config({"state": {"path": "/tmp/x.db"}}).state_path == "/tmp/x.db"
 
 
-class RecordingTarget:
-    format = "text"
+class RecordingTarget(TextTarget):
     tags: frozenset = frozenset()
 
     def __init__(self, key: str, explode: bool = False) -> None:

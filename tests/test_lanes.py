@@ -17,9 +17,9 @@ from aiosmtpd.controller import Controller
 
 from lookout.listener.config.model import AlertmanagerSettings, NotifySettings
 from lookout.listener.notifier.alertmanager import AlertmanagerTarget
+from lookout.listener.notifier.apprise_target import build_targets
 from lookout.listener.notifier.deadline import DeadlinePassed, SendWatch, watched
 from lookout.listener.notifier.lanes import GRACE, Job, Lanes, Result, Verdict
-from lookout.listener.notifier.targets import build_targets
 
 from .harness import Webhook, free_port, wait_for
 
@@ -189,7 +189,7 @@ def test_a_hanging_target_never_slows_another_and_holds_one_thread():
 class Blocked:
     """A target whose send blocks outside any socket (a DNS lookup that hangs, a plugin's sleep)."""
 
-    format, tags, scheme, label, key = "text", frozenset(), "test", "test://blocked", "blocked"
+    tags, scheme, label, key = frozenset(), "test", "test://blocked", "blocked"
 
     def __init__(self) -> None:
         self.release, self.calls = threading.Event(), 0

@@ -17,41 +17,17 @@ from datetime import datetime, timezone
 
 from ..config import AlertmanagerSettings
 from ..redact import safe_url
+from ..rules.kinds import KINDS
 from ..rules.models import (
-    BELOW_QUORUM,
-    BRAKED,
-    CRASH_LOOP,
-    CRASHED,
-    EXHAUSTED,
-    EXITED,
-    FATAL,
-    LEFT_STOPPED,
     QUORUM,
-    REMEDIATION_FAILED,
     RESOLVED,
-    RUNS_TWICE,
-    UNHEALTHY,
     Alert,
     display_name,
 )
 from ..store.delivery import PendingNotice
 from .render import Enrichment, dashboard_link, firing_block, headline
-from .targets import DeliveryError
-
-ALERTNAMES = {
-    CRASHED: "SupervisorProcessCrashed",
-    CRASH_LOOP: "SupervisorProcessCrashLooping",
-    FATAL: "SupervisorProcessFatal",
-    EXITED: "SupervisorProcessExited",
-    BRAKED: "SupervisorProcessBraked",
-    UNHEALTHY: "SupervisorProcessUnhealthy",
-    REMEDIATION_FAILED: "SupervisorRemediationFailed",
-    EXHAUSTED: "SupervisorRemediationExhausted",
-    BELOW_QUORUM: "SupervisorGroupBelowQuorum",
-    LEFT_STOPPED: "SupervisorRemediationInterrupted",
-    RUNS_TWICE: "SupervisorProcessRunsTwice",
-}
-FORMAT = "alertmanager"
+from .system import SystemMessage, system_title, words_of_test_alert
+from .target import DeliveryError, Payload, Rendering
 
 
 def _iso(ts: float) -> str:
@@ -60,7 +36,7 @@ def _iso(ts: float) -> str:
 
 def _labels(alert: Alert, host: str, kind: str, severity: str) -> dict[str, str]:
     group, _, name = alert.namespec.partition(":")
-    labels = {"alertname": ALERTNAMES[kind], "severity": severity, "instance": host, "group": group,
+    labels = {"alertname": KINDS[kind].alertname, "severity": severity, "instance": host, "group": group,
               "kind": kind, "source": "lookout"}
     if alert.family != QUORUM:
         labels["name"] = name
@@ -104,7 +80,7 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
         elif a.previous_kind:
             out.append({
                 "labels": _labels(a, host, a.previous_kind, a.previous_severity),
-                "annotations": {"summary": f"{display_name(a.namespec)}: replaced by {ALERTNAMES[a.kind]}"},
+                "annotations": {"summary": f"{display_name(a.namespec)}: replaced by {KINDS[a.kind].alertname}"},
                 "startsAt": _iso(a.opened_at),
                 "endsAt": _iso(now),
             })
@@ -112,12 +88,11 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
     return json.dumps(out)
 
 
-def system_alert(msg, config) -> str:  # noqa: ANN001 - a notifier.worker.SystemMessage, a Config
+def system_alert(msg: SystemMessage, host: str) -> str:
     """An alert about lookout itself (its store), for Alertmanager; resolved by the same labels."""
     entry = {
-        "labels": {"alertname": msg.alertname, "severity": msg.severity, "instance": config.hostname,
-                   "source": "lookout"},
-        "annotations": {"summary": f"{msg.title} on {config.hostname}", "description": msg.text},
+        "labels": {"alertname": msg.alertname, "severity": msg.severity, "instance": host, "source": "lookout"},
+        "annotations": {"summary": f"{msg.title} on {host}", "description": msg.text},
     }
     if msg.resolved:
         entry["endsAt"] = _iso(time.time())
@@ -125,15 +100,18 @@ def system_alert(msg, config) -> str:  # noqa: ANN001 - a notifier.worker.System
 
 
 class AlertmanagerTarget:
-    format = FORMAT
+    """Alertmanager's v2 API: a message is the JSON list of alerts, labelled for its routing."""
+
     tags: frozenset[str] = frozenset()
     scheme = "alertmanager"
+    reposts = True  # it forgets an alert at its endsAt: open ones are posted again (worker.py)
 
     def __init__(self, url: str, settings: AlertmanagerSettings) -> None:
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.settings = settings
         self.key = "am-" + hashlib.sha256(url.encode()).hexdigest()[:16]
         self.label = safe_url(url).replace("http", "alertmanager+http", 1)
+        self._annotations: dict[int, dict] = {}  # alert id -> what was last posted for it (re-posts reuse it)
 
     @property
     def timeout(self) -> float:
@@ -142,6 +120,19 @@ class AlertmanagerTarget:
 
     def wants(self, tags: object) -> bool:
         return True  # Alertmanager routes by label itself
+
+    def render(self, notices: list[PendingNotice], now: float, extra: Enrichment, how: Rendering) -> Payload:
+        body = render_alertmanager(notices, how.host, now, extra, lines=how.lines, annotations=self._annotations)
+        return Payload("alertmanager", body, "")
+
+    def render_system(self, msg: SystemMessage, host: str) -> Payload:
+        return Payload(system_title(msg, host), system_alert(msg, host), "")
+
+    def render_test(self, host: str) -> Payload:
+        title, text = words_of_test_alert(host)
+        return Payload(title, json.dumps([{"labels": {"alertname": "LookoutTestAlert", "severity": "info",
+                                                      "instance": host, "source": "lookout"},
+                                           "annotations": {"summary": text.strip()}}]), "info")
 
     def request_floor(self, body: str) -> int:
         return len(body.encode("utf-8"))  # the alerts go out as they are, endsAt added

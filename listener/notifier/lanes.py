@@ -34,7 +34,7 @@ from typing import Any
 from ..config import format_duration
 from ..workers import WorkerThread
 from .deadline import SendWatch, install, watched
-from .targets import DeliveryError
+from .target import DeliveryError
 
 log = logging.getLogger("lookout.notifier")
 GRACE = 2.0  # seconds after its deadline that a cut send has to return before it is reported for

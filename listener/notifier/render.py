@@ -18,23 +18,18 @@ from ..config import format_duration
 from ..logs import ExitInfo
 from ..probes.checks import USER_AGENT
 from ..redact import scrub
+from ..rules.kinds import KINDS
 from ..rules.models import (
-    BELOW_QUORUM,
     BRAKED,
     CRASH_LOOP,
     CRASHED,
-    EXHAUSTED,
     EXITED,
     FATAL,
-    LEFT_STOPPED,
     PROCESS,
     QUORUM,
-    REMEDIATION_FAILED,
     REMINDER,
     REMOVED_FROM_CONFIG,
     RESOLVED,
-    RUNS_TWICE,
-    UNHEALTHY,
     UPDATE,
     Alert,
     ProcessRecord,
@@ -42,33 +37,8 @@ from ..rules.models import (
 )
 from ..store.delivery import PendingNotice
 from ..text import clean, tail
+from .target import Payload
 
-WHAT = {
-    CRASHED: "crashed and was restarted",
-    CRASH_LOOP: "is crash-looping",
-    FATAL: "gave up starting (FATAL)",
-    EXITED: "exited and will not be restarted",
-    BRAKED: "was stopped by lookout's crash-loop brake",
-    UNHEALTHY: "is unhealthy",
-    REMEDIATION_FAILED: "could not be restarted by lookout",
-    EXHAUSTED: "is beyond lookout's restart budget (remediation exhausted)",
-    BELOW_QUORUM: "is below quorum",
-    LEFT_STOPPED: "is stopped: lookout's action on it was cut short",
-    RUNS_TWICE: "runs more than once (left running by a supervisord that died)",
-}
-PROBLEM = {  # for resolved messages: what it was
-    CRASHED: "a crash",
-    CRASH_LOOP: "a crash loop",
-    FATAL: "a failed start (FATAL)",
-    EXITED: "an unexpected exit",
-    BRAKED: "a crash loop stopped by the brake",
-    UNHEALTHY: "a failing health probe",
-    REMEDIATION_FAILED: "a failed restart by lookout",
-    EXHAUSTED: "an exhausted restart budget",
-    BELOW_QUORUM: "too few processes running",
-    LEFT_STOPPED: "a program left stopped by an interrupted action of lookout",
-    RUNS_TWICE: "a program running twice",
-}
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -102,20 +72,13 @@ class Enrichment:
     probe_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # namespec -> paths its http probes GET
 
 
-@dataclass(frozen=True)
-class Message:
-    title: str
-    body: str
-    notify_type: str
-
-
 def _clock(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def what(alert: Alert) -> str:
     """'is unhealthy (http probe)', 'crashed and was restarted'."""
-    text = WHAT[alert.kind]
+    text = KINDS[alert.kind].what
     return f"{text} ({alert.probe} probe)" if alert.probe else text
 
 
@@ -259,10 +222,10 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a, proc)} on {host}"]
     if a.family == PROCESS:
         restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
-        lines.append(f"  after {PROBLEM[a.kind]}; down {format_duration(end - a.opened_at)} "
+        lines.append(f"  after {KINDS[a.kind].problem}; down {format_duration(end - a.opened_at)} "
                      f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)")
     else:
-        lines.append(f"  after {PROBLEM[a.kind]}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
+        lines.append(f"  after {KINDS[a.kind].problem}{f' ({a.probe} probe)' if a.probe else ''} that lasted "
                      f"{format_duration(end - a.opened_at)} (since {_clock(a.opened_at)})")
         if a.action_taken and a.resolution != "stopped":  # what lookout did, unless the operator took over
             lines.append(f"  lookout: {clean(a.action_taken)}")
@@ -270,7 +233,7 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
 
 
 def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
-           max_detailed: int, markdown: bool = False) -> Message:
+           max_detailed: int, markdown: bool = False) -> Payload:
     firing = [n for n in notices if n.kind != RESOLVED]
     resolved = [n for n in notices if n.kind == RESOLVED]
     # A problem that came and went within group_wait: one block that says both.
@@ -295,7 +258,7 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
     for n in resolved:
         blocks.extend(_resolved_block(n, host))
         blocks.append("")
-    return Message(_title(notices, firing, resolved, host), "\n".join(blocks).rstrip() + "\n", _kind(firing))
+    return Payload(_title(notices, firing, resolved, host), "\n".join(blocks).rstrip() + "\n", _kind(firing))
 
 
 def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str) -> str:
@@ -331,12 +294,12 @@ def _kind(firing: list[PendingNotice]) -> str:
 
 
 def render_safely(notices: list[PendingNotice], host: str, now: float, extra: Enrichment, *, lines: int,
-                  max_detailed: int, markdown: bool = False, errors=None) -> Message:  # noqa: ANN001
+                  max_detailed: int, markdown: bool = False, errors=None) -> Payload:  # noqa: ANN001
     """render(), or when it fails (a bug, a damaged record), each alert on its own, and an alert
     that cannot be rendered at all as one plain line: a bad alert must not take others with it."""
     try:
         message = render(notices, host, now, extra, lines=lines, max_detailed=max_detailed, markdown=markdown)
-        return Message(scrub(message.title), scrub(message.body), message.notify_type)  # a secret in a log tail
+        return Payload(scrub(message.title), scrub(message.body), message.notify_type)  # a secret in a log tail
     except Exception:
         if errors is not None:
             errors.report("render", "rendering a message failed; sending its alerts one by one")
@@ -351,4 +314,4 @@ def render_safely(notices: list[PendingNotice], host: str, now: float, extra: En
         blocks.append("")
     critical = any(n.alert.severity == "critical" and n.kind != RESOLVED for n in notices)
     title = f"[{'CRITICAL' if critical else 'ALERT'}] {host}: {len(notices)} alert(s)"
-    return Message(title, scrub("\n".join(blocks).rstrip() + "\n"), "failure" if critical else "warning")
+    return Payload(title, scrub("\n".join(blocks).rstrip() + "\n"), "failure" if critical else "warning")

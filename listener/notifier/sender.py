@@ -28,7 +28,7 @@ from ..config import NotifySettings, format_duration
 from ..store.delivery import DeliveryStore, OutboxMessage, TargetRow
 from .lanes import Job, Lanes, Result, Verdict
 from .ordering import delivery_queues
-from .targets import Target
+from .target import Target
 
 log = logging.getLogger("lookout.notifier")
 

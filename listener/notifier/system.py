@@ -27,3 +27,16 @@ class SystemMessage:
 def notify_type(msg: SystemMessage) -> str:
     """apprise's type: success for an end, else by severity (failure, warning, info)."""
     return "success" if msg.resolved else NOTIFY_TYPES.get(msg.severity, "failure")
+
+
+def system_title(msg: SystemMessage, host: str) -> str:
+    """'[CRITICAL] lookout cannot write its store on vm', '[RESOLVED] ...': every target's title."""
+    state = "RESOLVED" if msg.resolved else msg.severity.upper()
+    return f"[{state}] {msg.title} on {host}"
+
+
+def words_of_test_alert(host: str) -> tuple[str, str]:
+    """`lookout test-alert`'s title and text, which every target says in its own form."""
+    return (f"[TEST] lookout on {host}",
+            f"This is a test message from lookout-listener on {host}.\n"
+            "If you can read it, alerts will reach you here.\n")

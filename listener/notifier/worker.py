@@ -3,15 +3,17 @@
 Stages, in the order an alert goes through them (modelled on Alertmanager's pipeline):
   1. group_wait  - wait from the first pending notice, so a burst goes out as one message
   2. silence     - notices of silenced processes stay pending until the silence ends
-  3. enrich      - log tails, exit statuses, spawnerr (best effort, per alert: one that cannot
-                   be enriched is sent without the extra, saying why)
-  4. render      - one message per target, holding the alerts that target's tags want; an alert
-                   that cannot be rendered in full is sent as one plain line
+  3. enrich      - enrich.py: log tails, exit statuses, spawnerr (best effort, per alert: one
+                   that cannot be enriched is sent without the extra, saying why)
+  4. render      - one message per target, holding the alerts that target's tags want, rendered
+                   by the target itself (target.py); an alert that cannot be rendered in full is
+                   sent as one plain line
   5. outbox      - messages are written to SQLite with the notices marked dispatched, atomically
   6. send        - sender.py: each outbox row on its own, handed to its target's lane (lanes.py:
                    a thread per target, one deadline for the whole request); failures retry with
                    exponential backoff for notify.retry_for; an accepted message is never resent
-Each pass runs the stages independently: sending what is due never waits on dispatching, and
+A pass runs the thread's stages (Notifier.stages, one ordered list: direct, send, announce,
+dispatch = 1-5, repost), each independently: sending what is due never waits on dispatching, and
 a stage that fails is logged (once a minute, ErrorLog) and tried again, alone. No stage waits on
 a send: this thread hands sends to the lanes and takes their answers from one queue, so a target
 that hangs slows only itself, and system messages reach every other target meanwhile. The
@@ -27,28 +29,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from ..clock import frame_of
 from ..config import Config
 from ..logs import ProcessLogs
-from ..rpc import SupervisorUnavailable, snapshot_from_info
-from ..rules.models import FATAL, RESOLVED, STOPPED_BY_OPERATOR
-from ..rules.policy import PolicyBook
+from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
-from ..text import clean
 from ..workers import ErrorLog, WorkerThread
-from .alertmanager import FORMAT as AM_FORMAT
-from .alertmanager import render_alertmanager, system_alert
-from .lanes import Job, Lanes, Verdict
-from .render import Enrichment, render_safely
+from .direct import DirectSends
+from .enrich import Enricher
+from .lanes import Lanes
+from .render import Enrichment
 from .sender import OutboxSender
-from .system import SystemMessage, notify_type
-from .targets import Target
+from .system import SystemMessage
+from .target import Rendering, Target
 
 log = logging.getLogger("lookout.notifier")
 
@@ -57,8 +55,17 @@ POLL_SECONDS = 1.0  # silences are written by another process: look at least thi
 # waits this long, so the removal's reason ("removed from supervisord's configuration") can take its place.
 STOP_SETTLE = 3.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
-DIRECT_ATTEMPTS, DIRECT_RETRY = 3, 10.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pass: run(now) does its work and says when it next has some (None: only
+    when woken). A stage that raises is retried alone, with a backoff of its own (_stage)."""
+
+    name: str
+    run: Callable[[float], float | None]
+    while_stopping: bool = False  # runs in the passes of a stopping notifier (their answers are recorded)
 
 
 class Notifier:
@@ -84,20 +91,25 @@ class Notifier:
         self.store: DeliveryStore | None = None
         self._generation = -1
         self._last_repost = clock()  # the first re-post is one resend_interval after start
-        self._am_annotations: dict[int, dict] = {}  # alert id -> last annotations posted
         self._lock = threading.Lock()
-        self._direct: list[tuple[SystemMessage, Target]] = []  # best effort, from memory
-        self._tickets = 0
-        self._direct_outcome: dict[int, dict[str, bool]] = {}  # ticket -> target key -> delivered (when decided)
-        self._direct_out: set[str] = set()  # targets with a message from memory out, until its answer is taken
+        self.directs = DirectSends(targets, config.hostname, self._stop)  # best effort, from memory
         self._announce: list[SystemMessage] = []  # durable: through the outbox
         self.lanes = Lanes(targets, config.notify.timeout, self._wake)
         self.sender = OutboxSender(config.notify, self.by_key, clock, self._stop, self.lanes)
         self._stage_at: dict[str, float] = {}  # a failed stage's next try
         self._stage_delay: dict[str, float] = {}
         self._retrying_since: float | None = None  # the oldest message still being retried was written then
-        self._policies = PolicyBook(config.alerts, config.probes)
+        self.enricher = Enricher(config, logs, self.errors)
+        self._rendering = Rendering(config.hostname, config.notify.stderr_lines, config.notify.max_detailed,
+                                    self.errors)
         self.quiet = threading.Event()  # set after a pass that left nothing announced and nothing due
+        self.stages = (  # one pass, in this order
+            Stage("direct", self._send_direct, while_stopping=True),  # system messages from memory
+            Stage("send", self._send_due, while_stopping=True),  # the outbox to the lanes; answers recorded
+            Stage("announce", self._write_announcements),  # system messages into the outbox
+            Stage("dispatch", self._dispatch),  # group_wait, silence, enrich, render, outbox
+            Stage("repost", self._repost),  # open alerts again, to the targets that forget them
+        )
 
     # ---- called from the protocol loop --------------------------------------------------
 
@@ -125,22 +137,14 @@ class Notifier:
     def direct(self, alertname: str, title: str, text: str, severity: str, resolved: bool = False) -> int:
         """Send now, from memory, to every target: for when the store itself cannot be written.
         Returns a ticket for direct_outcome()."""
-        with self._lock:
-            self._tickets += 1
-            ticket = self._tickets
-            self._direct_outcome[ticket] = {}
-            if len(self._direct_outcome) > 64:  # a listener sends a few in its life: keep the recent ones
-                del self._direct_outcome[min(self._direct_outcome)]
-            self._direct.extend((SystemMessage(alertname, title, text, severity, resolved, ticket=ticket), t)
-                                for t in self.targets)
+        ticket = self.directs.add(alertname, title, text, severity, resolved)
         self.wake()
         return ticket
 
     def direct_outcome(self, ticket: int) -> dict[str, bool]:
         """Target key -> whether the direct message reached it, for the targets tried so far (the
         last attempt's result: False may still become True on a retry)."""
-        with self._lock:
-            return dict(self._direct_outcome.get(ticket, {}))
+        return self.directs.outcome(ticket)
 
     def settle(self, timeout: float) -> bool:
         """Let the worker write and send what was announced (the listener's last words, before it
@@ -193,9 +197,7 @@ class Notifier:
             self._stage_at = {k: t + delta for k, t in self._stage_at.items()}
             if self._retrying_since is not None:
                 self._retrying_since += delta
-            with self._lock:
-                for msg, _ in self._direct:
-                    msg.next_at = msg.next_at + delta if msg.next_at else 0.0
+            self.directs.shift(delta)
             self.sender.shift(delta)
             self._outbox_frame_due = True
         if self._outbox_frame_due:
@@ -210,12 +212,11 @@ class Notifier:
     def step(self, now: float) -> float | None:
         """One pass through the stages, each on its own; returns when it next has work."""
         self.sender.collect()
-        times = [self._stage("direct", self._send_direct, now)]
-        for name, stage in (("send", self._send_due), ("announce", self._write_announcements),
-                            ("dispatch", self._dispatch), ("repost", self._repost)):
-            times.append(self._stage(name, stage, now))
-            if self._stop.is_set():
+        times = []
+        for stage in self.stages:
+            if self._stop.is_set() and not stage.while_stopping:
                 break
+            times.append(self._stage(stage.name, stage.run, now))
         due = [t for t in times if t is not None]
         with self._lock:
             announced = bool(self._announce)
@@ -259,50 +260,7 @@ class Notifier:
     # ---- system messages --------------------------------------------------------------------
 
     def _send_direct(self, now: float) -> float | None:
-        """From memory, each target's in order, on its lane; 3 tries (or copies) at most."""
-        self._direct_answered(now)
-        with self._lock:
-            items = list(self._direct)
-        waits: set[str] = set()  # targets whose next message is not due or whose lane is busy
-        for msg, target in items:
-            if target.key in waits or target.key in self._direct_out or msg.next_at > now \
-                    or not self.lanes.idle(target.key) or self._stop.is_set():
-                waits.add(target.key)
-                continue
-            with self._lock:
-                self._direct.remove((msg, target))
-            body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
-            self._direct_out.add(target.key)
-            self.lanes.submit(Job(target.key, self._system_title(msg), body, notify_type(msg), msg))
-            self.sender.collect()  # a lane without a thread of its own has answered already
-            self._direct_answered(now)
-        with self._lock:
-            return min((m.next_at for m, _ in self._direct), default=None)
-
-    def _direct_answered(self, now: float) -> None:
-        answers, self.sender.system_answers = self.sender.system_answers, []
-        for result in answers:
-            msg, target = result.job.ref, self.by_key[result.job.target_key]
-            self._direct_out.discard(target.key)
-            self._decided(msg, target, result.verdict is Verdict.SENT)
-            if result.verdict is Verdict.SENT:
-                log.info("direct message sent to %s: %s", target.label, msg.title)
-                continue
-            msg.attempts += 1
-            if msg.attempts < DIRECT_ATTEMPTS:
-                msg.next_at = now + DIRECT_RETRY
-                with self._lock:
-                    self._direct.insert(0, (msg, target))  # before the target's later ones: they stay in order
-            else:
-                maybe = " (maybe delivered: none answered in time)" if result.verdict is Verdict.MAYBE else ""
-                log.error("direct message to %s not delivered (%s)%s: %s", target.label, result.error, maybe,
-                          msg.title)
-
-    def _decided(self, msg: SystemMessage, target: Target, delivered: bool) -> None:
-        with self._lock:
-            outcome = self._direct_outcome.get(msg.ticket)
-            if outcome is not None:
-                outcome[target.key] = delivered
+        return self.directs.send(now, self.lanes, self.sender)
 
     def _write_announcements(self, now: float) -> None:
         with self._lock:
@@ -312,19 +270,14 @@ class Notifier:
         messages = []
         for msg in items:
             for target in [t for t in self.targets if not msg.targets or t.key in msg.targets]:
-                body = system_alert(msg, self.config) if target.format == AM_FORMAT else msg.text
+                payload = target.render_system(msg, self.config.hostname)
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                                 "title": self._system_title(msg), "body": body,
-                                 "notify_type": "" if target.format == AM_FORMAT else notify_type(msg),
+                                 "title": payload.title, "body": payload.body, "notify_type": payload.notify_type,
                                  "about": SYSTEM})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
         return now if messages else None
-
-    def _system_title(self, msg: SystemMessage) -> str:
-        state = "RESOLVED" if msg.resolved else msg.severity.upper()
-        return f"[{state}] {msg.title} on {self.config.hostname}"
 
     # ---- alerts -------------------------------------------------------------------------
 
@@ -349,7 +302,7 @@ class Notifier:
         due = first + self.config.alerts.group_wait if first <= now else now  # (after now: the clock stepped back)
         if now < due:
             return due
-        extra = self._enrich(active)
+        extra = self.enricher.enrich(active)
         messages = []
         for target in self.targets:
             mine = [n for n in active if target.wants((*n.alert.tags, n.alert.severity))]
@@ -370,21 +323,14 @@ class Notifier:
 
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment,
                  repost: bool = False) -> dict:
-        host, lines = self.config.hostname, self.config.notify.stderr_lines
-        if target.format == AM_FORMAT:
-            body = render_alertmanager(notices, host, now, extra, lines=lines, annotations=self._am_annotations)
-            title, kind = "alertmanager", ""
-        else:
-            msg = render_safely(notices, host, now, extra, lines=lines, max_detailed=self.config.notify.max_detailed,
-                                markdown=getattr(target, "markdown", False), errors=self.errors)
-            title, body, kind = msg.title, msg.body, msg.notify_type
+        payload = target.render(notices, now, extra, self._rendering)
         about = about_alerts((n.alert for n in notices), repost)
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
-                "title": title, "body": body, "notify_type": kind, "about": about}
+                "title": payload.title, "body": payload.body, "notify_type": payload.notify_type, "about": about}
 
     def _repost(self, now: float) -> float | None:
-        """Alertmanager forgets an alert at its endsAt: tell it again what is still open."""
-        targets = [t for t in self.targets if t.format == AM_FORMAT]
+        """Alertmanager forgets an alert at its endsAt: tell the targets that forget what is still open."""
+        targets = [t for t in self.targets if t.reposts]
         if not targets:
             return None
         every = self.config.alertmanager.resend_interval
@@ -422,45 +368,6 @@ class Notifier:
             store.discard([n.id for n in dropped], now)
             active = [n for n in active if n.alert.id not in secret]
         return active
-
-    def _enrich(self, notices: list[PendingNotice]) -> Enrichment:
-        """Best effort, alert by alert: what fails is named in that alert and nowhere else."""
-        extra = Enrichment(dashboard_url=self.config.notify.dashboard_url)
-        for n in notices:  # the paths lookout's http probes request: their access-log lines are its own noise
-            paths = {urlsplit(spec.params["url"]).path or "/" for spec in self._policies.probes(n.alert.namespec)
-                     if spec.kind == "http"}
-            if paths:
-                extra.probe_paths[n.alert.namespec] = tuple(paths)
-        if self.logs is None:
-            return extra
-        firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]
-        missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
-        if missing:
-            try:
-                extra.exits.update(self.logs.recent_exits(missing))
-                why = "not in the tail of supervisord's main log"
-            except Exception as exc:
-                self.errors.report("enrich exits", "could not read exit statuses: %s", exc, exc_info=False,
-                                   level=logging.WARNING)
-                why = clean(str(exc))[:200]
-            extra.exit_unknown.update((ns, why) for ns in missing if ns not in extra.exits)
-        for n in firing:
-            ns = n.alert.namespec
-            try:
-                if self.config.notify.stderr_lines > 0:
-                    extra.tails[ns], problem = self.logs.tail(ns)
-                    if problem:
-                        extra.unavailable[ns] = clean(problem)[:200]
-                if n.alert.kind == FATAL:
-                    snap = snapshot_from_info(self.logs.client.call("supervisor.getProcessInfo", ns))
-                    if snap is not None:
-                        extra.spawnerr[ns] = clean(snap.spawnerr)[:500]
-            except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
-                extra.unavailable[ns] = clean(str(exc))[:200]
-            except Exception as exc:
-                extra.unavailable[ns] = f"{type(exc).__name__} while reading it"
-                self.errors.report("enrich", "could not enrich the alert of %s", ns)
-        return extra
 
     # ---- the outbox ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from ..config import RemediationSettings, format_duration
 from .alerts import AlertBook
+from .kinds import KINDS
 from .models import (
     ALREADY_STARTED,
     DIED,
@@ -227,8 +228,8 @@ class OwnActions:
             return ""
         if result == "failure":
             out.history.append((now, ns, "action", f"lookout's {a.kind} failed: {detail}"))
-            self.alerts.raise_(REMEDIATION, ns, REMEDIATION_FAILED, "critical", now, out, tags=tags,
-                               detail=f"lookout's {a.kind} failed: {detail}", evidence=a.evidence)
+            self.alerts.raise_(REMEDIATION, ns, REMEDIATION_FAILED, KINDS[REMEDIATION_FAILED].severity, now, out,
+                               tags=tags, detail=f"lookout's {a.kind} failed: {detail}", evidence=a.evidence)
             return ""
         if result == "cancelled":
             out.history.append((now, ns, "action", f"lookout's {a.kind}: {detail}"))
@@ -376,7 +377,8 @@ class OwnActions:
         name = display_name(ns)
         goal = "start it again after the crash-loop backoff" if resume_due else f"{a.kind} it"
         self.alerts.raise_(
-            REMEDIATION, ns, LEFT_STOPPED, "critical", now, out, tags=self.policies.lookup(ns).tags,
+            REMEDIATION, ns, LEFT_STOPPED, KINDS[LEFT_STOPPED].severity, now, out,
+            tags=self.policies.lookup(ns).tags,
             evidence=a.evidence,
             detail=(f"{name} is stopped. lookout was stopping it to {goal} ({a.reason}) when its listener "
                     f"stopped; lookout cannot tell whether that stop was its own or an operator's, so it does not "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .models import FIRING, KIND_RANK, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, Notice, Outcome
+from .kinds import KINDS
+from .models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, Notice, Outcome
 
 
 def _named(alert: Alert) -> str:
@@ -41,7 +42,7 @@ class AlertBook:
         alert = self.alerts.get((family, namespec))
         if alert is not None:
             alert.updated_at = now
-            if KIND_RANK[kind] > KIND_RANK[alert.kind]:  # it got worse: one new message
+            if KINDS[kind].rank > KINDS[alert.kind].rank:  # it got worse: one new message
                 alert.previous_kind, alert.previous_severity = alert.kind, alert.severity
                 alert.kind, alert.severity = kind, severity
                 alert.detail = detail or alert.detail

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from ..config import CrashLoop, format_duration
 from .actions import LOOKOUT, OwnActions
 from .alerts import AlertBook
+from .kinds import KINDS
 from .models import BRAKED, PROCESS, Outcome, ProcessRecord, display_name
 from .policy import PolicyBook
 
@@ -43,7 +44,7 @@ class CrashLoopBrake:
             self.alerts.update(PROCESS, ns, now, out, detail=detail, notify=True,
                                action_taken="stopped again by the crash-loop brake after it was started again")
         else:
-            self.alerts.raise_(PROCESS, ns, BRAKED, "critical", now, out, opened_at=rec.failing_since,
+            self.alerts.raise_(PROCESS, ns, BRAKED, KINDS[BRAKED].severity, now, out, opened_at=rec.failing_since,
                                failures=len(rec.failures), restarts_at_open=rec.restarts_before_failing,
                                tags=self.policies.lookup(ns).tags, detail=detail)
         if self.dry_run:

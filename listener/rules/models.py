@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Alert families: a process has at most one open alert per family. Within a family an open
-# alert only ever escalates (KIND_RANK); families are independent (a process can crash-loop
+# alert only ever escalates (its kind's rank, kinds.py); families are independent (a process can crash-loop
 # and be unhealthy at once). A health family is per probe: "health:<probe name>".
 PROCESS, REMEDIATION, QUORUM, ORPHAN = "process", "remediation", "quorum", "orphan"
 HEALTH = "health"  # prefix
 
-# Alert kinds
+# Alert kinds: their rank, severity, wording and Alertmanager name are one row each in kinds.py
 CRASHED = "crashed"
 CRASH_LOOP = "crash_loop"
 EXITED = "exited"  # unexpected exit, not restarted (autorestart=false)
@@ -25,13 +25,6 @@ EXHAUSTED = "exhausted"  # lookout used up max_restarts within `within` and stop
 BELOW_QUORUM = "below_quorum"  # fewer than min_running processes of a group RUNNING
 LEFT_STOPPED = "left_stopped"  # the listener died in the middle of lookout's stop: stopped, by whom unknown
 RUNS_TWICE = "runs_twice"  # an orphan of a killed supervisord runs beside the new supervisord's copy
-
-KIND_RANK = {CRASHED: 1, CRASH_LOOP: 2, BRAKED: 3, EXITED: 3, FATAL: 3, UNHEALTHY: 1,
-             REMEDIATION_FAILED: 1, EXHAUSTED: 2, BELOW_QUORUM: 1, LEFT_STOPPED: 2, RUNS_TWICE: 1}
-DEFAULT_SEVERITY = {CRASHED: "warning", CRASH_LOOP: "critical", EXITED: "critical", FATAL: "critical",
-                    BRAKED: "critical", UNHEALTHY: "warning", REMEDIATION_FAILED: "critical",
-                    EXHAUSTED: "critical", BELOW_QUORUM: "critical", LEFT_STOPPED: "critical",
-                    RUNS_TWICE: "critical"}
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .alerts import AlertBook
+from .kinds import KINDS
 from .models import ORPHAN, RUNS_TWICE, Outcome, display_name
 
 TIMES = {2: "twice", 3: "three times", 4: "four times"}
@@ -101,7 +102,8 @@ class OrphanWatch:
         for ns, copies in programs.items():
             alert = self.alerts.get(ORPHAN, ns)
             if alert is None:
-                if copies.count >= 2 and self.alerts.raise_(ORPHAN, ns, RUNS_TWICE, "critical", now, out,
+                severity = KINDS[RUNS_TWICE].severity
+                if copies.count >= 2 and self.alerts.raise_(ORPHAN, ns, RUNS_TWICE, severity, now, out,
                                                              detail=describe(ns, copies)) is not None:
                     self.shown[ns] = copies
                 continue

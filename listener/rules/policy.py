@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from ...patterns import ProcessPattern, matches
 from ..config import AlertSettings, CrashLoop, GroupRule, ProbeSpec
-from .models import DEFAULT_SEVERITY
+from .kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ProgramPolicy:
     tags: tuple[str, ...]
 
     def severity_for(self, kind: str) -> str:
-        return self.severity or DEFAULT_SEVERITY[kind]
+        return self.severity or KINDS[kind].severity
 
 
 class PolicyBook:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from ..config import ProbeSpec, RemediationSettings, format_duration
 from .actions import LOOKOUT, OwnActions, family_of
 from .alerts import AlertBook
+from .kinds import KINDS
 from .models import EXHAUSTED, REMEDIATION, Outcome, ProcessRecord, display_name
 from .policy import PolicyBook
 
@@ -81,7 +82,8 @@ class RemediationGuard:
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, "restart", "exhausted"))
         self.alerts.raise_(
-            REMEDIATION, rec.namespec, EXHAUSTED, "critical", now, out, tags=self.policies.lookup(rec.namespec).tags,
+            REMEDIATION, rec.namespec, EXHAUSTED, KINDS[EXHAUSTED].severity, now, out,
+            tags=self.policies.lookup(rec.namespec).tags,
             detail=(f"remediation exhausted: lookout restarted it {len(recent)} time(s) within "
                     f"{format_duration(self.settings.within)} (remediation.max_restarts = {self.settings.max_restarts})"
                     f" and it is still unhealthy; lookout no longer acts on it. `supervisorctl restart "
