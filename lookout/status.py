@@ -4,7 +4,8 @@ One line per process: state and uptime (from supervisord), health (from the prob
 while a probe cannot read its evidence, e.g. a log file deleted), restarts in
 the last hour and day, the last unexpected exit in words, the open alert and a silence if one
 holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA; `--check` exits 0 when
-every process is RUNNING (or deliberately stopped) and no alert is open, 1 otherwise, 2 when
+every process is RUNNING (or deliberately stopped), no alert is open and the listener can write
+its store (a STORE line says when it cannot: what is shown may be stale), 1 otherwise, 2 when
 supervisord or the store cannot be read.
 """
 
@@ -328,8 +329,11 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         for line in left_running(config):
             print(line)
         return 2
+    stale = store_line(config, now)
     if as_json:
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
+        if stale:
+            print(f"lookout: {stale}", file=sys.stderr)  # (stdout stays STATUS_SCHEMA's list)
     elif rows:
         print(render(rows, now, colour))
         every = rows if pattern == "*" else collect(config, "*")
@@ -337,9 +341,24 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
             print(line)
         for line in delivery_lines(config, now):
             print(line)
+        if stale:
+            print(stale)
     if pattern != "*" and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
         print(no_match(pattern), file=sys.stderr)
         return 2
     if check:
-        return 0 if all(r.ok for r in rows) else 1
+        return 0 if all(r.ok for r in rows) and not stale else 1
     return 0
+
+
+def store_line(config: Config, now: float) -> str:
+    """The listener could not write its store at its last try (the sidecar says so: the store itself
+    only has what came before, e.g. while another process holds its lock). What status read is then
+    stale, and the listener holds its alerts: --check fails."""
+    side = peek(config.state_path)
+    since, reason = side.degraded_since, side.reason
+    if not since:
+        return ""
+    at = time.strftime("%H:%M:%S", time.localtime(since))
+    return (f"STORE lookout cannot write its store since {at} ({format_duration(max(0.0, now - since))}: "
+            f"{clean(reason or '?')[:200]}): alerts are held; restarts, exits and alerts above may be stale")

@@ -3,6 +3,7 @@ or badly placed never silences lookout, and it is private."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -99,6 +100,45 @@ c.execute("ROLLBACK")
         holder.kill()
     assert listener_runs_as(sup, pid)
     assert sup.listener_output().count("lookout-listener ready") == 1
+
+
+def test_status_says_when_the_listener_cannot_write_its_store(supervisor_factory, webhook):
+    """Another process holds the write lock: what status reads is the store as it was before, so
+    it says so, and --check fails until the listener can write again (issue 21)."""
+    sup = supervisor_factory(PROGRAMS, fast_alerts(webhook)).start()
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, sys
+c = sqlite3.connect({str(sup.state_path)!r}, isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+c.execute("ROLLBACK")
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def status(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lookout", "-c", str(sup.config_path), "status", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        crash(sup, 0)
+        webhook.wait("cannot write its store", timeout=30)
+        shown = status()
+        stale = [line for line in shown.stdout.splitlines() if line.startswith("STORE ")]
+        assert shown.returncode == 0 and len(stale) == 1, shown.stdout
+        assert "cannot write its store" in stale[0] and "may be stale" in stale[0], stale
+        assert status("--check").returncode == 1
+        as_json = status("--json")
+        assert as_json.returncode == 0 and "cannot write its store" in as_json.stderr
+        assert {"c0", "c1", "c2"} <= {p["name"] for p in json.loads(as_json.stdout)}
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(10)
+        webhook.wait("can write its store again", timeout=40)
+        assert not [line for line in status().stdout.splitlines() if line.startswith("STORE ")]
+        wait_for(lambda: status("--check").returncode == 0, 30, "--check passes once the held alert resolved")
+    finally:
+        holder.kill()
 
 
 def test_corrupt_store_is_moved_aside_with_one_alert(supervisor_factory, webhook):

@@ -9,9 +9,10 @@ REFUSED_AFTER times over REFUSED_FOR although its target accepted other messages
 refused for its content: it is given up on at once, so that the later messages about its alerts
 are not held back for retry_for. A send whose request the target's host took in full but did not
 answer in time is "maybe delivered": sent again with the same backoff, MAX_COPIES copies in all,
-then given up on as maybe delivered (the target may have it; another copy would be the 4th). An
-accepted message is never resent: its answer is kept in memory until the store has recorded it
-(a full disk).
+then given up on as maybe delivered (the target may have it; another copy would be the 4th). A
+send out when its listener stopped counts as a copy too (the next listener's sends_interrupted),
+so restarts between copies never make more than MAX_COPIES. An accepted message is never resent:
+its answer is kept in memory until the store has recorded it (a full disk).
 
 A target whose sends get no answer within the deadline hangs: it counts as failing (the targets
 table: `lookout status`, /metrics, the dead man's switch) until it answers in time again.
@@ -106,6 +107,9 @@ class OutboxSender:
                 if msg.target_key not in self.by_key:
                     log.error("dropping message %d: target %s is no longer configured", msg.id, msg.target_label)
                     store.record_attempt(msg, self.clock(), status="dropped", error="target removed")
+                    continue
+                if msg.copies >= MAX_COPIES:
+                    self._copies_spent(store, msg)  # the last one went out with a listener that stopped
                     continue
                 if msg.target_key in self._out or not self.lanes.idle(msg.target_key):
                     break  # its send is out (or its answer not recorded yet): the answer wakes the notifier
@@ -224,6 +228,18 @@ class OutboxSender:
     def _forget(self, msg_id: int) -> None:
         self._failed_at.pop(msg_id, None)
         self._refusals.pop(msg_id, None)
+
+    def _copies_spent(self, store: DeliveryStore, msg: OutboxMessage) -> None:
+        """A message whose copies are all out without an answer in time, counting the sends its
+        listeners left out when they stopped (sends_interrupted): another would be one too many,
+        however many listeners came and went. Given up on as maybe delivered, without a send."""
+        label = msg.target_label
+        log.error("giving up on message %d to %s: maybe delivered (%d copies its host may have, the last out when "
+                  "a listener stopped)", msg.id, label, msg.copies)
+        store.give_up_maybe(msg, self.clock(), said=f"maybe delivered to {label}: {msg.copies} copies sent, none "
+                                                    "answered in time (the last was out when a listener stopped); "
+                                                    "not sent again")
+        self._forget(msg.id)
 
     def _record(self, store: DeliveryStore, msg: OutboxMessage, result: Result) -> None:
         """The outcome of one send: sent, retried later, or given up on (expired, refused, maybe delivered)."""

@@ -243,6 +243,14 @@ class DeliveryStore:
                 _delivery_history(c, msg.about, now, f"sent to {msg.target_label}" if status == "sent" else
                                   f"not delivered to {msg.target_label}: given up after {msg.attempts + 1} attempt(s)")
 
+    def give_up_maybe(self, msg: OutboxMessage, now: float, said: str) -> None:
+        """Given up on as maybe delivered without a send of its own (its copies were spent before):
+        no attempt and no lookout_notifications_total result, only the history line."""
+        with Transaction(self.conn) as c:
+            if c.execute("UPDATE outbox SET status = 'maybe', next_attempt_at = ?, sending_since = NULL "
+                         "WHERE id = ? AND status = 'pending'", (now, msg.id)).rowcount:
+                _delivery_history(c, msg.about, now, said)
+
     def mark_sending(self, msg_id: int, now: float) -> None:
         """Its send is out: `lookout status` shows a send out too long, and a listener that stops
         before the answer leaves the mark for the next one (sends_interrupted)."""
