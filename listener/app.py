@@ -396,8 +396,11 @@ class Listener(LifecycleMixin):
             for ns, (start, pid) in result.starts.items():
                 outcome.merge(engine.on_start_observed(ns, self.clock.from_mono(start), pid=pid))
         else:
-            for ns, info in result.exits.items():
-                outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran))
+            for (ns, pid), info in result.exits.items():
+                if isinstance(info, str):  # not known, and why
+                    outcome.merge(engine.on_exit_observed(ns, None, info, pid=pid))
+                else:
+                    outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran, pid=pid))
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.models import ProcessSnapshot
+from .rules.snapshot import RAN_AGAIN
 from .text import clean, clean_name
 
 log = logging.getLogger("lookout.logs")
@@ -56,7 +57,7 @@ _EXIT_LINE = re.compile(
     r"exited: (?P<name>[^ ]+) \((?P<how>exit status (?P<code>\d+)"
     r"|terminated by (?P<sig>[^\s;)]+)(?P<core> \(core dumped\))?)"
 )
-_SPAWN_LINE = re.compile(r"spawned: '(?P<name>[^ ]+)' with pid \d+$")
+_SPAWN_LINE = re.compile(r"spawned: '(?P<name>[^ ]+)' with pid (?P<pid>\d+)$")
 _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3}) ")
 _MAIN_LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:CRIT|ERRO|WARN|INFO|DEBG|TRAC|BLAT) ", re.M)
 
@@ -74,16 +75,29 @@ def _stamp(line: str) -> float | None:
     return day * 86400.0 + h * 3600 + mi * 60 + sec + ms / 1000
 
 
-def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitInfo]:
-    """The last exit of each process named in supervisord's main log (names without group),
-    with how long that run lasted by supervisord's own clock: events reach the listener late
-    when they waited in supervisord's buffer, the log's times do not."""
-    found: dict[str, ExitInfo] = {}
-    spawned: dict[str, float | None] = {}
+@dataclass(frozen=True)
+class Run:
+    """One run of a process as supervisord's main log tells it: its pid (from its "spawned" line;
+    None when that line is older than the tail) and how it ended (None: not ended in the log)."""
+
+    name: str
+    pid: int | None
+    exit: ExitInfo | None
+
+
+def runs(main_log: str, names: set[str] | None = None) -> list[Run]:
+    """Every run in the log, in order, with how long each lasted by supervisord's own clock:
+    events reach the listener late when they waited in supervisord's buffer, the log's times do not.
+    The pid ties an exit to the run an event named (a later run's exit is not this one's)."""
+    found: list[Run] = []
+    running: dict[str, tuple[int, int, float | None]] = {}  # name -> (index in found, pid, spawn time)
     for line in main_log.splitlines():
         m = _SPAWN_LINE.search(line)
         if m is not None:
-            spawned[clean_name(m.group("name"))] = _stamp(line)
+            name = clean_name(m.group("name"))
+            if names is None or name in names:
+                running[name] = (len(found), int(m.group("pid")[:19]), _stamp(line))
+                found.append(Run(name, running[name][1], None))
             continue
         m = _EXIT_LINE.search(line)
         if m is None:
@@ -91,13 +105,35 @@ def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitIn
         name = clean_name(m.group("name"))  # as the records have it
         if names is not None and name not in names:
             continue
-        start, end = spawned.pop(name, None), _stamp(line)
+        index, pid, start = running.pop(name, (None, None, None))
+        end = _stamp(line)
         ran = end - start if start is not None and end is not None and 0 <= end - start < 400 * 86400 else None
         if m.group("code") is not None:
-            found[name] = ExitInfo(int(m.group("code")[:6]), f"exit status {m.group('code')[:6]}", ran)
+            info = ExitInfo(int(m.group("code")[:6]), f"exit status {m.group('code')[:6]}", ran)
         else:
-            found[name] = ExitInfo(-1, f"killed by {m.group('sig')[:20]}{m.group('core') or ''}", ran)
+            info = ExitInfo(-1, f"killed by {m.group('sig')[:20]}{m.group('core') or ''}", ran)
+        if index is None:
+            found.append(Run(name, None, info))
+        else:
+            found[index] = Run(name, pid, info)
     return found
+
+
+def last_exits(main_log: str, names: set[str] | None = None) -> dict[str, ExitInfo]:
+    """The last exit of each process named in supervisord's main log (names without group)."""
+    return {run.name: run.exit for run in runs(main_log, names) if run.exit is not None}
+
+
+def exit_of_run(found: list[Run], name: str, pid: int | None) -> ExitInfo | str | None:
+    """The exit of the run `pid` of `name`, never another run's. Without a pid (BACKOFF events
+    carry none), the last exit only while no later run has started, else RAN_AGAIN. None: the
+    log's tail does not reach back to that run."""
+    mine = [run for run in found if run.name == name]
+    if pid is not None:
+        return next((run.exit for run in reversed(mine) if run.pid == pid and run.exit is not None), None)
+    if not mine:
+        return None
+    return mine[-1].exit if mine[-1].exit is not None else RAN_AGAIN
 
 
 def read_tail(path: str, max_bytes: int) -> bytes | None:
@@ -222,6 +258,14 @@ def _open_files(pid: int) -> dict[FileId, str] | None:
     return files
 
 
+def _by_name(namespecs: Iterable[str]) -> dict[str, list[str]]:
+    """Namespecs by process name: the main log names processes only."""
+    by_name: dict[str, list[str]] = {}
+    for ns in namespecs:
+        by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)
+    return by_name
+
+
 class ProcessLogs:
     """Log tails and exit statuses for alerts and probes; safe to use from several threads."""
 
@@ -296,9 +340,20 @@ class ProcessLogs:
     def recent_exits(self, namespecs: Iterable[str]) -> dict[str, ExitInfo]:
         """The last exit of each process, from the tail of supervisord's main log (events do not
         carry exit statuses, and getProcessInfo's is reset by the respawn)."""
-        by_name: dict[str, list[str]] = {}
-        for ns in namespecs:
-            by_name.setdefault(ns.split(":", 1)[-1], []).append(ns)  # the log names processes only
+        by_name = _by_name(namespecs)
+        return {ns: info for name, info in last_exits(self._main_log_text(), set(by_name)).items()
+                for ns in by_name[name]}
+
+    def exits_of_runs(self, wanted: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], ExitInfo | str]:
+        """(namespec, pid) -> the exit of that run (exit_of_run), or why it cannot be known;
+        runs the tail does not reach back to are left out."""
+        wanted = set(wanted)
+        by_name = _by_name(ns for ns, _ in wanted)
+        found = runs(self._main_log_text(), set(by_name))
+        answers = {(ns, pid): exit_of_run(found, ns.split(":", 1)[-1], pid) for ns, pid in wanted}
+        return {key: answer for key, answer in answers.items() if answer is not None}
+
+    def _main_log_text(self) -> str:
         try:
             text = self.client.read_main_log(MAIN_LOG_BYTES)
         except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
@@ -308,7 +363,7 @@ class ProcessLogs:
             text = data.decode("utf-8", "replace")
         if not text:  # it always holds its own start-up lines, unless it is not a file at all
             raise SupervisorUnavailable("supervisord's main log is empty: is its logfile /dev/stdout or syslog?")
-        return {ns: info for name, info in last_exits(text, set(by_name)).items() for ns in by_name[name]}
+        return text
 
     def _read_main_log_file(self) -> bytes | None:
         path = self._main_log or self._find_main_log()

@@ -73,7 +73,7 @@ def steady(info: ProcessSnapshot, age: float | None, wall: float) -> ProcessSnap
 
 @dataclass(frozen=True)
 class ExitsObserved:
-    exits: dict[str, ExitInfo]  # namespec -> exit
+    exits: dict[tuple[str, int | None], ExitInfo | str]  # (namespec, pid of the run) -> its exit, or why not known
 
 
 class SupervisorWatcher:
@@ -95,8 +95,9 @@ class SupervisorWatcher:
         """Ask for a Sighting (while the store cannot be written)."""
         self._requests.put(("look", None))
 
-    def lookup_exits(self, namespecs: list[str]) -> None:
-        self._requests.put(("exits", namespecs))
+    def lookup_exits(self, runs: list[tuple[str, int | None]]) -> None:
+        """(namespec, pid) of runs that ended: pid None when the event did not name it (BACKOFF)."""
+        self._requests.put(("exits", runs))
 
     def lookup_starts(self, namespecs: list[str]) -> None:
         self._requests.put(("starts", namespecs))
@@ -125,7 +126,7 @@ class SupervisorWatcher:
         reconcile_due = ""  # why a reconcile is owed; retried while supervisord cannot answer
         last_lookup = 0.0
         while True:
-            wanted: dict[str, set[str]] = {"exits": set(), "starts": set()}
+            wanted: dict[str, set] = {"exits": set(), "starts": set()}
             look = False
             batch = self._next_batch(RETRY_SECONDS if reconcile_due else None)
             wait = last_lookup + LOOKUP_INTERVAL - time.monotonic()
@@ -224,9 +225,9 @@ class SupervisorWatcher:
         if starts:
             self._post(StartsObserved(starts))
 
-    def _lookup(self, namespecs: set[str]) -> None:
+    def _lookup(self, runs: set[tuple[str, int | None]]) -> None:
         try:
-            found = self.logs.recent_exits(namespecs)
+            found = self.logs.exits_of_runs(runs)
         except (xmlrpc.client.Fault, SupervisorUnavailable) as exc:
             log.debug("exit lookup failed: %s", exc)
             return

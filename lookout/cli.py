@@ -37,6 +37,9 @@ def _parser() -> OneLineParser:
     p = OneLineParser(prog="lookout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
     p.add_argument("--version", action="version", version=f"lookout {version()}")
+    # Also before the command (`lookout --color status web`), as git takes it: only status colours.
+    p.add_argument("--color", dest="global_color", nargs="?", const="always", default=None,
+                   choices=("auto", "always", "never"), help="as status --color")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     s = sub.add_parser("status", help="every process: state, health, restarts, last exit, alerts")
     s.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
@@ -45,7 +48,7 @@ def _parser() -> OneLineParser:
     s.add_argument("--check", action="store_true",
                    help="exit 0 if all RUNNING (or deliberately stopped) and no alert is open, 1 if not, "
                         "2 if supervisord or the store cannot be read")
-    s.add_argument("--color", nargs="?", const="always", default="auto", choices=("auto", "always", "never"),
+    s.add_argument("--color", nargs="?", const="always", default=None, choices=("auto", "always", "never"),
                    help="colour the states: auto (on a terminal, unless NO_COLOR), always (also --color alone), "
                         "never")
     h = sub.add_parser("history", help="one process's state changes, exits and alerts, in time order")
@@ -132,8 +135,8 @@ def _run(config, args) -> int:  # noqa: ANN001
     if args.command == "status":
         from .status import status_command
 
-        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                             and not os.environ.get("NO_COLOR"))
+        choice = args.color or args.global_color or "auto"  # after the command wins over before it
+        colour = choice == "always" or (choice == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
         return status_command(config, args.pattern, args.json, args.check, colour)
     if args.command == "history":
         from .history import history_command

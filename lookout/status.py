@@ -294,7 +294,7 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
     """Each [[alerts.groups]] group's shortfall, and how much of it is deliberate (an operator's stops),
     for the groups of the processes shown; counted over all their members."""
     from .listener.rules.models import ProcessRecord
-    from .listener.rules.quorum import count
+    from .listener.rules.quorum import are, count
 
     out = []
     for group in sorted(shown):
@@ -306,7 +306,7 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
         c = count(members, group)
         needed = c.needed(rule.min_running)
         text = f"group {group}: {c.running} of {c.total} running (minimum {rule.min_running}"
-        text += f", {needed} while {c.deliberate} are stopped on purpose)" if needed < rule.min_running else ")"
+        text += f", {needed} while {are(c.deliberate)} stopped on purpose)" if needed < rule.min_running else ")"
         short = max(0, needed - c.running)
         if short:
             text += (f", short by {short}: {len(c.missing)} down"

@@ -12,7 +12,9 @@ bash, after this substitution table (README text -> this test):
     supervisorctl                    the test's supervisorctl -c this test's supervisord.conf
 
 Two lines are not run by bash: `$EDITOR DIR/lookout.toml` is done here, setting notify.urls (a
-webhook) and supervisor.serverurl (this supervisord's socket), and nothing else; and
+webhook), supervisor.serverurl (this supervisord's socket) and exporter.listen (a free port: on a
+machine where lookout is already installed as the README says, its exporter holds the shipped
+127.0.0.1:9876), and nothing else; and
 `supervisorctl status ...` is retried until it shows both RUNNING (they are STARTING for a moment
 after `update`, and supervisorctl exits 0 for that too). Then a program under that supervisord
 crashes, and the webhook gets the alert.
@@ -20,12 +22,10 @@ crashes, and the webhook gets the alert.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +34,9 @@ import pytest
 
 from lookout.listener.config.load import tomllib
 
-from .harness import REPO, http_get, wait_for
+from .harness import REPO, free_port, http_get, wait_for
 
-SHIPPED_PORT = 9876  # the example's exporter.listen, which the README leaves as is
+SHIPPED_LISTEN = '\nlisten = "127.0.0.1:9876"\n'  # the example's exporter.listen
 
 
 def install_block() -> list[str]:
@@ -54,40 +54,29 @@ def substitute(line: str, table: dict[str, str]) -> str:
     return line
 
 
-def edit(path: Path, webhook_url: str, serverurl: str) -> None:
-    """What the README asks of $EDITOR here: notify.urls, supervisor.serverurl; nothing else."""
+def edit(path: Path, webhook_url: str, serverurl: str, listen: str) -> None:
+    """What a user does with $EDITOR here: notify.urls, supervisor.serverurl (what the README asks)
+    and exporter.listen (a port of their own when another lookout's exporter holds 9876); nothing else."""
     before = path.read_text()
     text, n = re.subn(r"(?ms)^(\[notify\].*?^)urls = \[.*?^\]$", lambda m: f"{m.group(1)}urls = [\"{webhook_url}\"]",
                       before, count=1)
     assert n == 1, "lookout.toml: no notify.urls to edit"
     text, n = re.subn(r"(?m)^# serverurl = .*$", f'serverurl = "{serverurl}"', text, count=1)
     assert n == 1, "lookout.toml: no commented supervisor.serverurl to set"
+    assert text.count(SHIPPED_LISTEN) == 1, "lookout.toml: no exporter.listen to edit"
+    text = text.replace(SHIPPED_LISTEN, f'\nlisten = "{listen}"\n')
     path.write_text(text)
     old, new = tomllib.loads(before), tomllib.loads(text)
     assert new["notify"].pop("urls") == [webhook_url] and new["supervisor"].pop("serverurl") == serverurl
-    old["notify"].pop("urls")
+    assert new["exporter"].pop("listen") == listen
+    old["notify"].pop("urls"), old["exporter"].pop("listen")
     assert new == old
 
 
-@pytest.fixture
-def shipped_listen_port():
-    """The exporter listens where the example says (127.0.0.1:9876: the README does not ask to change
-    it), so two runs of this test on one machine (parallel checkouts) take turns. Requested before
-    supervisor_factory: held until that supervisord, and its exporter, are stopped."""
-    with open("/tmp/lookout-tests-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", SHIPPED_PORT))
-            except OSError as exc:
-                pytest.fail(f"127.0.0.1:{SHIPPED_PORT} is taken by something else, the exporter needs it: {exc}")
-        yield SHIPPED_PORT
-
-
 @pytest.mark.long
-def test_readme_install_runs_as_written(shipped_listen_port, tmp_path, built_dist, supervisor_factory, webhook):
+def test_readme_install_runs_as_written(tmp_path, built_dist, supervisor_factory, webhook):
     wheel = next(built_dist.glob("*.whl"))
+    listen_port = free_port()  # not 9876: another lookout's exporter may hold it
     root = tmp_path / "opt-lookout"  # DIR; the venv goes to DIR/venv, as in the README
     include = tmp_path / "supervisor-conf.d"
     include.mkdir()
@@ -121,7 +110,7 @@ def test_readme_install_runs_as_written(shipped_listen_port, tmp_path, built_dis
     for line in lines:
         command = substitute(line, table)
         if line.startswith("$EDITOR "):
-            edit(Path(command.split()[1]), webhook.url(), f"unix://{sup.sock}")
+            edit(Path(command.split()[1]), webhook.url(), f"unix://{sup.sock}", f"127.0.0.1:{listen_port}")
             continue
 
         def bash(command: str = command) -> subprocess.CompletedProcess:
@@ -178,7 +167,7 @@ def test_readme_install_runs_as_written(shipped_listen_port, tmp_path, built_dis
         assert sup.state_of(name) == "RUNNING", sup.ctl("status").stdout
     wait_for(lambda: "ready" in (root / "log" / "lookout.log").read_text(errors="replace"), 20, "listener ready")
     up = re.compile(rb'^supervisor_process_up\{[^}]*name="svc"[^}]*\} 1(\.0)?$', re.M)
-    metrics = f"http://127.0.0.1:{shipped_listen_port}/metrics"
+    metrics = f"http://127.0.0.1:{listen_port}/metrics"
     wait_for(lambda: up.search(http_get(metrics) or b""), 20, "the exporter to show svc up")
 
     # A crash under that supervisord reaches the webhook (the example's group_wait: 10 s).

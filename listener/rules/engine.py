@@ -113,6 +113,9 @@ class AlertEngine(SnapshotRules):
         # A pending exit seen EXITED once, by its stop time: a second snapshot (answered in a later
         # iteration of supervisord's loop, after it had the chance to respawn) must agree.
         self._exit_sightings: dict[str, int] = {}
+        # Exits whose status was asked of supervisord's log: namespec -> [(pid, when, run seconds)],
+        # oldest first. The answer names the run (pid): a later run's exit is never pinned on this one.
+        self._exits_awaited: dict[str, list[tuple[int | None, float, float | None]]] = {}
         # Loaded from the store: which process runs is not known until supervisord says so (a reload
         # may have replaced them all); probe results about them wait for that.
         self._unconfirmed: set[str] = set(self.records)
@@ -286,7 +289,9 @@ class AlertEngine(SnapshotRules):
             rec.last_run_seconds = now - started if started else None
             rec.last_exit_at, rec.running_since = now, None
             rec.last_exit_status, rec.last_exit_text = None, ""
-            out.exit_lookups.append(rec.namespec)
+            pid = ev.pid if state == "EXITED" else None  # (BACKOFF events name no pid)
+            self._exits_awaited.setdefault(rec.namespec, []).append((pid, now, rec.last_run_seconds))
+            out.exit_lookups.append((rec.namespec, pid))
             if state == "BACKOFF" or ev.expected is False:
                 rec.unexpected_exits += 1
                 if state == "EXITED":
@@ -381,6 +386,7 @@ class AlertEngine(SnapshotRules):
         self._stable_not_before.pop(namespec, None)
         self._unheard_since.pop(namespec, None)
         self._exit_sightings.pop(namespec, None)
+        self._exits_awaited.pop(namespec, None)
 
     def _record(self, group: str, name: str) -> ProcessRecord:
         ns = f"{group}:{name}"

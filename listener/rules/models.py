@@ -279,7 +279,7 @@ class Outcome:
     remediations: list[tuple[str, str, str]] = field(default_factory=list)  # (namespec, action, result) to count
     history: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, namespec, kind, what happened)
     actions: list[Action] = field(default_factory=list)  # for the executor, after the commit
-    exit_lookups: list[str] = field(default_factory=list)
+    exit_lookups: list[tuple[str, int | None]] = field(default_factory=list)  # (namespec, pid of the run)
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime
     reconcile: str = ""  # why a reconcile against getAllProcessInfo is wanted, if it is
     flags_changed: bool = False

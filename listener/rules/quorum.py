@@ -28,6 +28,11 @@ from .models import BELOW_QUORUM, QUORUM, Outcome, ProcessRecord
 from .policy import PolicyBook
 
 
+def are(n: int) -> str:
+    """'1 is', '2 are': the count of members stopped on purpose reads as English."""
+    return f"{n} is" if n == 1 else f"{n} are"
+
+
 def deliberate(rec: ProcessRecord) -> bool:
     """Stopped on purpose: by an operator, or never started (autostart=false), not by lookout; or
     being stopped (STOPPING: someone asked for it; a graceful drain may outlast `for`)."""
@@ -107,8 +112,8 @@ class ShortSpell:
 def describe(group: str, c: GroupCount, minimum: int, spell: ShortSpell | None = None, now: float = 0.0) -> str:
     """'pool: 2 of 4 running (minimum 3); down: pool_1 FATAL since 12:03:04, ...; 1 stopped by an operator',
     and for a flapping group '; flapping: pool_1 down 9 times, ...; short for 21s of the last 30s'."""
-    lowered = f", {c.needed(minimum)} while {c.deliberate} are stopped on purpose" if c.needed(minimum) < minimum \
-        else ""
+    lowered = f", {c.needed(minimum)} while {are(c.deliberate)} stopped on purpose" \
+        if c.needed(minimum) < minimum else ""
     text = f"{group}: {c.running} of {c.total} running (minimum {minimum}{lowered})"
     if c.missing:
         shown = [f"{r.name} {r.state} since {time.strftime('%H:%M:%S', time.localtime(r.state_since))}"

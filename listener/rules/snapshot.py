@@ -23,6 +23,7 @@ from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
 COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
 STABLE_RECHECK = 2.0  # a stable run not yet heard of in events: asked again after this
+RAN_AGAIN = "exit status not known: it ran again before lookout asked"
 LATE_EVENTS = 30.0  # how long a run's events may be queued before we stop waiting for them
 
 
@@ -35,18 +36,37 @@ class SnapshotRules:
     """on_snapshot and its helpers, and what else supervisord's answers or the kernel tell about a
     run (its exit status, its real start); AlertEngine provides records, book, settings and _raise."""
 
-    def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None) -> Outcome:
-        """The exit status read from supervisord's log (events do not carry it), and how long
-        that run lasted by the log's own times (better than ours when the events came late)."""
+    def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None,
+                         pid: int | None = None) -> Outcome:
+        """The exit status of the run `pid` read from supervisord's log (events do not carry it),
+        and how long that run lasted by the log's own times (better than ours when the events came
+        late); status None: not known (the text says why). Each awaited exit of that run gets its
+        row at its own time; the record's last exit changes only when it is the latest exit."""
         out = Outcome()
         rec = self.records.get(namespec)
-        if rec is not None and text and (rec.last_exit_text, rec.last_exit_status) != (text, status):
-            rec.last_exit_status, rec.last_exit_text = status, text
-            if ran is not None:
-                rec.last_run_seconds = ran
-            out.records[namespec] = rec
-            ran = f" after running {format_duration(rec.last_run_seconds)}" if rec.last_run_seconds is not None else ""
-            out.history.append((rec.last_exit_at or rec.state_since, namespec, "exit", f"{text}{ran}"))
+        if rec is None or not text:
+            return out
+        waits = self._exits_awaited.get(namespec, [])
+        mine = [w for w in waits if w[0] == pid]
+        if not mine:  # nothing asked for this run (a direct caller): news of the latest exit
+            mine = [(pid, rec.last_exit_at or rec.state_since, rec.last_run_seconds)]
+        else:
+            self._exits_awaited[namespec] = [w for w in waits if w[0] != pid]
+            if not self._exits_awaited[namespec]:
+                del self._exits_awaited[namespec]
+        for i, (_, at, run_seconds) in enumerate(mine):
+            latest = i == len(mine) - 1  # earlier pid-less exits of the same program: it ran again since
+            what, code, took = (text, status, ran if ran is not None else run_seconds) if latest \
+                else (RAN_AGAIN, None, run_seconds)
+            if at == rec.last_exit_at or rec.last_exit_at is None:
+                if (rec.last_exit_text, rec.last_exit_status) == (what, code):
+                    continue
+                rec.last_exit_status, rec.last_exit_text = code, what
+                if took is not None:
+                    rec.last_run_seconds = took
+                out.records[namespec] = rec
+            shown = f" after running {format_duration(took)}" if took is not None else ""
+            out.history.append((at, namespec, "exit", f"{what}{shown}"))
         return out
 
     def on_start_observed(self, namespec: str, start: float, *, exact: bool = False, pid: int = 0) -> Outcome:

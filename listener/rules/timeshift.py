@@ -76,4 +76,6 @@ def shift_engine(engine, delta: float) -> Outcome:  # noqa: ANN001 - AlertEngine
     engine.stopping_since = moved(engine.stopping_since, delta)
     engine._stable_not_before = {ns: t + delta for ns, t in engine._stable_not_before.items()}
     engine._unheard_since = {ns: t + delta for ns, t in engine._unheard_since.items()}
+    engine._exits_awaited = {ns: [(pid, t + delta, ran) for pid, t, ran in waits]
+                             for ns, waits in engine._exits_awaited.items()}
     return out
