@@ -99,8 +99,9 @@ def examples_commented(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def next_steps(root: str) -> list[str]:
-    """The README's Install steps after `lookout init`, with this DIR and these commands."""
+def next_steps(root: str, copy: str | None = None) -> list[str]:
+    """The README's Install steps after `lookout init`, with this DIR and these commands; `copy`,
+    when this host's supervisord.conf says where its snippets go, replaces Debian's cp step."""
     lookout = shlex.join([*command("lookout", "lookout"), "-c", os.path.join(root, "lookout.toml")])
     snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
     return [
@@ -108,7 +109,8 @@ def next_steps(root: str) -> list[str]:
         "   # notify.urls; supervisor.serverurl if not unix:///var/run/supervisor.sock",
         f"{lookout} check-config",
         f"{lookout} test-alert",
-        f"cp {snippets} /etc/supervisor/conf.d/   # or the directory [include] files= names in supervisord.conf",
+        copy or f"cp {snippets} /etc/supervisor/conf.d/"
+                "   # or the directory [include] files= names in supervisord.conf",
         "supervisorctl reread && supervisorctl update",
         "supervisorctl status lookout lookout-exporter   # both RUNNING",
     ]
@@ -139,29 +141,31 @@ def include_globs(conf: str) -> list[str]:
     return [os.path.normpath(os.path.join(here, g)) for g in globs.split()]
 
 
-def _include_note(root: str) -> str:
+def _include_note(root: str) -> tuple[str, str | None]:
     """Where this host's supervisord.conf takes its snippets from, when that is not Debian's
-    /etc/supervisor/conf.d/*.conf that the cp step names (Fedora and RHEL: supervisord.d/*.ini)."""
+    /etc/supervisor/conf.d/*.conf (Fedora and RHEL: supervisord.d/*.ini): a note, and the cp step
+    that then replaces Debian's in the printed steps (one list, never two cp lines that disagree)."""
     conf = supervisord_conf()
     if conf is None:
-        return ""
+        return "", None
     try:
         globs = include_globs(conf)
     except (OSError, configparser.Error) as exc:
-        return f"cannot read {conf} ({type(exc).__name__}): copy the snippets where its [include] files= looks\n"
+        return f"cannot read {conf} ({type(exc).__name__}): copy the snippets where its [include] files= looks\n", None
     usable = [g for g in globs if os.path.isdir(os.path.dirname(g))]
     if DEBIAN_INCLUDE in usable:
-        return ""
+        return "", None
     if not usable:
         return (f"{conf} has no [include] files= with an existing directory: add one (e.g. "
-                f"files = {root}/conf.d/*.conf) instead of the cp step\n")
+                f"files = {root}/conf.d/*.conf) instead of the cp step\n"), None
     directory, pattern = os.path.split(usable[0])
     if not re.fullmatch(r"\*(\.[A-Za-z0-9_-]+)?", pattern):  # lookout-*.conf, one file: names must match it
-        return f"{conf} includes {usable[0]}: copy the snippets to {directory}/ under names that match it\n"
+        return f"{conf} includes {usable[0]}: copy the snippets to {directory}/ under names that match it\n", None
     ext = os.path.splitext(pattern)[1] or ".conf"
     copies = " && ".join(f"cp {shlex.quote(os.path.join(root, 'conf.d', s))} "
                          f"{shlex.quote(os.path.join(directory, s.replace('.conf', ext)))}" for s in SNIPPETS)
-    return f"{conf} includes {usable[0]}: for the cp step, run\n  {copies}\n"
+    return (f"{conf} includes {usable[0]}: the cp step below copies the snippets there\n",
+            f"{copies}   # where {conf}'s [include] files= looks")
 
 
 def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> bool:
@@ -217,12 +221,12 @@ def init_command(directory: str, force: bool) -> int:
         for relative, source in _files(asset_dir(kind)):
             count(_write(Path(root, where, relative), source.read_bytes(), force))
     left = f", {skipped} left alone (--force overwrites)" if skipped else ""
-    steps = "\n".join(f"  {step}" for step in next_steps(root))
     try:
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:  # a uid without a name (some containers)
         user = f"uid {os.geteuid()}"
-    include = _include_note(root)
+    include, copy = _include_note(root)
+    steps = "\n".join(f"  {step}" for step in next_steps(root, copy))
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
           f"as its own user, which must be {user}\n{include}"

@@ -146,29 +146,49 @@ def test_a_group_named_as_supervisorctl_does_means_all_its_members():
     assert args.pattern == "pool:w1"
 
 
-def test_init_names_the_include_directory_of_this_hosts_supervisord(tmp_path, monkeypatch):
+def _include_text(root: str) -> str:
+    """init's note on this host's [include] and the cp step it prints in place of Debian's, as one text."""
     from lookout.init import _include_note
+
+    note, copy = _include_note(root)
+    return note + (copy or "")
+
+
+def test_init_names_the_include_directory_of_this_hosts_supervisord(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # supervisord finds ./supervisord.conf first, after its own prefix
     monkeypatch.setenv("PATH", "/nonexistent")
     (tmp_path / "supervisord.d").mkdir()
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n[include]\nfiles = %(here)s/supervisord.d/*.ini ; ok\n")
-    note = _include_note("/opt/lookout")
+    note = _include_text("/opt/lookout")
     assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/supervisord.d/lookout.ini && " in note
     assert f"{tmp_path}/supervisord.d/lookout-exporter.ini" in note
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n")
-    assert "has no [include] files=" in _include_note("/opt/lookout")
+    assert "has no [include] files=" in _include_text("/opt/lookout")
+
+
+def test_init_prints_one_cp_step_the_hosts_own(tmp_path, monkeypatch, capsys):
+    """A new user on Fedora got the right cp in a note and Debian's in the steps below it."""
+    from lookout.init import init_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    (tmp_path / "supervisord.d").mkdir()
+    (tmp_path / "supervisord.conf").write_text("[supervisord]\n[include]\nfiles = supervisord.d/*.ini\n")
+    assert init_command(str(tmp_path / "opt"), False) == 0
+    steps = capsys.readouterr().out.split('next (README, "Install"):\n', 1)[1].splitlines()
+    copies = [step.strip() for step in steps if step.strip().startswith("cp ")]
+    assert len(copies) == 1 and f"{tmp_path}/supervisord.d/lookout.ini" in copies[0], steps
+    assert "/etc/supervisor/conf.d" not in "\n".join(steps), steps
 
 
 def test_init_reads_odd_supervisord_confs_as_supervisord_does(tmp_path, monkeypatch):
-    from lookout.init import _include_note
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "conf.d").mkdir()
     conf = tmp_path / "supervisord.conf"
     conf.write_bytes(b"; caf\xe9\n[supervisord]\n[include]\nfiles = %(ENV_HOME)s/conf.d/*.conf\n")  # latin-1
-    assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/conf.d/lookout.conf && " in _include_note("/opt/lookout")
+    assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/conf.d/lookout.conf && " in _include_text("/opt/lookout")
     conf.write_text("[supervisord]\n[include]\nfiles = conf.d/lookout-*.conf\n")
-    assert "under names that match it" in _include_note("/opt/lookout")
+    assert "under names that match it" in _include_text("/opt/lookout")
