@@ -25,9 +25,10 @@ from ..rules.models import (
     display_name,
 )
 from ..store.delivery import PendingNotice
+from .payload import Payload
 from .render import Enrichment, dashboard_link, firing_block, headline
 from .system import SystemMessage, system_title, words_of_test_alert
-from .target import DeliveryError, Payload, Rendering
+from .target import DeliveryError, Rendering
 
 
 def _iso(ts: float) -> str:

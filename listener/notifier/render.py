@@ -37,7 +37,7 @@ from ..rules.models import (
 )
 from ..store.delivery import PendingNotice
 from ..text import clean, tail
-from .target import Payload
+from .payload import Payload
 
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",
                "healthy again": "is healthy again"}

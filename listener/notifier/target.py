@@ -13,22 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .payload import Payload
+
 if TYPE_CHECKING:
     from ..store.delivery import PendingNotice
     from ..workers import ErrorLog
     from .render import Enrichment
     from .system import SystemMessage
-
-
-@dataclass(frozen=True)
-class Payload:
-    """One message as a target sends it; kept in the outbox row by row, so a retry after a
-    restart sends the same bytes. title and notify_type are apprise's (an integration that has no
-    use for them ignores them)."""
-
-    title: str
-    body: str
-    notify_type: str
 
 
 @dataclass(frozen=True)

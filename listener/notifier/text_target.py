@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .payload import Payload
 from .render import render_safely
 from .system import SystemMessage, notify_type, system_title, words_of_test_alert
-from .target import Payload, Rendering
+from .target import Rendering
 
 if TYPE_CHECKING:
     from ..store.delivery import PendingNotice
