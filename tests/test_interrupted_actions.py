@@ -9,10 +9,12 @@ reconcile a minute later."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
-from .harness import wait_for
+from .harness import stays, wait_for
+from .test_guards import history
 from .test_probes import settings
 
 STUBBORN = """\
@@ -28,6 +30,26 @@ def sick_probe(marker) -> dict:  # noqa: ANN001
     """Fails while `marker` exists: one failure and lookout restarts the program."""
     return {"match": "stubborn", "exec": ["sh", "-c", f"test ! -e {marker}"], "initial_delay": "1s",
             "period": "1s", "timeout": "1s", "failure_threshold": 1, "action": "restart"}
+
+
+def test_listener_restarted_gracefully_while_its_stop_waits_finishes_the_restart(supervisor_factory, webhook,
+                                                                                 tmp_path):
+    """`supervisorctl restart lookout` while lookout's stop waits (stopwaitsecs 4): started again as
+    lookout's restart, no "cut short" alert, and the old listener ended by itself (exit status 0),
+    within its own stopwaitsecs."""
+    sick = tmp_path / "sick"
+    sick.touch()
+    sup = supervisor_factory(STUBBORN.format(wait=4), settings(webhook, [sick_probe(sick)]))
+    sup.start()
+    wait_for(lambda: sup.state_of(NS) == "STOPPING", 30, "lookout's stop waiting on stopwaitsecs")
+    sick.unlink()  # healthy once started again: one restart
+    old = sup.listener_pid()
+    assert sup.ctl("restart", "lookout").returncode == 0
+    wait_for(lambda: sup.listener_running_anew(old), 30, "the next listener")
+    wait_for(lambda: sup.state_of(NS) == "RUNNING" and history(sup, NS, "restarted by lookout"), 30,
+             "lookout's restart finished by the next listener")
+    stays(lambda: not webhook.matching("cut short"), 4, "no 'cut short' alert")
+    assert re.search(r"stopped: lookout \(exit status 0\)", sup.log()), sup.log()[-2000:]
 
 
 def test_listener_killed_while_its_stop_waits_says_so_when_it_is_stopped(supervisor_factory, webhook, tmp_path):
