@@ -41,6 +41,10 @@ from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
 
 log = logging.getLogger("lookout.listener")
 LAST_WORDS = 4.0  # seconds the listener waits for its last message to go out before it exits
+# Stopped by a signal, the listener waits at most this long for the answer of its own step in flight
+# (a stop waits out the program's stopwaitsecs); with the notifier's 3 s after it, it still ends
+# within the 10 s stopwaitsecs conf.d/lookout.conf gives it.
+STEP_ANSWER_WAIT = 6.0
 ORPHAN_CHECK = 2.0  # seconds between looks in /proc at the orphans still alive (cheap: a stat per orphan)
 LOOK_WHILE_HELD = 2.0  # seconds between getAllProcessInfo calls while the store cannot be written
 
@@ -269,7 +273,31 @@ class LifecycleMixin:
         """Stopped by a signal (supervisorctl stop, a shutdown, systemd stopping the unit at once):
         whatever supervisord does next is not seen, so the next listener must not call it unclean."""
         if self.engine is not None and self.held is None and self.keeper.state is not None:
-            self._commit(Outcome(), meta={"supervisord_end": "clean" if self.engine.stopping else LISTENER_STOPPED})
+            self._commit_answers_in_flight()
+            if self.held is None:
+                self._commit(Outcome(), meta={"supervisord_end": "clean" if self.engine.stopping
+                                              else LISTENER_STOPPED})
+
+    def _commit_answers_in_flight(self) -> None:
+        """A step of lookout's own action may be in flight (`supervisorctl restart lookout` while its
+        stop waits out stopwaitsecs). Its answer is the only proof that the stop was lookout's: without
+        it the next listener finds the program STOPPED and cannot tell whose stop that was. So wait for
+        it (bounded) and commit it. The step it calls for next (the restart's start) is committed as the
+        one in flight but not made here (a start waits out startsecs): the next listener finds it
+        interrupted and makes it (rules/actions.py: resume), only while nobody started the program since."""
+        executor = self.health.executor
+        if not executor.settle(STEP_ANSWER_WAIT):
+            log.warning("lookout's own action is still waiting for supervisord's answer after %.0fs: the next "
+                        "listener settles it from supervisord's view", STEP_ANSWER_WAIT)
+        outcome = Outcome()
+        for result in executor.drain():
+            try:
+                outcome.merge(self.engine.on_action_result(result, self.clock()))
+            except Exception:  # a rules bug must not cost the commit of the others
+                log.exception("rules failed on the answer of lookout's %s of %s", result.step, result.namespec)
+        outcome.actions = []  # the next listener makes them (see above); this one hands out nothing more
+        if outcome:
+            self._commit(outcome)
 
     def _deadman_due(self) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""

@@ -65,12 +65,16 @@ class RemediationExecutor:
         self.results: queue.Queue[ActionResult] = queue.Queue()
         self._cancelled: set[str] = set()  # action ids called off by the rules: their calls not yet made are skipped
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a step's answer is in `results`
+        self._in_flight = 0  # steps handed out whose answers are not in `results` yet
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-remediate")
 
     def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
         if action.step != EVIDENCE:
             log.warning("lookout %s %s%s (%s): %s", "stops" if action.step == STOP else "starts", action.namespec,
                         " to restart it" if action.kind == "restart" else "", action.source, action.reason)
+        with self._lock:
+            self._in_flight += 1
         self._pool.submit(self._run, action, fill)
 
     def cancel(self, ids: list[str]) -> None:
@@ -80,6 +84,19 @@ class RemediationExecutor:
     def _called_off(self, action: Action) -> bool:
         with self._lock:
             return action.id in self._cancelled
+
+    def settle(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds until every step handed out has answered (its result is in
+        `results`). A listener stopped gracefully in the middle of its own stop commits that answer
+        before it exits: the next listener then knows the stop was lookout's. False: still in flight."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
 
     def drain(self) -> list[ActionResult]:
         items = []
@@ -98,6 +115,9 @@ class RemediationExecutor:
         with self._lock:
             self._cancelled.discard(action.id)
         self.results.put(result)
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
         with contextlib.suppress(OSError):
             os.write(self.wakeup_fd, b"r")
 

@@ -280,8 +280,9 @@ class OwnActions:
                 self._undo(rec, now, out)
             return LOOKOUT
         a = rec.action
-        if a is not None and a.interrupted:
-            return UNKNOWN  # whose, nobody can say: supervisord's view (the next reconcile) settles it
+        if a is not None and a.interrupted:  # whose, nobody can say: supervisord's view settles it, asked now
+            out.reconcile = out.reconcile or f"settle lookout's interrupted action on {rec.namespec}"
+            return UNKNOWN  # (not at the periodic reconcile: its alert would wait up to a minute)
         if a is not None and a.step == STOP:
             a.seen = f"{a.seen} S{pid}".strip()
             out.records[rec.namespec] = rec
@@ -305,8 +306,9 @@ class OwnActions:
             _expected(rec, due[1:])
             return LOOKOUT
         a = rec.action
-        if a is not None and a.interrupted:
-            return UNKNOWN  # settled by the next reconcile
+        if a is not None and a.interrupted:  # settled by supervisord's view, asked now (as in stopped)
+            out.reconcile = out.reconcile or f"settle lookout's interrupted action on {rec.namespec}"
+            return UNKNOWN
         if a is not None and a.step == START and not a.seen and not a.cancelled:
             a.seen = "STARTING"
             return PENDING
