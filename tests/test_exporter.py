@@ -67,13 +67,18 @@ def test_states_uptime_and_exit_statuses_match_supervisord(supervisor_factory, w
     sup.wait_state("killed:killed", "EXITED", 15)
     exp = exporter_factory(sup)
 
-    def matches() -> bool:
+    every_state = {"STOPPED", "STARTING", "RUNNING", "BACKOFF", "EXITED", "FATAL"}
+
+    def matches() -> tuple[dict, list[dict]] | None:
+        """A moment with every state on show (backoff flips between STARTING and BACKOFF: a busy
+        machine caught it STARTING in a second look) and the exporter agreeing with it."""
         m = exp.metrics()
         infos = sup.rpc().call("supervisor.getAllProcessInfo")
-        return all(proc_state(m, i["group"], i["name"]) == i["statename"] for i in infos) and m
-    m = wait_for(matches, 15, "every process state to match getAllProcessInfo")
-    states = {i["name"]: i["statename"] for i in sup.rpc().call("supervisor.getAllProcessInfo")}
-    assert {"STOPPED", "STARTING", "RUNNING", "BACKOFF", "EXITED", "FATAL"} <= set(states.values())
+        agree = all(proc_state(m, i["group"], i["name"]) == i["statename"] for i in infos)
+        return (m, infos) if agree and every_state <= {i["statename"] for i in infos} else None
+    m, infos = wait_for(matches, 30, "every state on show, each process's matching getAllProcessInfo")
+    states = {i["name"]: i["statename"] for i in infos}
+    assert every_state <= set(states.values())
     assert value(m, "lookout_exporter_source", source="store") == 1
 
     info = sup.info("running:running")
