@@ -291,10 +291,12 @@ def test_a_trickling_target_silences_nobody_and_is_shown_failing(supervisor_fact
         assert line.startswith(f"DELIVERY json://127.0.0.1:{stuck.port}: ") and "it hangs" in line, status.stdout
         assert SECRET not in status.stdout
         assert f"127.0.0.1:{webhook.port}" not in status.stdout  # the healthy one is not failing
-        metrics = exporter.metrics()
-        failing = metrics["lookout_notify_target_failing"]
-        assert failing[(("target", f"json://127.0.0.1:{stuck.port}"),)] == 1
-        assert failing[(("target", f"json://127.0.0.1:{webhook.port}"),)] == 0
+        def shown_failing() -> dict | None:  # the exporter reads the store on its own poll: a moment later
+            m = exporter.metrics()
+            failing = m.get("lookout_notify_target_failing", {})
+            return m if (failing.get((("target", f"json://127.0.0.1:{stuck.port}"),)) == 1
+                         and failing.get((("target", f"json://127.0.0.1:{webhook.port}"),)) == 0) else None
+        metrics = wait_for(shown_failing, 10, "the trickling target failing in /metrics, the healthy one not")
         assert metrics["lookout_notifications_total"][(("result", "maybe_delivered"), ("target", "json"))] >= 1
         assert SECRET not in exporter.get("/metrics")[1]
         wait_for(lambda: CHECK + "/fail" in calls, 15, "the dead man's switch told that lookout is degraded")
