@@ -15,8 +15,10 @@ unreachable supervisord (one line naming the key).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import time
 import xmlrpc.client
@@ -157,6 +159,9 @@ def _build_targets(config: Config):  # noqa: ANN202
 def _run(config: Config) -> int:
     from .app import Listener
 
+    # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
+    # what a listener that says nothing is waiting for (stdout stays the protocol's alone).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     targets = _build_targets(config)
     return Listener(config, targets).run()
 

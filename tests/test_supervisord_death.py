@@ -14,6 +14,7 @@ import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -347,3 +348,41 @@ def test_which_supervisord_came_before():
     life.at_start({"supervisord_pid": str(me), "supervisord_started": str(spawn_time(me))}, False, 0.0, [], parent)
     said = life.after_first_reconcile([], 2e9)
     assert said is not None and said[0] == "LookoutStoreShared" and f"pid {me}" in said[2] and said[3] == "warning"
+
+
+def test_supervisord_killed_while_the_listener_holds_an_event_is_still_told(supervisor_factory, webhook, tmp_path):
+    """supervisord dies after it wrote an event and before the listener acknowledged it: the
+    acknowledgement meets a closed pipe (EPIPE). That is the death to report, not a crash of the
+    listener that takes the message with it. Deterministic: tests/protocol_relay.py stands in the
+    pipes as the listener's parent and kills itself right after it hands over one event."""
+    trigger = tmp_path / "die-after-next-event"
+    sup = supervisor_factory(FIVE, fast_alerts(webhook))
+    relay = Path(__file__).with_name("protocol_relay.py")
+    listener = f"command={sys.executable} -m lookout.listener"
+    sup.conf.write_text(sup.conf.read_text().replace(listener, f"command={sys.executable} {relay} {trigger} "
+                                                                f"{sys.executable} -m lookout.listener"))
+    sup.start()
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
+    pids = program_pids(sup)
+    sup.invariants = False  # its parent gone, the listener records a death in a store supervisord still uses
+    trigger.touch()
+    assert sup.ctl("stop", "p0").returncode == 0  # PROCESS_STATE_STOPPING: handed over, then the relay dies
+    try:
+        died = webhook.wait("died without shutting down", timeout=30)
+        assert len(died) == 1, [m.title for m in webhook.messages]
+        for i in range(1, 5):
+            assert f"p{i} (pid {pids[f'p{i}']})" in died[0].body, died[0].body
+    finally:
+        wait_for(lambda: (trigger.parent / (trigger.name + ".done")).exists(), 10, "the relay died as planned")
+
+
+def test_usr1_writes_the_listeners_stacks_to_its_log_and_it_goes_on(supervisor_factory, webhook):
+    sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
+    pid = sup.listener_pid()
+    assert sup.ctl("signal", "USR1", "lookout").returncode == 0
+    wait_for(lambda: "most recent call first" in sup.listener_output(), 10, "the stacks in the listener's log")
+    out = sup.listener_output()
+    assert "lookout-notifier" in out or "Thread 0x" in out, out[-2000:]
+    assert sup.ctl("stop", "p0").returncode == 0
+    wait_for(lambda: (sup.process_row("p0:p0") or {}).get("state") == "STOPPED", 10, "it goes on handling events")
+    assert sup.listener_pid() == pid

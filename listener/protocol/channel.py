@@ -39,10 +39,15 @@ class ProtocolChannel:
         return cls(infd, outfd, wakeup_fd)
 
     def _write(self, data: bytes) -> None:
+        """A closed pipe is supervisord gone (killed between handing us an event and reading our
+        answer): the same end as EOF on stdin, said by the loop, never a crash that loses the alert."""
         view = memoryview(data)
-        while view:
-            written = os.write(self.outfd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self.outfd, view)
+                view = view[written:]
+        except BrokenPipeError:
+            self.eof = True
 
     def ready(self) -> None:
         self._write(READY)
