@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lookout.listener.config import SupervisorSettings
+from lookout.config import SupervisorSettings
 from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
 from tests.harness import wait_for
 

@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 
+from ..config import ConfigError, UserError, load_config
 from ..listener.cli import OneLineParser, version
-from ..listener.config import ConfigError, UserError, load_config
-from ..listener.redact import config_secrets, install_log_filter
+from ..redact import config_secrets, install_log_filter
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:

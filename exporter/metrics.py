@@ -11,9 +11,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..listener.procfs import Usage
 from ..listener.protocol.events import PROCESS_STATES
 from ..listener.rules.policy import PolicyBook
+from ..procfs import Usage
 from .source import SUPERVISORD_STATES, ProcessView, ScrapeData
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from ..listener.config import Config
-from ..listener.procfs import usage_by_root
+from ..config import Config
 from ..listener.rules.policy import PolicyBook
+from ..procfs import usage_by_root
 from .httpd import ConnectionServer
 from .metrics import CONTENT_TYPE, LabelCache, build_families, encode, health_families
 from .source import Source

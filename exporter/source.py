@@ -24,12 +24,12 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass, field, replace
 
-from ..listener.config import Config
-from ..listener.procfs import same_process
-from ..listener.redact import scheme_of
+from ..config import Config
 from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 from ..listener.store.files import StoreUnavailable, identity
 from ..listener.store.reads import StoreReader
+from ..procfs import same_process
+from ..redact import scheme_of
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
 MAY_RUN = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # a process may still run: /proc says whether

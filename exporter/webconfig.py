@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..listener.config import ConfigError, ExporterSettings
+from ..config import ConfigError, ExporterSettings
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,

@@ -24,10 +24,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..config import Config
+from ..procfs import pid_gone, spawn_age
 from .app_lifecycle import LifecycleMixin
 from .clock import LookoutClock, clock_meta
 from .clock_steps import commit_for_step, commit_for_stored_frame
-from .config import Config
 from .health_runner import HealthRunner
 from .held import HeldCommit, StoreTrouble
 from .lifecycle import boot_id
@@ -35,7 +36,6 @@ from .logs import ProcessLogs
 from .notifier.target import Target
 from .notifier.worker import Notifier
 from .nudge import ExitNudger
-from .procfs import pid_gone, spawn_age
 from .protocol.channel import ProtocolChannel
 from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from .protocol.parser import Envelope, Garbage

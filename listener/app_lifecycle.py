@@ -26,17 +26,17 @@ import time
 from collections import deque
 from dataclasses import replace
 
+from ..procfs import spawn_time
+from ..redact import scrub
+from ..text import clean
 from .deadman import DeadmanSwitch
 from .lifecycle import LISTENER_STOPPED, Lifecycle, legacy_orphans
 from .notifier.render import resolved_as, what
-from .procfs import spawn_time
 from .protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
 from .protocol.parser import Envelope, Garbage
-from .redact import scrub
 from .rules.models import REMINDER, RESOLVED, Outcome, display_name
 from .store.files import StoreUnavailable
 from .store.sidecar import DeathNote, SidecarState
-from .text import clean
 from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
 
 log = logging.getLogger("lookout.listener")

@@ -23,8 +23,8 @@ import sys
 import time
 import xmlrpc.client
 
-from .config import Config, ConfigError, UserError, cli_duration, format_duration, load_config, no_config_note, shown
-from .redact import config_secrets, install_log_filter, safe_url
+from ..config import Config, ConfigError, UserError, cli_duration, format_duration, load_config, no_config_note, shown
+from ..redact import config_secrets, install_log_filter, safe_url
 from .store.files import StoreUnavailable, owner_hint
 
 REGISTER_HINT = """\
@@ -80,7 +80,7 @@ def silence_id(text: str) -> int:
 
 def silence_seconds(text: str) -> float:
     """--for, within bounds: a 400-digit duration must not become an endless silence."""
-    from .config import UsageError
+    from ..config import UsageError
 
     seconds = cli_duration(text, "--for")
     if not SILENCE_MIN <= seconds <= SILENCE_MAX:
@@ -314,8 +314,8 @@ def _silence_command(config: Config, args: argparse.Namespace) -> int:
 
     seconds = silence_seconds(args.duration) if args.command == "silence" else 0.0  # bounds first
     if args.command == "silence":
+        from ..config import UsageError
         from ..patterns import ProcessPattern
-        from .config import UsageError
 
         try:
             ProcessPattern.parse(args.matcher)

@@ -25,10 +25,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from .config import DeadmanSettings, format_duration
+from ..config import DeadmanSettings, format_duration
+from ..redact import safe_url
+from ..text import clean
 from .probes.bounded import DeadlineConnection
-from .redact import safe_url
-from .text import clean
 from .workers import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.deadman")

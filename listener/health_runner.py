@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..config import Config
 from .clock import LookoutClock
-from .config import Config
 from .logs import ProcessLogs
 from .probes.checks import Check
 from .probes.scheduler import ProbeScheduler

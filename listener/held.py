@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import format_duration
+from ..config import format_duration
 from .rules.models import Outcome
 from .store.sidecar import Sidecar, SidecarState
 

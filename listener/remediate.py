@@ -27,7 +27,8 @@ import xmlrpc.client
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import RemediationSettings, format_duration
+from ..config import RemediationSettings, format_duration
+from ..text import clean
 from .probes.checks import run_bounded
 from .rpc import ALREADY_STARTED as FAULT_ALREADY_STARTED
 from .rpc import NOT_RUNNING as FAULT_NOT_RUNNING
@@ -46,7 +47,6 @@ from .rules.models import (
     ActionResult,
     ProcessSnapshot,
 )
-from .text import clean
 
 log = logging.getLogger("lookout.remediate")
 

@@ -21,8 +21,8 @@ import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..procfs import spawn_age
 from .logs import ExitInfo, ProcessLogs
-from .procfs import spawn_age
 from .rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from .rules.models import ProcessSnapshot
 from .rules.snapshot import LIVE_STATES

@@ -27,10 +27,10 @@ import signal
 import sys
 import time
 
+from .config import UserError, cli_duration, format_duration, load_config
 from .listener.cli import PATTERN_HELP, OneLineParser, say_once_if_no_config, silence_id, version
-from .listener.config import UserError, cli_duration, format_duration, load_config
-from .listener.redact import config_secrets, install_log_filter
 from .listener.store.files import StoreUnavailable, owner_hint, store_problem
+from .redact import config_secrets, install_log_filter
 
 
 def _parser() -> OneLineParser:
@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(_bare_color(sys.argv[1:] if argv is None else argv))
     _whole_groups(args)
     if args.command == "init":
-        from .init import init_command
+        from .commands.init import init_command
 
         return init_command(args.directory, args.force)
     if args.command == "status" and args.json_schema:
-        from .status import STATUS_SCHEMA
+        from .commands.status import STATUS_SCHEMA
 
         print(json.dumps(STATUS_SCHEMA, indent=2))
         return 0
@@ -133,13 +133,13 @@ def _run(config, args) -> int:  # noqa: ANN001
     from .listener import cli as listener_cli
 
     if args.command == "status":
-        from .status import status_command
+        from .commands.status import status_command
 
         choice = args.color or args.global_color or "auto"  # after the command wins over before it
         colour = choice == "always" or (choice == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
         return status_command(config, args.pattern, args.json, args.check, colour)
     if args.command == "history":
-        from .history import history_command
+        from .commands.history import history_command
 
         return history_command(config, args.name, cli_duration(args.since, "--since"), args.json)
     if args.command == "alerts":
@@ -147,7 +147,7 @@ def _run(config, args) -> int:  # noqa: ANN001
     if args.command in ("silence", "silences", "unsilence"):
         return listener_cli._silence_command(config, args)
     if args.command in ("hold", "release"):
-        from .holds import hold_command
+        from .commands.hold import hold_command
 
         return hold_command(config, args.name, getattr(args, "reason", ""), args.command == "release")
     if args.command == "probe":

@@ -433,7 +433,7 @@ class Supervisor:
             return False
 
     def rpc(self):  # noqa: ANN201
-        from lookout.listener.config import SupervisorSettings
+        from lookout.config import SupervisorSettings
         from lookout.listener.rpc import SupervisorClient
 
         return SupervisorClient(SupervisorSettings(serverurl=f"unix://{self.sock}", timeout=10))

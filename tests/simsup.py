@@ -15,9 +15,9 @@ import xmlrpc.client
 from collections import deque
 from dataclasses import dataclass, field
 
+from lookout.config import Config
 from lookout.listener.clock import LookoutClock, clock_meta
 from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
-from lookout.listener.config import Config
 from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.remediate import RemediationExecutor
 from lookout.listener.rules.engine import AlertEngine

@@ -9,15 +9,15 @@ import re
 import socket
 import sqlite3
 
-from lookout.history import history_command
-from lookout.listener.config import Config
+from lookout.commands.history import history_command
+from lookout.config import Config
 from lookout.listener.notifier.render import Enrichment, firing_block, render
 from lookout.listener.probes.checks import Check, command_name, shown_url
 from lookout.listener.rules.health import describe
 from lookout.listener.rules.models import Alert, ProbeResult, ProbeState, ProcessRecord
 from lookout.listener.store.delivery import PendingNotice
 from lookout.listener.store.schema import connect
-from lookout.listener.text import last_lines, tail
+from lookout.text import last_lines, tail
 
 from .conftest import fast_alerts
 from .test_probe_io import TARGET, probe

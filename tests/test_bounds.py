@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
+from lookout.config import ConfigError, parse_config
+from lookout.config.load import tomllib
 from lookout.exporter.cli import main as exporter_main
 from lookout.listener.cli import main as listener_main
-from lookout.listener.config import ConfigError, parse_config
-from lookout.listener.config.load import tomllib
 
 from .harness import REPO
 

@@ -9,10 +9,10 @@ import typing
 
 import pytest
 
+from lookout.config import AlertSettings, CrashLoop, ProgramRule
+from lookout.config.load import parse_config
 from lookout.listener.clock import LookoutClock, clock_meta, stepped_while_stopped
 from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
-from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
-from lookout.listener.config.load import parse_config
 from lookout.listener.held import HeldCommit
 from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier
@@ -143,7 +143,7 @@ def test_the_engine_moves_its_deadlines_with_a_step(step):
 
 @pytest.mark.parametrize("step", [-3600.0, 7200.0])
 def test_quorum_keeps_its_for_across_a_step(step):
-    from lookout.listener.config.probes import GroupRule
+    from lookout.config.probes import GroupRule
 
     engine = AlertEngine(AlertSettings(groups=(GroupRule("pool", 2, sustain=10.0),)))
     t = EPOCH

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lookout.listener.config import ConfigError, parse_duration
+from lookout.config import ConfigError, parse_duration
 
 from .harness import REPO, lookout_toml, stays
 
@@ -165,8 +165,8 @@ def test_durations():
 
 
 def test_example_config_documents_every_section_and_parses(tmp_path):
-    from lookout.listener.config import parse_config
-    from lookout.listener.config.load import tomllib
+    from lookout.config import parse_config
+    from lookout.config.load import tomllib
 
     data = tomllib.loads((REPO / "conf.d" / "lookout.toml").read_text())
     config = parse_config(data)
@@ -176,7 +176,7 @@ def test_example_config_documents_every_section_and_parses(tmp_path):
 
 def test_config_is_found_as_documented(tmp_path):
     """-c, else $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml when it exists, else defaults."""
-    from lookout.listener.config.load import load_config
+    from lookout.config.load import load_config
 
     def toml(name: str, host: str) -> str:
         path = tmp_path / name
@@ -203,8 +203,8 @@ def test_a_store_behind_a_symbolic_link_is_refused_at_check_config(tmp_path):
 
 
 def test_two_targets_with_one_safe_form_are_told_apart():
+    from lookout.config.load import parse_config
     from lookout.listener.cli import _build_targets
-    from lookout.listener.config.load import parse_config
 
     config = parse_config({"notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}",
                                                f"slack://{SLACK_C}/{SLACK_B}/{SLACK_A}", "json://a.example/x"]},

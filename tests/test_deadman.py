@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from lookout.listener.config import ConfigError
-from lookout.listener.config.load import parse_config
-from lookout.listener.config.model import DeadmanSettings
+from lookout.config import ConfigError
+from lookout.config.load import parse_config
+from lookout.config.model import DeadmanSettings
 from lookout.listener.deadman import DeadmanSwitch, call
 
 from .harness import wait_for

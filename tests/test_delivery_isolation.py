@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lookout.delivery import delivery_lines
-from lookout.listener.config.load import parse_config
+from lookout.commands.status_delivery import delivery_lines
+from lookout.config.load import parse_config
 from lookout.listener.notifier.lanes import Job, Result, Verdict
 from lookout.listener.notifier.sender import MAX_COPIES, OutboxSender
 from lookout.listener.notifier.text_target import TextTarget

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from lookout.listener.config.load import parse_config
+from lookout.config.load import parse_config
 from lookout.listener.notifier.ordering import delivery_queues
 from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier

@@ -6,9 +6,9 @@ import xmlrpc.client
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookout.config import parse_config
 from lookout.exporter.metrics import LabelCache, build_families, encode
 from lookout.exporter.source import ProcessView, ScrapeData, Source
-from lookout.listener.config import parse_config
 from lookout.listener.rpc import SupervisorUnavailable
 
 

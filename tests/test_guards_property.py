@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from lookout.listener.config import parse_config
+from lookout.config import parse_config
 from lookout.listener.rules.models import BELOW_QUORUM, LEFT_STOPPED, QUORUM, REMOVED_FROM_CONFIG
 from lookout.listener.rules.timeshift import TIME_LISTS, TIMES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from lookout.listener.config import parse_config
+from lookout.config import parse_config
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import (

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from lookout.listener.config.load import tomllib
+from lookout.config.load import tomllib
 
 from .harness import REPO, free_port, http_get, wait_for
 

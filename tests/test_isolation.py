@@ -12,13 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lookout.listener.config import SupervisorSettings, parse_config
+from lookout.config import SupervisorSettings, parse_config
 from lookout.listener.logs import ProcessLogs, read_tail
 from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
-from lookout.listener.text import clean, clean_xml
 from lookout.listener.watcher import Snapshot, SupervisorWatcher
 from lookout.listener.workers import ErrorLog
+from lookout.text import clean, clean_xml
 
 from .harness import wait_for
 from .test_listener_unit import feed, make_listener

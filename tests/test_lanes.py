@@ -15,7 +15,7 @@ import time
 import pytest
 from aiosmtpd.controller import Controller
 
-from lookout.listener.config.model import AlertmanagerSettings, NotifySettings
+from lookout.config.model import AlertmanagerSettings, NotifySettings
 from lookout.listener.notifier.alertmanager import AlertmanagerTarget
 from lookout.listener.notifier.apprise_target import build_targets
 from lookout.listener.notifier.deadline import DeadlinePassed, SendWatch, watched

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from lookout.config import parse_config
 from lookout.listener.app import Listener
-from lookout.listener.config import parse_config
 from lookout.listener.protocol.channel import ProtocolChannel
 from lookout.listener.protocol.parser import EventParser
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lookout.listener.config import parse_config
-from lookout.listener.config.probes import parse_probes
+from lookout.config import parse_config
+from lookout.config.probes import parse_probes
 from lookout.listener.logs import OpenFiles
 from lookout.listener.probes import checks
 from lookout.listener.probes.checks import Check

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lookout.listener.redact import SecretFilter, secrets_in_url
+from lookout.redact import SecretFilter, secrets_in_url
 
 from .harness import free_port, lookout_toml
 

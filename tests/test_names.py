@@ -11,7 +11,7 @@ import subprocess
 import sys
 import unicodedata
 
-from lookout.listener.text import clean_name, clean_xml
+from lookout.text import clean_name, clean_xml
 
 from .conftest import fast_alerts
 from .harness import wait_for

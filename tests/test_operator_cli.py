@@ -148,7 +148,7 @@ def test_a_group_named_as_supervisorctl_does_means_all_its_members():
 
 def _include_text(root: str) -> str:
     """init's note on this host's [include] and the cp step it prints in place of Debian's, as one text."""
-    from lookout.init import _include_note
+    from lookout.commands.init import _include_note
 
     note, copy = _include_note(root)
     return note + (copy or "")
@@ -169,7 +169,7 @@ def test_init_names_the_include_directory_of_this_hosts_supervisord(tmp_path, mo
 
 def test_init_prints_one_cp_step_the_hosts_own(tmp_path, monkeypatch, capsys):
     """A new user on Fedora got the right cp in a note and Debian's in the steps below it."""
-    from lookout.init import init_command
+    from lookout.commands.init import init_command
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -237,11 +237,11 @@ def test_the_rule_names_each_generation_and_resolves_once():
 
 
 def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_another_supervisord():
-    from lookout.listener.config.load import parse_config
+    from lookout.config.load import parse_config
     from lookout.listener.lifecycle import Lifecycle
-    from lookout.listener.procfs import spawn_time
     from lookout.listener.rules.models import ProcessRecord
     from lookout.listener.rules.orphans import Orphan
+    from lookout.procfs import spawn_time
 
     sleeper = subprocess.Popen(["sleep", "60"])
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lookout.listener.config.load import tomllib
+from lookout.config.load import tomllib
 
 from .conftest import fast_alerts
 from .harness import REPO

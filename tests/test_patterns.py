@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from lookout.listener.config.load import load_config
+from lookout.config.load import load_config
 from lookout.listener.rules.models import display_name
 from lookout.listener.rules.policy import PolicyBook
 from lookout.listener.store.delivery import Silence

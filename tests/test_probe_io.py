@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lookout.listener.config.probes import parse_probes
+from lookout.config.probes import parse_probes
 from lookout.listener.probes.bounded import scan_log
 from lookout.listener.probes.checks import Check, run_bounded
 from lookout.listener.probes.scheduler import ProbeScheduler
@@ -372,8 +372,8 @@ def test_log_pattern_alerts_on_the_line_before_a_burst_and_says_what_it_did_not_
 
 
 def test_log_pattern_count_is_bounded_by_what_is_kept(tmp_path):
-    from lookout.listener.config import ConfigError
-    from lookout.listener.config.probes import LOG_PATTERN_KEPT
+    from lookout.config import ConfigError
+    from lookout.config.probes import LOG_PATTERN_KEPT
 
     assert probe(log_pattern={"regex": "E", "count": LOG_PATTERN_KEPT}).params["count"] == LOG_PATTERN_KEPT
     with pytest.raises(ConfigError, match=r"probes\[0\]\.log_pattern\.count"):

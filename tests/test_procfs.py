@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lookout.listener.procfs import spawn_time
+from lookout.procfs import spawn_time
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
 

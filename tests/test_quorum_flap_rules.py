@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 
-from lookout.listener.config import parse_config
+from lookout.config import parse_config
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import BELOW_QUORUM, FIRING, QUORUM, RESOLVED, Outcome

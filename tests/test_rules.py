@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from lookout.listener.config import AlertSettings, CrashLoop, ProgramRule
+from lookout.config import AlertSettings, CrashLoop, ProgramRule
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import (

@@ -232,7 +232,7 @@ def meta_count(sup, key: str) -> int:  # noqa: ANN001
 
 
 def test_fail_forms_and_counters_that_never_go_back():
-    from lookout.listener.config.model import DeadmanSettings
+    from lookout.config.model import DeadmanSettings
     from lookout.listener.deadman import DeadmanSwitch, fail_form
 
     uuid = "5f0b9c2e-1b2c-4d5e-8f90-123456789abc"
@@ -313,7 +313,7 @@ def test_the_dead_mans_switch(supervisor_factory, webhook, tmp_path):
 
 
 def test_programs_still_starting_are_named_though_their_pids_are_unknown():
-    from lookout.listener.config.load import parse_config
+    from lookout.config.load import parse_config
     from lookout.listener.lifecycle import Lifecycle
     from lookout.listener.rules.models import ProcessRecord
 
@@ -327,9 +327,9 @@ def test_programs_still_starting_are_named_though_their_pids_are_unknown():
 
 def test_which_supervisord_came_before():
     """By pid and the pid's start time: in a container supervisord is pid 1 every time."""
-    from lookout.listener.config.load import parse_config
+    from lookout.config.load import parse_config
     from lookout.listener.lifecycle import Lifecycle
-    from lookout.listener.procfs import spawn_time
+    from lookout.procfs import spawn_time
 
     parent, me = os.getppid(), os.getpid()
 

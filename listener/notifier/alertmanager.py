@@ -15,8 +15,8 @@ import json
 import time
 from datetime import datetime, timezone
 
-from ..config import AlertmanagerSettings
-from ..redact import safe_url
+from ...config import AlertmanagerSettings
+from ...redact import safe_url
 from ..rules.kinds import KINDS
 from ..rules.models import (
     QUORUM,

@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, NotifySettings
-from ..redact import safe_url, scheme_of, scrub, secrets_in_url
+from ...config import ConfigError, NotifySettings
+from ...redact import safe_url, scheme_of, scrub, secrets_in_url
 from .target import DeliveryError
 from .text_target import TextTarget
 

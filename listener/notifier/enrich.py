@@ -12,13 +12,13 @@ import logging
 import xmlrpc.client
 from urllib.parse import urlsplit
 
-from ..config import Config
+from ...config import Config
+from ...text import clean
 from ..logs import ProcessLogs
 from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..rules.policy import PolicyBook
 from ..store.delivery import PendingNotice
-from ..text import clean
 from ..workers import ErrorLog
 from .render import Enrichment
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from ..config import format_duration
+from ...config import format_duration
 from ..workers import WorkerThread
 from .deadline import SendWatch, install, watched
 from .target import DeliveryError

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..config import format_duration
+from ...config import format_duration
+from ...redact import scrub
+from ...text import clean, tail
 from ..logs import ExitInfo
 from ..probes.checks import USER_AGENT
-from ..redact import scrub
 from ..rules.kinds import KINDS
 from ..rules.models import (
     BRAKED,
@@ -36,7 +37,6 @@ from ..rules.models import (
     display_name,
 )
 from ..store.delivery import PendingNotice
-from ..text import clean, tail
 from .payload import Payload
 
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",

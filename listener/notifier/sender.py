@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..config import NotifySettings, format_duration
+from ...config import NotifySettings, format_duration
 from ..store.delivery import DeliveryStore, OutboxMessage, TargetRow
 from .lanes import Job, Lanes, Result, Verdict
 from .ordering import delivery_queues

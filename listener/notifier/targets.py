@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
-from ..config import Config
+from ...config import Config
 from .alertmanager import AlertmanagerTarget
 from .apprise_target import build_targets
 from .target import Target

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...config import Config
 from ..clock import frame_of
-from ..config import Config
 from ..logs import ProcessLogs
 from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts

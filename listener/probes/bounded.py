@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..text import clean
+from ...text import clean
 
 OUTPUT_BYTES = 4096  # of a command's output, kept by default
 LOG_READ_BYTES = 8_000_000  # new bytes of a log file one log_pattern run reads at most; more is skipped, and said

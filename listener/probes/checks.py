@@ -25,12 +25,12 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import ProbeSpec, format_duration, format_size
-from ..config.probes import LOG_PATTERN_KEPT
+from ...config import ProbeSpec, format_duration, format_size
+from ...config.probes import LOG_PATTERN_KEPT
+from ...procfs import ProcessTable
+from ...text import clean
 from ..logs import EvidenceGone, FileId, OpenFiles, ProcessLogs
-from ..procfs import ProcessTable
 from ..rules.models import ProbeResult
-from ..text import clean
 from .bounded import LOG_READ_BYTES, OUTPUT_BYTES, DeadlineConnection, connect, run_bounded, scan_log
 from .target import ProbeTarget
 

@@ -14,13 +14,13 @@ import sys
 import time
 import xmlrpc.client
 
+from ...config import Config, UserError, format_duration
 from ...patterns import ProcessPattern, no_match
-from ..config import Config, UserError, format_duration
+from ...text import last_lines
 from ..logs import ProcessLogs
 from ..rpc import SupervisorClient, SupervisorUnavailable
 from ..rules.models import display_name
 from ..rules.policy import PolicyBook
-from ..text import last_lines
 from .checks import Check
 from .target import ProbeTarget
 

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ProbeSpec
+from ...config import ProbeSpec
 from ..rules.models import ProbeResult
 from ..workers import ErrorLog, WorkerThread
 from .checks import Check

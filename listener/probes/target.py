@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..config import ProbeSpec
+from ...config import ProbeSpec
 
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ..text import clean_name
+from ...text import clean_name
 from .parser import Envelope
 
 PROCESS_STATES = (

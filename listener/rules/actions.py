@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from ..config import RemediationSettings, format_duration
+from ...config import RemediationSettings, format_duration
 from .alerts import AlertBook
 from .kinds import KINDS
 from .models import (

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import CrashLoop, format_duration
+from ...config import CrashLoop, format_duration
 from .actions import LOOKOUT, OwnActions
 from .alerts import AlertBook
 from .kinds import KINDS

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..config import AlertSettings, ProbeSpec, RemediationSettings
+from ...config import AlertSettings, ProbeSpec, RemediationSettings
 from ..protocol.events import Event, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from .actions import CRASHED_AGAIN, LOOKOUT, OPERATOR, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..config import ProbeSpec, format_duration
+from ...config import ProbeSpec, format_duration
 from .alerts import AlertBook
 from .models import HEALTH, UNHEALTHY, Outcome, ProbeResult, ProbeState, ProcessRecord
 from .policy import PolicyBook

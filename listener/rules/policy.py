@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ...config import AlertSettings, CrashLoop, GroupRule, ProbeSpec
 from ...patterns import ProcessPattern, matches
-from ..config import AlertSettings, CrashLoop, GroupRule, ProbeSpec
 from .kinds import KINDS
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..config import GroupRule, format_duration
+from ...config import GroupRule, format_duration
 from .alerts import AlertBook
 from .models import BELOW_QUORUM, QUORUM, Outcome, ProcessRecord
 from .policy import PolicyBook

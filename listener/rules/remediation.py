@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import ProbeSpec, RemediationSettings, format_duration
+from ...config import ProbeSpec, RemediationSettings, format_duration
 from .actions import LOOKOUT, OwnActions, family_of
 from .alerts import AlertBook
 from .kinds import KINDS

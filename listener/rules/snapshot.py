@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..config import format_duration
+from ...config import format_duration
 from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord, ProcessSnapshot
 
 LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")

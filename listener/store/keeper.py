@@ -14,7 +14,7 @@ import contextlib
 import logging
 import sqlite3
 
-from ..config import HistorySettings
+from ...config import HistorySettings
 from ..rules.models import Hold, Outcome
 from ..rules.sequence import StreamPosition
 from .files import StoreCorrupt, StoreUnavailable, identity, move_aside, store_errors

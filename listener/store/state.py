@@ -7,7 +7,8 @@ import sqlite3
 from dataclasses import asdict, fields
 from operator import attrgetter
 
-from ..config import HistorySettings
+from ...config import HistorySettings
+from ...text import clean_name
 from ..rules.models import (
     FIRING,
     REMINDER,
@@ -23,7 +24,6 @@ from ..rules.models import (
 )
 from ..rules.orphans import Orphan
 from ..rules.sequence import StreamPosition
-from ..text import clean_name
 from .clockshift import ClockStep, reframe_outbox, shift_loop_rows
 from .schema import Transaction, get_meta, set_meta
 

@@ -19,17 +19,17 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
-from .delivery import delivery_lines
-from .listener.config import Config, format_duration
-from .listener.lifecycle import alive
-from .listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .listener.rules.models import ProcessSnapshot, display_name
-from .listener.rules.orphans import Orphan
-from .listener.store.files import StoreUnavailable, store_errors, store_problem
-from .listener.store.reads import StoreReader
-from .listener.store.sidecar import peek
-from .listener.text import clean
-from .patterns import ProcessPattern, no_match
+from ..config import Config, format_duration
+from ..listener.lifecycle import alive
+from ..listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from ..listener.rules.models import ProcessSnapshot, display_name
+from ..listener.rules.orphans import Orphan
+from ..listener.store.files import StoreUnavailable, store_errors, store_problem
+from ..listener.store.reads import StoreReader
+from ..listener.store.sidecar import peek
+from ..patterns import ProcessPattern, no_match
+from ..text import clean
+from .status_delivery import delivery_lines
 
 FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
 
@@ -293,8 +293,8 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
 def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> list[str]:
     """Each [[alerts.groups]] group's shortfall, and how much of it is deliberate (an operator's stops),
     for the groups of the processes shown; counted over all their members."""
-    from .listener.rules.models import ProcessRecord
-    from .listener.rules.quorum import are, count
+    from ..listener.rules.models import ProcessRecord
+    from ..listener.rules.quorum import are, count
 
     out = []
     for group in sorted(shown):

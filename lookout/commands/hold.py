@@ -16,13 +16,13 @@ import sqlite3
 import sys
 import time
 
-from .listener.config import Config, format_duration
-from .listener.rules.models import display_name
-from .listener.store.files import StoreUnavailable, store_errors, store_problem
-from .listener.store.operator import add_hold, release_holds
-from .listener.store.reads import StoreReader
-from .listener.store.schema import connect
-from .patterns import ProcessPattern, no_match, select
+from ..config import Config, format_duration
+from ..listener.rules.models import display_name
+from ..listener.store.files import StoreUnavailable, store_errors, store_problem
+from ..listener.store.operator import add_hold, release_holds
+from ..listener.store.reads import StoreReader
+from ..listener.store.schema import connect
+from ..patterns import ProcessPattern, no_match, select
 
 CONFIRM_WAIT = 5.0  # how long `hold` waits for the listener to apply it
 

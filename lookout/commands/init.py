@@ -31,7 +31,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .assets import asset_dir
+from ..assets import asset_dir
 
 LAYOUT = {"dashboards": "grafana/dashboards", "provisioning": "grafana/provisioning", "prometheus": "prometheus"}
 WANTED = (".conf", ".toml", ".json", ".yaml", ".yml")

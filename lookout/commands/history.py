@@ -11,11 +11,11 @@ import sqlite3
 import sys
 import time
 
-from .listener.config import Config
-from .listener.rules.models import display_name
-from .listener.store.files import StoreUnavailable, store_errors, store_problem
-from .listener.store.reads import StoreReader
-from .patterns import ProcessPattern, no_match, select
+from ..config import Config
+from ..listener.rules.models import display_name
+from ..listener.store.files import StoreUnavailable, store_errors, store_problem
+from ..listener.store.reads import StoreReader
+from ..patterns import ProcessPattern, no_match, select
 
 
 def resolve(store: StoreReader, pattern: ProcessPattern) -> list[str]:
@@ -63,6 +63,6 @@ def history_command(config: Config, name: str, since: float, as_json: bool) -> i
 
 
 def _window(seconds: float) -> str:
-    from .listener.config import format_duration
+    from ..config import format_duration
 
     return format_duration(seconds)

@@ -14,11 +14,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from .listener.config import Config, format_duration
-from .listener.redact import scrub
-from .listener.store.files import StoreUnavailable, store_errors
-from .listener.store.reads import StoreReader
-from .listener.text import clean
+from ..config import Config, format_duration
+from ..listener.store.files import StoreUnavailable, store_errors
+from ..listener.store.reads import StoreReader
+from ..redact import scrub
+from ..text import clean
 
 SLOW_SEND = 5.0  # a send out this long (or half the deadline, if less) is shown
 
