@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
+from ..cli_args import OneLineParser, version
 from ..config import ConfigError, UserError, load_config
-from ..listener.cli import OneLineParser, version
 from ..redact import config_secrets, install_log_filter
 
 

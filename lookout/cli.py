@@ -25,18 +25,17 @@ import json
 import os
 import signal
 import sys
-import time
 
-from .config import UserError, cli_duration, format_duration, load_config
-from .listener.cli import PATTERN_HELP, OneLineParser, say_once_if_no_config, silence_id, version
-from .listener.store.files import StoreUnavailable, owner_hint, store_problem
+from .cli_args import PATTERN_HELP, OneLineParser, say_once_if_no_config, silence_id, version
+from .config import UserError, cli_duration, load_config
+from .listener.store.files import StoreUnavailable, owner_hint
 from .redact import config_secrets, install_log_filter
 
 
-def _parser() -> OneLineParser:
-    p = OneLineParser(prog="lookout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser(prog: str = "lookout") -> OneLineParser:
+    p = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="lookout.toml (default: $LOOKOUT_CONFIG, else /etc/lookout/lookout.toml)")
-    p.add_argument("--version", action="version", version=f"lookout {version()}")
+    p.add_argument("--version", action="version", version=f"{prog} {version()}")
     # Also before the command (`lookout --color status web`), as git takes it: only status colours.
     p.add_argument("--color", dest="global_color", nargs="?", const="always", default=None,
                    choices=("auto", "always", "never"), help="as status --color")
@@ -99,10 +98,11 @@ def _whole_groups(args: argparse.Namespace) -> None:
             setattr(args, field, value + "*")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "lookout") -> int:
+    """`lookout`, and lookout-listener's old operator subcommands and flags (prog says which)."""
     if hasattr(signal, "SIGPIPE") and argv is None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lookout history x | head` ends quietly
-    args = _parser().parse_args(_bare_color(sys.argv[1:] if argv is None else argv))
+    args = _parser(prog).parse_args(_bare_color(sys.argv[1:] if argv is None else argv))
     _whole_groups(args)
     if args.command == "init":
         from .commands.init import init_command
@@ -117,21 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         install_log_filter(config_secrets(config))
-        say_once_if_no_config(config, "lookout")
+        say_once_if_no_config(config, prog)
         return _run(config, args)
     except UserError as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     except StoreUnavailable as exc:
         hint = owner_hint(config.state_path) if config else ""
         where = config.state_path if config else "state.path"
-        print(f"lookout: lookout's store {where}: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        print(f"{prog}: lookout's store {where}: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 2
 
 
 def _run(config, args) -> int:  # noqa: ANN001
-    from .listener import cli as listener_cli
-
     if args.command == "status":
         from .commands.status import status_command
 
@@ -143,9 +141,13 @@ def _run(config, args) -> int:  # noqa: ANN001
 
         return history_command(config, args.name, cli_duration(args.since, "--since"), args.json)
     if args.command == "alerts":
-        return _alerts(config, args.pattern, args.json)
+        from .commands.alerts import alerts_command
+
+        return alerts_command(config, args.pattern, args.json)
     if args.command in ("silence", "silences", "unsilence"):
-        return listener_cli._silence_command(config, args)
+        from .commands.silence import silence_command
+
+        return silence_command(config, args)
     if args.command in ("hold", "release"):
         from .commands.hold import hold_command
 
@@ -155,52 +157,12 @@ def _run(config, args) -> int:  # noqa: ANN001
 
         return run_once(config, args.pattern)
     if args.command == "test-alert":
-        return listener_cli.test_alert(config)
-    return listener_cli.check_config(config)
+        from .commands.test_alert import test_alert
 
+        return test_alert(config)
+    from .commands.check_config import check_config
 
-def _alerts(config, pattern: str, as_json: bool) -> int:  # noqa: ANN001
-    """The open alerts of the processes PATTERN names (a group's own alert: when it names the group)."""
-    import sqlite3
-
-    from .listener.rules.models import display_name
-    from .listener.store.files import store_errors
-    from .listener.store.reads import StoreReader
-    from .patterns import ProcessPattern, no_match, select
-
-    try:
-        wanted = ProcessPattern.parse(pattern)
-    except ValueError as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with store_errors():
-            store = StoreReader.open(config.state_path)
-        with store:
-            rows = store.open_alerts()
-            known = store.namespecs()
-    except (StoreUnavailable, sqlite3.Error) as exc:
-        print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
-              file=sys.stderr)
-        return 2
-    if pattern != "*":
-        rows = [r for r in rows if wanted.matches(r.namespec)]
-        if not rows and not select(wanted, known):
-            print(no_match(pattern, "in lookout's store; `lookout status` lists them"), file=sys.stderr)
-            return 2
-    now = time.time()
-    if as_json:
-        print(json.dumps([{"name": display_name(r.namespec), "namespec": r.namespec, "family": r.family,
-                           "kind": r.kind, "severity": r.severity, "since": r.opened_at,
-                           "detail": r.detail, "action_taken": r.action_taken} for r in rows], indent=2))
-        return 0
-    if not rows:
-        print("no open alerts")
-    for r in rows:
-        detail = f"  {r.detail[:100]}" if r.detail else ""
-        print(f"{r.severity.upper():<8} {display_name(r.namespec):<30} {r.kind:<18} "
-              f"since {format_duration(now - r.opened_at)}{detail}")
-    return 0
+    return check_config(config)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_a_store_behind_a_symbolic_link_is_refused_at_check_config(tmp_path):
 
 def test_two_targets_with_one_safe_form_are_told_apart():
     from lookout.config.load import parse_config
-    from lookout.listener.cli import _build_targets
+    from lookout.listener.notifier.targets import build_targets as _build_targets
 
     config = parse_config({"notify": {"urls": [f"slack://{SLACK_A}/{SLACK_B}/{SLACK_C}",
                                                f"slack://{SLACK_C}/{SLACK_B}/{SLACK_A}", "json://a.example/x"]},

@@ -8,16 +8,17 @@ import copy
 from collections import Counter
 
 from ...config import Config
+from ...redact import install_log_filter
 from .alertmanager import AlertmanagerTarget
-from .apprise_target import build_targets
+from .apprise_target import build_targets as apprise_targets
 from .target import Target
 
 
 def configured_targets(config: Config) -> tuple[list[Target], set[str]]:
     """Every target the configuration names, told apart; and the secret fragments of their URLs
     (those of a notify.config file included), for the log filter."""
-    apprise_targets, secrets = build_targets(config.notify)
-    targets: list[Target] = [*apprise_targets]
+    found, secrets = apprise_targets(config.notify)
+    targets: list[Target] = [*found]
     targets += [AlertmanagerTarget(url, config.alertmanager) for url in config.alertmanager.urls]
     return tell_apart(targets), secrets
 
@@ -35,3 +36,10 @@ def tell_apart(targets: list[Target]) -> list[Target]:
             object.__setattr__(t, "label", f"{t.label} #{seen[t.label]}")  # (apprise's are frozen dataclasses)
         out.append(t)
     return out
+
+
+def build_targets(config: Config) -> list[Target]:
+    """The targets, with the secrets of their URLs (a notify.config file's too) added to the log filter."""
+    targets, secrets = configured_targets(config)
+    install_log_filter(secrets)
+    return targets
