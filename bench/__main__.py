@@ -59,7 +59,7 @@ def main() -> int:
     )
     print("\nbaseline: a minimal READY/OK listener under the same supervisord, same events;")
     print("for latency, the baseline is when that listener, alone, received the EXITED event of the same")
-    print("kind of kill: supervisord's own dispatch latency (lookout's nudge shortens it: listener/nudge.py)\n")
+    print("kind of kill: supervisord's own dispatch latency (lookout's nudge shortens it: listener/workers/nudge.py)\n")
     print("\n".join(rows))
 
     e = exporter_bench.run()

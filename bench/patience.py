@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.config import SupervisorSettings
-from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
+from lookout.rpc import SupervisorClient, SupervisorUnavailable
 from tests.harness import wait_for
 
 TIMEOUT = 60.0  # seconds for one call

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from ..listener.rpc import SupervisorClient
+from ..rpc import SupervisorClient
 
 log = logging.getLogger("lookout.exporter")
 BIND_WAIT = 15.0  # seconds a new exporter waits for its port (the orphan checks every second)

@@ -25,11 +25,11 @@ import xmlrpc.client
 from dataclasses import dataclass, field, replace
 
 from ..config import Config
-from ..listener.rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 from ..listener.store.files import StoreUnavailable, identity
 from ..listener.store.reads import StoreReader
 from ..procfs import same_process
 from ..redact import scheme_of
+from ..rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable
 
 SUPERVISORD_STATES = ("FATAL", "RUNNING", "RESTARTING", "SHUTDOWN")
 MAY_RUN = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # a process may still run: /proc says whether

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Config) -> int:
-    from .app import Listener
+    from .loop.listener import Listener
     from .notifier.targets import build_targets
 
     # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:

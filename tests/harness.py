@@ -434,7 +434,7 @@ class Supervisor:
 
     def rpc(self):  # noqa: ANN201
         from lookout.config import SupervisorSettings
-        from lookout.listener.rpc import SupervisorClient
+        from lookout.rpc import SupervisorClient
 
         return SupervisorClient(SupervisorSettings(serverurl=f"unix://{self.sock}", timeout=10))
 

@@ -16,15 +16,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from lookout.config import Config
-from lookout.listener.clock import LookoutClock, clock_meta
-from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
+from lookout.listener.loop.clock import LookoutClock, clock_meta
+from lookout.listener.loop.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
-from lookout.listener.remediate import RemediationExecutor
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
 from lookout.listener.store.schema import connect
 from lookout.listener.store.state import StateStore
-from lookout.listener.watcher import steady
+from lookout.listener.workers.thread.executor import RemediationExecutor
+from lookout.listener.workers.thread.watcher import steady
 
 BOOT = "sim-boot"  # one boot: a listener started again may find its store's times in another frame
 STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,

@@ -11,9 +11,9 @@ import pytest
 
 from lookout.config import AlertSettings, CrashLoop, ProgramRule
 from lookout.config.load import parse_config
-from lookout.listener.clock import LookoutClock, clock_meta, stepped_while_stopped
-from lookout.listener.clock_steps import commit_for_step, commit_for_stored_frame
-from lookout.listener.held import HeldCommit
+from lookout.listener.loop.clock import LookoutClock, clock_meta, stepped_while_stopped
+from lookout.listener.loop.clock_steps import commit_for_step, commit_for_stored_frame
+from lookout.listener.loop.degraded import HeldCommit
 from lookout.listener.notifier.text_target import TextTarget
 from lookout.listener.notifier.worker import Notifier
 from lookout.listener.probes.checks import file_age
@@ -25,7 +25,7 @@ from lookout.listener.store.clockshift import META_OUTBOX_OFFSET, ClockStep
 from lookout.listener.store.delivery import DeliveryStore
 from lookout.listener.store.schema import connect, get_meta
 from lookout.listener.store.state import StateStore
-from lookout.listener.watcher import steady
+from lookout.listener.workers.thread.watcher import steady
 
 EPOCH = 1_765_000_000.123456  # a wall time of today's size: shifts of it must be exact
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lookout.config import parse_config
 from lookout.exporter.metrics import LabelCache, build_families, encode
 from lookout.exporter.source import ProcessView, ScrapeData, Source
-from lookout.listener.rpc import SupervisorUnavailable
+from lookout.rpc import SupervisorUnavailable
 
 
 class StubClient:

@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from lookout.config import SupervisorSettings, parse_config
-from lookout.listener.logs import ProcessLogs, read_tail
 from lookout.listener.notifier.text_target import TextTarget
-from lookout.listener.rpc import SupervisorClient, SupervisorUnavailable
-from lookout.listener.watcher import Snapshot, SupervisorWatcher
-from lookout.listener.workers import ErrorLog
+from lookout.listener.workers.thread.log_reader import ProcessLogs, read_tail
+from lookout.listener.workers.thread.thread import ErrorLog
+from lookout.listener.workers.thread.watcher import Snapshot, SupervisorWatcher
+from lookout.rpc import SupervisorClient, SupervisorUnavailable
 from lookout.text import clean, clean_xml
 
 from .harness import wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from lookout.config import parse_config
-from lookout.listener.app import Listener
+from lookout.listener.loop.listener import Listener
 from lookout.listener.protocol.channel import ProtocolChannel
 from lookout.listener.protocol.parser import EventParser
 
@@ -80,7 +80,7 @@ def test_nudger_pokes_supervisord_when_a_watched_process_exits():
     import subprocess
     import sys
 
-    from lookout.listener.nudge import ExitNudger
+    from lookout.listener.workers.thread.nudge import ExitNudger
 
     from .harness import stays, wait_for
 

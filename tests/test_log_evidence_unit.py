@@ -15,13 +15,13 @@ import pytest
 
 from lookout.config import parse_config
 from lookout.config.probes import parse_probes
-from lookout.listener.logs import OpenFiles
 from lookout.listener.probes import checks
 from lookout.listener.probes.checks import Check
 from lookout.listener.probes.target import ProbeTarget
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import FIRING, RESOLVED, UNHEALTHY, ProbeResult
+from lookout.listener.workers.thread.log_reader import OpenFiles
 
 TARGET = ProbeTarget("svc", "svc", os.getpid(), 0.0)
 

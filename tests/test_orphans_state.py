@@ -238,7 +238,7 @@ def test_the_rule_names_each_generation_and_resolves_once():
 
 def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_another_supervisord():
     from lookout.config.load import parse_config
-    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.loop.supervisord_life import Lifecycle
     from lookout.listener.rules.models import ProcessRecord
     from lookout.listener.rules.orphans import Orphan
     from lookout.procfs import spawn_time
@@ -281,7 +281,7 @@ def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_anot
 def test_an_older_stores_orphans_are_taken_over():
     """Before the orphans table they were JSON in the store's meta: an upgrade (a listener restart)
     must not forget them."""
-    from lookout.listener.lifecycle import legacy_orphans
+    from lookout.listener.loop.supervisord_life import legacy_orphans
     from lookout.listener.rules.orphans import Orphan
 
     text = '[{"namespec": "feed:feed", "pid": 2211, "started": 1700000000.5}]'

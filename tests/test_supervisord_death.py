@@ -233,7 +233,7 @@ def meta_count(sup, key: str) -> int:  # noqa: ANN001
 
 def test_fail_forms_and_counters_that_never_go_back():
     from lookout.config.model import DeadmanSettings
-    from lookout.listener.deadman import DeadmanSwitch, fail_form
+    from lookout.listener.workers.thread.deadman import DeadmanSwitch, fail_form
 
     uuid = "5f0b9c2e-1b2c-4d5e-8f90-123456789abc"
     assert fail_form(f"https://hc-ping.com/{uuid}") == f"https://hc-ping.com/{uuid}/fail"
@@ -314,7 +314,7 @@ def test_the_dead_mans_switch(supervisor_factory, webhook, tmp_path):
 
 def test_programs_still_starting_are_named_though_their_pids_are_unknown():
     from lookout.config.load import parse_config
-    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.loop.supervisord_life import Lifecycle
     from lookout.listener.rules.models import ProcessRecord
 
     records = [ProcessRecord("feed", "feed", state="STARTING"), ProcessRecord("risk", "risk", state="STOPPED")]
@@ -328,7 +328,7 @@ def test_programs_still_starting_are_named_though_their_pids_are_unknown():
 def test_which_supervisord_came_before():
     """By pid and the pid's start time: in a container supervisord is pid 1 every time."""
     from lookout.config.load import parse_config
-    from lookout.listener.lifecycle import Lifecycle
+    from lookout.listener.loop.supervisord_life import Lifecycle
     from lookout.procfs import spawn_time
 
     parent, me = os.getppid(), os.getpid()

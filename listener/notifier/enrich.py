@@ -13,13 +13,13 @@ import xmlrpc.client
 from urllib.parse import urlsplit
 
 from ...config import Config
+from ...rpc import SupervisorUnavailable, snapshot_from_info
 from ...text import clean
-from ..logs import ProcessLogs
-from ..rpc import SupervisorUnavailable, snapshot_from_info
 from ..rules.models import FATAL, RESOLVED
 from ..rules.policy import PolicyBook
 from ..store.delivery import PendingNotice
-from ..workers import ErrorLog
+from ..workers.log_reader import ProcessLogs
+from ..workers.thread import ErrorLog
 from .render import Enrichment
 
 

@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Any
 
 from ...config import format_duration
-from ..workers import WorkerThread
+from ..workers.thread import WorkerThread
 from .deadline import SendWatch, install, watched
 from .target import DeliveryError
 

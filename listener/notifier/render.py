@@ -17,7 +17,6 @@ from urllib.parse import quote
 from ...config import format_duration
 from ...redact import scrub
 from ...text import clean, tail
-from ..logs import ExitInfo
 from ..probes.checks import USER_AGENT
 from ..rules.kinds import KINDS
 from ..rules.models import (
@@ -37,6 +36,7 @@ from ..rules.models import (
     display_name,
 )
 from ..store.delivery import PendingNotice
+from ..workers.log_reader import ExitInfo
 from .payload import Payload
 
 RESOLVED_AS = {"stopped": "was stopped by an operator", "recovered": "is running again",

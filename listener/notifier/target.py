@@ -17,7 +17,7 @@ from .payload import Payload
 
 if TYPE_CHECKING:
     from ..store.delivery import PendingNotice
-    from ..workers import ErrorLog
+    from ..workers.thread import ErrorLog
     from .render import Enrichment
     from .system import SystemMessage
 

@@ -19,7 +19,7 @@ a send: this thread hands sends to the lanes and takes their answers from one qu
 that hangs slows only itself, and system messages reach every other target meanwhile. The
 protocol loop only ever calls wake(), direct() and announce(): it never waits for any of this.
 
-Its clock is a frame of the loop's (listener/clock.py), moved only between passes: when the wall
+Its clock is a frame of the loop's (listener/loop/clock.py), moved only between passes: when the wall
 clock stepped, the worker moves its own times (in memory, and the outbox's rows) by the step, and
 a pass that read the loop's rows while the loop was moving them is dropped and run again.
 """
@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...config import Config
-from ..clock import frame_of
-from ..logs import ProcessLogs
+from ..loop.clock import frame_of
 from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
-from ..workers import ErrorLog, WorkerThread
+from ..workers.log_reader import ProcessLogs
+from ..workers.thread import ErrorLog, WorkerThread
 from .direct import DirectSends
 from .enrich import Enricher
 from .lanes import Lanes

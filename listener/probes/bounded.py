@@ -1,5 +1,5 @@
 """I/O that must end on time: commands, HTTP and TCP under one deadline, log reading under a
-byte budget. The probes (checks.py) and lookout's evidence commands (remediate.py) use these.
+byte budget. The probes (checks.py) and lookout's evidence commands (workers/executor.py) use these.
 
     run_bounded       a command in its own process group, killed with the group at the deadline
     connect           a TCP connection within what is left of a deadline

@@ -16,11 +16,11 @@ import xmlrpc.client
 
 from ...config import Config, UserError, format_duration
 from ...patterns import ProcessPattern, no_match
+from ...rpc import SupervisorClient, SupervisorUnavailable
 from ...text import last_lines
-from ..logs import ProcessLogs
-from ..rpc import SupervisorClient, SupervisorUnavailable
 from ..rules.models import display_name
 from ..rules.policy import PolicyBook
+from ..workers.log_reader import ProcessLogs
 from .checks import Check
 from .target import ProbeTarget
 

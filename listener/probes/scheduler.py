@@ -33,7 +33,7 @@ from typing import Any
 
 from ...config import ProbeSpec
 from ..rules.models import ProbeResult
-from ..workers import ErrorLog, WorkerThread
+from ..workers.thread import ErrorLog, WorkerThread
 from .checks import Check
 from .target import ProbeTarget
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...snapshot import ProcessSnapshot as ProcessSnapshot  # (the rules read it; it is supervisord's word)
+
 # Alert families: a process has at most one open alert per family. Within a family an open
 # alert only ever escalates (its kind's rank, kinds.py); families are independent (a process can crash-loop
 # and be unhealthy at once). A health family is per probe: "health:<probe name>".
@@ -83,27 +85,6 @@ class ProcessRecord:
     braked: bool = False  # the crash-loop brake stopped it ("stop") or holds it ("backoff")
     brake_delay: float = 0.0  # "backoff": the wait before the next start by lookout (0: not engaged)
     brake_resume_at: float | None = None  # "backoff": when lookout starts it again
-
-    @property
-    def namespec(self) -> str:
-        return f"{self.group}:{self.name}"
-
-
-@dataclass(frozen=True)
-class ProcessSnapshot:
-    """One getAllProcessInfo() entry, reduced to what the rules use (times: server epoch)."""
-
-    group: str
-    name: str
-    state: str
-    start: int
-    stop: int
-    now: int
-    pid: int
-    exitstatus: int
-    spawnerr: str
-    stdout_logfile: str = ""  # where the log reader finds its output ("" when not logged)
-    stderr_logfile: str = ""
 
     @property
     def namespec(self) -> str:

@@ -14,7 +14,7 @@ from ..redact import safe_url
 def _supervisor_state(config: Config) -> tuple[str, list[str]]:
     """getState() and the names of the processes, or a UserError that says what is wrong and names
     supervisor.serverurl (supervisord down is not a config error, but the URL may be wrong)."""
-    from ..listener.rpc import SupervisorClient, SupervisorUnavailable
+    from ..rpc import SupervisorClient, SupervisorUnavailable
 
     client = SupervisorClient(config.supervisor)
     try:
@@ -74,7 +74,7 @@ def check_config(config: Config) -> int:
 
 
 def _deadman_lines(config: Config) -> list[str]:
-    from ..listener.deadman import fail_form
+    from ..listener.workers.deadman import fail_form
 
     d = config.deadman
     if not d.url:

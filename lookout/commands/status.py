@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config, format_duration
-from ..listener.lifecycle import alive
-from ..listener.rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
 from ..listener.store.files import StoreUnavailable, store_errors, store_problem
 from ..listener.store.reads import StoreReader
 from ..listener.store.sidecar import peek
 from ..patterns import ProcessPattern, no_match
+from ..rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..text import clean
 from .status_delivery import delivery_lines
 

@@ -94,7 +94,7 @@ class ListenerSettings:
     reconcile_interval: float = 60.0
     tick_timeout: float = 180.0  # no event for this long after a TICK was seen: exit, get restarted
     log_level: str = "info"
-    nudge: bool = True  # wake supervisord when a watched process dies (listener/nudge.py)
+    nudge: bool = True  # wake supervisord when a watched process dies (listener/workers/nudge.py)
     clean_reboot: str = "silent"  # a reboot after a clean shutdown: "silent" or "info" (one info message)
 
 

@@ -11,17 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..config import Config
+from ...config import Config
+from ...rpc import SupervisorClient
+from ..probes.checks import Check
+from ..probes.scheduler import ProbeScheduler
+from ..probes.target import ProbeTarget
+from ..rules.engine import AlertEngine
+from ..rules.models import Action, Outcome, ProbeState, ProcessRecord
+from ..rules.policy import PolicyBook
+from ..workers.executor import RemediationExecutor
+from ..workers.log_reader import ProcessLogs
 from .clock import LookoutClock
-from .logs import ProcessLogs
-from .probes.checks import Check
-from .probes.scheduler import ProbeScheduler
-from .probes.target import ProbeTarget
-from .remediate import RemediationExecutor
-from .rpc import SupervisorClient
-from .rules.engine import AlertEngine
-from .rules.models import Action, Outcome, ProbeState, ProcessRecord
-from .rules.policy import PolicyBook
 
 SAVE_INTERVAL = 1.0  # probe counts that change nothing else are persisted this often
 STATS_INTERVAL = 10.0  # the scheduler's own numbers (runs, skipped, lateness) go to the store's meta

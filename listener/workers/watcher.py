@@ -21,12 +21,12 @@ import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..procfs import spawn_age
-from .logs import ExitInfo, ProcessLogs
-from .rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .rules.models import ProcessSnapshot
-from .rules.snapshot import LIVE_STATES
-from .workers import ErrorLog, WorkerThread
+from ...procfs import spawn_age
+from ...rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from ..rules.models import ProcessSnapshot
+from ..rules.snapshot import LIVE_STATES
+from .log_reader import ExitInfo, ProcessLogs
+from .thread import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.watcher")
 

@@ -21,10 +21,10 @@ import xmlrpc.client
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
-from ..config import SupervisorSettings
-from ..redact import safe_url
-from ..text import clean_name, clean_xml
-from .rules.models import ProcessSnapshot
+from .config import SupervisorSettings
+from .redact import safe_url
+from .snapshot import ProcessSnapshot
+from .text import clean_name, clean_xml
 
 # supervisor.xmlrpc.Faults
 SHUTDOWN_STATE = 6  # reloading or stopping

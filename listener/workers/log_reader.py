@@ -28,10 +28,10 @@ import xmlrpc.client
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..text import clean, clean_name
-from .rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
-from .rules.models import ProcessSnapshot
-from .rules.snapshot import RAN_AGAIN
+from ...rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
+from ...text import clean, clean_name
+from ..rules.models import ProcessSnapshot
+from ..rules.snapshot import RAN_AGAIN
 
 log = logging.getLogger("lookout.logs")
 

@@ -25,11 +25,11 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from ..config import DeadmanSettings, format_duration
-from ..redact import safe_url
-from ..text import clean
-from .probes.bounded import DeadlineConnection
-from .workers import ErrorLog, WorkerThread
+from ...config import DeadmanSettings, format_duration
+from ...redact import safe_url
+from ...text import clean
+from ..probes.bounded import DeadlineConnection
+from .thread import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.deadman")
 RESULTS = ("ok", "fail_sent", "error")  # the healthy form reached it; the fail form did; it could not be reached

@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .rpc import SupervisorClient
-from .workers import ErrorLog, WorkerThread
+from ...rpc import SupervisorClient
+from .thread import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.nudge")
 

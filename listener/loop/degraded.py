@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config import format_duration
-from .rules.models import Outcome
-from .store.sidecar import Sidecar, SidecarState
+from ...config import format_duration
+from ..rules.models import Outcome
+from ..store.sidecar import Sidecar, SidecarState
 
 log = logging.getLogger("lookout.listener")
 

@@ -9,7 +9,7 @@ watcher's RPC calls (a byte on the wakeup pipe) and for the rules' own deadlines
 resolution after stable_after, the exit grace, reminders).
 
 When the store cannot be written (disk full, locked, removed), the loop holds the commit and
-the event's acknowledgement, retries with backoff and tells people once (held.py); supervisord
+the event's acknowledgement, retries with backoff and tells people once (degraded.py); supervisord
 buffers the following events meanwhile, so nothing it still holds is lost. A worker thread
 that dies makes the listener exit 1, so supervisord restarts it rather than leave it half-alive.
 """
@@ -24,29 +24,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..config import Config
-from ..procfs import pid_gone, spawn_age
-from .app_lifecycle import LifecycleMixin
+from ...config import Config
+from ...procfs import pid_gone, spawn_age
+from ...rpc import SupervisorClient
+from ..notifier.target import Target
+from ..notifier.worker import Notifier
+from ..protocol.channel import ProtocolChannel
+from ..protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
+from ..protocol.parser import Envelope, Garbage
+from ..rules.engine import LIVE_STATES, AlertEngine
+from ..rules.models import Outcome
+from ..rules.sequence import StreamPosition, check_continuity, is_redelivery
+from ..store.files import StoreCorrupt, StoreUnavailable
+from ..store.keeper import StoreKeeper
+from ..store.sidecar import Sidecar
+from ..workers.log_reader import ProcessLogs
+from ..workers.nudge import ExitNudger
+from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
 from .clock import LookoutClock, clock_meta
 from .clock_steps import commit_for_step, commit_for_stored_frame
-from .health_runner import HealthRunner
-from .held import HeldCommit, StoreTrouble
-from .lifecycle import boot_id
-from .logs import ProcessLogs
-from .notifier.target import Target
-from .notifier.worker import Notifier
-from .nudge import ExitNudger
-from .protocol.channel import ProtocolChannel
-from .protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
-from .protocol.parser import Envelope, Garbage
-from .rpc import SupervisorClient
-from .rules.engine import LIVE_STATES, AlertEngine
-from .rules.models import Outcome
-from .rules.sequence import StreamPosition, check_continuity, is_redelivery
-from .store.files import StoreCorrupt, StoreUnavailable
-from .store.keeper import StoreKeeper
-from .store.sidecar import Sidecar
-from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
+from .degraded import HeldCommit, StoreTrouble
+from .health import HealthRunner
+from .supervisord_end import LifecycleMixin
+from .supervisord_life import boot_id
 
 log = logging.getLogger("lookout.listener")
 
@@ -383,7 +383,7 @@ class Listener(LifecycleMixin):
         engine = self.engine
         assert engine is not None
         if isinstance(result, Sighting):
-            return  # a look while the store could not be written: for memory only (app_lifecycle.py)
+            return  # a look while the store could not be written: for memory only (supervisord_end.py)
         if isinstance(result, Snapshot):
             taken_at = self.clock.from_mono(result.taken_mono)  # (the watcher's clock is monotonic)
             meta = {"last_reconcile_at": taken_at}

@@ -1,5 +1,5 @@
-"""The protocol loop's part in supervisord's own life (lifecycle.py) and in the dead man's switch
-(deadman.py). A mixin of app.Listener, for the size of one file: it uses the listener's engine,
+"""The protocol loop's part in supervisord's own life (supervisord_life.py) and in the dead man's switch
+(workers/deadman.py). A mixin of loop/listener.Listener, for the size of one file: it uses the listener's engine,
 store keeper, notifier and commit.
 
 - at start, before the listener writes who it is: what the previous supervisord left behind
@@ -26,18 +26,18 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from ..procfs import spawn_time
-from ..redact import scrub
-from ..text import clean
-from .deadman import DeadmanSwitch
-from .lifecycle import LISTENER_STOPPED, Lifecycle, legacy_orphans
-from .notifier.render import resolved_as, what
-from .protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
-from .protocol.parser import Envelope, Garbage
-from .rules.models import REMINDER, RESOLVED, Outcome, display_name
-from .store.files import StoreUnavailable
-from .store.sidecar import DeathNote, SidecarState
-from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
+from ...procfs import spawn_time
+from ...redact import scrub
+from ...text import clean
+from ..notifier.render import resolved_as, what
+from ..protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
+from ..protocol.parser import Envelope, Garbage
+from ..rules.models import REMINDER, RESOLVED, Outcome, display_name
+from ..store.files import StoreUnavailable
+from ..store.sidecar import DeathNote, SidecarState
+from ..workers.deadman import DeadmanSwitch
+from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
+from .supervisord_life import LISTENER_STOPPED, Lifecycle, legacy_orphans
 
 log = logging.getLogger("lookout.listener")
 LAST_WORDS = 4.0  # seconds the listener waits for its last message to go out before it exits
