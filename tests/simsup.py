@@ -23,8 +23,8 @@ from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import Action, ActionResult, Outcome, ProcessSnapshot
 from lookout.listener.store.schema import connect
 from lookout.listener.store.state import StateStore
-from lookout.listener.workers.thread.executor import RemediationExecutor
-from lookout.listener.workers.thread.watcher import steady
+from lookout.listener.workers.executor import RemediationExecutor
+from lookout.listener.workers.watcher import steady
 
 BOOT = "sim-boot"  # one boot: a listener started again may find its store's times in another frame
 STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100,

@@ -25,7 +25,7 @@ from lookout.listener.store.clockshift import META_OUTBOX_OFFSET, ClockStep
 from lookout.listener.store.delivery import DeliveryStore
 from lookout.listener.store.schema import connect, get_meta
 from lookout.listener.store.state import StateStore
-from lookout.listener.workers.thread.watcher import steady
+from lookout.listener.workers.watcher import steady
 
 EPOCH = 1_765_000_000.123456  # a wall time of today's size: shifts of it must be exact
 

@@ -14,7 +14,7 @@ import pytest
 from lookout.config import ConfigError
 from lookout.config.load import parse_config
 from lookout.config.model import DeadmanSettings
-from lookout.listener.workers.thread.deadman import DeadmanSwitch, call
+from lookout.listener.workers.deadman import DeadmanSwitch, call
 
 from .harness import wait_for
 

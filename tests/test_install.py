@@ -196,7 +196,7 @@ def supervisord_reads(snippets: Path, tmp_path: Path) -> dict[str, object]:
 def test_init_paths_that_need_quoting_and_no_scripts(tmp_path, monkeypatch, capsys):
     """Scripts not next to the Python (pip --user, say): `<python> -m lookout.listener`; paths that
     need quoting for supervisord's command line come out as they are."""
-    from lookout import init
+    from lookout.commands import init
 
     python = tmp_path / "a py's dir" / "python3"
     python.parent.mkdir()
@@ -215,7 +215,7 @@ def test_init_paths_that_need_quoting_and_no_scripts(tmp_path, monkeypatch, caps
 
 
 def test_init_leaves_existing_files_alone_unless_force(tmp_path, capsys):
-    from lookout import init
+    from lookout.commands import init
 
     root = tmp_path / "etc"
     assert init.init_command(str(root), False) == 0
@@ -229,7 +229,7 @@ def test_init_leaves_existing_files_alone_unless_force(tmp_path, capsys):
 
 
 def test_init_refuses_a_dir_supervisord_would_misread(tmp_path, capsys):
-    from lookout import init
+    from lookout.commands import init
 
     assert init.init_command(str(tmp_path / "100%"), False) == 2
     assert "must not contain '%'" in capsys.readouterr().err and not (tmp_path / "100%").exists()

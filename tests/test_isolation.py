@@ -14,9 +14,9 @@ import pytest
 
 from lookout.config import SupervisorSettings, parse_config
 from lookout.listener.notifier.text_target import TextTarget
-from lookout.listener.workers.thread.log_reader import ProcessLogs, read_tail
-from lookout.listener.workers.thread.thread import ErrorLog
-from lookout.listener.workers.thread.watcher import Snapshot, SupervisorWatcher
+from lookout.listener.workers.log_reader import ProcessLogs, read_tail
+from lookout.listener.workers.thread import ErrorLog
+from lookout.listener.workers.watcher import Snapshot, SupervisorWatcher
 from lookout.rpc import SupervisorClient, SupervisorUnavailable
 from lookout.text import clean, clean_xml
 

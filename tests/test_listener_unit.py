@@ -80,7 +80,7 @@ def test_nudger_pokes_supervisord_when_a_watched_process_exits():
     import subprocess
     import sys
 
-    from lookout.listener.workers.thread.nudge import ExitNudger
+    from lookout.listener.workers.nudge import ExitNudger
 
     from .harness import stays, wait_for
 

@@ -21,7 +21,7 @@ from lookout.listener.probes.target import ProbeTarget
 from lookout.listener.protocol.events import Delivery, ProcessStateEvent
 from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import FIRING, RESOLVED, UNHEALTHY, ProbeResult
-from lookout.listener.workers.thread.log_reader import OpenFiles
+from lookout.listener.workers.log_reader import OpenFiles
 
 TARGET = ProbeTarget("svc", "svc", os.getpid(), 0.0)
 

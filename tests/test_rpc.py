@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lookout.listener.workers.thread.log_reader import ExitInfo, last_exits
+from lookout.listener.workers.log_reader import ExitInfo, last_exits
 
 LOG = """\
 2026-11-26 09:10:11,100 WARN exited: feed (exit status 3; not expected)

@@ -233,7 +233,7 @@ def meta_count(sup, key: str) -> int:  # noqa: ANN001
 
 def test_fail_forms_and_counters_that_never_go_back():
     from lookout.config.model import DeadmanSettings
-    from lookout.listener.workers.thread.deadman import DeadmanSwitch, fail_form
+    from lookout.listener.workers.deadman import DeadmanSwitch, fail_form
 
     uuid = "5f0b9c2e-1b2c-4d5e-8f90-123456789abc"
     assert fail_form(f"https://hc-ping.com/{uuid}") == f"https://hc-ping.com/{uuid}/fail"
