@@ -113,6 +113,10 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
+    # what a listener that says nothing is waiting for (stdout stays the protocol's alone). First
+    # thing, before the slow imports of a start: a USR1 that came sooner would end the process.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
@@ -159,9 +163,6 @@ def _build_targets(config: Config):  # noqa: ANN202
 def _run(config: Config) -> int:
     from .app import Listener
 
-    # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
-    # what a listener that says nothing is waiting for (stdout stays the protocol's alone).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     targets = _build_targets(config)
     return Listener(config, targets).run()
 
