@@ -83,6 +83,10 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
+    # what a listener that says nothing is waiting for (stdout stays the protocol's alone). First
+    # thing, before the slow imports of a start: a USR1 that came sooner would end the process.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     alias = operator_alias(argv)
     if alias is not None:
@@ -117,9 +121,6 @@ def _run(config: Config) -> int:
     from .loop.listener import Listener
     from .notifier.targets import build_targets
 
-    # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
-    # what a listener that says nothing is waiting for (stdout stays the protocol's alone).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return Listener(config, build_targets(config)).run()
 
 

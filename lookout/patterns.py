@@ -1,4 +1,4 @@
-"""The one answer to "does this pattern name this process?", for all three programs.
+r"""The one answer to "does this pattern name this process?", for all three programs.
 
 Every command and key that takes a process pattern asks here: `lookout silence|hold|release|
 status|history|alerts|probe`, `lookout-listener silence|probe`, `[[alerts.programs]]`,
@@ -24,7 +24,9 @@ existing configs keep their meaning.
 A pattern with whitespace or any non-printable character (a control or format character) is
 taken literally: it names the process, the group or the `group:name` it equals, and nothing in it
 is read as a glob or a colon. Such names come from supervisord as its own cleaning left them, and
-a pattern that holds one must not become a wildcard by accident.
+a pattern that holds one must not become a wildcard by accident. lookout keeps a name with a
+control character in its visible form (ESC as U+241B, lookout/text.py's clean_name), so the name
+typed as it is (`$'esc\e[31m'`) and as lookout shows it both name it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
+
+from .text import clean_name
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -70,7 +74,7 @@ class ProcessPattern:
         if not colon:
             return self.names_group(namespec)
         if self.literal:
-            return self.text in (namespec, name, group)
+            return bool({self.text, clean_name(self.text)}.intersection((namespec, name, group)))
         if self.has_colon:
             return _part(self.group, group) and (self.name in ("", "*") or _part(self.name, name))
         if self.text in (group, name):  # a name is always named by itself, '[' and all
@@ -82,7 +86,7 @@ class ProcessPattern:
         `pool*`. For `[[alerts.groups]]` (whose `match` has always been on the group name) and
         for a group's own alerts; `pool:pool_01` and `pool_01` name a member, not the group."""
         if self.literal:
-            return self.text == group
+            return group in (self.text, clean_name(self.text))
         if self.has_colon:
             return self.name in ("", "*") and _part(self.group, group)
         return _part(self.text, group)

@@ -50,7 +50,8 @@ command=sleep 1000
 SUPERVISORD = ("pool:pool_00", "pool:pool_01", "pool:pool_02", "reconciler:reconciler", "trading_system:feed",
                "trading_system:quotes")
 # Only the pure layer has these: a space, a glob character and a control character in a name.
-PURE_ONLY = ("job [1]:job [1]", "job 1:job 1", "alarm\x07*:alarm\x07*", "alarm\x07x:alarm\x07x")
+PURE_ONLY = ("job [1]:job [1]", "job 1:job 1", "alarm\x07*:alarm\x07*", "alarm\x07x:alarm\x07x",
+             "esc\u241b[31m:esc\u241b[31m")  # ESC as lookout keeps it (lookout/text.py's clean_name)
 WORLD = SUPERVISORD + PURE_ONLY
 GROUPS = sorted({ns.partition(":")[0] for ns in WORLD})
 POOL = {"pool:pool_00", "pool:pool_01", "pool:pool_02"}
@@ -68,6 +69,7 @@ TABLE: dict[str, tuple[set[str], set[str]]] = {
     "*:feed": ({"trading_system:feed"}, set()),
     "job [1]": ({"job [1]:job [1]"}, {"job [1]"}),  # a space: literal, '[1]' is no glob ('job 1' stays out)
     "alarm\x07*": ({"alarm\x07*:alarm\x07*"}, {"alarm\x07*"}),  # a control character: literal, '*' too
+    "esc\x1b[31m": ({"esc\u241b[31m:esc\u241b[31m"}, {"esc\u241b[31m"}),  # typed raw: the name lookout shows
     "nosuch": (set(), set()),
 }
 

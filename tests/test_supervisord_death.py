@@ -386,3 +386,17 @@ def test_usr1_writes_the_listeners_stacks_to_its_log_and_it_goes_on(supervisor_f
     assert sup.ctl("stop", "p0").returncode == 0
     wait_for(lambda: (sup.process_row("p0:p0") or {}).get("state") == "STOPPED", 10, "it goes on handling events")
     assert sup.listener_pid() == pid
+
+
+def test_usr1_is_taken_before_the_listener_loads_anything_slow(tmp_path):
+    """A USR1 during a slow start (apprise's imports took 14 s on a loaded machine, supervisord
+    already showed RUNNING) must not end the listener: the handler is in place before _run."""
+    toml = tmp_path / "lookout.toml"
+    toml.write_text(f'[state]\npath = "{tmp_path / "lookout.db"}"\n')
+    script = ("import os, signal, sys\nfrom lookout.listener import cli\n"
+              "cli._run = lambda config: (os.kill(os.getpid(), signal.SIGUSR1), 0)[1]\n"
+              "sys.exit(cli.main(['-c', sys.argv[1]]))\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}, "SUPERVISOR_ENABLED": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(toml)], stdin=subprocess.PIPE, capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0 and "most recent call first" in done.stderr, (done.returncode, done.stderr[-2000:])
