@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     # 'supervisorctl signal USR1 lookout' writes every thread's stack to the listener's stderr log:
     # what a listener that says nothing is waiting for (stdout stays the protocol's alone). First
     # thing, before the slow imports of a start: a USR1 that came sooner would end the process.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)  # fd 2: whatever sys.stderr is now
     argv = list(sys.argv[1:] if argv is None else argv)
     alias = operator_alias(argv)
     if alias is not None:
