@@ -77,6 +77,8 @@ def _parser(prog: str = "lookout") -> OneLineParser:
     i = sub.add_parser("init", help="write the supervisord snippets, example config, dashboards and rules")
     i.add_argument("directory")
     i.add_argument("--force", action="store_true", help="overwrite existing files")
+    i.add_argument("--supervisord-conf", metavar="PATH",
+                   help="this host's supervisord.conf (default: where supervisord itself looks without -c)")
     return p
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None, prog: str = "lookout") -> int:
     if args.command == "init":
         from .commands.init import init_command
 
-        return init_command(args.directory, args.force)
+        return init_command(args.directory, args.force, args.supervisord_conf)
     if args.command == "status" and args.json_schema:
         from .commands.status import STATUS_SCHEMA
 

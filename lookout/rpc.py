@@ -130,7 +130,8 @@ class SupervisorClient:
         if url.startswith("unix://"):
             path = url[len("unix://"):]
             if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
-                return f"supervisord is not running? (no socket at {path})"
+                return (f"supervisord is not running? (no socket at {path}): if it listens elsewhere, set "
+                        "supervisor.serverurl in lookout.toml (unix:// + supervisord.conf's [unix_http_server] file=)")
             if isinstance(exc, ConnectionRefusedError):
                 return f"supervisord is not running? ({path} refuses connections)"
             if isinstance(exc, PermissionError):

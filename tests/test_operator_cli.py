@@ -192,3 +192,32 @@ def test_init_reads_odd_supervisord_confs_as_supervisord_does(tmp_path, monkeypa
     assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/conf.d/lookout.conf && " in _include_text("/opt/lookout")
     conf.write_text("[supervisord]\n[include]\nfiles = conf.d/lookout-*.conf\n")
     assert "under names that match it" in _include_text("/opt/lookout")
+
+
+def test_init_writes_the_socket_this_hosts_supervisord_listens_on(tmp_path, monkeypatch, capsys):
+    """A new user on Fedora (socket under /run/supervisor/, or anywhere supervisord.conf says) got
+    'no socket at /var/run/supervisor.sock' from `lookout status`: init reads [unix_http_server]
+    file= (or [inet_http_server] port=) of the supervisord.conf it finds or is given, and writes
+    supervisor.serverurl into lookout.toml."""
+    from lookout.commands.init import init_command
+    from lookout.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    (tmp_path / "etc").mkdir()
+    conf = tmp_path / "etc" / "supervisord.conf"
+    conf.write_text("[unix_http_server]\nfile = %(here)s/../run/supervisor.sock ; Fedora-ish\n[supervisord]\n")
+    assert init_command(str(tmp_path / "a"), False, str(conf)) == 0
+    out = capsys.readouterr().out
+    sock = f"unix://{tmp_path}/run/supervisor.sock"
+    assert f"supervisor.serverurl = {sock} in lookout.toml" in out and "(supervisor.serverurl is set" in out
+    assert load_config(str(tmp_path / "a" / "lookout.toml"), {}).supervisor.serverurl == sock
+    conf.write_text("[inet_http_server]\nport = *:9001\n[supervisord]\n")
+    assert init_command(str(tmp_path / "b"), False, str(conf)) == 0
+    assert load_config(str(tmp_path / "b" / "lookout.toml"), {}).supervisor.serverurl == "http://127.0.0.1:9001"
+    conf.write_text("[unix_http_server]\nfile = /var/run/supervisor.sock\n[supervisord]\n")  # the default: as shipped
+    assert init_command(str(tmp_path / "c"), False, str(conf)) == 0
+    assert '# serverurl = "unix:///var/run/supervisor.sock"' in (tmp_path / "c" / "lookout.toml").read_text()
+    capsys.readouterr()
+    assert init_command(str(tmp_path / "d"), False, str(tmp_path / "nosuch.conf")) == 2
+    assert "--supervisord-conf" in capsys.readouterr().err and not (tmp_path / "d").exists()

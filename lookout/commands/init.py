@@ -40,6 +40,8 @@ SNIPPETS = ("lookout.conf", "lookout-exporter.conf")
 # file that no longer has one is a broken installation, and tests/test_install.py notices).
 SHIPPED_CONFIG = "/etc/lookout/lookout.toml"
 SHIPPED_STATE = 'path = "/var/lib/lookout/lookout.db"'
+SHIPPED_SERVERURL = '# serverurl = "unix:///var/run/supervisor.sock"'
+DEFAULT_SERVERURL = "unix:///var/run/supervisor.sock"
 
 
 class BrokenAssets(Exception):
@@ -69,12 +71,16 @@ def _once(text: str, old: str, new: str, name: str) -> str:
     return text.replace(old, new)
 
 
-def render(name: str, text: str, root: str) -> str:
-    """A shipped conf.d/ file with this installation's paths."""
+def render(name: str, text: str, root: str, serverurl: tuple[str, str] | None = None) -> str:
+    """A shipped conf.d/ file with this installation's paths; `serverurl` (url, where from): how
+    this host's supervisord listens, when that is not the default (the `lookout` command needs it)."""
     config = os.path.join(root, "lookout.toml")
     if name == "lookout.toml":
         text = _once(text, SHIPPED_STATE,
                      f"path = {json.dumps(os.path.join(root, 'state', 'lookout.db'), ensure_ascii=False)}", name)
+        if serverurl is not None:
+            text = _once(text, SHIPPED_SERVERURL,
+                         f"serverurl = {json.dumps(serverurl[0], ensure_ascii=False)}   # {serverurl[1]}", name)
         return examples_commented(text)
     script, module, log_key = {
         "lookout.conf": ("lookout-listener", "lookout.listener", "stderr_logfile"),
@@ -99,14 +105,15 @@ def examples_commented(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def next_steps(root: str, copy: str | None = None) -> list[str]:
+def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False) -> list[str]:
     """The README's Install steps after `lookout init`, with this DIR and these commands; `copy`,
     when this host's supervisord.conf says where its snippets go, replaces Debian's cp step."""
     lookout = shlex.join([*command("lookout", "lookout"), "-c", os.path.join(root, "lookout.toml")])
     snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
     return [
         f"$EDITOR {shlex.quote(os.path.join(root, 'lookout.toml'))}"
-        "   # notify.urls; supervisor.serverurl if not unix:///var/run/supervisor.sock",
+        + ("   # notify.urls (supervisor.serverurl is set, from supervisord.conf)" if serverurl_set else
+           "   # notify.urls; supervisor.serverurl if not unix:///var/run/supervisor.sock"),
         f"{lookout} check-config",
         f"{lookout} test-alert",
         copy or f"cp {snippets} /etc/supervisor/conf.d/"
@@ -129,23 +136,50 @@ def supervisord_conf() -> str | None:
     return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
 
 
-def include_globs(conf: str) -> list[str]:
-    """[include] files= of a supervisord.conf, each made absolute as supervisord does; [] if none."""
+def _read_conf(conf: str) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
     with open(conf, "rb") as f:  # OSError: the caller says it cannot be read
         parser.read_string(f.read().decode("utf-8", errors="replace"))
-    files = parser.get("include", "files", fallback="")
-    here = os.path.dirname(conf)
-    expand = {"here": here, **{f"ENV_{k}": v for k, v in os.environ.items()}}
-    globs = re.sub(r"%\(([^)]+)\)s", lambda m: expand.get(m.group(1), m.group(0)), files)
-    return [os.path.normpath(os.path.join(here, g)) for g in globs.split()]
+    return parser
 
 
-def _include_note(root: str) -> tuple[str, str | None]:
+def _expand(value: str, conf: str) -> str:
+    """supervisord's %(here)s and %(ENV_x)s in a value of its supervisord.conf."""
+    expand = {"here": os.path.dirname(conf), **{f"ENV_{k}": v for k, v in os.environ.items()}}
+    return re.sub(r"%\(([^)]+)\)s", lambda m: expand.get(m.group(1), m.group(0)), value)
+
+
+def serverurl_of(conf: str) -> tuple[str, str] | None:
+    """How supervisord.conf says supervisord listens, and where that was read: unix:// + its
+    [unix_http_server] file=, else http:// + its [inet_http_server] port=; None when it says
+    neither or says the default, or cannot be read."""
+    try:
+        parser = _read_conf(conf)
+    except (OSError, configparser.Error):
+        return None
+    path = _expand(parser.get("unix_http_server", "file", fallback="").strip(), conf)
+    if path:
+        url = "unix://" + os.path.normpath(os.path.join(os.path.dirname(conf), path))
+        return None if url == DEFAULT_SERVERURL else (url, f"{conf}'s [unix_http_server] file=")
+    port = parser.get("inet_http_server", "port", fallback="").strip()
+    if port:
+        host, _, number = port.rpartition(":")
+        host = "127.0.0.1" if host in ("", "*", "0.0.0.0") else host
+        return f"http://{host}:{number}", f"{conf}'s [inet_http_server] port="
+    return None
+
+
+def include_globs(conf: str) -> list[str]:
+    """[include] files= of a supervisord.conf, each made absolute as supervisord does; [] if none."""
+    globs = _expand(_read_conf(conf).get("include", "files", fallback=""), conf)
+    return [os.path.normpath(os.path.join(os.path.dirname(conf), g)) for g in globs.split()]
+
+
+def _include_note(root: str, conf: str | None = None) -> tuple[str, str | None]:
     """Where this host's supervisord.conf takes its snippets from, when that is not Debian's
     /etc/supervisor/conf.d/*.conf (Fedora and RHEL: supervisord.d/*.ini): a note, and the cp step
     that then replaces Debian's in the printed steps (one list, never two cp lines that disagree)."""
-    conf = supervisord_conf()
+    conf = conf or supervisord_conf()
     if conf is None:
         return "", None
     try:
@@ -184,7 +218,7 @@ def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> b
     return True
 
 
-def init_command(directory: str, force: bool) -> int:
+def init_command(directory: str, force: bool, supervisord_conf_path: str | None = None) -> int:
     # Absolute as typed (symlinks kept): supervisord runs the snippets from its own directory.
     root = os.path.abspath(directory)
     # supervisord expands %(name)s in the snippets' values, twice over in 4.x: a % in a path cannot
@@ -194,9 +228,14 @@ def init_command(directory: str, force: bool) -> int:
             print(f"lookout: init: {path!r}: {what} must not contain '%' or a line break (supervisord would "
                   "misread the snippets)", file=sys.stderr)
             return 2
+    if supervisord_conf_path is not None and not os.path.isfile(supervisord_conf_path):
+        print(f"lookout: init: --supervisord-conf {supervisord_conf_path}: no such file", file=sys.stderr)
+        return 2
+    conf = os.path.abspath(supervisord_conf_path) if supervisord_conf_path else supervisord_conf()
+    serverurl = serverurl_of(conf) if conf else None
     conf_d = asset_dir("conf_d")
     try:
-        ours = {name: render(name, conf_d.joinpath(name).read_text(encoding="utf-8"), root)
+        ours = {name: render(name, conf_d.joinpath(name).read_text(encoding="utf-8"), root, serverurl)
                 for name in ("lookout.toml", *SNIPPETS)}
     except (OSError, BrokenAssets) as exc:
         print(f"lookout: init: the shipped conf.d/ files are not as expected (a broken installation?): {exc}",
@@ -225,8 +264,10 @@ def init_command(directory: str, force: bool) -> int:
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:  # a uid without a name (some containers)
         user = f"uid {os.geteuid()}"
-    include, copy = _include_note(root)
-    steps = "\n".join(f"  {step}" for step in next_steps(root, copy))
+    include, copy = _include_note(root, conf)
+    if serverurl is not None:
+        include += f"supervisor.serverurl = {serverurl[0]} in lookout.toml (from {serverurl[1]})\n"
+    steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None))
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
           f"as its own user, which must be {user}\n{include}"
