@@ -15,8 +15,8 @@ import xmlrpc.client
 from collections import deque
 from dataclasses import dataclass, field
 
+from lookout.clock import LookoutClock, clock_meta
 from lookout.config import Config
-from lookout.listener.loop.clock import LookoutClock, clock_meta
 from lookout.listener.loop.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.protocol.events import Delivery, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from lookout.listener.rules.engine import AlertEngine

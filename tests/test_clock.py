@@ -9,9 +9,9 @@ import typing
 
 import pytest
 
+from lookout.clock import LookoutClock, clock_meta, stepped_while_stopped
 from lookout.config import AlertSettings, CrashLoop, ProgramRule
 from lookout.config.load import parse_config
-from lookout.listener.loop.clock import LookoutClock, clock_meta, stepped_while_stopped
 from lookout.listener.loop.clock_steps import commit_for_step, commit_for_stored_frame
 from lookout.listener.loop.degraded import HeldCommit
 from lookout.listener.notifier.text_target import TextTarget

@@ -1,2 +1,2 @@
 """The protocol loop: the one thread that owns state (event -> rules -> commit -> ack -> effects),
-supervisord's own life as the loop sees it, the clock, and degraded mode (the store unwritable)."""
+supervisord's own life as the loop sees it, and degraded mode (the store unwritable)."""

@@ -1,4 +1,4 @@
-"""What the listener commits when the wall clock steps (listener/loop/clock.py), while it runs or while
+"""What the listener commits when the wall clock steps (lookout/clock.py), while it runs or while
 none ran. The engine moves what it holds (rules/timeshift.py), the store the rest in the same
 transaction (store/clockshift.py); the meta then says which frame the stored times are in.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ...clock import META_BOOT, META_OFFSET, LookoutClock, clock_meta, stepped_while_stopped
 from ..rules.engine import AlertEngine
 from ..rules.models import Outcome
 from ..store.clockshift import META_OUTBOX_OFFSET, ClockStep
 from ..store.state import StateStore
-from .clock import META_BOOT, META_OFFSET, LookoutClock, clock_meta, stepped_while_stopped
 
 log = logging.getLogger("lookout.listener")
 

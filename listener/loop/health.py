@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from ...clock import LookoutClock
 from ...config import Config
 from ...rpc import SupervisorClient
 from ..probes.checks import Check
@@ -21,7 +22,6 @@ from ..rules.models import Action, Outcome, ProbeState, ProcessRecord
 from ..rules.policy import PolicyBook
 from ..workers.executor import RemediationExecutor
 from ..workers.log_reader import ProcessLogs
-from .clock import LookoutClock
 
 SAVE_INTERVAL = 1.0  # probe counts that change nothing else are persisted this often
 STATS_INTERVAL = 10.0  # the scheduler's own numbers (runs, skipped, lateness) go to the store's meta

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ...clock import LookoutClock, clock_meta
 from ...config import Config
 from ...procfs import pid_gone, spawn_age
 from ...rpc import SupervisorClient
@@ -41,7 +42,6 @@ from ..store.sidecar import Sidecar
 from ..workers.log_reader import ProcessLogs
 from ..workers.nudge import ExitNudger
 from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
-from .clock import LookoutClock, clock_meta
 from .clock_steps import commit_for_step, commit_for_stored_frame
 from .degraded import HeldCommit, StoreTrouble
 from .health import HealthRunner

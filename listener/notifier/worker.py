@@ -19,7 +19,7 @@ a send: this thread hands sends to the lanes and takes their answers from one qu
 that hangs slows only itself, and system messages reach every other target meanwhile. The
 protocol loop only ever calls wake(), direct() and announce(): it never waits for any of this.
 
-Its clock is a frame of the loop's (listener/loop/clock.py), moved only between passes: when the wall
+Its clock is a frame of the loop's (lookout/clock.py), moved only between passes: when the wall
 clock stepped, the worker moves its own times (in memory, and the outbox's rows) by the step, and
 a pass that read the loop's rows while the loop was moving them is dropped and run again.
 """
@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...clock import frame_of
 from ...config import Config
-from ..loop.clock import frame_of
 from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
 from ..store.files import StoreUnavailable

@@ -1,6 +1,6 @@
 """Every absolute time the rules hold, in one place: what a step of the wall clock moves. Pure.
 
-The rules keep times on the loop's clock (listener/loop/clock.py: wall time advanced by monotonic
+The rules keep times on the loop's clock (lookout/clock.py: wall time advanced by monotonic
 time). When the wall clock steps (NTP, a VM restored) the loop's clock follows it, and every time
 listed here moves by the same delta: a deadline keeps its distance from now (the brake's start,
 a backoff, a grace, a reminder, quorum's `for`), a duration its length, and a time shown reads

@@ -1,4 +1,4 @@
-"""The store's side of a wall-clock step (listener/loop/clock.py): the rows the rules do not hold in
+"""The store's side of a wall-clock step (lookout/clock.py): the rows the rules do not hold in
 memory move by the same delta, in the same transaction as the records, alerts and probe states
 the engine shifted (rules/timeshift.py). History is what happened when it happened: it stays.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from ..loop.clock import META_BOOT, STEP, quantize
+from ...clock import META_BOOT, STEP, quantize
 from .schema import get_meta, set_meta
 
 # table, its time columns, the rows that move (:before is the step's moment on the old clock)

@@ -11,7 +11,7 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   meta(key, value)                 last_tick_at, last_reconcile_at, stopping, listener_pid,
                                    supervisord_pid, supervisord_version, supervisord_identification;
                                    clock_offset, clock_boot, outbox_clock_offset: the frame the
-                                   stored times are in (listener/loop/clock.py)
+                                   stored times are in (lookout/clock.py)
   processes(namespec, ...)         one row per process: state, state_since, pid, restarts,
                                    unexpected_exits, fatals, last_start, running_since,
                                    last_exit_at, last_exit_status, last_exit_text,
