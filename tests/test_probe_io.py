@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from lookout.bounded import scan_log
 from lookout.config.probes import parse_probes
-from lookout.listener.probes.bounded import scan_log
 from lookout.listener.probes.checks import Check, run_bounded
 from lookout.listener.probes.scheduler import ProbeScheduler
 from lookout.listener.probes.target import ProbeTarget

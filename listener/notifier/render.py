@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from ...bounded import USER_AGENT
 from ...config import format_duration
 from ...redact import scrub
 from ...text import clean, tail
-from ..probes.checks import USER_AGENT
 from ..rules.kinds import KINDS
 from ..rules.models import (
     BRAKED,

@@ -25,19 +25,18 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
+from ...bounded import LOG_READ_BYTES, OUTPUT_BYTES, USER_AGENT, DeadlineConnection, connect, run_bounded, scan_log
 from ...config import ProbeSpec, format_duration, format_size
 from ...config.probes import LOG_PATTERN_KEPT
 from ...procfs import ProcessTable
 from ...text import clean
 from ..rules.models import ProbeResult
 from ..workers.log_reader import EvidenceGone, FileId, OpenFiles, ProcessLogs
-from .bounded import LOG_READ_BYTES, OUTPUT_BYTES, DeadlineConnection, connect, run_bounded, scan_log
 from .target import ProbeTarget
 
-__all__ = ["BODY_BYTES", "LOG_READ_BYTES", "OUTPUT_BYTES", "Check", "run_bounded"]  # run_bounded: workers/executor.py
+__all__ = ["BODY_BYTES", "LOG_READ_BYTES", "OUTPUT_BYTES", "Check"]
 
 BODY_BYTES = 65536  # of an HTTP answer, for the body regex
-USER_AGENT = "lookout-probe"  # the tail of an alert leaves out access-log lines with it
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash"})
 EVIDENCE_LINES = 10
 

@@ -25,10 +25,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
+from ...bounded import DeadlineConnection
 from ...config import DeadmanSettings, format_duration
 from ...redact import safe_url
 from ...text import clean
-from ..probes.bounded import DeadlineConnection
 from .thread import ErrorLog, WorkerThread
 
 log = logging.getLogger("lookout.deadman")

@@ -27,12 +27,12 @@ import xmlrpc.client
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ...bounded import run_bounded
 from ...config import RemediationSettings, format_duration
 from ...rpc import ALREADY_STARTED as FAULT_ALREADY_STARTED
 from ...rpc import NOT_RUNNING as FAULT_NOT_RUNNING
 from ...rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ...text import clean
-from ..probes.checks import run_bounded
 from ..rules.models import (
     ALREADY_STARTED,
     DIED,

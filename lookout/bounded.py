@@ -1,5 +1,6 @@
 """I/O that must end on time: commands, HTTP and TCP under one deadline, log reading under a
-byte budget. The probes (checks.py) and lookout's evidence commands (workers/executor.py) use these.
+byte budget. The listener's probes (probes/checks.py), evidence commands (workers/executor.py) and dead
+man's switch (workers/deadman.py) use these.
 
     run_bounded       a command in its own process group, killed with the group at the deadline
     connect           a TCP connection within what is left of a deadline
@@ -22,9 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...text import clean
+from .text import clean
 
 OUTPUT_BYTES = 4096  # of a command's output, kept by default
+USER_AGENT = "lookout-probe"  # the tail of an alert leaves out access-log lines with it
 LOG_READ_BYTES = 8_000_000  # new bytes of a log file one log_pattern run reads at most; more is skipped, and said
 LOG_CHUNK = 1 << 20  # read and matched this much at a time: memory stays bounded
 LONG_LINE = 65536  # bytes without a newline taken as one line
