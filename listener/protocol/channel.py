@@ -58,6 +58,8 @@ class ProtocolChannel:
 
     def poll(self, timeout: float | None) -> tuple[list[Envelope | Garbage], bool]:
         """Wait up to ``timeout`` for input; returns (framed items, woken by the wakeup fd)."""
+        if self.eof:  # (a closed pipe on a write: nothing more will come, and no wait for it)
+            return [], False
         fds = [self.infd] if self.wakeup_fd is None else [self.infd, self.wakeup_fd]
         try:
             readable, _, _ = select.select(fds, [], [], timeout)

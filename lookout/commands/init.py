@@ -79,8 +79,9 @@ def render(name: str, text: str, root: str, serverurl: tuple[str, str] | None = 
         text = _once(text, SHIPPED_STATE,
                      f"path = {json.dumps(os.path.join(root, 'state', 'lookout.db'), ensure_ascii=False)}", name)
         if serverurl is not None:
+            where = serverurl[1] if serverurl[1].isprintable() else "supervisord.conf"  # a comment: one line
             text = _once(text, SHIPPED_SERVERURL,
-                         f"serverurl = {json.dumps(serverurl[0], ensure_ascii=False)}   # {serverurl[1]}", name)
+                         f"serverurl = {json.dumps(serverurl[0], ensure_ascii=False)}   # {where}", name)
         return examples_commented(text)
     script, module, log_key = {
         "lookout.conf": ("lookout-listener", "lookout.listener", "stderr_logfile"),
