@@ -16,13 +16,10 @@ initial_delay after it. All of it is on the monotonic clock: a step of the wall 
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
 import math
-import os
-import queue
 import threading
 import time
 from collections import deque
@@ -33,6 +30,7 @@ from typing import Any
 
 from ...config import ProbeSpec
 from ..rules.models import ProbeResult
+from ..workers.inbox import Inbox
 from ..workers.thread import ErrorLog, WorkerThread
 from .checks import Check
 from .target import ProbeTarget
@@ -57,7 +55,7 @@ class ProbeScheduler:
     def __init__(self, check: Check, wakeup_fd: int, *, max_workers: int = MAX_WORKERS,
                  clock: Callable[[], float] = time.monotonic, on_death: Callable[[], None] = lambda: None) -> None:
         self.check, self.wakeup_fd, self.clock = check, wakeup_fd, clock
-        self.results: queue.Queue[ProbeResult] = queue.Queue()
+        self.inbox: Inbox[ProbeResult] = Inbox(wakeup_fd, b"p")
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
         self.runs = 0
         self.skipped = 0  # runs not started because the previous one was still in flight, or far behind
@@ -129,12 +127,7 @@ class ProbeScheduler:
                 "probe_lateness_p50": round(pick(0.5), 6), "probe_lateness_p95": round(pick(0.95), 6)}
 
     def drain(self) -> list[ProbeResult]:
-        items = []
-        while True:
-            try:
-                items.append(self.results.get_nowait())
-            except queue.Empty:
-                return items
+        return self.inbox.drain()
 
     # ---- the scheduling thread ----------------------------------------------------------
 
@@ -192,6 +185,4 @@ class ProbeScheduler:
             inst.in_flight = False
             self.runs += 1
         if result is not None:
-            self.results.put(result)
-            with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
-                os.write(self.wakeup_fd, b"p")
+            self.inbox.post(result)

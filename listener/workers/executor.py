@@ -17,10 +17,7 @@ No step retries or improvises: an answer it did not expect is reported as it is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import queue
 import threading
 import time
 import xmlrpc.client
@@ -47,6 +44,7 @@ from ..rules.models import (
     ActionResult,
     ProcessSnapshot,
 )
+from .inbox import Inbox
 
 log = logging.getLogger("lookout.remediate")
 
@@ -62,10 +60,10 @@ class RemediationExecutor:
                  workers: int = 4) -> None:
         self.client = client.patient(WAIT_TIMEOUT)
         self.settings, self.wakeup_fd = settings, wakeup_fd
-        self.results: queue.Queue[ActionResult] = queue.Queue()
+        self.inbox: Inbox[ActionResult] = Inbox(wakeup_fd, b"r")
         self._cancelled: set[str] = set()  # action ids called off by the rules: their calls not yet made are skipped
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when a step's answer is in `results`
+        self._idle = threading.Condition(self._lock)  # notified when a step's answer is in the inbox
         self._in_flight = 0  # steps handed out whose answers are not in `results` yet
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-remediate")
 
@@ -99,12 +97,7 @@ class RemediationExecutor:
         return True
 
     def drain(self) -> list[ActionResult]:
-        items = []
-        while True:
-            try:
-                items.append(self.results.get_nowait())
-            except queue.Empty:
-                return items
+        return self.inbox.drain()
 
     def _run(self, action: Action, fill: Callable[[str], str] | None) -> None:
         try:
@@ -114,12 +107,10 @@ class RemediationExecutor:
             result = ActionResult(action.id, action.namespec, action.step, FAILED, f"{type(exc).__name__}: {exc}")
         with self._lock:
             self._cancelled.discard(action.id)
-        self.results.put(result)
+        self.inbox.post(result)  # before the count goes down: settle() finds it once idle
         with self._idle:
             self._in_flight -= 1
             self._idle.notify_all()
-        with contextlib.suppress(OSError):
-            os.write(self.wakeup_fd, b"r")
 
     def _do(self, action: Action, fill: Callable[[str], str] | None) -> ActionResult:
         if action.step == EVIDENCE:

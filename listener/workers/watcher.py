@@ -11,10 +11,8 @@ takes the next.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import queue
 import time
 import xmlrpc.client
@@ -25,6 +23,7 @@ from ...procfs import spawn_age
 from ...rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..rules.models import ProcessSnapshot
 from ..rules.snapshot import LIVE_STATES
+from .inbox import Inbox
 from .log_reader import ExitInfo, ProcessLogs
 from .thread import ErrorLog, WorkerThread
 
@@ -80,10 +79,10 @@ class SupervisorWatcher:
     def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
                  clock: Callable[[], float] = time.monotonic):
         self.client, self.logs, self.wakeup_fd, self.clock = client, logs, wakeup_fd, clock
-        self.results: queue.Queue[Snapshot | ExitsObserved | StartsObserved | Sighting] = queue.Queue()
+        self.inbox: Inbox[Snapshot | ExitsObserved | StartsObserved | Sighting] = Inbox(wakeup_fd, b"w")
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
         self.errors = ErrorLog(log)
-        self.thread = WorkerThread("lookout-watcher", self._run, self._wake)
+        self.thread = WorkerThread("lookout-watcher", self._run, self.inbox.wake)
 
     def start(self) -> None:
         self.thread.start()
@@ -103,12 +102,7 @@ class SupervisorWatcher:
         self._requests.put(("starts", namespecs))
 
     def drain(self) -> list[Snapshot | ExitsObserved | StartsObserved | Sighting]:
-        items = []
-        while True:
-            try:
-                items.append(self.results.get_nowait())
-            except queue.Empty:
-                return items
+        return self.inbox.drain()
 
     def _next_batch(self, timeout: float | None) -> list[tuple[str, object]]:
         """Block for one request (timeout 0: do not block), then take all queued."""
@@ -160,13 +154,8 @@ class SupervisorWatcher:
         self.errors.clear(what, "%s works again", what)
         return result
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe: the loop is already due to wake
-            os.write(self.wakeup_fd, b"w")
-
     def _post(self, item: Snapshot | ExitsObserved | StartsObserved | Sighting) -> None:
-        self.results.put(item)
-        self._wake()
+        self.inbox.post(item)
 
     def _reconcile(self, why: str) -> bool:
         taken = self.clock()
