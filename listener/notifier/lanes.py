@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Any
 
 from ...config import format_duration
+from ..workers.inbox import drain_queue
 from ..workers.thread import WorkerThread
 from .deadline import SendWatch, install, watched
 from .target import DeliveryError
@@ -220,12 +221,7 @@ class Lanes:
         self._poke.set()
 
     def results(self) -> list[Result]:
-        out = []
-        while True:
-            try:
-                out.append(self._results.get_nowait())
-            except queue.Empty:
-                return out
+        return drain_queue(self._results)
 
     def waiting(self) -> bool:
         return any(lane.waiting for lane in self._lanes.values())

@@ -31,9 +31,14 @@ class Inbox(Generic[T]):
 
     def drain(self) -> list[T]:
         """Everything posted so far, in order, without waiting."""
-        items = []
-        while True:
-            try:
-                items.append(self._items.get_nowait())
-            except queue.Empty:
-                return items
+        return drain_queue(self._items)
+
+
+def drain_queue(items: queue.Queue[T] | queue.SimpleQueue[T]) -> list[T]:
+    """What a queue holds now, in order, without waiting (also the notifier's lanes' answers)."""
+    out = []
+    while True:
+        try:
+            out.append(items.get_nowait())
+        except queue.Empty:
+            return out
