@@ -58,7 +58,7 @@ def operator_alias(argv: list[str]) -> list[str] | None:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("--log-level", "--log-level=") or arg.startswith("--log-level="):
+        if arg == "--log-level" or arg.startswith("--log-level="):
             i += 2 if arg == "--log-level" else 1
             continue
         if arg in OPERATOR_FLAGS and command is None:

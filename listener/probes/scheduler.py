@@ -54,7 +54,7 @@ class _Instance:
 class ProbeScheduler:
     def __init__(self, check: Check, wakeup_fd: int, *, max_workers: int = MAX_WORKERS,
                  clock: Callable[[], float] = time.monotonic, on_death: Callable[[], None] = lambda: None) -> None:
-        self.check, self.wakeup_fd, self.clock = check, wakeup_fd, clock
+        self.check, self.clock = check, clock
         self.inbox: Inbox[ProbeResult] = Inbox(wakeup_fd, b"p")
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
         self.runs = 0

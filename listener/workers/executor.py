@@ -59,7 +59,7 @@ class RemediationExecutor:
     def __init__(self, client: SupervisorClient, settings: RemediationSettings, wakeup_fd: int,
                  workers: int = 4) -> None:
         self.client = client.patient(WAIT_TIMEOUT)
-        self.settings, self.wakeup_fd = settings, wakeup_fd
+        self.settings = settings
         self.inbox: Inbox[ActionResult] = Inbox(wakeup_fd, b"r")
         self._cancelled: set[str] = set()  # action ids called off by the rules: their calls not yet made are skipped
         self._lock = threading.Lock()

@@ -78,7 +78,7 @@ class ExitsObserved:
 class SupervisorWatcher:
     def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
                  clock: Callable[[], float] = time.monotonic):
-        self.client, self.logs, self.wakeup_fd, self.clock = client, logs, wakeup_fd, clock
+        self.client, self.logs, self.clock = client, logs, clock
         self.inbox: Inbox[Snapshot | ExitsObserved | StartsObserved | Sighting] = Inbox(wakeup_fd, b"w")
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
         self.errors = ErrorLog(log)
