@@ -607,7 +607,8 @@ class Guards(RuleBasedStateMachine):
             spells = engine.quorum.spells.values()
             inner = {"quorum's spells": [t for sp in spells for t in (sp.started_at, sp.short_since, sp.above_since)
                                          if t is not None],
-                     "stopping_since": [engine.stopping_since], "unheard since": engine._unheard_since.values(),
+                     "stopping_since": [engine.stopping_since],
+                     "unheard since": engine.process.pending.unheard_since.values(),
                      "probe failures confirming since": [t for _, t in engine.health._confirming.values()]}
             for what, times in inner.items():
                 if any(t > now + 1e-6 for t in times):

@@ -37,7 +37,7 @@ from ...config import Config, format_duration
 from ...procfs import is_lookout_exporter, pid_gone, same_process, spawn_age, spawn_time, stat_fields
 from ..rules.models import ProcessRecord, ProcessSnapshot, display_name
 from ..rules.orphans import Copies, Orphan
-from ..rules.snapshot import LIVE_STATES
+from ..rules.process_alerts import LIVE_STATES
 
 log = logging.getLogger("lookout.lifecycle")
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"

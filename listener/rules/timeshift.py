@@ -74,8 +74,9 @@ def shift_engine(engine, delta: float) -> Outcome:  # noqa: ANN001 - AlertEngine
     holds = engine.holds
     holds.holds = {ns: replace(h, created_at=moved(h.created_at, delta)) for ns, h in holds.holds.items()}
     engine.stopping_since = moved(engine.stopping_since, delta)
-    engine._stable_not_before = {ns: t + delta for ns, t in engine._stable_not_before.items()}
-    engine._unheard_since = {ns: t + delta for ns, t in engine._unheard_since.items()}
-    engine._exits_awaited = {ns: [(pid, t + delta, ran) for pid, t, ran in waits]
-                             for ns, waits in engine._exits_awaited.items()}
+    pending = engine.process.pending
+    pending.stable_not_before = {ns: t + delta for ns, t in pending.stable_not_before.items()}
+    pending.unheard_since = {ns: t + delta for ns, t in pending.unheard_since.items()}
+    pending.exits_awaited = {ns: [(pid, t + delta, ran) for pid, t, ran in waits]
+                             for ns, waits in pending.exits_awaited.items()}
     return out

@@ -368,7 +368,7 @@ class StoreReader:
 
 
 # The history has no restart or exit-status column: these read the wording the rules write
-# (engine.py's ProcessStateEvent.describe, actions.py, snapshot.py's on_exit_observed). They
+# (process_alerts.py's ProcessStateEvent.describe, actions.py, process_answers.py's on_exit_observed). They
 # live here, beside the store, so that the wording is a contract of this package only.
 _RESTART = ("((kind = 'state' AND (detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')) "
             "OR (kind = 'action' AND detail LIKE 'restarted by lookout%'))")  # bracketed: ANDed with the window

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ...rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ...text import clean, clean_name
 from ..rules.models import ProcessSnapshot
-from ..rules.snapshot import RAN_AGAIN
+from ..rules.process_answers import RAN_AGAIN
 
 log = logging.getLogger("lookout.logs")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from ...procfs import spawn_age
 from ...rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..rules.models import ProcessSnapshot
-from ..rules.snapshot import LIVE_STATES
+from ..rules.process_alerts import LIVE_STATES
 from .inbox import Inbox
 from .log_reader import ExitInfo, ProcessLogs
 from .thread import ErrorLog, WorkerThread

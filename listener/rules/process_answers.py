@@ -1,5 +1,6 @@
-"""What a getAllProcessInfo answer means: supervisord's own view, fresher than the events still
-queued for us. Part of AlertEngine (a mixin, for the size of one file), pure like the rest.
+"""What supervisord's answers mean for a process alert: its getAllProcessInfo view, fresher than
+the events still queued for us, the exit status read from its log, a run's real start. Pure; it
+decides on the pending state of process_alerts.py, and raises and resolves through it.
 
 - Align records with it (a process we never heard of, a state we missed while not listening).
 - FATAL or unexpectedly EXITED processes nobody alerted on: alert, once a second answer agrees
@@ -17,10 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...config import format_duration
+from ...config import AlertSettings, format_duration
+from .actions import OwnActions
+from .alerts import AlertBook
+from .health import HealthTracker
 from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord, ProcessSnapshot
+from .process_alerts import LIVE_STATES, ProcessAlerts, reset_failures
+from .quorum import QuorumWatch
+from .removal import Removals
 
-LIVE_STATES = ("STARTING", "RUNNING", "STOPPING")
 COARSE_START = 1.0  # supervisord's getProcessInfo `start` and `now` are whole seconds
 STABLE_RECHECK = 2.0  # a stable run not yet heard of in events: asked again after this
 RAN_AGAIN = "exit status not known: it ran again before lookout asked"
@@ -32,9 +38,15 @@ def coarse_start_differs(rec: ProcessRecord, start: float) -> bool:
     return rec.last_start is None or abs(rec.last_start - start) > COARSE_START
 
 
-class SnapshotRules:
+class SupervisordAnswers:
     """on_snapshot and its helpers, and what else supervisord's answers or the kernel tell about a
-    run (its exit status, its real start); AlertEngine provides records, book, settings and _raise."""
+    run (its exit status, its real start)."""
+
+    def __init__(self, settings: AlertSettings, process: ProcessAlerts, book: AlertBook, health: HealthTracker,
+                 actions: OwnActions, quorum: QuorumWatch, removals: Removals) -> None:
+        self.settings, self.process, self.book, self.health = settings, process, book, health
+        self.actions, self.quorum, self.removals = actions, quorum, removals
+        self.records, self.pending = process.records, process.pending
 
     def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None,
                          pid: int | None = None) -> Outcome:
@@ -46,14 +58,14 @@ class SnapshotRules:
         rec = self.records.get(namespec)
         if rec is None or not text:
             return out
-        waits = self._exits_awaited.get(namespec, [])
+        waits = self.pending.exits_awaited.get(namespec, [])
         mine = [w for w in waits if w[0] == pid]
         if not mine:  # nothing asked for this run (a direct caller): news of the latest exit
             mine = [(pid, rec.last_exit_at or rec.state_since, rec.last_run_seconds)]
         else:
-            self._exits_awaited[namespec] = [w for w in waits if w[0] != pid]
-            if not self._exits_awaited[namespec]:
-                del self._exits_awaited[namespec]
+            self.pending.exits_awaited[namespec] = [w for w in waits if w[0] != pid]
+            if not self.pending.exits_awaited[namespec]:
+                del self.pending.exits_awaited[namespec]
         for i, (_, at, run_seconds) in enumerate(mine):
             latest = i == len(mine) - 1  # earlier pid-less exits of the same program: it ran again since
             what, code, took = (text, status, ran if ran is not None else run_seconds) if latest \
@@ -98,21 +110,18 @@ class SnapshotRules:
             out.records[namespec] = rec
         return out
 
-    def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float) -> Outcome:
+    def on_snapshot(self, infos: Iterable[ProcessSnapshot], taken_at: float, now: float, out: Outcome) -> Outcome:
         """Align records with supervisord's view; alert on FATAL/EXITED we never heard of."""
-        out = Outcome()
-        if self.stopping and taken_at > self.stopping_since:
-            # getAllProcessInfo answered, so supervisord is RUNNING again (Fault 6 otherwise).
-            self.stopping, self.stopping_since, out.flags_changed = False, 0.0, True
         seen = set()
         for info in infos:
             ns = info.namespec
             seen.add(ns)
-            self._unconfirmed.discard(ns)
-            rec = self._record(info.group, info.name)
-            self._confirming.discard(ns)
-            stable_check = ns in self._stable_checks or ns in self._stable_not_before  # one answer serves all waits
-            self._stable_checks.discard(ns)
+            self.pending.unconfirmed.discard(ns)
+            rec = self.process.record(info.group, info.name)
+            self.pending.confirming.discard(ns)
+            pending = self.pending
+            stable_check = ns in pending.stable_checks or ns in pending.stable_not_before  # one answer: all waits
+            self.pending.stable_checks.discard(ns)
             interrupted = rec.action is not None and rec.action.interrupted
             if rec.event_at > taken_at:
                 if interrupted:  # a fresher answer settles it
@@ -125,24 +134,24 @@ class SnapshotRules:
                 self.book.close(REMEDIATION, ns, now, out, "started again", notify=True)
             if stable_check and self._confirmed_stable(rec, info, taken_at):
                 if self._heard_this_run(rec, info, taken_at):
-                    self._stable_not_before.pop(ns, None)
-                    self._unheard_since.pop(ns, None)
+                    self.pending.stable_not_before.pop(ns, None)
+                    self.pending.unheard_since.pop(ns, None)
                     self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
-                    self._reset_failures(rec)
-                    self._touch(rec, out)
+                    reset_failures(rec)
+                    self.process.touch(rec, out)
                 else:  # its own events are still queued behind older ones: they may be crashes
-                    self._stable_not_before[ns] = taken_at + STABLE_RECHECK
+                    self.pending.stable_not_before[ns] = taken_at + STABLE_RECHECK
             elif stable_check:
-                self._stable_not_before.pop(ns, None)
-                self._unheard_since.pop(ns, None)
+                self.pending.stable_not_before.pop(ns, None)
+                self.pending.unheard_since.pop(ns, None)
             if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
-                self._touch(rec, out)
+                self.process.touch(rec, out)
         gone_groups = set()
         for ns, rec in self.records.items():
             if ns not in seen and rec.present and rec.event_at <= taken_at:
                 self.removals.process_removed(rec, now, out)  # removed by reread + update: its event missed
-                self._forget_timers(ns)
-                self._touch(rec, out)
+                self.pending.forget(ns)
+                self.process.touch(rec, out)
                 gone_groups.add(rec.group)
         for group in gone_groups:
             if not any(r.present for r in self.records.values() if r.group == group):
@@ -165,7 +174,7 @@ class SnapshotRules:
         down longer than that), it is taken as stable: its events were lost to an overflow."""
         if (rec.event_pid if rec.event_pid is not None else rec.pid or 0) == info.pid:
             return True
-        since = self._unheard_since.setdefault(rec.namespec, taken_at)  # from when we could hear of it
+        since = self.pending.unheard_since.setdefault(rec.namespec, taken_at)  # from when we could hear of it
         return taken_at - since >= LATE_EVENTS
 
     def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
@@ -197,7 +206,7 @@ class SnapshotRules:
         ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
         if info.state == "FATAL" and open_alert is None:
             rec.spawnerr = info.spawnerr
-            self._raise(rec, FATAL, now, out, detail=info.spawnerr)
+            self.process.raise_(rec, FATAL, now, out, detail=info.spawnerr)
             return True
         # An unexpected exit that supervisord did not respawn (autorestart=false): one we saw happen
         # (pending_exit_at) or one from before we were listening ("Bad exit code"). If it was
@@ -206,18 +215,18 @@ class SnapshotRules:
         # later iteration of its loop, counts.
         unheard = info.spawnerr.startswith("Bad exit code") and open_alert is None
         if info.state != "EXITED" or not (rec.pending_exit_at is not None or unheard):
-            self._exit_sightings.pop(ns, None)
+            self.pending.exit_sightings.pop(ns, None)
             return False
-        if self._exit_sightings.get(ns) != info.stop:
-            self._exit_sightings[ns] = info.stop
-            self._confirming.add(ns)
+        if self.pending.exit_sightings.get(ns) != info.stop:
+            self.pending.exit_sightings[ns] = info.stop
+            self.pending.confirming.add(ns)
             out.reconcile = f"confirm that {ns} stays EXITED"
             return False
-        del self._exit_sightings[ns]
+        del self.pending.exit_sightings[ns]
         if rec.pending_exit_at is None:
             rec.last_exit_status = info.exitstatus
             rec.last_exit_text = f"exit status {info.exitstatus}"
         rec.pending_exit_at = None
-        self._raise(rec, EXITED, now, out)
+        self.process.raise_(rec, EXITED, now, out)
         return True
 
