@@ -33,7 +33,7 @@ from ..notifier.worker import Notifier
 from ..protocol.channel import ProtocolChannel
 from ..protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from ..protocol.parser import Envelope, Garbage
-from ..rules.engine import LIVE_STATES, AlertEngine
+from ..rules.engine import AlertEngine
 from ..rules.models import Outcome
 from ..rules.sequence import StreamPosition, check_continuity, is_redelivery
 from ..store.files import StoreCorrupt, StoreUnavailable
@@ -43,9 +43,10 @@ from ..workers.log_reader import ProcessLogs
 from ..workers.nudge import ExitNudger
 from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
 from .clock_steps import commit_for_step, commit_for_stored_frame
-from .degraded import HeldCommit, StoreTrouble
+from .commits import Commits, Effects
+from .degraded import StoreTrouble
 from .health import HealthRunner
-from .supervisord_end import LifecycleMixin
+from .supervisord_end import SupervisordEnd
 from .supervisord_life import boot_id
 
 log = logging.getLogger("lookout.listener")
@@ -54,7 +55,7 @@ MAX_IDLE_WAIT = 1.0
 STORE_CHECK_INTERVAL = 10.0  # how often the store file's identity is checked (deleted, replaced)
 
 
-class Listener(LifecycleMixin):
+class Listener:
     def __init__(
         self,
         config: Config,
@@ -82,17 +83,20 @@ class Listener(LifecycleMixin):
         self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
         self.sidecar = Sidecar(config.state_path)
         self.trouble = StoreTrouble(self.notifier, clock, config.state_path, self.sidecar)
-        self._start_lifecycle()
-        self.engine: AlertEngine | None = None
-        self.position: StreamPosition | None = None
-        self.held: HeldCommit | None = None
+        self.effects = Effects(self.health, self.nudger, self.notifier, self.watcher, self.own_namespec)
+        self.commits = Commits(self.keeper, self.channel, self.trouble, self.effects)
         self.backlog: deque[Envelope | Garbage] = deque()  # read while a commit was held
         self.results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting] = deque()
-        self.stop_requested = False
-        self.exit_status = 0
+        self.end = SupervisordEnd(config, clock, self.own_namespec, self.ppid, sidecar=self.sidecar,
+                                  trouble=self.trouble, notifier=self.notifier, keeper=self.keeper,
+                                  commits=self.commits, watcher=self.watcher, executor=self.health.executor,
+                                  backlog=self.backlog, results=self.results, wake=self._wake)
+        self.engine: AlertEngine | None = None
+        self.position: StreamPosition | None = None
+        self.signalled = False
+        self.failed = False  # exit 1: a worker died, or no TICK came
         self.saw_tick = False
-        self.last_event_at = time.monotonic()  # (these three: intervals, on the monotonic clock)
-        self.last_reconcile_at = float("-inf")
+        self.last_event_at = time.monotonic()  # (these two: intervals, on the monotonic clock)
         self.last_store_check = time.monotonic()
         try:
             self._open_store()
@@ -109,23 +113,23 @@ class Listener(LifecycleMixin):
         self.watcher.start()
         self.nudger.start()
         self.health.start()
-        self.deadman.start()
+        self.end.deadman.start()
         ready = False
         while not self.stop_requested:
             dead = self._dead_worker()
             if dead:
                 log.critical("%s: exiting (status 1) so that supervisord restarts the listener", dead)
-                self.exit_status = 1
+                self.failed = True
                 break
             items, _ = self.channel.poll(self._wait_time())
             if self.channel.eof:
                 log.info("stdin closed: supervisord is gone")
-                self._supervisord_gone()
+                self.end.supervisord_gone(self.engine)
                 break
-            self._deadman_due()
+            self.end.deadman_due(self.engine)
             self.backlog.extend(items)
             if not self._store_usable():
-                self._look_while_held()
+                self.end.look_while_held()
                 continue
             if not ready:
                 ready = self._get_ready()
@@ -134,54 +138,63 @@ class Listener(LifecycleMixin):
                 self._clock_stepped(delta)
             self._step()
             silent = time.monotonic() - self.last_event_at
-            if self.saw_tick and self.held is None and silent > self.config.listener.tick_timeout:
+            if self.saw_tick and self.commits.held is None and silent > self.config.listener.tick_timeout:
                 log.error("no event for %.0fs although TICK is subscribed: exiting to be restarted", silent)
-                self.exit_status = 1
+                self.failed = True
                 break
         if self.stop_requested and not self.channel.eof:
-            self._stopped_by_signal()
+            self.end.stopped_by_signal(self.engine)
         self.notifier.stop(timeout=3.0)
-        return self.exit_status
+        return 1 if self.failed or self.commits.corrupt else 0
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.signalled or self.commits.corrupt is not None
 
     def _get_ready(self) -> bool:
         """Once the store is open: record who we are, reconcile, and tell supervisord READY."""
+        engine = self.engine
+        assert engine is not None
         meta = {"listener_pid": os.getpid(), "listener_started_at": self.clock(), "supervisord_pid": self.ppid,
-                **self._previous_life(), **clock_meta(self.clock.offset, boot_id())}
-        if not self._commit(Outcome(), meta=meta, orphans=self.lifecycle.take_unsaved()):
+                **self.end.previous_life(engine), **clock_meta(self.clock.offset, boot_id())}
+        if not self.commits.commit(Outcome(), engine, meta=meta, orphans=self.end.lifecycle.take_unsaved()):
             return False
-        self._after_ready()
-        for rec in self.engine.records.values():  # type: ignore[union-attr]
-            self._track(rec)
-            self.health.sync(rec, self.engine.policies)  # type: ignore[union-attr]
-        self._poll_holds()  # before supervisord's view settles an interrupted action: a hold is respected
-        self._reconcile("listener started")
+        self.end.after_ready()
+        for rec in engine.records.values():
+            self.effects.track(rec)
+            self.health.sync(rec, engine.policies)
+        self._poll_holds(engine)  # before supervisord's view settles an interrupted action: a hold is respected
+        self.effects.reconcile("listener started")
         self.channel.ready()
         log.info("lookout-listener ready (pid %d, state %s)", os.getpid(), self.config.state_path)
         return True
 
     def _step(self) -> None:
-        while self.backlog and self.held is None:
+        """One loop turn with a usable store: events in order, then the workers' answers, then time."""
+        engine, commits = self.engine, self.commits
+        assert engine is not None
+        while self.backlog and commits.held is None:
             self.handle(self.backlog.popleft())
         self.results.extend(self.watcher.drain())
-        while self.results and self.held is None:
-            self._apply_result(self.results.popleft())
-        if self.held is None:
-            self._apply(self.health.results(self.engine), meta=self.health.stats_due())  # type: ignore[arg-type]
-        if self.held is None:
-            self._poll_holds()
-        if self.held is None:
-            self._apply(self.engine.on_time(self.clock()))  # type: ignore[union-attr]
-        if self.held is None:
-            self._orphans_due(self.clock())
+        while self.results and commits.held is None:
+            self._apply_result(self.results.popleft(), engine)
+        if commits.held is None:
+            commits.apply(self.health.results(engine), engine, meta=self.health.stats_due())
+        if commits.held is None:
+            self._poll_holds(engine)
+        if commits.held is None:
+            commits.apply(engine.on_time(self.clock()), engine)
+        if commits.held is None:
+            self.end.orphans_due(self.clock(), engine)
 
-    def _poll_holds(self) -> None:
+    def _poll_holds(self, engine: AlertEngine) -> None:
         """`lookout hold` / `release` are written by another process: picked up within a second."""
         holds = self.keeper.changed_holds(time.monotonic())
         if holds is not None:
-            self._apply(self.engine.on_holds(holds, self.clock()))  # type: ignore[union-attr]
+            self.commits.apply(engine.on_holds(holds, self.clock()), engine)
 
     def _wait_time(self) -> float:
-        if self.engine is None or self.held is not None:
+        if self.engine is None or self.commits.held is not None:
             return max(0.0, min(MAX_IDLE_WAIT, self.trouble.retry_at - time.monotonic()))
         if self.backlog or self.results:
             return 0.0
@@ -190,7 +203,7 @@ class Listener(LifecycleMixin):
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)
-        self.stop_requested = True
+        self.signalled = True
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -198,7 +211,7 @@ class Listener(LifecycleMixin):
 
     def _dead_worker(self) -> str:
         for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread,
-                       self.deadman.thread):
+                       self.end.deadman.thread):
             if thread.died:
                 return f"worker thread {thread.name} died ({thread.died})"
         return ""
@@ -227,7 +240,7 @@ class Listener(LifecycleMixin):
             try:
                 self.keeper.rewrite(list(self.engine.records.values()), list(self.engine.alerts.values()),
                                     self.position, self.engine.stopping, self.clock(), self.engine.holds.active(),
-                                    self.lifecycle.orphans)
+                                    self.end.lifecycle.orphans)
             except StoreUnavailable:
                 self.keeper.close()  # half-filled: the retry opens and rewrites it again
                 raise
@@ -237,37 +250,32 @@ class Listener(LifecycleMixin):
 
     def _store_usable(self) -> bool:
         """False while the store cannot be opened or a held commit cannot be written yet."""
-        if self.engine is not None and self.held is None:
+        if self.engine is not None and self.commits.held is None:
             self._check_store_file()
-            return self.held is None and not self.stop_requested
+            return self.commits.held is None and not self.stop_requested
         if time.monotonic() < self.trouble.retry_at:
             return False
         try:
             if self.engine is None:
                 self._open_store()
             else:
-                self._retry_held()
+                self._retry_held(self.engine)
         except StoreCorrupt as exc:
-            self._corrupt_while_running(exc)
+            self.commits.corrupted(exc)
             return False
         except StoreUnavailable as exc:
             self.trouble.failed(exc, "committing" if self.engine else "opening it")
             return False
-        return self.held is None
+        return self.commits.held is None
 
-    def _retry_held(self) -> None:
-        held = self.held
-        assert held is not None
+    def _retry_held(self, engine: AlertEngine) -> None:
         if self.keeper.state is None:  # it was deleted and could not be recreated yet
             self._open_store()
-        self.keeper.commit(held.outcome, **held.kwargs)
-        self.held = None
+        held = self.commits.retry_held()
         self.clock.publish()  # (a step it held is in the store now: the notifier may follow)
         self.trouble.resolved()
         self.last_event_at = time.monotonic()  # events were held back by us, not by supervisord
-        if held.ack:
-            self.channel.ack()
-        self._after_commit(held.outcome)
+        self.commits.finish(held, engine)
 
     def _check_store_file(self) -> None:
         """A store deleted or replaced under us is recreated from memory within STORE_CHECK_INTERVAL."""
@@ -283,34 +291,7 @@ class Listener(LifecycleMixin):
         except StoreUnavailable as exc:
             self.trouble.failed(exc, "recreating it")  # the next commit is held and retries
             return
-        self._reconcile("store replaced")
-
-    def _commit(self, outcome: Outcome, *, ack: bool = False, **kwargs: object) -> bool:
-        """Commit, then acknowledge (ack=True) and act on it; or hold all of that until the
-        store can be written again. Returns whether it was committed now."""
-        kwargs.setdefault("stopping", self.engine.stopping if self.engine else False)
-        try:
-            self.keeper.commit(outcome, **kwargs)
-        except StoreCorrupt as exc:
-            self.held = HeldCommit(outcome, kwargs, ack)
-            self._corrupt_while_running(exc)
-            return False
-        except StoreUnavailable as exc:
-            self.held = HeldCommit(outcome, kwargs, ack)
-            self.trouble.failed(exc, "committing")
-            return False
-        if ack:
-            self.channel.ack()
-        self._after_commit(outcome)
-        return True
-
-    def _corrupt_while_running(self, exc: StoreCorrupt) -> None:
-        """Damaged under us: exit 1; the event stays unacknowledged, and the next listener moves
-        the file aside at start and gets the event again."""
-        log.critical("the store became unusable (%s): exiting (status 1) so that it is replaced at the next start",
-                     exc)
-        self.stop_requested = True
-        self.exit_status = 1
+        self.effects.reconcile("store replaced")
 
     # ---- one event ----------------------------------------------------------------------
 
@@ -318,7 +299,8 @@ class Listener(LifecycleMixin):
         if isinstance(item, Garbage):
             log.error("protocol: skipped %s: %r", item.reason, item.data[:120])
             return
-        if self.held is not None or self.engine is None:
+        engine = self.engine
+        if self.commits.held is not None or engine is None:
             self.backlog.append(item)  # the store is not writable: keep the order
             return
         now = self.clock()
@@ -338,18 +320,18 @@ class Listener(LifecycleMixin):
         if problem and self.position is not None:
             level = logging.WARNING if "lost" in problem else logging.INFO  # a reload is no news
             log.log(level, "%s: reconciling with supervisord", problem)
-            self._reconcile(problem)
+            self.effects.reconcile(problem)
         self.position = position
         event = None
         try:
             event = decode(item, delivery)
-            outcome = self.engine.on_event(event, now)
+            outcome = engine.on_event(event, now)
             if isinstance(event, ProcessStateEvent) and event.state == "RUNNING" and event.pid:
                 age = spawn_age(event.pid)  # the STARTING event may have waited in supervisord
                 if age is not None:
-                    outcome.merge(self.engine.on_start_observed(event.namespec, now - age, exact=True))
+                    outcome.merge(engine.on_start_observed(event.namespec, now - age, exact=True))
                 elif pid_gone(event.pid):  # so late that it already died: its run time is unknown
-                    outcome.merge(self.engine.on_start_unknown(event.namespec))
+                    outcome.merge(engine.on_start_unknown(event.namespec))
         except MalformedEvent as exc:  # its place in the stream still counts: no false "lost" later
             log.error("malformed event acknowledged and ignored: %s (%s serial %d)", exc, delivery.eventname,
                       delivery.serial)
@@ -357,17 +339,17 @@ class Listener(LifecycleMixin):
         except Exception:  # a rules bug must not stop the stream or make supervisord resend
             log.exception("rules failed on %s serial %d; acknowledged", delivery.eventname, delivery.serial)
             outcome = Outcome()
-        if outcome.flags_changed and self.engine.stopping:
+        if outcome.flags_changed and engine.stopping:
             log.info("supervisord is stopping or reloading: lookout raises no alert and takes no action until "
                      "it runs again")
         meta = {"last_tick_at": now} if isinstance(event, TickEvent) else None
         self.last_event_at = time.monotonic()
-        if not self._commit(outcome, ack=True, position=position, event_at=now, meta=meta):
+        if not self.commits.commit(outcome, engine, ack=True, position=position, event_at=now, meta=meta):
             return
         if isinstance(event, TickEvent):
             self.saw_tick = True
-            if time.monotonic() - self.last_reconcile_at >= self.config.listener.reconcile_interval:
-                self._reconcile("periodic")
+            if time.monotonic() - self.effects.last_reconcile_at >= self.config.listener.reconcile_interval:
+                self.effects.reconcile("periodic")
                 self._prune(now)
 
     def _prune(self, now: float) -> None:
@@ -379,17 +361,16 @@ class Listener(LifecycleMixin):
 
     # ---- other inputs -------------------------------------------------------------------
 
-    def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved | Sighting) -> None:
-        engine = self.engine
-        assert engine is not None
+    def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved | Sighting,
+                      engine: AlertEngine) -> None:
         if isinstance(result, Sighting):
             return  # a look while the store could not be written: for memory only (supervisord_end.py)
         if isinstance(result, Snapshot):
             taken_at = self.clock.from_mono(result.taken_mono)  # (the watcher's clock is monotonic)
             meta = {"last_reconcile_at": taken_at}
             meta.update({f"supervisord_{k}": v for k, v in result.daemon.items()})
-            self._apply(engine.on_snapshot(result.infos, taken_at, self.clock()), meta=meta)
-            self._after_reconcile(result.infos, self.clock())
+            self.commits.apply(engine.on_snapshot(result.infos, taken_at, self.clock()), engine, meta=meta)
+            self.end.after_reconcile(result.infos, self.clock(), engine)
             return
         outcome = Outcome()  # one commit for the whole batch of lookups
         if isinstance(result, StartsObserved):
@@ -401,40 +382,7 @@ class Listener(LifecycleMixin):
                     outcome.merge(engine.on_exit_observed(ns, None, info, pid=pid))
                 else:
                     outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran, pid=pid))
-        self._apply(outcome)
-
-    def _apply(self, outcome: Outcome, meta: dict[str, object] | None = None) -> None:
-        if outcome or meta:  # something to persist; requests (reconcile, lookups) need no commit
-            self._commit(outcome, meta=meta)
-        else:
-            self._after_commit(outcome)
-
-    def _track(self, rec) -> None:  # noqa: ANN001
-        if rec.namespec != self.own_namespec:
-            self.nudger.track(rec.namespec, rec.pid if rec.state in LIVE_STATES else None)
-
-    def _after_commit(self, outcome: Outcome) -> None:
-        engine = self.engine
-        assert engine is not None
-        for rec in outcome.records.values():
-            self._track(rec)
-            self.health.sync(rec, engine.policies)
-        if outcome.cancelled:
-            self.health.cancel(outcome.cancelled)
-        for action in outcome.actions:
-            self.health.act(action, engine)
-        if outcome.reconcile:
-            self._reconcile(outcome.reconcile)
-        if outcome.notices:
-            self.notifier.wake()
-        if outcome.exit_lookups:
-            self.watcher.lookup_exits(outcome.exit_lookups)
-        if outcome.start_lookups:
-            self.watcher.lookup_starts(outcome.start_lookups)
-
-    def _reconcile(self, why: str) -> None:
-        self.last_reconcile_at = time.monotonic()
-        self.watcher.reconcile(why)
+        self.commits.apply(outcome, engine)
 
     # ---- the wall clock stepped -------------------------------------------------------------
 
@@ -443,10 +391,12 @@ class Listener(LifecycleMixin):
         copies in one commit (behind a held commit, with it)."""
         log.warning("the wall clock stepped %+.3fs (NTP, a VM restored): deadlines, backoffs and graces keep their "
                     "length", delta)
-        self.lifecycle.shift(delta)
+        engine = self.engine
+        assert engine is not None
+        self.end.lifecycle.shift(delta)
         meta = clock_meta(self.clock.offset, boot_id())
-        commit = commit_for_step(self.engine, delta, self.clock(), meta)
-        if self.held is not None:
-            self.held.absorb(commit.outcome, commit.kwargs)
-        elif self._commit(commit.outcome, **commit.kwargs):
+        commit = commit_for_step(engine, delta, self.clock(), meta)
+        if self.commits.held is not None:
+            self.commits.held.absorb(commit.outcome, commit.kwargs)
+        elif self.commits.commit(commit.outcome, engine, **commit.kwargs):
             self.clock.publish()  # the notifier follows once the loop's rows have moved

@@ -1,6 +1,6 @@
 """The protocol loop's part in supervisord's own life (supervisord_life.py) and in the dead man's switch
-(workers/deadman.py). A mixin of loop/listener.Listener, for the size of one file: it uses the listener's engine,
-store keeper, notifier and commit.
+(workers/deadman.py). The loop owns one SupervisordEnd and calls it at the moments below; it writes through the
+loop's one write path (commits.py) and is handed the engine, which exists once the store could be opened.
 
 - at start, before the listener writes who it is: what the previous supervisord left behind
   (the store's orphans of every generation, and what the sidecar file says a listener that
@@ -24,19 +24,28 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
+from ...clock import LookoutClock
+from ...config import Config
 from ...procfs import spawn_time
 from ...redact import scrub
 from ...text import clean
 from ..notifier.render import resolved_as, what
+from ..notifier.worker import Notifier
 from ..protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
 from ..protocol.parser import Envelope, Garbage
+from ..rules.engine import AlertEngine
 from ..rules.models import REMINDER, RESOLVED, Outcome, display_name
 from ..store.files import StoreUnavailable
-from ..store.sidecar import DeathNote, SidecarState
+from ..store.keeper import StoreKeeper
+from ..store.sidecar import DeathNote, Sidecar, SidecarState
 from ..workers.deadman import DeadmanSwitch
-from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
+from ..workers.executor import RemediationExecutor
+from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
+from .commits import Commits
+from .degraded import StoreTrouble
 from .supervisord_life import LISTENER_STOPPED, Lifecycle, legacy_orphans
 
 log = logging.getLogger("lookout.listener")
@@ -49,19 +58,23 @@ ORPHAN_CHECK = 2.0  # seconds between looks in /proc at the orphans still alive 
 LOOK_WHILE_HELD = 2.0  # seconds between getAllProcessInfo calls while the store cannot be written
 
 
-class LifecycleMixin:
-    lifecycle: Lifecycle
-    deadman: DeadmanSwitch
-    backlog: deque[Envelope | Garbage]
-    results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting]
-
-    def _start_lifecycle(self) -> None:
-        self.lifecycle = Lifecycle(self.config, self.own_namespec)
+class SupervisordEnd:
+    def __init__(self, config: Config, clock: LookoutClock, own_namespec: str, ppid: int, *, sidecar: Sidecar,
+                 trouble: StoreTrouble, notifier: Notifier, keeper: StoreKeeper, commits: Commits,
+                 watcher: SupervisorWatcher, executor: RemediationExecutor, backlog: deque[Envelope | Garbage],
+                 results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting],
+                 wake: Callable[[], None]) -> None:
+        self.config, self.clock, self.ppid = config, clock, ppid
+        self.sidecar, self.trouble, self.notifier = sidecar, trouble, notifier
+        self.keeper, self.commits = keeper, commits
+        self.watcher, self.executor = watcher, executor
+        self.backlog, self.results = backlog, results  # the loop's: read here, never reordered
+        self.lifecycle = Lifecycle(config, own_namespec)
         self._previous_meta: dict[str, object] | None = None  # read once: a held first commit must not read ours
-        self.left_by_previous = self.sidecar.open(os.getpid(), spawn_time(os.getpid()) or self.clock())
+        self.left_by_previous = sidecar.open(os.getpid(), spawn_time(os.getpid()) or clock())
         if self.left_by_previous.degraded_since:
-            self.trouble.inherit(self.left_by_previous)
-        self.deadman = DeadmanSwitch(self.config.deadman, time.monotonic, on_death=self._wake)
+            trouble.inherit(self.left_by_previous)
+        self.deadman = DeadmanSwitch(config.deadman, time.monotonic, on_death=wake)
         self._reported_restart = False
         self._deadman_saved: dict[str, object] = {}
         self._orphans_checked_at = float("-inf")  # (monotonic)
@@ -69,7 +82,7 @@ class LifecycleMixin:
         self._look_due = float("-inf")  # (monotonic) the next look while the store cannot be written
         self._looks_in: float | None = None  # the episode (trouble.since) lifecycle.sighted belongs to
 
-    def _previous_life(self) -> dict[str, object]:
+    def previous_life(self, engine: AlertEngine) -> dict[str, object]:
         """Read what the previous supervisord left (before this listener's meta overwrites it)."""
         if self._previous_meta is not None:
             return self._previous_meta
@@ -83,11 +96,11 @@ class LifecycleMixin:
         known = state.load_orphans() or legacy_orphans(meta.pop("orphans"))
         left = self.left_by_previous
         self._previous_meta = self.lifecycle.at_start(
-            meta, self.engine.stopping, last_event, self.engine.records.values(), self.ppid, known=known,
+            meta, engine.stopping, last_event, engine.records.values(), self.ppid, known=known,
             left=left.orphans, died_at=left.death.at if left.death else 0.0, now=self.clock())
         return self._previous_meta
 
-    def _after_ready(self) -> None:
+    def after_ready(self) -> None:
         """The first commit went through: what a listener that could not write the store left is
         told now (its episode's end, its death message to the targets that missed it), and its
         orphans are in the store."""
@@ -107,31 +120,31 @@ class LifecycleMixin:
                                    targets=tuple(death.undelivered))
         self.sidecar.death_told()
 
-    def _after_reconcile(self, infos: list, now: float) -> None:
+    def after_reconcile(self, infos: list, now: float, engine: AlertEngine) -> None:
         if not self._reported_restart:
             self._reported_restart = True
             said = self.lifecycle.after_first_reconcile(infos, now)
             if said is not None:
                 self.notifier.announce(*said)
-        self._orphans_due(now, force=True)
+        self.orphans_due(now, engine, force=True)
 
-    def _orphans_due(self, now: float, force: bool = False) -> None:
+    def orphans_due(self, now: float, engine: AlertEngine, force: bool = False) -> None:
         """Whether the orphans still run: on every reconcile, and every ORPHAN_CHECK while there are
         any, so an alert resolves within seconds of the orphan's end."""
-        if not (self.lifecycle.orphans or self.engine.orphans.has_open()):
+        if not (self.lifecycle.orphans or engine.orphans.has_open()):
             return
         if not force and time.monotonic() - self._orphans_checked_at < ORPHAN_CHECK:
             return
         self._orphans_checked_at = time.monotonic()
-        programs = self.lifecycle.twice(self.engine.records, now)
-        outcome = self.engine.on_orphans(programs, now)
+        programs = self.lifecycle.twice(engine.records, now)
+        outcome = engine.on_orphans(programs, now)
         found_or_gone = self.lifecycle.take_unsaved()
         if outcome or found_or_gone:
-            self._commit(outcome, orphans=found_or_gone)
+            self.commits.commit(outcome, engine, orphans=found_or_gone)
         else:
-            self._after_commit(outcome)
+            self.commits.effects.after_commit(outcome, engine)
 
-    def _look_while_held(self) -> None:
+    def look_while_held(self) -> None:
         """While the store cannot be written: which pid each program runs, every LOOK_WHILE_HELD.
         The event in hand stays unacknowledged, so a respawn's RUNNING (its new pid) waits in
         supervisord's buffer: without a look, a death now would leave that process unnamed. The
@@ -177,14 +190,13 @@ class LifecycleMixin:
                     self.lifecycle.saw(event.namespec, event.pid or 0, event.state, now)
         return self.lifecycle.with_sightings(records)
 
-    def _supervisord_gone(self) -> None:
+    def supervisord_gone(self, engine: AlertEngine | None) -> None:
         """stdin closed: supervisord shut down (nothing to say) or died (say it, now)."""
-        engine = self.engine
         records = list(engine.records.values()) if engine is not None else []
         records, respawned = self._seen_while_held(records)
         meta, message = self.lifecycle.gone(records, engine.stopping if engine is not None else False, self.ppid,
                                             self.clock(), records_known=engine is not None)
-        written = bool(meta) and self._last_commit(meta)
+        written = bool(meta) and self._last_commit(meta, engine)
         if message is None:
             return
         log.critical("%s", message[2])
@@ -195,17 +207,18 @@ class LifecycleMixin:
         if not self.notifier.settle(LAST_WORDS):
             log.warning("the message about supervisord's death is still in the outbox: the next listener sends it")
 
-    def _last_commit(self, meta: dict[str, object]) -> bool:
+    def _last_commit(self, meta: dict[str, object], engine: AlertEngine | None) -> bool:
         """Write supervisord's end and the orphans it left, after the decision held back (if any:
         nothing waits for its acknowledgement now); False when the store cannot take it."""
-        if self.engine is None or self.keeper.state is None:
+        if engine is None or self.keeper.state is None:
             return False
         orphans = self.lifecycle.take_unsaved()
         try:
-            if self.held is not None:
-                self.keeper.commit(self.held.outcome, **self.held.kwargs)
-                self.held = None
-            self.keeper.commit(Outcome(), meta=meta, orphans=orphans, stopping=self.engine.stopping)
+            held = self.commits.held
+            if held is not None:
+                self.keeper.commit(held.outcome, **held.kwargs)
+                self.commits.held = None
+            self.keeper.commit(Outcome(), meta=meta, orphans=orphans, stopping=engine.stopping)
         except StoreUnavailable as exc:
             self.lifecycle.unsaved = orphans + self.lifecycle.unsaved
             self.trouble.failed(exc, "recording supervisord's end")
@@ -246,9 +259,10 @@ class LifecycleMixin:
     def _held_back(self, respawned: dict[str, int]) -> list[str]:
         """The news in the commit held back (an unexpected exit seen, an alert raised or resolved);
         respawned: the pids a look saw since (namespec -> pid)."""
-        if self.held is None:
+        held = self.commits.held
+        if held is None:
             return []
-        outcome, lines, named = self.held.outcome, [], set()
+        outcome, lines, named = held.outcome, [], set()
         for notice in outcome.notices:
             alert = outcome.alerts.get(notice.key)
             if alert is None or notice.kind == REMINDER:
@@ -269,48 +283,48 @@ class LifecycleMixin:
                              f"unexpected exit{how}; {after}")
         return lines[:20]
 
-    def _stopped_by_signal(self) -> None:
+    def stopped_by_signal(self, engine: AlertEngine | None) -> None:
         """Stopped by a signal (supervisorctl stop, a shutdown, systemd stopping the unit at once):
         whatever supervisord does next is not seen, so the next listener must not call it unclean."""
-        if self.engine is not None and self.held is None and self.keeper.state is not None:
-            self._commit_answers_in_flight()
-            if self.held is None:
-                self._commit(Outcome(), meta={"supervisord_end": "clean" if self.engine.stopping
-                                              else LISTENER_STOPPED})
+        if engine is not None and self.commits.held is None and self.keeper.state is not None:
+            self._commit_answers_in_flight(engine)
+            if self.commits.held is None:
+                self.commits.commit(Outcome(), engine, meta={"supervisord_end": "clean" if engine.stopping
+                                                             else LISTENER_STOPPED})
 
-    def _commit_answers_in_flight(self) -> None:
+    def _commit_answers_in_flight(self, engine: AlertEngine) -> None:
         """A step of lookout's own action may be in flight (`supervisorctl restart lookout` while its
         stop waits out stopwaitsecs). Its answer is the only proof that the stop was lookout's: without
         it the next listener finds the program STOPPED and cannot tell whose stop that was. So wait for
         it (bounded) and commit it. The step it calls for next (the restart's start) is committed as the
         one in flight but not made here (a start waits out startsecs): the next listener finds it
         interrupted and makes it (rules/actions.py: resume), only while nobody started the program since."""
-        executor = self.health.executor
+        executor = self.executor
         if not executor.settle(STEP_ANSWER_WAIT):
             log.warning("lookout's own action is still waiting for supervisord's answer after %.0fs: the next "
                         "listener settles it from supervisord's view", STEP_ANSWER_WAIT)
         outcome = Outcome()
         for result in executor.drain():
             try:
-                outcome.merge(self.engine.on_action_result(result, self.clock()))
+                outcome.merge(engine.on_action_result(result, self.clock()))
             except Exception:  # a rules bug must not cost the commit of the others
                 log.exception("rules failed on the answer of lookout's %s of %s", result.step, result.namespec)
         outcome.actions = []  # the next listener makes them (see above); this one hands out nothing more
         if outcome:
-            self._commit(outcome)
+            self.commits.commit(outcome, engine)
 
-    def _deadman_due(self) -> None:
+    def deadman_due(self, engine: AlertEngine | None) -> None:
         """Every loop turn, before the store is known usable: a degraded lookout calls the fail form."""
-        self.deadman.due(time.monotonic(), self._degraded())  # an interval: no wall-clock step moves it
+        self.deadman.due(time.monotonic(), self._degraded(engine))  # an interval: no wall-clock step moves it
         stats = self.deadman.stats()
-        if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved and self.held is None \
-                and self.engine is not None and self.keeper.state is not None:
+        if self.deadman.enabled and self._deadman_carried and stats != self._deadman_saved \
+                and self.commits.held is None and engine is not None and self.keeper.state is not None:
             self._deadman_saved = stats
-            self._commit(Outcome(), meta=stats)  # for lookout_deadman_pings_total
+            self.commits.commit(Outcome(), engine, meta=stats)  # for lookout_deadman_pings_total
 
-    def _degraded(self) -> str:
+    def _degraded(self, engine: AlertEngine | None) -> str:
         """'' while lookout works, else why not (the dead man's switch gets its fail form)."""
-        if self.held is not None or self.engine is None:
+        if self.commits.held is not None or engine is None:
             return "lookout cannot write its store: alerts are held"
         failing = self.notifier.failing_since  # (on the notifier's frame of the clock, as it is written)
         if failing is not None and self.notifier.clock() - failing >= self.config.deadman.fail_after:
