@@ -188,6 +188,22 @@ def test_a_dead_worker_thread_makes_the_listener_exit_1(tmp_path, caplog):
     assert "worker thread lookout-notifier died (RuntimeError: bug outside any item)" in caplog.text
 
 
+def test_a_task_dying_in_a_worker_pool_makes_the_listener_exit_1(tmp_path, caplog):
+    """The probe and action pools run tasks, not one long loop: a task that raises past its own
+    catch (a bug) would vanish into a future nobody reads, its step never answered. The loop sees
+    it like a dead thread."""
+    listener, pipes = make_listener(tmp_path)
+
+    def explode() -> None:
+        raise RuntimeError("bug past the step's own catch")
+
+    listener.health.executor.pool.submit(explode)
+    started = time.monotonic()
+    assert listener.run() == 1
+    assert time.monotonic() - started < 5
+    assert "worker pool lookout-remediate died (RuntimeError: bug past the step's own catch)" in caplog.text
+
+
 def test_malformed_event_still_advances_the_stream(tmp_path, caplog):
     listener, pipes = make_listener(tmp_path)
     feed(listener, frame("processname:a groupname:a from_state:STOPPED tries:0", "PROCESS_STATE_STARTING",

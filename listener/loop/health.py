@@ -32,7 +32,7 @@ class HealthRunner:
                  clock: LookoutClock, on_death: Callable[[], None]) -> None:
         self.config, self.clock = config, clock  # the loop's: probes run and report on the monotonic clock
         self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, on_death=on_death)
-        self.executor = RemediationExecutor(client, config.remediation, wakeup_fd)
+        self.executor = RemediationExecutor(client, config.remediation, wakeup_fd, on_death=on_death)
         self.unsaved: dict[tuple[str, str], ProbeState] = {}
         self.saved_at = self.stats_at = float("-inf")  # (monotonic)
 

@@ -210,10 +210,12 @@ class Listener:
             os.write(self.wakeup_w, b"d")
 
     def _dead_worker(self) -> str:
-        for thread in (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread,
-                       self.end.deadman.thread):
-            if thread.died:
-                return f"worker thread {thread.name} died ({thread.died})"
+        """Every worker thread and pool: one that died leaves work never done (lanes: the notifier's own check)."""
+        workers = (self.notifier.thread, self.watcher.thread, self.nudger.thread, self.health.scheduler.thread,
+                   self.health.scheduler.pool, self.health.executor.pool, self.end.deadman.thread)
+        for worker in workers:
+            if worker.died:
+                return f"worker {worker.kind} {worker.name} died ({worker.died})"
         return ""
 
     # ---- the store: open, held commits, replaced files ------------------------------------

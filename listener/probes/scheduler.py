@@ -24,14 +24,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...config import ProbeSpec
 from ..rules.models import ProbeResult
 from ..workers.inbox import Inbox
-from ..workers.thread import ErrorLog, WorkerThread
+from ..workers.thread import ErrorLog, WorkerPool, WorkerThread
 from .checks import Check
 from .target import ProbeTarget
 
@@ -65,7 +64,7 @@ class ProbeScheduler:
         self._slots: dict[tuple[str, str], int] = {}  # (namespec, probe) -> its index in its period's sequence
         self._slots_used: dict[float, int] = {}  # period -> indexes handed out
         self._cond = threading.Condition()
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="lookout-probe")
+        self.pool = WorkerPool("lookout-probe", max_workers, on_death)
         self.errors = ErrorLog(log)
         self.thread = WorkerThread("lookout-probes", self._run, on_death)
 
@@ -139,7 +138,7 @@ class ProbeScheduler:
                     continue
             key, inst, due_at = due
             try:
-                self._pool.submit(self._run_probe, key, inst, due_at)
+                self.pool.submit(self._run_probe, key, inst, due_at)
             except RuntimeError:  # pool shut down: the process is exiting
                 return
             except Exception:

@@ -22,7 +22,6 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from ...bounded import run_bounded
 from ...config import RemediationSettings, format_duration
@@ -45,6 +44,7 @@ from ..rules.models import (
     ProcessSnapshot,
 )
 from .inbox import Inbox
+from .thread import WorkerPool
 
 log = logging.getLogger("lookout.remediate")
 
@@ -57,7 +57,7 @@ DIED_STATES = ("BACKOFF", "STARTING", "FATAL", "EXITED")  # after a start that f
 
 class RemediationExecutor:
     def __init__(self, client: SupervisorClient, settings: RemediationSettings, wakeup_fd: int,
-                 workers: int = 4) -> None:
+                 workers: int = 4, on_death: Callable[[], None] = lambda: None) -> None:
         self.client = client.patient(WAIT_TIMEOUT)
         self.settings = settings
         self.inbox: Inbox[ActionResult] = Inbox(wakeup_fd, b"r")
@@ -65,7 +65,7 @@ class RemediationExecutor:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a step's answer is in the inbox
         self._in_flight = 0  # steps handed out whose answers are not in `results` yet
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lookout-remediate")
+        self.pool = WorkerPool("lookout-remediate", workers, on_death)
 
     def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
         if action.step != EVIDENCE:
@@ -73,7 +73,7 @@ class RemediationExecutor:
                         " to restart it" if action.kind == "restart" else "", action.source, action.reason)
         with self._lock:
             self._in_flight += 1
-        self._pool.submit(self._run, action, fill)
+        self.pool.submit(self._run, action, fill)
 
     def cancel(self, ids: list[str]) -> None:
         with self._lock:

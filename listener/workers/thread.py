@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 REPEAT_EVERY = 60.0
 
@@ -61,6 +62,8 @@ class ErrorLog:
 class WorkerThread(threading.Thread):
     """A daemon thread whose death is noticed: `died` says why, and `on_death` wakes the loop."""
 
+    kind = "thread"
+
     def __init__(self, name: str, target: Callable[[], None], on_death: Callable[[], None] = lambda: None) -> None:
         super().__init__(name=name, daemon=True)
         self._work, self._on_death = target, on_death
@@ -75,3 +78,27 @@ class WorkerThread(threading.Thread):
         else:
             self.died = "returned"
         self._on_death()
+
+
+class WorkerPool:
+    """A thread pool whose death is noticed like a WorkerThread's: a task that raises past its own
+    catch (a bug, not one item's failure) sets `died` and wakes the loop, instead of vanishing into
+    a future nobody reads and leaving its work (a probe, a step of lookout's action) never answered."""
+
+    kind = "pool"
+
+    def __init__(self, name: str, workers: int, on_death: Callable[[], None] = lambda: None) -> None:
+        self.name, self._on_death = name, on_death
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self.died = ""
+
+    def submit(self, task: Callable[..., None], *args: object) -> None:
+        self._pool.submit(self._guarded, task, *args)
+
+    def _guarded(self, task: Callable[..., None], *args: object) -> None:
+        try:
+            task(*args)
+        except BaseException as exc:  # noqa: BLE001 - anything that ends a task unanswered must be seen
+            self.died = self.died or f"{type(exc).__name__}: {exc}"[:300]
+            logging.getLogger("lookout.workers").exception("a task of the pool %s died", self.name)
+            self._on_death()
