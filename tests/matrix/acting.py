@@ -165,6 +165,9 @@ def orphans(run: Run) -> None:
     restarts of the listener and reloads: orphans are state); the orphan killed, one RESOLVED."""
     sup = run.supervisor(FEED, run.settings()).start()
     run.wait_running("feed:feed")
+    # Its own RUNNING event heard too: a reconcile may know the pid before the boot's queued STARTING
+    # arrives (which says no pid), and a death in between leaves lookout no pid to name.
+    wait_for(lambda: run.history("feed:feed", "RUNNING (from STARTING"), 20, "feed's RUNNING event")
     orphan = sup.info("feed:feed")["pid"]
     run.leftovers.append(orphan)
     sup.proc.kill()
