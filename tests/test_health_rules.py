@@ -172,7 +172,7 @@ def test_a_failed_restart_is_a_critical_alert():
     alert = e.alerts[("remediation", "svc:svc")]
     assert alert.severity == "critical" and "SPAWN_ERROR" in alert.detail
     rec = e.records["svc:svc"]
-    assert rec.action is None and rec.own_event_due.startswith("STOPPED") and rec.stopped_by == "lookout"
+    assert rec.action is None and rec.own_event_due[0].state == "STOPPED" and rec.stopped_by == "lookout"
 
 
 def crash(e: AlertEngine, t: float) -> object:

@@ -113,3 +113,35 @@ def test_a_pre22_store_is_kept_and_finished_by_todays_listener(supervisor_factor
                 if a["namespec"] == "feed:feed"] == ["crash_loop"]
     finally:
         hook.stop()
+
+
+def test_a_pre22_action_in_flight_and_own_events_due_load_as_typed_state(tmp_path):
+    """Before schema 6, the events of lookout's own calls still due were one text
+    ("STOPPED <pid> <since>;STARTING 0 <since>;STOPPED ?") and the events seen while a step was in
+    flight another ("S<pid> R"); today's store reads both into the same typed state it writes."""
+    from lookout.listener.rules.models import DueEvent, ProcessRecord, SeenEvent
+    from lookout.listener.store.schema import connect
+    from lookout.listener.store.state import StateStore
+
+    conn = connect(str(tmp_path / "db"))
+    StateStore(conn).commit(_outcome_with(ProcessRecord("g", "a", state="STOPPED")), stopping=False)
+    action = {"id": "1-1", "kind": "restart", "source": "probe:alive", "reason": "r", "pid": 41, "step": "stop",
+              "since": 1700000000.25, "seen": "S41 R S0"}
+    conn.execute("UPDATE processes SET own_event_due = ?, action = ? WHERE namespec = 'g:a'",
+                 ("STOPPED 41 1700000000.25;STARTING 0 1700000001.5;STOPPED ?", json.dumps(action)))
+    rec, = StateStore(conn).load_records()
+    assert rec.own_event_due == [DueEvent("STOPPED", 41, 1700000000.25), DueEvent("STARTING", 0, 1700000001.5),
+                                 DueEvent("STOPPED", stale=True)]
+    assert rec.action is not None
+    assert rec.action.seen == [SeenEvent("STOPPED", 41), SeenEvent("STARTING"), SeenEvent("STOPPED", 0)]
+    StateStore(conn).commit(_outcome_with(rec), stopping=False)
+    again, = StateStore(conn).load_records()
+    assert again.own_event_due == rec.own_event_due and again.action == rec.action
+
+
+def _outcome_with(rec):  # noqa: ANN001, ANN202
+    from lookout.listener.rules.models import Outcome
+
+    out = Outcome()
+    out.records[rec.namespec] = rec
+    return out

@@ -20,8 +20,8 @@ timing (events carry no actor: an operator's stop and lookout's look the same):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
 from ...config import RemediationSettings, format_duration
 from .alerts import AlertBook
@@ -39,14 +39,15 @@ from .models import (
     STOP,
     Action,
     ActionResult,
+    DueEvent,
     Outcome,
     PendingAction,
     ProcessRecord,
+    SeenEvent,
     display_name,
 )
 from .policy import PolicyBook
 
-_SEQUENCE = itertools.count(1)
 DOWN_STATES = ("STOPPED", "EXITED", "FATAL")
 OPERATOR, LOOKOUT, PENDING, UNKNOWN = "operator", "lookout", "pending", "unknown"  # whose event it was
 
@@ -76,7 +77,9 @@ class OwnActions:
         is of the process judged (its pid), or with any_run of whichever runs (the brake: a crash loop
         respawns it all the time)."""
         pid = 0 if any_run or kind == "start" else (rec.pid or 0)
-        action = PendingAction(f"{int(now * 1000)}-{next(_SEQUENCE)}", kind, source, reason, pid, "", now)
+        rec.actions_begun += 1  # (with the decision time: unique across the store's life, a process removed too)
+        action = PendingAction(f"{rec.namespec}#{rec.actions_begun}@{int(now * 1000)}", kind, source, reason, pid,
+                               "", now)
         if kind == "start" and rec.state == "FATAL":  # the brake's start of what it found FATAL
             action.expect = "FATAL"
         rec.action, rec.remediation_wanted = action, ""
@@ -90,7 +93,7 @@ class OwnActions:
 
     def _step(self, rec: ProcessRecord, a: PendingAction, step: str, out: Outcome,
               evidence: tuple[str, ...] = ()) -> None:
-        a.step, a.seen = step, ""
+        a.step, a.seen = step, []
         out.actions.append(Action(a.id, rec.namespec, step, a.kind, a.reason, pid=a.pid if step == STOP else 0,
                                   mark=rec.own_stop_mark if step == START else 0.0, evidence=evidence,
                                   source=a.source, expect=a.expect))
@@ -121,18 +124,18 @@ class OwnActions:
 
     def _stop_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                        out: Outcome) -> str:
-        # Every STOPPED (S<pid>) and operator start (R) seen while the call was in flight, in order:
-        # the one with the pid the call stopped is lookout's, the others an operator's.
-        log = a.seen.split()
-        stops = [e for e in log if e.startswith("S")]
-        last = log[-1] if log else ""
-        operator_stop_last = last.startswith("S") and not (result.outcome == DONE and _same_pid(last, result.pid))
+        # Every STOPPED and operator start seen while the call was in flight, in order: the STOPPED
+        # with the pid the call stopped is lookout's, the others an operator's.
+        stops = [e for e in a.seen if e.state == "STOPPED"]
+        last = a.seen[-1] if a.seen else None
+        operator_stop_last = last is not None and last.state == "STOPPED" \
+            and not (result.outcome == DONE and last.same_pid(result.pid))
         deferred = OPERATOR_STOPPED if operator_stop_last else ""
         if result.outcome == DONE:
             a.stopped, rec.own_stop_mark = True, result.mark
-            ours_seen = any(_same_pid(e, result.pid) for e in stops)
+            ours_seen = any(e.same_pid(result.pid) for e in stops)
             if not ours_seen:  # its event is still on the way
-                _expect(rec, f"STOPPED {result.pid} {a.since}")
+                _expect(rec, DueEvent("STOPPED", result.pid, a.since))
             if not operator_stop_last:
                 rec.stopped_by = LOOKOUT
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
@@ -182,10 +185,10 @@ class OwnActions:
 
     def _start_answered(self, result: ActionResult, rec: ProcessRecord, a: PendingAction, now: float,
                         out: Outcome) -> str:
-        seen_start = a.seen == "STARTING"
+        seen_start = a.seen == [SeenEvent("STARTING")]
         if result.outcome == DIED:  # lookout's call started it (its STARTING is lookout's), and it died again
             if not seen_start:
-                _expect(rec, f"STARTING 0 {a.since}")
+                _expect(rec, DueEvent("STARTING", 0, a.since))
             rec.stopped_by = ""
             if a.cancelled:
                 self._end(rec, a, "cancelled", f"it died again within its startsecs; {a.cancelled} during "
@@ -199,13 +202,13 @@ class OwnActions:
             return ""
         if result.outcome == DONE and not a.cancelled:
             if not seen_start:
-                _expect(rec, f"STARTING 0 {a.since}")
+                _expect(rec, DueEvent("STARTING", 0, a.since))
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
             return ""
         if result.outcome == DONE:  # it runs, but an operator (stop, restart, hold) acted during the start:
             if not seen_start:  # lookout does not claim it, and never stops it again
-                _expect(rec, f"STARTING 0 {a.since}")
+                _expect(rec, DueEvent("STARTING", 0, a.since))
             self._end(rec, a, "cancelled", f"it runs; {a.cancelled} during lookout's start", now, out)
             return ""
         if result.outcome in (ALREADY_STARTED, "moved_on") or a.cancelled:
@@ -273,8 +276,8 @@ class OwnActions:
         if due and due[0] == STALE_STOP:
             _expected(rec, due[1:])
             return UNKNOWN  # from before supervisord's answer that settled an interrupted action
-        if due and due[0].startswith("STOPPED") and _same_pid(due[0], pid):
-            since = float(due[0].split()[2])
+        if due and due[0].state == "STOPPED" and due[0].same_pid(pid):
+            since = due[0].since
             _expected(rec, due[1:])
             if rec.operator_at >= since and rec.action is None:
                 self._undo(rec, now, out)
@@ -284,7 +287,7 @@ class OwnActions:
             out.reconcile = out.reconcile or f"settle lookout's interrupted action on {rec.namespec}"
             return UNKNOWN  # (not at the periodic reconcile: its alert would wait up to a minute)
         if a is not None and a.step == STOP:
-            a.seen = f"{a.seen} S{pid}".strip()
+            a.seen = [*a.seen, SeenEvent("STOPPED", pid)]
             out.records[rec.namespec] = rec
             return PENDING
         if a is not None:
@@ -302,7 +305,7 @@ class OwnActions:
         if due and due[0] == STALE_START:
             _expected(rec, due[1:])
             return UNKNOWN
-        if due and due[0].startswith("STARTING"):  # (behind lookout's own STOPPED still due: not this one)
+        if due and due[0].state == "STARTING":  # (behind lookout's own STOPPED still due: not this one)
             _expected(rec, due[1:])
             return LOOKOUT
         a = rec.action
@@ -310,10 +313,10 @@ class OwnActions:
             out.reconcile = out.reconcile or f"settle lookout's interrupted action on {rec.namespec}"
             return UNKNOWN
         if a is not None and a.step == START and not a.seen and not a.cancelled:
-            a.seen = "STARTING"
+            a.seen = [SeenEvent("STARTING")]
             return PENDING
         if a is not None and a.step == STOP:
-            a.seen = f"{a.seen} R".strip()  # after an operator's start, a STOPPED may be lookout's again
+            a.seen = [*a.seen, SeenEvent("STARTING")]  # after an operator's start, a STOPPED may be lookout's again
         if a is not None:
             self.cancel(rec, "an operator started it", now, out)
         return OPERATOR
@@ -391,39 +394,24 @@ class OwnActions:
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
 CRASHED_AGAIN = "crashed again"  # the brake's start died within its startsecs: the brake's next round
-STALE_STOP = "STOPPED ?"  # a STOPPED event may still be in transit from before supervisord's answer: nobody's
-STALE_START = "STARTING ?"  # likewise a STARTING (the previous listener's own start, or an operator's)
+STALE_STOP = DueEvent("STOPPED", stale=True)  # may still be in transit from before supervisord's answer: nobody's
+STALE_START = DueEvent("STARTING", stale=True)  # likewise (the previous listener's own start, or an operator's)
 
 
-def _expected(rec: ProcessRecord, markers: list[str] | None = None) -> list[str]:
-    """lookout's own STOPPED/STARTING events still due, in the order they will come (set them with markers)."""
-    if markers is not None:
-        rec.own_event_due = ";".join(markers)
-    return [m for m in rec.own_event_due.split(";") if m]
+def _expected(rec: ProcessRecord, due: list[DueEvent] | None = None) -> list[DueEvent]:
+    """lookout's own STOPPED/STARTING events still due, in the order they will come (set them with due)."""
+    if due is not None:
+        rec.own_event_due = list(due)
+    return rec.own_event_due
 
 
-def _expect(rec: ProcessRecord, marker: str) -> None:
-    _expected(rec, [*_expected(rec), marker])
+def _expect(rec: ProcessRecord, due: DueEvent) -> None:
+    _expected(rec, [*_expected(rec), due])
 
 
 def shift_expected(rec: ProcessRecord, delta: float) -> None:
-    """The wall clock stepped: the decision times in the markers move with it (timeshift.py)."""
-    markers = []
-    for marker in _expected(rec):
-        parts = marker.split()
-        if len(parts) == 3:  # "STOPPED <pid> <decided at>"
-            parts[2] = repr(float(parts[2]) + delta)
-        markers.append(" ".join(parts))
-    _expected(rec, markers)
-
-
-def _same_pid(marker: str, pid: int) -> bool:
-    """'STOPPED <pid> ...' or 'S<pid>' against an event's or a call's pid; 0 (a process in BACKOFF has
-    none) matches."""
-    parts = marker.split()
-    text = parts[1] if len(parts) > 1 else marker[1:]
-    mine = int(text) if text.isdigit() else 0
-    return not mine or not pid or mine == pid
+    """The wall clock stepped: the decision times move with it (timeshift.py)."""
+    _expected(rec, [d if d.stale else replace(d, since=d.since + delta) for d in _expected(rec)])
 
 
 def _first(result: ActionResult) -> str:

@@ -77,7 +77,7 @@ class ProcessRecord:
     remediation_next_at: float | None = None  # backoff: no lookout restart before this
     remediation_wanted: str = ""  # a restart or stop waiting for its backoff: "probe:<name>"
     action: PendingAction | None = None  # lookout's action on it, while one of its steps is in flight
-    own_event_due: str = ""  # "STOPPED <pid> <decided at>;STARTING ...": lookout's calls did it, their events are due
+    own_event_due: list[DueEvent] = field(default_factory=list)  # lookout's calls did it: their events, in order
     operator_at: float = 0.0  # when an operator's stop or start (an event lookout did not cause) last came
     own_stop_mark: float = 0.0  # supervisord's `start` of the run lookout stopped: a later start by lookout
     # goes ahead only while nobody has started it since
@@ -85,6 +85,7 @@ class ProcessRecord:
     braked: bool = False  # the crash-loop brake stopped it ("stop") or holds it ("backoff")
     brake_delay: float = 0.0  # "backoff": the wait before the next start by lookout (0: not engaged)
     brake_resume_at: float | None = None  # "backoff": when lookout starts it again
+    actions_begun: int = 0  # lookout's actions on it so far: the next one's id (kept in the store)
 
     @property
     def namespec(self) -> str:
@@ -190,6 +191,37 @@ DIED = "died"  # start: this call started it, and it died within its startsecs (
 FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class DueEvent:
+    """An event lookout's own call caused and supervisord has not delivered yet: it is lookout's,
+    not an operator's, when it comes. stale: one that may still be in transit from before
+    supervisord's answer settled an interrupted action (nobody's)."""
+
+    state: str  # STOPPED or STARTING
+    pid: int = 0  # STOPPED: the process lookout's call stopped (0: whichever)
+    since: float = 0.0  # when lookout decided the action (an operator's start after it is undone)
+    stale: bool = False
+
+    def same_pid(self, pid: int) -> bool:
+        return pids_match(self.pid, pid)
+
+
+@dataclass(frozen=True)
+class SeenEvent:
+    """An event that came while lookout's call was in flight: a STOPPED (of pid), or a STARTING."""
+
+    state: str
+    pid: int = 0
+
+    def same_pid(self, pid: int) -> bool:
+        return pids_match(self.pid, pid)
+
+
+def pids_match(mine: int, pid: int) -> bool:
+    """0 (a process in BACKOFF has none; a stop of whichever runs) matches any."""
+    return not mine or not pid or mine == pid
+
+
 @dataclass
 class PendingAction:
     """lookout's action on one process, step by step. Kept in the store with its record, so a
@@ -203,7 +235,7 @@ class PendingAction:
     step: str  # the step in flight: evidence, stop, start
     since: float
     stopped: bool = False  # its own stop call stopped the process (the call's answer, not an event)
-    seen: str = ""  # "STOPPED <pid>"/"STARTING" seen while the step was in flight: whose, the answer tells
+    seen: list[SeenEvent] = field(default_factory=list)  # events while the step was in flight: the answer tells whose
     cancelled: str = ""  # why it was called off (an operator acted, a hold); its step's result still comes
     interrupted: bool = False  # loaded from the store: its step's result went with the previous listener
     evidence: str = ""  # what the evidence command printed

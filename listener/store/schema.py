@@ -21,7 +21,10 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    braked, brake_delay, brake_resume_at, stopped_by (operator,
                                    lookout), action (JSON: lookout's action in flight, step by
                                    step), event_pid (the pid events last named: a reconcile may
-                                   know a newer one while events are still queued), ...
+                                   know a newer one while events are still queued),
+                                   own_event_due (JSON: lookout's own events still to come;
+                                   before schema 6 a ";"-separated text, read as such),
+                                   actions_begun (numbers lookout's actions on it: their ids), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
@@ -80,7 +83,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -128,7 +131,8 @@ CREATE TABLE IF NOT EXISTS processes (
     stopped_by TEXT NOT NULL DEFAULT '',
     braked INTEGER NOT NULL DEFAULT 0,
     brake_delay REAL NOT NULL DEFAULT 0,
-    brake_resume_at REAL
+    brake_resume_at REAL,
+    actions_begun INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -15,12 +15,14 @@ from ..rules.models import (
     RESOLVED,
     UPDATE,
     Alert,
+    DueEvent,
     Hold,
     Notice,
     Outcome,
     PendingAction,
     ProbeState,
     ProcessRecord,
+    SeenEvent,
 )
 from ..rules.orphans import Orphan
 from ..rules.sequence import StreamPosition
@@ -47,6 +49,7 @@ _ALERT_COLUMNS = [
 ]
 _LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
 _ACTION_FIELD = [f.name for f in fields(ProcessRecord)].index("action")
+_DUE_FIELD = [f.name for f in fields(ProcessRecord)].index("own_event_due")
 _BOOL_FIELDS = [f.name for f in fields(ProcessRecord) if f.type == "bool"]
 _PROBE_FIELDS = [f.name for f in fields(ProbeState)]
 _UPSERT_PROBE = (
@@ -64,6 +67,7 @@ def record_from_row(row: sqlite3.Row) -> ProcessRecord:
     for name in _BOOL_FIELDS:
         values[name] = bool(values[name])
     values["action"] = _action_from_json(values["action"])
+    values["own_event_due"] = _due_from_text(values["own_event_due"])
     values["group"], values["name"] = clean_name(values["group"]), clean_name(values["name"])  # (older stores)
     return ProcessRecord(**values)
 
@@ -72,9 +76,36 @@ def _action_from_json(text: str | None) -> PendingAction | None:
     if not text:
         return None
     try:
-        return PendingAction(**json.loads(text))
-    except (ValueError, TypeError):  # written by another version: the start-up reconcile decides afresh
+        values = json.loads(text)
+        values["seen"] = _seen_from(values.get("seen") or [])
+        return PendingAction(**values)
+    except (ValueError, TypeError, KeyError):  # written by another version: the start-up reconcile decides afresh
         return None
+
+
+def _seen_from(seen: list | str) -> list[SeenEvent]:
+    """JSON objects; a store before schema 6 wrote "S<pid> R" (stop step) or "STARTING" (start step)."""
+    if isinstance(seen, list):
+        return [SeenEvent(**e) for e in seen]
+    if seen == "STARTING":
+        return [SeenEvent("STARTING")]
+    return [SeenEvent("STOPPED", int(t[1:]) if t[1:].isdigit() else 0) if t[0] == "S" else SeenEvent("STARTING")
+            for t in seen.split()]
+
+
+def _due_from_text(text: str | None) -> list[DueEvent]:
+    """JSON objects; a store before schema 6 wrote "STOPPED <pid> <since>;STARTING 0 <since>;STOPPED ?"."""
+    if not text:
+        return []
+    if text.startswith("["):
+        return [DueEvent(**d) for d in json.loads(text)]
+    due = []
+    for marker in filter(None, text.split(";")):
+        state, _, rest = marker.partition(" ")
+        pid, _, since = rest.partition(" ")
+        due.append(DueEvent(state, stale=True) if pid == "?" else
+                   DueEvent(state, int(pid) if pid.isdigit() else 0, float(since or 0.0)))
+    return due
 
 
 def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
@@ -119,6 +150,8 @@ def _record_values(rec: ProcessRecord) -> list:
         values[i] = json.dumps(values[i]) if values[i] else "[]"
     action = values[_ACTION_FIELD]
     values[_ACTION_FIELD] = json.dumps(asdict(action)) if action is not None else ""
+    due = values[_DUE_FIELD]
+    values[_DUE_FIELD] = json.dumps([asdict(d) for d in due]) if due else ""
     return [rec.namespec, *values]
 
 
