@@ -21,7 +21,6 @@ timing (events carry no actor: an operator's stop and lookout's look the same):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from ...config import RemediationSettings, format_duration
 from .alerts import AlertBook
@@ -46,6 +45,7 @@ from .models import (
     SeenEvent,
     display_name,
 )
+from .own_events import STALE_START, STALE_STOP, expect, expected
 from .policy import PolicyBook
 
 DOWN_STATES = ("STOPPED", "EXITED", "FATAL")
@@ -135,7 +135,7 @@ class OwnActions:
             a.stopped, rec.own_stop_mark = True, result.mark
             ours_seen = any(e.same_pid(result.pid) for e in stops)
             if not ours_seen:  # its event is still on the way
-                _expect(rec, DueEvent("STOPPED", result.pid, a.since))
+                expect(rec, DueEvent("STOPPED", result.pid, a.since))
             if not operator_stop_last:
                 rec.stopped_by = LOOKOUT
             out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
@@ -188,7 +188,7 @@ class OwnActions:
         seen_start = a.seen == [SeenEvent("STARTING")]
         if result.outcome == DIED:  # lookout's call started it (its STARTING is lookout's), and it died again
             if not seen_start:
-                _expect(rec, DueEvent("STARTING", 0, a.since))
+                expect(rec, DueEvent("STARTING", 0, a.since))
             rec.stopped_by = ""
             if a.cancelled:
                 self._end(rec, a, "cancelled", f"it died again within its startsecs; {a.cancelled} during "
@@ -202,13 +202,13 @@ class OwnActions:
             return ""
         if result.outcome == DONE and not a.cancelled:
             if not seen_start:
-                _expect(rec, DueEvent("STARTING", 0, a.since))
+                expect(rec, DueEvent("STARTING", 0, a.since))
             rec.stopped_by = ""
             self._end(rec, a, "success", "", now, out)
             return ""
         if result.outcome == DONE:  # it runs, but an operator (stop, restart, hold) acted during the start:
             if not seen_start:  # lookout does not claim it, and never stops it again
-                _expect(rec, DueEvent("STARTING", 0, a.since))
+                expect(rec, DueEvent("STARTING", 0, a.since))
             self._end(rec, a, "cancelled", f"it runs; {a.cancelled} during lookout's start", now, out)
             return ""
         if result.outcome in (ALREADY_STARTED, "moved_on") or a.cancelled:
@@ -272,13 +272,13 @@ class OwnActions:
     def stopped(self, rec: ProcessRecord, pid: int, now: float, out: Outcome) -> str:
         """A STOPPED event (not during supervisord's own stop or reload): LOOKOUT, OPERATOR,
         PENDING (lookout's stop call is in flight: its answer tells) or UNKNOWN."""
-        due = _expected(rec)
+        due = expected(rec)
         if due and due[0] == STALE_STOP:
-            _expected(rec, due[1:])
+            expected(rec, due[1:])
             return UNKNOWN  # from before supervisord's answer that settled an interrupted action
         if due and due[0].state == "STOPPED" and due[0].same_pid(pid):
             since = due[0].since
-            _expected(rec, due[1:])
+            expected(rec, due[1:])
             if rec.operator_at >= since and rec.action is None:
                 self._undo(rec, now, out)
             return LOOKOUT
@@ -299,14 +299,14 @@ class OwnActions:
         left = self.alerts.get(REMEDIATION, rec.namespec)
         if left is not None and left.kind == LEFT_STOPPED:  # closed when supervisord shows it RUNNING:
             out.reconcile = out.reconcile or f"confirm that {rec.namespec} runs again"  # events may be stale
-        due = _expected(rec)
+        due = expected(rec)
         if due and due[0] == STALE_STOP:  # a stale STOPPED comes before any later start, or not at all
-            due = _expected(rec, due[1:])
+            due = expected(rec, due[1:])
         if due and due[0] == STALE_START:
-            _expected(rec, due[1:])
+            expected(rec, due[1:])
             return UNKNOWN
         if due and due[0].state == "STARTING":  # (behind lookout's own STOPPED still due: not this one)
-            _expected(rec, due[1:])
+            expected(rec, due[1:])
             return LOOKOUT
         a = rec.action
         if a is not None and a.interrupted:  # settled by supervisord's view, asked now (as in stopped)
@@ -346,20 +346,20 @@ class OwnActions:
             self._left_stopped(rec, a, now, out)
         elif a.step == START and state == "STOPPED" and start == rec.own_stop_mark and not self.held(rec.namespec):
             a.interrupted = False
-            _expected(rec, [STALE_STOP])
+            expected(rec, [STALE_STOP])
             out.history.append((now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted by the "
                                                              "listener's restart: starting it again"))
             self._step(rec, a, START, out)
         else:
             self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out, state)
             if a.step == START and rec.state == "STOPPED" and state not in DOWN_STATES:
-                _expected(rec, [STALE_START])  # perhaps the previous listener's own start: not an operator's
+                expected(rec, [STALE_START])  # perhaps the previous listener's own start: not an operator's
 
     def _settle(self, rec: ProcessRecord, a: PendingAction, why: str, now: float, out: Outcome,
                 state: str = "") -> None:
         rec.action = None
         if state in DOWN_STATES:  # its STOPPED may still be on the way: nobody's (a later one needs a start first)
-            _expected(rec, [STALE_STOP])
+            expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
 
@@ -368,7 +368,7 @@ class OwnActions:
         be known, so lookout does not start it; people hear of it."""
         rec.action, rec.stopped_by = None, LOOKOUT  # down, not deliberate
         rec.remediation_wanted = ""  # (whose stop is not known: lookout does not start it)
-        _expected(rec, [STALE_STOP])
+        expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))
         ns = rec.namespec
@@ -394,26 +394,6 @@ class OwnActions:
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
 CRASHED_AGAIN = "crashed again"  # the brake's start died within its startsecs: the brake's next round
-STALE_STOP = DueEvent("STOPPED", stale=True)  # may still be in transit from before supervisord's answer: nobody's
-STALE_START = DueEvent("STARTING", stale=True)  # likewise (the previous listener's own start, or an operator's)
-
-
-def _expected(rec: ProcessRecord, due: list[DueEvent] | None = None) -> list[DueEvent]:
-    """lookout's own STOPPED/STARTING events still due, in the order they will come (set them with due)."""
-    if due is not None:
-        rec.own_event_due = list(due)
-    return rec.own_event_due
-
-
-def _expect(rec: ProcessRecord, due: DueEvent) -> None:
-    _expected(rec, [*_expected(rec), due])
-
-
-def shift_expected(rec: ProcessRecord, delta: float) -> None:
-    """The wall clock stepped: the decision times move with it (timeshift.py)."""
-    _expected(rec, [d if d.stale else replace(d, since=d.since + delta) for d in _expected(rec)])
-
-
 def _first(result: ActionResult) -> str:
     return result.detail or {"not_running": "it was not running (an operator or a crash came first)",
                              "moved_on": "it is not the process lookout judged any more",

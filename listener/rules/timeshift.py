@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .actions import shift_expected
 from .models import Alert, Hold, Outcome, PendingAction, ProbeState, ProcessRecord
+from .own_events import shift_expected
 from .quorum import ShortSpell
 
 TIMES: dict[type, tuple[str, ...]] = {
