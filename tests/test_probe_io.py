@@ -416,6 +416,6 @@ def test_runs_are_spread_over_the_period_with_fixed_offsets():
         scheduler.set_process(names[7], ProbeTarget("pool", names[7][5:], 2000, now[0]), specs)
         assert scheduler._instances[names[7]]["http"].next_at % 1.0 == pytest.approx(before, abs=1e-6)
     finally:
-        scheduler._pool.shutdown()
+        scheduler.pool.shutdown()
         os.close(read_fd)
         os.close(write_fd)

@@ -95,6 +95,9 @@ class WorkerPool:
     def submit(self, task: Callable[..., None], *args: object) -> None:
         self._pool.submit(self._guarded, task, *args)
 
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)
+
     def _guarded(self, task: Callable[..., None], *args: object) -> None:
         try:
             task(*args)
