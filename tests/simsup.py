@@ -24,6 +24,7 @@ from lookout.listener.rules.models import Action, ActionResult, Outcome, Process
 from lookout.listener.store.schema import connect
 from lookout.listener.store.state import StateStore
 from lookout.listener.workers.executor import RemediationExecutor
+from lookout.listener.workers.inbox import Inbox
 from lookout.listener.workers.watcher import steady
 
 BOOT = "sim-boot"  # one boot: a listener started again may find its store's times in another frame
@@ -355,7 +356,7 @@ class ListenerModel:
         self.said: list[tuple[str, str, str]] = []  # (notice kind, family, namespec): what people heard, in order
         self.steps_given: list[tuple[str, str, str, str]] = []  # (namespec, step, kind, source) for the executor
         self.client = FakeClient(sim, checker)
-        self.executor = RemediationExecutor(self.client, config.remediation, -1)  # type: ignore[arg-type]
+        self.executor = RemediationExecutor(self.client, config.remediation, Inbox(None, b"r"))  # type: ignore[arg-type]
         self.steps: list[Action] = []  # handed to the executor, not run yet
         self.answers: deque[ActionResult] = deque()  # run, not yet read by the loop
         self.reconcile_due = True  # the listener reconciles when it starts

@@ -14,6 +14,7 @@ import pytest
 
 from lookout.config import SupervisorSettings, parse_config
 from lookout.listener.notifier.text_target import TextTarget
+from lookout.listener.workers.inbox import Inbox
 from lookout.listener.workers.log_reader import ProcessLogs, read_tail
 from lookout.listener.workers.thread import ErrorLog
 from lookout.listener.workers.watcher import Snapshot, SupervisorWatcher
@@ -166,12 +167,13 @@ class FlakyClient:
 def test_watcher_survives_an_exception_and_carries_on():
     r, w = os.pipe()
     client = FlakyClient()
-    watcher = SupervisorWatcher(client, ProcessLogs(client), w)  # type: ignore[arg-type]
+    inbox = Inbox(w, b"w")
+    watcher = SupervisorWatcher(client, ProcessLogs(client), inbox)  # type: ignore[arg-type]
     watcher.start()
     watcher.reconcile("first")
     wait_for(lambda: client.calls == 1, 5, "first reconcile")
     watcher.reconcile("second")
-    results = wait_for(lambda: watcher.drain(), 10, "a snapshot after the failure")
+    results = wait_for(lambda: inbox.drain(), 10, "a snapshot after the failure")
     assert isinstance(results[0], Snapshot) and watcher.thread.is_alive()
 
 

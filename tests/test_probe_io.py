@@ -24,6 +24,7 @@ from lookout.config.probes import parse_probes
 from lookout.listener.probes.checks import Check, run_bounded
 from lookout.listener.probes.scheduler import ProbeScheduler
 from lookout.listener.probes.target import ProbeTarget
+from lookout.listener.workers.inbox import Inbox
 
 from .harness import wait_for
 
@@ -395,7 +396,7 @@ def test_log_pattern_count_is_bounded_by_what_is_kept(tmp_path):
 def test_runs_are_spread_over_the_period_with_fixed_offsets():
     now = [1_700_000_000.25]
     read_fd, write_fd = os.pipe()
-    scheduler = ProbeScheduler(Check(None), write_fd, clock=lambda: now[0])
+    scheduler = ProbeScheduler(Check(None), Inbox(write_fd, b"p"), clock=lambda: now[0])
     try:
         specs = parse_probes([{"match": "*", "http": {"url": "http://127.0.0.1:1/"}, "period": "1s"},
                               {"match": "*", "tcp": "127.0.0.1:1", "period": "1s", "initial_delay": "3s"}])

@@ -202,8 +202,9 @@ def test_the_schedule_itself_keeps_every_gap_under_twice_the_mean():
     from types import SimpleNamespace
 
     from lookout.listener.probes.scheduler import ProbeScheduler
+    from lookout.listener.workers.inbox import Inbox
 
-    scheduler = ProbeScheduler(lambda *a: None, -1)  # type: ignore[arg-type]
+    scheduler = ProbeScheduler(lambda *a: None, Inbox(None, b"p"))  # type: ignore[arg-type]
     specs = [SimpleNamespace(name="http", period=1.0), SimpleNamespace(name="tcp", period=1.0)]
     for n in (2, 3, 10, 100):
         offsets = [scheduler.offset(f"pool{n}:w{i:03d}", spec) for i in range(n) for spec in specs]

@@ -1,8 +1,9 @@
 """The loop's side of health: which probes run, what lookout does, and what comes back.
 
 ProbeScheduler runs probes on worker threads; RemediationExecutor runs lookout's own stops and
-starts. Both hand results back through queues and the wakeup pipe; here they are turned into
-rule inputs in batches, so 200 probe results a second cost a handful of commits, not 200.
+starts. Both post their results to the loop's inbox; the loop hands them here (received), and
+they are turned into rule inputs in batches, so 200 probe results a second cost a handful of
+commits, not 200.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from ..probes.checks import Check
 from ..probes.scheduler import ProbeScheduler
 from ..probes.target import ProbeTarget
 from ..rules.engine import AlertEngine
-from ..rules.models import Action, Outcome, ProbeState, ProcessRecord
+from ..rules.models import Action, ActionResult, Outcome, ProbeResult, ProbeState, ProcessRecord
 from ..rules.policy import PolicyBook
 from ..workers.executor import RemediationExecutor
+from ..workers.inbox import Inbox, Posted
 from ..workers.log_reader import ProcessLogs
 
 SAVE_INTERVAL = 1.0  # probe counts that change nothing else are persisted this often
@@ -28,11 +30,12 @@ STATS_INTERVAL = 10.0  # the scheduler's own numbers (runs, skipped, lateness) g
 
 
 class HealthRunner:
-    def __init__(self, config: Config, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
+    def __init__(self, config: Config, client: SupervisorClient, logs: ProcessLogs, inbox: Inbox[Posted],
                  clock: LookoutClock, on_death: Callable[[], None]) -> None:
         self.config, self.clock = config, clock  # the loop's: probes run and report on the monotonic clock
-        self.scheduler = ProbeScheduler(Check(logs), wakeup_fd, on_death=on_death)
-        self.executor = RemediationExecutor(client, config.remediation, wakeup_fd, on_death=on_death)
+        self.scheduler = ProbeScheduler(Check(logs), inbox, on_death=on_death)
+        self.executor = RemediationExecutor(client, config.remediation, inbox, on_death=on_death)
+        self.received: list[ProbeResult | ActionResult] = []  # from the inbox, not yet applied
         self.unsaved: dict[tuple[str, str], ProbeState] = {}
         self.saved_at = self.stats_at = float("-inf")  # (monotonic)
 
@@ -63,14 +66,17 @@ class HealthRunner:
         self.executor.cancel(action_ids)
 
     def results(self, engine: AlertEngine) -> Outcome:
-        """Probe results and action results since the last call, as one outcome; probe counts
-        alone (nothing turned healthy or unhealthy) ride along at most once a second."""
+        """The probe results and action results received since the last call, as one outcome; probe
+        counts alone (nothing turned healthy or unhealthy) ride along at most once a second."""
         now, out = self.clock(), Outcome()
-        for result in self.scheduler.drain():  # started on the monotonic clock: onto the loop's now
-            result = replace(result, started_at=self.clock.from_mono(result.started_at))
-            out.merge(engine.on_probe_result(result, now))
-        for result in self.executor.drain():
-            out.merge(engine.on_action_result(result, now))
+        received, self.received = self.received, []
+        for result in received:
+            if isinstance(result, ProbeResult):  # started on the monotonic clock: onto the loop's now
+                result = replace(result, started_at=self.clock.from_mono(result.started_at))
+                out.merge(engine.on_probe_result(result, now))
+        for result in received:
+            if isinstance(result, ActionResult):
+                out.merge(engine.on_action_result(result, now))
         self.unsaved.update(out.probe_states)
         out.probe_states = {}
         if self.unsaved and (out or time.monotonic() - self.saved_at >= SAVE_INTERVAL):

@@ -34,11 +34,12 @@ from ..protocol.channel import ProtocolChannel
 from ..protocol.events import MalformedEvent, ProcessStateEvent, TickEvent, decode, decode_delivery
 from ..protocol.parser import Envelope, Garbage
 from ..rules.engine import AlertEngine
-from ..rules.models import Outcome
+from ..rules.models import ActionResult, Outcome, ProbeResult
 from ..rules.sequence import StreamPosition, check_continuity, is_redelivery
 from ..store.files import StoreCorrupt, StoreUnavailable
 from ..store.keeper import StoreKeeper
 from ..store.sidecar import Sidecar
+from ..workers.inbox import Inbox, Posted
 from ..workers.log_reader import ProcessLogs
 from ..workers.nudge import ExitNudger
 from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
@@ -76,21 +77,22 @@ class Listener:
         client = SupervisorClient(config.supervisor)
         self.logs = ProcessLogs(client, self.ppid)
         self.keeper = StoreKeeper(config.state_path, config.history)
-        self.watcher = SupervisorWatcher(client, self.logs, self.wakeup_w)
+        self.inbox: Inbox[Posted] = Inbox(self.wakeup_w, b"w")  # every worker's results, in the order they came
+        self.watcher = SupervisorWatcher(client, self.logs, self.inbox)
         self.notifier = Notifier(config, targets, self.logs, clock.view(),
                                  store_generation=lambda: self.keeper.generation, on_death=self._wake)
         self.nudger = ExitNudger(client, enabled=config.listener.nudge, on_death=self._wake)
-        self.health = HealthRunner(config, client, self.logs, self.wakeup_w, clock, on_death=self._wake)
+        self.health = HealthRunner(config, client, self.logs, self.inbox, clock, on_death=self._wake)
         self.sidecar = Sidecar(config.state_path)
         self.trouble = StoreTrouble(self.notifier, clock, config.state_path, self.sidecar)
         self.effects = Effects(self.health, self.nudger, self.notifier, self.watcher, self.own_namespec)
         self.commits = Commits(self.keeper, self.channel, self.trouble, self.effects)
         self.backlog: deque[Envelope | Garbage] = deque()  # read while a commit was held
-        self.results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting] = deque()
+        self.results: deque[Posted] = deque()  # drained from the inbox, not yet applied
         self.end = SupervisordEnd(config, clock, self.own_namespec, self.ppid, sidecar=self.sidecar,
                                   trouble=self.trouble, notifier=self.notifier, keeper=self.keeper,
-                                  commits=self.commits, watcher=self.watcher, executor=self.health.executor,
-                                  backlog=self.backlog, results=self.results, wake=self._wake)
+                                  commits=self.commits, watcher=self.watcher, health=self.health,
+                                  inbox=self.inbox, backlog=self.backlog, results=self.results, wake=self._wake)
         self.engine: AlertEngine | None = None
         self.position: StreamPosition | None = None
         self.signalled = False
@@ -175,9 +177,13 @@ class Listener:
         assert engine is not None
         while self.backlog and commits.held is None:
             self.handle(self.backlog.popleft())
-        self.results.extend(self.watcher.drain())
+        self.results.extend(self.inbox.drain())
         while self.results and commits.held is None:
-            self._apply_result(self.results.popleft(), engine)
+            result = self.results.popleft()
+            if isinstance(result, (ProbeResult, ActionResult)):
+                self.health.received.append(result)  # applied below, in one batch
+            else:
+                self._apply_result(result, engine)
         if commits.held is None:
             commits.apply(self.health.results(engine), engine, meta=self.health.stats_due())
         if commits.held is None:
@@ -365,6 +371,7 @@ class Listener:
 
     def _apply_result(self, result: Snapshot | ExitsObserved | StartsObserved | Sighting,
                       engine: AlertEngine) -> None:
+        """One of the watcher's answers (a reconcile, exit statuses, real start times)."""
         if isinstance(result, Sighting):
             return  # a look while the store could not be written: for memory only (supervisord_end.py)
         if isinstance(result, Snapshot):

@@ -37,15 +37,16 @@ from ..notifier.worker import Notifier
 from ..protocol.events import MalformedEvent, ProcessStateEvent, decode, decode_delivery
 from ..protocol.parser import Envelope, Garbage
 from ..rules.engine import AlertEngine
-from ..rules.models import REMINDER, RESOLVED, Outcome, display_name
+from ..rules.models import REMINDER, RESOLVED, ActionResult, Outcome, display_name
 from ..store.files import StoreUnavailable
 from ..store.keeper import StoreKeeper
 from ..store.sidecar import DeathNote, Sidecar, SidecarState
 from ..workers.deadman import DeadmanSwitch
-from ..workers.executor import RemediationExecutor
-from ..workers.watcher import ExitsObserved, Sighting, Snapshot, StartsObserved, SupervisorWatcher
+from ..workers.inbox import Inbox, Posted
+from ..workers.watcher import Sighting, SupervisorWatcher
 from .commits import Commits
 from .degraded import StoreTrouble
+from .health import HealthRunner
 from .supervisord_life import LISTENER_STOPPED, Lifecycle, legacy_orphans
 
 log = logging.getLogger("lookout.listener")
@@ -61,13 +62,12 @@ LOOK_WHILE_HELD = 2.0  # seconds between getAllProcessInfo calls while the store
 class SupervisordEnd:
     def __init__(self, config: Config, clock: LookoutClock, own_namespec: str, ppid: int, *, sidecar: Sidecar,
                  trouble: StoreTrouble, notifier: Notifier, keeper: StoreKeeper, commits: Commits,
-                 watcher: SupervisorWatcher, executor: RemediationExecutor, backlog: deque[Envelope | Garbage],
-                 results: deque[Snapshot | ExitsObserved | StartsObserved | Sighting],
-                 wake: Callable[[], None]) -> None:
+                 watcher: SupervisorWatcher, health: HealthRunner, inbox: Inbox[Posted],
+                 backlog: deque[Envelope | Garbage], results: deque[Posted], wake: Callable[[], None]) -> None:
         self.config, self.clock, self.ppid = config, clock, ppid
         self.sidecar, self.trouble, self.notifier = sidecar, trouble, notifier
         self.keeper, self.commits = keeper, commits
-        self.watcher, self.executor = watcher, executor
+        self.watcher, self.health, self.inbox = watcher, health, inbox
         self.backlog, self.results = backlog, results  # the loop's: read here, never reordered
         self.lifecycle = Lifecycle(config, own_namespec)
         self._previous_meta: dict[str, object] | None = None  # read once: a held first commit must not read ours
@@ -152,7 +152,7 @@ class SupervisordEnd:
         if not self.trouble.active:
             return
         self._this_episode()
-        for result in self.watcher.drain():
+        for result in self.inbox.drain():
             if not isinstance(result, Sighting):
                 self.results.append(result)
                 continue
@@ -299,12 +299,12 @@ class SupervisordEnd:
         it (bounded) and commit it. The step it calls for next (the restart's start) is committed as the
         one in flight but not made here (a start waits out startsecs): the next listener finds it
         interrupted and makes it (rules/actions.py: resume), only while nobody started the program since."""
-        executor = self.executor
-        if not executor.settle(STEP_ANSWER_WAIT):
+        if not self.health.executor.settle(STEP_ANSWER_WAIT):
             log.warning("lookout's own action is still waiting for supervisord's answer after %.0fs: the next "
                         "listener settles it from supervisord's view", STEP_ANSWER_WAIT)
         outcome = Outcome()
-        for result in executor.drain():
+        self.results.extend(self.inbox.drain())
+        for result in [r for r in [*self.health.received, *self.results] if isinstance(r, ActionResult)]:
             try:
                 outcome.merge(engine.on_action_result(result, self.clock()))
             except Exception:  # a rules bug must not cost the commit of the others

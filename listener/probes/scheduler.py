@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config import ProbeSpec
-from ..rules.models import ProbeResult
-from ..workers.inbox import Inbox
+from ..workers.inbox import Inbox, Posted
 from ..workers.thread import ErrorLog, WorkerPool, WorkerThread
 from .checks import Check
 from .target import ProbeTarget
@@ -51,10 +50,10 @@ class _Instance:
 
 
 class ProbeScheduler:
-    def __init__(self, check: Check, wakeup_fd: int, *, max_workers: int = MAX_WORKERS,
+    def __init__(self, check: Check, inbox: Inbox[Posted], *, max_workers: int = MAX_WORKERS,
                  clock: Callable[[], float] = time.monotonic, on_death: Callable[[], None] = lambda: None) -> None:
         self.check, self.clock = check, clock
-        self.inbox: Inbox[ProbeResult] = Inbox(wakeup_fd, b"p")
+        self.inbox = inbox  # the loop's, shared with the other workers
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)  # seconds a run started after it was due
         self.runs = 0
         self.skipped = 0  # runs not started because the previous one was still in flight, or far behind
@@ -124,9 +123,6 @@ class ProbeScheduler:
         pick = (lambda q: recent[min(len(recent) - 1, int(q * len(recent)))]) if recent else (lambda q: 0.0)
         return {"probe_runs": self.runs, "probe_skipped": self.skipped,
                 "probe_lateness_p50": round(pick(0.5), 6), "probe_lateness_p95": round(pick(0.95), 6)}
-
-    def drain(self) -> list[ProbeResult]:
-        return self.inbox.drain()
 
     # ---- the scheduling thread ----------------------------------------------------------
 

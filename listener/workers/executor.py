@@ -43,7 +43,7 @@ from ..rules.models import (
     ActionResult,
     ProcessSnapshot,
 )
-from .inbox import Inbox
+from .inbox import Inbox, Posted
 from .thread import WorkerPool
 
 log = logging.getLogger("lookout.remediate")
@@ -56,15 +56,15 @@ DIED_STATES = ("BACKOFF", "STARTING", "FATAL", "EXITED")  # after a start that f
 
 
 class RemediationExecutor:
-    def __init__(self, client: SupervisorClient, settings: RemediationSettings, wakeup_fd: int,
+    def __init__(self, client: SupervisorClient, settings: RemediationSettings, inbox: Inbox[Posted],
                  workers: int = 4, on_death: Callable[[], None] = lambda: None) -> None:
         self.client = client.patient(WAIT_TIMEOUT)
         self.settings = settings
-        self.inbox: Inbox[ActionResult] = Inbox(wakeup_fd, b"r")
+        self.inbox = inbox  # the loop's, shared with the other workers
         self._cancelled: set[str] = set()  # action ids called off by the rules: their calls not yet made are skipped
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a step's answer is in the inbox
-        self._in_flight = 0  # steps handed out whose answers are not in `results` yet
+        self._in_flight = 0  # steps handed out whose answers are not in the inbox yet
         self.pool = WorkerPool("lookout-remediate", workers, on_death)
 
     def submit(self, action: Action, fill: Callable[[str], str] | None) -> None:
@@ -85,7 +85,7 @@ class RemediationExecutor:
 
     def settle(self, timeout: float) -> bool:
         """Wait at most `timeout` seconds until every step handed out has answered (its result is in
-        `results`). A listener stopped gracefully in the middle of its own stop commits that answer
+        the inbox). A listener stopped gracefully in the middle of its own stop commits that answer
         before it exits: the next listener then knows the stop was lookout's. False: still in flight."""
         deadline = time.monotonic() + timeout
         with self._idle:
@@ -95,9 +95,6 @@ class RemediationExecutor:
                     return False
                 self._idle.wait(left)
         return True
-
-    def drain(self) -> list[ActionResult]:
-        return self.inbox.drain()
 
     def _run(self, action: Action, fill: Callable[[str], str] | None) -> None:
         try:

@@ -1,4 +1,6 @@
-"""Inbox: how a worker thread hands results to the protocol loop.
+"""Inbox: how the worker threads hand results to the protocol loop. One for all of them (the
+watcher's answers, probe results, the answers of lookout's action steps), so the loop reads
+them in the order they came, in one place.
 
 A queue the loop drains when it wakes, and one byte on the loop's wakeup pipe so that its
 select() ends now rather than at its next timeout. A full pipe is fine: the loop is already due
@@ -10,14 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from ..rules.models import ActionResult, ProbeResult
+    from .watcher import ExitsObserved, Sighting, Snapshot, StartsObserved
 
 T = TypeVar("T")
+Posted: TypeAlias = "Snapshot | ExitsObserved | StartsObserved | Sighting | ProbeResult | ActionResult"
 
 
 class Inbox(Generic[T]):
     def __init__(self, wakeup_fd: int | None, tag: bytes) -> None:
-        self.wakeup_fd, self.tag = wakeup_fd, tag  # tag: which worker woke the loop (for a debugger)
+        self.wakeup_fd, self.tag = wakeup_fd, tag  # tag: the byte it writes (for a debugger)
         self._items: queue.Queue[T] = queue.Queue()
 
     def post(self, item: T) -> None:

@@ -23,7 +23,7 @@ from ...procfs import spawn_age
 from ...rpc import SHUTDOWN_STATE, SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..rules.models import ProcessSnapshot
 from ..rules.process_alerts import LIVE_STATES
-from .inbox import Inbox
+from .inbox import Inbox, Posted
 from .log_reader import ExitInfo, ProcessLogs
 from .thread import ErrorLog, WorkerThread
 
@@ -76,10 +76,10 @@ class ExitsObserved:
 
 
 class SupervisorWatcher:
-    def __init__(self, client: SupervisorClient, logs: ProcessLogs, wakeup_fd: int,
+    def __init__(self, client: SupervisorClient, logs: ProcessLogs, inbox: Inbox[Posted],
                  clock: Callable[[], float] = time.monotonic):
         self.client, self.logs, self.clock = client, logs, clock
-        self.inbox: Inbox[Snapshot | ExitsObserved | StartsObserved | Sighting] = Inbox(wakeup_fd, b"w")
+        self.inbox = inbox  # the loop's, shared with the other workers
         self._requests: queue.Queue[tuple[str, object]] = queue.Queue()
         self.errors = ErrorLog(log)
         self.thread = WorkerThread("lookout-watcher", self._run, self.inbox.wake)
@@ -100,9 +100,6 @@ class SupervisorWatcher:
 
     def lookup_starts(self, namespecs: list[str]) -> None:
         self._requests.put(("starts", namespecs))
-
-    def drain(self) -> list[Snapshot | ExitsObserved | StartsObserved | Sighting]:
-        return self.inbox.drain()
 
     def _next_batch(self, timeout: float | None) -> list[tuple[str, object]]:
         """Block for one request (timeout 0: do not block), then take all queued."""
