@@ -383,7 +383,7 @@ class ListenerModel:
     def apply(self, out: Outcome, **kwargs: object) -> None:
         was_stopping = self.engine.stopping
         self.store.commit(out, stopping=self.engine.stopping, **kwargs)  # type: ignore[arg-type]
-        self.history.extend(out.history)
+        self.history.extend((h.at, h.namespec, h.kind, h.detail) for h in out.history)
         self.said.extend((n.kind, *n.key) for n in out.notices)
         self.steps_given.extend((a.namespec, a.step, a.kind, a.source) for a in out.actions)
         self.executor.cancel(out.cancelled)

@@ -29,15 +29,23 @@ def status(sup) -> str:  # noqa: ANN001
 
 
 def feed_pid(sup, not_in: list[int]) -> int:  # noqa: ANN001
-    """feed's pid once the listener knows it as RUNNING, and it is another than those given."""
+    """feed's pid once the listener knows it as RUNNING, from its own RUNNING event too (a reconcile
+    may know the pid before the queued STARTING, which names none, arrives: a death in between
+    leaves the listener no pid to name), and it is another than those given."""
     def known() -> int:
         row = sup.process_row("feed:feed") or {}
         info = sup.info("feed:feed")
         if info["statename"] == "RUNNING" and info["pid"] not in not_in and row.get("pid") == info["pid"] \
-                and row.get("state") == "RUNNING":
+                and row.get("state") == "RUNNING" and heard_running(sup, info["pid"]):
             return info["pid"]
         return 0
     return wait_for(known, 30, "feed running, its pid known to the listener")
+
+
+def heard_running(sup, pid: int) -> bool:  # noqa: ANN001
+    with sup.db() as c:
+        return c.execute("SELECT 1 FROM history WHERE namespec = 'feed:feed' AND detail = ?",
+                         (f"RUNNING (from STARTING, pid {pid})",)).fetchone() is not None
 
 
 def resolved_twice(webhook) -> list[str]:  # noqa: ANN001

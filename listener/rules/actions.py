@@ -31,6 +31,7 @@ from .models import (
     DONE,
     EVIDENCE,
     LEFT_STOPPED,
+    LOOKOUT_RESTART,
     PROCESS,
     REMEDIATION,
     REMEDIATION_FAILED,
@@ -39,6 +40,7 @@ from .models import (
     Action,
     ActionResult,
     DueEvent,
+    HistoryEntry,
     Outcome,
     PendingAction,
     ProcessRecord,
@@ -85,7 +87,7 @@ class OwnActions:
         rec.action, rec.remediation_wanted = action, ""
         first = START if kind == "start" else (EVIDENCE if evidence else STOP)
         self._step(rec, action, first, out, evidence)
-        out.history.append((now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
+        out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
         if source.startswith("probe:"):
             self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
                                notify=False, log=False)
@@ -138,7 +140,7 @@ class OwnActions:
                 expect(rec, DueEvent("STOPPED", result.pid, a.since))
             if not operator_stop_last:
                 rec.stopped_by = LOOKOUT
-            out.history.append((now, rec.namespec, "action", "stopped by lookout's own call"))
+            out.history.append(HistoryEntry(now, rec.namespec, "action", "stopped by lookout's own call"))
             if ours_seen and not operator_stop_last and rec.operator_at >= a.since:
                 self._end(rec, a, "cancelled", "its stop crossed an operator's start", now, out)
                 self._undo(rec, now, out)
@@ -227,21 +229,22 @@ class OwnActions:
         ns, fam = rec.namespec, family_of(a.source)
         tags = self.policies.lookup(ns).tags
         if quiet:
-            out.history.append((now, ns, "action", detail))
+            out.history.append(HistoryEntry(now, ns, "action", detail))
             return ""
         if result == "failure":
-            out.history.append((now, ns, "action", f"lookout's {a.kind} failed: {detail}"))
+            out.history.append(HistoryEntry(now, ns, "action", f"lookout's {a.kind} failed: {detail}"))
             self.alerts.raise_(REMEDIATION, ns, REMEDIATION_FAILED, KINDS[REMEDIATION_FAILED].severity, now, out,
                                tags=tags, detail=f"lookout's {a.kind} failed: {detail}", evidence=a.evidence)
             return ""
         if result == "cancelled":
-            out.history.append((now, ns, "action", f"lookout's {a.kind}: {detail}"))
+            out.history.append(HistoryEntry(now, ns, "action", f"lookout's {a.kind}: {detail}"))
             if a.source.startswith("probe:"):  # people hear of it when lookout's stop left it stopped
                 self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind}: {detail}",
                                    notify=a.stopped and rec.state != "RUNNING", log=False)
             return ""
         said = self._done(rec, a.kind, a.source)
-        out.history.append((now, ns, "action", said))
+        restart = LOOKOUT_RESTART if a.kind == "restart" and a.source != "brake" else ""
+        out.history.append(HistoryEntry(now, ns, "action", said, restart=restart))
         if a.source.startswith("probe:"):
             self.alerts.update(fam, ns, now, out, action_taken=said, evidence=a.evidence, log=False)
         return ""
@@ -329,7 +332,7 @@ class OwnActions:
             a.cancelled = why
             out.records[rec.namespec] = rec
             out.cancelled.append(a.id)
-            out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} called off: {why}"))
+            out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout's {a.kind} called off: {why}"))
 
     # ---- a listener that died in the middle of an action ------------------------------------
 
@@ -347,8 +350,8 @@ class OwnActions:
         elif a.step == START and state == "STOPPED" and start == rec.own_stop_mark and not self.held(rec.namespec):
             a.interrupted = False
             expected(rec, [STALE_STOP])
-            out.history.append((now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted by the "
-                                                             "listener's restart: starting it again"))
+            out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout finishes its {a.kind}, interrupted "
+                                            "by the listener's restart: starting it again"))
             self._step(rec, a, START, out)
         else:
             self._settle(rec, a, f"the listener restarted meanwhile; it is {state} now", now, out, state)
@@ -361,7 +364,7 @@ class OwnActions:
         if state in DOWN_STATES:  # its STOPPED may still be on the way: nobody's (a later one needs a start first)
             expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
-        out.history.append((now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
+        out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
 
     def _left_stopped(self, rec: ProcessRecord, a: PendingAction, now: float, out: Outcome) -> None:
         """Stopped while the listener was gone in the middle of lookout's stop: whose stop it was cannot
@@ -375,7 +378,7 @@ class OwnActions:
         resume_due = a.source == "brake" and rec.brake_resume_at is not None
         if a.kind == "stop" and not resume_due:  # it was meant to stay stopped: it is
             said = "stopped; lookout's stop was interrupted by a listener restart"
-            out.history.append((now, ns, "action", said))
+            out.history.append(HistoryEntry(now, ns, "action", said))
             self.alerts.update(family_of(a.source), ns, now, out, action_taken=said, notify=False, log=False)
             return
         rec.brake_resume_at, rec.braked = None, False

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .kinds import KINDS
-from .models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, Notice, Outcome
+from .models import FIRING, REMINDER, RESOLVED, UPDATE, Alert, AlertKey, HistoryEntry, Notice, Outcome
 
 
 def _named(alert: Alert) -> str:
@@ -49,8 +49,8 @@ class AlertBook:
                 alert.evidence = evidence or alert.evidence
                 alert.last_notice_at = now
                 out.notices.append(Notice(alert.key, FIRING, now))
-                out.history.append((now, namespec, "alert", f"{_named(alert)} ({severity}), was {alert.previous_kind}"
-                                    + (f": {detail}" if detail else "")))
+                said = f"{_named(alert)} ({severity}), was {alert.previous_kind}" + (f": {detail}" if detail else "")
+                out.history.append(HistoryEntry(now, namespec, "alert", said))
             out.alerts[alert.key] = alert
             return alert
         self.recently_closed.pop((family, namespec), None)
@@ -60,7 +60,7 @@ class AlertBook:
         self.alerts[alert.key] = alert
         out.alerts[alert.key] = alert
         out.notices.append(Notice(alert.key, FIRING, now))
-        out.history.append((now, namespec, "alert", f"{_named(alert)} ({severity})"
+        out.history.append(HistoryEntry(now, namespec, "alert", f"{_named(alert)} ({severity})"
                             + (f": {detail}" if detail else "")))
         return alert
 
@@ -84,7 +84,7 @@ class AlertBook:
             alert.last_notice_at = now
             out.notices.append(Notice(alert.key, UPDATE, now))
         if log and action_taken and action_taken != said_before:
-            out.history.append((now, namespec, "action", action_taken))
+            out.history.append(HistoryEntry(now, namespec, "action", action_taken))
         return alert
 
     def close(self, family: str, namespec: str, now: float, out: Outcome, why: str, notify: bool) -> Alert | None:
@@ -98,7 +98,7 @@ class AlertBook:
             self.recently_closed.pop(next(iter(self.recently_closed)))
         if notify:
             out.notices.append(Notice(alert.key, RESOLVED, now))
-        out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))
+        out.history.append(HistoryEntry(now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))
         return alert
 
     def amend(self, family: str, namespec: str, now: float, out: Outcome, why: str) -> Alert | None:
@@ -112,7 +112,8 @@ class AlertBook:
         alert.resolution, alert.updated_at = why, now
         out.alerts[alert.key] = alert
         out.notices.append(Notice(alert.key, RESOLVED, now))
-        out.history.append((now, namespec, "resolved", f"{_named(alert)} resolved: {why} (not as said before)"))
+        out.history.append(HistoryEntry(now, namespec, "resolved",
+                                        f"{_named(alert)} resolved: {why} (not as said before)"))
         return alert
 
     def close_all(self, namespec: str, now: float, out: Outcome, why: str, notify: bool,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .actions import OwnActions
-from .models import Hold, Outcome, ProcessRecord
+from .models import HistoryEntry, Hold, Outcome, ProcessRecord
 
 
 class HoldBook:
@@ -36,7 +36,7 @@ class HoldBook:
                 continue  # (another id: released and held again between two looks, a new hold to confirm)
             self.holds[ns] = hold
             out.holds_seen.append((hold.id, now))
-            out.history.append((now, ns, "hold", "held by an operator: lookout leaves it as it is"
+            out.history.append(HistoryEntry(now, ns, "hold", "held by an operator: lookout leaves it as it is"
                                 + (f" ({hold.reason})" if hold.reason else "")))
             rec = records.get(ns)
             if rec is not None:
@@ -46,7 +46,7 @@ class HoldBook:
                 changed.append(rec)
         for ns in [ns for ns in self.holds if ns not in wanted]:
             del self.holds[ns]
-            out.history.append((now, ns, "hold", "released: lookout may act on it again"))
+            out.history.append(HistoryEntry(now, ns, "hold", "released: lookout may act on it again"))
             rec = records.get(ns)
             if rec is not None:
                 if rec.braked and rec.brake_resume_at is not None:
@@ -58,4 +58,4 @@ class HoldBook:
         """An operator's start ends a hold: they have taken the process back."""
         if self.holds.pop(namespec, None) is not None:
             out.holds_released.append((namespec, "an operator started it", now))
-            out.history.append((now, namespec, "hold", "released: an operator started it"))
+            out.history.append(HistoryEntry(now, namespec, "hold", "released: an operator started it"))

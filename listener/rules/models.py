@@ -281,6 +281,23 @@ class Hold:
     reason: str = ""
 
 
+SUPERVISORD, LOOKOUT_RESTART = "supervisord", "lookout"  # HistoryEntry.restart: whose restart it was
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of a process's history: what happened, said for people (detail), and the facts the
+    operator's commands count kept apart from that wording (a restart and whose; an exit's status)."""
+
+    at: float
+    namespec: str
+    kind: str  # state, exit, alert, resolved, action, notify, hold
+    detail: str
+    restart: str = ""  # a restart: SUPERVISORD (STARTING from EXITED or BACKOFF) or LOOKOUT_RESTART
+    exit_status: int | None = None  # an exit whose status is known (-1: killed by a signal)
+    exit_text: str = ""  # with it: "exit status 3", "killed by SIGKILL"
+
+
 @dataclass
 class Outcome:
     """What one input changed: the caller persists it, then acknowledges."""
@@ -290,7 +307,7 @@ class Outcome:
     notices: list[Notice] = field(default_factory=list)
     probe_states: dict[tuple[str, str], ProbeState] = field(default_factory=dict)
     remediations: list[tuple[str, str, str]] = field(default_factory=list)  # (namespec, action, result) to count
-    history: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, namespec, kind, what happened)
+    history: list[HistoryEntry] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)  # for the executor, after the commit
     exit_lookups: list[tuple[str, int | None]] = field(default_factory=list)  # (namespec, pid of the run)
     start_lookups: list[str] = field(default_factory=list)  # exact spawn time, for uptime

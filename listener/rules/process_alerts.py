@@ -24,7 +24,18 @@ from .alerts import AlertBook
 from .brake import CrashLoopBrake
 from .health import HealthTracker
 from .holds import HoldBook
-from .models import CRASH_LOOP, CRASHED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord
+from .models import (
+    CRASH_LOOP,
+    CRASHED,
+    FATAL,
+    LEFT_STOPPED,
+    PROCESS,
+    REMEDIATION,
+    SUPERVISORD,
+    HistoryEntry,
+    Outcome,
+    ProcessRecord,
+)
 from .policy import PolicyBook
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
@@ -85,7 +96,8 @@ class ProcessAlerts:
         pending.stable_checks.discard(rec.namespec)  # news: a stable run is judged afresh
         pending.stable_not_before.pop(rec.namespec, None)
         pending.unheard_since.pop(rec.namespec, None)
-        out.history.append((now, rec.namespec, "state", ev.describe()))
+        restart = SUPERVISORD if ev.state == "STARTING" and ev.from_state in ("EXITED", "BACKOFF") else ""
+        out.history.append(HistoryEntry(now, rec.namespec, "state", ev.describe(), restart=restart))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.pid = ev.pid if ev.state in LIVE_STATES else None
         if rec.pid:

@@ -22,7 +22,17 @@ from ...config import AlertSettings, format_duration
 from .actions import OwnActions
 from .alerts import AlertBook
 from .health import HealthTracker
-from .models import EXITED, FATAL, LEFT_STOPPED, PROCESS, REMEDIATION, Outcome, ProcessRecord, ProcessSnapshot
+from .models import (
+    EXITED,
+    FATAL,
+    LEFT_STOPPED,
+    PROCESS,
+    REMEDIATION,
+    HistoryEntry,
+    Outcome,
+    ProcessRecord,
+    ProcessSnapshot,
+)
 from .process_alerts import LIVE_STATES, ProcessAlerts, reset_failures
 from .quorum import QuorumWatch
 from .removal import Removals
@@ -78,7 +88,8 @@ class SupervisordAnswers:
                     rec.last_run_seconds = took
                 out.records[namespec] = rec
             shown = f" after running {format_duration(took)}" if took is not None else ""
-            out.history.append((at, namespec, "exit", f"{what}{shown}"))
+            out.history.append(HistoryEntry(at, namespec, "exit", f"{what}{shown}", exit_status=code,
+                                            exit_text=what if code is not None else ""))
         return out
 
     def on_start_observed(self, namespec: str, start: float, *, exact: bool = False, pid: int = 0) -> Outcome:
@@ -180,7 +191,7 @@ class SupervisordAnswers:
     def _align(self, rec: ProcessRecord, info: ProcessSnapshot, taken_at: float, out: Outcome) -> bool:
         changed = not rec.present or rec.state != info.state
         if rec.state != info.state:
-            out.history.append((taken_at, rec.namespec, "state",
+            out.history.append(HistoryEntry(taken_at, rec.namespec, "state",
                                 f"{info.state} (seen by a reconcile, was {rec.state})"))
         rec.present = True
         skew = taken_at - info.now  # our clock minus supervisord's

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from .actions import OPERATOR, OwnActions
 from .alerts import AlertBook
 from .health import HealthTracker
-from .models import ORPHAN, QUORUM, REMOVED_FROM_CONFIG, STOPPED_BY_OPERATOR, Outcome, ProcessRecord
+from .models import ORPHAN, QUORUM, REMOVED_FROM_CONFIG, STOPPED_BY_OPERATOR, HistoryEntry, Outcome, ProcessRecord
 from .quorum import QuorumWatch
 from .remediation import RemediationGuard
 
@@ -63,7 +63,7 @@ class Removals:
         rec.failures, rec.failing_since, rec.crash_looping = [], None, False
         rec.pending_exit_at, rec.stopped_by = None, ""
         out.records[rec.namespec] = rec
-        out.history.append((now, rec.namespec, "state", REMOVED_FROM_CONFIG))
+        out.history.append(HistoryEntry(now, rec.namespec, "state", REMOVED_FROM_CONFIG))
 
     @staticmethod
     def _stopped_by_update(rec: ProcessRecord, now: float) -> bool:

@@ -16,7 +16,6 @@ nothing).
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from dataclasses import dataclass
 
@@ -348,8 +347,8 @@ class StoreReader:
         """Restarts per process in the hour and the day before `now`: supervisord's own (a STARTING
         from EXITED or BACKOFF) and lookout's (its restart action), from the history."""
         counts: dict[str, list[int]] = {}
-        for ns, recent, n in self.conn.execute(
-                f"SELECT namespec, at >= ?, COUNT(*) FROM history WHERE {_RESTART} AND at >= ? "
+        for ns, recent, n in self._history_facts(
+                "SELECT namespec, at >= ?, COUNT(*) FROM history WHERE restart != '' AND at >= ? "
                 "GROUP BY namespec, at >= ?", (now - 3600, now - 86400, now - 3600)):
             hour_day = counts.setdefault(ns, [0, 0])
             hour_day[1] += n
@@ -360,26 +359,17 @@ class StoreReader:
     def history_exits(self) -> dict[str, ExitRow]:
         """Each process's newest exit in the history, which keeps the last exit whose status is
         known even while the newest one is still being looked up."""
-        out = {}
-        for ns, at, detail in self.conn.execute(
-                "SELECT namespec, MAX(at), detail FROM history WHERE kind = 'exit' GROUP BY namespec"):
-            out[ns] = _exit_from_history(detail, at)
-        return out
+        return {ns: ExitRow(text or detail, status, at) for ns, at, detail, status, text in self._history_facts(
+            "SELECT namespec, MAX(at), detail, exit_status, exit_text FROM history WHERE kind = 'exit' "
+            "GROUP BY namespec")}
 
+    def _history_facts(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """The history's fact columns (schema 6); a store no listener of this version has opened yet
+        has none: nothing to count until it does (it migrates the store at its start)."""
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such column" not in str(exc):
+                raise
+            return []
 
-# The history has no restart or exit-status column: these read the wording the rules write
-# (process_alerts.py's ProcessStateEvent.describe, actions.py, process_answers.py's on_exit_observed). They
-# live here, beside the store, so that the wording is a contract of this package only.
-_RESTART = ("((kind = 'state' AND (detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')) "
-            "OR (kind = 'action' AND detail LIKE 'restarted by lookout%'))")  # bracketed: ANDed with the window
-
-
-_EXIT = re.compile(r"^(exit status (\d+)|killed by \S+)")
-
-
-def _exit_from_history(detail: str, at: float) -> ExitRow:
-    """'exit status 3 after running 1.2s' -> ExitRow('exit status 3', 3, at); 'killed by SIGKILL ...': -1."""
-    m = _EXIT.match(detail)
-    if m is None:
-        return ExitRow(detail, None, at)
-    return ExitRow(m.group(1), int(m.group(2)) if m.group(2) else -1, at)

@@ -35,11 +35,14 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    its evidence, last_detail says why)
   remediation_stats(namespec, action, result, count)
                                    counters for lookout_remediations_total
-  history(id, at, namespec, kind, detail)
+  history(id, at, namespec, kind, detail, restart, exit_status, exit_text)
                                    what happened to each process, for `lookout history`: kind is
                                    state (every state change), exit (with its status), alert,
                                    resolved, action (lookout's own), notify (a notice queued in
-                                   the outbox for the targets), hold. Bounded: rows older than state.history_max_age,
+                                   the outbox for the targets), hold; restart: whose restart a row
+                                   is (supervisord, lookout), exit_status and exit_text: an exit's
+                                   (the commands count these, never the wording of detail).
+                                   Bounded: rows older than state.history_max_age,
                                    beyond state.history_per_process for one process, or beyond
                                    state.history_max_rows in all are pruned, oldest first
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
@@ -224,7 +227,10 @@ CREATE TABLE IF NOT EXISTS history (
     at REAL NOT NULL,
     namespec TEXT NOT NULL,
     kind TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    restart TEXT NOT NULL DEFAULT '',
+    exit_status INTEGER,
+    exit_text TEXT NOT NULL DEFAULT ''
 );
 -- No index on namespec: one more B-tree to update on every event cost the listener about 5%
 -- of its throughput; `lookout history` and pruning scan at most history_max_rows rows.
@@ -298,12 +304,28 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Add the columns a newer schema has to tables an older store created (with their defaults)."""
-    for table in ("processes", "alerts", "outbox", "probes"):
+    for table in ("processes", "alerts", "outbox", "probes", "history"):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         wanted = _declared_columns(table)
         for column, declaration in wanted.items():
             if column not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if table == "history" and "restart" not in have:
+            _history_facts_from_wording(conn)
+
+
+def _history_facts_from_wording(conn: sqlite3.Connection) -> None:
+    """Schema 6 keeps a restart and an exit's status in columns; an older store's rows said them
+    only in their wording, which is read here once, as the columns are added."""
+    conn.execute("UPDATE history SET restart = 'supervisord' WHERE kind = 'state' AND "
+                 "(detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')")
+    conn.execute("UPDATE history SET restart = 'lookout' WHERE kind = 'action' AND detail LIKE 'restarted by lookout%'")
+    conn.execute("UPDATE history SET exit_status = CAST(substr(detail, 13) AS INTEGER), "
+                 "exit_text = 'exit status ' || CAST(substr(detail, 13) AS INTEGER) "
+                 "WHERE kind = 'exit' AND detail GLOB 'exit status [0-9]*'")
+    conn.execute("UPDATE history SET exit_status = -1, "
+                 "exit_text = substr(detail, 1, 10 + instr(substr(detail, 11) || ' ', ' ') - 1) "
+                 "WHERE kind = 'exit' AND detail LIKE 'killed by %'")
     if get_meta(conn, "schema_version") != str(SCHEMA_VERSION):  # no write when nothing changes (disk full)
         conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))

@@ -239,8 +239,10 @@ class StateStore:
                 c.executemany(_UPSERT_PROBE, [[getattr(st, f) for f in _PROBE_FIELDS]
                                               for st in outcome.probe_states.values()])
             if outcome.history:
-                c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, ?, ?)",
-                              [(at, ns, kind, detail[:1000]) for at, ns, kind, detail in outcome.history])
+                c.executemany("INSERT INTO history(at, namespec, kind, detail, restart, exit_status, exit_text) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [(h.at, h.namespec, h.kind, h.detail[:1000], h.restart, h.exit_status, h.exit_text)
+                               for h in outcome.history])
                 self._history_written += len(outcome.history)
                 if self._history_written >= self._prune_every:
                     self._history_written = 0
