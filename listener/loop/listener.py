@@ -47,6 +47,7 @@ from .clock_steps import commit_for_step, commit_for_stored_frame
 from .commits import Commits, Effects
 from .degraded import StoreTrouble
 from .health import HealthRunner
+from .lookups import lookups_outcome
 from .supervisord_end import SupervisordEnd
 from .supervisord_life import boot_id
 
@@ -358,14 +359,7 @@ class Listener:
             self.saw_tick = True
             if time.monotonic() - self.effects.last_reconcile_at >= self.config.listener.reconcile_interval:
                 self.effects.reconcile("periodic")
-                self._prune(now)
-
-    def _prune(self, now: float) -> None:
-        try:
-            if self.keeper.state is not None:
-                self.keeper.state.prune(now)
-        except Exception as exc:  # pruning is housekeeping: it waits for the next tick
-            log.warning("pruning the store failed (%s); retried at the next reconcile", exc)
+                self.keeper.prune(now)
 
     # ---- other inputs -------------------------------------------------------------------
 
@@ -381,17 +375,7 @@ class Listener:
             self.commits.apply(engine.on_snapshot(result.infos, taken_at, self.clock()), engine, meta=meta)
             self.end.after_reconcile(result.infos, self.clock(), engine)
             return
-        outcome = Outcome()  # one commit for the whole batch of lookups
-        if isinstance(result, StartsObserved):
-            for ns, (start, pid) in result.starts.items():
-                outcome.merge(engine.on_start_observed(ns, self.clock.from_mono(start), pid=pid))
-        else:
-            for (ns, pid), info in result.exits.items():
-                if isinstance(info, str):  # not known, and why
-                    outcome.merge(engine.on_exit_observed(ns, None, info, pid=pid))
-                else:
-                    outcome.merge(engine.on_exit_observed(ns, info.status, info.text, info.ran, pid=pid))
-        self.commits.apply(outcome, engine)
+        self.commits.apply(lookups_outcome(result, engine, self.clock), engine)
 
     # ---- the wall clock stepped -------------------------------------------------------------
 

@@ -82,6 +82,14 @@ class StoreKeeper:
         self._holds_version = version
         return holds
 
+    def prune(self, now: float) -> None:
+        """Old rows out (state.py: prune), at a periodic reconcile."""
+        try:
+            if self.state is not None:
+                self.state.prune(now)
+        except Exception as exc:  # pruning is housekeeping: it waits for the next tick
+            log.warning("pruning the store failed (%s); retried at the next reconcile", exc)
+
     def replaced(self) -> bool:
         """True when the file at path is gone or is another file than the one we write."""
         return self._identity is not None and identity(self.path) != self._identity
