@@ -22,7 +22,7 @@ from lookout.listener.rules.engine import AlertEngine
 from lookout.listener.rules.models import FIRING, Notice, Outcome, ProcessSnapshot
 from lookout.listener.rules.timeshift import NOT_TIMES, TIME_LISTS, TIMES
 from lookout.listener.store.clockshift import META_OUTBOX_OFFSET, ClockStep
-from lookout.listener.store.delivery import DeliveryStore
+from lookout.listener.store.delivery import SYSTEM_NEWS, DeliveryStore
 from lookout.listener.store.schema import connect, get_meta
 from lookout.listener.store.state import StateStore
 from lookout.listener.workers.watcher import steady
@@ -306,7 +306,7 @@ def test_the_notifier_keeps_group_wait_and_retries_across_a_step(tmp_path, step)
     assert len(target.sent) == 1, "not sent after its group_wait"
     target.down = True  # the next message fails: its retry is due 20 s later
     DeliveryStore(conn).dispatch([], [{"target_key": "t", "target_label": "t", "scheme": "test", "title": "again",
-                                       "body": "", "notify_type": "info", "about": "system"}], notifier.clock())
+                                       "body": "", "notify_type": "info", "about": SYSTEM_NEWS}], notifier.clock())
     turn(0.5)
     c.wall -= step  # and back again, while the retry waits
     clock.step()

@@ -32,7 +32,7 @@ from lookout.listener.store.delivery import DeliveryStore
 from lookout.listener.store.schema import connect
 
 from .conftest import fast_alerts
-from .harness import Webhook, free_port, stays, wait_for
+from .harness import Webhook, about, free_port, stays, wait_for
 
 # ---- the sender's decisions --------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def outbox(tmp_path, **script: list[Verdict]):  # noqa: ANN201
 
     def write(key: str, title: str) -> None:
         store.dispatch([], [{"target_key": key, "target_label": targets[key].label, "scheme": "json", "title": title,
-                             "body": title, "notify_type": "warning", "about": "a1"}], clock[0])
+                             "body": title, "notify_type": "warning", "about": about("a1")}], clock[0])
 
     def run(until: float) -> None:
         while clock[0] < until:
@@ -199,7 +199,7 @@ def test_with_real_lanes_every_message_goes_out_once(tmp_path):
     try:
         for i, title in enumerate(titles):
             store.dispatch([], [{"target_key": targets[0].key, "target_label": targets[0].label, "scheme": "json",
-                                 "title": title, "body": title, "notify_type": "warning", "about": f"a{i}"}],
+                                 "title": title, "body": title, "notify_type": "warning", "about": about(f"a{i}")}],
                            time.time())
             notifier.wake()
         wait_for(lambda: len(hook.messages) >= len(titles), 60, "every message sent")

@@ -16,6 +16,8 @@ from lookout.listener.notifier.worker import Notifier
 from lookout.listener.store.delivery import DeliveryStore, OutboxMessage
 from lookout.listener.store.schema import connect
 
+from .harness import about as as_about
+
 
 class FlakyTarget(TextTarget):
     tags = frozenset()
@@ -50,7 +52,7 @@ def make(tmp_path, *targets: FlakyTarget, retry_for: str = "1d"):  # noqa: ANN20
 
     def write(target: FlakyTarget, title: str, about: str = "a1") -> None:
         store.dispatch([], [{"target_key": target.key, "target_label": target.label, "scheme": "test",
-                             "title": title, "body": title, "notify_type": "info", "about": about}], clock[0])
+                             "title": title, "body": title, "notify_type": "info", "about": as_about(about)}], clock[0])
 
     def run(until: float, tick: float = 0.5) -> None:
         while clock[0] < until:
@@ -166,7 +168,7 @@ def test_a_clock_stepped_back_less_than_retry_max_moves_the_retries_with_it(tmp_
     notifier = Notifier(config, [slack], None, clock=lambda: clock[0])  # type: ignore[arg-type]
     DeliveryStore(connect(config.state_path)).dispatch([], [{
         "target_key": "slack", "target_label": "s", "scheme": "test", "title": "[WARNING] feed crashed",
-        "body": "", "notify_type": "info", "about": "a1"}], clock[0])
+        "body": "", "notify_type": "info", "about": as_about("a1")}], clock[0])
     slack.down = True
     notifier.step(clock[0])  # fails: retry due in 2 s
     slack.down = False
@@ -207,7 +209,7 @@ def test_a_rate_limited_target_draining_a_backlog_loses_nothing(tmp_path):
 
 def test_queues_are_per_target_by_topic_and_working_targets_come_first():
     def msg(i: int, key: str, due: float, about: str, attempts: int = 0) -> OutboxMessage:
-        return OutboxMessage(i, key, key, "t", f"m{i}", "", "", 0.0, attempts, due, about)
+        return OutboxMessage(i, key, key, "t", f"m{i}", "", "", 0.0, attempts, due, as_about(about))
 
     queues, wake = delivery_queues([msg(1, "a", 50, "a1", 1), msg(2, "a", 0, "a1"), msg(3, "a", 0, "a2"),
                                     msg(4, "b", 0, "a1"), msg(5, "b", 0, "a3")], 10)
@@ -222,14 +224,14 @@ def test_reposts_to_a_target_that_is_down_do_not_pile_up(tmp_path):
     store = DeliveryStore(connect(str(tmp_path / "db")))
     for t in range(5):
         store.dispatch([], [{"target_key": "am", "target_label": "am", "scheme": "http", "title": "alertmanager",
-                             "body": f"[{t}]", "notify_type": "", "about": "repost a1"}], 100.0 + t)
+                             "body": f"[{t}]", "notify_type": "", "about": as_about("repost a1")}], 100.0 + t)
     assert [store.with_text(m).body for m in store.pending_messages()] == ["[4]"]
 
 
 def test_one_targets_backlog_never_hides_another_targets_messages(tmp_path):
     store = DeliveryStore(connect(str(tmp_path / "db")))
     backlog = [{"target_key": "a", "target_label": "a", "scheme": "t", "title": f"m{i}", "body": "",
-                "notify_type": "", "about": f"a{i}"} for i in range(2500)]
+                "notify_type": "", "about": as_about(f"a{i}")} for i in range(2500)]
     store.dispatch([], [*backlog, {**backlog[0], "target_key": "b", "title": "for b"}], 100.0)
     pending = store.pending_messages(per_target=1000)
     assert len(pending) == 1001 and store.with_text(pending[-1]).title == "for b"

@@ -20,15 +20,7 @@ from __future__ import annotations
 
 from itertools import groupby
 
-from ..store.delivery import ANY, REPOST, OutboxMessage
-
-EVERYTHING = frozenset({ANY})
-
-
-def about(msg: OutboxMessage) -> frozenset[str]:
-    """What the message is about; a re-post marker orders nothing."""
-    topics = frozenset(msg.about.split()) - {REPOST}
-    return EVERYTHING if not msg.about.strip() or ANY in topics else topics
+from ..store.delivery import EVERYTHING, OutboxMessage
 
 
 def delivery_queues(pending: list[OutboxMessage], now: float, resting: dict[str, float] | None = None,
@@ -44,11 +36,11 @@ def delivery_queues(pending: list[OutboxMessage], now: float, resting: dict[str,
     for key, group in groupby(sorted(pending, key=lambda m: (m.target_key, m.id)), key=lambda m: m.target_key):
         messages = list(group)
         rest_until = (resting or {}).get(key, float("-inf"))
-        earlier: set[str] = set()
+        earlier: set[int | str] = set()
         queue = []
         for msg in messages:
-            topics = about(msg)
-            waits = ANY in earlier or (bool(earlier) and topics is EVERYTHING) or bool(topics & earlier)
+            topics = msg.about.topics()
+            waits = bool(EVERYTHING & earlier) or (bool(earlier) and topics is EVERYTHING) or bool(topics & earlier)
             earlier |= topics
             if waits:
                 continue  # it goes out after the older one: looked at again when that one is done

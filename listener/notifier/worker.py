@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ...clock import frame_of
 from ...config import Config
 from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
-from ..store.delivery import SYSTEM, DeliveryStore, PendingNotice, Silence, about_alerts
+from ..store.delivery import SYSTEM_NEWS, About, DeliveryStore, PendingNotice, Silence
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
 from ..workers.log_reader import ProcessLogs
@@ -273,7 +273,7 @@ class Notifier:
                 payload = target.render_system(msg, self.config.hostname)
                 messages.append({"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                                  "title": payload.title, "body": payload.body, "notify_type": payload.notify_type,
-                                 "about": SYSTEM})
+                                 "about": SYSTEM_NEWS})
         self._db().dispatch([], messages, now)
         with self._lock:
             del self._announce[: len(items)]
@@ -324,7 +324,7 @@ class Notifier:
     def _message(self, target: Target, notices: list[PendingNotice], now: float, extra: Enrichment,
                  repost: bool = False) -> dict:
         payload = target.render(notices, now, extra, self._rendering)
-        about = about_alerts((n.alert for n in notices), repost)
+        about = About.alerts((n.alert for n in notices), repost)
         return {"target_key": target.key, "target_label": target.label, "scheme": target.scheme,
                 "title": payload.title, "body": payload.body, "notify_type": payload.notify_type, "about": about}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -24,6 +25,38 @@ class PendingNotice:
     heard: bool = False  # a firing of this alert was already delivered
 
 
+EVERYTHING: frozenset[int | str] = frozenset({"*"})  # the topics of a message that orders with all
+
+
+@dataclass(frozen=True)
+class About:
+    """What an outbox message is about, which orders a target's messages (notifier/ordering.py):
+    the alerts it reports, lookout's own news (system), or everything (an alert not yet stored, or
+    a row from a store before schema 5). repost: Alertmanager's re-post of what still fires, which
+    a newer re-post supersedes and which `lookout history` does not list."""
+
+    alert_ids: tuple[int, ...] = ()
+    system: bool = False
+    everything: bool = False
+    repost: bool = False
+
+    @classmethod
+    def alerts(cls, alerts: Iterable[Alert], repost: bool = False) -> About:
+        alerts = list(alerts)
+        return cls(tuple(sorted({a.id for a in alerts if a.id is not None})),
+                   everything=any(a.id is None for a in alerts), repost=repost)
+
+    def topics(self) -> frozenset[int | str]:
+        """The alert ids and "system"; EVERYTHING for a message that orders with all."""
+        if self.everything:
+            return EVERYTHING
+        return frozenset(self.alert_ids) | ({"system"} if self.system else set())
+
+
+SYSTEM_NEWS = About(system=True)
+EVERYTHING_ABOUT = About(everything=True)
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     id: int
@@ -36,7 +69,7 @@ class OutboxMessage:
     created_at: float
     attempts: int
     next_attempt_at: float = 0.0
-    about: str = ""  # space-separated: "a<alert id>", "system", "repost"; "" (an older store): everything
+    about: About = EVERYTHING_ABOUT
     copies: int = 0  # sends its target's host took in full without answering in time (maybe delivered)
 
 
@@ -76,29 +109,11 @@ def _fingerprint(n: PendingNotice) -> tuple:
     return (n.kind, n.alert.kind, n.alert.severity, n.alert.action_taken, n.alert.evidence, n.alert.resolution)
 
 
-# outbox.about: what a message is about, space-separated; the one place that writes and reads it.
-REPOST, SYSTEM, ANY = "repost", "system", "*"
-
-
-def about_alerts(alerts: Iterable[Alert], repost: bool = False) -> str:
-    """The about of a message reporting these alerts (an alert not yet stored: ANY)."""
-    topics = sorted({ANY if a.id is None else f"a{a.id}" for a in alerts})
-    return " ".join([REPOST] * repost + topics)
-
-
-def is_repost(about: str) -> bool:
-    return REPOST in about.split()
-
-
-def alert_ids(about: str) -> list[int]:
-    return [int(t[1:]) for t in about.split() if t[:1] == "a" and t[1:].isdigit()]
-
-
-def _delivery_history(c: sqlite3.Connection, about: str, now: float, what: str) -> None:
+def _delivery_history(c: sqlite3.Connection, about: About, now: float, what: str) -> None:
     """`lookout history` says whether a message was heard, not only queued (re-posts aside)."""
-    if is_repost(about):
+    if about.repost:
         return
-    ids = alert_ids(about)
+    ids = about.alert_ids
     c.executemany("INSERT INTO history(at, namespec, kind, detail) SELECT ?, namespec, 'notify', ? "
                   "FROM alerts WHERE id = ?", [(now, what, i) for i in ids])
 
@@ -145,15 +160,17 @@ class DeliveryStore:
                     return False
             c.executemany("INSERT INTO history(at, namespec, kind, detail) VALUES (?, ?, 'notify', ?)",
                           [(now, ns, what) for ns, what in history])
-            for key in {m["target_key"] for m in messages if is_repost(m.get("about", ""))}:
+            messages = [{"about": EVERYTHING_ABOUT, **m} for m in messages]  # (said nothing: orders with all)
+            for key in {m["target_key"] for m in messages if m["about"].repost}:
                 c.execute("UPDATE outbox SET status = 'dropped', last_error = 'superseded by a newer re-post' "
-                          "WHERE target_key = ? AND status = 'pending' AND ' ' || about || ' ' LIKE '% repost %'",
+                          "WHERE target_key = ? AND status = 'pending' AND repost = 1",
                           (key,))  # a target that is down keeps one re-post, the latest, not one per interval
             c.executemany(
-                "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, "
-                "created_at, next_attempt_at, about) VALUES (:target_key, :target_label, :scheme, "
-                ":title, :body, :notify_type, :now, :now, :about)",
-                [{"about": "", **m, "now": now} for m in messages],
+                "INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, created_at, "
+                "next_attempt_at, alert_ids, system, everything, repost) VALUES (:target_key, :target_label, "
+                ":scheme, :title, :body, :notify_type, :now, :now, :alert_ids, :system, :everything, :repost)",
+                [{**m, "now": now, "alert_ids": json.dumps(m["about"].alert_ids), "system": m["about"].system,
+                  "everything": m["about"].everything, "repost": m["about"].repost} for m in messages],
             )
             c.executemany(
                 "UPDATE notifications SET dispatched_at = ? WHERE id = ?",
@@ -195,13 +212,14 @@ class DeliveryStore:
         written (a bound per target: one target's backlog never hides another's messages)."""
         rows = self.conn.execute(  # without title and body: read for the few that are sent (with_text)
             "SELECT id, target_key, target_label, scheme, '', '', notify_type, created_at, attempts, "
-            "next_attempt_at, about, copies FROM (SELECT id, target_key, target_label, scheme, notify_type, "
-            "created_at, attempts, next_attempt_at, about, copies, "
-            "ROW_NUMBER() OVER (PARTITION BY target_key ORDER BY id) AS n "
+            "next_attempt_at, alert_ids, system, everything, repost, copies FROM (SELECT id, target_key, "
+            "target_label, scheme, notify_type, created_at, attempts, next_attempt_at, alert_ids, system, "
+            "everything, repost, copies, ROW_NUMBER() OVER (PARTITION BY target_key ORDER BY id) AS n "
             "FROM outbox WHERE status = 'pending') WHERE n <= ? ORDER BY target_key, id",
             (per_target,),
         ).fetchall()
-        return [OutboxMessage(*r) for r in rows]
+        return [OutboxMessage(*r[:10], About(tuple(json.loads(r[10])), bool(r[11]), bool(r[12]), bool(r[13])), r[14])
+                for r in rows]
 
     def with_text(self, msg: OutboxMessage) -> OutboxMessage | None:
         """The message with its title and body, read when it is about to be sent; None if it is no

@@ -48,15 +48,18 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
   notifications(id, alert_id, kind, created_at, dispatched_at, held)
                                    what people must hear; pending until grouped into outbox
                                    (dispatched_at is also set for notices dropped on purpose)
-  outbox(id, target_key, ..., about, copies, sending_since)
+  outbox(id, target_key, ..., copies, sending_since, alert_ids, system, everything, repost)
                                    one row per message per target; status pending -> sent,
                                    or expired after notify.retry_for, or maybe (given up after
                                    3 copies that were sent and not answered in time: "maybe
                                    delivered"), or dropped (its target removed, or a re-post
-                                   superseded by a newer one); about: what the message is about
-                                   (alert ids "a<id>", "system", "repost"), which orders a
-                                   target's messages; copies: sends its target's host took in
-                                   full without answering in time; sending_since: a send is out
+                                   superseded by a newer one); what the message is about,
+                                   which orders a target's messages: alert_ids (JSON), system
+                                   (lookout's own news), everything (orders with all), repost
+                                   (Alertmanager's re-post); about: before schema 6, all of that
+                                   in one text, read into those columns once; copies: sends its
+                                   target's host took in full without answering in time;
+                                   sending_since: a send is out
   targets(target_key, target_label, scheme, hanging_since, last_error, updated_at)
                                    one row per configured target: hanging_since is set while its
                                    sends get no answer within notify.timeout (it counts as
@@ -82,6 +85,7 @@ defaults): an older store is migrated in place when the listener opens it.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
@@ -183,7 +187,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at REAL,
     about TEXT NOT NULL DEFAULT '',
     copies INTEGER NOT NULL DEFAULT 0,
-    sending_since REAL
+    sending_since REAL,
+    alert_ids TEXT NOT NULL DEFAULT '[]',
+    system INTEGER NOT NULL DEFAULT 0,
+    everything INTEGER NOT NULL DEFAULT 0,
+    repost INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS targets (
@@ -312,6 +320,19 @@ def migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         if table == "history" and "restart" not in have:
             _history_facts_from_wording(conn)
+        if table == "outbox" and "alert_ids" not in have:
+            _outbox_about_from_text(conn)
+
+
+def _outbox_about_from_text(conn: sqlite3.Connection) -> None:
+    """Before schema 6 what a message is about was one text ("a12 a13", "system", "repost a12", "*"
+    for an alert not yet stored, "" before schema 5: everything); read into its columns once."""
+    rows = conn.execute("SELECT id, about FROM outbox").fetchall()
+    for row_id, about in rows:
+        words = about.split()
+        ids = [int(w[1:]) for w in words if w[:1] == "a" and w[1:].isdigit()]
+        conn.execute("UPDATE outbox SET alert_ids = ?, system = ?, everything = ?, repost = ? WHERE id = ?",
+                     (json.dumps(ids), "system" in words, not words or "*" in words, "repost" in words, row_id))
 
 
 def _history_facts_from_wording(conn: sqlite3.Connection) -> None:
