@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .fixtures.make_pre22_store import FIXTURE, PROGRAMS, WEBHOOK_PORT, settings
 from .harness import Webhook, stays, wait_for
 
@@ -168,3 +170,40 @@ def test_a_schema_5_outbox_says_what_each_message_is_about_in_columns(tmp_path):
     messages = DeliveryStore(connect(path)).pending_messages()
     assert [m.about for m in messages] == [About((1, 2)), About(system=True), About((3,), repost=True),
                                            About(everything=True), About((4,), everything=True)]
+
+
+def test_the_migration_is_one_transaction_and_says_its_version(tmp_path, monkeypatch):
+    """A migration cut short (a kill, a full disk) leaves the older store as it was, and the next
+    open migrates it whole: no half-migrated store whose old rows read as about nothing. Every
+    store, new or migrated, says its schema version."""
+    from lookout.listener.store import schema
+    from lookout.listener.store.delivery import About, DeliveryStore
+
+    fresh = schema.connect(str(tmp_path / "fresh.db"))
+    assert schema.get_meta(fresh, "schema_version") == str(schema.SCHEMA_VERSION)
+    path = str(tmp_path / "lookout.db")
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target_key TEXT NOT NULL, "
+                    "target_label TEXT NOT NULL, scheme TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL, "
+                    "notify_type TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+                    "next_attempt_at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+                    "last_error TEXT NOT NULL DEFAULT '', sent_at REAL, about TEXT NOT NULL DEFAULT '', "
+                    "copies INTEGER NOT NULL DEFAULT 0, sending_since REAL)")
+        old.execute("INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, created_at, "
+                    "next_attempt_at, about) VALUES ('t', 't', 'json', 'm', '', 'info', 1.0, 1.0, 'a1')")
+    old.close()
+    real = schema._outbox_about_from_text
+
+    def cut_short(conn):  # noqa: ANN001, ANN202
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(schema, "_outbox_about_from_text", cut_short)
+    with pytest.raises(Exception, match="disk"):  # (the store's own error, naming the cause)
+        schema.connect(path)
+    with sqlite3.connect(path) as c:
+        assert "alert_ids" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}
+    c.close()
+    monkeypatch.setattr(schema, "_outbox_about_from_text", real)
+    conn = schema.connect(path)
+    assert [m.about for m in DeliveryStore(conn).pending_messages()] == [About((1,))]
+    assert schema.get_meta(conn, "schema_version") == str(schema.SCHEMA_VERSION)

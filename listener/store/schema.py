@@ -55,7 +55,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    delivered"), or dropped (its target removed, or a re-post
                                    superseded by a newer one); what the message is about,
                                    which orders a target's messages: alert_ids (JSON), system
-                                   (lookout's own news), everything (orders with all), repost
+                                   (lookout's own news), everything (orders with all; the default,
+                                   for a row an older listener writes), repost
                                    (Alertmanager's re-post); about: before schema 6, all of that
                                    in one text, read into those columns once; copies: sends its
                                    target's host took in full without answering in time;
@@ -190,7 +191,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sending_since REAL,
     alert_ids TEXT NOT NULL DEFAULT '[]',
     system INTEGER NOT NULL DEFAULT 0,
-    everything INTEGER NOT NULL DEFAULT 0,
+    everything INTEGER NOT NULL DEFAULT 1,
     repost INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
@@ -310,46 +311,56 @@ def connect(path: str, *, readonly: bool = False, check: bool = False,
     return conn
 
 
+MIGRATED_TABLES = ("processes", "alerts", "outbox", "probes", "history")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns a newer schema has to tables an older store created (with their defaults)."""
-    for table in ("processes", "alerts", "outbox", "probes", "history"):
+    """Bring an older store to this schema in place, in one transaction (a kill or a full disk in
+    the middle leaves the older store as it was, migrated again at the next open): the columns a
+    newer schema has, with their defaults; what rows before schema 6 said only in text, read into
+    its columns; the version. Nothing is written when nothing changes (a full disk must not keep
+    the listener from opening its store)."""
+    missing = {}
+    for table in MIGRATED_TABLES:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        wanted = _declared_columns(table)
-        for column, declaration in wanted.items():
-            if column not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-        if table == "history" and "restart" not in have:
-            _history_facts_from_wording(conn)
-        if table == "outbox" and "alert_ids" not in have:
-            _outbox_about_from_text(conn)
+        missing[table] = [(c, d) for c, d in _declared_columns(table).items() if c not in have]
+    version = get_meta(conn, "schema_version")
+    if version == str(SCHEMA_VERSION) and not any(missing.values()):
+        return
+    with Transaction(conn) as c:
+        for table, columns in missing.items():
+            for column, declaration in columns:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if version is None or not version.isdigit() or int(version) < 6:
+            _history_facts_from_wording(c)
+            _outbox_about_from_text(c)
+        c.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
 
 def _outbox_about_from_text(conn: sqlite3.Connection) -> None:
     """Before schema 6 what a message is about was one text ("a12 a13", "system", "repost a12", "*"
-    for an alert not yet stored, "" before schema 5: everything); read into its columns once."""
-    rows = conn.execute("SELECT id, about FROM outbox").fetchall()
+    for an alert not yet stored, "" before schema 5: everything); read into its columns."""
+    rows = conn.execute("SELECT id, about FROM outbox WHERE about != ''").fetchall()
     for row_id, about in rows:
         words = about.split()
         ids = [int(w[1:]) for w in words if w[:1] == "a" and w[1:].isdigit()]
         conn.execute("UPDATE outbox SET alert_ids = ?, system = ?, everything = ?, repost = ? WHERE id = ?",
-                     (json.dumps(ids), "system" in words, not words or "*" in words, "repost" in words, row_id))
+                     (json.dumps(ids), "system" in words, "*" in words, "repost" in words, row_id))
 
 
 def _history_facts_from_wording(conn: sqlite3.Connection) -> None:
     """Schema 6 keeps a restart and an exit's status in columns; an older store's rows said them
-    only in their wording, which is read here once, as the columns are added."""
+    only in their wording, read here (an exit's text as a new row keeps it: without its run time)."""
     conn.execute("UPDATE history SET restart = 'supervisord' WHERE kind = 'state' AND "
                  "(detail LIKE 'STARTING (from EXITED%' OR detail LIKE 'STARTING (from BACKOFF%')")
     conn.execute("UPDATE history SET restart = 'lookout' WHERE kind = 'action' AND detail LIKE 'restarted by lookout%'")
-    conn.execute("UPDATE history SET exit_status = CAST(substr(detail, 13) AS INTEGER), "
-                 "exit_text = 'exit status ' || CAST(substr(detail, 13) AS INTEGER) "
+    cut = ("CASE WHEN instr(detail, ' after running ') > 0 "
+           "THEN substr(detail, 1, instr(detail, ' after running ') - 1) ELSE detail END")
+    conn.execute(f"UPDATE history SET exit_status = CAST(substr(detail, 13) AS INTEGER), exit_text = {cut} "
                  "WHERE kind = 'exit' AND detail GLOB 'exit status [0-9]*'")
-    conn.execute("UPDATE history SET exit_status = -1, "
-                 "exit_text = substr(detail, 1, 10 + instr(substr(detail, 11) || ' ', ' ') - 1) "
+    conn.execute(f"UPDATE history SET exit_status = -1, exit_text = {cut} "
                  "WHERE kind = 'exit' AND detail LIKE 'killed by %'")
-    if get_meta(conn, "schema_version") != str(SCHEMA_VERSION):  # no write when nothing changes (disk full)
-        conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
 
 def _declared_columns(table: str) -> dict[str, str]:
