@@ -148,7 +148,7 @@ class SupervisordEnd:
         """While the store cannot be written: which pid each program runs, every LOOK_WHILE_HELD.
         The event in hand stays unacknowledged, so a respawn's RUNNING (its new pid) waits in
         supervisord's buffer: without a look, a death now would leave that process unnamed. The
-        watcher's other results wait, in order, for the loop to apply them."""
+        inbox's other results (the watcher's, probe and action results) wait, in order, for the loop."""
         if not self.trouble.active:
             return
         self._this_episode()
