@@ -594,7 +594,7 @@ def about(text: str):  # noqa: ANN201
     """An outbox message's About in the short notation the delivery tests are written in: "a1 a2"
     (alerts), "system", "repost a1", "" (a row from a store before schema 5: everything)."""
     from lookout.listener.store.delivery import About
+    from lookout.listener.store.schema import legacy_about
 
-    words = text.split()
-    return About(tuple(int(w[1:]) for w in words if w[:1] == "a" and w[1:].isdigit()), "system" in words,
-                 not words or "*" in words, "repost" in words)
+    ids, system, everything, repost = legacy_about(text)
+    return About(tuple(ids), system, everything, repost)

@@ -149,14 +149,9 @@ def _outcome_with(rec):  # noqa: ANN001, ANN202
     return out
 
 
-def test_a_schema_5_outbox_says_what_each_message_is_about_in_columns(tmp_path):
-    """Before schema 6 an outbox row said what it was about in one text; the listener that migrates
-    the store reads it into columns once, so the messages keep their order and their re-posts."""
-    from lookout.listener.store.delivery import About, DeliveryStore
-    from lookout.listener.store.schema import connect
-
-    path = str(tmp_path / "lookout.db")
-    with sqlite3.connect(path) as old:  # the outbox as schema 5 had it
+def schema5_outbox(path: str, abouts: list[str]) -> None:
+    """A store with the outbox as schema 5 had it: one pending message per `about` text."""
+    with sqlite3.connect(path) as old:
         old.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target_key TEXT NOT NULL, "
                     "target_label TEXT NOT NULL, scheme TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL, "
                     "notify_type TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
@@ -165,8 +160,18 @@ def test_a_schema_5_outbox_says_what_each_message_is_about_in_columns(tmp_path):
                     "copies INTEGER NOT NULL DEFAULT 0, sending_since REAL)")
         old.executemany("INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, created_at, "
                         "next_attempt_at, about) VALUES ('t', 't', 'json', ?, '', 'info', 1.0, 1.0, ?)",
-                        [(f"m{i}", about) for i, about in enumerate(["a1 a2", "system", "repost a3", "", "* a4"])])
+                        [(f"m{i}", about) for i, about in enumerate(abouts)])
     old.close()
+
+
+def test_a_schema_5_outbox_says_what_each_message_is_about_in_columns(tmp_path):
+    """Before schema 6 an outbox row said what it was about in one text; the listener that migrates
+    the store reads it into columns once, so the messages keep their order and their re-posts."""
+    from lookout.listener.store.delivery import About, DeliveryStore
+    from lookout.listener.store.schema import connect
+
+    path = str(tmp_path / "lookout.db")
+    schema5_outbox(path, ["a1 a2", "system", "repost a3", "", "* a4"])
     messages = DeliveryStore(connect(path)).pending_messages()
     assert [m.about for m in messages] == [About((1, 2)), About(system=True), About((3,), repost=True),
                                            About(everything=True), About((4,), everything=True)]
@@ -182,16 +187,7 @@ def test_the_migration_is_one_transaction_and_says_its_version(tmp_path, monkeyp
     fresh = schema.connect(str(tmp_path / "fresh.db"))
     assert schema.get_meta(fresh, "schema_version") == str(schema.SCHEMA_VERSION)
     path = str(tmp_path / "lookout.db")
-    with sqlite3.connect(path) as old:
-        old.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target_key TEXT NOT NULL, "
-                    "target_label TEXT NOT NULL, scheme TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL, "
-                    "notify_type TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
-                    "next_attempt_at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
-                    "last_error TEXT NOT NULL DEFAULT '', sent_at REAL, about TEXT NOT NULL DEFAULT '', "
-                    "copies INTEGER NOT NULL DEFAULT 0, sending_since REAL)")
-        old.execute("INSERT INTO outbox(target_key, target_label, scheme, title, body, notify_type, created_at, "
-                    "next_attempt_at, about) VALUES ('t', 't', 'json', 'm', '', 'info', 1.0, 1.0, 'a1')")
-    old.close()
+    schema5_outbox(path, ["a1"])
     real = schema._outbox_about_from_text
 
     def cut_short(conn):  # noqa: ANN001, ANN202

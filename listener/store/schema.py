@@ -338,15 +338,21 @@ def migrate(conn: sqlite3.Connection) -> None:
                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
 
+def legacy_about(text: str) -> tuple[list[int], bool, bool, bool]:
+    """An outbox row's `about` before schema 6 ("a12 a13", "system", "repost a12", "*" for an alert
+    not yet stored, "" before schema 5: everything) as (alert ids, system, everything, repost)."""
+    words = text.split()
+    ids = [int(w[1:]) for w in words if w[:1] == "a" and w[1:].isdigit()]
+    return ids, "system" in words, not words or "*" in words, "repost" in words
+
+
 def _outbox_about_from_text(conn: sqlite3.Connection) -> None:
-    """Before schema 6 what a message is about was one text ("a12 a13", "system", "repost a12", "*"
-    for an alert not yet stored, "" before schema 5: everything); read into its columns."""
-    rows = conn.execute("SELECT id, about FROM outbox WHERE about != ''").fetchall()
+    """Before schema 6 what a message is about was one text: read into its columns."""
+    rows = conn.execute("SELECT id, about FROM outbox").fetchall()
     for row_id, about in rows:
-        words = about.split()
-        ids = [int(w[1:]) for w in words if w[:1] == "a" and w[1:].isdigit()]
+        ids, system, everything, repost = legacy_about(about)
         conn.execute("UPDATE outbox SET alert_ids = ?, system = ?, everything = ?, repost = ? WHERE id = ?",
-                     (json.dumps(ids), "system" in words, "*" in words, "repost" in words, row_id))
+                     (json.dumps(ids), system, everything, repost, row_id))
 
 
 def _history_facts_from_wording(conn: sqlite3.Connection) -> None:
