@@ -159,6 +159,10 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         "braked": Family("supervisor_process_braked", "gauge", "1 while lookout's crash-loop brake holds it stopped"),
         "exhausted": Family("supervisor_process_remediation_exhausted", "gauge",
                             "1 once lookout used up its restart budget and stopped acting, until an operator acts"),
+        "must_run": Family("supervisor_process_must_run", "gauge",
+                           "1 when [[alerts.programs]] says it must always run (must_run = true), else 0"),
+        "operator": Family("supervisor_process_stopped_by_operator", "gauge",
+                           "1 while it is STOPPED and lookout saw an operator stop it, else 0"),
         "runs": Family("lookout_probe_runs_total", "counter", "probe runs by the listener since it started"),
         "skipped": Family("lookout_probe_skipped_runs_total", "counter",
                           "runs not started because the previous one was still in flight or the listener fell behind"),
@@ -178,6 +182,8 @@ def health_families(data: ScrapeData, labels: LabelCache, policies: PolicyBook) 
         running[p.group] = running.get(p.group, 0) + (p.state == "RUNNING")
         if policies.probes(f"{p.group}:{p.name}"):
             f["healthy"].add(labels(p), 0 if (p.group, p.name) in unhealthy else 1)
+        f["must_run"].add(labels(p), 1 if policies.lookup(f"{p.group}:{p.name}").must_run else 0)
+        f["operator"].add(labels(p), 1 if p.state == "STOPPED" and p.stopped_by == "operator" else 0)
         if p.restarts is not None:  # known to the listener's store
             f["braked"].add(labels(p), 1 if p.braked else 0)
             f["exhausted"].add(labels(p), 1 if p.remediation_exhausted else 0)

@@ -50,6 +50,7 @@ class ProcessView:
     crash_looping: bool = False
     braked: bool = False
     remediation_exhausted: bool = False
+    stopped_by: str = ""  # from the store: "operator" when an operator stopped it
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Source:
                 if known is not None:
                     p.restarts, p.unexpected_exits = known.restarts, known.unexpected_exits
                     p.crash_looping, p.braked = known.crash_looping, known.braked
-                    p.remediation_exhausted = known.remediation_exhausted
+                    p.remediation_exhausted, p.stopped_by = known.remediation_exhausted, known.stopped_by
                     if p.state in ("EXITED", "BACKOFF", "FATAL", "STOPPED") and known.exit_status is not None:
                         p.exit_status = known.exit_status  # the real one, from supervisord's log
             if not polled.up and not polled.processes:  # the store's last word, checked in /proc
@@ -198,7 +199,7 @@ class Source:
                 uptime=max(0.0, now - r.last_start) if running and r.last_start else 0.0,
                 exit_status=r.last_exit_status, state_since=r.state_since, restarts=r.restarts,
                 unexpected_exits=r.unexpected_exits, crash_looping=r.crash_looping,
-                braked=r.braked, remediation_exhausted=r.remediation_exhausted,
+                braked=r.braked, remediation_exhausted=r.remediation_exhausted, stopped_by=r.stopped_by,
             ))
         present = {(p.group, p.name) for p in data.processes}
         for pr in probes:

@@ -1,6 +1,7 @@
 """lookout: the operator's command, for the terminal, cron and health checks.
 
     lookout status [PATTERN] [--json] [--check]   supervisorctl status plus restarts, exits, alerts
+                   [--ignore-stopped]
     lookout history NAME [--since 24h] [--json]   one process's state changes, exits and alerts
     lookout alerts [PATTERN] [--json]             the open alerts
     lookout silence PATTERN --for 30m [--reason]  / silences / unsilence ID
@@ -45,8 +46,11 @@ def _parser(prog: str = "lookout") -> OneLineParser:
     s.add_argument("--json", action="store_true", help="a list of objects (see `lookout status --json-schema`)")
     s.add_argument("--json-schema", action="store_true", help="print the JSON schema of --json and exit")
     s.add_argument("--check", action="store_true",
-                   help="exit 0 if all RUNNING (or deliberately stopped) and no alert is open, 1 if not, "
+                   help="exit 0 if all run (as `grep -v RUNNING` would say, one-shot programs that exited as "
+                        "expected and never-started ones fine) and no alert is open, 1 if not (naming them), "
                         "2 if supervisord or the store cannot be read")
+    s.add_argument("--ignore-stopped", action="store_true",
+                   help="with --check: STOPPED and EXITED processes are fine (stopped on purpose)")
     s.add_argument("--color", nargs="?", const="always", default=None, choices=("auto", "always", "never"),
                    help="colour the states: auto (on a terminal, unless NO_COLOR), always (also --color alone), "
                         "never")
@@ -137,7 +141,7 @@ def _run(config, args) -> int:  # noqa: ANN001
 
         choice = args.color or args.global_color or "auto"  # after the command wins over before it
         colour = choice == "always" or (choice == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
-        return status_command(config, args.pattern, args.json, args.check, colour)
+        return status_command(config, args.pattern, args.json, args.check, colour, args.ignore_stopped)
     if args.command == "history":
         from .commands.history import history_command
 

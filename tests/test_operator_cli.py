@@ -97,10 +97,16 @@ def test_status_history_alerts_and_check(supervisor_factory, webhook):
 
     (sup.root / "fixed").touch()
     wait_for(lambda: webhook.matching("RESOLVED", "flaky is running again"), 30, "recovered")
-    checked = lookout(sup, "status", "--check")
+    checked = lookout(sup, "status", "--check", "--ignore-stopped")
     assert checked.returncode == 0, checked.stdout  # oneshot EXITED as expected, idle STOPPED on purpose
+    checked = lookout(sup, "status", "--check")  # issue 23: what `grep -v RUNNING` means
+    assert checked.returncode == 1 and "oneshot (EXITED (an expected exit))" in checked.stderr, checked.stderr
+    assert "idle" not in checked.stderr  # never started (autostart=false): nothing says it should run
     assert sup.ctl("stop", "steady").returncode == 0
-    assert lookout(sup, "status", "--check").returncode == 0  # stopped by an operator: fine
+    assert lookout(sup, "status", "--check", "--ignore-stopped").returncode == 0  # stopped by an operator: fine
+    checked = lookout(sup, "status", "--check")
+    assert checked.returncode == 1 and "steady (STOPPED by an operator)" in checked.stderr, checked.stderr
+    assert "stopped by an operator" in lookout(sup, "status", "steady").stdout
     assert webhook.wait("[RESOLVED]", timeout=5) and not webhook.matching("steady recovered")
 
     everything = out.stdout + history.stdout + alerts.stdout + "".join(m.text for m in webhook.messages)

@@ -27,6 +27,7 @@ EXHAUSTED = "exhausted"  # lookout used up max_restarts within `within` and stop
 BELOW_QUORUM = "below_quorum"  # fewer than min_running processes of a group RUNNING
 LEFT_STOPPED = "left_stopped"  # the listener died in the middle of lookout's stop: stopped, by whom unknown
 RUNS_TWICE = "runs_twice"  # an orphan of a killed supervisord runs beside the new supervisord's copy
+NOT_RUNNING = "not_running"  # a must_run program down past its grace, whatever its exit code
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
@@ -86,6 +87,7 @@ class ProcessRecord:
     brake_delay: float = 0.0  # "backoff": the wait before the next start by lookout (0: not engaged)
     brake_resume_at: float | None = None  # "backoff": when lookout starts it again
     actions_begun: int = 0  # lookout's actions on it so far: the next one's id (kept in the store)
+    down_since: float | None = None  # must_run: down (an expected exit) since, until RUNNING again or an alert
 
     @property
     def namespec(self) -> str:

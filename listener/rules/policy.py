@@ -2,7 +2,7 @@
 globs as an extension): 'backtest_worker', 'backtest_worker:*' and 'backtest_worker_*' all reach a
 numprocs pool, and 'reconciler' reaches 'reconciler:reconciler'.
 
-- [[alerts.programs]]: the first matching entry wins (severity, ignore, crash_loop, tags)
+- [[alerts.programs]]: the first matching entry wins (severity, ignore, crash_loop, tags, must_run, oneshot)
 - [[probes]]: every matching entry applies
 - [[alerts.groups]]: the first entry matching the group name
 - remediation.protected: lookout never acts on these (its own listener and exporter)
@@ -24,6 +24,9 @@ class ProgramPolicy:
     crash_loop: CrashLoop
     severity: str | None  # None: the default severity of each alert kind
     tags: tuple[str, ...]
+    must_run: bool = False  # down (any state but RUNNING) past `grace` is an alert, whatever the exit code
+    grace: float = 10.0
+    oneshot: bool = False
 
     def severity_for(self, kind: str) -> str:
         return self.severity or KINDS[kind].severity
@@ -42,7 +45,7 @@ class PolicyBook:
         for rule in self.settings.programs:
             if matches(rule.match, namespec):
                 return ProgramPolicy(rule.ignore, rule.crash_loop or self.settings.crash_loop, rule.severity,
-                                     rule.tags)
+                                     rule.tags, rule.must_run, rule.grace, rule.oneshot)
         return ProgramPolicy(False, self.settings.crash_loop, None, ())
 
     def _probes(self, namespec: str) -> tuple[ProbeSpec, ...]:

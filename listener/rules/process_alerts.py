@@ -9,8 +9,11 @@ The table (see the README):
 - FATAL                                                  -> "fatal" (critical)
 - unexpected exit, no respawn after exit_grace and supervisord confirms it is still EXITED
                                                          -> "exited" (critical)
+- a must_run program down after an expected exit for its grace, and supervisord confirms it
+                                                         -> "not_running" (critical)
 - RUNNING for stable_after with an alert open, and supervisord confirms it -> resolved
-- expected exits, operator stop/start, supervisord stopping or reloading -> nothing
+- expected exits (of programs not must_run), operator stop/start, supervisord stopping or
+  reloading -> nothing
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class ProcessAlerts:
         restart = SUPERVISORD if ev.state == "STARTING" and ev.from_state in ("EXITED", "BACKOFF") else ""
         out.history.append(HistoryEntry(now, rec.namespec, "state", ev.describe(), restart=restart))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
+        rec.down_since = None  # (set again below by an expected exit of a must_run program)
         rec.pid = ev.pid if ev.state in LIVE_STATES else None
         if rec.pid:
             rec.event_pid = rec.pid
@@ -135,6 +139,8 @@ class ProcessAlerts:
                 if state == "EXITED":
                     rec.pending_exit_at = now
                 self._failure(rec, now, out)
+            elif not stopping and self.policies.lookup(rec.namespec).must_run:
+                rec.down_since = now  # down whatever the exit code: an alert after its grace (on_time)
         elif state == "FATAL":
             rec.fatals += 1
             rec.pending_exit_at = None
@@ -203,8 +209,13 @@ class ProcessAlerts:
     # ---- time -----------------------------------------------------------------------------
 
     def on_time(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
-        """The exit grace and the stable run: both are asked of supervisord (process_answers.py decides)."""
+        """The exit grace, a must_run program's grace and the stable run: each is asked of
+        supervisord (process_answers.py decides)."""
         s, ns, pending = self.settings, rec.namespec, self.pending
+        if rec.down_since is not None and ns not in pending.confirming \
+                and now - rec.down_since >= self.policies.lookup(ns).grace:
+            pending.confirming.add(ns)
+            out.reconcile = f"confirm that {ns} is still down"
         if rec.pending_exit_at is not None and ns not in pending.confirming \
                 and now - rec.pending_exit_at >= s.exit_grace:
             # No STARTING yet. In a storm it may just be queued behind hundreds of events,
@@ -222,6 +233,8 @@ class ProcessAlerts:
         s, ns, pending, times = self.settings, rec.namespec, self.pending, []
         if rec.pending_exit_at is not None and ns not in pending.confirming:
             times.append(rec.pending_exit_at + s.exit_grace)
+        if rec.down_since is not None and ns not in pending.confirming:
+            times.append(rec.down_since + self.policies.lookup(ns).grace)
         if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since \
                 and ns not in pending.stable_checks:
             times.append(max(rec.running_since + s.stable_after, pending.stable_not_before.get(ns, 0.0)))
@@ -251,7 +264,7 @@ class ProcessAlerts:
 
 def needs_watch(rec: ProcessRecord) -> bool:
     return (rec.pending_exit_at is not None or rec.failing_since is not None or rec.brake_resume_at is not None
-            or bool(rec.brake_delay) or bool(rec.remediation_wanted))
+            or bool(rec.brake_delay) or bool(rec.remediation_wanted) or rec.down_since is not None)
 
 
 def begin_episode(rec: ProcessRecord, now: float) -> None:

@@ -22,10 +22,12 @@ from ...config import AlertSettings, format_duration
 from .actions import OwnActions
 from .alerts import AlertBook
 from .health import HealthTracker
+from .kinds import KINDS
 from .models import (
     EXITED,
     FATAL,
     LEFT_STOPPED,
+    NOT_RUNNING,
     PROCESS,
     REMEDIATION,
     HistoryEntry,
@@ -33,7 +35,7 @@ from .models import (
     ProcessRecord,
     ProcessSnapshot,
 )
-from .process_alerts import LIVE_STATES, ProcessAlerts, reset_failures
+from .process_alerts import LIVE_STATES, ProcessAlerts, begin_episode, reset_failures
 from .quorum import QuorumWatch
 from .removal import Removals
 
@@ -225,19 +227,37 @@ class SupervisordAnswers:
         # not have run its respawn yet when it answered: only a second sighting, answered in a
         # later iteration of its loop, counts.
         unheard = info.spawnerr.startswith("Bad exit code") and open_alert is None
-        if info.state != "EXITED" or not (rec.pending_exit_at is not None or unheard):
+        if info.state != "EXITED":
+            changed = rec.down_since is not None
+            rec.down_since = None  # (a must_run program runs again, or is stopped: by whom, events say)
+            self.pending.exit_sightings.pop(ns, None)
+            return changed
+        if rec.down_since is None and rec.pending_exit_at is None and not unheard \
+                and (open_alert is None or KINDS[open_alert.kind].rank < KINDS[NOT_RUNNING].rank) \
+                and self.process.policies.lookup(ns).must_run:
+            rec.down_since = rec.state_since or now  # down from before we heard: after its grace, asked again
+            return True
+        if not (rec.pending_exit_at is not None or unheard or rec.down_since is not None):
             self.pending.exit_sightings.pop(ns, None)
             return False
+        must_run_only = rec.pending_exit_at is None and not unheard
+        if must_run_only and now - rec.down_since < self.process.policies.lookup(ns).grace:
+            return False  # (another reconcile came first: its grace is not over yet)
         if self.pending.exit_sightings.get(ns) != info.stop:
             self.pending.exit_sightings[ns] = info.stop
             self.pending.confirming.add(ns)
             out.reconcile = f"confirm that {ns} stays EXITED"
             return False
         del self.pending.exit_sightings[ns]
+        if must_run_only:
+            begin_episode(rec, rec.down_since)  # (down since then, not since we confirmed it)
+            rec.down_since = None
+            self.process.raise_(rec, NOT_RUNNING, now, out)  # (escalates a crash still open)
+            return True
         if rec.pending_exit_at is None:
             rec.last_exit_status = info.exitstatus
             rec.last_exit_text = f"exit status {info.exitstatus}"
-        rec.pending_exit_at = None
+        rec.pending_exit_at, rec.down_since = None, None
         self.process.raise_(rec, EXITED, now, out)
         return True
 

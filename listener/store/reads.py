@@ -41,6 +41,7 @@ class ProcessRow:
     crash_looping: bool
     braked: bool
     remediation_exhausted: bool
+    stopped_by: str = ""  # who stopped it last: "operator", "lookout", "" (not known)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class HistoryRow:
 # was, then what followed from it, as inserted.
 _HISTORY_ORDER = "at, CASE kind WHEN 'state' THEN 0 WHEN 'exit' THEN 1 ELSE 2 END, id"
 _PROCESS_COLUMNS = ("grp, name, state, state_since, pid, last_start, last_exit_status, restarts, unexpected_exits, "
-                    "crash_looping, braked, remediation_exhausted")
+                    "crash_looping, braked, remediation_exhausted, stopped_by")
 
 
 def _flag(value: object) -> bool | None:
@@ -204,7 +205,8 @@ class StoreReader:
                                  "ORDER BY grp, name").fetchall()
         return [ProcessRow(r["grp"], r["name"], r["state"], float(r["state_since"] or 0), int(r["pid"] or 0),
                            float(r["last_start"] or 0), r["last_exit_status"], r["restarts"], r["unexpected_exits"],
-                           bool(r["crash_looping"]), bool(r["braked"]), bool(r["remediation_exhausted"]))
+                           bool(r["crash_looping"]), bool(r["braked"]), bool(r["remediation_exhausted"]),
+                           r["stopped_by"] or "")
                 for r in rows]
 
     def namespecs(self, *, present_only: bool = True) -> list[str]:

@@ -24,7 +24,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    know a newer one while events are still queued),
                                    own_event_due (JSON: lookout's own events still to come;
                                    before schema 6 a ";"-separated text, read as such),
-                                   actions_begun (numbers lookout's actions on it: their ids), ...
+                                   actions_begun (numbers lookout's actions on it: their ids),
+                                   down_since (schema 7: a must_run program down since), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
@@ -91,7 +92,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -140,7 +141,8 @@ CREATE TABLE IF NOT EXISTS processes (
     braked INTEGER NOT NULL DEFAULT 0,
     brake_delay REAL NOT NULL DEFAULT 0,
     brake_resume_at REAL,
-    actions_begun INTEGER NOT NULL DEFAULT 0
+    actions_begun INTEGER NOT NULL DEFAULT 0,
+    down_since REAL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

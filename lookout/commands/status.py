@@ -3,10 +3,15 @@
 One line per process: state and uptime (from supervisord), health (from the probes; "cannot judge"
 while a probe cannot read its evidence, e.g. a log file deleted), restarts in
 the last hour and day, the last unexpected exit in words, the open alert and a silence if one
-holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA; `--check` exits 0 when
-every process is RUNNING (or deliberately stopped), no alert is open and the listener can write
-its store (a STORE line says when it cannot: what is shown may be stale), 1 otherwise, 2 when
-supervisord or the store cannot be read.
+holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA.
+
+`--check` means what `supervisorctl status | grep -v RUNNING` means, plus lookout's word: exit 0
+when every process runs (RUNNING, or STARTING), no alert is open and the listener can write its
+store (a STORE line says when it cannot: what is shown may be stale); 1 otherwise, naming each
+process that is not fine on stderr; 2 when supervisord or the store cannot be read. A process an
+operator stopped counts (`--ignore-stopped`: the old meaning, STOPPED and EXITED are fine). Fine
+anyway: a one-shot program (`oneshot = true` in [[alerts.programs]]) that exited as expected, and a
+program supervisord never started (autostart=false, start 0): nothing says it should run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..config import Config, format_duration
 from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
+from ..listener.rules.policy import PolicyBook
 from ..listener.store.files import StoreUnavailable, store_errors, store_problem
 from ..listener.store.reads import StoreReader
 from ..listener.store.sidecar import peek
@@ -31,7 +37,8 @@ from ..rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..text import clean
 from .status_delivery import delivery_lines
 
-FINE_STATES = ("RUNNING", "STOPPED", "EXITED")  # deliberately stopped; an unexpected EXITED has an alert
+RUNS = ("RUNNING", "STARTING")  # (STARTING lasts at most startsecs: then RUNNING or BACKOFF)
+STOPPED_ON_PURPOSE = ("STOPPED", "EXITED")  # --ignore-stopped: fine (an unexpected EXITED has an alert)
 
 STATUS_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -85,8 +92,10 @@ STATUS_SCHEMA: dict[str, Any] = {
             "orphans": {"type": "array", "items": {"type": "integer"},
                         "description": "pids of this program's processes left running by a supervisord that died "
                                        "(it may run twice)"},
-            "ok": {"type": "boolean", "description": "what --check counts: RUNNING or deliberately stopped, "
-                                                     "and no open alert"},
+            "ok": {"type": "boolean", "description": "what --check counts: it runs (or is a one-shot program "
+                                                     "that exited as expected, or was never started), and no "
+                                                     "open alert"},
+            "not_ok": {"type": "string", "description": "why --check counts it as not fine ('' when ok)"},
         },
     },
 }
@@ -108,6 +117,7 @@ class ProcessStatus:
     alerts: list[dict] = field(default_factory=list)
     silenced_until: float | None = None
     orphans: list[Orphan] = field(default_factory=list)  # left running by a supervisord that died
+    oneshot: bool = False  # [[alerts.programs]] oneshot = true: runs once, an expected exit is fine
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -118,7 +128,23 @@ class ProcessStatus:
 
     @property
     def ok(self) -> bool:
-        return not self.alerts and not self.orphans and self.snap.state in FINE_STATES
+        return not self.not_ok()
+
+    def not_ok(self, ignore_stopped: bool = False) -> str:
+        """Why --check counts it as not fine, in a few words; '' when it is fine."""
+        s = self.snap
+        if self.alerts:
+            return f"alert {self.alerts[0]['kind']} open"
+        if self.orphans:
+            return "runs twice (left running by a supervisord that died)"
+        expected_exit = s.state == "EXITED" and not s.spawnerr.startswith("Bad exit code")
+        if s.state in RUNS or (s.state == "STOPPED" and not s.start) or (expected_exit and self.oneshot) \
+                or (ignore_stopped and s.state in STOPPED_ON_PURPOSE):
+            return ""
+        by = self.lookout["stopped_by"]
+        if s.state == "STOPPED" and by:
+            return f"STOPPED by {'an operator' if by == 'operator' else by}"
+        return f"{s.state}{' (an expected exit)' if expected_exit else ''}"
 
     def as_json(self, now: float) -> dict:
         s = self.snap
@@ -128,13 +154,14 @@ class ProcessStatus:
             "description": self.description, "healthy": self.healthy, "probes": self.probes,
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
             "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout,
-            "orphans": [o.pid for o in self.orphans], "ok": self.ok,
+            "orphans": [o.pid for o in self.orphans], "ok": self.ok, "not_ok": self.not_ok(),
         }
 
 
 def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
     """The processes `pattern` names (patterns.py), as supervisord lists them, with the store's word."""
     wanted = ProcessPattern.parse(pattern)
+    policies = PolicyBook(config.alerts)
     client = SupervisorClient(config.supervisor)
     try:
         infos = client.call("supervisor.getAllProcessInfo")
@@ -146,7 +173,8 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
         snap = snapshot_from_info(info)
         if snap is None or not wanted.matches(snap.namespec):
             continue
-        rows.append(ProcessStatus(snap, str(info.get("description", ""))))
+        rows.append(ProcessStatus(snap, str(info.get("description", "")),
+                                  oneshot=policies.lookup(snap.namespec).oneshot))
     _add_store(config, rows, time.time())
     return rows
 
@@ -287,6 +315,8 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
         out.append(f"braked: stopped by lookout's crash-loop brake; resume: supervisorctl start {shown}")
     if look["action"]:
         out.append(f"lookout: its {look['action']} in progress")
+    if r.snap.state == "STOPPED" and look["stopped_by"] == "operator":
+        out.append("stopped by an operator")
     return out
 
 
@@ -315,7 +345,8 @@ def group_lines(config: Config, rows: list[ProcessStatus], shown: set[str]) -> l
     return out
 
 
-def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool) -> int:
+def status_command(config: Config, pattern: str, as_json: bool, check: bool, colour: bool,
+                   ignore_stopped: bool = False) -> int:
     now = time.time()
     try:
         ProcessPattern.parse(pattern)
@@ -347,7 +378,10 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(no_match(pattern), file=sys.stderr)
         return 2
     if check:
-        return 0 if all(r.ok for r in rows) and not stale else 1
+        not_fine = [f"{display_name(r.snap.namespec)} ({why})" for r in rows if (why := r.not_ok(ignore_stopped))]
+        if not_fine:
+            print(f"lookout: --check: not fine: {', '.join(not_fine)}", file=sys.stderr)
+        return 0 if not not_fine and not stale else 1
     return 0
 
 

@@ -79,8 +79,13 @@ def _program_rules(section: Section) -> tuple[ProgramRule, ...]:
             ignore=sub.get("ignore", bool, False),
             crash_loop=crash_loop_settings(sub, "crash_loop", None),
             tags=sub.strings("tags"),
+            must_run=sub.get("must_run", bool, False),
+            grace=sub.duration("grace", 10.0, 0.1, DAY),
+            oneshot=sub.get("oneshot", bool, False),
         )
         sub.done()
+        if rule.must_run and rule.oneshot:
+            raise ConfigError(sub.key("oneshot"), "a one-shot program exits by design: not with must_run = true")
         rules.append(rule)
     return tuple(rules)
 

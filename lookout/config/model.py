@@ -37,6 +37,11 @@ class ProgramRule:
     ignore: bool = False
     crash_loop: CrashLoop | None = None
     tags: tuple[str, ...] = ()
+    # must_run: any state but RUNNING longer than `grace` is an alert whatever the exit code (an exit 0
+    # under autorestart=unexpected included), unless an operator stopped it.
+    must_run: bool = False
+    grace: float = 10.0
+    oneshot: bool = False  # runs once and exits as expected: `lookout status --check` counts that as fine
 
 
 @dataclass(frozen=True)

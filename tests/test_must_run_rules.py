@@ -1,0 +1,97 @@
+"""must_run, as rules (pure): a program that must run is down after any exit, expected or not,
+once its grace is over and supervisord confirms it; never for an operator's stop."""
+
+from __future__ import annotations
+
+from lookout.config import AlertSettings, CrashLoop, ProgramRule
+from lookout.listener.rules.engine import AlertEngine
+from lookout.listener.rules.models import CRASHED, FIRING, NOT_RUNNING, RESOLVED, ProcessSnapshot
+
+from .test_rules import crash, ev, run, start
+
+SETTINGS = AlertSettings(exit_grace=3, stable_after=60, crash_loop=CrashLoop(5, 600),
+                         programs=(ProgramRule("critical_service", must_run=True, grace=10),))
+
+
+def exited(name: str, stop: int, t: int, code: int = 0) -> list[ProcessSnapshot]:
+    return [ProcessSnapshot(name, name, "EXITED", 1, stop, t, 0, code, "")]
+
+
+def kinds(out) -> list[tuple[str, str]]:  # noqa: ANN001
+    return [(n.kind, out.alerts[n.key].kind) for n in out.notices]
+
+
+def test_an_expected_exit_of_a_must_run_program_is_an_alert_after_its_grace_when_supervisord_agrees():
+    engine = AlertEngine(SETTINGS)
+    said = run(engine, start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True)),
+                                                    (14, None)])
+    assert said == []
+    assert engine.next_deadline() == 15
+    assert "still down" in engine.on_time(15).reconcile  # asked, not guessed
+    out = engine.on_snapshot(exited("critical_service", 5, 15), 15, 15.1)
+    assert out.notices == [] and out.reconcile  # one answer may be from before a respawn: a second must agree
+    out = engine.on_snapshot(exited("critical_service", 5, 16), 16, 16.1)
+    assert kinds(out) == [(FIRING, NOT_RUNNING)]
+    alert = out.alerts[("process", "critical_service:critical_service")]
+    assert (alert.opened_at, alert.severity) == (5, "critical")  # down since the exit, not since confirmed
+    assert engine.next_deadline() > 3600  # once (its next deadline is the reminder)
+
+
+def test_a_reconcile_before_the_grace_is_over_does_not_bring_the_alert_forward():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    for t in (6, 7, 8):
+        assert engine.on_snapshot(exited("critical_service", 5, t), t, t + 0.1).notices == []
+    assert engine.on_time(15).reconcile
+    engine.on_snapshot(exited("critical_service", 5, 15), 15, 15.1)
+    assert kinds(engine.on_snapshot(exited("critical_service", 5, 16), 16, 16.1)) == [(FIRING, NOT_RUNNING)]
+
+
+def test_a_respawn_within_the_grace_an_operator_stop_and_programs_not_must_run_say_nothing():
+    engine = AlertEngine(SETTINGS)
+    steps = start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True)),
+                                         (5.5, ev("STARTING", "critical_service", "EXITED")),
+                                         (6.5, ev("RUNNING", "critical_service", "STARTING")), (30, None)]
+    steps += [(40, ev("STOPPING", "critical_service", "RUNNING")), (41, ev("STOPPED", "critical_service", "STOPPING")),
+              (100, None)]
+    steps += start("other", 200) + [(205, ev("EXITED", "other", "RUNNING", expected=True)), (300, None)]
+    assert run(engine, steps) == []
+    assert engine.next_deadline() is None
+
+
+def test_down_from_before_the_listener_is_found_by_the_reconcile():
+    engine = AlertEngine(SETTINGS)
+    out = engine.on_snapshot(exited("critical_service", 3, 20), 20, 20.1)  # exited at 3, before we listened
+    assert out.notices == []
+    assert engine.records["critical_service:critical_service"].down_since == 3
+    assert engine.on_time(20.2).reconcile  # its grace was over long ago: asked at once
+    engine.on_snapshot(exited("critical_service", 3, 21), 21, 21.1)
+    out = engine.on_snapshot(exited("critical_service", 3, 22), 22, 22.1)
+    assert kinds(out) == [(FIRING, NOT_RUNNING)]
+    assert out.alerts[("process", "critical_service:critical_service")].opened_at == 3
+
+
+def test_an_open_crash_escalates_and_the_run_afterwards_resolves_it():
+    engine = AlertEngine(SETTINGS)
+    said = run(engine, start("critical_service") + crash(5, "critical_service")
+               + [(10, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    assert [s[1:3] for s in said] == [(FIRING, CRASHED)]
+    engine.on_time(20)
+    engine.on_snapshot(exited("critical_service", 10, 20), 20, 20.1)
+    out = engine.on_snapshot(exited("critical_service", 10, 21), 21, 21.1)
+    assert kinds(out) == [(FIRING, NOT_RUNNING)]
+    said = run(engine, [(30, ev("STARTING", "critical_service", "EXITED")),
+                        (31, ev("RUNNING", "critical_service", "STARTING")), (95, None)])
+    assert [s[1:3] for s in said] == [(RESOLVED, NOT_RUNNING)]
+
+
+def test_a_periodic_reconcile_after_the_alert_does_not_raise_it_again():
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    engine.on_time(15)
+    engine.on_snapshot(exited("critical_service", 5, 15), 15, 15.1)
+    assert kinds(engine.on_snapshot(exited("critical_service", 5, 16), 16, 16.1)) == [(FIRING, NOT_RUNNING)]
+    for t in (76, 136, 196):
+        out = engine.on_snapshot(exited("critical_service", 5, t), t, t + 0.1)
+        assert out.notices == [] and not out.reconcile
+        assert not engine.on_time(t + 20).reconcile
