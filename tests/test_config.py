@@ -61,6 +61,11 @@ BASE = {"state": {}, "supervisor": {"serverurl": "unix:///nonexistent/lookout-te
         ({"probes": [{"match": "web", "tcp": "a:1", "action": "reboot"}]}, "probes[0].action", "not one of"),
         ({"remediation": {"max_restarts": 0}}, "remediation.max_restarts", "out of bounds"),
         ({"alerts": {"groups": [{"match": "pool"}]}}, "alerts.groups[0].min_running", "required"),
+        ({"alerts": {"programs": [{"match": "svc", "must_run": True, "grace": "soon"}]}}, "alerts.programs[0].grace",
+         "not a duration"),
+        ({"alerts": {"programs": [{"match": "svc", "must_run": "yes"}]}}, "alerts.programs[0].must_run", "bool"),
+        ({"alerts": {"programs": [{"match": "job", "must_run": True, "oneshot": True}]}},
+         "alerts.programs[0].oneshot", "not with must_run"),
     ],
 )
 def test_bad_config_names_the_key_and_exits_2(tmp_path, webhook, sections, key, problem):

@@ -52,6 +52,9 @@ def test_a_must_run_program_that_exits_0_is_one_alert_and_an_operator_stop_is_no
     sup.wait_state("nightly_job:nightly_job", "EXITED", 30)
     wait_for(lambda: lookout(sup, "status", "--check").returncode == 0, 30,
              "all fine: the one-shot job exited as expected")
+    listed = lookout(sup, "check-config").stdout  # every rule it will apply
+    assert "alerts.programs[0] match='critical_service'" in listed and "must_run (grace 2s)" in listed, listed
+    assert "alerts.programs[2] match='nightly_job'" in listed and "oneshot" in listed
 
     (sup.root / "quit").touch()  # exit 0: expected, and supervisord does not restart it
     sup.wait_state("critical_service:critical_service", "EXITED", 30)

@@ -58,7 +58,14 @@ def check_config(config: Config) -> int:
             + (f" crash_loop={r.crash_loop.restarts}/{format_duration(r.crash_loop.within)}"
                if r.crash_loop else "")
             + (f" tags={list(r.tags)}" if r.tags else "")
+            + (f" must_run (grace {format_duration(r.grace)})" if r.must_run else "")
+            + (" oneshot" if r.oneshot else "")
             for i, r in enumerate(a.programs)
+        ),
+        *(
+            f"alerts.groups[{i}] match={g.match!r} min_running={g.min_running} for={format_duration(g.sustain)}"
+            f" stable_after={format_duration(g.stable_after)} severity={g.severity}"
+            for i, g in enumerate(a.groups)
         ),
     ]
     if config.probes:
