@@ -81,7 +81,7 @@ def fast_alerts(webhook: Webhook, **alerts) -> dict:
     """Test-speed timers; everything else as shipped."""
     return {
         "notify": {"urls": [webhook.url()], "retry_initial": "500ms", "retry_max": "2s"},
-        "alerts": {"group_wait": "1s", "stable_after": "3s", "exit_grace": "2s", **alerts},
+        "alerts": {"group_wait": "1s", "group_interval": "0s", "stable_after": "3s", "exit_grace": "2s", **alerts},
         "listener": {"log_level": "debug"},
     }
 

@@ -187,7 +187,8 @@ def test_a_stop_by_update_is_never_sent_as_an_operators(tmp_path):
 
     from .test_delivery_order import FlakyTarget
 
-    config = parse_config({"state": {"path": str(tmp_path / "db")}, "alerts": {"group_wait": "1s"}})
+    config = parse_config({"state": {"path": str(tmp_path / "db")},
+                           "alerts": {"group_wait": "1s", "group_interval": "0s"}})
     hook, clock = FlakyTarget("hook"), [100.0]
     notifier = Notifier(config, [hook], None, clock=lambda: clock[0])  # type: ignore[arg-type]
     store, e = StateStore(connect(config.state_path)), engine_for()

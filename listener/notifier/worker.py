@@ -1,7 +1,8 @@
 """The notifier: a background thread that turns pending notices into delivered messages.
 
 Stages, in the order an alert goes through them (modelled on Alertmanager's pipeline):
-  1. group_wait  - wait from the first pending notice, so a burst goes out as one message
+  1. group_wait  - wait from the first pending notice, so a burst goes out as one message; and
+                   group_interval after the last message, so what follows a message joins the next
   2. silence     - notices of silenced processes stay pending until the silence ends
   3. enrich      - enrich.py: log tails, exit statuses, spawnerr (best effort, per alert: one
                    that cannot be enriched is sent without the extra, saying why)
@@ -91,6 +92,7 @@ class Notifier:
         self.store: DeliveryStore | None = None
         self._generation = -1
         self._last_repost = clock()  # the first re-post is one resend_interval after start
+        self._dispatched_at: float | None = None  # the last message of alerts: group_interval counts from it
         self._lock = threading.Lock()
         self.directs = DirectSends(targets, config.hostname, self._stop)  # best effort, from memory
         self._announce: list[SystemMessage] = []  # durable: through the outbox
@@ -194,6 +196,8 @@ class Notifier:
         delta = self.clock.sync()
         if delta:
             self._last_repost += delta
+            if self._dispatched_at is not None:
+                self._dispatched_at += delta
             self._stage_at = {k: t + delta for k, t in self._stage_at.items()}
             if self._retrying_since is not None:
                 self._retrying_since += delta
@@ -300,6 +304,8 @@ class Notifier:
             return None
         first = min(n.created_at for n in active)
         due = first + self.config.alerts.group_wait if first <= now else now  # (after now: the clock stepped back)
+        if self._dispatched_at is not None and self._dispatched_at <= now:  # a message just went: the rest joins
+            due = max(due, self._dispatched_at + self.config.alerts.group_interval)  # the next, one per interval
         if now < due:
             return due
         extra = self.enricher.enrich(active)
@@ -314,6 +320,7 @@ class Notifier:
         if not store.dispatch([n.id for n in active], messages, now, history, rendered=active):
             log.info("an alert changed while its message was rendered: rendering again")
             return now
+        self._dispatched_at = now
         for n in active:
             if n.kind == RESOLVED:
                 log.info("alert resolved: %s (%s)", n.alert.namespec, n.alert.kind)

@@ -49,6 +49,7 @@ def check_config(config: Config) -> int:
         f"notify.timeout = {format_duration(n.timeout)}; retries from {format_duration(n.retry_initial)}"
         f" up to {format_duration(n.retry_max)} apart, for {format_duration(n.retry_for)}",
         f"alerts.group_wait = {format_duration(a.group_wait)}",
+        f"alerts.group_interval = {format_duration(a.group_interval)}",
         f"alerts.repeat_interval = {format_duration(a.repeat_interval)}",
         f"alerts.stable_after = {format_duration(a.stable_after)}",
         f"alerts.crash_loop = {a.crash_loop.restarts} failures within {format_duration(a.crash_loop.within)}",

@@ -157,7 +157,8 @@ def _alerts(root: Section) -> AlertSettings:
     assert default_loop is not None
     stable_after = al.duration("stable_after", 60.0, 1.0, DAY)
     alerts = AlertSettings(
-        group_wait=al.duration("group_wait", 10.0, 0.1, HOUR),
+        group_wait=al.duration("group_wait", 1.0, 0.1, HOUR),
+        group_interval=al.duration("group_interval", 10.0, 0.0, HOUR),
         repeat_interval=al.duration("repeat_interval", 4 * HOUR, MINUTE, 30 * DAY),
         stable_after=stable_after,
         crash_loop=default_loop,

@@ -84,7 +84,8 @@ class AlertmanagerSettings:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    group_wait: float = 10.0
+    group_wait: float = 1.0  # the first page of a new episode waits this long for the rest of its burst
+    group_interval: float = 10.0  # after a message, what follows within this joins the next one
     repeat_interval: float = 4 * 3600.0
     stable_after: float = 60.0
     crash_loop: CrashLoop = field(default_factory=CrashLoop)
