@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import exporter_bench, probe_bench
-from .listener_bench import latency, throughput_and_memory
+from .listener_bench import latency, shipped_defaults, throughput_and_memory
 from .patience import PATIENCE
 
 
@@ -18,6 +18,7 @@ def main() -> int:
     print("running listener benchmarks (a few minutes)...", flush=True)
     t = throughput_and_memory()
     lat = latency()
+    shipped = shipped_defaults()
     rows = [
         row("metric", "lookout", "baseline", "ratio", "target", None).replace("|", "|"),
         "|" + "|".join("-" * n for n in (36, 12, 12, 9, 20, 8)) + "|",
@@ -38,6 +39,12 @@ def main() -> int:
         label = f"exit -> webhook {p} (group_wait 100ms)"
         rows.append(row(label, f"{total * 1000:.0f} ms", f"{base * 1000:.0f} ms", f"{total / base:.2f}x",
                         "< 1000 ms" if p == "p95" else "-", total < 1.0 if p == "p95" else None))
+    rows.append(row("exit -> webhook p95 (shipped timers)", f"{shipped['shipped_p95'] * 1000:.0f} ms", "-", "-",
+                    "< 2000 ms", shipped["shipped_p95"] < 2.0))
+    rows.append(row("150 exits at once: messages", f"{shipped['storm_messages']:.0f}", "-", "-", "<= 2",
+                    shipped["storm_messages"] <= 2))
+    rows.append(row("150 exits at once: crashes not named", f"{shipped['storm_lost']:.0f}", "-", "-", "0",
+                    shipped["storm_lost"] == 0))
     for mark in (10_000, 100_000):
         rows.append(
             row(

@@ -209,6 +209,49 @@ def latency(samples: int = 40) -> dict[str, float]:
         hook.stop()
 
 
+def shipped_defaults(samples: int = 12, storm: int = 150) -> dict[str, float]:
+    """With the shipped timers (group_wait 1s, group_interval 10s, the defaults of conf.d/lookout.toml):
+    kill -9 -> the webhook's alert on a quiet host (each kill waits until the last message's
+    group_interval is over), then `storm` processes killed at once: how many messages carry their
+    crashes, and how many crashes no message names."""
+    root = Path(tempfile.mkdtemp(prefix="lookout-bench-shipped-"))
+    hook = Webhook().start()
+    programs = "\n".join(f"[program:victim{i:02d}]\ncommand=sleep 100000\n" for i in range(samples))
+    programs += (f"\n[program:storm]\ncommand=sleep 100000\nnumprocs={storm}\n"
+                 "process_name=%(program_name)s_%(process_num)03d\n")
+    sup = Supervisor(root, programs, {"notify": {"urls": [hook.url()]}, "listener": {"log_level": "info"}}).start()
+    try:
+        everyone = [f"victim{i:02d}:victim{i:02d}" for i in range(samples)] + \
+            [f"storm:storm_{i:03d}" for i in range(storm)]
+        PATIENCE.wait(lambda: sum(p["statename"] == "RUNNING" for p in PATIENCE.call(
+            sup, "supervisor.getAllProcessInfo")) == len(everyone) + 1, 60, "every program RUNNING")
+        total = []
+        for i in range(samples):
+            name = f"victim{i:02d}"
+            if hook.messages:  # a quiet host: the last message's group_interval is over
+                PATIENCE.wait(lambda: time.time() - hook.messages[-1].at > 10.5, 30, "the interval over")
+            pid = PATIENCE.call(sup, "supervisor.getProcessInfo", f"{name}:{name}")["pid"]
+            t0 = time.time()
+            os.kill(pid, signal.SIGKILL)
+            total.append(PATIENCE.wait(lambda n=name: hook.matching(f"{n} crashed"), 30, "the alert")[0].at - t0)
+        PATIENCE.wait(lambda: time.time() - hook.messages[-1].at > 10.5, 30, "the interval over")
+        before = len(hook.messages)
+        pids = [p["pid"] for p in PATIENCE.call(sup, "supervisor.getAllProcessInfo") if p["group"] == "storm"]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        names = [f"storm_{i:03d}" for i in range(storm)]
+
+        def named() -> set[str]:
+            return {n for n in names if any(n in m.text for m in hook.messages[before:])}
+        PATIENCE.wait(lambda: len(named()) == storm, 120, "every crash of the storm in a message")
+        storm_messages = [m for m in hook.messages[before:] if "crashed" in m.text]
+        return {"shipped_p50": _pct(total, 50), "shipped_p95": _pct(total, 95),
+                "storm_messages": float(len(storm_messages)), "storm_lost": float(storm - len(named()))}
+    finally:
+        sup.stop()
+        hook.stop()
+
+
 def _pct(values: list[float], pct: int) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(round(pct / 100 * len(ordered))) - 1)]

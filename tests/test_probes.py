@@ -74,6 +74,15 @@ def test_hanging_endpoint_is_restarted_and_resolves(supervisor_factory, webhook)
     stays(lambda: len(firing(webhook, "web is unhealthy")) == 1
           and len(webhook.matching("RESOLVED", "web is healthy again")) == 1, 3, "one alert, one resolution")
     assert remediations(sup, "web:web") == {("restart", "success"): 1}
+    # Issue 23: one page per decision. The hang and lookout's restart are one message when the restart's
+    # result came within ACTION_SETTLE of its decision (by the listener's own clock), else the result follows.
+    from lookout.listener.notifier.worker import ACTION_SETTLE
+    with sup.db() as c:
+        (begun,), = c.execute("SELECT at FROM history WHERE detail LIKE 'lookout begins to restart%'")
+        (done,), = c.execute("SELECT at FROM history WHERE detail LIKE 'restarted by lookout%'")
+    pages = [m for m in webhook.messages if "RESOLVED" not in m.title]
+    assert len(pages) == (1 if done - begun < ACTION_SETTLE else 2), ([m.title for m in pages], done - begun)
+    assert "restarted by lookout, 1st of 3" in pages[0].body or done - begun >= ACTION_SETTLE
 
 
 @pytest.mark.long

@@ -157,6 +157,8 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     link = dashboard_link(extra.dashboard_url, a.namespec, host)
     if link:
         out.append(f"  dashboard: [{display_name(a.namespec)}]({link})" if markdown else f"  dashboard: {link}")
+    if n.kind == UPDATE and n.heard:  # an update says what changed: its page had the evidence and the tail
+        return out
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
     if a.family == QUORUM:
         return out

@@ -55,6 +55,9 @@ POLL_SECONDS = 1.0  # silences are written by another process: look at least thi
 # An operator's stop may be `supervisorctl update`'s, which removes the group right after: its resolution
 # waits this long, so the removal's reason ("removed from supervisord's configuration") can take its place.
 STOP_SETTLE = 3.0
+# An alert whose page says lookout acts on it ("is unhealthy, lookout is restarting it") waits up to this
+# long for the result: one message says both (a restart that takes longer: its result follows as an update).
+ACTION_SETTLE = 10.0
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
@@ -299,7 +302,7 @@ class Notifier:
             held = {n.alert.id for n in settling}
             active = [n for n in active if n.alert.id not in held]
             if not active:
-                return min((n.alert.resolved_at or now) + STOP_SETTLE for n in settling)
+                return min(_settled_at(n, now) for n in settling)
         if not active:
             return None
         first = min(n.created_at for n in active)
@@ -386,6 +389,15 @@ class Notifier:
 
 
 def _settling(n: PendingNotice, now: float) -> bool:
-    """A resolution "stopped by an operator" younger than STOP_SETTLE (never held by a clock stepped back)."""
-    return (n.kind == RESOLVED and n.alert.resolution == STOPPED_BY_OPERATOR and n.alert.resolved_at is not None
-            and 0 <= now - n.alert.resolved_at < STOP_SETTLE)
+    """A resolution "stopped by an operator" younger than STOP_SETTLE, or the page of an alert lookout
+    acts on, younger than ACTION_SETTLE (never held by a clock stepped back)."""
+    if n.kind == RESOLVED:
+        return (n.alert.resolution == STOPPED_BY_OPERATOR and n.alert.resolved_at is not None
+                and 0 <= now - n.alert.resolved_at < STOP_SETTLE)
+    return n.alert.acting_since is not None and 0 <= now - n.alert.acting_since < ACTION_SETTLE
+
+
+def _settled_at(n: PendingNotice, now: float) -> float:
+    if n.kind == RESOLVED:
+        return (n.alert.resolved_at or now) + STOP_SETTLE
+    return (n.alert.acting_since or now) + ACTION_SETTLE

@@ -89,9 +89,18 @@ class OwnActions:
         self._step(rec, action, first, out, evidence)
         out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
         if source.startswith("probe:"):
-            self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
-                               notify=False, log=False)
+            alert = self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
+                                       notify=False, log=False)
+            if alert is not None:
+                alert.acting_since = now  # its page waits for the result: one message for the decision
         return action
+
+    def _acted(self, rec: ProcessRecord, a: PendingAction, out: Outcome) -> None:
+        """The action's result is known (or never will be): its alert's page need not wait any more."""
+        alert = self.alerts.get(family_of(a.source), rec.namespec)
+        if alert is not None and alert.acting_since is not None:
+            alert.acting_since = None
+            out.alerts[alert.key] = alert
 
     def _step(self, rec: ProcessRecord, a: PendingAction, step: str, out: Outcome,
               evidence: tuple[str, ...] = ()) -> None:
@@ -226,6 +235,7 @@ class OwnActions:
         rec.action = None
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, result))
+        self._acted(rec, a, out)
         ns, fam = rec.namespec, family_of(a.source)
         tags = self.policies.lookup(ns).tags
         if quiet:
@@ -364,6 +374,7 @@ class OwnActions:
         if state in DOWN_STATES:  # its STOPPED may still be on the way: nobody's (a later one needs a start first)
             expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
+        self._acted(rec, a, out)
         out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout's {a.kind} was interrupted: {why}"))
 
     def _left_stopped(self, rec: ProcessRecord, a: PendingAction, now: float, out: Outcome) -> None:
@@ -374,6 +385,7 @@ class OwnActions:
         expected(rec, [STALE_STOP])
         out.records[rec.namespec] = rec
         out.remediations.append((rec.namespec, a.kind, "interrupted"))
+        self._acted(rec, a, out)
         ns = rec.namespec
         resume_due = a.source == "brake" and rec.brake_resume_at is not None
         if a.kind == "stop" and not resume_due:  # it was meant to stay stopped: it is

@@ -138,6 +138,7 @@ class Alert:
     family: str = PROCESS
     action_taken: str = ""  # "restarted by lookout, 2nd of 3 allowed in 1h"
     evidence: str = ""  # evidence command output, matched log lines
+    acting_since: float | None = None  # lookout's action on it is in flight: its page waits for the result
 
     @property
     def is_open(self) -> bool:
