@@ -152,7 +152,9 @@ def test_a_grouped_subject_names_the_first_processes_as_supervisorctl_does():
     assert titles(crashed, fatal[1]) == "[CRITICAL] trading:feed and flaky failing on vm"  # the worst first
     healthy = notice("web:web", "unhealthy", nid=7, family="health:http", resolved_at=NOW, resolution="healthy again")
     resolved = PendingNotice(8, "resolved", NOW, healthy.alert, None)
-    assert titles(crashed, resolved) == "[WARNING] flaky failing, web resolved on vm"
+    assert titles(crashed, resolved) == "[WARNING] flaky failing on vm"  # issue 23: one verb; the body says the rest
+    body = render([crashed, resolved], "vm", NOW, Enrichment(), lines=5, max_detailed=10).body
+    assert "\nAlso resolved: web\n" in body and body.index("flaky") < body.index("Also resolved: web")
     assert titles(resolved, PendingNotice(10, "resolved", NOW, fatal[0].alert, None)) == \
         "[RESOLVED] web and ghost resolved on vm"
     both = notice("web:web", "unhealthy", nid=11, family="health:http", detail="GET http://h/: HTTP 503")
@@ -236,3 +238,19 @@ def test_history_lists_by_time_though_an_exit_is_stored_after_later_lines(tmp_pa
     assert [e["kind"] for e in json.loads(capsys.readouterr().out)] == order
     with sqlite3.connect(path) as check:  # what insertion order alone would show: the exit last
         assert [k for (k,) in check.execute("SELECT kind FROM history ORDER BY id")][-1] == "exit"
+
+
+# ---- issue 23: a repeat crash is one short update; an update has no second tail ----------------
+
+
+def test_a_repeat_crash_is_an_update_that_says_how_often_without_a_second_tail():
+    proc = ProcessRecord("feed", "feed", failures=[NOW - 16, NOW - 8, NOW], failing_since=NOW - 16, restarts=3)
+    crashed = notice("feed:feed", proc=proc)
+    again = PendingNotice(2, "update", NOW, crashed.alert, proc, heard=True)
+    shown = render([again], "vm", NOW, Enrichment(tails={"feed:feed": "feed: no route to exchange\n"}), lines=5,
+                   max_detailed=10)
+    assert shown.title == "[WARNING] Update: feed crashed again, 3 times in 16s on vm"
+    assert "no route to exchange" not in shown.body  # its first page had the tail
+    first = render([crashed], "vm", NOW, Enrichment(tails={"feed:feed": "feed: no route to exchange\n"}), lines=5,
+                   max_detailed=10)
+    assert "no route to exchange" in first.body

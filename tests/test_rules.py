@@ -16,6 +16,7 @@ from lookout.listener.rules.models import (
     FIRING,
     REMINDER,
     RESOLVED,
+    UPDATE,
     ProcessSnapshot,
 )
 from lookout.listener.rules.sequence import StreamPosition, check_continuity
@@ -90,7 +91,8 @@ def test_crash_loop_escalates_once_and_reminds():
     engine = AlertEngine(SETTINGS)
     steps = start() + crash(10) + crash(13) + crash(16) + crash(19) + crash(22)[:2]  # still STARTING
     said = run(engine, steps)
-    assert [s[1:3] for s in said] == [(FIRING, CRASHED), (FIRING, CRASH_LOOP)]
+    # issue 23: a repeat crash below the threshold is an update ("crashed again"), not silence
+    assert [s[1:3] for s in said] == [(FIRING, CRASHED), (UPDATE, CRASHED), (FIRING, CRASH_LOOP)]
     assert engine.records["web:web"].crash_looping
     assert run(engine, [(16 + 3600, None)]) == [(3616, REMINDER, CRASH_LOOP, "web:web")]
     assert run(engine, [(3700, None)]) == []
@@ -160,7 +162,8 @@ def test_supervisor_stopping_suppresses_everything():
     assert run(engine, steps) == []
     # After the reload, supervisord is RUNNING again and alerts flow.
     steps = [(200, sup("RUNNING"))] + start(t=201) + crash(210)
-    assert [s[1:3] for s in run(engine, steps)] == [(FIRING, CRASHED)]
+    # (the exit while supervisord stopped is said at its next start; the crash after it: "crashed again")
+    assert [s[1:3] for s in run(engine, steps)] == [(FIRING, CRASHED), (UPDATE, CRASHED)]
 
 
 def test_operator_stop_resolves_open_alert():
@@ -358,7 +361,8 @@ def test_a_listener_down_longer_than_the_grace_still_waits_for_the_queued_crashe
             said += [(n.kind, out.alerts[n.key].kind) for n in out.notices]
             t += 0.01
     tick(t, 1300)
-    assert said == [(FIRING, CRASH_LOOP), (RESOLVED, CRASH_LOOP)], said  # one episode, escalated, then over
+    # one episode: crashed again (an update, issue 23), escalated, then over
+    assert said == [(UPDATE, CRASHED), (FIRING, CRASH_LOOP), (RESOLVED, CRASH_LOOP)], said
 
 
 def test_many_runs_waiting_for_their_events_share_one_reconcile_every_2s():

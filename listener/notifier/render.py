@@ -257,6 +257,8 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
                           + (f"; recovered since: {since}" if since else ""))
     if len(firing) > max_detailed:
         blocks.append("")
+    if firing and resolved:  # the subject has one verb: what else recovered is a line of its own
+        blocks.extend([f"Also resolved: {names(resolved)}", ""])
     for n in resolved:
         blocks.extend(_resolved_block(n, host))
         blocks.append("")
@@ -269,14 +271,26 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
         if n.kind == RESOLVED:
             return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}"
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
+        if n.kind == UPDATE and n.alert.kind == CRASHED and not n.alert.action_taken and n.process is not None:
+            return f"[{n.alert.severity.upper()}] Update: {display_name(n.alert.namespec)} {crashed_again(n.process)}" \
+                f" on {host}"
         action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
         return f"[{n.alert.severity.upper()}] {prefix}{headline(n.alert, host)}{action}"
-    # The names a person recognises, in the body's order (worst first), not "6 process(es)".
-    said = f"{names(firing)} failing" if firing else ""
-    if resolved:
-        said += f"{', ' if said else ''}{names(resolved)} resolved"
-    worst = firing[0].alert.severity.upper() if firing else "RESOLVED"
-    return f"[{worst}] {said} on {host}"
+    # One verb, the names a person recognises in the body's order (worst first), not "6 process(es)";
+    # what recovered meanwhile is a line of the body.
+    if not firing:
+        return f"[RESOLVED] {names(resolved)} resolved on {host}"
+    verb = "Update:" if all(n.kind == UPDATE for n in firing) else ""
+    said = f"{verb} {names(firing)}" if verb else f"{names(firing)} failing"
+    return f"[{firing[0].alert.severity.upper()}] {said} on {host}"
+
+
+def crashed_again(proc: ProcessRecord) -> str:
+    """A crash below the crash-loop threshold, again: "crashed again, 3 times in 16s"."""
+    times = proc.failures
+    if len(times) < 2:
+        return "crashed again"
+    return f"crashed again, {len(times)} times in {format_duration(times[-1] - times[0])}"
 
 
 def names(notices: list[PendingNotice]) -> str:

@@ -4,7 +4,8 @@ FATAL, and its recovery. Pure: events + time -> decisions. What supervisord's an
 process_answers.py, on the same pending state.
 
 The table (see the README):
-- unexpected exit after RUNNING, then respawned          -> "crashed" (warning)
+- unexpected exit after RUNNING, then respawned          -> "crashed" (warning); again while it
+                                                            is open: an update ("crashed again")
 - failures (unexpected exits + BACKOFF) reach crash_loop -> "crash_loop" replaces it (critical)
 - FATAL                                                  -> "fatal" (critical)
 - unexpected exit, no respawn after exit_grace and supervisord confirms it is still EXITED
@@ -120,7 +121,11 @@ class ProcessAlerts:
                 rec.pending_exit_at = None
                 pending.confirming.discard(rec.namespec)
                 pending.exit_sightings.pop(rec.namespec, None)
-                self.raise_(rec, CRASHED, now, out)
+                crashed = self.book.get(PROCESS, rec.namespec)
+                if crashed is not None and crashed.kind == CRASHED:  # again, below the crash-loop threshold:
+                    self.book.update(PROCESS, rec.namespec, now, out)  # one update (the notifier: per group_interval)
+                else:
+                    self.raise_(rec, CRASHED, now, out)
         elif state == "RUNNING":
             rec.running_since, rec.spawnerr = now, ""
             left = self.book.get(REMEDIATION, rec.namespec)
