@@ -95,3 +95,24 @@ def test_a_periodic_reconcile_after_the_alert_does_not_raise_it_again():
         out = engine.on_snapshot(exited("critical_service", 5, t), t, t + 0.1)
         assert out.notices == [] and not out.reconcile
         assert not engine.on_time(t + 20).reconcile
+
+
+def test_a_crash_respawned_in_milliseconds_was_down_that_long_not_until_called_stable():
+    """Issue 23, true times: the resolution's downtime ends when the run that proved stable began."""
+    from lookout.listener.notifier.render import _resolved_block
+    from lookout.listener.store.delivery import PendingNotice
+
+    from .test_rules import SETTINGS as PLAIN
+    from .test_rules import supervisord_view
+
+    engine = AlertEngine(PLAIN)
+    run(engine, start("feed") + [(10, ev("EXITED", "feed", "RUNNING", expected=False)),
+                                 (10.016, ev("STARTING", "feed", "EXITED")),
+                                 (11.02, ev("RUNNING", "feed", "STARTING"))])
+    assert engine.on_time(71.5).reconcile
+    out = engine.on_snapshot(supervisord_view(engine, 71.5), 71.5, 71.5)
+    (notice,) = out.notices
+    alert = out.alerts[notice.key]
+    assert (notice.kind, alert.back_at) == (RESOLVED, 10.016)
+    text = "\n".join(_resolved_block(PendingNotice(1, RESOLVED, 71.5, alert, engine.records["feed:feed"]), "vm"))
+    assert "down 16ms (since" in text, text

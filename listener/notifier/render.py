@@ -209,7 +209,20 @@ def _recovery(alert: Alert, end: float) -> str:
         return f"{REMOVED_FROM_CONFIG} at {_clock(end)}"
     if alert.family != PROCESS:
         return f"{RESOLVED_AS.get(alert.resolution, alert.resolution)} since {_clock(end)}"
-    return f"running again since {_clock(end)} (down {format_duration(end - alert.opened_at)})"
+    back = _back_at(alert, end)
+    return f"running again since {_clock(back)} ({_downtime(alert, back)})"
+
+
+def _back_at(alert: Alert, end: float) -> float:
+    """When the run that resolved it began (supervisord's own start): the end of the downtime."""
+    back = alert.back_at
+    return back if back is not None and alert.opened_at <= back <= end else end
+
+
+def _downtime(alert: Alert, back: float) -> str:
+    """One failure: how long it was down. More: how long it kept failing (it ran in between)."""
+    took = format_duration(max(0.0, back - alert.opened_at))
+    return f"down {took}" if alert.failures <= 1 else f"failing for {took}"
 
 
 def resolved_as(alert: Alert, proc: ProcessRecord | None = None) -> str:
@@ -224,7 +237,7 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
     lines = [f"RESOLVED  {display_name(a.namespec)} {resolved_as(a, proc)} on {host}"]
     if a.family == PROCESS:
         restarts = max(0, proc.restarts - a.restarts_at_open) if proc else 0
-        lines.append(f"  after {KINDS[a.kind].problem}; down {format_duration(end - a.opened_at)} "
+        lines.append(f"  after {KINDS[a.kind].problem}; {_downtime(a, _back_at(a, end))} "
                      f"(since {_clock(a.opened_at)}), {a.failures} failure(s), {restarts} restart(s)")
     else:
         lines.append(f"  after {KINDS[a.kind].problem}{f' ({a.probe} probe)' if a.probe else ''} that lasted "

@@ -139,6 +139,7 @@ class Alert:
     action_taken: str = ""  # "restarted by lookout, 2nd of 3 allowed in 1h"
     evidence: str = ""  # evidence command output, matched log lines
     acting_since: float | None = None  # lookout's action on it is in flight: its page waits for the result
+    back_at: float | None = None  # resolved: when the run that proved stable began (the end of the downtime)
 
     @property
     def is_open(self) -> bool:

@@ -149,7 +149,9 @@ class SupervisordAnswers:
                 if self._heard_this_run(rec, info, taken_at):
                     self.pending.stable_not_before.pop(ns, None)
                     self.pending.unheard_since.pop(ns, None)
-                    self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
+                    closed = self.book.close(PROCESS, ns, now, out, "recovered", notify=True)
+                    if closed is not None:  # down until this run began, not until it was called stable
+                        closed.back_at = rec.last_start or (info.start + taken_at - info.now)  # its spawn
                     reset_failures(rec)
                     self.process.touch(rec, out)
                 else:  # its own events are still queued behind older ones: they may be crashes

@@ -30,7 +30,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
                                    quorum, namespec is the group name); acting_since (schema 7:
-                                   lookout's action on it in flight, its page waits)
+                                   lookout's action on it in flight, its page waits), back_at
+                                   (schema 7: when the run that resolved it began)
   probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
                                    not judged since the start), consecutive counts, last result,
                                    failures_total, last_judged (0: its last run could not read
@@ -164,7 +165,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     family TEXT NOT NULL DEFAULT 'process',
     action_taken TEXT NOT NULL DEFAULT '',
     evidence TEXT NOT NULL DEFAULT '',
-    acting_since REAL
+    acting_since REAL,
+    back_at REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_at);
 CREATE TABLE IF NOT EXISTS notifications (

@@ -45,7 +45,7 @@ _UPSERT_STREAM = (
 _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
     "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
-    "family", "action_taken", "evidence", "acting_since",
+    "family", "action_taken", "evidence", "acting_since", "back_at",
 ]
 _LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
 _ACTION_FIELD = [f.name for f in fields(ProcessRecord)].index("action")
