@@ -148,6 +148,7 @@ class Listener:
         if self.stop_requested and not self.channel.eof:
             self.end.stopped_by_signal(self.engine)
         self.notifier.stop(timeout=3.0)
+        self.keeper.close(truncate_wal=True)
         return 1 if self.failed or self.commits.corrupt else 0
 
     @property

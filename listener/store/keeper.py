@@ -52,9 +52,12 @@ class StoreKeeper:
         self.generation += 1
         return note
 
-    def close(self) -> None:
+    def close(self, *, truncate_wal: bool = False) -> None:
+        """truncate_wal: a clean shutdown leaves a WAL of 0 bytes (best effort: a reader may hold it)."""
         if self.state is not None:
             with contextlib.suppress(sqlite3.Error):
+                if truncate_wal:
+                    self.state.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self.state.conn.close()
             self.state = None
 
