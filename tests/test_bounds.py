@@ -24,7 +24,7 @@ EXAMPLE = tomllib.loads((REPO / "conf.d" / "lookout.toml").read_text())
 DURATION = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d)+")
 HUGE = "9" * 400
 # Counts where 0 is meaningful (no log lines at all): negative and huge are still refused.
-ZERO_ALLOWED = {"stderr_lines", "initial_delay", "port_base"}
+ZERO_ALLOWED = {"stderr_lines", "initial_delay", "port_base", "group_interval"}  # (group_interval 0s: off)
 
 
 def leaves(node: object, path: str = ""):  # noqa: ANN201

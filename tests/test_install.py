@@ -62,6 +62,8 @@ def edit(path: Path, webhook_url: str, serverurl: str, listen: str) -> None:
                       before, count=1)
     assert n == 1, "lookout.toml: no notify.urls to edit"
     text, n = re.subn(r"(?m)^# serverurl = .*$", f'serverurl = "{serverurl}"', text, count=1)
+    if n == 0:  # init found the running supervisord's supervisord.conf and filled it in (issue 23)
+        n = len(re.findall(rf'(?m)^serverurl = "{re.escape(serverurl)}"', text))
     assert n == 1, "lookout.toml: no commented supervisor.serverurl to set"
     assert text.count(SHIPPED_LISTEN) == 1, "lookout.toml: no exporter.listen to edit"
     text = text.replace(SHIPPED_LISTEN, f'\nlisten = "{listen}"\n')
@@ -70,6 +72,7 @@ def edit(path: Path, webhook_url: str, serverurl: str, listen: str) -> None:
     assert new["notify"].pop("urls") == [webhook_url] and new["supervisor"].pop("serverurl") == serverurl
     assert new["exporter"].pop("listen") == listen
     old["notify"].pop("urls"), old["exporter"].pop("listen")
+    old["supervisor"].pop("serverurl", None)
     assert new == old
 
 
@@ -151,7 +154,13 @@ def test_readme_install_runs_as_written(tmp_path, built_dist, supervisor_factory
     hint = output("init").split('next (README, "Install"):\n', 1)[1]
     printed = [re.sub(r"\s+#(\s.*)?$", "", li).strip() for li in hint.splitlines() if li.strip()]
     after_init = lines[next(i for i, li in enumerate(lines) if li.startswith("$EDITOR")):]
-    assert printed == [substitute(li, {"/opt/lookout": str(root)}) for li in after_init], printed
+    # The README's steps; the cp into this supervisord's include directory when init found it running
+    # (issue 23: its command line in /proc; with other tests' supervisords running beside it, init
+    # does not guess and prints the README's own step).
+    as_readme = [substitute(li, {"/opt/lookout": str(root)}) for li in after_init]
+    fitting = [substitute(li, {"/opt/lookout": str(root), "/etc/supervisor/conf.d/": f"{include}/"})
+               for li in after_init]
+    assert printed in (as_readme, fitting), printed
 
     # check-config and test-alert, against this supervisord and the webhook.
     checked = output("check-config")
@@ -233,3 +242,65 @@ def test_init_refuses_a_dir_supervisord_would_misread(tmp_path, capsys):
 
     assert init.init_command(str(tmp_path / "100%"), False) == 2
     assert "must not contain '%'" in capsys.readouterr().err and not (tmp_path / "100%").exists()
+
+
+# ---- issue 23: install as written, wherever DIR is ----------------------------------------------
+
+
+def test_the_running_supervisords_configuration_is_found_from_its_command_line(supervisor_factory, tmp_path):
+    """supervisord started with -c from another directory: its command line in /proc names the file."""
+    from lookout.commands.running_supervisord import _configuration_arg, conf_of, is_supervisord, running_confs
+
+    sup = supervisor_factory("[program:svc]\ncommand=sleep 1000\n", {}, listener=False).start(wait_listener=False)
+    assert str(sup.conf) in running_confs()  # (other tests' supervisords may run beside it)
+    assert is_supervisord(["/usr/bin/python3", "/usr/bin/supervisord", "-n"])
+    assert is_supervisord(["python3", "-m", "supervisor.supervisord", "-c", "x"])
+    assert not is_supervisord(["python3", "-m", "supervisor.supervisorctl", "-c", "x"])
+    for argv, named in ((["supervisord", "-c", "a.conf"], "a.conf"), (["supervisord", "-ca.conf"], "a.conf"),
+                        (["supervisord", "-nc", "a.conf"], "a.conf"), (["supervisord", "--configuration=a"], "a"),
+                        (["supervisord", "--configuration", "a"], "a"), (["supervisord", "-n"], None),
+                        (["supervisord", "-e", "debug", "-c", "b"], "b")):
+        assert _configuration_arg(argv) == named, argv
+    assert conf_of(["supervisord", "-c", "sub/s.conf"], "/srv/trading") == "/srv/trading/sub/s.conf"
+    found = conf_of(["/opt/sv/bin/supervisord"], "/home/me", exists=lambda p: p == "/opt/sv/etc/supervisord.conf")
+    assert found == "/opt/sv/etc/supervisord.conf"  # supervisord's own search order, from its own place
+
+
+def test_init_does_not_guess_between_two_running_supervisords(tmp_path, monkeypatch, capsys):
+    from lookout.commands import init
+
+    monkeypatch.setattr(init, "running_confs", lambda: ["/a/supervisord.conf", "/b/supervisord.conf"])
+    monkeypatch.setattr(init, "supervisord_conf", lambda: None)
+    assert init.init_command(str(tmp_path / "lk"), False) == 0
+    out = capsys.readouterr().out
+    assert "2 supervisords run (/a/supervisord.conf, /b/supervisord.conf): not guessing" in out
+    assert "cp " in out and "/etc/supervisor/conf.d/" in out  # the README's own step
+
+
+def test_init_never_writes_live_snippets_into_a_directory_supervisord_includes(tmp_path, capsys):
+    """DIR/conf.d/*.conf already in supervisord.conf's [include]: the snippets wait in DIR/snippets/
+    until lookout.toml is edited, and the printed cp step (not the README's, which would copy a file
+    onto itself) puts them live; --force writes them live at once, with no cp step."""
+    from lookout.commands import init
+
+    root = tmp_path / "lookout"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"[supervisord]\n\n[unix_http_server]\nfile={tmp_path}/s.sock\n\n"
+                    f"[include]\nfiles = /nonexistent/*.ini {root}/conf.d/*.conf\n")
+    assert init.init_command(str(root), False, str(conf)) == 0
+    out = capsys.readouterr().out
+    assert not (root / "conf.d" / "lookout.conf").exists() and (root / "snippets" / "lookout.conf").exists()
+    steps = out.split('next (README, "Install"):\n', 1)[1].splitlines()
+    cp = [s.strip() for s in steps if s.strip().startswith("cp ")]
+    assert cp == [f"cp {root}/snippets/lookout.conf {root}/snippets/lookout-exporter.conf {root}/conf.d/"
+                  f"   # live: {conf}'s [include] files= looks there"], steps
+    assert f'serverurl = "unix://{tmp_path}/s.sock"' in (root / "lookout.toml").read_text()  # filled in
+    subprocess.run(["bash", "-c", cp[0].split("   #")[0]], check=True)  # the step runs as printed
+    assert (root / "conf.d" / "lookout-exporter.conf").exists()
+
+    forced = tmp_path / "forced"
+    conf.write_text(f"[supervisord]\n\n[include]\nfiles = {forced}/conf.d/*.conf\n")
+    assert init.init_command(str(forced), True, str(conf)) == 0
+    out = capsys.readouterr().out
+    assert (forced / "conf.d" / "lookout.conf").exists() and not (forced / "snippets").exists()
+    assert not [s for s in out.split('next (README, "Install"):\n', 1)[1].splitlines() if s.strip().startswith("cp ")]

@@ -22,6 +22,7 @@ It ends with the README's next steps ("Install"), with DIR and the commands fill
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import json
 import os
 import pwd
@@ -32,6 +33,7 @@ import sys
 from pathlib import Path
 
 from ..assets import asset_dir
+from .running_supervisord import running_confs
 
 LAYOUT = {"dashboards": "grafana/dashboards", "provisioning": "grafana/provisioning", "prometheus": "prometheus"}
 WANTED = (".conf", ".toml", ".json", ".yaml", ".yml")
@@ -108,7 +110,8 @@ def examples_commented(text: str) -> str:
 
 def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False) -> list[str]:
     """The README's Install steps after `lookout init`, with this DIR and these commands; `copy`,
-    when this host's supervisord.conf says where its snippets go, replaces Debian's cp step."""
+    when this host's supervisord.conf says where its snippets go, replaces Debian's cp step ("":
+    none, they are live where they were written)."""
     lookout = shlex.join([*command("lookout", "lookout"), "-c", os.path.join(root, "lookout.toml")])
     snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
     return [
@@ -117,8 +120,8 @@ def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False) 
            "   # notify.urls; supervisor.serverurl if not unix:///var/run/supervisor.sock"),
         f"{lookout} check-config",
         f"{lookout} test-alert",
-        copy or f"cp {snippets} /etc/supervisor/conf.d/"
-                "   # or the directory [include] files= names in supervisord.conf",
+        *([copy] if copy else [] if copy == "" else [
+            f"cp {snippets} /etc/supervisor/conf.d/   # or the directory [include] files= names in supervisord.conf"]),
         "supervisorctl reread && supervisorctl update",
         "supervisorctl status lookout lookout-exporter   # both RUNNING",
     ]
@@ -197,10 +200,39 @@ def _include_note(root: str, conf: str | None = None) -> tuple[str, str | None]:
     if not re.fullmatch(r"\*(\.[A-Za-z0-9_-]+)?", pattern):  # lookout-*.conf, one file: names must match it
         return f"{conf} includes {usable[0]}: copy the snippets to {directory}/ under names that match it\n", None
     ext = os.path.splitext(pattern)[1] or ".conf"
+    if ext == ".conf":  # the README's own step, into this directory
+        snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
+        return (f"{conf} includes {usable[0]}: the cp step below copies the snippets there\n",
+                f"cp {snippets} {shlex.quote(directory)}/   # where {conf}'s [include] files= looks")
     copies = " && ".join(f"cp {shlex.quote(os.path.join(root, 'conf.d', s))} "
                          f"{shlex.quote(os.path.join(directory, s.replace('.conf', ext)))}" for s in SNIPPETS)
     return (f"{conf} includes {usable[0]}: the cp step below copies the snippets there\n",
             f"{copies}   # where {conf}'s [include] files= looks")
+
+
+def _which_conf(named: str | None) -> tuple[str | None, str]:
+    """The supervisord.conf to read, and a note when it was not plain: the one named, else the one the
+    running supervisord read (/proc), else the one supervisord's search order finds from here."""
+    if named:
+        return os.path.abspath(named), ""
+    running = running_confs()
+    if len(running) == 1:
+        return running[0], f"supervisord runs with {running[0]}: read for the steps below\n"
+    fallback = supervisord_conf()
+    if len(running) > 1:
+        listed = ", ".join(running[:3]) + (" ..." if len(running) > 3 else "")
+        return fallback, (f"{len(running)} supervisords run ({listed}): not guessing which; give "
+                          f"--supervisord-conf PATH for the steps of one\n")
+    return fallback, ""
+
+
+def _live_include(conf: str, root: str) -> str:
+    """The [include] glob of supervisord.conf that takes DIR/conf.d/'s snippets, if one does."""
+    try:
+        globs = include_globs(conf)
+    except (OSError, configparser.Error):
+        return ""
+    return next((g for g in globs if any(fnmatch.fnmatch(os.path.join(root, "conf.d", s), g) for s in SNIPPETS)), "")
 
 
 def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> bool:
@@ -232,8 +264,12 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
     if supervisord_conf_path is not None and not os.path.isfile(supervisord_conf_path):
         print(f"lookout: init: --supervisord-conf {supervisord_conf_path}: no such file", file=sys.stderr)
         return 2
-    conf = os.path.abspath(supervisord_conf_path) if supervisord_conf_path else supervisord_conf()
+    conf, which = _which_conf(supervisord_conf_path)
     serverurl = serverurl_of(conf) if conf else None
+    snippets_dir = Path(root, "conf.d")
+    live = _live_include(conf, root) if conf else ""
+    if live and not force:  # snippets there would go live at the next `update`, before lookout.toml is edited
+        snippets_dir = Path(root, "snippets")
     conf_d = asset_dir("conf_d")
     try:
         ours = {name: render(name, conf_d.joinpath(name).read_text(encoding="utf-8"), root, serverurl)
@@ -250,7 +286,8 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
 
     count(_write(Path(root, "lookout.toml"), ours["lookout.toml"].encode(), force, 0o600))
     for name in SNIPPETS:
-        count(_write(Path(root, "conf.d", name), ours[name].encode(), force))
+        count(_write(snippets_dir / name, ours[name].encode(), force))
+    Path(root, "conf.d").mkdir(parents=True, exist_ok=True)  # (the printed cp step copies into it)
     # Logs in a directory made here, not supervisord's AUTO (childlogdir, /tmp by default, and
     # deleted when supervisord restarts: the listener's log holds every alert it raised) nor
     # /var/log/supervisor/ (Debian's only: a missing directory makes `supervisorctl reread`
@@ -265,7 +302,16 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:  # a uid without a name (some containers)
         user = f"uid {os.geteuid()}"
-    include, copy = _include_note(root, conf)
+    include, copy = _include_note(root, conf) if not live else ("", None)
+    include = which + include
+    if live and not force:
+        include += (f"{conf} includes {live}: the snippets are in {snippets_dir}/ until lookout.toml is ready "
+                    f"(the cp step below puts them live; --force writes them there at once)\n")
+        copy = (f"cp {shlex.join(str(snippets_dir / s) for s in SNIPPETS)} {shlex.quote(os.path.join(root, 'conf.d'))}/"
+                f"   # live: {conf}'s [include] files= looks there")
+    elif live:
+        include += f"{conf} includes {live}: the snippets written there are live (no cp step)\n"
+        copy = ""
     if serverurl is not None:
         include += f"supervisor.serverurl = {serverurl[0]} in lookout.toml (from {serverurl[1]})\n"
     steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None))
