@@ -304,3 +304,31 @@ def test_init_never_writes_live_snippets_into_a_directory_supervisord_includes(t
     out = capsys.readouterr().out
     assert (forced / "conf.d" / "lookout.conf").exists() and not (forced / "snippets").exists()
     assert not [s for s in out.split('next (README, "Install"):\n', 1)[1].splitlines() if s.strip().startswith("cp ")]
+
+
+@pytest.mark.long
+def test_an_offline_host_installs_from_a_wheelhouse_with_no_index(tmp_path, built_dist):
+    """README "An offline host": pip download into a wheelhouse (here: the wheel built from the tree, and
+    what it needs from the index), then a venv installs from that directory alone, every index unreachable."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"\*\*An offline host\*\*.*?```sh\n(.*?)```", readme, re.S)
+    assert block, "README: no offline install block"
+    lines = [re.sub(r"\s+#(\s.*)?$", "", li).strip() for li in block.group(1).splitlines() if li.strip()]
+    wheel = next(built_dist.glob("*.whl"))
+    venv = tmp_path / "opt-lookout" / "venv"
+    table = {"python3": shlex.join([sys.executable]), "/opt/lookout/venv": str(venv),
+             "wheelhouse": str(tmp_path / "wheelhouse")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    for i, line in enumerate(lines):
+        command = substitute(line, table)
+        if i == 0:  # the download: the wheel of this tree stands for the published package
+            command = command.replace("supervisor-lookout", shlex.quote(str(wheel)))
+            run_env = env
+        else:  # the offline host: no index answers
+            run_env = {**env, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+                       "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+        done = subprocess.run(["bash", "-c", command], env=run_env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{line}\n{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    assert any(p.name.startswith("supervisor_lookout-") for p in (tmp_path / "wheelhouse").iterdir())
+    shown = subprocess.run([str(venv / "bin" / "lookout"), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "check-config" in shown.stdout, shown.stderr
