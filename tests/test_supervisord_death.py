@@ -155,6 +155,30 @@ def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_
         timeout=60).stdout, 20, "no orphans shown once they are killed")
 
 
+def test_supervisord_back_names_the_programs_that_died_while_nobody_watched(supervisor_factory, webhook):
+    """Issue 23: two of the programs the dead supervisord left running die before it comes back;
+    "supervisord is back" names them (the three still running are orphans, as before)."""
+    sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
+    wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
+    orphans = program_pids(sup)
+    try:
+        sup.proc.kill()
+        sup.proc.wait(10)
+        webhook.wait("died without shutting down", timeout=10)
+        kill([orphans["p1"], orphans["p3"]])  # nobody watches: no supervisord, no listener
+        from lookout.procfs import stat_fields
+
+        def gone(pid: int) -> bool:
+            fields = stat_fields(pid)
+            return fields is None or fields[0] == b"Z"
+        wait_for(lambda: gone(orphans["p1"]) and gone(orphans["p3"]), 10, "p1 and p3 gone")
+        sup.start()
+        back = webhook.wait("is back after an unclean end", timeout=30)[0].body
+        assert "2 program(s) that ran when it was last heard of died while nobody watched: p1, p3." in back, back
+    finally:
+        kill(orphans.values())
+
+
 def test_an_orphaned_exporter_serves_supervisord_up_0_then_hands_its_port_over(supervisor_factory, webhook):
     port = free_port()
     exporter = (f"[program:lookout-exporter]\ncommand={sys.executable} -m lookout.exporter -c %(here)s/lookout.toml "

@@ -110,6 +110,7 @@ class Lifecycle:
         self.orphans: list[Orphan] = []  # every generation's, alive at the last look in /proc
         self.unsaved: list[Orphan] = []  # found, or seen gone, since the last take_unsaved()
         self.shared_with = 0  # the pid of another live supervisord that uses this store
+        self.died_unwatched: list[str] = []  # ran when the store last heard, gone when supervisord came back
         # namespec -> (when, the process): seen running by a look while the store could not be written
         self.sighted: dict[str, tuple[float, Orphan]] = {}
 
@@ -213,6 +214,7 @@ class Lifecycle:
         record left (the sidecar), died_at its time. After another supervisord, the programs of
         the store's records still running join them, as the previous supervisord's generation."""
         now = time.time() if now is None else now
+        records = list(records)
         now_boot, was_boot = boot_id(), meta.get("boot_id") or ""
         previous = int(meta.get("supervisord_pid") or 0)
         previous_start = float(meta.get("supervisord_started") or 0.0)
@@ -242,6 +244,8 @@ class Lifecycle:
             at, seen = (self.died_at, True) if self.died_at else (self.last_heard, False)
             generation = [replace(o, supervisord_pid=previous, left_at=at, death_seen=seen)
                           for o in survivors(records, self.own)]  # the store still has the old pids
+            self.died_unwatched = [r.namespec for r in records if r.namespec != self.own and r.pid
+                                   and r.state in LIVE_STATES and not any(o.pid == r.pid for o in generation)]
             for orphan in [*left, *generation]:
                 if alive(orphan) and not _known(orphan, self.orphans):
                     orphan = replace(orphan, found_at=now, gone_at=None)
@@ -282,6 +286,10 @@ class Lifecycle:
             text = (f"supervisord on {host} is back after an unclean end: last heard from at {heard}, gone for at most "
                     f"{gone}. ")
         text += f"Started again: {names or 'nothing yet'}."
+        if self.died_unwatched:  # ran when last heard of, gone without a word: with supervisord, or on their own
+            died = self.died_unwatched
+            text += (f" {len(died)} program(s) that ran when it was last heard of died while nobody watched: "
+                     f"{', '.join(display_name(ns) for ns in died[:20])}{' and more' if len(died) > 20 else ''}.")
         if self.orphans:
             text += f" Still running from before it: {_named(self.orphans)}."
         return "SupervisordBack", "supervisord is back after an unclean end", text, "warning"
