@@ -21,6 +21,11 @@ command=sh -c 'sleep 1.2; exit 0'
 startsecs=1
 autorestart=unexpected
 
+[program:report_job]
+command=sh -c 'sleep 1.2; exit 0'
+startsecs=1
+autorestart=false
+
 [group:execution]
 programs=order_executor,router
 
@@ -50,8 +55,9 @@ def test_a_must_run_program_that_exits_0_is_one_alert_and_an_operator_stop_is_no
     for name in ("critical_service", "execution:order_executor", "execution:router"):
         sup.wait_state(name if ":" in name else f"{name}:{name}", "RUNNING", 30)
     sup.wait_state("nightly_job:nightly_job", "EXITED", 30)
+    sup.wait_state("report_job:report_job", "EXITED", 30)
     wait_for(lambda: lookout(sup, "status", "--check").returncode == 0, 30,
-             "all fine: the one-shot job exited as expected")
+             "all fine: the one-shot jobs exited as expected (oneshot = true; autorestart=false in supervisord.conf)")
     listed = lookout(sup, "check-config").stdout  # every rule it will apply
     assert "alerts.programs[0] match='critical_service'" in listed and "must_run (grace 2s)" in listed, listed
     assert "alerts.programs[2] match='nightly_job'" in listed and "oneshot" in listed

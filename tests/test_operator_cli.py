@@ -195,7 +195,9 @@ def test_init_reads_odd_supervisord_confs_as_supervisord_does(tmp_path, monkeypa
     (tmp_path / "conf.d").mkdir()
     conf = tmp_path / "supervisord.conf"
     conf.write_bytes(b"; caf\xe9\n[supervisord]\n[include]\nfiles = %(ENV_HOME)s/conf.d/*.conf\n")  # latin-1
-    assert f"cp /opt/lookout/conf.d/lookout.conf {tmp_path}/conf.d/lookout.conf && " in _include_text("/opt/lookout")
+    # (issue 23: the README's own cp step, into this include directory)
+    assert (f"cp /opt/lookout/conf.d/lookout.conf /opt/lookout/conf.d/lookout-exporter.conf {tmp_path}/conf.d/   #"
+            in _include_text("/opt/lookout"))
     conf.write_text("[supervisord]\n[include]\nfiles = conf.d/lookout-*.conf\n")
     assert "under names that match it" in _include_text("/opt/lookout")
 

@@ -10,8 +10,12 @@ supervisords, or none readable): init does not guess and says `--supervisord-con
 
 from __future__ import annotations
 
+import contextlib
 import os
+import xmlrpc.client
 from collections.abc import Iterable
+
+from ..rpc import SupervisorClient, SupervisorUnavailable
 
 NO_VALUE = "nhv"  # supervisord's short options without a value (-n nodaemon, -h help, -v version)
 SEARCH = ("../etc/supervisord.conf", "../supervisord.conf", "supervisord.conf", "etc/supervisord.conf",
@@ -84,3 +88,37 @@ def running_confs(proc: str = "/proc") -> list[str]:
             if conf is not None:
                 found.add(conf)
     return sorted(found)
+
+
+def run_once_programs(pid: int, proc: str = "/proc") -> set[str]:
+    """The namespecs with autorestart=false in the supervisord.conf the supervisord of `pid` read, by
+    supervisord's own reader: programs meant to run once, whose expected exit (exitcodes) is fine.
+    Empty when it cannot be read (another user's supervisord, one on another host, a broken file)."""
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
+            argv = [a.decode(errors="surrogateescape") for a in f.read().split(b"\0") if a]
+        conf = conf_of(argv, os.readlink(os.path.join(proc, str(pid), "cwd")))
+    except OSError:
+        return set()
+    if conf is None:
+        return set()
+    from supervisor.options import ServerOptions
+
+    options = ServerOptions()
+    options.configfile = conf
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            options.process_config(do_usage=False)
+    except (Exception, SystemExit):  # its own reader: whatever it raises, we only lose the hint
+        return set()
+    return {f"{g.name}:{p.name}" for g in options.process_group_configs for p in g.process_configs
+            if p.autorestart is False}
+
+
+def run_once_of(client: SupervisorClient) -> set[str]:
+    """run_once_programs() of the supervisord this client talks to (when it runs here, readable)."""
+    try:
+        pid = client.call("supervisor.getPID")
+    except (SupervisorUnavailable, xmlrpc.client.Fault):
+        return set()
+    return run_once_programs(pid) if isinstance(pid, int) and pid > 0 else set()

@@ -10,8 +10,9 @@ when every process runs (RUNNING, or STARTING), no alert is open and the listene
 store (a STORE line says when it cannot: what is shown may be stale); 1 otherwise, naming each
 process that is not fine on stderr; 2 when supervisord or the store cannot be read. A process an
 operator stopped counts (`--ignore-stopped`: the old meaning, STOPPED and EXITED are fine). Fine
-anyway: a one-shot program (`oneshot = true` in [[alerts.programs]]) that exited as expected, and a
-program supervisord never started (autostart=false, start 0): nothing says it should run.
+anyway: a one-shot program (`oneshot = true` in [[alerts.programs]], or autorestart=false in the
+supervisord.conf of a supervisord running here) that exited as expected (exitcodes), and a program
+supervisord never started (autostart=false, start 0): nothing says it should run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..listener.store.sidecar import peek
 from ..patterns import ProcessPattern, no_match
 from ..rpc import SupervisorClient, SupervisorUnavailable, snapshot_from_info
 from ..text import clean
+from .running_supervisord import run_once_of
 from .status_delivery import delivery_lines
 
 RUNS = ("RUNNING", "STARTING")  # (STARTING lasts at most startsecs: then RUNNING or BACKOFF)
@@ -168,13 +170,14 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
     except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
         raise Unreadable(f"cannot read supervisord at {config.supervisor.serverurl}: {exc}") from None
 
+    run_once = run_once_of(client)
     rows = []
     for info in infos if isinstance(infos, list) else []:
         snap = snapshot_from_info(info)
         if snap is None or not wanted.matches(snap.namespec):
             continue
         rows.append(ProcessStatus(snap, str(info.get("description", "")),
-                                  oneshot=policies.lookup(snap.namespec).oneshot))
+                                  oneshot=policies.lookup(snap.namespec).oneshot or snap.namespec in run_once))
     _add_store(config, rows, time.time())
     return rows
 
