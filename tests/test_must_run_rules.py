@@ -116,3 +116,26 @@ def test_a_crash_respawned_in_milliseconds_was_down_that_long_not_until_called_s
     assert (notice.kind, alert.back_at) == (RESOLVED, 10.016)
     text = "\n".join(_resolved_block(PendingNotice(1, RESOLVED, 71.5, alert, engine.records["feed:feed"]), "vm"))
     assert "down 16ms (since" in text, text
+
+
+def test_a_problem_found_by_the_first_reconcile_is_failing_since_supervisords_time_or_earlier():
+    """Issue 23, true times: lookout was not there to see it; supervisord's stop time, "or earlier"."""
+    from lookout.listener.notifier.render import Enrichment, firing_block
+    from lookout.listener.rules.models import EXITED
+    from lookout.listener.store.delivery import PendingNotice
+
+    from .test_rules import SETTINGS as PLAIN
+
+    engine = AlertEngine(PLAIN)
+    snap = [ProcessSnapshot("w", "w", "EXITED", 1, 700, 1000, 0, 6, "Bad exit code 6")]  # exited at 700
+    engine.on_snapshot(snap, 1000, 1000.05)
+    out = engine.on_snapshot(snap, 1001, 1001.05)
+    (notice,) = out.notices
+    alert = out.alerts[notice.key]
+    assert (alert.kind, alert.opened_at, alert.at_least) == (EXITED, 700, True)
+    text = "\n".join(firing_block(PendingNotice(1, FIRING, 1001, alert, engine.records["w:w"]), "vm", 1001,
+                                  Enrichment(), 5))
+    assert "or earlier (at least 5m1s)" in text, text
+    seen = AlertEngine(PLAIN)  # one it saw happen: no "or earlier"
+    run(seen, start("w") + crash(10, "w"))
+    assert not seen.book.get("process", "w:w").at_least

@@ -142,11 +142,11 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
             restarts = f"restarted {proc.restarts} time(s) in all"
         out.append("  " + "; ".join(p for p in (
             window,
-            f"failing since {_clock(since)} ({format_duration(now - since)} ago)",
+            _failing_since(a, since, now),
             restarts,
         ) if p))
     elif a.family != QUORUM:
-        out.append(f"  failing since {_clock(a.opened_at)} ({format_duration(now - a.opened_at)} ago)")
+        out.append(f"  {_failing_since(a, a.opened_at, now)}")
     spawnerr = extra.spawnerr.get(a.namespec) or (a.detail if a.family == PROCESS and a.kind != BRAKED else "")
     if spawnerr:
         out.append(f"  supervisord says: {clean(spawnerr)}")
@@ -171,6 +171,13 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     elif extra.unavailable.get(a.namespec) and lines > 0:
         out.append(f"  (log tail unavailable: {extra.unavailable[a.namespec]})")
     return out
+
+
+def _failing_since(alert: Alert, since: float, now: float) -> str:
+    """When it began; found by a reconcile (lookout was not there to see it): at least that long."""
+    if alert.at_least:
+        return f"failing since {_clock(since)} or earlier (at least {format_duration(now - since)})"
+    return f"failing since {_clock(since)} ({format_duration(now - since)} ago)"
 
 
 def failed_starts(alert: Alert, proc: ProcessRecord) -> int | None:

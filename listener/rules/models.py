@@ -140,6 +140,7 @@ class Alert:
     evidence: str = ""  # evidence command output, matched log lines
     acting_since: float | None = None  # lookout's action on it is in flight: its page waits for the result
     back_at: float | None = None  # resolved: when the run that proved stable began (the end of the downtime)
+    at_least: bool = False  # found by a reconcile, not seen happen: it may have begun before opened_at
 
     @property
     def is_open(self) -> bool:

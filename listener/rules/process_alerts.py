@@ -202,14 +202,20 @@ class ProcessAlerts:
         elif rec.crash_looping and loop.action == "stop" and not rec.braked:
             self.brake.engage(rec, loop, now, out)  # (the config asks for the stop brake only now)
 
-    def raise_(self, rec: ProcessRecord, kind: str, now: float, out: Outcome, detail: str = "") -> None:
-        begin_episode(rec, now)
+    def raise_(self, rec: ProcessRecord, kind: str, now: float, out: Outcome, detail: str = "", *,
+               unseen: bool = False) -> None:
+        """unseen: found by a reconcile, not seen happen: failing since supervisord's own time of it
+        (its state_since), "or earlier"."""
+        unseen = unseen and rec.failing_since is None  # (an episode seen begin stays as seen)
+        begin_episode(rec, min(rec.state_since or now, now) if unseen else now)
         policy = self.policies.lookup(rec.namespec)
         if policy.ignore or rec.namespec == self.own_namespec:
             return  # we cannot usefully alert on our own death: the exporter's heartbeat does
-        self.book.raise_(PROCESS, rec.namespec, kind, policy.severity_for(kind), now, out,
-                         opened_at=rec.failing_since, failures=len(rec.failures),
-                         restarts_at_open=rec.restarts_before_failing, tags=policy.tags, detail=detail)
+        alert = self.book.raise_(PROCESS, rec.namespec, kind, policy.severity_for(kind), now, out,
+                                 opened_at=rec.failing_since, failures=len(rec.failures),
+                                 restarts_at_open=rec.restarts_before_failing, tags=policy.tags, detail=detail)
+        if alert is not None and unseen and alert.opened_at == rec.failing_since:
+            alert.at_least = True  # (its page says "or earlier")
 
     # ---- time -----------------------------------------------------------------------------
 

@@ -221,7 +221,7 @@ class SupervisordAnswers:
         ns, open_alert = rec.namespec, self.book.get(PROCESS, rec.namespec)
         if info.state == "FATAL" and open_alert is None:
             rec.spawnerr = info.spawnerr
-            self.process.raise_(rec, FATAL, now, out, detail=info.spawnerr)
+            self.process.raise_(rec, FATAL, now, out, detail=info.spawnerr, unseen=rec.event_at < rec.state_since)
             return True
         # An unexpected exit that supervisord did not respawn (autorestart=false): one we saw happen
         # (pending_exit_at) or one from before we were listening ("Bad exit code"). If it was
@@ -259,7 +259,8 @@ class SupervisordAnswers:
         if rec.pending_exit_at is None:
             rec.last_exit_status = info.exitstatus
             rec.last_exit_text = f"exit status {info.exitstatus}"
+        unseen = rec.pending_exit_at is None  # a "Bad exit code" from before we listened
         rec.pending_exit_at, rec.down_since = None, None
-        self.process.raise_(rec, EXITED, now, out)
+        self.process.raise_(rec, EXITED, now, out, unseen=unseen)
         return True
 

@@ -31,7 +31,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    family: process, health:<probe>, remediation, quorum (for
                                    quorum, namespec is the group name); acting_since (schema 7:
                                    lookout's action on it in flight, its page waits), back_at
-                                   (schema 7: when the run that resolved it began)
+                                   (schema 7: when the run that resolved it began), at_least
+                                   (schema 7: found by a reconcile, it may have begun earlier)
   probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
                                    not judged since the start), consecutive counts, last result,
                                    failures_total, last_judged (0: its last run could not read
@@ -166,7 +167,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     action_taken TEXT NOT NULL DEFAULT '',
     evidence TEXT NOT NULL DEFAULT '',
     acting_since REAL,
-    back_at REAL
+    back_at REAL,
+    at_least INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_at);
 CREATE TABLE IF NOT EXISTS notifications (

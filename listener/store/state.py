@@ -45,7 +45,7 @@ _UPSERT_STREAM = (
 _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
     "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
-    "family", "action_taken", "evidence", "acting_since", "back_at",
+    "family", "action_taken", "evidence", "acting_since", "back_at", "at_least",
 ]
 _LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
 _ACTION_FIELD = [f.name for f in fields(ProcessRecord)].index("action")
@@ -118,6 +118,7 @@ def probe_state_from_row(row: sqlite3.Row) -> ProbeState:
 def alert_from_row(row: sqlite3.Row) -> Alert:
     values = {c: row[c] for c in _ALERT_COLUMNS}
     values["tags"] = tuple(json.loads(values["tags"] or "[]"))
+    values["at_least"] = bool(values["at_least"])
     return Alert(id=row["id"], **values)
 
 
