@@ -60,7 +60,7 @@ def render_alertmanager(notices: list[PendingNotice], host: str, now: float, ext
         fresh = bool(extra.tails or extra.exits or extra.spawnerr or extra.unavailable) or a.id not in annotations
         if fresh:
             try:
-                description = "\n".join(firing_block(n, host, now, extra, lines))
+                description = "\n".join(firing_block(n, host, now, extra, lines, whole=True))
             except Exception:  # one alert's details must not keep the others from Alertmanager
                 description = "(details could not be rendered; see the listener's log)"
             annotations[a.id] = {  # type: ignore[index]

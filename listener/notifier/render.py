@@ -119,10 +119,13 @@ def _show(title: str, lines: list[str], markdown: bool) -> list[str]:
 
 
 def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lines: int,
-                 markdown: bool = False) -> list[str]:
+                 markdown: bool = False, whole: bool = False) -> list[str]:
+    """One alert in words. An update of an alert already heard says what changed, unless `whole`
+    (Alertmanager keeps only the latest annotations of an alert: each post is the whole of it)."""
     a, proc = n.alert, n.process
     label = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}.get(n.kind, "")
-    out = [f"{label}{a.severity.upper()}  {headline(a, host)}"]
+    said = f"{display_name(a.namespec)} {crashed_again(proc)} on {host}" if _again(n) and proc else headline(a, host)
+    out = [f"{label}{a.severity.upper()}  {said}"]
     if a.family != PROCESS and a.detail:
         out.append(f"  {clean(a.detail)}")
     exit_phrase = _exit_phrase(n, extra) if a.family == PROCESS else ""
@@ -157,7 +160,7 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     link = dashboard_link(extra.dashboard_url, a.namespec, host)
     if link:
         out.append(f"  dashboard: [{display_name(a.namespec)}]({link})" if markdown else f"  dashboard: {link}")
-    if n.kind == UPDATE and n.heard:  # an update says what changed: its page had the evidence and the tail
+    if n.kind == UPDATE and n.heard and not whole:  # what changed: its page had the evidence and the tail
         return out
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
     if a.family == QUORUM:
@@ -291,7 +294,7 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
         if n.kind == RESOLVED:
             return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}"
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
-        if n.kind == UPDATE and n.alert.kind == CRASHED and not n.alert.action_taken and n.process is not None:
+        if _again(n) and n.process is not None:
             return f"[{n.alert.severity.upper()}] Update: {display_name(n.alert.namespec)} {crashed_again(n.process)}" \
                 f" on {host}"
         action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
@@ -303,6 +306,11 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
     verb = "Update:" if all(n.kind == UPDATE for n in firing) else ""
     said = f"{verb} {names(firing)}" if verb else f"{names(firing)} failing"
     return f"[{firing[0].alert.severity.upper()}] {said} on {host}"
+
+
+def _again(n: PendingNotice) -> bool:
+    """An update of a "crashed" alert that is not about lookout's action: it crashed again."""
+    return n.kind == UPDATE and n.alert.kind == CRASHED and not n.alert.action_taken
 
 
 def crashed_again(proc: ProcessRecord) -> str:
