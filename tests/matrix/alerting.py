@@ -1,4 +1,4 @@
-"""Capabilities that alert: crash, crash loop, FATAL, quorum, silence, dead man's switch.
+"""Capabilities that alert: crash, crash loop, FATAL, must_run, quorum, silence, dead man's switch.
 
 Each scenario says in its docstring what "the same outcome" is, under every perturbation; "one"
 means exactly one entry at the judged target (doubled is as wrong as lost).
@@ -62,6 +62,39 @@ def crash_loop(run: Run) -> None:
     stays(lambda: len(run.firing("flaky:flaky", "is crash-looping")) == 1
           and len(run.firing("flaky:flaky", "crashed and was restarted")) <= 1
           and len(run.resolved("flaky:flaky")) == 1, 3, "one crash loop, one resolution")
+
+
+# It runs 1.5 s before it looks for its cue (past startsecs: an exit 0 is an expected exit, not a failed
+# start), after a reload too.
+MUST_RUN = """\
+[program:critical_service]
+command=sh -c 'sleep 1.5; while [ ! -f %(here)s/quit ]; do sleep 0.1; done; echo "critical_service: done" >&2;
+    exit 0'
+startsecs=1
+autorestart=unexpected
+stopwaitsecs=1
+"""
+
+
+def must_run(run: Run) -> None:
+    """A must_run program (grace 2s) exits 0 under autorestart=unexpected and stays EXITED. Mid-way:
+    just after its exit, before the alert. Outcome: one "is not running, and it must run"; started
+    again by an operator, one RESOLVED. Under a reload it runs again and exits again: still one alert."""
+    settings = run.settings()
+    settings["alerts"]["programs"] = [{"match": "critical_service", "must_run": True, "grace": "2s"}]
+    sup = run.supervisor(MUST_RUN, settings).start()
+    run.wait_running("critical_service:critical_service")
+    (sup.root / "quit").touch()
+    wait_for(lambda: "exited: critical_service " in sup.log(), 20, "the exit")
+    run.midway()
+    ns = "critical_service:critical_service"
+    wait_for(lambda: run.firing(ns, "is not running, and it must run"), run.within(30), "the must_run alert")
+    run.settled()
+    (sup.root / "quit").unlink()
+    wait_for(lambda: sup.state_of(ns) == "EXITED", run.within(20), "EXITED")
+    assert sup.ctl("start", ns).returncode == 0
+    wait_for(lambda: run.resolved(ns), run.within(30), "resolved once it runs")
+    stays(lambda: len(run.firing(ns)) == 1 and len(run.resolved(ns)) == 1, 3, "one alert, one resolution")
 
 
 # startsecs = 5: an exit at once stays one before RUNNING on a busy machine too (a fork and exec of

@@ -21,6 +21,7 @@ CAPABILITIES: dict[str, Callable[[Run], None]] = {
     "crash_alert": alerting.crash_alert,
     "crash_loop": alerting.crash_loop,
     "fatal": alerting.fatal,
+    "must_run": alerting.must_run,
     "fatal_recovery": acting.fatal_recovery,
     "brake": acting.brake,
     "probe_restart": acting.probe_restart,
