@@ -61,7 +61,7 @@ class Removals:
         self.guard.operator_took_over(rec)  # budgets, the brake, wanted actions: gone with it
         self.health.reset(rec.namespec, out)
         rec.failures, rec.failing_since, rec.crash_looping = [], None, False
-        rec.pending_exit_at, rec.stopped_by = None, ""
+        rec.pending_exit_at, rec.down_since, rec.stopped_by = None, None, ""
         out.records[rec.namespec] = rec
         out.history.append(HistoryEntry(now, rec.namespec, "state", REMOVED_FROM_CONFIG))
 
