@@ -158,7 +158,8 @@ def test_readme_install_runs_as_written(tmp_path, built_dist, supervisor_factory
     # (issue 23: its command line in /proc; with other tests' supervisords running beside it, init
     # does not guess and prints the README's own step).
     as_readme = [substitute(li, {"/opt/lookout": str(root)}) for li in after_init]
-    fitting = [substitute(li, {"/opt/lookout": str(root), "/etc/supervisor/conf.d/": f"{include}/"})
+    fitting = [substitute(li, {"/opt/lookout": str(root), "/etc/supervisor/conf.d/": f"{include}/",
+                               "supervisorctl": f"supervisorctl -c {shlex.quote(str(sup.conf))}"})
                for li in after_init]
     assert printed in (as_readme, fitting), printed
 
@@ -277,6 +278,26 @@ def test_init_does_not_guess_between_two_running_supervisords(tmp_path, monkeypa
     assert "cp " in out and "/etc/supervisor/conf.d/" in out  # the README's own step
 
 
+def test_of_two_running_supervisords_init_takes_the_one_that_includes_dir(tmp_path, monkeypatch, capsys):
+    """Found by a new user: with a second supervisord running, init printed Debian's cp and wrote live
+    snippets into the DIR/conf.d/ that theirs includes. The one whose [include] takes DIR/conf.d/ is
+    the one; its steps say `supervisorctl -c` (supervisorctl would not find that file by itself)."""
+    from lookout.commands import init
+
+    root, theirs, other = tmp_path / "lk", tmp_path / "theirs.conf", tmp_path / "other.conf"
+    theirs.write_text(f"[supervisord]\n[unix_http_server]\nfile={tmp_path}/t.sock\n"
+                      f"[include]\nfiles = {root}/conf.d/*.conf\n")
+    other.write_text("[supervisord]\n[include]\nfiles = /nonexistent/*.conf\n")
+    monkeypatch.setattr(init, "running_confs", lambda: [str(other), str(theirs)])
+    monkeypatch.setattr(init, "supervisord_conf", lambda: None)
+    assert init.init_command(str(root), False) == 0
+    out = capsys.readouterr().out
+    assert f"supervisord runs with {theirs}" in out and (root / "snippets" / "lookout.conf").exists()
+    assert not (root / "conf.d" / "lookout.conf").exists()
+    assert f"supervisorctl -c {theirs} reread && supervisorctl -c {theirs} update" in out
+    assert f'serverurl = "unix://{tmp_path}/t.sock"' in (root / "lookout.toml").read_text()
+
+
 def test_init_never_writes_live_snippets_into_a_directory_supervisord_includes(tmp_path, capsys):
     """DIR/conf.d/*.conf already in supervisord.conf's [include]: the snippets wait in DIR/snippets/
     until lookout.toml is edited, and the printed cp step (not the README's, which would copy a file
@@ -308,21 +329,21 @@ def test_init_never_writes_live_snippets_into_a_directory_supervisord_includes(t
 
 @pytest.mark.long
 def test_an_offline_host_installs_from_a_wheelhouse_with_no_index(tmp_path, built_dist):
-    """README "An offline host": pip download into a wheelhouse (here: the wheel built from the tree, and
+    """README "An offline host": pip wheel into a wheelhouse (here: from a source archive of this tree,
     what it needs from the index), then a venv installs from that directory alone, every index unreachable."""
     readme = (REPO / "README.md").read_text()
     block = re.search(r"\*\*An offline host\*\*.*?```sh\n(.*?)```", readme, re.S)
     assert block, "README: no offline install block"
     lines = [re.sub(r"\s+#(\s.*)?$", "", li).strip() for li in block.group(1).splitlines() if li.strip()]
-    wheel = next(built_dist.glob("*.whl"))
+    sdist = next(built_dist.glob("*.tar.gz"))
     venv = tmp_path / "opt-lookout" / "venv"
     table = {"python3": shlex.join([sys.executable]), "/opt/lookout/venv": str(venv),
              "wheelhouse": str(tmp_path / "wheelhouse")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
     for i, line in enumerate(lines):
         command = substitute(line, table)
-        if i == 0:  # the download: the wheel of this tree stands for the published package
-            command = command.replace("supervisor-lookout", shlex.quote(str(wheel)))
+        if i == 0:  # the wheelhouse: a source archive of this tree stands for the published package
+            command = command.replace("supervisor-lookout", shlex.quote(str(sdist)))
             run_env = env
         else:  # the offline host: no index answers
             run_env = {**env, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",

@@ -139,3 +139,20 @@ def test_a_problem_found_by_the_first_reconcile_is_failing_since_supervisords_ti
     seen = AlertEngine(PLAIN)  # one it saw happen: no "or earlier"
     run(seen, start("w") + crash(10, "w"))
     assert not seen.book.get("process", "w:w").at_least
+
+
+def test_a_respawn_before_lookout_heard_of_the_exit_is_respawned_at_once():
+    """Found by a new user: the spawn (kernel time) 8 ms before lookout's time of the exit made the
+    resolution fall back to "down 1m1s", stable_after included."""
+    import dataclasses
+
+    from lookout.listener.notifier.render import _resolved_block
+    from lookout.listener.rules.models import Alert
+    from lookout.listener.store.delivery import PendingNotice
+
+    alert = Alert("feed:feed", "crashed", "warning", 100.0, 161.0, failures=1, resolved_at=161.0,
+                  resolution="recovered", back_at=99.992)
+    text = "\n".join(_resolved_block(PendingNotice(1, RESOLVED, 161.0, alert, None), "vm"))
+    assert "after a crash; respawned at once (since" in text and "1m1s" not in text, text
+    later = dataclasses.replace(alert, back_at=100.5)
+    assert "down 500ms" in "\n".join(_resolved_block(PendingNotice(1, RESOLVED, 161.0, later, None), "vm"))

@@ -177,7 +177,8 @@ def test_init_prints_one_cp_step_the_hosts_own(tmp_path, monkeypatch, capsys):
     """A new user on Fedora got the right cp in a note and Debian's in the steps below it."""
     from lookout.commands.init import init_command
 
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lookout.commands.init.running_confs", lambda: [])  # (other tests' supervisords aside:
+    monkeypatch.chdir(tmp_path)  # supervisord's own search order from here is what this test is about)
     monkeypatch.setenv("PATH", "/nonexistent")
     (tmp_path / "supervisord.d").mkdir()
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n[include]\nfiles = supervisord.d/*.ini\n")

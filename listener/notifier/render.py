@@ -212,6 +212,9 @@ def probe_requests(alert: Alert, paths: tuple[str, ...] = ()) -> Callable[[str],
     return own
 
 
+RESPAWN_SLACK = 60.0  # how far before lookout heard of an exit its respawn may be (events queued)
+
+
 def _recovery(alert: Alert, end: float) -> str:
     if alert.resolution == "stopped":
         return f"stopped by an operator at {_clock(end)}"
@@ -224,14 +227,17 @@ def _recovery(alert: Alert, end: float) -> str:
 
 
 def _back_at(alert: Alert, end: float) -> float:
-    """When the run that resolved it began (supervisord's own start): the end of the downtime."""
+    """When the run that resolved it began (its spawn): the end of the downtime. It may come before
+    opened_at, lookout's time of the exit: the respawn came before lookout heard of the exit."""
     back = alert.back_at
-    return back if back is not None and alert.opened_at <= back <= end else end
+    return back if back is not None and alert.opened_at - RESPAWN_SLACK <= back <= end else end
 
 
 def _downtime(alert: Alert, back: float) -> str:
     """One failure: how long it was down. More: how long it kept failing (it ran in between)."""
-    took = format_duration(max(0.0, back - alert.opened_at))
+    if back < alert.opened_at + 0.001:
+        return "respawned at once" if alert.failures <= 1 else "failing for a moment"
+    took = format_duration(back - alert.opened_at)
     return f"down {took}" if alert.failures <= 1 else f"failing for {took}"
 
 

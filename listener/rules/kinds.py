@@ -50,7 +50,7 @@ KINDS: dict[str, AlertKind] = {k.name: k for k in (
     AlertKind(FATAL, 3, "critical", "gave up starting (FATAL)", "a failed start (FATAL)", "SupervisorProcessFatal"),
     AlertKind(EXITED, 3, "critical", "exited and will not be restarted", "an unexpected exit",
               "SupervisorProcessExited"),
-    AlertKind(NOT_RUNNING, 3, "critical", "is not running, and it must run", "a program that must run not running",
+    AlertKind(NOT_RUNNING, 3, "critical", "is not running, and it must run", "being down (must_run)",
               "SupervisorProcessMustRun"),
     AlertKind(BRAKED, 3, "critical", "was stopped by lookout's crash-loop brake", "a crash loop stopped by the brake",
               "SupervisorProcessBraked"),

@@ -43,7 +43,7 @@ def check_config(config: Config) -> int:
         f"supervisor.serverurl = {_show_serverurl(config)}  ({state})",
         f"supervisor.username = {config.supervisor.username or '(none)'}",
         f"supervisor.password = {'***' if config.supervisor.password else '(none)'}",
-        f"state.path = {config.state_path}",
+        f"state.path = {config.state_path}  (the store: writable)",
         f"notify targets = {len(targets)}",
         *(f"  - {t.label}" + (f"  tags={sorted(t.tags)}" if t.tags else "") for t in targets),
         f"notify.timeout = {format_duration(n.timeout)}; retries from {format_duration(n.retry_initial)}"

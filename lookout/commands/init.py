@@ -108,10 +108,12 @@ def examples_commented(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False) -> list[str]:
+def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False,
+               ctl: str = "supervisorctl") -> list[str]:
     """The README's Install steps after `lookout init`, with this DIR and these commands; `copy`,
     when this host's supervisord.conf says where its snippets go, replaces Debian's cp step ("":
-    none, they are live where they were written)."""
+    none, they are live where they were written); `ctl`: supervisorctl with the -c of a supervisord.conf
+    it would not find by itself."""
     lookout = shlex.join([*command("lookout", "lookout"), "-c", os.path.join(root, "lookout.toml")])
     snippets = shlex.join([os.path.join(root, "conf.d", s) for s in SNIPPETS])
     return [
@@ -122,8 +124,8 @@ def next_steps(root: str, copy: str | None = None, serverurl_set: bool = False) 
         f"{lookout} test-alert",
         *([copy] if copy else [] if copy == "" else [
             f"cp {snippets} /etc/supervisor/conf.d/   # or the directory [include] files= names in supervisord.conf"]),
-        "supervisorctl reread && supervisorctl update",
-        "supervisorctl status lookout lookout-exporter   # both RUNNING",
+        f"{ctl} reread && {ctl} update",
+        f"{ctl} status lookout lookout-exporter   # both RUNNING",
     ]
 
 
@@ -210,12 +212,16 @@ def _include_note(root: str, conf: str | None = None) -> tuple[str, str | None]:
             f"{copies}   # where {conf}'s [include] files= looks")
 
 
-def _which_conf(named: str | None) -> tuple[str | None, str]:
+def _which_conf(named: str | None, root: str) -> tuple[str | None, str]:
     """The supervisord.conf to read, and a note when it was not plain: the one named, else the one the
-    running supervisord read (/proc), else the one supervisord's search order finds from here."""
+    running supervisord read (/proc; of several, the one whose [include] takes DIR/conf.d/), else the
+    one supervisord's search order finds from here."""
     if named:
         return os.path.abspath(named), ""
     running = running_confs()
+    including = [c for c in running if _live_include(c, root)]
+    if len(running) > 1 and len(including) == 1:
+        running = including
     if len(running) == 1:
         return running[0], f"supervisord runs with {running[0]}: read for the steps below\n"
     fallback = supervisord_conf()
@@ -264,10 +270,14 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
     if supervisord_conf_path is not None and not os.path.isfile(supervisord_conf_path):
         print(f"lookout: init: --supervisord-conf {supervisord_conf_path}: no such file", file=sys.stderr)
         return 2
-    conf, which = _which_conf(supervisord_conf_path)
+    conf, which = _which_conf(supervisord_conf_path, root)
     serverurl = serverurl_of(conf) if conf else None
     snippets_dir = Path(root, "conf.d")
-    live = _live_include(conf, root) if conf else ""
+    live, live_conf = (_live_include(conf, root), conf) if conf else ("", None)
+    for other in [] if live else running_confs():  # any supervisord here that takes DIR/conf.d/: not early
+        live, live_conf = _live_include(other, root), other
+        if live:
+            break
     if live and not force:  # snippets there would go live at the next `update`, before lookout.toml is edited
         snippets_dir = Path(root, "snippets")
     conf_d = asset_dir("conf_d")
@@ -305,16 +315,17 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
     include, copy = _include_note(root, conf) if not live else ("", None)
     include = which + include
     if live and not force:
-        include += (f"{conf} includes {live}: the snippets are in {snippets_dir}/ until lookout.toml is ready "
+        include += (f"{live_conf} includes {live}: the snippets are in {snippets_dir}/ until lookout.toml is ready "
                     f"(the cp step below puts them live; --force writes them there at once)\n")
         copy = (f"cp {shlex.join(str(snippets_dir / s) for s in SNIPPETS)} {shlex.quote(os.path.join(root, 'conf.d'))}/"
-                f"   # live: {conf}'s [include] files= looks there")
+                f"   # live: {live_conf}'s [include] files= looks there")
     elif live:
-        include += f"{conf} includes {live}: the snippets written there are live (no cp step)\n"
+        include += f"{live_conf} includes {live}: the snippets written there are live (no cp step)\n"
         copy = ""
     if serverurl is not None:
         include += f"supervisor.serverurl = {serverurl[0]} in lookout.toml (from {serverurl[1]})\n"
-    steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None))
+    ctl = "supervisorctl" if conf is None or conf == supervisord_conf() else f"supervisorctl -c {shlex.quote(conf)}"
+    steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None, ctl))
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
           f"as its own user, which must be {user}\n{include}"
