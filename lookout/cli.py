@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None, prog: str = "lookout") -> int:
 
         return init_command(args.directory, args.force, args.supervisord_conf)
     if args.command == "status" and args.json_schema:
-        from .commands.status import STATUS_SCHEMA
+        from .commands.status_schema import STATUS_SCHEMA
 
         print(json.dumps(STATUS_SCHEMA, indent=2))
         return 0

@@ -254,3 +254,22 @@ def test_a_repeat_crash_is_an_update_that_says_how_often_without_a_second_tail()
     first = render([crashed], "vm", NOW, Enrichment(tails={"feed:feed": "feed: no route to exchange\n"}), lines=5,
                    max_detailed=10)
     assert "no route to exchange" in first.body
+
+
+def test_an_update_carries_the_evidence_lookout_gathered_and_the_one_line_form_says_update():
+    """Found by an attacker: evidence is attached at the end of lookout's action; when the page went out
+    before it (a restart longer than ACTION_SETTLE), the update is the first to carry it. And past
+    max_detailed, an update's one line said "crashed and was restarted" as if it were new."""
+    proc = ProcessRecord("web", "web", failures=[NOW - 30], failing_since=NOW - 30)
+    hung = notice("web:web", "unhealthy", nid=3, proc=proc, family="health:http", evidence="STACKDUMP-MARKER",
+                  action_taken="restarted by lookout, 1st of 3 allowed in 1h")
+    update = PendingNotice(4, "update", NOW, hung.alert, proc, heard=True)
+    shown = render([update], "vm", NOW, Enrichment(tails={"web:web": "web: deadlock\n"}), lines=5, max_detailed=10)
+    assert "STACKDUMP-MARKER" in shown.body and "deadlock" not in shown.body, shown.body
+    crashes = []
+    for i in range(3):
+        p = ProcessRecord(f"w{i}", f"w{i}", failures=[NOW - 16, NOW], failing_since=NOW - 16)
+        crashes.append(PendingNotice(10 + i, "update", NOW, notice(f"w{i}:w{i}", nid=10 + i, proc=p).alert, p,
+                                     heard=True))
+    body = render(crashes, "vm", NOW, Enrichment(), lines=5, max_detailed=1).body
+    assert body.count("crashed again, 2 times in 16s") == 3 and "crashed and was restarted" not in body, body

@@ -255,11 +255,15 @@ def test_the_running_supervisords_configuration_is_found_from_its_command_line(s
     sup = supervisor_factory("[program:svc]\ncommand=sleep 1000\n", {}, listener=False).start(wait_listener=False)
     assert str(sup.conf) in running_confs()  # (other tests' supervisords may run beside it)
     assert is_supervisord(["/usr/bin/python3", "/usr/bin/supervisord", "-n"])
+    assert is_supervisord(["python3", "-W", "ignore", "/usr/bin/supervisord", "-n"])
     assert is_supervisord(["python3", "-m", "supervisor.supervisord", "-c", "x"])
-    assert not is_supervisord(["python3", "-m", "supervisor.supervisorctl", "-c", "x"])
+    for other in (["python3", "-m", "supervisor.supervisorctl", "-c", "x"], ["journalctl", "-u", "supervisord"],
+                  ["systemctl", "status", "supervisord"], ["python3", "-c", "import supervisord"]):
+        assert not is_supervisord(other), other
     for argv, named in ((["supervisord", "-c", "a.conf"], "a.conf"), (["supervisord", "-ca.conf"], "a.conf"),
                         (["supervisord", "-nc", "a.conf"], "a.conf"), (["supervisord", "--configuration=a"], "a"),
                         (["supervisord", "--configuration", "a"], "a"), (["supervisord", "-n"], None),
+                        (["supervisord", "--config", "a"], "a"), (["supervisord", "--conf=a"], "a"),
                         (["supervisord", "-e", "debug", "-c", "b"], "b")):
         assert _configuration_arg(argv) == named, argv
     assert conf_of(["supervisord", "-c", "sub/s.conf"], "/srv/trading") == "/srv/trading/sub/s.conf"
@@ -353,3 +357,30 @@ def test_an_offline_host_installs_from_a_wheelhouse_with_no_index(tmp_path, buil
     assert any(p.name.startswith("supervisor_lookout-") for p in (tmp_path / "wheelhouse").iterdir())
     shown = subprocess.run([str(venv / "bin" / "lookout"), "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "check-config" in shown.stdout, shown.stderr
+
+
+def test_autorestart_false_is_read_as_the_supervisord_reads_it_and_only_of_a_supervisord(tmp_path):
+    """Found by an attacker: %(ENV_x)s expanded from lookout's own environment, not supervisord's; an
+    rpcinterface lookout cannot import lost every hint; any pid's working directory was read as if
+    it were a supervisord's."""
+    import os
+
+    from lookout.commands.running_supervisord import includes, run_once_programs
+
+    proc, home = tmp_path / "proc", tmp_path / "srv"
+    home.mkdir()
+    (home / "supervisord.conf").write_text(
+        f"[supervisord]\nlogfile={tmp_path}/s.log\n"
+        "[rpcinterface:x]\nsupervisor.rpcinterface_factory = nosuch.mod:make\n"
+        "[program:report]\ncommand=%(ENV_APP_HOME)s/report\nautorestart=false\n"
+        "[program:feed]\ncommand=/bin/feed\n")
+    for pid, argv in (("10", ["supervisord", "-c", "supervisord.conf"]), ("11", ["sleep", "1000"])):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        (proc / pid / "environ").write_bytes(b"APP_HOME=/opt/app\0PATH=/bin\0")
+        os.symlink(home, proc / pid / "cwd")
+    assert "APP_HOME" not in os.environ
+    assert run_once_programs(10, str(proc)) == {"report:report"}
+    assert run_once_programs(11, str(proc)) == set()  # a sleep where a supervisord.conf lies: not a supervisord
+    assert includes("/srv/conf.d/*.conf", "/srv/conf.d/lookout.conf")
+    assert not includes("/srv/conf.d/*.conf", "/srv/conf.d/lookout/conf.d/lookout.conf")  # * stays in one directory

@@ -156,3 +156,30 @@ def test_a_respawn_before_lookout_heard_of_the_exit_is_respawned_at_once():
     assert "after a crash; respawned at once (since" in text and "1m1s" not in text, text
     later = dataclasses.replace(alert, back_at=100.5)
     assert "down 500ms" in "\n".join(_resolved_block(PendingNotice(1, RESOLVED, 161.0, later, None), "vm"))
+
+
+def test_must_run_taken_out_of_the_config_before_a_listener_restart_raises_nothing():
+    """Found by an attacker: the stored down_since raised "must run" after must_run = false."""
+    import copy
+
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    records = [copy.deepcopy(r) for r in engine.records.values()]
+    relaxed = AlertEngine(AlertSettings(exit_grace=3, stable_after=60, crash_loop=CrashLoop(5, 600)), records)
+    assert not relaxed.on_time(30).reconcile
+    for t in (30, 31, 32):
+        assert relaxed.on_snapshot(exited("critical_service", 5, t), t, t + 0.1).notices == []
+    assert relaxed.records["critical_service:critical_service"].down_since is None
+
+
+def test_a_program_removed_while_its_grace_is_asked_about_is_asked_again_once_it_is_back():
+    """Found by an attacker: the name stayed "being confirmed" after the answer that did not list it,
+    so the program, added back and down again, waited for the periodic reconcile (up to minutes)."""
+    engine = AlertEngine(SETTINGS)
+    run(engine, start("critical_service") + [(5, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    assert engine.on_time(15).reconcile
+    engine.on_snapshot([], 15, 15.1)  # `supervisorctl update` removed it meanwhile
+    back = [ProcessSnapshot("critical_service", "critical_service", "RUNNING", 20, 0, 20, 42, 0, "")]
+    engine.on_snapshot(back, 20, 20.1)
+    run(engine, [(30, ev("EXITED", "critical_service", "RUNNING", expected=True))])
+    assert "still down" in engine.on_time(40).reconcile  # its grace, not the next periodic reconcile

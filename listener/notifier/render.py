@@ -160,10 +160,9 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     link = dashboard_link(extra.dashboard_url, a.namespec, host)
     if link:
         out.append(f"  dashboard: [{display_name(a.namespec)}]({link})" if markdown else f"  dashboard: {link}")
-    if n.kind == UPDATE and n.heard and not whole:  # what changed: its page had the evidence and the tail
-        return out
+    # (evidence is gathered during lookout's action: an update after it may be the first to carry it)
     out.extend(_block("evidence:", clean(a.evidence), EVIDENCE_LINES, markdown))
-    if a.family == QUORUM:
+    if a.family == QUORUM or (n.kind == UPDATE and n.heard and not whole):  # an update: its page had the tail
         return out
     log = tail(extra.tails.get(a.namespec, ""), lines, probe_requests(a, extra.probe_paths.get(a.namespec, ())))
     own = f" ({log.left_out} of them lookout's own probe requests, left out)" if log.left_out else ""
@@ -282,7 +281,9 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
             blocks.extend(block)
             blocks.append("")
         else:
-            blocks.append(f"{n.alert.severity.upper()}  {display_name(n.alert.namespec)} {what(n.alert)}"
+            label = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}.get(n.kind, "")
+            said = crashed_again(n.process) if _again(n) and n.process is not None else what(n.alert)
+            blocks.append(f"{label}{n.alert.severity.upper()}  {display_name(n.alert.namespec)} {said}"
                           + (f"; recovered since: {since}" if since else ""))
     if len(firing) > max_detailed:
         blocks.append("")

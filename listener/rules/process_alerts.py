@@ -223,6 +223,9 @@ class ProcessAlerts:
         """The exit grace, a must_run program's grace and the stable run: each is asked of
         supervisord (process_answers.py decides)."""
         s, ns, pending = self.settings, rec.namespec, self.pending
+        if rec.down_since is not None and not self.policies.lookup(ns).must_run:
+            rec.down_since = None  # must_run was taken out of the config since (a listener restart read it)
+            self.touch(rec, out)
         if rec.down_since is not None and ns not in pending.confirming \
                 and now - rec.down_since >= self.policies.lookup(ns).grace:
             pending.confirming.add(ns)

@@ -161,6 +161,7 @@ class SupervisordAnswers:
                 self.pending.unheard_since.pop(ns, None)
             if self._align(rec, info, taken_at, out) | self._unheard_problems(rec, info, now, out):
                 self.process.touch(rec, out)
+        self.pending.confirming &= seen  # answered too: a name it does not list is gone (asked again if it is back)
         gone_groups = set()
         for ns, rec in self.records.items():
             if ns not in seen and rec.present and rec.event_at <= taken_at:
@@ -243,7 +244,12 @@ class SupervisordAnswers:
             self.pending.exit_sightings.pop(ns, None)
             return False
         must_run_only = rec.pending_exit_at is None and not unheard
-        if must_run_only and now - rec.down_since < self.process.policies.lookup(ns).grace:
+        policy = self.process.policies.lookup(ns)
+        if must_run_only and not policy.must_run:
+            rec.down_since = None  # must_run was taken out of the config since
+            self.pending.exit_sightings.pop(ns, None)
+            return True
+        if must_run_only and now - rec.down_since < policy.grace:
             return False  # (another reconcile came first: its grace is not over yet)
         if self.pending.exit_sightings.get(ns) != info.stop:
             self.pending.exit_sightings[ns] = info.stop

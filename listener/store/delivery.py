@@ -22,7 +22,7 @@ class PendingNotice:
     alert: Alert
     process: ProcessRecord | None
     held: bool = False  # a silence held it back at least once
-    heard: bool = False  # a firing of this alert was already delivered
+    heard: bool = False  # a firing of this alert already went to the outbox (delivered, or being delivered)
 
 
 EVERYTHING: frozenset[int | str] = frozenset({"*"})  # the topics of a message that orders with all

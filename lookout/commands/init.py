@@ -22,7 +22,6 @@ It ends with the README's next steps ("Install"), with DIR and the commands fill
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import json
 import os
 import pwd
@@ -33,7 +32,7 @@ import sys
 from pathlib import Path
 
 from ..assets import asset_dir
-from .running_supervisord import running_confs
+from .running_supervisord import includes, running_confs
 
 LAYOUT = {"dashboards": "grafana/dashboards", "provisioning": "grafana/provisioning", "prometheus": "prometheus"}
 WANTED = (".conf", ".toml", ".json", ".yaml", ".yml")
@@ -238,7 +237,7 @@ def _live_include(conf: str, root: str) -> str:
         globs = include_globs(conf)
     except (OSError, configparser.Error):
         return ""
-    return next((g for g in globs if any(fnmatch.fnmatch(os.path.join(root, "conf.d", s), g) for s in SNIPPETS)), "")
+    return next((g for g in globs if any(includes(g, os.path.join(root, "conf.d", s)) for s in SNIPPETS)), "")
 
 
 def _write(target: Path, data: bytes, force: bool, mode: int | None = None) -> bool:

@@ -3,7 +3,7 @@
 One line per process: state and uptime (from supervisord), health (from the probes; "cannot judge"
 while a probe cannot read its evidence, e.g. a log file deleted), restarts in
 the last hour and day, the last unexpected exit in words, the open alert and a silence if one
-holds it. `--json` prints a list of objects of the shape in STATUS_SCHEMA.
+holds it. `--json` prints a list of objects of the shape in status_schema.py.
 
 `--check` means what `supervisorctl status | grep -v RUNNING` means, plus lookout's word: exit 0
 when every process runs (RUNNING, or STARTING), no alert is open and the listener can write its
@@ -23,13 +23,12 @@ import sys
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..config import Config, format_duration
 from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
-from ..listener.rules.policy import PolicyBook
+from ..listener.rules.policy import PolicyBook, ProgramPolicy
 from ..listener.store.files import StoreUnavailable, store_errors, store_problem
 from ..listener.store.reads import StoreReader
 from ..listener.store.sidecar import peek
@@ -41,67 +40,6 @@ from .status_delivery import delivery_lines
 
 RUNS = ("RUNNING", "STARTING")  # (STARTING lasts at most startsecs: then RUNNING or BACKOFF)
 STOPPED_ON_PURPOSE = ("STOPPED", "EXITED")  # --ignore-stopped: fine (an unexpected EXITED has an alert)
-
-STATUS_SCHEMA: dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "title": "lookout status --json",
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["name", "group", "namespec", "state", "pid", "uptime_seconds", "description", "healthy",
-                     "probes", "restarts_1h", "restarts_24h", "last_exit", "alerts", "silenced_until", "lookout",
-                     "orphans", "ok"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "description": "as supervisorctl shows it: 'reconciler' or 'group:name'"},
-            "group": {"type": "string"},
-            "namespec": {"type": "string", "description": "always group:name"},
-            "state": {"enum": ["STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL",
-                               "UNKNOWN"]},
-            "pid": {"type": "integer"},
-            "uptime_seconds": {"type": ["number", "null"], "description": "null unless RUNNING"},
-            "description": {"type": "string", "description": "supervisord's own description"},
-            "healthy": {"type": ["boolean", "null"], "description": "null without probes or not judged yet"},
-            "probes": {"type": "object", "additionalProperties": {
-                "type": "object", "required": ["healthy", "last_ok", "last_detail", "judged"],
-                "properties": {"healthy": {"type": ["boolean", "null"]}, "last_ok": {"type": ["boolean", "null"]},
-                               "last_detail": {"type": "string"},
-                               "judged": {"type": "boolean", "description": "false: its last run could not "
-                                          "read its evidence (a log file deleted) and judged nothing; "
-                                          "last_detail says why"}}}},
-            "restarts_1h": {"type": "integer"},
-            "restarts_24h": {"type": "integer"},
-            "last_exit": {"type": ["object", "null"], "required": ["text", "status", "at"], "properties": {
-                "text": {"type": "string"}, "status": {"type": ["integer", "null"]},
-                "at": {"type": ["number", "null"]}}},
-            "alerts": {"type": "array", "items": {
-                "type": "object", "required": ["kind", "severity", "since", "detail"],
-                "properties": {"kind": {"type": "string"}, "severity": {"enum": ["info", "warning", "critical"]},
-                               "since": {"type": "number"}, "detail": {"type": "string"}}}},
-            "silenced_until": {"type": ["number", "null"]},
-            "lookout": {"type": "object", "description": "what lookout does or may do about it",
-                        "required": ["held_since", "held_reason", "braked", "starts_again_at", "stopped_by",
-                                     "action"],
-                        "additionalProperties": False, "properties": {
-                            "held_since": {"type": ["number", "null"],
-                                           "description": "`lookout hold`: lookout leaves it as it is"},
-                            "held_reason": {"type": "string"},
-                            "braked": {"type": "boolean", "description": "the crash-loop brake holds it"},
-                            "starts_again_at": {"type": ["number", "null"],
-                                                "description": "when the brake starts it again"},
-                            "stopped_by": {"enum": ["", "operator", "lookout"]},
-                            "action": {"type": "string", "description": "lookout's action in flight, if any"}}},
-            "orphans": {"type": "array", "items": {"type": "integer"},
-                        "description": "pids of this program's processes left running by a supervisord that died "
-                                       "(it may run twice)"},
-            "ok": {"type": "boolean", "description": "what --check counts: it runs (or is a one-shot program "
-                                                     "that exited as expected, or was never started), and no "
-                                                     "open alert"},
-            "not_ok": {"type": "string", "description": "why --check counts it as not fine ('' when ok)"},
-        },
-    },
-}
-
 
 class Unreadable(Exception):
     """supervisord or the store cannot be read: exit status 2."""
@@ -120,6 +58,7 @@ class ProcessStatus:
     silenced_until: float | None = None
     orphans: list[Orphan] = field(default_factory=list)  # left running by a supervisord that died
     oneshot: bool = False  # [[alerts.programs]] oneshot = true: runs once, an expected exit is fine
+    must_run: bool = False  # [[alerts.programs]] must_run = true: never started is not fine either
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -140,7 +79,8 @@ class ProcessStatus:
         if self.orphans:
             return "runs twice (left running by a supervisord that died)"
         expected_exit = s.state == "EXITED" and not s.spawnerr.startswith("Bad exit code")
-        if s.state in RUNS or (s.state == "STOPPED" and not s.start) or (expected_exit and self.oneshot) \
+        never_started = s.state == "STOPPED" and not s.start and not self.must_run
+        if s.state in RUNS or never_started or (expected_exit and self.oneshot) \
                 or (ignore_stopped and s.state in STOPPED_ON_PURPOSE):
             return ""
         by = self.lookout["stopped_by"]
@@ -177,9 +117,14 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
         if snap is None or not wanted.matches(snap.namespec):
             continue
         rows.append(ProcessStatus(snap, str(info.get("description", "")),
-                                  oneshot=policies.lookup(snap.namespec).oneshot or snap.namespec in run_once))
+                                  oneshot=_oneshot(policies.lookup(snap.namespec), snap.namespec in run_once),
+                                  must_run=policies.lookup(snap.namespec).must_run))
     _add_store(config, rows, time.time())
     return rows
+
+
+def _oneshot(policy: ProgramPolicy, autorestart_false: bool) -> bool:
+    return policy.oneshot or (autorestart_false and not policy.must_run)  # (must_run wins over supervisord.conf)
 
 
 def left_running(config: Config) -> list[str]:
