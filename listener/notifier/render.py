@@ -82,6 +82,9 @@ def what(alert: Alert) -> str:
     return f"{text} ({alert.probe} probe)" if alert.probe else text
 
 
+LABELS = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}  # before an alert's line in a message body
+
+
 def headline(alert: Alert, host: str) -> str:
     return f"{display_name(alert.namespec)} {what(alert)} on {host}"
 
@@ -123,9 +126,7 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     """One alert in words. An update of an alert already heard says what changed, unless `whole`
     (Alertmanager keeps only the latest annotations of an alert: each post is the whole of it)."""
     a, proc = n.alert, n.process
-    label = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}.get(n.kind, "")
-    said = f"{display_name(a.namespec)} {crashed_again(proc)} on {host}" if _again(n) and proc else headline(a, host)
-    out = [f"{label}{a.severity.upper()}  {said}"]
+    out = [f"{LABELS.get(n.kind, '')}{a.severity.upper()}  {display_name(a.namespec)} {what_of(n)} on {host}"]
     if a.family != PROCESS and a.detail:
         out.append(f"  {clean(a.detail)}")
     exit_phrase = _exit_phrase(n, extra) if a.family == PROCESS else ""
@@ -281,10 +282,8 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
             blocks.extend(block)
             blocks.append("")
         else:
-            label = {REMINDER: "REMINDER ", UPDATE: "UPDATE "}.get(n.kind, "")
-            said = crashed_again(n.process) if _again(n) and n.process is not None else what(n.alert)
-            blocks.append(f"{label}{n.alert.severity.upper()}  {display_name(n.alert.namespec)} {said}"
-                          + (f"; recovered since: {since}" if since else ""))
+            blocks.append(f"{LABELS.get(n.kind, '')}{n.alert.severity.upper()}  {display_name(n.alert.namespec)} "
+                          f"{what_of(n)}" + (f"; recovered since: {since}" if since else ""))
     if len(firing) > max_detailed:
         blocks.append("")
     if firing and resolved:  # the subject has one verb: what else recovered is a line of its own
@@ -301,11 +300,8 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
         if n.kind == RESOLVED:
             return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}"
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
-        if _again(n) and n.process is not None:
-            return f"[{n.alert.severity.upper()}] Update: {display_name(n.alert.namespec)} {crashed_again(n.process)}" \
-                f" on {host}"
         action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
-        return f"[{n.alert.severity.upper()}] {prefix}{headline(n.alert, host)}{action}"
+        return f"[{n.alert.severity.upper()}] {prefix}{display_name(n.alert.namespec)} {what_of(n)} on {host}{action}"
     # One verb, the names a person recognises in the body's order (worst first), not "6 process(es)";
     # what recovered meanwhile is a line of the body.
     if not firing:
@@ -315,9 +311,12 @@ def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str
     return f"[{firing[0].alert.severity.upper()}] {said} on {host}"
 
 
-def _again(n: PendingNotice) -> bool:
-    """An update of a "crashed" alert that is not about lookout's action: it crashed again."""
-    return n.kind == UPDATE and n.alert.kind == CRASHED and not n.alert.action_taken
+def what_of(n: PendingNotice) -> str:
+    """What a notice says happened: an update of a "crashed" alert that is not about lookout's action
+    is another crash ("crashed again, 3 times in 16s"); else the alert's own phrase."""
+    if n.kind == UPDATE and n.alert.kind == CRASHED and not n.alert.action_taken and n.process is not None:
+        return crashed_again(n.process)
+    return what(n.alert)
 
 
 def crashed_again(proc: ProcessRecord) -> str:
