@@ -211,24 +211,23 @@ def _include_note(root: str, conf: str | None = None) -> tuple[str, str | None]:
             f"{copies}   # where {conf}'s [include] files= looks")
 
 
-def _which_conf(named: str | None, root: str) -> tuple[str | None, str]:
+def _which_conf(named: str | None, live_of: dict[str, str], searched: str | None) -> tuple[str | None, str]:
     """The supervisord.conf to read, and a note when it was not plain: the one named, else the one the
-    running supervisord read (/proc; of several, the one whose [include] takes DIR/conf.d/), else the
-    one supervisord's search order finds from here."""
+    running supervisord read (live_of: each running one's [include] glob that takes DIR/conf.d/, or
+    ""; of several, the one with such a glob), else the one supervisord's search order finds here."""
     if named:
         return os.path.abspath(named), ""
-    running = running_confs()
-    including = [c for c in running if _live_include(c, root)]
+    running = sorted(live_of)
+    including = [c for c in running if live_of[c]]
     if len(running) > 1 and len(including) == 1:
         running = including
     if len(running) == 1:
         return running[0], f"supervisord runs with {running[0]}: read for the steps below\n"
-    fallback = supervisord_conf()
     if len(running) > 1:
         listed = ", ".join(running[:3]) + (" ..." if len(running) > 3 else "")
-        return fallback, (f"{len(running)} supervisords run ({listed}): not guessing which; give "
+        return searched, (f"{len(running)} supervisords run ({listed}): not guessing which; give "
                           f"--supervisord-conf PATH for the steps of one\n")
-    return fallback, ""
+    return searched, ""
 
 
 def _live_include(conf: str, root: str) -> str:
@@ -269,14 +268,15 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
     if supervisord_conf_path is not None and not os.path.isfile(supervisord_conf_path):
         print(f"lookout: init: --supervisord-conf {supervisord_conf_path}: no such file", file=sys.stderr)
         return 2
-    conf, which = _which_conf(supervisord_conf_path, root)
+    live_of = {c: _live_include(c, root) for c in running_confs()}  # (read once: /proc, then each file)
+    searched = supervisord_conf()
+    conf, which = _which_conf(supervisord_conf_path, live_of, searched)
     serverurl = serverurl_of(conf) if conf else None
     snippets_dir = Path(root, "conf.d")
-    live, live_conf = (_live_include(conf, root), conf) if conf else ("", None)
-    for other in [] if live else running_confs():  # any supervisord here that takes DIR/conf.d/: not early
-        live, live_conf = _live_include(other, root), other
-        if live:
-            break
+    live, live_conf = (live_of[conf] if conf in live_of else _live_include(conf, root), conf) if conf else ("", None)
+    if not live:  # any supervisord here that takes DIR/conf.d/: its snippets must not go live early either
+        live_conf = next((c for c, glob in live_of.items() if glob), None)
+        live = live_of[live_conf] if live_conf else ""
     if live and not force:  # snippets there would go live at the next `update`, before lookout.toml is edited
         snippets_dir = Path(root, "snippets")
     conf_d = asset_dir("conf_d")
@@ -323,7 +323,7 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
         copy = ""
     if serverurl is not None:
         include += f"supervisor.serverurl = {serverurl[0]} in lookout.toml (from {serverurl[1]})\n"
-    ctl = "supervisorctl" if conf is None or conf == supervisord_conf() else f"supervisorctl -c {shlex.quote(conf)}"
+    ctl = "supervisorctl" if conf is None or conf == searched else f"supervisorctl -c {shlex.quote(conf)}"
     steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None, ctl))
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
