@@ -100,8 +100,9 @@ class ProcessStatus:
         }
 
 
-def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
-    """The processes `pattern` names (patterns.py), as supervisord lists them, with the store's word."""
+def collect(config: Config, pattern: str = "*", judged: bool = False) -> list[ProcessStatus]:
+    """The processes `pattern` names (patterns.py), as supervisord lists them, with the store's word;
+    judged (--check, --json): also which ones run once, by supervisord.conf's autorestart=false."""
     wanted = ProcessPattern.parse(pattern)
     policies = PolicyBook(config.alerts)
     client = SupervisorClient(config.supervisor)
@@ -110,15 +111,15 @@ def collect(config: Config, pattern: str = "*") -> list[ProcessStatus]:
     except (SupervisorUnavailable, xmlrpc.client.Fault) as exc:
         raise Unreadable(f"cannot read supervisord at {config.supervisor.serverurl}: {exc}") from None
 
-    run_once = run_once_of(client)
+    run_once = run_once_of(client) if judged else set()  # (reads supervisord.conf: only when `ok` is asked)
     rows = []
     for info in infos if isinstance(infos, list) else []:
         snap = snapshot_from_info(info)
         if snap is None or not wanted.matches(snap.namespec):
             continue
+        policy = policies.lookup(snap.namespec)
         rows.append(ProcessStatus(snap, str(info.get("description", "")),
-                                  oneshot=_oneshot(policies.lookup(snap.namespec), snap.namespec in run_once),
-                                  must_run=policies.lookup(snap.namespec).must_run))
+                                  oneshot=_oneshot(policy, snap.namespec in run_once), must_run=policy.must_run))
     _add_store(config, rows, time.time())
     return rows
 
@@ -302,7 +303,7 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
         print(f"lookout: {exc}", file=sys.stderr)
         return 2
     try:
-        rows = collect(config, pattern)
+        rows = collect(config, pattern, judged=check or as_json)
     except Unreadable as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         for line in left_running(config):
