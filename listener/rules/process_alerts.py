@@ -88,6 +88,9 @@ class ProcessAlerts:
         self.health, self.actions, self.holds, self.guard = health, actions, holds, guard
         self.brake, self.quorum, self.own_namespec = brake, quorum, own_namespec
         self.pending = Pending(unconfirmed=set(records))
+        for rec in records.values():  # the config is read once, at start: must_run may be gone from it since
+            if rec.down_since is not None and not policies.lookup(rec.namespec).must_run:
+                rec.down_since = None
         self.watched = {r.namespec for r in records.values() if needs_watch(r)}
 
     # ---- events ---------------------------------------------------------------------------
@@ -223,9 +226,6 @@ class ProcessAlerts:
         """The exit grace, a must_run program's grace and the stable run: each is asked of
         supervisord (process_answers.py decides)."""
         s, ns, pending = self.settings, rec.namespec, self.pending
-        if rec.down_since is not None and not self.policies.lookup(ns).must_run:
-            rec.down_since = None  # must_run was taken out of the config since (a listener restart read it)
-            self.touch(rec, out)
         if rec.down_since is not None and ns not in pending.confirming \
                 and now - rec.down_since >= self.policies.lookup(ns).grace:
             pending.confirming.add(ns)

@@ -244,12 +244,7 @@ class SupervisordAnswers:
             self.pending.exit_sightings.pop(ns, None)
             return False
         must_run_only = rec.pending_exit_at is None and not unheard
-        policy = self.process.policies.lookup(ns)
-        if must_run_only and not policy.must_run:
-            rec.down_since = None  # must_run was taken out of the config since
-            self.pending.exit_sightings.pop(ns, None)
-            return True
-        if must_run_only and now - rec.down_since < policy.grace:
+        if must_run_only and now - rec.down_since < self.process.policies.lookup(ns).grace:
             return False  # (another reconcile came first: its grace is not over yet)
         if self.pending.exit_sightings.get(ns) != info.stop:
             self.pending.exit_sightings[ns] = info.stop
