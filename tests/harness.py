@@ -450,6 +450,11 @@ class Supervisor:
     def wait_state(self, namespec: str, state: str, timeout: float = 15) -> None:
         wait_for(lambda: self.state_of(namespec) == state, timeout, f"{namespec} {state}")
 
+    def lookout(self, *args: str) -> subprocess.CompletedProcess:
+        """The `lookout` command on this supervisord's lookout.toml, in its environment."""
+        return subprocess.run([sys.executable, "-m", "lookout", "-c", str(self.config_path), *args],
+                              capture_output=True, text=True, timeout=60, env=self.env())
+
     def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],

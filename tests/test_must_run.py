@@ -4,9 +4,6 @@ is no alert, and `lookout status --check` names both, as `grep -v RUNNING` would
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from .conftest import fast_alerts
 from .harness import wait_for
 
@@ -37,11 +34,6 @@ command=sleep 1000
 """
 
 
-def lookout(sup, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lookout.cli", "-c", str(sup.config_path), *args],
-                          capture_output=True, text=True, timeout=60, env=sup.env())
-
-
 def settings(webhook) -> dict:
     config = fast_alerts(webhook)
     config["alerts"]["programs"] = [{"match": "critical_service", "must_run": True, "grace": "2s"},
@@ -56,22 +48,22 @@ def test_a_must_run_program_that_exits_0_is_one_alert_and_an_operator_stop_is_no
         sup.wait_state(name if ":" in name else f"{name}:{name}", "RUNNING", 30)
     sup.wait_state("nightly_job:nightly_job", "EXITED", 30)
     sup.wait_state("report_job:report_job", "EXITED", 30)
-    wait_for(lambda: lookout(sup, "status", "--check").returncode == 0, 30,
+    wait_for(lambda: sup.lookout("status", "--check").returncode == 0, 30,
              "all fine: the one-shot jobs exited as expected (oneshot = true; autorestart=false in supervisord.conf)")
-    listed = lookout(sup, "check-config").stdout  # every rule it will apply
+    listed = sup.lookout("check-config").stdout  # every rule it will apply
     assert "alerts.programs[0] match='critical_service'" in listed and "must_run (grace 2s)" in listed, listed
     assert "alerts.programs[2] match='nightly_job'" in listed and "oneshot" in listed
 
     (sup.root / "quit").touch()  # exit 0: expected, and supervisord does not restart it
     sup.wait_state("critical_service:critical_service", "EXITED", 30)
     webhook.wait("critical_service is not running, and it must run", timeout=60)
-    checked = lookout(sup, "status", "--check")
+    checked = sup.lookout("status", "--check")
     assert checked.returncode == 1 and "critical_service (alert not_running open)" in checked.stderr, checked.stderr
 
     assert sup.ctl("stop", "execution:*").returncode == 0
-    wait_for(lambda: lookout(sup, "status", "execution:*").stdout.count("stopped by an operator") == 2, 30,
+    wait_for(lambda: sup.lookout("status", "execution:*").stdout.count("stopped by an operator") == 2, 30,
              "lookout knows an operator stopped them")
-    checked = lookout(sup, "status", "--check")
+    checked = sup.lookout("status", "--check")
     assert checked.returncode == 1
     for name in ("execution:order_executor", "execution:router"):
         assert f"{name} (STOPPED by an operator)" in checked.stderr, checked.stderr
@@ -83,4 +75,4 @@ def test_a_must_run_program_that_exits_0_is_one_alert_and_an_operator_stop_is_no
         assert db.execute("SELECT count(*) FROM alerts WHERE namespec LIKE 'execution:%'").fetchone()[0] == 0
     assert not webhook.matching("order_executor") and not webhook.matching("router")
     assert len(webhook.matching("critical_service is not running")) == 1, [m.title for m in webhook.messages]
-    assert lookout(sup, "status", "--check", "--ignore-stopped").returncode == 0  # the old meaning
+    assert sup.lookout("status", "--check", "--ignore-stopped").returncode == 0  # the old meaning

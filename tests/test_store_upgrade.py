@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
@@ -41,11 +39,6 @@ def keep_the_silence_running(store) -> None:  # noqa: ANN001
     c.close()
 
 
-def lookout(sup, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lookout", "-c", str(sup.config_path), *args],
-                          capture_output=True, text=True, timeout=60, env=sup.env())
-
-
 def fixed_port_webhook() -> Webhook:
     """The webhook on the fixture's port: its outbox names the target by a hash of its URL. Another
     run of this test may hold the port for a while: wait for it, with a deadline."""
@@ -64,7 +57,7 @@ def titled(hook: Webhook, start: str) -> list:
 
 
 def history_since(sup, name: str, since: float) -> list[dict]:
-    out = lookout(sup, "history", name, "--since", "3650d", "--json")
+    out = sup.lookout("history", name, "--since", "3650d", "--json")
     assert out.returncode in (0, 1), out.stdout + out.stderr
     return [row for row in json.loads(out.stdout or "[]") if row["at"] >= since]
 
@@ -86,19 +79,19 @@ def test_a_pre22_store_is_kept_and_finished_by_todays_listener(supervisor_factor
         stays(lambda: all(len(titled(hook, s)) == 1 for s in PENDING), 5, "each pending message sent once")
 
         # The crash-loop alert is the fixture's, still open (feed goes on crashing): not a new one.
-        alerts = json.loads(lookout(sup, "alerts", "--json").stdout)
+        alerts = json.loads(sup.lookout("alerts", "--json").stdout)
         loops = [a for a in alerts if a["namespec"] == "feed:feed" and a["kind"] == "crash_loop"]
         assert len(loops) == 1 and loops[0]["severity"] == "critical" and loops[0]["since"] < began, alerts
-        status = lookout(sup, "status").stdout
+        status = sup.lookout("status").stdout
         assert any(line.startswith("feed ") and "ALERT critical crash_loop" in line for line in status.splitlines()), \
             status
 
         # The silence and the hold.
-        silences = lookout(sup, "silences").stdout
+        silences = sup.lookout("silences").stdout
         assert any("calm" in line and "pre22-fixture" in line for line in silences.splitlines()), \
             "the fixture's silence of calm is gone\n" + silences
         assert any(line.startswith("calm ") and "silenced" in line for line in status.splitlines()), status
-        idle = lookout(sup, "status", "idle").stdout
+        idle = sup.lookout("status", "idle").stdout
         assert "held" in idle and "lookout release idle" in idle, idle
         assert not [row for row in history_since(sup, "idle", began) if "released" in row["detail"]]
 
@@ -111,7 +104,7 @@ def test_a_pre22_store_is_kept_and_finished_by_todays_listener(supervisor_factor
         wait_for(settled, 30, "lookout's restart of stubborn finished or reported")
         assert not hook.matching("restarted by lookout")
         stays(lambda: len(titled(hook, PENDING[1])) == 1, 3, "no second crash-loop message")
-        assert [a["kind"] for a in json.loads(lookout(sup, "alerts", "--json").stdout)
+        assert [a["kind"] for a in json.loads(sup.lookout("alerts", "--json").stdout)
                 if a["namespec"] == "feed:feed"] == ["crash_loop"]
     finally:
         hook.stop()

@@ -39,15 +39,21 @@ def program_pids(sup) -> dict[str, int]:
     return {p["name"]: p["pid"] for p in sup.rpc().call("supervisor.getAllProcessInfo") if p["group"] != "lookout"}
 
 
+def killed(sup, webhook, timeout: float = 10) -> list:  # noqa: ANN001
+    """supervisord killed with SIGKILL (no shutdown: its programs keep running), and the listener's
+    last words about it at the webhook."""
+    sup.proc.kill()
+    sup.proc.wait(10)
+    return webhook.wait("died without shutting down", timeout=timeout)
+
+
 def test_supervisord_killed_names_its_orphans_and_a_clean_end_says_nothing(supervisor_factory, webhook):
     sup = supervisor_factory(FIVE, fast_alerts(webhook)).start()
     wait_for(lambda: len([p for p in program_pids(sup).values() if p]) == 5, 20, "five programs")
     pids = program_pids(sup)
     wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
     try:
-        sup.proc.kill()  # SIGKILL: no shutdown, the programs keep running
-        sup.proc.wait(10)
-        died = webhook.wait("died without shutting down", timeout=5)
+        died = killed(sup, webhook, timeout=5)
         assert len(died) == 1 and died[0].title.startswith("[CRITICAL]"), [m.title for m in webhook.messages]
         for name, pid in pids.items():
             assert f"{name} (pid {pid})" in died[0].body, died[0].body
@@ -115,9 +121,7 @@ def test_a_program_still_starting_is_named_with_its_pid(supervisor_factory, webh
     wait_for(lambda: (sup.process_row("slow:slow") or {}).get("pid") == pid, 20, "its pid learnt while STARTING")
     assert sup.info("slow:slow")["statename"] == "STARTING"
     try:
-        sup.proc.kill()
-        sup.proc.wait(10)
-        died = webhook.wait("died without shutting down", timeout=10)[0]
+        died = killed(sup, webhook)[0]
         assert f"slow (pid {pid})" in died.body, died.body
     finally:
         kill([pid])
@@ -129,9 +133,7 @@ def test_supervisord_back_after_an_unclean_end_finds_what_runs_twice(supervisor_
     wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
     orphans = program_pids(sup)
     try:
-        sup.proc.kill()
-        sup.proc.wait(10)
-        webhook.wait("died without shutting down", timeout=10)
+        killed(sup, webhook)
         sup.start()  # the same config, the orphans still running
         back = webhook.wait("is back after an unclean end", timeout=30)
         assert len(back) == 1 and "it died at" in back[0].body and "gone for" in back[0].body
@@ -162,9 +164,7 @@ def test_supervisord_back_names_the_programs_that_died_while_nobody_watched(supe
     wait_for(lambda: running_in_store(sup, [f"p{i}" for i in range(5)]), 20, "starts")
     orphans = program_pids(sup)
     try:
-        sup.proc.kill()
-        sup.proc.wait(10)
-        webhook.wait("died without shutting down", timeout=10)
+        killed(sup, webhook)
         kill([orphans["p1"], orphans["p3"]])  # nobody watches: no supervisord, no listener
         from lookout.procfs import stat_fields
 
@@ -190,9 +190,7 @@ def test_an_orphaned_exporter_serves_supervisord_up_0_then_hands_its_port_over(s
     old_exporter = orphans.pop("lookout-exporter")
     url = f"http://127.0.0.1:{port}/metrics"
     try:
-        sup.proc.kill()
-        sup.proc.wait(10)
-        died = webhook.wait("died without shutting down", timeout=10)[0].body
+        died = killed(sup, webhook)[0].body
         assert "5 program(s) were still running" in died and f"lookout-exporter (pid {old_exporter}) serves" in died
         wait_for(lambda: "supervisord_up 0" in urllib.request.urlopen(url, timeout=5).read().decode(), 20,
                  "the orphaned exporter says supervisord is down")

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +71,7 @@ class Run:
 
     def lookout(self, *args: str) -> subprocess.CompletedProcess:
         assert self.sup is not None
-        return subprocess.run([sys.executable, "-m", "lookout", "-c", str(self.sup.config_path), *args],
-                              capture_output=True, text=True, timeout=60, env=self.sup.env())
+        return self.sup.lookout(*args)
 
     def firing(self, namespec: str, *needles: str) -> list[str]:
         """Alert entries about one process that raise (not RESOLVED, UPDATE or REMINDER)."""
