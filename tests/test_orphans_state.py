@@ -244,6 +244,31 @@ def test_the_rule_names_each_generation_and_resolves_once():
     assert not step({}, 2006.0)
 
 
+def test_a_new_orphan_found_while_its_copy_starts_is_told_once_the_copy_runs():
+    """A listener restarted with supervisord finds the new orphan while supervisord's own copy is
+    STARTING (its event names no pid): the one update waits for that pid, so it names every copy."""
+    from lookout.listener.rules.models import UPDATE, Outcome
+    from lookout.listener.rules.orphans import Copies, Orphan
+
+    book, watch = _watch()
+    a = Orphan("feed:feed", 101, 1.0, supervisord_pid=11, left_at=1000.0, found_at=1000.0)
+    b = Orphan("feed:feed", 202, 2.0, supervisord_pid=22, left_at=2000.0, found_at=2000.0)
+    out = Outcome()
+    watch.update({"feed:feed": Copies((a,), 150)}, 1001.0, out)
+    alert = book.get("orphan", "feed:feed")
+    _, restarted = _watch([alert])  # a new listener: what its text showed is not in memory
+    out = Outcome()
+    restarted.update({"feed:feed": Copies((a, b), 0, between_runs=True)}, 2001.0, out)
+    assert not out.notices, out
+    out = Outcome()
+    restarted.update({"feed:feed": Copies((a, b), 250)}, 2002.0, out)
+    assert [n.kind for n in out.notices] == [UPDATE]
+    assert "feed runs three times: orphan pids 101" in alert.detail and "and pid 250" in alert.detail
+    out = Outcome()
+    restarted.update({"feed:feed": Copies((a, b), 0)}, 2003.0, out)  # then stopped: the text only
+    assert not out.notices and "not running now" in alert.detail
+
+
 def test_at_start_keeps_the_stores_orphans_and_adds_a_generation_only_after_another_supervisord():
     from lookout.config.load import parse_config
     from lookout.listener.loop.supervisord_life import Lifecycle

@@ -115,6 +115,8 @@ class OrphanWatch:
                 self.shown[ns] = copies
                 continue
             news = any(o.found_at > (alert.last_notice_at or alert.opened_at) for o in copies.orphans)
+            if news and copies.between_runs and not copies.current:
+                continue  # its copy starts, no pid known yet: told once it has one, so the notice names every copy
             if news and self.alerts.stopping():
                 continue  # told once supervisord runs again (a notice is not sent while it stops)
             self.alerts.update(ORPHAN, ns, now, out, detail=detail, notify=news)
