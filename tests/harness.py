@@ -491,6 +491,12 @@ class Supervisor:
         conn.row_factory = sqlite3.Row
         return conn
 
+    def open_alerts(self) -> list[tuple[str, str, str]]:
+        """(family, namespec, kind) of every open alert in the store."""
+        with self.db() as conn:
+            rows = conn.execute("SELECT family, namespec, kind FROM alerts WHERE resolved_at IS NULL")
+            return [tuple(r) for r in rows]
+
     def process_row(self, namespec: str) -> dict[str, Any] | None:
         with self.db() as conn:
             row = conn.execute("SELECT * FROM processes WHERE namespec = ?", (namespec,)).fetchone()

@@ -40,8 +40,11 @@ class HealthRunner:
         self.saved_at = self.stats_at = float("-inf")  # (monotonic)
 
     def start(self) -> None:
-        if self.config.probes:
+        if self.config.probes or self.config.checks:
             self.scheduler.start()
+        for spec in self.config.checks:  # [[checks]]: needs outside supervisord, probed all the time
+            group, name = spec.match.split(":", 1)
+            self.scheduler.set_process(spec.match, ProbeTarget(group, name, 0, time.monotonic()), (spec,))
 
     def sync(self, rec: ProcessRecord, policies: PolicyBook) -> None:
         """Tell the scheduler whether this process's probes should run (only while RUNNING)."""

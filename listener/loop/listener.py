@@ -237,7 +237,8 @@ class Listener:
             self.engine = AlertEngine(self.config.alerts, records, state.load_open_alerts(),
                                       stopping=state.stopping(), own_namespec=self.own_namespec,
                                       probes=self.config.probes, remediation=self.config.remediation,
-                                      probe_states=state.load_probe_states())
+                                      probe_states=state.load_probe_states(),
+                                      dependencies=self.config.dependencies, checks=self.config.checks)
             self.position = state.position()
             adopt = commit_for_stored_frame(self.clock, state, self.engine, boot_id())  # (a step while none ran)
             try:

@@ -1,8 +1,8 @@
 """Alertmanager as a notification target: alerts go to its v2 API through the same outbox.
 
 Each lookout alert is one Alertmanager alert with labels alertname, severity, instance (host),
-group, name and kind, and annotations with the human text and the log tail. Firing alerts are
-re-posted every alertmanager.resend_interval; their endsAt is stamped when the message is sent
+group, name and kind (and cause, with [[dependencies]]), and annotations with the human text and
+the log tail. Firing alerts are re-posted every alertmanager.resend_interval; their endsAt is stamped when the message is sent
 (now + 4 x resend_interval), so a message delivered late by a retry does not arrive already
 expired. A resolution posts endsAt = when it resolved. An escalation (crashed -> crash-looping)
 also resolves the alertname it replaces.
@@ -43,6 +43,10 @@ def _labels(alert: Alert, host: str, kind: str, severity: str) -> dict[str, str]
         labels["name"] = name
     if alert.probe:
         labels["probe"] = alert.probe
+    if alert.cause:  # a dependant: its likely cause (prometheus/alertmanager.yml's inhibit_rules use it)
+        labels["cause"], labels["dependant"] = display_name(alert.cause), "true"
+    elif alert.impact:  # a need with dependants failing: the cause itself
+        labels["cause"] = display_name(alert.namespec)
     return labels
 
 

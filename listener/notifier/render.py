@@ -127,6 +127,10 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
     (Alertmanager keeps only the latest annotations of an alert: each post is the whole of it)."""
     a, proc = n.alert, n.process
     out = [f"{LABELS.get(n.kind, '')}{a.severity.upper()}  {display_name(a.namespec)} {what_of(n)} on {host}"]
+    if a.impact:  # a need: its dependants failing with it, folded into this one message
+        out.append(f"  impact: {clean(a.impact)}")
+    if a.cause:  # a dependant told before its need was found failing
+        out.append(f"  likely cause: {display_name(a.cause)}, a need of it, is failing")
     if a.family != PROCESS and a.detail:
         out.append(f"  {clean(a.detail)}")
     exit_phrase = _exit_phrase(n, extra) if a.family == PROCESS else ""
@@ -260,6 +264,8 @@ def _resolved_block(n: PendingNotice, host: str) -> list[str]:
                      f"{format_duration(end - a.opened_at)} (since {_clock(a.opened_at)})")
         if a.action_taken and a.resolution != "stopped":  # what lookout did, unless the operator took over
             lines.append(f"  lookout: {clean(a.action_taken)}")
+    if a.impact:
+        lines.append(f"  dependants: {clean(a.impact)}")
     return lines
 
 
@@ -297,10 +303,11 @@ def render(notices: list[PendingNotice], host: str, now: float, extra: Enrichmen
 def _title(notices: list[PendingNotice], firing: list, resolved: list, host: str) -> str:
     if len(notices) == 1:
         n = notices[0]
+        impact = f"; {n.alert.impact.split(':')[0]}" if n.alert.impact else ""  # "; 4 dependants failing"
         if n.kind == RESOLVED:
-            return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}"
+            return f"[RESOLVED] {display_name(n.alert.namespec)} {resolved_as(n.alert, n.process)} on {host}{impact}"
         prefix = {REMINDER: "Reminder: ", UPDATE: "Update: "}.get(n.kind, "")
-        action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else ""
+        action = f": {n.alert.action_taken}" if n.kind == UPDATE and n.alert.action_taken else impact
         return f"[{n.alert.severity.upper()}] {prefix}{display_name(n.alert.namespec)} {what_of(n)} on {host}{action}"
     # One verb, the names a person recognises in the body's order (worst first), not "6 process(es)";
     # what recovered meanwhile is a line of the body.

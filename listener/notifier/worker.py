@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ...clock import frame_of
 from ...config import Config
-from ..rules.models import RESOLVED, STOPPED_BY_OPERATOR
+from ..rules.models import FIRING, RESOLVED, STOPPED_BY_OPERATOR
 from ..store.delivery import SYSTEM_NEWS, About, DeliveryStore, PendingNotice, Silence
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
@@ -58,6 +58,7 @@ STOP_SETTLE = 3.0
 # An alert whose page says lookout acts on it ("is unhealthy, lookout is restarting it") waits up to this
 # long for the result: one message says both (a restart that takes longer: its result follows as an update).
 ACTION_SETTLE = 10.0
+GATHER_MAX = 3600.0  # (a gather_until further ahead than [[dependencies]] grace allows: a clock stepped back)
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
@@ -394,10 +395,15 @@ def _settling(n: PendingNotice, now: float) -> bool:
     if n.kind == RESOLVED:
         return (n.alert.resolution == STOPPED_BY_OPERATOR and n.alert.resolved_at is not None
                 and 0 <= now - n.alert.resolved_at < STOP_SETTLE)
+    if n.kind == FIRING and n.alert.gather_until is not None and n.alert.gather_until - GATHER_MAX <= now \
+            < n.alert.gather_until:
+        return True  # a need's first page: its dependants failing with it join it (dependencies.py)
     return n.alert.acting_since is not None and 0 <= now - n.alert.acting_since < ACTION_SETTLE
 
 
 def _settled_at(n: PendingNotice, now: float) -> float:
     if n.kind == RESOLVED:
         return (n.alert.resolved_at or now) + STOP_SETTLE
+    if n.kind == FIRING and n.alert.gather_until is not None and now < n.alert.gather_until:
+        return n.alert.gather_until
     return (n.alert.acting_since or now) + ACTION_SETTLE

@@ -82,8 +82,8 @@ class OwnActions:
         rec.actions_begun += 1  # (with the decision time: unique across the store's life, a process removed too)
         action = PendingAction(f"{rec.namespec}#{rec.actions_begun}@{int(now * 1000)}", kind, source, reason, pid,
                                "", now)
-        if kind == "start" and rec.state == "FATAL":  # the brake's start of what it found FATAL
-            action.expect = "FATAL"
+        if kind == "start" and rec.state in ("FATAL", "EXITED"):  # as found: FATAL (the brake), EXITED (a need's)
+            action.expect = rec.state
         rec.action, rec.remediation_wanted = action, ""
         first = START if kind == "start" else (EVIDENCE if evidence else STOP)
         self._step(rec, action, first, out, evidence)

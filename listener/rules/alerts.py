@@ -25,6 +25,18 @@ class AlertBook:
         self.recently_closed: dict[AlertKey, Alert] = {}
         self.repeat_interval = repeat_interval
         self.stopping = stopping
+        # Whether a notice of this alert is folded into another's (dependencies.py: its cause's incident),
+        # or waits (its first page, while a cause may still show): asked before each notice.
+        self.quiet: Callable[[Alert, str, float], bool] = lambda alert, kind, now: False
+
+    def _notice(self, alert: Alert, kind: str, now: float, out: Outcome) -> bool:
+        """One notice of alert, unless it is folded into its cause's incident (or waits to be)."""
+        if self.quiet(alert, kind, now):
+            return False
+        if kind != RESOLVED:
+            alert.last_notice_at = now
+        out.notices.append(Notice(alert.key, kind, now))
+        return True
 
     def get(self, family: str, namespec: str) -> Alert | None:
         return self.alerts.get((family, namespec))
@@ -47,8 +59,7 @@ class AlertBook:
                 alert.kind, alert.severity = kind, severity
                 alert.detail = detail or alert.detail
                 alert.evidence = evidence or alert.evidence
-                alert.last_notice_at = now
-                out.notices.append(Notice(alert.key, FIRING, now))
+                self._notice(alert, FIRING, now, out)
                 said = f"{_named(alert)} ({severity}), was {alert.previous_kind}" + (f": {detail}" if detail else "")
                 out.history.append(HistoryEntry(now, namespec, "alert", said))
             out.alerts[alert.key] = alert
@@ -56,13 +67,18 @@ class AlertBook:
         self.recently_closed.pop((family, namespec), None)
         alert = Alert(namespec=namespec, kind=kind, severity=severity, opened_at=opened_at or now, updated_at=now,
                       failures=failures, restarts_at_open=restarts_at_open, tags=tags, detail=detail,
-                      last_notice_at=now, family=family, evidence=evidence)
+                      family=family, evidence=evidence)
         self.alerts[alert.key] = alert
         out.alerts[alert.key] = alert
-        out.notices.append(Notice(alert.key, FIRING, now))
+        self._notice(alert, FIRING, now, out)
         out.history.append(HistoryEntry(now, namespec, "alert", f"{_named(alert)} ({severity})"
                             + (f": {detail}" if detail else "")))
         return alert
+
+    def raise_owed(self, alert: Alert, now: float, out: Outcome) -> None:
+        """The first page of an alert that waited to see whether it folds into a cause (dependencies.py)."""
+        if not self.stopping() and alert.is_open:
+            self._notice(alert, FIRING, now, out)
 
     def update(self, family: str, namespec: str, now: float, out: Outcome, *, detail: str = "",
                action_taken: str = "", evidence: str = "", notify: bool = True, log: bool = True) -> Alert | None:
@@ -81,8 +97,7 @@ class AlertBook:
         alert.evidence = evidence or alert.evidence
         out.alerts[alert.key] = alert
         if notify and not self.stopping():
-            alert.last_notice_at = now
-            out.notices.append(Notice(alert.key, UPDATE, now))
+            self._notice(alert, UPDATE, now, out)
         if log and action_taken and action_taken != said_before:
             out.history.append(HistoryEntry(now, namespec, "action", action_taken))
         return alert
@@ -97,7 +112,7 @@ class AlertBook:
         if len(self.recently_closed) > 256:
             self.recently_closed.pop(next(iter(self.recently_closed)))
         if notify:
-            out.notices.append(Notice(alert.key, RESOLVED, now))
+            self._notice(alert, RESOLVED, now, out)
         out.history.append(HistoryEntry(now, namespec, "resolved", f"{_named(alert)} resolved: {why}"))
         return alert
 
@@ -111,7 +126,7 @@ class AlertBook:
             return None
         alert.resolution, alert.updated_at = why, now
         out.alerts[alert.key] = alert
-        out.notices.append(Notice(alert.key, RESOLVED, now))
+        self._notice(alert, RESOLVED, now, out)
         out.history.append(HistoryEntry(now, namespec, "resolved",
                                         f"{_named(alert)} resolved: {why} (not as said before)"))
         return alert
@@ -125,9 +140,9 @@ class AlertBook:
     def remind(self, now: float, out: Outcome) -> None:
         for alert in self.alerts.values():
             if alert.last_notice_at is not None and now - alert.last_notice_at >= self.repeat_interval:
-                alert.last_notice_at = now
+                if not self._notice(alert, REMINDER, now, out):
+                    alert.last_notice_at = now  # (folded: its cause's reminder tells it)
                 out.alerts[alert.key] = alert
-                out.notices.append(Notice(alert.key, REMINDER, now))
 
     def next_reminder(self) -> float | None:
         times = [a.last_notice_at + self.repeat_interval for a in self.alerts.values() if a.last_notice_at is not None]

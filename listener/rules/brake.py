@@ -27,9 +27,10 @@ from .policy import PolicyBook
 
 class CrashLoopBrake:
     def __init__(self, actions: OwnActions, policies: PolicyBook, alerts: AlertBook, dry_run: bool,
-                 stopping: Callable[[], bool], held: Callable[[str], bool]) -> None:
+                 stopping: Callable[[], bool], held: Callable[[str], bool],
+                 need_down: Callable[[str], str] = lambda ns: "") -> None:
         self.actions, self.policies, self.alerts, self.dry_run = actions, policies, alerts, dry_run
-        self.stopping, self.held = stopping, held
+        self.stopping, self.held, self.need_down = stopping, held, need_down
 
     def engage(self, rec: ProcessRecord, loop: CrashLoop, now: float, out: Outcome) -> bool:
         """The crash loop was just detected. "stop": raises BRAKED and stops it (returns True).
@@ -70,7 +71,7 @@ class CrashLoopBrake:
 
     def _may_act(self, rec: ProcessRecord) -> bool:
         return not (self.stopping() or self.policies.protected(rec.namespec) or rec.action is not None
-                    or self.held(rec.namespec))
+                    or self.held(rec.namespec) or bool(self.need_down(rec.namespec)))
 
     def hold(self, rec: ProcessRecord, loop: CrashLoop, now: float, out: Outcome) -> None:
         """"backoff": stop it now, start it again after the current wait; the next wait doubles."""
@@ -92,6 +93,9 @@ class CrashLoopBrake:
             if self.held(rec.namespec):
                 return  # the operator keeps it down; `lookout release` lets the brake start it
             rec.brake_resume_at, rec.braked = None, False
+            if self.need_down(rec.namespec):
+                out.records[rec.namespec] = rec
+                return  # a need is down: the dependency's recovery starts it once the need is back
             out.records[rec.namespec] = rec
             if self.stopping() or rec.state not in ("STOPPED", "FATAL") or rec.stopped_by != LOOKOUT:
                 return  # it runs again anyway, or lookout's stop (or its look at a FATAL one) was not the last word

@@ -14,6 +14,7 @@ The engine composes its parts and hands each input to the ones it concerns:
     brake.CrashLoopBrake      a brake on supervisord's endless autorestart
     actions.OwnActions        lookout's own stops and starts, step by step; whose event was it?
     quorum.QuorumWatch        groups below min_running
+    dependencies.DependencyWatch  [[dependencies]]: incidents with a cause, hands off, recovery, start-up
 
 The operator always wins: an operator's stop or start calls off whatever lookout had pending for
 that process (its action, a backoff, the brake) and resets its budgets; `lookout hold` keeps
@@ -25,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...config import AlertSettings, ProbeSpec, RemediationSettings
+from ...config.dependencies import CHECK_PREFIX, Dependency
 from ..protocol.events import Event, ProcessGroupEvent, ProcessStateEvent, SupervisorStateEvent
 from .actions import CRASHED_AGAIN, OPERATOR_STARTED, OPERATOR_STOPPED, OwnActions
 from .alerts import AlertBook
 from .brake import CrashLoopBrake
+from .dependencies import DependencyWatch
 from .health import HealthTracker
 from .holds import HoldBook
 from .models import ActionResult, Alert, Hold, Outcome, ProbeResult, ProbeState, ProcessRecord, ProcessSnapshot
@@ -56,6 +59,8 @@ class AlertEngine:
         probes: tuple[ProbeSpec, ...] = (),
         remediation: RemediationSettings | None = None,
         probe_states: Iterable[ProbeState] = (),
+        dependencies: tuple[Dependency, ...] = (),
+        checks: tuple[ProbeSpec, ...] = (),
     ) -> None:
         self.settings = settings
         remediation = remediation or RemediationSettings()
@@ -65,14 +70,19 @@ class AlertEngine:
         self.stopping_since = 0.0
         self.own_namespec = own_namespec
         self.book = AlertBook(open_alerts, settings.repeat_interval, lambda: self.stopping)
-        self.health = HealthTracker(self.policies, self.book, probe_states)
+        self.health = HealthTracker(self.policies, self.book, [s for s in probe_states
+                                                                if not s.namespec.startswith(CHECK_PREFIX)])
         self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping,
                                   lambda ns, source: self._still_unhealthy(ns, source) is not None)
         self.holds = HoldBook(self.actions)
+        probe_states = list(probe_states)
+        self.deps = DependencyWatch(dependencies, checks, self.records, self.book, self.health, self.actions,
+                                    self.held, lambda: self.stopping, probe_states)
+        self.book.quiet = self.deps.quiet
         self.guard = RemediationGuard(remediation, self.policies, self.book, self.actions, lambda: self.stopping,
-                                      self.held)
+                                      self.held, self.deps.down)
         self.brake = CrashLoopBrake(self.actions, self.policies, self.book, remediation.dry_run,
-                                    lambda: self.stopping, self.held)
+                                    lambda: self.stopping, self.held, self.deps.down)
         self.quorum = QuorumWatch(self.policies, self.book, lambda: self.stopping)
         self.orphans = OrphanWatch(self.book)
         self.removals = Removals(self.book, self.actions, self.guard, self.health, self.quorum)
@@ -107,6 +117,7 @@ class AlertEngine:
                 if stopping:
                     self.quorum.spells.clear()
         elif isinstance(event, ProcessStateEvent):
+            self.deps.on_process_state(event.namespec, event.state, event.expected)
             self.process.on_process_state(event, now, out, stopping=self.stopping)
         elif isinstance(event, ProcessGroupEvent) and event.change == "REMOVED":
             self.removals.group_removed(event.group, self.records.values(), now, out)
@@ -114,10 +125,15 @@ class AlertEngine:
                 if rec.group == event.group:
                     self.process.pending.forget(rec.namespec)
                     self.process.touch(rec, out)
+        self.deps.settle(now, out)
         return out
 
     def on_probe_result(self, result: ProbeResult, now: float) -> Outcome:
         out = Outcome()
+        if result.namespec.startswith(CHECK_PREFIX):
+            self.deps.on_check_result(result, now, out)
+            self.deps.settle(now, out)
+            return out
         if result.namespec in self.process.pending.unconfirmed:
             return out  # judged only once supervisord has confirmed which process this is
         rec = self.records.get(result.namespec)
@@ -125,6 +141,7 @@ class AlertEngine:
         if spec is not None and rec is not None and spec.action != "alert":
             self.guard.want(rec, spec, now, out)
             self.process.touch(rec, out)
+        self.deps.settle(now, out)
         return out
 
     def on_action_result(self, result: ActionResult, now: float) -> Outcome:
@@ -142,6 +159,7 @@ class AlertEngine:
             self.guard.on_time(rec, lambda wanted: self._still_unhealthy(rec.namespec, wanted), now, out)
             self.process.touch(rec, out)
             self.process.refresh_quorum(rec, now, out)
+        self.deps.settle(now, out)
         return out
 
     def on_orphans(self, programs: dict[str, Copies], now: float) -> Outcome:
@@ -159,6 +177,7 @@ class AlertEngine:
                     and rec.brake_resume_at is None and rec.state in ("BACKOFF", "FATAL")):
                 self.brake.hold(rec, loop, now, out)  # released: the brake's round the hold held back
             self.process.touch(rec, out)
+        self.deps.settle(now, out)
         return out
 
     def on_time(self, now: float) -> Outcome:
@@ -175,6 +194,7 @@ class AlertEngine:
                 self.process.touch(rec, out)
         self.quorum.on_time(self.records, now, out)
         self.book.remind(now, out)
+        self.deps.settle(now, out)
         return out
 
     def shift(self, delta: float) -> Outcome:
@@ -199,7 +219,8 @@ class AlertEngine:
             wanted_at = self.guard.deadline(rec)
             if wanted_at is not None:
                 times.append(wanted_at)
-        times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder()) if t is not None)
+        times.extend(t for t in (self.quorum.next_deadline(), self.book.next_reminder(), self.deps.deadline())
+                     if t is not None)
         return min(times) if times else None
 
     # ---- supervisord's answers (process_answers.py) -----------------------------------------
@@ -209,7 +230,12 @@ class AlertEngine:
         if self.stopping and taken_at > self.stopping_since:
             # getAllProcessInfo answered, so supervisord is RUNNING again (Fault 6 otherwise).
             self.stopping, self.stopping_since, out.flags_changed = False, 0.0, True
-        return self.answers.on_snapshot(infos, taken_at, now, out)
+        infos = list(infos)
+        out = self.answers.on_snapshot(infos, taken_at, now, out)
+        if not self.stopping:
+            self.deps.on_snapshot(infos, now, out)
+            self.deps.settle(now, out)
+        return out
 
     def on_exit_observed(self, namespec: str, status: int | None, text: str, ran: float | None = None,
                          pid: int | None = None) -> Outcome:

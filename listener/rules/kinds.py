@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from .models import (
     BELOW_QUORUM,
     BRAKED,
+    CHECK_DOWN,
     CRASH_LOOP,
     CRASHED,
     EXHAUSTED,
     EXITED,
     FATAL,
     LEFT_STOPPED,
+    NEED_DOWN,
     NOT_RUNNING,
     REMEDIATION_FAILED,
     RUNS_TWICE,
     UNHEALTHY,
+    WAITING,
 )
 
 
@@ -65,4 +68,8 @@ KINDS: dict[str, AlertKind] = {k.name: k for k in (
               "a program left stopped by an interrupted action of lookout", "SupervisorRemediationInterrupted"),
     AlertKind(RUNS_TWICE, 1, "critical", "runs more than once (left running by a supervisord that died)",
               "a program running twice", "SupervisorProcessRunsTwice"),
+    AlertKind(WAITING, 1, "warning", "is still waiting for its needs to start", "a start waiting for its needs",
+              "LookoutDependencyWaiting"),
+    AlertKind(CHECK_DOWN, 1, "critical", "is down", "a failing check", "LookoutCheckDown"),
+    AlertKind(NEED_DOWN, 1, "critical", "is down, and programs need it", "a need down", "LookoutNeedDown"),
 )}

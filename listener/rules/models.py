@@ -13,6 +13,8 @@ from ...snapshot import ProcessSnapshot as ProcessSnapshot  # (the rules read it
 # alert only ever escalates (its kind's rank, kinds.py); families are independent (a process can crash-loop
 # and be unhealthy at once). A health family is per probe: "health:<probe name>".
 PROCESS, REMEDIATION, QUORUM, ORPHAN = "process", "remediation", "quorum", "orphan"
+# dependencies.py: a program waiting for its needs; a need down that has no alert of its own; a [[checks]] need
+DEPENDENCY, NEED, CHECK = "dependency", "need", "check"
 HEALTH = "health"  # prefix
 
 # Alert kinds: their rank, severity, wording and Alertmanager name are one row each in kinds.py
@@ -28,6 +30,9 @@ BELOW_QUORUM = "below_quorum"  # fewer than min_running processes of a group RUN
 LEFT_STOPPED = "left_stopped"  # the listener died in the middle of lookout's stop: stopped, by whom unknown
 RUNS_TWICE = "runs_twice"  # an orphan of a killed supervisord runs beside the new supervisord's copy
 NOT_RUNNING = "not_running"  # a must_run program down past its grace, whatever its exit code
+WAITING = "waiting"  # a start = true program still waiting for its needs after start_timeout
+CHECK_DOWN = "check_down"  # a [[checks]] need failed failure_threshold times
+NEED_DOWN = "need_down"  # a need (stopped, exited) that dependants fail with, and that has no alert of its own
 
 # Notice kinds: what people hear about an alert
 FIRING, REMINDER, RESOLVED, UPDATE = "firing", "reminder", "resolved", "update"
@@ -88,6 +93,10 @@ class ProcessRecord:
     brake_resume_at: float | None = None  # "backoff": when lookout starts it again
     actions_begun: int = 0  # lookout's actions on it so far: the next one's id (kept in the store)
     down_since: float | None = None  # must_run: down (an expected exit) since, until RUNNING again or an alert
+    # [[dependencies]]: lookout starts it once its needs are ready: "start-up" (start = true, never started
+    # by this supervisord) or "recovery" (it went down while a need was down); "" when it owes nothing
+    needs_wait: str = ""
+    waiting_since: float | None = None
 
     @property
     def namespec(self) -> str:
@@ -141,6 +150,9 @@ class Alert:
     acting_since: float | None = None  # lookout's action on it is in flight: its page waits for the result
     back_at: float | None = None  # resolved: when the run that proved stable began (the end of the downtime)
     at_least: bool = False  # found by a reconcile, not seen happen: it may have begun before opened_at
+    cause: str = ""  # a need of it failing (dependencies): its likely cause; its pages fold into the cause's
+    impact: str = ""  # on a cause: its dependants and their states, the incident's second line
+    gather_until: float | None = None  # its first page waits until then (dependants joining, a cause showing)
 
     @property
     def is_open(self) -> bool:

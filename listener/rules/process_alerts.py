@@ -35,6 +35,7 @@ from .models import (
     LEFT_STOPPED,
     PROCESS,
     REMEDIATION,
+    START,
     SUPERVISORD,
     HistoryEntry,
     Outcome,
@@ -114,9 +115,10 @@ class ProcessAlerts:
         if state == "STARTING":
             rec.last_start, rec.running_since = now, None
             out.start_lookups.append(rec.namespec)
-            if ev.from_state in ("EXITED", "BACKOFF"):
+            own = ev.from_state == "EXITED" and rec.action is not None and rec.action.step == START  # (a need's)
+            if ev.from_state in ("EXITED", "BACKOFF") and not own:
                 rec.restarts += 1
-            elif ev.from_state in ("STOPPED", "FATAL") and self.actions.started(rec, now, out) == OPERATOR:
+            elif (ev.from_state in ("STOPPED", "FATAL") or own) and self.actions.started(rec, now, out) == OPERATOR:
                 self.operator_started(rec, now, out)  # a start call by hand (or at boot), not lookout's
             rec.remediation_wanted, rec.stopped_by = "", ""  # a new process: judged afresh
             self.health.reset(rec.namespec, out)  # every start: counts from zero, the grace again

@@ -32,9 +32,10 @@ from .policy import PolicyBook
 
 class RemediationGuard:
     def __init__(self, settings: RemediationSettings, policies: PolicyBook, alerts: AlertBook, actions: OwnActions,
-                 stopping: Callable[[], bool], held: Callable[[str], bool]) -> None:
+                 stopping: Callable[[], bool], held: Callable[[str], bool],
+                 need_down: Callable[[str], str] = lambda ns: "") -> None:
         self.settings, self.policies, self.alerts, self.actions = settings, policies, alerts, actions
-        self.stopping, self.held = stopping, held
+        self.stopping, self.held, self.need_down = stopping, held, need_down
 
     def want(self, rec: ProcessRecord, spec: ProbeSpec, now: float, out: Outcome) -> None:
         """A probe freshly judged this process unhealthy, and its action is restart or stop."""
@@ -49,6 +50,12 @@ class RemediationGuard:
         if self.policies.protected(ns):
             self.alerts.update(fam, ns, now, out, action_taken="not restarted: lookout never acts on its own "
                                                              "processes (remediation.protected)", notify=False)
+            return
+        down = self.need_down(ns)
+        if down:  # its need's failure, not its own: nothing spent, judged afresh once the need is back
+            rec.remediation_wanted = ""
+            out.records[ns] = rec
+            self.alerts.update(fam, ns, now, out, notify=False, action_taken=f"not {kind}ed: it needs {down}")
             return
         if self.held(ns):  # remembered (in the store): asked again on release, if the probe still says so
             rec.remediation_wanted = source
@@ -98,6 +105,10 @@ class RemediationGuard:
         started it since: the mark)."""
         source = rec.remediation_wanted
         if not source or rec.action is not None or self.held(rec.namespec):
+            return
+        if self.need_down(rec.namespec):  # a need went down meanwhile: judged afresh once it is back
+            rec.remediation_wanted = ""
+            out.records[rec.namespec] = rec
             return
         if rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked:  # (the brake's stop stays)
             rec.remediation_wanted = ""

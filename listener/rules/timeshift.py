@@ -21,8 +21,9 @@ from .quorum import ShortSpell
 
 TIMES: dict[type, tuple[str, ...]] = {
     ProcessRecord: ("state_since", "last_start", "running_since", "last_exit_at", "failing_since", "pending_exit_at",
-                    "event_at", "remediation_next_at", "operator_at", "brake_resume_at", "down_since"),
-    Alert: ("opened_at", "updated_at", "last_notice_at", "resolved_at", "acting_since", "back_at"),
+                    "event_at", "remediation_next_at", "operator_at", "brake_resume_at", "down_since",
+                    "waiting_since"),
+    Alert: ("opened_at", "updated_at", "last_notice_at", "resolved_at", "acting_since", "back_at", "gather_until"),
     ProbeState: ("first_failure_at", "last_at"),
     PendingAction: ("since",),
     Hold: ("created_at",),

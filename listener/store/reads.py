@@ -229,6 +229,15 @@ class StoreReader:
                                   str(action.get("kind", "")), str(action.get("step", "")), bool(action)))
         return out
 
+    def dependency_waits(self) -> dict[str, tuple[str, float | None]]:
+        """The processes that owe a start once their needs are ready ([[dependencies]]): namespec ->
+        ("start-up" or "recovery", since when). Nothing from a store older than schema 8."""
+        try:
+            rows = self.conn.execute("SELECT namespec, needs_wait, waiting_since FROM processes WHERE needs_wait != ''")
+            return {r[0]: (r[1], r[2]) for r in rows}
+        except sqlite3.OperationalError:
+            return {}
+
     def release_waiting(self, namespec: str) -> ReleaseWaiting | None:
         """What waited on a hold of the process (None: the store does not know it)."""
         row = self.conn.execute("SELECT braked AND brake_resume_at IS NOT NULL, remediation_wanted != '' "

@@ -25,14 +25,19 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    own_event_due (JSON: lookout's own events still to come;
                                    before schema 6 a ";"-separated text, read as such),
                                    actions_begun (numbers lookout's actions on it: their ids),
-                                   down_since (schema 7: a must_run program down since), ...
+                                   down_since (schema 7: a must_run program down since),
+                                   needs_wait, waiting_since (schema 8: lookout starts it once
+                                   its needs are ready: start-up or recovery), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
                                    quorum, namespec is the group name); acting_since (schema 7:
                                    lookout's action on it in flight, its page waits), back_at
                                    (schema 7: when the run that resolved it began), at_least
-                                   (schema 7: found by a reconcile, it may have begun earlier)
+                                   (schema 7: found by a reconcile, it may have begun earlier);
+                                   cause, impact, gather_until (schema 8: dependencies: the
+                                   failing need it folds into; on a cause, its dependants; its
+                                   first page waits until then)
   probes(namespec, probe, ...)     the rules' view of each probe on each process: healthy (NULL:
                                    not judged since the start), consecutive counts, last result,
                                    failures_total, last_judged (0: its last run could not read
@@ -95,7 +100,7 @@ import sqlite3
 
 from .files import StoreCorrupt, prepare, private_umask, store_errors, uri
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -145,7 +150,9 @@ CREATE TABLE IF NOT EXISTS processes (
     brake_delay REAL NOT NULL DEFAULT 0,
     brake_resume_at REAL,
     actions_begun INTEGER NOT NULL DEFAULT 0,
-    down_since REAL
+    down_since REAL,
+    needs_wait TEXT NOT NULL DEFAULT '',
+    waiting_since REAL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -168,7 +175,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     evidence TEXT NOT NULL DEFAULT '',
     acting_since REAL,
     back_at REAL,
-    at_least INTEGER NOT NULL DEFAULT 0
+    at_least INTEGER NOT NULL DEFAULT 0,
+    cause TEXT NOT NULL DEFAULT '',
+    impact TEXT NOT NULL DEFAULT '',
+    gather_until REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_at);
 CREATE TABLE IF NOT EXISTS notifications (

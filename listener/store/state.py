@@ -46,6 +46,7 @@ _ALERT_COLUMNS = [
     "namespec", "kind", "severity", "opened_at", "updated_at", "failures", "restarts_at_open",
     "tags", "detail", "previous_kind", "previous_severity", "last_notice_at", "resolved_at", "resolution",
     "family", "action_taken", "evidence", "acting_since", "back_at", "at_least",
+    "cause", "impact", "gather_until",
 ]
 _LIST_FIELDS = [i for i, f in enumerate(fields(ProcessRecord)) if f.type in ("list[float]",)]
 _ACTION_FIELD = [f.name for f in fields(ProcessRecord)].index("action")

@@ -51,7 +51,7 @@ log = logging.getLogger("lookout.remediate")
 WAIT_TIMEOUT = 300.0  # stopwaitsecs and startsecs can be long; the call must outlast them
 EVIDENCE_BYTES = 16384
 STOPPABLE = ("RUNNING", "STARTING", "BACKOFF")  # what stopProcess accepts
-RESTARTABLE = ("STOPPED", "FATAL")  # what lookout starts again (as it left it, while `start` is still its mark)
+RESTARTABLE = ("STOPPED", "FATAL", "EXITED")  # what lookout starts (as it left or found it, while `start` is its mark)
 DIED_STATES = ("BACKOFF", "STARTING", "FATAL", "EXITED")  # after a start that failed: it ran, and died
 
 
@@ -151,7 +151,7 @@ class RemediationExecutor:
             return self._result(action, MOVED_ON if "BAD_NAME" in before else FAILED, before)
         # As lookout left it: STOPPED by its stop, or FATAL as the brake found it (supervisord gave up, and the
         # brake decided for that state); and not started since
-        if before.state != action.expect or float(before.start) != action.mark:
+        if before.state != action.expect or (action.mark >= 0 and float(before.start) != action.mark):
             why = "started since lookout stopped it" if before.state not in RESTARTABLE else "stopped and started since"
             return self._result(action, MOVED_ON, f"it is {before.state}, {why}")
         try:

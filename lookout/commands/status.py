@@ -25,6 +25,7 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 
 from ..config import Config, format_duration
+from ..dependency_view import ProbeView, program_needs, said
 from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
@@ -59,6 +60,7 @@ class ProcessStatus:
     orphans: list[Orphan] = field(default_factory=list)  # left running by a supervisord that died
     oneshot: bool = False  # [[alerts.programs]] oneshot = true: runs once, an expected exit is fine
     must_run: bool = False  # [[alerts.programs]] must_run = true: never started is not fine either
+    needs: str = ""  # [[dependencies]]: "waiting for database (FATAL)", "down: database FATAL"
     lookout: dict = field(default_factory=lambda: {"held_since": None, "held_reason": "", "braked": False,
                                                    "starts_again_at": None, "stopped_by": "", "action": ""})
 
@@ -97,6 +99,7 @@ class ProcessStatus:
             "restarts_1h": self.restarts_1h, "restarts_24h": self.restarts_24h, "last_exit": self.last_exit,
             "alerts": self.alerts, "silenced_until": self.silenced_until, "lookout": self.lookout,
             "orphans": [o.pid for o in self.orphans], "ok": self.ok, "not_ok": self.not_ok(),
+            "needs": self.needs,
         }
 
 
@@ -112,16 +115,37 @@ def collect(config: Config, pattern: str = "*", judged: bool = False) -> list[Pr
         raise Unreadable(f"cannot read supervisord at {config.supervisor.serverurl}: {exc}") from None
 
     run_once = run_once_of(client) if judged else set()  # (reads supervisord.conf: only when `ok` is asked)
-    rows = []
+    rows, every = [], []
     for info in infos if isinstance(infos, list) else []:
         snap = snapshot_from_info(info)
+        if snap is not None:
+            every.append(snap)
         if snap is None or not wanted.matches(snap.namespec):
             continue
         policy = policies.lookup(snap.namespec)
         rows.append(ProcessStatus(snap, str(info.get("description", "")),
                                   oneshot=_oneshot(policy, snap.namespec in run_once), must_run=policy.must_run))
     _add_store(config, rows, time.time())
+    if config.dependencies:
+        _add_needs(config, rows, every)
     return rows
+
+
+def _add_needs(config: Config, rows: list[ProcessStatus], every: list[ProcessSnapshot]) -> None:
+    """What each dependant waits for, or is down for, judged on every process supervisord has."""
+    try:
+        with store_errors(), StoreReader.open(config.state_path) as store:
+            stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
+            probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
+            waits = store.dependency_waits()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        raise Unreadable(f"cannot read lookout's store {config.state_path}: "
+                         f"{store_problem(config.state_path, exc)}") from None
+    needs = program_needs(config, every, stopped_by, probes, waits)
+    for row in rows:
+        found = needs.get(row.snap.namespec)
+        if found is not None:
+            row.needs = said(found, row.snap.state)
 
 
 def _oneshot(policy: ProgramPolicy, autorestart_false: bool) -> bool:
@@ -266,6 +290,8 @@ def _lookout_says(r: ProcessStatus, now: float) -> list[str]:
         out.append(f"lookout: its {look['action']} in progress")
     if r.snap.state == "STOPPED" and look["stopped_by"] == "operator":
         out.append("stopped by an operator")
+    if r.needs:
+        out.append(r.needs)
     return out
 
 

@@ -60,6 +60,9 @@ STATUS_SCHEMA: dict[str, Any] = {
                                                      "that exited as expected, or was never started), and no "
                                                      "open alert"},
             "not_ok": {"type": "string", "description": "why --check counts it as not fine ('' when ok)"},
+            "needs": {"type": "string", "description": "[[dependencies]]: what it waits for or is down for, e.g. "
+                                                       "'waiting for database (database FATAL)'; '' when its needs "
+                                                       "are ready or it has none"},
         },
     },
 }

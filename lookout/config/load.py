@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from .dependencies import parse_checks, parse_dependencies
+from .dependent_startup import dependent_startup
 from .model import (
     CRASH_LOOP_ACTIONS,
     DEFAULT_SERVERURL,
@@ -97,6 +100,7 @@ def _supervisor(root: Section, env: Any) -> SupervisorSettings:
         username=sup.get("username", str, ""),
         password=sup.get("password", str, ""),
         timeout=sup.duration("timeout", 5.0, 0.1, 10 * MINUTE),
+        config=sup.get("config", str, ""),
     )
     sup.done()
     if not supervisor.serverurl.startswith(("unix://", "http://", "https://")):
@@ -276,8 +280,11 @@ def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None
         deadman=_deadman(root),
         source=source,
     )
+    checks = parse_checks(root.get("checks", list, []))
+    declared = parse_dependencies(root.get("dependencies", list, []), checks)
+    read = dependent_startup(supervisor.config, declared) if supervisor.config else ()
     root.done()
-    return config
+    return replace(config, checks=checks, dependencies=declared + read)
 
 
 DEFAULT_PATH = "/etc/lookout/lookout.toml"  # where the README's install puts it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
+from .dependencies import Dependency
 from .probes import GroupRule, ProbeSpec, RemediationSettings
 from .values import SEVERITIES as SEVERITIES
 
@@ -50,6 +51,7 @@ class SupervisorSettings:
     username: str = ""
     password: str = ""
     timeout: float = 5.0
+    config: str = ""  # supervisord.conf: read for supervisord-dependent-startup's keys (dependent_startup_wait_for)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class Config:
     probes: tuple[ProbeSpec, ...] = ()
     remediation: RemediationSettings = field(default_factory=RemediationSettings)
     deadman: DeadmanSettings = field(default_factory=DeadmanSettings)
+    checks: tuple[ProbeSpec, ...] = ()  # [[checks]]: needs outside supervisord, matched as "check:<name>"
+    dependencies: tuple[Dependency, ...] = ()
     source: str = "<defaults>"
 
     @property

@@ -168,8 +168,8 @@ def _kind_params(kind: str, raw: Any, key: str, placeholders: set[str]) -> dict[
     return params
 
 
-def _probe(entry: Any, index: int) -> ProbeSpec:
-    sub = Section(entry, f"probes[{index}]")
+def _probe(entry: Any, index: int, prefix: str = "probes") -> ProbeSpec:
+    sub = Section(entry, f"{prefix}[{index}]")
     match = sub.get("match", str, "")
     if not match:
         raise ConfigError(sub.key("match"), "required: a process pattern: 'name', 'group:name' or a glob")
@@ -217,6 +217,11 @@ def _probe(entry: Any, index: int) -> ProbeSpec:
 
 _COMMON = {"match", "name", "port_base", "initial_delay", "period", "timeout", "failure_threshold",
            "success_threshold", "action", "evidence", "severity"}
+
+
+def parse_probe(entry: Any, index: int, prefix: str) -> ProbeSpec:
+    """One entry of the probe shape under another key ([[checks]]: errors name checks[i].key)."""
+    return _probe(entry, index, prefix)
 
 
 def parse_probes(raw: Any) -> tuple[ProbeSpec, ...]:

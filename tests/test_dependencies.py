@@ -1,0 +1,248 @@
+"""Issue 24: what depends on what, against a real supervisord. The reference stack: `database`;
+`risk_manager` needs it; `execution:*` needs `risk_manager`; `analysis:*` needs nothing. Each
+program is a small TCP service (svc.py) that reaches its needs' ports: "exit" mode dies when a need
+is gone (supervisord retries, then FATAL), "degrade" mode keeps running and stops answering (its
+tcp probe fails; remediation would restart it)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+
+from .conftest import fast_alerts
+from .harness import free_port, stays, wait_for
+
+SVC = r'''
+import os, socket, sys, time
+name = os.environ.get("SUPERVISOR_PROCESS_NAME", "?")
+mode, port, needs = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+here = os.path.dirname(os.path.abspath(__file__))
+if os.path.exists(os.path.join(here, "broken_" + name)):
+    print(f"{name}: could not bind {port}", file=sys.stderr, flush=True)
+    sys.exit(1)
+def up(p):
+    try:
+        socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+def listen():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(50)
+    s.settimeout(0.2)
+    return s
+srv = None
+if all(up(p) for p in needs):
+    srv = listen()
+elif mode == "exit":
+    print(f"{name}: a need is not reachable", file=sys.stderr, flush=True)
+    sys.exit(1)
+while True:
+    if srv is not None:
+        try:
+            srv.accept()[0].close()
+        except OSError:
+            pass
+    else:
+        time.sleep(0.2)
+    ok = all(up(p) for p in needs)
+    if not ok and mode == "exit":
+        print(f"{name}: lost a need", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if not ok and srv is not None:
+        srv.close()
+        srv = None
+    elif ok and srv is None:
+        srv = listen()
+'''
+
+
+def stack(ports: dict[str, int], *, startup: bool = False, extra: str = "") -> str:
+    """supervisord.conf programs; startup: the dependants are autostart=false (lookout starts them)."""
+    auto = "autostart=false\n" if startup else ""
+
+    def program(name: str, mode: str, needs: tuple[str, ...], autostart: str = "") -> str:
+        args = " ".join(str(ports[n]) for n in needs)
+        return (f"[program:{name}]\ncommand={{py}} %(here)s/svc.py {mode} {ports[name]} {args}\n"
+                f"startsecs=1\nstartretries=2\n{autostart}\n")
+
+    return ("[group:execution]\nprograms=order_executor,position_monitor,hedger\n\n"
+            "[group:analysis]\nprograms=backtest,report\n\n"
+            + program("database", "exit", ())
+            + program("risk_manager", "exit", ("database",), auto)
+            + program("order_executor", "exit", ("risk_manager",), auto)
+            + program("position_monitor", "exit", ("risk_manager",), auto)
+            + program("hedger", "degrade", ("risk_manager",), auto)
+            + "[program:backtest]\ncommand=sleep 1000\n\n[program:report]\ncommand=sleep 1000\n\n" + extra)
+
+
+def settings(webhook, ports: dict[str, int], *, start: bool = False) -> dict:  # noqa: ANN001
+    config = fast_alerts(webhook)
+    config["dependencies"] = [
+        {"program": "risk_manager", "needs": ["database"], "start": start, "start_timeout": "4s"},
+        {"program": "execution:*", "needs": ["risk_manager"], "start": start, "start_timeout": "4s"},
+    ]
+    config["probes"] = [{"match": "execution:hedger", "name": "port", "tcp": f"127.0.0.1:{ports['hedger']}",
+                         "period": "1s", "timeout": "500ms", "failure_threshold": 2, "action": "restart"}]
+    config["remediation"] = {"backoff": "1s"}
+    return config
+
+
+def make(supervisor_factory, webhook, *, startup: bool = False, extra: str = "", **kw):  # noqa: ANN001, ANN201
+    import sys
+
+    ports = {n: free_port() for n in ("database", "risk_manager", "order_executor", "position_monitor", "hedger")}
+    sup = supervisor_factory(stack(ports, startup=startup, extra=extra).replace("{py}", sys.executable),
+                             settings(webhook, ports, start=startup), **kw)
+    (sup.root / "svc.py").write_text(SVC)
+    return sup, ports
+
+
+DEPENDANTS = ("risk_manager:risk_manager", "execution:order_executor", "execution:position_monitor")
+
+
+def lookout_actions(sup) -> list[str]:  # noqa: ANN001
+    with sup.db() as c:
+        return [r[0] + ": " + r[1] for r in c.execute(
+            "SELECT namespec, detail FROM history WHERE kind = 'action' AND detail LIKE 'lookout begins%'")]
+
+
+@pytest.mark.long
+def test_a_need_fatal_at_start_is_one_incident_then_recovery_in_order(supervisor_factory, webhook):
+    sup, _ = make(supervisor_factory, webhook)
+    (sup.root / "broken_database").touch()
+    sup.start()
+    for ns in ("database:database", *DEPENDANTS):
+        sup.wait_state(ns, "FATAL", 60)
+    incident = webhook.wait("database", "4 dependants failing", timeout=60)
+    body = incident[0].body
+    assert incident[0].title.startswith("[CRITICAL] database gave up starting (FATAL)"), incident[0].title
+    for name in ("risk_manager FATAL", "execution:order_executor FATAL", "execution:position_monitor FATAL",
+                 "execution:hedger RUNNING, unhealthy"):
+        assert name in body, body
+    assert body.index("database: could not bind") < body.index("impact") or "could not bind" in body, body
+    stays(lambda: len(webhook.messages) == 1, 5, "no other message")
+    assert not lookout_actions(sup), lookout_actions(sup)  # hedger's probe fails: its need's fault, no restart
+    assert sup.info("analysis:backtest")["statename"] == "RUNNING"
+    with sup.db() as c:
+        assert not c.execute("SELECT 1 FROM alerts WHERE namespec LIKE 'analysis:%'").fetchone()
+
+    (sup.root / "broken_database").unlink()
+    assert sup.ctl("start", "database").returncode == 0  # repaired by an operator
+    for ns in DEPENDANTS:
+        sup.wait_state(ns, "RUNNING", 60)
+    risk = sup.info("risk_manager:risk_manager")["start"]
+    for ns in ("execution:order_executor", "execution:position_monitor"):
+        assert sup.info(ns)["start"] > risk, (ns, sup.info(ns), risk)  # started once risk_manager ran
+    resolved = webhook.wait("[RESOLVED] database", timeout=60)
+    assert "4 dependants running again" in resolved[0].title + resolved[0].body, resolved[0].body
+    wait_for(lambda: not sup.open_alerts(), 60, "every alert closed")
+    stays(lambda: len(webhook.messages) == 2, 3, "one resolved message, no more")
+    assert sorted(lookout_actions(sup)) == sorted(
+        f"{ns}: lookout begins to start it: its needs are ready ({need} RUNNING)"
+        for ns, need in (("risk_manager:risk_manager", "database"), ("execution:order_executor", "risk_manager"),
+                         ("execution:position_monitor", "risk_manager"))), lookout_actions(sup)
+
+
+@pytest.mark.long
+def test_an_operator_stop_of_a_need_is_a_warning_and_a_stopped_dependant_stays_stopped(supervisor_factory, webhook):
+    sup, _ = make(supervisor_factory, webhook)
+    sup.start()
+    for ns in ("database:database", *DEPENDANTS, "execution:hedger"):
+        sup.wait_state(ns, "RUNNING", 60)
+    assert sup.ctl("stop", "execution:order_executor").returncode == 0  # the operator's: never undone
+    assert sup.ctl("stop", "database").returncode == 0
+    sup.wait_state("risk_manager:risk_manager", "FATAL", 60)
+    sup.wait_state("execution:position_monitor", "FATAL", 60)
+    warning = webhook.wait("database", "stopped by an operator", timeout=60)[0]
+    assert warning.title.startswith("[WARNING] database is down, and programs need it"), warning.title
+    assert "risk_manager FATAL" in warning.body or "risk_manager BACKOFF" in warning.body, warning.body
+    stays(lambda: len(webhook.messages) == 1, 3, "one message")
+    assert sup.ctl("start", "database").returncode == 0
+    sup.wait_state("risk_manager:risk_manager", "RUNNING", 60)
+    sup.wait_state("execution:position_monitor", "RUNNING", 60)
+    webhook.wait("[RESOLVED] database", timeout=60)
+    wait_for(lambda: not sup.open_alerts(), 60, "every alert closed")
+    assert sup.info("execution:order_executor")["statename"] == "STOPPED"
+    assert len(webhook.messages) == 2, [m.title for m in webhook.messages]
+
+
+@pytest.mark.long
+def test_start_up_waits_for_each_need_and_a_one_shot_need(supervisor_factory, webhook):
+    extra = ("[program:migrate]\ncommand=sh -c 'exit 0'\nstartsecs=0\nautorestart=false\n\n"
+             "[program:api]\ncommand=sleep 1000\nautostart=false\n\n"
+             "[program:bad_migrate]\ncommand=sh -c 'exit 1'\nstartsecs=0\nautorestart=false\n\n"
+             "[program:bad_api]\ncommand=sleep 1000\nautostart=false\n\n")
+    sup, _ = make(supervisor_factory, webhook, startup=True, extra=extra)
+    text = sup.config_path.read_text()
+    sup.config_path.write_text(text + '\n[[dependencies]]\nprogram = "api"\nneeds = ["migrate"]\nready = "exited"\n'
+                               'start = true\n\n[[dependencies]]\nprogram = "bad_api"\nneeds = ["bad_migrate"]\n'
+                               'ready = "exited"\nstart = true\n')
+    sup.start()
+    for ns in (*DEPENDANTS, "execution:hedger", "api:api"):
+        sup.wait_state(ns, "RUNNING", 60)
+    db = sup.info("database:database")
+    risk = sup.info("risk_manager:risk_manager")
+    assert risk["start"] >= db["start"] + 1, (db, risk)  # after the database was RUNNING (startsecs=1)
+    for ns in ("execution:order_executor", "execution:position_monitor", "execution:hedger"):
+        assert sup.info(ns)["start"] >= risk["start"] + 1, (ns, sup.info(ns), risk)
+    assert sup.info("api:api")["start"] >= sup.info("migrate:migrate")["stop"]
+    assert sup.info("bad_api:bad_api")["statename"] == "STOPPED"  # its one-shot need failed
+    exited = webhook.wait("bad_migrate", timeout=60)
+    assert "bad_api" in exited[0].body, exited[0].body  # one alert: the need's, naming what waits for it
+    stays(lambda: not webhook.matching("bad_api is still waiting"), 6, "no second alert for bad_api")
+    assert sup.info("bad_api:bad_api")["statename"] == "STOPPED"
+
+
+@pytest.mark.long
+def test_a_need_that_never_comes_up_is_one_alert_after_start_timeout(supervisor_factory, webhook):
+    sup, _ = make(supervisor_factory, webhook, startup=True)
+    (sup.root / "broken_database").touch()
+    sup.start()
+    sup.wait_state("database:database", "FATAL", 60)
+    message = webhook.wait("database", timeout=60)[0]
+    assert "risk_manager STOPPED" in message.body, message.body
+    stays(lambda: len(webhook.messages) == 1, 6, "one message, past start_timeout")
+    for ns in DEPENDANTS:
+        assert sup.info(ns)["statename"] == "STOPPED", ns
+    assert "waiting for database" in sup.lookout("status", "risk_manager").stdout
+
+
+@pytest.mark.long
+def test_an_external_check_is_a_need(supervisor_factory, webhook):
+    port = free_port()
+    config = fast_alerts(webhook)
+    config["checks"] = [{"name": "vpn", "tcp": f"127.0.0.1:{port}", "period": "1s", "timeout": "500ms",
+                         "failure_threshold": 2}]
+    config["dependencies"] = [{"program": "feed", "needs": ["check:vpn"], "start": True}]
+    sup = supervisor_factory("[program:feed]\ncommand=sleep 1000\nautostart=false\nstartsecs=1\n", config).start()
+    stays(lambda: sup.info("feed:feed")["statename"] == "STOPPED", 3, "feed waits for the vpn")
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(50)
+    done = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    opened = time.time()
+    sup.wait_state("feed:feed", "RUNNING", 30)
+    assert sup.info("feed:feed")["start"] >= int(opened)
+    done.set()
+    thread.join()
+    server.close()
+    down = webhook.wait("check:vpn is down", timeout=30)
+    assert len(webhook.messages) == 1, [m.title for m in webhook.messages]
+    assert down[0].title.startswith("[CRITICAL] check:vpn is down") or "check:vpn" in down[0].title
