@@ -2,10 +2,10 @@
 
 Each lookout alert is one Alertmanager alert with labels alertname, severity, instance (host),
 group, name and kind (and cause, with [[dependencies]]), and annotations with the human text and
-the log tail. Firing alerts are re-posted every alertmanager.resend_interval; their endsAt is stamped when the message is sent
-(now + 4 x resend_interval), so a message delivered late by a retry does not arrive already
-expired. A resolution posts endsAt = when it resolved. An escalation (crashed -> crash-looping)
-also resolves the alertname it replaces.
+the log tail. Firing alerts are re-posted every alertmanager.resend_interval; their endsAt is
+stamped when the message is sent (now + 4 x resend_interval), so a message delivered late by a
+retry does not arrive already expired. A resolution posts endsAt = when it resolved. An
+escalation (crashed -> crash-looping) also resolves the alertname it replaces.
 """
 
 from __future__ import annotations
