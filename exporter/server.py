@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from ..config import Config
 from ..listener.rules.policy import PolicyBook
 from ..procfs import usage_by_root
+from .dependencies import dependency_families
 from .httpd import ConnectionServer
 from .metrics import CONTENT_TYPE, LabelCache, build_families, encode, health_families
 from .source import Source
@@ -62,6 +63,7 @@ class Exporter:
         self.last_source, self.last_why = data.source, data.why
         families = build_families(data, usage, self.labels, time.perf_counter() - started)
         families += health_families(data, self.labels, self.policies)
+        families += dependency_families(data, self.config, time.time())
         return encode(families) + generate_latest(self.self_metrics).decode()
 
 

@@ -81,6 +81,8 @@ class ScrapeData:
     probe_stats: dict[str, float] = field(default_factory=dict)  # the listener's scheduler: runs, skipped, lateness
     remediations: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (group, name, action, result)
     orphans: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, name) -> orphans alive (store)
+    checks: dict[str, bool | None] = field(default_factory=dict)  # [[checks]]: "check:vpn" -> up (None: not yet)
+    waits: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # dependencies: who waits, since
     listener_pid: int = 0  # the listener's pid in the store: it is gone once supervisord is
     why: str = ""  # why the store was not used, for the landing page and logs
 
@@ -148,7 +150,7 @@ class Source:
             polled.notifications, polled.probes, polled.remediations = (store.notifications, store.probes,
                                                                         store.remediations)
             polled.probe_stats = store.probe_stats
-            polled.orphans = store.orphans
+            polled.orphans, polled.checks, polled.waits = store.orphans, store.checks, store.waits
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
@@ -175,6 +177,7 @@ class Source:
             probes = store.probes(by_name=True)
             remediations = store.remediation_counts()
             orphans = store.orphans()
+            waits = store.dependency_waits() if self.config.dependencies else {}
         except sqlite3.Error:
             return None
         targets = store.targets_failing()  # a target hangs, or its messages are being retried
@@ -191,6 +194,7 @@ class Source:
                 **stats,
             },
             targets_failing=targets,
+            waits=waits,
         )
         for r in rows:
             running = r.state == "RUNNING"
@@ -204,6 +208,8 @@ class Source:
         present = {(p.group, p.name) for p in data.processes}
         for pr in probes:
             group, _, name = pr.namespec.partition(":")
+            if pr.namespec.startswith("check:"):
+                data.checks[pr.namespec] = pr.healthy
             if (group, name) in present:
                 data.probes.append(ProbeView(group, name, pr.probe, pr.healthy, pr.last_ok, pr.last_duration,
                                              pr.failures_total, pr.judged))

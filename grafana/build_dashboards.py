@@ -221,6 +221,15 @@ def process() -> dict:
         panel(18, "lookout's actions", "timeseries", "short",
               [target(f"increase(lookout_remediations_total{{{SEL}}}[$__rate_interval])", "{{action}} {{result}}")],
               14, 33, 10, 8, "Restarts and stops by lookout, dry-run decisions and refusals (exhausted)."),
+        panel(19, "Needs ready ([[dependencies]])", "state-timeline", "none",
+              [target(f"lookout_dependency_ready{{{SEL}}}", "{{need}}")], 0, 41, 18, 6,
+              "Why it is down or waiting: each need in lookout.toml's [[dependencies]], ready or not "
+              "(running, healthy or exited, as its `ready` asks). Absent for a program with no needs.",
+              mappings=[{"type": "value", "options": {"1": {"text": "ready", "color": "green"},
+                                                        "0": {"text": "NOT READY", "color": "red"}}}]),
+        panel(20, "Waiting for its needs", "stat", "s",
+              [target(f"lookout_dependency_waiting_seconds{{{SEL}}}", "{{name}}")], 18, 41, 6, 6,
+              "How long lookout has waited for its needs to start it (start = true, or after a need came back)."),
     ]
     return dashboard("lookout-process", "supervisord process detail",
                      "One process: state, uptime, restarts, exits and resources.", panels, True)

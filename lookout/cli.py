@@ -4,6 +4,7 @@
                    [--ignore-stopped]
     lookout history NAME [--since 24h] [--json]   one process's state changes, exits and alerts
     lookout alerts [PATTERN] [--json]             the open alerts
+    lookout deps [--json]                         the [[dependencies]] graph, with the states of now
     lookout silence PATTERN --for 30m [--reason]  / silences / unsilence ID
     lookout hold NAME [--reason] / release NAME   keep lookout's hands off a process (the brake too)
     lookout probe [PATTERN]                       run the health probes once, now
@@ -61,6 +62,8 @@ def _parser(prog: str = "lookout") -> OneLineParser:
     a = sub.add_parser("alerts", help="the open alerts")
     a.add_argument("pattern", nargs="?", default="*", help=PATTERN_HELP + " (default: all)")
     a.add_argument("--json", action="store_true")
+    d = sub.add_parser("deps", help="the [[dependencies]] graph: each dependant, its needs and their states")
+    d.add_argument("--json", action="store_true")
     si = sub.add_parser("silence", help="mute alerts of matching processes for a while")
     si.add_argument("matcher", help=PATTERN_HELP)
     si.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h")
@@ -150,6 +153,10 @@ def _run(config, args) -> int:  # noqa: ANN001
         from .commands.alerts import alerts_command
 
         return alerts_command(config, args.pattern, args.json)
+    if args.command == "deps":
+        from .commands.deps import deps_command
+
+        return deps_command(config, args.json)
     if args.command in ("silence", "silences", "unsilence"):
         from .commands.silence import silence_command
 

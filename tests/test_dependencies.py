@@ -129,6 +129,13 @@ def test_a_need_fatal_at_start_is_one_incident_then_recovery_in_order(supervisor
     assert body.index("database: could not bind") < body.index("impact") or "could not bind" in body, body
     stays(lambda: len(webhook.messages) == 1, 5, "no other message")
     assert not lookout_actions(sup), lookout_actions(sup)  # hedger's probe fails: its need's fault, no restart
+    status = sup.lookout("status").stdout
+    assert "waiting for database (database FATAL)" in status, status
+    assert "waiting for risk_manager (risk_manager FATAL)" in status, status
+    assert "its need is not ready: risk_manager FATAL" in status, status  # hedger runs, unhealthy
+    deps = sup.lookout("deps").stdout
+    assert "risk_manager" in deps and "needs database FATAL (not ready)  waiting: recovery" in deps, deps
+    assert deps.index("risk_manager") < deps.index("execution:order_executor"), deps  # needs first
     assert sup.info("analysis:backtest")["statename"] == "RUNNING"
     with sup.db() as c:
         assert not c.execute("SELECT 1 FROM alerts WHERE namespec LIKE 'analysis:%'").fetchone()

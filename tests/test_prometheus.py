@@ -117,6 +117,7 @@ def test_live_rules_and_dashboard_queries(supervisor_factory, webhook, prometheu
          "action": "restart"},
     ]
     settings["remediation"] = {"max_restarts": 1, "backoff": "1s"}
+    settings["dependencies"] = [{"program": "healthy", "needs": ["ghost"]}]  # (the dashboard's needs panels)
     sup = supervisor_factory(PROGRAMS, settings).start()
     exporter = ExporterProcess(sup).start()
     try:

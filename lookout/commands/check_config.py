@@ -74,6 +74,7 @@ def check_config(config: Config) -> int:
 
         lines += describe_probes(config)
     lines += _deadman_lines(config)
+    lines += dependency_lines(config, names)
     if not targets:
         lines.append("warning: no notify targets: alerts will only be logged")
     lines += unmatched_sections(config, names)
@@ -98,6 +99,35 @@ def _deadman_lines(config: Config) -> list[str]:
     else:
         lines.append("warning: deadman: no fail form known for this URL (healthchecks.io, Uptime Kuma and Cronitor "
                      "have one): a degraded lookout only stops calling; set deadman.fail_url to say so sooner")
+    return lines
+
+
+def dependency_lines(config: Config, names: list[str]) -> list[str]:
+    """Each [[checks]] and [[dependencies]] entry as lookout reads it, and a warning for a need that
+    names no process (it never holds anything back) and for start = true on a program supervisord
+    starts by itself (autostart=true: it does not wait for its needs)."""
+    from ..dependency_graph import Graph
+    from ..patterns import matches
+    from ..rpc import SupervisorClient
+    from .running_supervisord import autostarted_of
+
+    lines = [f"checks[{c.index}] {c.match}: {c.kind} every {format_duration(c.period)}" for c in config.checks]
+    for d in config.dependencies:
+        needs = ", ".join(f"{n.pattern} ({n.ready})" for n in d.needs) or "nothing"
+        lines.append(f"{d.source}: {d.program!r} needs {needs}" + (" start = true" if d.start else "")
+                     + f"; grace {format_duration(d.grace)}"
+                     + (f", start_timeout {format_duration(d.start_timeout)}" if d.start else ""))
+    if not config.dependencies or not names:
+        return lines
+    graph = Graph.build(config.dependencies, names)
+    lines += [f"warning: dependencies: need {p!r} matches no process supervisord runs now (it holds nothing back)"
+              for p in graph.unmatched]
+    lines += [f"warning: {d.source}: program = {d.program!r} matches no process supervisord runs now"
+              for d in config.dependencies if not any(matches(d.program, ns) for ns in names)]
+    auto = autostarted_of(SupervisorClient(config.supervisor)) if any(d.start for d in config.dependencies) else set()
+    lines += [f"warning: dependencies: {ns} has start = true but autostart=true in supervisord.conf: supervisord "
+              "starts it without waiting for its needs (set autostart=false)"
+              for ns in sorted(auto) if graph.start.get(ns)]
     return lines
 
 

@@ -136,30 +136,34 @@ def running_confs(proc: str = "/proc") -> list[str]:
 
 
 def run_once_programs(pid: int, proc: str = "/proc") -> set[str]:
-    """The namespecs with autorestart=false in the supervisord.conf the supervisord of `pid` read, by
-    supervisord's own reader with that supervisord's environment (%(ENV_x)s), importing none of
-    its plugins: programs meant to run once, whose expected exit (exitcodes) is fine. Empty when it
-    cannot be read: `pid` is no supervisord here (a remote one, another container's), another
-    user's, a file that does not parse."""
+    """The namespecs with autorestart=false (program_configs): programs meant to run once, whose
+    expected exit (exitcodes) is fine."""
+    return {ns for ns, p in program_configs(pid, proc).items() if p.autorestart is False}
+
+
+def program_configs(pid: int, proc: str = "/proc") -> dict[str, object]:
+    """namespec -> its program config (autorestart, autostart, ...) in the supervisord.conf the
+    supervisord of `pid` read, by supervisord's own reader with that supervisord's environment
+    (%(ENV_x)s), importing none of its plugins. Empty when it cannot be read: `pid` is no
+    supervisord here (a remote one, another container's), another user's, a file that does not parse."""
     where = os.path.join(proc, str(pid))
     try:
         argv, cwd = _argv_cwd(where)
         with open(os.path.join(where, "environ"), "rb") as f:
             pairs = [p.decode(errors="surrogateescape").partition("=") for p in f.read().split(b"\0") if p]
     except OSError:
-        return set()
+        return {}
     conf = conf_of(argv, cwd) if is_supervisord(argv) else None
     if conf is None:
-        return set()
+        return {}
     reader = _reader({k: v for k, _, v in pairs})
     reader.configfile = conf
     try:
         with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
             reader.process_config(do_usage=False)
     except (Exception, SystemExit):  # its own reader: whatever it raises, only the hint is lost
-        return set()
-    return {f"{g.name}:{p.name}" for g in reader.process_group_configs for p in g.process_configs
-            if p.autorestart is False}
+        return {}
+    return {f"{g.name}:{p.name}": p for g in reader.process_group_configs for p in g.process_configs}
 
 
 def _reader(environ: dict[str, str]):  # noqa: ANN202 - a supervisor ServerOptions
@@ -179,8 +183,19 @@ def _reader(environ: dict[str, str]):  # noqa: ANN202 - a supervisor ServerOptio
 
 def run_once_of(client: SupervisorClient) -> set[str]:
     """run_once_programs() of the supervisord this client talks to (when it runs here, readable)."""
+    pid = _pid(client)
+    return run_once_programs(pid) if pid else set()
+
+
+def autostarted_of(client: SupervisorClient) -> set[str]:
+    """The namespecs supervisord starts by itself (autostart=true), of the supervisord this client talks to."""
+    pid = _pid(client)
+    return {ns for ns, p in program_configs(pid).items() if p.autostart} if pid else set()
+
+
+def _pid(client: SupervisorClient) -> int:
     try:
         pid = client.call("supervisor.getPID")
     except (SupervisorUnavailable, xmlrpc.client.Fault):
-        return set()
-    return run_once_programs(pid) if isinstance(pid, int) and pid > 0 else set()
+        return 0
+    return pid if isinstance(pid, int) and pid > 0 else 0

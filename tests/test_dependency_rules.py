@@ -1,0 +1,109 @@
+"""Issue 24: the dependency rules without supervisord: the config (cycles, checks, supervisord-
+dependent-startup's keys), the graph's judgement of a need, and what the readers publish."""
+
+from __future__ import annotations
+
+import pytest
+
+from lookout.config import ConfigError, parse_config
+from lookout.dependency_graph import Edge, Graph, NeedFacts, judge
+
+
+def test_a_cycle_is_an_error_naming_it():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"dependencies": [{"program": "a", "needs": ["b"]}, {"program": "b", "needs": ["c"]},
+                                       {"program": "c", "needs": ["a"]}]})
+    assert str(err.value) == "config error: dependencies[2].needs: a cycle: a -> b -> c -> a"
+    with pytest.raises(ConfigError, match="a cycle: execution:\\* -> execution:\\*"):
+        parse_config({"dependencies": [{"program": "execution:*", "needs": ["execution:router"]}]})
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"program": "", "needs": ["a"]}, "dependencies[0].program"),
+    ({"program": "x", "needs": []}, "dependencies[0].needs"),
+    ({"program": "x", "needs": ["check:nope"]}, "dependencies[0].needs[0]"),
+    ({"program": "x", "needs": ["a"], "ready": "up"}, "dependencies[0].ready"),
+    ({"program": "x", "needs": ["a"], "grace": "soon"}, "dependencies[0].grace"),
+    ({"program": "x", "needs": ["a"], "start_timeout": "0s"}, "dependencies[0].start_timeout"),
+    ({"program": "x", "needs": ["a"], "typo": 1}, "dependencies[0].typo"),
+])
+def test_a_bad_entry_names_its_key(entry, key):  # noqa: ANN001
+    with pytest.raises(ConfigError) as err:
+        parse_config({"dependencies": [entry]})
+    assert f"config error: {key}:" in str(err.value), str(err.value)
+
+
+def test_a_check_is_a_probe_without_a_program():
+    config = parse_config({"checks": [{"name": "vpn", "tcp": "10.8.0.1:443", "period": "5s"}],
+                           "dependencies": [{"program": "feed", "needs": ["check:vpn"]}]})
+    assert config.checks[0].match == "check:vpn" and config.checks[0].period == 5.0
+    for bad, key in (({"name": "vpn", "tcp": "h:1", "action": "restart"}, "checks[0].action"),
+                     ({"name": "vpn", "memory": {"max": "1GB"}}, "checks[0].memory"),
+                     ({"name": "", "tcp": "h:1"}, "checks[0].name")):
+        with pytest.raises(ConfigError, match=key.replace("[", "\\[").replace("]", "\\]")):
+            parse_config({"checks": [bad]})
+
+
+def test_supervisord_dependent_startup_keys_are_read(tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    (tmp_path / "conf.d").mkdir()
+    conf.write_text("[supervisord]\n[include]\nfiles = conf.d/*.conf\n[program:database]\ncommand=x\n")
+    (tmp_path / "conf.d" / "app.conf").write_text(
+        "[program:risk_manager]\ncommand=x\nautostart=false\ndependent_startup=true\n"
+        "dependent_startup_wait_for=database:running migrate:exited\n")
+    config = parse_config({"supervisor": {"config": str(conf)}})
+    (dep,) = config.dependencies
+    assert dep.program == "risk_manager" and dep.start
+    assert [(n.pattern, n.ready) for n in dep.needs] == [("database", "running"), ("migrate", "exited")]
+    (tmp_path / "conf.d" / "app.conf").write_text("[program:a]\ndependent_startup=true\n"
+                                                  "dependent_startup_wait_for=a:sleeping\n")
+    with pytest.raises(ConfigError, match="supervisor.config"):
+        parse_config({"supervisor": {"config": str(conf)}})
+
+
+def test_a_need_is_judged_as_its_ready_asks():
+    running = Edge("db:db", "running")
+    assert judge(running, NeedFacts("RUNNING")).ready
+    assert not judge(running, NeedFacts("STARTING")).ready and not judge(running, NeedFacts("STARTING")).failing
+    assert judge(running, NeedFacts("FATAL")).failing
+    assert judge(running, NeedFacts("STOPPED", stopped_by="operator")).said == "STOPPED by an operator"
+    assert not judge(running, NeedFacts("STOPPED")).failing  # never started: only not ready
+    healthy = Edge("db:db", "healthy")
+    assert not judge(healthy, NeedFacts("RUNNING")).ready
+    assert judge(healthy, NeedFacts("RUNNING", judged_healthy=True)).ready
+    assert judge(healthy, NeedFacts("RUNNING", unhealthy=True)).failing
+    assert not judge(running, NeedFacts("RUNNING", unhealthy=True)).failing  # running is all it asks for
+    exited = Edge("migrate:migrate", "exited")
+    assert judge(exited, NeedFacts("EXITED", exit_ok=True)).ready
+    assert judge(exited, NeedFacts("EXITED", exit_ok=False)).failing
+    assert not judge(exited, NeedFacts("EXITED")).ready  # not known yet: nothing starts on a guess
+    assert judge(Edge("check:vpn", "running"), NeedFacts("DOWN")).failing
+    assert judge(Edge("check:vpn", "running"), None).said == "not known yet"
+
+
+def test_the_deepest_failing_need_is_the_cause_and_an_unknown_need_holds_nothing_back():
+    config = parse_config({"dependencies": [
+        {"program": "risk", "needs": ["db"]}, {"program": "execution:*", "needs": ["risk", "nothing_here"]}]})
+    graph = Graph.build(config.dependencies, ["db:db", "risk:risk", "execution:a", "execution:b"])
+    assert graph.unmatched == ("nothing_here",)
+    assert graph.order() == ["db:db", "risk:risk", "execution:a", "execution:b"]
+    assert graph.all_dependants("db:db") == ["risk:risk", "execution:a", "execution:b"]
+    states = {"db:db": NeedFacts("FATAL"), "risk:risk": NeedFacts("BACKOFF")}
+    assert graph.cause("execution:a", states.get).need == "db:db"
+    states["risk:risk"] = NeedFacts("STOPPED")  # never started: waits for db, which is FATAL
+    assert graph.cause("execution:a", states.get).need == "db:db"
+    states = {"db:db": NeedFacts("RUNNING"), "risk:risk": NeedFacts("RUNNING")}
+    assert graph.cause("execution:a", states.get) is None
+
+
+def test_the_exporter_publishes_each_edge_and_each_wait():
+    from lookout.exporter.dependencies import dependency_families
+    from lookout.exporter.source import ProcessView, ScrapeData
+
+    config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"], "start": True}]})
+    data = ScrapeData("store", True, "RUNNING", processes=[
+        ProcessView("db", "db", "FATAL", 0, 0.0, 0.0, 1), ProcessView("risk", "risk", "STOPPED", 0, 0.0, 0.0, 0)],
+        waits={"risk:risk": ("start-up", 1000.0)})
+    ready, waiting = dependency_families(data, config, 1042.0)
+    assert ready.samples == [('group="risk",name="risk",program="risk",need="db"', 0)]
+    assert waiting.samples == [('group="risk",name="risk",program="risk"', 42.0)]
