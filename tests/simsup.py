@@ -322,6 +322,9 @@ class Checker:
         p.fatal_claim_seq = -1 if late else self.sim.next_seq()
 
     def lookout_starts(self, p: SimProc, action: Action) -> None:
+        if action.source == "dependency":
+            self.dependency_starts(p)
+            return
         if p.state == "FATAL":
             if action.source != "brake" or p.fatal_claim_seq < 0 or p.operator_seq >= p.fatal_claim_seq:
                 raise Violation(f"R1: lookout started {p.namespec}, FATAL; the brake's claim at {p.fatal_claim_seq}, "
@@ -333,6 +336,18 @@ class Checker:
                             f"(operator at {p.operator_seq}, lookout's stop at {p.lookout_stop_seq})")
         if action.kind == "restart":
             self.sim.restarts_by_lookout[p.namespec] += 1
+
+
+    def dependency_starts(self, p: SimProc) -> None:
+        """D2 nothing starts before its needs are ready (as the rules know at the call: news of a need
+        that went down since the decision calls the start off); D3 the operator wins: never a start of
+        what an operator stopped."""
+        assert self.engine is not None
+        if p.state == "STOPPED" and p.last_stopper == "operator":
+            raise Violation(f"D3: lookout started {p.namespec}, which an operator stopped")
+        down = self.engine.deps.down(p.namespec)
+        if down:
+            raise Violation(f"D2: lookout started {p.namespec} while its need {down} is not ready")
 
 
 class ListenerModel:
@@ -351,7 +366,8 @@ class ListenerModel:
         s = self.store
         self.engine = AlertEngine(config.alerts, s.load_records(), s.load_open_alerts(), stopping=s.stopping(),
                                   own_namespec=own_namespec, probes=config.probes, remediation=config.remediation,
-                                  probe_states=s.load_probe_states())
+                                  probe_states=s.load_probe_states(), dependencies=config.dependencies,
+                                  checks=config.checks)
         checker.engine = self.engine
         self.said: list[tuple[str, str, str]] = []  # (notice kind, family, namespec): what people heard, in order
         self.steps_given: list[tuple[str, str, str, str]] = []  # (namespec, step, kind, source) for the executor
@@ -382,6 +398,7 @@ class ListenerModel:
 
     def apply(self, out: Outcome, **kwargs: object) -> None:
         was_stopping = self.engine.stopping
+        self._told_its_end(out)
         self.store.commit(out, stopping=self.engine.stopping, **kwargs)  # type: ignore[arg-type]
         self.history.extend((h.at, h.namespec, h.kind, h.detail) for h in out.history)
         self.said.extend((n.kind, *n.key) for n in out.notices)
@@ -392,6 +409,15 @@ class ListenerModel:
             self.steps.append(action)
         if out.reconcile:
             self.reconcile_due = True
+
+    def _told_its_end(self, out: Outcome) -> None:
+        """D4: a dependant's alert that people heard of is told its end, folded into its need's or not."""
+        resolved = {n.key for n in out.notices if n.kind == "resolved"}
+        for key, alert in out.alerts.items():
+            if not alert.is_open and alert.updated_at == alert.resolved_at and alert.last_notice_at is not None \
+                    and alert.namespec in self.engine.deps.graph.edges and key not in resolved \
+                    and alert.resolved_at == self.clock():
+                raise Violation(f"D4: {key} was told and closed ({alert.resolution}) without a word")
 
     def _check_step(self, action: Action, was_stopping: bool) -> None:
         e, ns = self.engine, action.namespec
@@ -406,6 +432,9 @@ class ListenerModel:
         self.checker.decided[action.id] = self.sim.next_seq()
         if was_stopping and e.stopping:  # (a reconcile that shows supervisord RUNNING again ends the quiet)
             raise Violation(f"R4: lookout began to act on {ns} while supervisord was stopping or reloading")
+        down = e.deps.down(ns)
+        if down and (action.source == "brake" or action.source.startswith("probe:")):  # (undo: the operator's)
+            raise Violation(f"D1: lookout began to {action.kind} {ns} ({action.source}) while its need {down} is down")
         if action.source.startswith("probe:") and action.kind != "start":  # (a start finishes a restart: R1's)
             spec = e.policies.probe(ns, action.source[6:])
             seen = self.fresh.get((ns, pending.pid), 0)

@@ -24,6 +24,10 @@ R7 a step of the wall clock changes nothing: everything runs in two worlds fed t
    it, at which monotonic moment) and what people hear must be the same in both, and every time
    the rules hold lies in its listener's frame (no past time ahead of now, no wait longer than the
    longest backoff).
+D1-D4 dependencies (issue 24: api needs feed; the pool needs web, healthy): D1 no restart, stop or
+   brake of a dependant while a need is down; D2 nothing started for its needs before they are
+   ready (as the rules know at the call); D3 never a start of what an operator stopped; D4 a
+   dependant's alert that people heard of is told its end (simsup.py checks them).
 
 `make test` runs a short profile (well under a minute); LOOKOUT_PROPERTY_EXAMPLES=2000 a long one.
 """
@@ -64,6 +68,8 @@ CONFIG = parse_config({
          "action": "restart"},
     ],
     "remediation": {"max_restarts": 2, "within": "1h", "backoff": "2s", "backoff_max": "8s"},
+    "dependencies": [{"program": "api", "needs": ["feed"]},
+                     {"program": "pool:*", "needs": ["web"], "ready": "healthy"}],
     "alerts": {
         "programs": [{"match": "feed", "crash_loop": {"restarts": 3, "within": "1m", "action": "backoff",
                                                        "backoff": "10s", "backoff_max": "40s",
@@ -78,6 +84,7 @@ probed = st.sampled_from([ns for ns in NAMES if ns != "feed:feed"])
 STEPS = [-86400, -7200, -3600, -600, -60, 60, 600, 3600, 7200, 86400]  # seconds: minutes to hours, either way
 STEPPED_WALL = 1e7  # the stepped world's wall clock reads this much more from the start (80 steps stay above 0)
 LONGEST_WAIT = 40.0  # feed's backoff_max; remediation's is 8 s
+GATHER = 5.0  # [[dependencies]] grace: a need's first page, or a dependant's, waits this long
 
 
 @dataclass
@@ -601,8 +608,9 @@ class Guards(RuleBasedStateMachine):
                 for name in TIME_LISTS[type(rec)]:
                     if any(t > now + 1e-6 for t in getattr(rec, name)):
                         raise Violation(f"R7: {rec.namespec} {name} holds a time ahead of now")
-            for alert in engine.book.alerts.values():
-                if any((getattr(alert, name) or 0.0) > now + 1e-6 for name in TIMES[type(alert)]):
+            for alert in engine.book.alerts.values():  # (gather_until: a page that waits up to [[dependencies]] grace)
+                if any((getattr(alert, name) or 0.0) > now + (GATHER if name == "gather_until" else 0.0) + 1e-6
+                       for name in TIMES[type(alert)]):
                     raise Violation(f"R7: the alert {alert.key} holds a time ahead of now")
             spells = engine.quorum.spells.values()
             inner = {"quorum's spells": [t for sp in spells for t in (sp.started_at, sp.short_since, sp.above_since)

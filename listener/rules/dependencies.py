@@ -222,6 +222,9 @@ class DependencyWatch:
                                 notify=True)
             return
         down = self.down(ns)
+        a = rec.action
+        if down and a is not None and a.source == "dependency" and not a.cancelled:
+            self.actions.cancel(rec, f"its need {down} is not ready any more", now, out)  # (its call not made yet)
         failed = rec.state == "FATAL" or (rec.state == "EXITED" and (rec.failing_since is not None
                                                                      or rec.pending_exit_at is not None)) \
             or (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked)
