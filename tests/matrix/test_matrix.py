@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from ..harness import Webhook
-from . import acting, alerting
+from . import acting, alerting, dependencies
 from .perturbations import PERTURBATIONS
 from .run import Run
 from .selection import cell_id, cells
@@ -30,6 +30,7 @@ CAPABILITIES: dict[str, Callable[[Run], None]] = {
     "hold_release": acting.hold_release,
     "orphans": acting.orphans,
     "deadman": alerting.deadman,
+    "dependency_incident": dependencies.dependency_incident,
 }
 CELLS = cells(list(CAPABILITIES), list(PERTURBATIONS), os.environ)
 
