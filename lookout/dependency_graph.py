@@ -38,6 +38,7 @@ class NeedFacts:
     unhealthy: bool = False  # a probe judges it unhealthy (for a check: it is down)
     judged_healthy: bool = False  # every probe of it has passed since it started (or it has none)
     held: bool = False
+    crash_looping: bool = False  # RUNNING between two crashes of a crash loop is not ready
 
 
 UP, DOWN, UNKNOWN = "UP", "DOWN", "UNKNOWN"
@@ -48,7 +49,7 @@ class NeedState:
     need: str
     ready: bool
     failing: bool
-    said: str  # "FATAL", "stopped by an operator", "unhealthy", "STARTING", "down" (a check)
+    said: str  # "FATAL", "STOPPED by an operator", "RUNNING (unhealthy)", "STARTING", "down" (a check)
 
 
 def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
@@ -65,7 +66,10 @@ def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
         if st == "EXITED" and facts.exit_ok and not facts.failed_exit:
             return NeedState(edge.need, True, False, "EXITED")
         failed = st in ("BACKOFF", "FATAL") or (st == "EXITED" and (facts.exit_ok is False or facts.failed_exit))
-        return NeedState(edge.need, False, failed, f"{st}, exit not known yet" if st == "EXITED" and not failed else st)
+        said = f"{st} (exit not known yet)" if st == "EXITED" and not failed else st
+        return NeedState(edge.need, False, failed, said)
+    if facts.crash_looping and st in ("STARTING", "RUNNING", "BACKOFF", "EXITED"):
+        return NeedState(edge.need, False, True, f"{st} (crash-looping)")
     if st in ("BACKOFF", "FATAL") or (st == "EXITED" and facts.failed_exit):
         return NeedState(edge.need, False, True, st)
     if st == "EXITED":
@@ -73,9 +77,9 @@ def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
     if st != "RUNNING":
         return NeedState(edge.need, False, False, st)
     if facts.unhealthy:
-        return NeedState(edge.need, False, edge.ready == "healthy", "RUNNING, unhealthy")
+        return NeedState(edge.need, False, edge.ready == "healthy", "RUNNING (unhealthy)")
     if edge.ready == "healthy" and not facts.judged_healthy:
-        return NeedState(edge.need, False, False, "RUNNING, not judged healthy yet")
+        return NeedState(edge.need, False, False, "RUNNING (not judged healthy yet)")
     return NeedState(edge.need, True, False, "RUNNING")
 
 

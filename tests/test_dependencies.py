@@ -21,6 +21,9 @@ import os, socket, sys, time
 name = os.environ.get("SUPERVISOR_PROCESS_NAME", "?")
 mode, port, needs = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
 here = os.path.dirname(os.path.abspath(__file__))
+if os.path.exists(os.path.join(here, "crashloop_" + name)):
+    import threading
+    threading.Timer(1.5, lambda: os._exit(1)).start()
 if os.path.exists(os.path.join(here, "broken_" + name)):
     print(f"{name}: could not bind {port}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -124,7 +127,7 @@ def test_a_need_fatal_at_start_is_one_incident_then_recovery_in_order(supervisor
     body = incident[0].body
     assert incident[0].title.startswith("[CRITICAL] database gave up starting (FATAL)"), incident[0].title
     for name in ("risk_manager FATAL", "execution:order_executor FATAL", "execution:position_monitor FATAL",
-                 "execution:hedger RUNNING, unhealthy"):
+                 "execution:hedger RUNNING (unhealthy)"):
         assert name in body, body
     assert body.index("database: could not bind") < body.index("impact") or "could not bind" in body, body
     stays(lambda: len(webhook.messages) == 1, 5, "no other message")
@@ -253,3 +256,82 @@ def test_an_external_check_is_a_need(supervisor_factory, webhook):
     down = webhook.wait("check:vpn is down", timeout=30)
     assert len(webhook.messages) == 1, [m.title for m in webhook.messages]
     assert down[0].title.startswith("[CRITICAL] check:vpn is down") or "check:vpn" in down[0].title
+
+
+@pytest.mark.long
+def test_a_crash_looping_need_is_one_incident_and_its_dependants_wait_for_it_to_settle(supervisor_factory, webhook):
+    sup, _ = make(supervisor_factory, webhook)
+    text = sup.config_path.read_text()
+    sup.config_path.write_text(text.replace("[alerts]\n", '[alerts]\ncrash_loop = { restarts = 3, within = "1m" }\n'))
+    sup.start()
+    for ns in ("database:database", *DEPENDANTS):
+        sup.wait_state(ns, "RUNNING", 60)
+    (sup.root / "crashloop_database").touch()
+    sup.ctl("restart", "database")  # (an operator's restart: now it dies 1.5 s into every run)
+    page = webhook.wait("database is crash-looping", timeout=60)[0]
+    assert "dependant" in page.title and "risk_manager" in page.body, page.body
+    stays(lambda: len(webhook.messages) == 1, 4, "one message")
+    assert not [a for a in lookout_actions(sup) if "risk_manager" in a or "execution" in a], lookout_actions(sup)
+    (sup.root / "crashloop_database").unlink()
+    for ns in DEPENDANTS:
+        sup.wait_state(ns, "RUNNING", 90)
+    webhook.wait("[RESOLVED] database", timeout=90)
+    wait_for(lambda: not sup.open_alerts(), 60, "every alert closed")
+    assert len(webhook.messages) == 2, [m.title for m in webhook.messages]
+
+
+@pytest.mark.long
+def test_a_need_failing_its_probe_while_running_is_one_incident(supervisor_factory, webhook):
+    import sys
+
+    gate = free_port()
+    ports = {n: free_port() for n in ("database", "risk_manager")}
+    programs = (f"[program:database]\ncommand={sys.executable} %(here)s/svc.py degrade {ports['database']} {gate}\n"
+                f"startsecs=1\n\n[program:risk_manager]\ncommand={sys.executable} %(here)s/svc.py exit "
+                f"{ports['risk_manager']} {ports['database']}\nstartsecs=1\nstartretries=2\n")
+    config = fast_alerts(webhook)
+    config["dependencies"] = [{"program": "risk_manager", "needs": ["database"], "ready": "healthy"}]
+    config["probes"] = [{"match": "database", "name": "port", "tcp": f"127.0.0.1:{ports['database']}",
+                         "period": "1s", "timeout": "500ms", "failure_threshold": 2}]
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", gate))
+    server.listen(50)
+    done = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sup = supervisor_factory(programs, config)
+    (sup.root / "svc.py").write_text(SVC)
+    sup.start()
+    sup.wait_state("risk_manager:risk_manager", "RUNNING", 60)
+    wait_for(lambda: "healthy" in sup.lookout("status", "database").stdout, 30, "database judged healthy")
+    done.set()
+    thread.join()
+    server.close()  # the database's own need is gone: it stops answering, RUNNING
+    page = webhook.wait("database is unhealthy", timeout=60)[0]
+    sup.wait_state("risk_manager:risk_manager", "FATAL", 60)
+    assert "risk_manager" in page.body, page.body
+    stays(lambda: len(webhook.messages) == 1, 4, "one message")
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", gate))
+    server.listen(50)
+    done.clear()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        sup.wait_state("risk_manager:risk_manager", "RUNNING", 60)  # started by lookout once healthy again
+        webhook.wait("[RESOLVED] database", timeout=60)
+        wait_for(lambda: not sup.open_alerts(), 60, "every alert closed")
+        assert len(webhook.messages) == 2, [m.title for m in webhook.messages]
+    finally:
+        done.set()
+        thread.join()
+        server.close()

@@ -107,7 +107,7 @@ class DependencyWatch:
             exit_ok=self.exit_ok.get(need),
             unhealthy=any(st.healthy is False for st in states.values()),
             judged_healthy=all(states.get(s.name) is not None and states[s.name].healthy for s in specs),
-            held=self.held(need))
+            held=self.held(need), crash_looping=rec.crash_looping)
 
     def failing(self, need: str) -> bool:
         """Something went wrong with it (as a need that must run): stopped, exited, FATAL, a check down."""
@@ -325,7 +325,7 @@ class DependencyWatch:
             folded = [d for d in graph.all_dependants(need) if self._folded_into(d, need)]
             if not folded:
                 return
-            back = [d for d in folded if states[d].split(",")[0] in ("RUNNING", "STARTING")]
+            back = [d for d in folded if states[d].split(" ")[0] in ("RUNNING", "STARTING")]
             rest = [d for d in folded if d not in back]
             text = f"{_count(back)} running again" if back else ""
             if rest:
@@ -337,11 +337,11 @@ class DependencyWatch:
             out.alerts[alert.key] = alert
 
     def _shown(self, ns: str) -> str:
-        """"FATAL", "RUNNING, unhealthy": its state, and a failing probe of it."""
+        """"FATAL", "RUNNING (unhealthy)": its state, and a failing probe of it."""
         rec = self.records.get(ns)
         state = rec.state if rec is not None else "gone"
         unhealthy = any(a.probe for a in self.book.of(ns))
-        return f"{state}, unhealthy" if unhealthy and state == "RUNNING" else state
+        return f"{state} (unhealthy)" if unhealthy and state == "RUNNING" else state
 
     def _folded_into(self, ns: str, need: str) -> bool:
         return any(a.cause == need for a in self.book.of(ns)) or any(
