@@ -107,3 +107,17 @@ def test_the_exporter_publishes_each_edge_and_each_wait():
     ready, waiting = dependency_families(data, config, 1042.0)
     assert ready.samples == [('group="risk",name="risk",program="risk",need="db"', 0)]
     assert waiting.samples == [('group="risk",name="risk",program="risk"', 42.0)]
+
+
+def test_check_config_exits_2_naming_the_cycle_before_touching_supervisord(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "lookout.toml"
+    config.write_text('[supervisor]\nserverurl = "unix:///nonexistent/supervisor.sock"\n\n'
+                      '[[dependencies]]\nprogram = "risk_manager"\nneeds = ["database"]\n\n'
+                      '[[dependencies]]\nprogram = "database"\nneeds = ["risk_manager"]\n')
+    done = subprocess.run([sys.executable, "-m", "lookout", "-c", str(config), "check-config"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert "dependencies[1].needs: a cycle: risk_manager -> database -> risk_manager" in done.stderr, done.stderr
