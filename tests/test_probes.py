@@ -76,7 +76,7 @@ def test_hanging_endpoint_is_restarted_and_resolves(supervisor_factory, webhook)
     assert remediations(sup, "web:web") == {("restart", "success"): 1}
     # Issue 23: one page per decision. The hang and lookout's restart are one message when the restart's
     # result came within ACTION_SETTLE of its decision (by the listener's own clock), else the result follows.
-    from lookout.listener.notifier.worker import ACTION_SETTLE
+    from lookout.listener.notifier.settle import ACTION_SETTLE
     with sup.db() as c:
         (begun,), = c.execute("SELECT at FROM history WHERE detail LIKE 'lookout begins to restart%'")
         (done,), = c.execute("SELECT at FROM history WHERE detail LIKE 'restarted by lookout%'")

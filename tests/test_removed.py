@@ -180,7 +180,8 @@ def test_a_stop_by_update_is_never_sent_as_an_operators(tmp_path):
     removal follows (supervisorctl update: stopProcessGroup, then removeProcessGroup), only the removal
     is said, even when another alert's group_wait ends between the stop and the removal."""
     from lookout.config.load import parse_config
-    from lookout.listener.notifier.worker import STOP_SETTLE, Notifier
+    from lookout.listener.notifier.settle import STOP_SETTLE
+    from lookout.listener.notifier.worker import Notifier
     from lookout.listener.protocol.events import Delivery, ProcessGroupEvent
     from lookout.listener.store.schema import connect
     from lookout.listener.store.state import StateStore

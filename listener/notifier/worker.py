@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ...clock import frame_of
 from ...config import Config
-from ..rules.models import FIRING, RESOLVED, STOPPED_BY_OPERATOR
+from ..rules.models import RESOLVED
 from ..store.delivery import SYSTEM_NEWS, About, DeliveryStore, PendingNotice, Silence
 from ..store.files import StoreUnavailable
 from ..store.schema import connect
@@ -46,19 +46,13 @@ from .enrich import Enricher
 from .lanes import Lanes
 from .render import Enrichment
 from .sender import OutboxSender
+from .settle import held_back, held_until
 from .system import SystemMessage
 from .target import Rendering, Target
 
 log = logging.getLogger("lookout.notifier")
 
 POLL_SECONDS = 1.0  # silences are written by another process: look at least this often
-# An operator's stop may be `supervisorctl update`'s, which removes the group right after: its resolution
-# waits this long, so the removal's reason ("removed from supervisord's configuration") can take its place.
-STOP_SETTLE = 3.0
-# An alert whose page says lookout acts on it ("is unhealthy, lookout is restarting it") waits up to this
-# long for the result: one message says both (a restart that takes longer: its result follows as an update).
-ACTION_SETTLE = 10.0
-GATHER_MAX = 3600.0  # (a gather_until further ahead than [[dependencies]] grace allows: a clock stepped back)
 STAGE_RETRY_FIRST, STAGE_RETRY_MAX = 2.0, 60.0
 STOP_WAIT = 2.0  # seconds a stopping notifier waits for the answers of the sends still out
 
@@ -298,12 +292,12 @@ class Notifier:
         if self.clock.moved():
             return now  # read while the loop moved its rows with a step of the clock: again, in the new frame
         active = self._silence_stage(store, notices, silences, now)
-        settling = [n for n in active if _settling(n, now)]
+        settling = [n for n in active if held_back(n, now)]
         if settling:  # they wait (with their alert's firing: one message says both), the others go on
             held = {n.alert.id for n in settling}
             active = [n for n in active if n.alert.id not in held]
             if not active:
-                return min(_settled_at(n, now) for n in settling)
+                return min(held_until(n, now) for n in settling)
         if not active:
             return None
         first = min(n.created_at for n in active)
@@ -388,22 +382,3 @@ class Notifier:
         self._retrying_since = store.failing_since()  # ends when the message goes out or is given up on
         return wake
 
-
-def _settling(n: PendingNotice, now: float) -> bool:
-    """A resolution "stopped by an operator" younger than STOP_SETTLE, or the page of an alert lookout
-    acts on, younger than ACTION_SETTLE (never held by a clock stepped back)."""
-    if n.kind == RESOLVED:
-        return (n.alert.resolution == STOPPED_BY_OPERATOR and n.alert.resolved_at is not None
-                and 0 <= now - n.alert.resolved_at < STOP_SETTLE)
-    if n.kind == FIRING and n.alert.gather_until is not None and n.alert.gather_until - GATHER_MAX <= now \
-            < n.alert.gather_until:
-        return True  # a need's first page: its dependants failing with it join it (dependencies.py)
-    return n.alert.acting_since is not None and 0 <= now - n.alert.acting_since < ACTION_SETTLE
-
-
-def _settled_at(n: PendingNotice, now: float) -> float:
-    if n.kind == RESOLVED:
-        return (n.alert.resolved_at or now) + STOP_SETTLE
-    if n.kind == FIRING and n.alert.gather_until is not None and now < n.alert.gather_until:
-        return n.alert.gather_until
-    return (n.alert.acting_since or now) + ACTION_SETTLE
