@@ -93,6 +93,7 @@ class Graph:
     start_timeout: dict[str, float] = field(default_factory=dict)
     dependants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # need -> its direct dependants
     unmatched: tuple[str, ...] = ()  # need patterns that name nothing (never suppress anything)
+    ordered: tuple[str, ...] = ()  # every namespec in the graph, needs first (order())
 
     @classmethod
     def build(cls, deps: Iterable[Dependency], namespecs: Iterable[str]) -> Graph:
@@ -117,6 +118,7 @@ class Graph:
                 back.setdefault(e.need, []).append(ns)
         g.dependants = {need: tuple(d) for need, d in back.items()}
         g.unmatched = tuple(unmatched)
+        g.ordered = tuple(g._order())
         return g
 
     def all_dependants(self, need: str) -> list[str]:
@@ -147,7 +149,11 @@ class Graph:
         return found
 
     def order(self) -> list[str]:
-        """Dependants in dependency order (needs first): what `lookout deps` prints."""
+        """Every namespec in the graph in dependency order (needs first): what `lookout deps` prints
+        and the order in which lookout starts what waits."""
+        return list(self.ordered)
+
+    def _order(self) -> list[str]:
         out: list[str] = []
 
         def visit(ns: str, path: tuple[str, ...]) -> None:

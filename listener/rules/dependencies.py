@@ -79,17 +79,23 @@ class DependencyWatch:
         self._exit_heard: set[str] = set()
         self._graph = Graph()
         self._built_on: frozenset[str] | None = None
+        self._built_for = -1
 
     # ---- the graph --------------------------------------------------------------------------
 
     @property
     def graph(self) -> Graph:
-        if not self.deps:
-            return self._graph
+        """Resolved on the processes supervisord has: rebuilt when one comes (cheap to ask: by count),
+        and at every settle when one goes (refresh)."""
+        if self.deps and len(self.records) != self._built_for:
+            self.refresh()
+        return self._graph
+
+    def refresh(self) -> None:
         names = frozenset(ns for ns, r in self.records.items() if r.present)
+        self._built_for = len(self.records)
         if names != self._built_on:
             self._graph, self._built_on = Graph.build(self.deps, sorted(names)), names
-        return self._graph
 
     def facts(self, need: str) -> NeedFacts | None:
         if need.startswith(CHECK_PREFIX):
@@ -110,8 +116,9 @@ class DependencyWatch:
             held=self.held(need), crash_looping=rec.crash_looping)
 
     def failing(self, need: str) -> bool:
-        """Something went wrong with it (as a need that must run): stopped, exited, FATAL, a check down."""
-        return judge(Edge(need, "running"), self.facts(need)).failing
+        """Something went wrong with it, as its dependants need it: stopped, FATAL, unhealthy, a check down."""
+        ready = next((e.ready for edges in self.graph.edges.values() for e in edges if e.need == need), "running")
+        return judge(Edge(need, ready), self.facts(need)).failing
 
     def down(self, namespec: str) -> str:
         """'' when every need of it is ready, else the first that is not: "database FATAL"."""
@@ -199,6 +206,7 @@ class DependencyWatch:
         """Starts owed (needs first), start-up waits past start_timeout, folds, owed pages, impacts."""
         if not self.deps or self.stopping():
             return
+        self.refresh()
         graph = self.graph
         for ns in graph.order():
             rec = self.records.get(ns)
@@ -287,14 +295,16 @@ class DependencyWatch:
         for need, alerts in folded.items():
             if self.book.of(need) or not self.failing(need):
                 continue  # its own alert (FATAL, crash loop, unhealthy, down) is the incident
-            facts = self.facts(need)
+            facts, rec = self.facts(need), self.records.get(need)
             if facts is None:
                 continue
-            settled = facts.state in ("STOPPED", "EXITED") or all(
+            # Stopped (nobody restarts it), or an exit no rule will page (expected): now. Else (a crash
+            # respawned, its exit grace) its own alert may still come: only past the dependants' grace.
+            quiet_exit = facts.state == "EXITED" and rec is not None and rec.pending_exit_at is None
+            settled = facts.state == "STOPPED" or quiet_exit or all(
                 a.gather_until is not None and now >= a.gather_until for a in alerts)
             if not settled:
                 continue
-            rec = self.records.get(need)
             by_operator = facts.state == "STOPPED" and facts.stopped_by == OPERATOR
             when = f" at {_clock(rec.state_since)}" if rec is not None and rec.state_since else ""
             said = f"stopped by an operator{when}" if by_operator else f"{facts.state}{when}"
