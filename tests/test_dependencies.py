@@ -346,3 +346,31 @@ def test_a_need_failing_its_probe_while_running_is_one_incident(supervisor_facto
         done.set()
         thread.join()
         server.close()
+
+
+@pytest.mark.long
+def test_supervisord_dependent_startup_keys_give_the_same_start_order(supervisor_factory, webhook):
+    """Its users keep their supervisord.conf: no [[dependencies]], supervisor.config names the file."""
+    import sys
+
+    ports = {n: free_port() for n in ("database", "risk_manager", "order_executor")}
+
+    def program(name: str, needs: str, wait_for: str) -> str:
+        keys = f"autostart=false\ndependent_startup=true\ndependent_startup_wait_for={wait_for}\n" if wait_for else ""
+        return (f"[program:{name}]\ncommand={sys.executable} %(here)s/svc.py exit {ports[name]} {needs}\n"
+                f"startsecs=1\nstartretries=2\n{keys}\n")
+
+    programs = (program("database", "", "") + program("risk_manager", str(ports["database"]), "database:running")
+                + program("order_executor", str(ports["risk_manager"]), "risk_manager:running"))
+    sup = supervisor_factory(programs, fast_alerts(webhook))
+    (sup.root / "svc.py").write_text(SVC)
+    sup.config_path.write_text(sup.config_path.read_text().replace(
+        "[supervisor]\n", f'[supervisor]\nconfig = "{sup.conf}"\n', 1))
+    sup.start()
+    for ns in ("risk_manager:risk_manager", "order_executor:order_executor"):
+        sup.wait_state(ns, "RUNNING", 60)
+    db, risk = sup.info("database:database"), sup.info("risk_manager:risk_manager")
+    assert risk["start"] >= db["start"] + 1, (db, risk)
+    assert sup.info("order_executor:order_executor")["start"] >= risk["start"] + 1
+    assert "supervisord.conf [program:risk_manager]: 'risk_manager' needs database (running) start = true" \
+        in sup.lookout("check-config").stdout
