@@ -121,3 +121,16 @@ def test_check_config_exits_2_naming_the_cycle_before_touching_supervisord(tmp_p
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     assert "dependencies[1].needs: a cycle: risk_manager -> database -> risk_manager" in done.stderr, done.stderr
+
+
+def test_alertmanager_labels_name_the_cause():
+    from lookout.listener.notifier.alertmanager import _labels
+    from lookout.listener.rules.models import Alert
+
+    need = Alert("database:database", "fatal", "critical", 1.0, 1.0, impact="2 dependants failing: ...")
+    folded = Alert("execution:order_executor", "fatal", "critical", 1.0, 1.0, cause="database:database")
+    alone = Alert("analysis:backtest", "crashed", "warning", 1.0, 1.0)
+    assert _labels(need, "vm", need.kind, need.severity)["cause"] == "database"
+    assert {k: v for k, v in _labels(folded, "vm", folded.kind, folded.severity).items()
+            if k in ("cause", "dependant")} == {"cause": "database", "dependant": "true"}
+    assert "cause" not in _labels(alone, "vm", alone.kind, alone.severity)
