@@ -1,7 +1,8 @@
 """[[dependencies]] as metrics: each edge and whether it is satisfied, and each dependant's wait.
 
     lookout_dependency_ready{group="risk_manager",name="risk_manager",program="risk_manager",need="database"} 1
-    lookout_dependency_waiting_seconds{group="execution",name="order_executor",program="execution:order_executor"} 42
+    lookout_dependency_waiting_seconds{group="execution",name="order_executor",program="execution:order_executor",
+                                       reason="start-up"} 42
 
 (group and name as every process metric has them, for the dashboards; program as supervisorctl names it.)
 
@@ -25,7 +26,9 @@ def dependency_families(data: ScrapeData, config: Config, now: float) -> list[Fa
     ready = Family("lookout_dependency_ready", "gauge",
                    "1 while the need is ready for the program ([[dependencies]] ready: running, healthy, exited)")
     waiting = Family("lookout_dependency_waiting_seconds", "gauge",
-                     "how long lookout has been waiting for the program's needs to start it (0: not waiting)")
+                     "how long lookout has been waiting for the program's needs to start it (0: not waiting); "
+                     "reason: start-up (start = true) or recovery (it went down with a need: the need's alert "
+                     "tells), none")
     snaps = [ProcessSnapshot(p.group, p.name, p.state, int(p.start_time or 0), 0, 0, p.pid,
                              p.exit_status if p.exit_status is not None else 0, "") for p in data.processes]
     probes = [ProbeView(f"{v.group}:{v.name}", v.probe, v.healthy) for v in data.probes]
@@ -37,5 +40,5 @@ def dependency_families(data: ScrapeData, config: Config, now: float) -> list[Fa
         for n in needs.needs:
             ready.add(f'{who},need="{escape(display_name(n.need))}"', 1 if n.ready else 0)
         since = needs.waiting_since if needs.waiting else None
-        waiting.add(who, max(0.0, now - since) if since else 0.0)
+        waiting.add(f'{who},reason="{escape(needs.waiting or "none")}"', max(0.0, now - since) if since else 0.0)
     return [ready, waiting]

@@ -7,8 +7,9 @@ that names nothing is left out (and `check-config` warns): an unknown need never
 
 A need is *ready* when its `ready` asks for it (running: RUNNING; healthy: RUNNING and every probe
 of it passes, at least once; exited: EXITED as expected). It is *failing* when something went
-wrong with it (BACKOFF, FATAL, an unexpected exit, stopped by someone, unhealthy, a check down);
-STARTING, or never started, is only not ready. The likely cause of a dependant's trouble is its
+wrong with it (BACKOFF, FATAL, an unexpected exit, stopped by someone, unhealthy, a check down, a
+crash loop not over yet, RUNNING between two crashes: ready and failing at once); STARTING, or
+never started, is only not ready. The likely cause of a dependant's trouble is its
 deepest failing need: a failing need whose own needs are fine.
 """
 
@@ -38,7 +39,7 @@ class NeedFacts:
     unhealthy: bool = False  # a probe judges it unhealthy (for a check: it is down)
     judged_healthy: bool = False  # every probe of it has passed since it started (or it has none)
     held: bool = False
-    crash_looping: bool = False  # RUNNING between two crashes of a crash loop is not ready
+    crash_looping: bool = False  # a crash loop not yet over: RUNNING between two crashes is failing still
 
 
 UP, DOWN, UNKNOWN = "UP", "DOWN", "UNKNOWN"
@@ -68,14 +69,14 @@ def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
         failed = st in ("BACKOFF", "FATAL") or (st == "EXITED" and (facts.exit_ok is False or facts.failed_exit))
         said = f"{st} (exit not known yet)" if st == "EXITED" and not failed else st
         return NeedState(edge.need, False, failed, said)
-    if facts.crash_looping and st in ("STARTING", "RUNNING", "BACKOFF", "EXITED"):
-        return NeedState(edge.need, False, True, f"{st} (crash-looping)")
     if st in ("BACKOFF", "FATAL") or (st == "EXITED" and facts.failed_exit):
         return NeedState(edge.need, False, True, st)
     if st == "EXITED":
         return NeedState(edge.need, False, True, "EXITED")
     if st != "RUNNING":
         return NeedState(edge.need, False, False, st)
+    if facts.crash_looping:  # ready (what lookout starts may run), and failing (the likely cause of what fails)
+        return NeedState(edge.need, True, True, "RUNNING (crash-looping)")
     if facts.unhealthy:
         return NeedState(edge.need, False, edge.ready == "healthy", "RUNNING (unhealthy)")
     if edge.ready == "healthy" and not facts.judged_healthy:
@@ -93,6 +94,7 @@ class Graph:
     start_timeout: dict[str, float] = field(default_factory=dict)
     dependants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # need -> its direct dependants
     unmatched: tuple[str, ...] = ()  # need patterns that name nothing (never suppress anything)
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dependant -> its need patterns naming nothing
     ordered: tuple[str, ...] = ()  # every namespec in the graph, needs first (order())
 
     @classmethod
@@ -107,6 +109,8 @@ class Graph:
                     found = [need.pattern] if need.check else [n for n in select(need.pattern, names) if n != ns]
                     if not found and need.pattern not in unmatched:
                         unmatched.append(need.pattern)
+                    if not found:
+                        g.missing[ns] = (*g.missing.get(ns, ()), need.pattern)
                     edges += [Edge(n, need.ready) for n in found if Edge(n, need.ready) not in edges]
                 g.edges[ns] = tuple(edges)
                 g.start[ns] = g.start.get(ns, False) or dep.start
@@ -140,12 +144,12 @@ class Graph:
         their own needs), or None: no need of it, near or far, is failing."""
         seen = {ns}
         found: NeedState | None = None
-        frontier = [s for s in self.states(ns, facts) if not s.ready]
+        frontier = [s for s in self.states(ns, facts) if not s.ready or s.failing]
         while frontier:
             level = [s for s in frontier if s.need not in seen]
             seen.update(s.need for s in level)
             found = next((s for s in level if s.failing), found)  # a deeper one, once found, wins
-            frontier = [t for s in level for t in self.states(s.need, facts) if not t.ready]
+            frontier = [t for s in level for t in self.states(s.need, facts) if not t.ready or t.failing]
         return found
 
     def order(self) -> list[str]:

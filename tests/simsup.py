@@ -345,7 +345,7 @@ class Checker:
         assert self.engine is not None
         if p.state == "STOPPED" and p.last_stopper == "operator":
             raise Violation(f"D3: lookout started {p.namespec}, which an operator stopped")
-        down = self.engine.deps.down(p.namespec)
+        down = self.engine.deps.not_ready(p.namespec)
         if down:
             raise Violation(f"D2: lookout started {p.namespec} while its need {down} is not ready")
 
@@ -380,7 +380,7 @@ class ListenerModel:
         self.history: list[tuple[float, str, str, str]] = []
         adopt = commit_for_stored_frame(self.clock, s, self.engine, BOOT)
         if adopt is not None:
-            self.apply(adopt.outcome, **adopt.kwargs)
+            self.apply(adopt.outcome, shifted=True, **adopt.kwargs)
         self.apply(Outcome(), meta=clock_meta(self.clock.offset, BOOT))
         self.apply(self.engine.on_holds(s.active_holds(), self.clock()))
 
@@ -392,13 +392,14 @@ class ListenerModel:
         delta = self.clock.step()
         if delta:
             commit = commit_for_step(self.engine, delta, self.clock(), clock_meta(self.clock.offset, BOOT))
-            self.apply(commit.outcome, **commit.kwargs)
+            self.apply(commit.outcome, shifted=True, **commit.kwargs)
             self.clock.publish()
         return self.clock()
 
-    def apply(self, out: Outcome, **kwargs: object) -> None:
+    def apply(self, out: Outcome, shifted: bool = False, **kwargs: object) -> None:
         was_stopping = self.engine.stopping
-        self._told_its_end(out)
+        if not shifted:  # (a step of the wall clock holds every alert again, moved: no news)
+            self._told_its_end(out)
         self.store.commit(out, stopping=self.engine.stopping, **kwargs)  # type: ignore[arg-type]
         self.history.extend((h.at, h.namespec, h.kind, h.detail) for h in out.history)
         self.said.extend((n.kind, *n.key) for n in out.notices)
@@ -417,7 +418,9 @@ class ListenerModel:
             if not alert.is_open and alert.updated_at == alert.resolved_at and alert.last_notice_at is not None \
                     and alert.namespec in self.engine.deps.graph.edges and key not in resolved \
                     and alert.resolved_at == self.clock():
-                raise Violation(f"D4: {key} was told and closed ({alert.resolution}) without a word")
+                raise Violation(f"D4: {key} was told and closed ({alert.resolution}) without a word "
+                                f"(notices {out.notices}, cause {alert.cause!r}, told at {alert.last_notice_at}, "
+                                f"closed at {alert.resolved_at}, now {self.clock()})")
 
     def _check_step(self, action: Action, was_stopping: bool) -> None:
         e, ns = self.engine, action.namespec

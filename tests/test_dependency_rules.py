@@ -106,7 +106,7 @@ def test_the_exporter_publishes_each_edge_and_each_wait():
         waits={"risk:risk": ("start-up", 1000.0)})
     ready, waiting = dependency_families(data, config, 1042.0)
     assert ready.samples == [('group="risk",name="risk",program="risk",need="db"', 0)]
-    assert waiting.samples == [('group="risk",name="risk",program="risk"', 42.0)]
+    assert waiting.samples == [('group="risk",name="risk",program="risk",reason="start-up"', 42.0)]
 
 
 def test_check_config_exits_2_naming_the_cycle_before_touching_supervisord(tmp_path):

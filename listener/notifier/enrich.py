@@ -13,6 +13,7 @@ import xmlrpc.client
 from urllib.parse import urlsplit
 
 from ...config import Config
+from ...config.dependencies import CHECK_PREFIX
 from ...rpc import SupervisorUnavailable, snapshot_from_info
 from ...text import clean
 from ..rules.models import FATAL, RESOLVED
@@ -41,7 +42,8 @@ class Enricher:
                 extra.probe_paths[n.alert.namespec] = tuple(paths)
         if self.logs is None:
             return extra
-        firing = [n for n in notices if n.kind != RESOLVED][: self.config.notify.max_detailed]
+        firing = [n for n in notices if n.kind != RESOLVED and not n.alert.namespec.startswith(CHECK_PREFIX)
+                  ][: self.config.notify.max_detailed]  # (a [[checks]] need is no process: no log, no exit)
         missing = {n.alert.namespec for n in firing if not (n.process and n.process.last_exit_text)}
         if missing:
             try:

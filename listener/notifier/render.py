@@ -31,6 +31,7 @@ from ..rules.models import (
     REMOVED_FROM_CONFIG,
     RESOLVED,
     UPDATE,
+    WAITING,
     Alert,
     ProcessRecord,
     display_name,
@@ -182,9 +183,10 @@ def firing_block(n: PendingNotice, host: str, now: float, extra: Enrichment, lin
 
 def _failing_since(alert: Alert, since: float, now: float) -> str:
     """When it began; found by a reconcile (lookout was not there to see it): at least that long."""
+    doing = "waiting" if alert.kind == WAITING else "failing"  # (a start waiting for its needs fails at nothing)
     if alert.at_least:
-        return f"failing since {_clock(since)} or earlier (at least {format_duration(now - since)})"
-    return f"failing since {_clock(since)} ({format_duration(now - since)} ago)"
+        return f"{doing} since {_clock(since)} or earlier (at least {format_duration(now - since)})"
+    return f"{doing} since {_clock(since)} ({format_duration(now - since)} ago)"
 
 
 def failed_starts(alert: Alert, proc: ProcessRecord) -> int | None:

@@ -209,6 +209,10 @@ class OwnActions:
                 self._end(rec, a, "failure", f"started again by lookout's crash-loop brake, and it died again "
                                              f"({result.state})", now, out, quiet=True)
                 return CRASHED_AGAIN
+            if a.source == "dependency":  # its own failure, or its need's again: its alerts say which
+                self._end(rec, a, "failure", f"started by lookout for its needs, and it died ({result.state})", now,
+                          out, quiet=True)
+                return ""
             self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
             return ""
         if result.outcome == DONE and not a.cancelled:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ...config import ProbeSpec
 from ...config.dependencies import CHECK_PREFIX, Dependency
-from ...dependency_graph import DOWN, UNKNOWN, UP, Edge, Graph, NeedFacts, judge
+from ...dependency_graph import DOWN, UNKNOWN, UP, Edge, Graph, NeedFacts, NeedState, judge
 from .actions import LOOKOUT, OPERATOR, OwnActions
 from .alerts import AlertBook
 from .health import HealthTracker
@@ -113,7 +113,17 @@ class DependencyWatch:
             exit_ok=self.exit_ok.get(need),
             unhealthy=any(st.healthy is False for st in states.values()),
             judged_healthy=all(states.get(s.name) is not None and states[s.name].healthy for s in specs),
-            held=self.held(need), crash_looping=rec.crash_looping)
+            held=self.held(need), crash_looping=rec.crash_looping and rec.state == "RUNNING")
+
+    def grace(self, ns: str) -> float:
+        """How long a dependant's first page waits for a need's failure to show: its `grace`, and at
+        least as long as a check, or a need's probes (ready = "healthy"), take to judge it down."""
+        verdicts = [0.0]
+        for e in self.graph.edges.get(ns, ()):
+            specs = [self.check_specs[e.need]] if e.need in self.check_specs else \
+                self.health.policies.probes(e.need) if e.ready == "healthy" else ()
+            verdicts += [s.period * s.failure_threshold + s.timeout for s in specs]
+        return max(self.graph.grace.get(ns, 0.0), *verdicts)
 
     def failing(self, need: str) -> bool:
         """Something went wrong with it, as its dependants need it: stopped, FATAL, unhealthy, a check down."""
@@ -121,11 +131,19 @@ class DependencyWatch:
         return judge(Edge(need, ready), self.facts(need)).failing
 
     def down(self, namespec: str) -> str:
-        """'' when every need of it is ready, else the first that is not: "database FATAL"."""
+        """'' when every need of it is ready and fine, else the first that is not: "database FATAL",
+        "database RUNNING (crash-looping)": lookout keeps its hands off the dependant meanwhile."""
+        return self._first(namespec, lambda st: not st.ready or st.failing)
+
+    def not_ready(self, namespec: str) -> str:
+        """'' when every need of it is ready (lookout may start it), else the first that is not."""
+        return self._first(namespec, lambda st: not st.ready)
+
+    def _first(self, namespec: str, bad: Callable[[NeedState], bool]) -> str:
         if not self.deps:
             return ""
         for st in self.graph.states(namespec, self.facts):
-            if not st.ready:
+            if bad(st):
                 return f"{display_name(st.need)} {st.said}"
         return ""
 
@@ -137,7 +155,7 @@ class DependencyWatch:
             return False
         graph, ns = self.graph, alert.namespec
         if kind == FIRING and alert.last_notice_at is None and alert.gather_until is None and graph.dependants.get(ns):
-            alert.gather_until = now + max(graph.grace.get(d, 0.0) for d in graph.dependants[ns])
+            alert.gather_until = now + max(self.grace(d) for d in graph.dependants[ns])
         if ns not in graph.edges or alert.family == CHECK:
             return False
         cause = graph.cause(ns, self.facts)
@@ -149,7 +167,7 @@ class DependencyWatch:
         if kind == RESOLVED:
             return True  # never told (it waited, folded): nobody needs to hear of its end
         if alert.gather_until is None:
-            alert.gather_until = now + graph.grace.get(ns, 0.0)
+            alert.gather_until = now + self.grace(ns)
         return now < alert.gather_until or bool(alert.cause)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -229,10 +247,10 @@ class DependencyWatch:
                 self.book.close(DEPENDENCY, ns, now, out, "started" if rec.state in UP_STATES else "stopped",
                                 notify=True)
             return
-        down = self.down(ns)
+        down, waiting = self.down(ns), self.not_ready(ns)
         a = rec.action
-        if down and a is not None and a.source == "dependency" and not a.cancelled:
-            self.actions.cancel(rec, f"its need {down} is not ready any more", now, out)  # (its call not made yet)
+        if waiting and a is not None and a.source == "dependency" and not a.cancelled:
+            self.actions.cancel(rec, f"its need {waiting} is not ready any more", now, out)  # (its call not made yet)
         failed = rec.state == "FATAL" or (rec.state == "EXITED" and (rec.failing_since is not None
                                                                      or rec.pending_exit_at is not None)) \
             or (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked)
@@ -241,15 +259,17 @@ class DependencyWatch:
             out.records[ns] = rec
         if not rec.needs_wait:
             return
-        if down:
+        if waiting:
             timeout = self.graph.start_timeout.get(ns, 0.0)
             if rec.needs_wait == START_UP and rec.waiting_since is not None and now - rec.waiting_since >= timeout \
                     and self.book.get(DEPENDENCY, ns) is None:
                 self.book.raise_(DEPENDENCY, ns, WAITING, "warning", now, out, opened_at=rec.waiting_since,
-                                 detail=f"waits for {down} (start = true, start_timeout = {int(timeout)}s); "
+                                 detail=f"waits for {waiting} (start = true, start_timeout = {int(timeout)}s); "
                                         f"`supervisorctl start {display_name(ns)}` starts it now")
             return
         if rec.action is not None or self.held(ns) or rec.state not in ("STOPPED", "FATAL", "EXITED"):
+            return
+        if self.graph.missing.get(ns):  # a need gone from supervisord (`update` replacing it): not ready either
             return
         if rec.needs_wait == START_UP:
             rec.own_stop_mark = 0.0  # only while supervisord never started it (an operator's start wins)
@@ -257,7 +277,7 @@ class DependencyWatch:
             rec.own_stop_mark = -1.0  # FATAL or EXITED: while it still is (state checked before the call)
         needs = ", ".join(f"{display_name(s.need)} {s.said}" for s in self.graph.states(ns, self.facts))
         why = "its needs are ready" if rec.needs_wait == RECOVERY else "start = true, and its needs are ready"
-        self.actions.begin(rec, "start", "dependency", f"{why} ({needs})", (), now, out)
+        self.actions.begin(rec, "start", "dependency", f"{why} ({needs})" if needs else "start = true", (), now, out)
 
     def _fold(self, alert: Alert, now: float, out: Outcome) -> None:
         graph, ns = self.graph, alert.namespec
@@ -317,7 +337,7 @@ class DependencyWatch:
                 continue
             coming = [d for d in self.graph.all_dependants(alert.namespec)
                       if (r := self.records.get(d)) is not None and (r.action is not None or r.state == "STARTING"
-                                                                     or (r.needs_wait and not self.down(d)))]
+                                                                     or (r.needs_wait and not self.not_ready(d)))]
             if coming:
                 continue  # the dependants lookout starts again: the resolution says whether they came back
             self.book.close(NEED, alert.namespec, now, out, "back", notify=True)
@@ -329,17 +349,17 @@ class DependencyWatch:
                 if (c := graph.cause(d, self.facts)) is not None and c.need == need]
         states = {d: self._shown(d) for d in graph.all_dependants(need)}
         if alert.is_open:
-            failing = [d for d in mine if states[d] != "RUNNING" or self.book.of(d)]
+            failing = [d for d in mine
+                       if (states[d] != "RUNNING" or self.book.of(d)) and not self._stopped_on_purpose(d)]
             text = f"{_count(failing)} failing: {_listed(failing, states)}" if failing else ""
         elif alert.resolved_at == now:
-            folded = [d for d in graph.all_dependants(need) if self._folded_into(d, need)]
-            if not folded:
-                return
+            folded = [d for d in graph.all_dependants(need) if self._folded_into(d, need)
+                      and not self._stopped_on_purpose(d)]
             back = [d for d in folded if states[d].split(" ")[0] in ("RUNNING", "STARTING")]
             rest = [d for d in folded if d not in back]
             text = f"{_count(back)} running again" if back else ""
             if rest:
-                text += ("; " if text else "") + f"not back: {_listed(rest, states)}"
+                text += ("; " if text else "") + f"{len(rest)} not back: {_listed(rest, states)}"
         else:
             return
         if text != alert.impact:
@@ -352,6 +372,10 @@ class DependencyWatch:
         state = rec.state if rec is not None else "gone"
         unhealthy = any(a.probe for a in self.book.of(ns))
         return f"{state} (unhealthy)" if unhealthy and state == "RUNNING" else state
+
+    def _stopped_on_purpose(self, ns: str) -> bool:
+        rec = self.records.get(ns)
+        return rec is not None and rec.state == "STOPPED" and rec.stopped_by == OPERATOR or self.held(ns)
 
     def _folded_into(self, ns: str, need: str) -> bool:
         return any(a.cause == need for a in self.book.of(ns)) or any(

@@ -293,7 +293,8 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
         nonlocal written, skipped
         written, skipped = written + done, skipped + (not done)
 
-    count(_write(Path(root, "lookout.toml"), ours["lookout.toml"].encode(), force, 0o600))
+    toml_written = _write(Path(root, "lookout.toml"), ours["lookout.toml"].encode(), force, 0o600)
+    count(toml_written)
     for name in SNIPPETS:
         count(_write(snippets_dir / name, ours[name].encode(), force))
     Path(root, "conf.d").mkdir(parents=True, exist_ok=True)  # (the printed cp step copies into it)
@@ -321,10 +322,13 @@ def init_command(directory: str, force: bool, supervisord_conf_path: str | None 
     elif live:
         include += f"{live_conf} includes {live}: the snippets written there are live (no cp step)\n"
         copy = ""
-    if serverurl is not None:
+    if serverurl is not None and toml_written:
         include += f"supervisor.serverurl = {serverurl[0]} in lookout.toml (from {serverurl[1]})\n"
+    elif serverurl is not None:  # (an existing lookout.toml is the user's: not rewritten without --force)
+        include += (f"lookout.toml exists, left alone: set supervisor.serverurl = \"{serverurl[0]}\" in it yourself "
+                    f"(from {serverurl[1]}), or run init again with --force\n")
     ctl = "supervisorctl" if conf is None or conf == searched else f"supervisorctl -c {shlex.quote(conf)}"
-    steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None, ctl))
+    steps = "\n".join(f"  {step}" for step in next_steps(root, copy, serverurl is not None and toml_written, ctl))
     print(f"\n{written} file(s) written to {root}/{left}\n"
           f"lookout.toml, log/ and state/ are private to {user}: supervisord runs the listener and the exporter "
           f"as its own user, which must be {user}\n{include}"
