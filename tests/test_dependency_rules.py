@@ -134,3 +134,21 @@ def test_alertmanager_labels_name_the_cause():
     assert {k: v for k, v in _labels(folded, "vm", folded.kind, folded.severity).items()
             if k in ("cause", "dependant")} == {"cause": "database", "dependant": "true"}
     assert "cause" not in _labels(alone, "vm", alone.kind, alone.severity)
+
+
+def test_a_crash_looping_need_that_runs_is_ready_and_still_the_cause():
+    """Found by a new user: a need back from a crash loop kept its flag until stable_after, and the
+    dependants two levels down waited that long. Running, it is ready (what lookout starts may run);
+    until its crash loop is over it is still the likely cause of what fails with it."""
+    looping = NeedFacts("RUNNING", crash_looping=True)
+    state = judge(Edge("db:db", "running"), looping)
+    assert state.ready and state.failing and state.said == "RUNNING (crash-looping)"
+    config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"]}]})
+    graph = Graph.build(config.dependencies, ["db:db", "risk:risk"])
+    assert graph.cause("risk:risk", {"db:db": looping}.get).need == "db:db"
+
+
+def test_a_need_gone_from_supervisord_is_missing_not_ready():
+    config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"]}]})
+    graph = Graph.build(config.dependencies, ["risk:risk"])  # `update` removed db for a moment
+    assert graph.missing == {"risk:risk": ("db",)} and graph.edges["risk:risk"] == ()

@@ -384,3 +384,22 @@ def test_autorestart_false_is_read_as_the_supervisord_reads_it_and_only_of_a_sup
     assert run_once_programs(11, str(proc)) == set()  # a sleep where a supervisord.conf lies: not a supervisord
     assert includes("/srv/conf.d/*.conf", "/srv/conf.d/lookout.conf")
     assert not includes("/srv/conf.d/*.conf", "/srv/conf.d/lookout/conf.d/lookout.conf")  # * stays in one directory
+
+
+def test_init_again_without_force_does_not_claim_a_serverurl_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """Found by a new user (issue 24's review): the first init did not guess between supervisords; run
+    again with --supervisord-conf, as it says, it left lookout.toml alone but printed that it had set
+    supervisor.serverurl there. It says what to do instead."""
+    from lookout.commands import init
+
+    root, conf = tmp_path / "lk", tmp_path / "sup.conf"
+    conf.write_text(f"[supervisord]\n[unix_http_server]\nfile={tmp_path}/s.sock\n")
+    monkeypatch.setattr(init, "running_confs", lambda: [])
+    monkeypatch.setattr(init, "supervisord_conf", lambda: None)
+    assert init.init_command(str(root), False) == 0  # no supervisord.conf found: the shipped comment stays
+    capsys.readouterr()
+    assert init.init_command(str(root), False, str(conf)) == 0
+    out = capsys.readouterr().out
+    assert "supervisor.serverurl = unix://" not in out, out
+    assert f'lookout.toml exists, left alone: set supervisor.serverurl = "unix://{tmp_path}/s.sock"' in out, out
+    assert "run init again with --force" in out
