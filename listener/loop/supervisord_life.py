@@ -308,7 +308,10 @@ class Lifecycle:
             pids = {o.pid for o in orphans}
             running = rec is not None and rec.pid and rec.pid not in pids and rec.state in LIVE_STATES
             ordered = tuple(sorted(orphans, key=lambda o: (o.left_at, o.pid)))
-            between = rec is not None and not running and rec.state in ("STARTING", "BACKOFF", "STOPPING")
+            # Between two runs: its STARTING named no pid yet; or the record still names an orphan as its copy
+            # (the store's word from before supervisord died, before the first reconcile): not known yet either.
+            between = rec is not None and not running and (rec.state in ("STARTING", "BACKOFF", "STOPPING")
+                                                           or (rec.state == "RUNNING" and rec.pid in pids))
             out[ns] = Copies(ordered, rec.pid if running else 0, between)  # type: ignore[union-attr]
         return out
 
