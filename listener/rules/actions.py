@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ...config import RemediationSettings, format_duration
+from ...config import RemediationSettings
+from .action_words import answered, doing, done
 from .alerts import AlertBook
 from .kinds import KINDS
 from .models import (
@@ -52,11 +53,6 @@ from .policy import PolicyBook
 
 DOWN_STATES = ("STOPPED", "EXITED", "FATAL")
 OPERATOR, LOOKOUT, PENDING, UNKNOWN = "operator", "lookout", "pending", "unknown"  # whose event it was
-
-
-def ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def family_of(source: str) -> str:
@@ -89,8 +85,8 @@ class OwnActions:
         self._step(rec, action, first, out, evidence)
         out.history.append(HistoryEntry(now, rec.namespec, "action", f"lookout begins to {kind} it: {reason}"))
         if source.startswith("probe:"):
-            alert = self.alerts.update(family_of(source), rec.namespec, now, out, action_taken=self._doing(rec, kind),
-                                       notify=False, log=False)
+            alert = self.alerts.update(family_of(source), rec.namespec, now, out, notify=False, log=False,
+                                       action_taken=doing(rec, kind, self.settings))
             if alert is not None:
                 alert.acting_since = now  # its page waits for the result: one message for the decision
         return action
@@ -178,7 +174,7 @@ class OwnActions:
             self._end(rec, a, "cancelled", "not needed: it is FATAL (supervisord gave up on it); the crash-loop "
                                            "brake starts it again after its wait", now, out)
             return ""
-        self._end(rec, a, "cancelled", f"called off: {a.cancelled or _first(result)}", now, out)
+        self._end(rec, a, "cancelled", f"called off: {a.cancelled or answered(result)}", now, out)
         return deferred
 
     def _brake_found_it_fatal(self, rec: ProcessRecord, a: PendingAction, result: ActionResult) -> bool:
@@ -227,7 +223,7 @@ class OwnActions:
             self._end(rec, a, "cancelled", f"it runs; {a.cancelled} during lookout's start", now, out)
             return ""
         if result.outcome in (ALREADY_STARTED, "moved_on") or a.cancelled:
-            self._end(rec, a, "cancelled", f"not started by lookout: {a.cancelled or _first(result)}", now, out)
+            self._end(rec, a, "cancelled", f"not started by lookout: {a.cancelled or answered(result)}", now, out)
             return OPERATOR_STARTED if seen_start and result.outcome != DONE else ""
         self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
         return OPERATOR_STARTED if seen_start else ""
@@ -256,7 +252,7 @@ class OwnActions:
                 self.alerts.update(fam, ns, now, out, action_taken=f"lookout's {a.kind}: {detail}",
                                    notify=a.stopped and rec.state != "RUNNING", log=False)
             return ""
-        said = self._done(rec, a.kind, a.source)
+        said = done(rec, a.kind, self.settings, a.source)
         restart = LOOKOUT_RESTART if a.kind == "restart" and a.source != "brake" else ""
         out.history.append(HistoryEntry(now, ns, "action", said, restart=restart))
         if a.source.startswith("probe:"):
@@ -267,22 +263,6 @@ class OwnActions:
         """A restart that never stopped anything does not spend the restart budget."""
         if a.kind == "restart" and a.source.startswith("probe:") and a.since in rec.lookout_restarts:
             rec.lookout_restarts.remove(a.since)
-
-    def _doing(self, rec: ProcessRecord, kind: str) -> str:
-        if kind == "restart":
-            n, m = len(rec.lookout_restarts), self.settings.max_restarts
-            return f"lookout is restarting it ({ordinal(n)} of {m} allowed in {format_duration(self.settings.within)})"
-        return f"lookout is {'stopping' if kind == 'stop' else 'starting'} it"
-
-    def _done(self, rec: ProcessRecord, kind: str, source: str = "") -> str:
-        if source == "brake":
-            return f"{'stopped' if kind == 'stop' else 'started again'} by lookout's crash-loop brake"
-        if kind == "restart":
-            n, m = max(1, len(rec.lookout_restarts)), self.settings.max_restarts
-            return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(self.settings.within)}"
-        if kind == "stop":
-            return f"stopped by lookout; resume with `supervisorctl start {display_name(rec.namespec)}`"
-        return "started again by lookout"
 
     # ---- events: whose were they? ---------------------------------------------------------
 
@@ -413,7 +393,3 @@ class OwnActions:
 
 OPERATOR_STOPPED, OPERATOR_STARTED = "operator stopped", "operator started"
 CRASHED_AGAIN = "crashed again"  # the brake's start died within its startsecs: the brake's next round
-def _first(result: ActionResult) -> str:
-    return result.detail or {"not_running": "it was not running (an operator or a crash came first)",
-                             "moved_on": "it is not the process lookout judged any more",
-                             "already_started": "an operator started it first"}.get(result.outcome, result.outcome)
