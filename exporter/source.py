@@ -83,6 +83,7 @@ class ScrapeData:
     orphans: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, name) -> orphans alive (store)
     checks: dict[str, bool | None] = field(default_factory=dict)  # [[checks]]: "check:vpn" -> up (None: not yet)
     waits: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # dependencies: who waits, since
+    exits_expected: dict[str, bool] = field(default_factory=dict)  # the last exit expected, by exitcodes (store)
     listener_pid: int = 0  # the listener's pid in the store: it is gone once supervisord is
     why: str = ""  # why the store was not used, for the landing page and logs
 
@@ -151,6 +152,7 @@ class Source:
                                                                         store.remediations)
             polled.probe_stats = store.probe_stats
             polled.orphans, polled.checks, polled.waits = store.orphans, store.checks, store.waits
+            polled.exits_expected = store.exits_expected
             counters = {(p.group, p.name): p for p in store.processes}
             for p in polled.processes:
                 known = counters.get((p.group, p.name))
@@ -178,6 +180,7 @@ class Source:
             remediations = store.remediation_counts()
             orphans = store.orphans()
             waits = store.dependency_waits() if self.config.dependencies else {}
+            expected = store.exits_expected() if self.config.dependencies else {}
         except sqlite3.Error:
             return None
         targets = store.targets_failing()  # a target hangs, or its messages are being retried
@@ -195,6 +198,7 @@ class Source:
             },
             targets_failing=targets,
             waits=waits,
+            exits_expected=expected,
         )
         for r in rows:
             running = r.state == "RUNNING"

@@ -39,7 +39,7 @@ class NeedFacts:
     unhealthy: bool = False  # a probe judges it unhealthy (for a check: it is down)
     judged_healthy: bool = False  # every probe of it has passed since it started (or it has none)
     held: bool = False
-    crash_looping: bool = False  # a crash loop not yet over: RUNNING between two crashes is failing still
+    unsettled: bool = False  # its failure (a crash, a crash loop) is not over: up again, not stable yet
 
 
 UP, DOWN, UNKNOWN = "UP", "DOWN", "UNKNOWN"
@@ -74,9 +74,10 @@ def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
     if st == "EXITED":
         return NeedState(edge.need, False, True, "EXITED")
     if st != "RUNNING":
-        return NeedState(edge.need, False, False, st)
-    if facts.crash_looping:  # ready (what lookout starts may run), and failing (the likely cause of what fails)
-        return NeedState(edge.need, True, True, "RUNNING (crash-looping)")
+        return NeedState(edge.need, False, facts.unsettled and st in ("STARTING", "STOPPING"),
+                         f"{st} (after a failure)" if facts.unsettled else st)
+    if facts.unsettled:  # ready (what lookout starts may run), and failing (the likely cause of what fails)
+        return NeedState(edge.need, True, True, "RUNNING (not stable yet)")
     if facts.unhealthy:
         return NeedState(edge.need, False, edge.ready == "healthy", "RUNNING (unhealthy)")
     if edge.ready == "healthy" and not facts.judged_healthy:
@@ -94,6 +95,7 @@ class Graph:
     start_timeout: dict[str, float] = field(default_factory=dict)
     dependants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # need -> its direct dependants
     unmatched: tuple[str, ...] = ()  # need patterns that name nothing (never suppress anything)
+    cycles: tuple[tuple[str, ...], ...] = ()  # among the processes: broken, and said (check-config, the log)
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dependant -> its need patterns naming nothing
     ordered: tuple[str, ...] = ()  # every namespec in the graph, needs first (order())
 
@@ -116,6 +118,7 @@ class Graph:
                 g.start[ns] = g.start.get(ns, False) or dep.start
                 g.grace[ns] = max(g.grace.get(ns, 0.0), dep.grace)
                 g.start_timeout[ns] = min(g.start_timeout.get(ns, dep.start_timeout), dep.start_timeout)
+        g.cycles = tuple(tuple(c) for c in g.drop_cycles())
         back: dict[str, list[str]] = {}
         for ns, edges in g.edges.items():
             for e in edges:
@@ -146,7 +149,7 @@ class Graph:
         found: NeedState | None = None
         frontier = [s for s in self.states(ns, facts) if not s.ready or s.failing]
         while frontier:
-            level = [s for s in frontier if s.need not in seen]
+            level = list({s.need: s for s in frontier if s.need not in seen}.values())  # each need once: diamonds
             seen.update(s.need for s in level)
             found = next((s for s in level if s.failing), found)  # a deeper one, once found, wins
             frontier = [t for s in level for t in self.states(s.need, facts) if not t.ready or t.failing]
@@ -158,15 +161,54 @@ class Graph:
         return list(self.ordered)
 
     def _order(self) -> list[str]:
+        """Needs first (a depth-first walk without recursion: a chain of thousands is no stack overflow)."""
         out: list[str] = []
-
-        def visit(ns: str, path: tuple[str, ...]) -> None:
-            if ns in out or ns in path:
-                return
-            for e in self.edges.get(ns, ()):
-                visit(e.need, (*path, ns))
-            out.append(ns)
-
-        for ns in sorted(self.edges):
-            visit(ns, ())
+        done: set[str] = set()
+        for root in sorted(self.edges):
+            stack: list[tuple[str, int]] = [(root, 0)]
+            on_path = {root}
+            while stack:
+                ns, i = stack[-1]
+                needs = [e.need for e in self.edges.get(ns, ())]
+                if ns in done:
+                    stack.pop()
+                    on_path.discard(ns)
+                elif i < len(needs):
+                    stack[-1] = (ns, i + 1)
+                    if needs[i] not in done and needs[i] not in on_path:
+                        stack.append((needs[i], 0))
+                        on_path.add(needs[i])
+                else:
+                    stack.pop()
+                    on_path.discard(ns)
+                    done.add(ns)
+                    out.append(ns)
         return out
+
+    def drop_cycles(self) -> list[list[str]]:
+        """Cycles among the processes (patterns that overlap can make one the config check cannot see):
+        each is broken at the edge that closes it, and returned, so that a cycle never folds two
+        alerts into each other or holds two programs waiting for each other."""
+        found: list[list[str]] = []
+        done: set[str] = set()
+        for root in sorted(self.edges):
+            stack: list[tuple[str, int]] = [(root, 0)]
+            path = [root]
+            while stack:
+                ns, i = stack[-1]
+                edges = self.edges.get(ns, ())
+                if ns in done or i >= len(edges):
+                    stack.pop()
+                    path.pop()
+                    done.add(ns)
+                    continue
+                stack[-1] = (ns, i + 1)
+                need = edges[i].need
+                if need in path:
+                    found.append(path[path.index(need):] + [need])
+                    self.edges[ns] = tuple(e for e in edges if e.need != need)
+                    stack[-1] = (ns, i)  # (the edges shifted down by one)
+                elif need not in done:
+                    stack.append((need, 0))
+                    path.append(need)
+        return found

@@ -35,8 +35,11 @@ class ProbeView:
 
 
 def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: dict[str, str],
-                  probes: Iterable[ProbeView], waits: dict[str, tuple[str, float | None]]) -> dict[str, ProgramNeeds]:
-    """Every dependant supervisord has now, with its needs judged."""
+                  probes: Iterable[ProbeView], waits: dict[str, tuple[str, float | None]],
+                  expected: dict[str, bool] | None = None) -> dict[str, ProgramNeeds]:
+    """Every dependant supervisord has now, with its needs judged (expected: the store's word on each
+    last exit, by exitcodes; else an exit status 0 is taken for a success)."""
+    expected = expected or {}
     if not config.dependencies:
         return {}
     by_ns = {s.namespec: s for s in snaps}
@@ -53,7 +56,7 @@ def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: 
             return None
         judged = health.get(need, [])
         configured = [p for p in config.probes if matches(p.match, need)]
-        exit_ok = snap.exitstatus == 0 and not snap.spawnerr.startswith("Bad exit code")
+        exit_ok = expected.get(need, snap.exitstatus == 0 and not snap.spawnerr.startswith("Bad exit code"))
         return NeedFacts(snap.state, stopped_by=stopped_by.get(need, "") if snap.state == "STOPPED" else "",
                          failed_exit=snap.state == "EXITED" and not exit_ok,
                          exit_ok=exit_ok if snap.state == "EXITED" else None,

@@ -161,7 +161,7 @@ def test_a_need_fatal_at_start_is_one_incident_then_recovery_in_order(supervisor
     wait_for(lambda: not sup.open_alerts(), 60, "every alert closed")
     stays(lambda: len(webhook.messages) == 2, 3, "one resolved message, no more")
     assert sorted(lookout_actions(sup)) == sorted(
-        f"{ns}: lookout begins to start it: its needs are ready ({need} RUNNING)"
+        f"{ns}: lookout begins to start it: its needs are ready ({need} RUNNING (not stable yet))"
         for ns, need in (("risk_manager:risk_manager", "database"), ("execution:order_executor", "risk_manager"),
                          ("execution:position_monitor", "risk_manager"))), lookout_actions(sup)
 

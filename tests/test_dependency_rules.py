@@ -136,16 +136,51 @@ def test_alertmanager_labels_name_the_cause():
     assert "cause" not in _labels(alone, "vm", alone.kind, alone.severity)
 
 
-def test_a_crash_looping_need_that_runs_is_ready_and_still_the_cause():
+def test_a_need_back_from_a_failure_is_ready_and_still_the_cause_until_stable():
     """Found by a new user: a need back from a crash loop kept its flag until stable_after, and the
     dependants two levels down waited that long. Running, it is ready (what lookout starts may run);
-    until its crash loop is over it is still the likely cause of what fails with it."""
-    looping = NeedFacts("RUNNING", crash_looping=True)
+    until its failure is over (stable) it is still the likely cause of what fails with it, and
+    respawning after a crash it is failing too (found by an attacker: a dependant crashing with it
+    got a page of its own)."""
+    looping = NeedFacts("RUNNING", unsettled=True)
     state = judge(Edge("db:db", "running"), looping)
-    assert state.ready and state.failing and state.said == "RUNNING (crash-looping)"
+    assert state.ready and state.failing and state.said == "RUNNING (not stable yet)"
+    respawning = judge(Edge("db:db", "running"), NeedFacts("STARTING", unsettled=True))
+    assert not respawning.ready and respawning.failing and respawning.said == "STARTING (after a failure)"
     config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"]}]})
     graph = Graph.build(config.dependencies, ["db:db", "risk:risk"])
     assert graph.cause("risk:risk", {"db:db": looping}.get).need == "db:db"
+
+
+def test_a_cycle_among_processes_that_the_patterns_hide_is_broken_and_said():
+    """Found by an attacker: "pool:*" needs db, db needs "pool_01" (pool:pool_01): no pattern names
+    the other, so the config check passes; on the processes it is a cycle, broken and reported."""
+    config = parse_config({"dependencies": [{"program": "pool:*", "needs": ["db"]},
+                                            {"program": "db", "needs": ["pool_01"]}]})
+    graph = Graph.build(config.dependencies, ["db:db", "pool:pool_01", "pool:pool_02"])
+    assert graph.cycles == (("db:db", "pool:pool_01", "db:db"),)
+    assert graph.cause("db:db", {"db:db": NeedFacts("FATAL"), "pool:pool_01": NeedFacts("FATAL")}.get) is None \
+        or graph.cause("pool:pool_01", {"db:db": NeedFacts("FATAL"), "pool:pool_01": NeedFacts("FATAL")}.get) is None
+
+
+def test_diamonds_and_long_chains_cost_little():
+    """Found by an attacker: four layers of 12 each needing the whole layer before took seconds per
+    event (every path walked); a chain of 1200 overflowed the stack. Each need is judged once per level."""
+    import time
+
+    deps = [{"program": "l1:*", "needs": ["db"]}] + [{"program": f"l{n}:*", "needs": [f"l{n - 1}:*"]}
+                                                      for n in range(2, 9)]
+    names = ["db:db"] + [f"l{n}:p{i}" for n in range(1, 9) for i in range(12)]
+    graph = Graph.build(parse_config({"dependencies": deps}).dependencies, names)
+    facts = {n: NeedFacts("FATAL") for n in names}.get
+    started = time.process_time()
+    assert all(graph.cause(n, facts).need == "db:db" for n in names[1:])
+    assert time.process_time() - started < 2.0  # (exponential: hours)
+    chain = [{"program": f"p{i}", "needs": [f"p{i + 1}"]} for i in range(499)]
+    graph = Graph.build(parse_config({"dependencies": chain}).dependencies, [f"p{i}:p{i}" for i in range(500)])
+    assert graph.order()[0] == "p499:p499" and len(graph.order()) == 500
+    with pytest.raises(ConfigError, match="at most 500"):
+        parse_config({"dependencies": chain * 2})
 
 
 def test_a_need_gone_from_supervisord_is_missing_not_ready():

@@ -63,9 +63,10 @@ def family_of(source: str) -> str:
 class OwnActions:
     def __init__(self, settings: RemediationSettings, policies: PolicyBook, alerts: AlertBook,
                  held: Callable[[str], bool], stopping: Callable[[], bool],
-                 still_unhealthy: Callable[[str, str], bool]) -> None:
+                 still_unhealthy: Callable[[str, str], bool],
+                 need_down: Callable[[str], str] = lambda ns: "") -> None:
         self.settings, self.policies, self.alerts, self.held = settings, policies, alerts, held
-        self.stopping, self.still_unhealthy = stopping, still_unhealthy
+        self.stopping, self.still_unhealthy, self.need_down = stopping, still_unhealthy, need_down
 
     # ---- beginning, and the next step ---------------------------------------------------
 
@@ -150,6 +151,10 @@ class OwnActions:
                 self._end(rec, a, "cancelled", "its stop crossed an operator's start", now, out)
                 self._undo(rec, now, out)
                 return deferred
+            down = self.need_down(rec.namespec) if a.kind == "restart" and a.source.startswith("probe:") else ""
+            if down and not a.cancelled:  # a need went down during its stop: the need's recovery starts it
+                self._refund(rec, a)
+                a.cancelled = f"its need {down} went down meanwhile; lookout starts it once the need is back"
             if a.kind == "restart" and not a.cancelled and not self.held(rec.namespec):
                 self._step(rec, a, START, out)
                 return deferred
@@ -205,11 +210,13 @@ class OwnActions:
                 self._end(rec, a, "failure", f"started again by lookout's crash-loop brake, and it died again "
                                              f"({result.state})", now, out, quiet=True)
                 return CRASHED_AGAIN
-            if a.source == "dependency":  # its own failure, or its need's again: its alerts say which
-                self._end(rec, a, "failure", f"started by lookout for its needs, and it died ({result.state})", now,
-                          out, quiet=True)
-                return ""
-            self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out)
+            quiet = a.source == "dependency"  # its own failure, or its need's again: their alerts say which
+            self._end(rec, a, "failure", f"stopped by lookout, then its start failed: {result.detail}", now, out,
+                      quiet=quiet)
+            return ""
+        if a.source == "dependency" and result.outcome not in (DONE, ALREADY_STARTED, "moved_on") and not a.cancelled:
+            self._end(rec, a, "failure", f"lookout's start for its needs failed: {answered(result)}", now, out,
+                      quiet=True)  # (the need went away again, or it cannot start: its alerts say so)
             return ""
         if result.outcome == DONE and not a.cancelled:
             if not seen_start:

@@ -110,10 +110,10 @@ class DependencyWatch:
         return NeedFacts(
             rec.state, stopped_by=rec.stopped_by if rec.state == "STOPPED" else "",
             failed_exit=rec.pending_exit_at is not None or rec.failing_since is not None,
-            exit_ok=self.exit_ok.get(need),
+            exit_ok=bool(rec.last_exit_expected) if rec.last_exit_expected is not None else self.exit_ok.get(need),
             unhealthy=any(st.healthy is False for st in states.values()),
             judged_healthy=all(states.get(s.name) is not None and states[s.name].healthy for s in specs),
-            held=self.held(need), crash_looping=rec.crash_looping and rec.state == "RUNNING")
+            held=self.held(need), unsettled=rec.crash_looping or rec.failing_since is not None)
 
     def grace(self, ns: str) -> float:
         """How long a dependant's first page waits for a need's failure to show: its `grace`, and at
@@ -153,6 +153,8 @@ class DependencyWatch:
         """Whether this notice of alert is folded into its cause's incident, or waits (gather_until)."""
         if not self.deps:
             return False
+        if kind == RESOLVED and alert.cause and alert.last_notice_at is None:
+            return True  # folded, never told (its program may be gone from the graph: `update` removed it)
         graph, ns = self.graph, alert.namespec
         if kind == FIRING and alert.last_notice_at is None and alert.gather_until is None and graph.dependants.get(ns):
             alert.gather_until = now + max(self.grace(d) for d in graph.dependants[ns])
@@ -235,7 +237,7 @@ class DependencyWatch:
                 self._fold(alert, now, out)
         self._needs_down(now, out)
         for alert in list(self.book.alerts.values()) + [a for a in out.alerts.values() if not a.is_open]:
-            if graph.dependants.get(alert.namespec):
+            if graph.dependants.get(alert.namespec) or alert.impact:
                 self._impact(alert, now, out)
 
     def _owed_start(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
@@ -309,8 +311,8 @@ class DependencyWatch:
         (a BACKOFF that goes on) gets one, "need_down"; it closes once the need is ready again and
         the dependants lookout brings back are up (one resolution says both)."""
         folded: dict[str, list[Alert]] = {}
-        for alert in self.book.alerts.values():
-            if alert.cause and alert.namespec in self.graph.edges:
+        for alert in self.book.alerts.values():  # (one told on its own needs no page of its need's)
+            if alert.cause and alert.namespec in self.graph.edges and alert.last_notice_at is None:
                 folded.setdefault(alert.cause, []).append(alert)
         for need, alerts in folded.items():
             if self.book.of(need) or not self.failing(need):

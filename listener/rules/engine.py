@@ -73,7 +73,8 @@ class AlertEngine:
         self.health = HealthTracker(self.policies, self.book, [s for s in probe_states
                                                                 if not s.namespec.startswith(CHECK_PREFIX)])
         self.actions = OwnActions(remediation, self.policies, self.book, self.held, lambda: self.stopping,
-                                  lambda ns, source: self._still_unhealthy(ns, source) is not None)
+                                  lambda ns, source: self._still_unhealthy(ns, source) is not None,
+                                  lambda ns: self.deps.down(ns))
         self.holds = HoldBook(self.actions)
         probe_states = list(probe_states)
         self.deps = DependencyWatch(dependencies, checks, self.records, self.book, self.health, self.actions,

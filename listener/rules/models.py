@@ -97,6 +97,7 @@ class ProcessRecord:
     # by this supervisord) or "recovery" (it went down while a need was down); "" when it owes nothing
     needs_wait: str = ""
     waiting_since: float | None = None
+    last_exit_expected: bool | None = None  # its EXITED event's word (exitcodes): a one-shot need's success
 
     @property
     def namespec(self) -> str:

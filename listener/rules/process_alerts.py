@@ -108,6 +108,7 @@ class ProcessAlerts:
         out.history.append(HistoryEntry(now, rec.namespec, "state", ev.describe(), restart=restart))
         rec.state, rec.state_since, rec.event_at, rec.present = ev.state, now, now, True
         rec.down_since = None  # (set again below by an expected exit of a must_run program)
+        rec.last_exit_expected = ev.expected if ev.state == "EXITED" else None
         rec.pid = ev.pid if ev.state in LIVE_STATES else None
         if rec.pid:
             rec.event_pid = rec.pid

@@ -238,6 +238,15 @@ class StoreReader:
         except sqlite3.OperationalError:
             return {}
 
+    def exits_expected(self) -> dict[str, bool]:
+        """Whether each process's last exit was expected (its EXITED event, by exitcodes), where known."""
+        try:
+            rows = self.conn.execute("SELECT namespec, last_exit_expected FROM processes "
+                                     "WHERE last_exit_expected IS NOT NULL")
+            return {r[0]: bool(r[1]) for r in rows}
+        except sqlite3.OperationalError:
+            return {}
+
     def release_waiting(self, namespec: str) -> ReleaseWaiting | None:
         """What waited on a hold of the process (None: the store does not know it)."""
         row = self.conn.execute("SELECT braked AND brake_resume_at IS NOT NULL, remediation_wanted != '' "

@@ -27,7 +27,8 @@ Tables (the contract the exporter reads; bump SCHEMA_VERSION on change):
                                    actions_begun (numbers lookout's actions on it: their ids),
                                    down_since (schema 7: a must_run program down since),
                                    needs_wait, waiting_since (schema 8: lookout starts it once
-                                   its needs are ready: start-up or recovery), ...
+                                   its needs are ready: start-up or recovery), last_exit_expected
+                                   (schema 8: its EXITED event's word, by exitcodes), ...
   alerts(id, namespec, family, kind, ...)
                                    open alerts (resolved_at NULL) and recently closed ones;
                                    family: process, health:<probe>, remediation, quorum (for
@@ -152,7 +153,8 @@ CREATE TABLE IF NOT EXISTS processes (
     actions_begun INTEGER NOT NULL DEFAULT 0,
     down_since REAL,
     needs_wait TEXT NOT NULL DEFAULT '',
-    waiting_since REAL
+    waiting_since REAL,
+    last_exit_expected INTEGER
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

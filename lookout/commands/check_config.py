@@ -120,6 +120,9 @@ def dependency_lines(config: Config, names: list[str]) -> list[str]:
     if not config.dependencies or not names:
         return lines
     graph = Graph.build(config.dependencies, names)
+    if graph.cycles:  # patterns that overlap without naming each other: a cycle only the processes show
+        shown = "; ".join(" -> ".join(c) for c in graph.cycles)
+        raise ConfigError("dependencies", f"a cycle among the processes supervisord runs now: {shown}")
     lines += [f"warning: dependencies: need {p!r} matches no process supervisord runs now (it holds nothing back)"
               for p in graph.unmatched]
     lines += [f"warning: {d.source}: program = {d.program!r} matches no process supervisord runs now"

@@ -38,11 +38,17 @@ def deps_command(config: Config, as_json: bool) -> int:
             stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
             probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
             waits = store.dependency_waits()
+            expected = store.exits_expected()
     except (StoreUnavailable, sqlite3.Error) as exc:
         print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
               file=sys.stderr)
         return 2
-    needs = program_needs(config, snaps, stopped_by, probes, waits)
+    needs = program_needs(config, snaps, stopped_by, probes, waits, expected)
+    from ..dependency_graph import Graph
+
+    for cycle in Graph.build(config.dependencies, [s.namespec for s in snaps]).cycles:
+        print(f"lookout: a cycle among the processes, ignored where it closes: {' -> '.join(cycle)} "
+              "(lookout check-config)", file=sys.stderr)
     states = {s.namespec: s.state for s in snaps}
     now = time.time()
     if as_json:

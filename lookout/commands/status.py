@@ -138,10 +138,11 @@ def _add_needs(config: Config, rows: list[ProcessStatus], every: list[ProcessSna
             stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
             probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
             waits = store.dependency_waits()
+            expected = store.exits_expected()
     except (StoreUnavailable, sqlite3.Error) as exc:
         raise Unreadable(f"cannot read lookout's store {config.state_path}: "
                          f"{store_problem(config.state_path, exc)}") from None
-    needs = program_needs(config, every, stopped_by, probes, waits)
+    needs = program_needs(config, every, stopped_by, probes, waits, expected)
     for row in rows:
         found = needs.get(row.snap.namespec)
         if found is not None:

@@ -32,6 +32,7 @@ READY = ("running", "healthy", "exited")
 CHECK_KINDS = ("http", "tcp", "exec")
 CHECK_PREFIX = "check:"
 DAY = 86400.0
+MAX_ENTRIES = 500  # [[dependencies]] entries (each is checked against every other for cycles)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def parse_checks(raw: Any) -> tuple[ProbeSpec, ...]:
 def parse_dependencies(raw: Any, checks: tuple[ProbeSpec, ...]) -> tuple[Dependency, ...]:
     if not isinstance(raw, list):
         raise ConfigError("dependencies", "must be an array of tables: [[dependencies]]")
+    if len(raw) > MAX_ENTRIES:
+        raise ConfigError("dependencies", f"{len(raw)} entries: at most {MAX_ENTRIES} (a pattern names many programs)")
     known_checks = {c.match[len(CHECK_PREFIX):] for c in checks}
     deps = []
     for i, entry in enumerate(raw):
@@ -125,21 +128,21 @@ def check_cycles(deps: list[Dependency]) -> None:
 
     edges = {i: [j for j, other in enumerate(deps) if any(names(n.pattern, other.program) for n in dep.needs)]
              for i, dep in enumerate(deps)}
-    state: dict[int, int] = {}
-    path: list[int] = []
-
-    def visit(i: int) -> None:
-        state[i] = 1
-        path.append(i)
-        for j in edges[i]:
-            if state.get(j) == 1:
-                cycle = [deps[k].program for k in path[path.index(j):]] + [deps[j].program]
-                raise ConfigError(f"{deps[path[-1]].source}.needs", f"a cycle: {' -> '.join(cycle)}")
-            if j not in state:
-                visit(j)
-        path.pop()
-        state[i] = 2
-
-    for i in range(len(deps)):
-        if i not in state:
-            visit(i)
+    done: set[int] = set()
+    for root in range(len(deps)):  # depth first, without recursion (a chain of hundreds is no stack overflow)
+        stack, path = [(root, 0)], [root]
+        while stack:
+            i, k = stack[-1]
+            if i in done or k >= len(edges[i]):
+                stack.pop()
+                path.pop()
+                done.add(i)
+                continue
+            stack[-1] = (i, k + 1)
+            j = edges[i][k]
+            if j in path:
+                cycle = [deps[n].program for n in path[path.index(j):]] + [deps[j].program]
+                raise ConfigError(f"{deps[i].source}.needs", f"a cycle: {' -> '.join(cycle)}")
+            if j not in done:
+                stack.append((j, 0))
+                path.append(j)

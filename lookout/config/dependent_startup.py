@@ -8,7 +8,8 @@ users switch to lookout without writing the graph twice:
 
 Each becomes a [[dependencies]] entry with start = true. A program lookout.toml already declares
 keeps lookout.toml's entry. The file and its [include]s are read as supervisord reads them
-(configparser, `files` globs relative to the including file); nothing here talks to supervisord.
+(configparser with its inline `;` and `#` comments, `files` globs relative to the including file
+with %(here)s and %(ENV_x)s expanded); nothing here talks to supervisord.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import configparser
 import glob
 import os
+import stat
 
 from .dependencies import Dependency, Need, check_cycles
 from .values import ConfigError
@@ -28,8 +30,10 @@ def _sections(path: str, seen: set[str]) -> list[tuple[str, dict[str, str]]]:
     if real in seen:
         return []
     seen.add(real)
-    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    parser = configparser.RawConfigParser(interpolation=None, strict=False, inline_comment_prefixes=(";", "#"))
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # (a FIFO would hang the reader)
+            raise ConfigError("supervisor.config", f"{path}: not a regular file")
         with open(path, encoding="utf-8", errors="replace") as f:
             parser.read_file(f)
     except OSError as exc:
@@ -40,7 +44,10 @@ def _sections(path: str, seen: set[str]) -> list[tuple[str, dict[str, str]]]:
     out = [(name, dict(parser.items(name))) for name in parser.sections()]
     if parser.has_option("include", "files"):
         base = os.path.dirname(os.path.abspath(path))
+        expand = {"here": base, **{f"ENV_{k}": v for k, v in os.environ.items()}}  # as supervisord expands them
         for pattern in parser.get("include", "files").split():
+            for key, value in expand.items():
+                pattern = pattern.replace(f"%({key})s", value)
             for found in sorted(glob.glob(os.path.join(base, os.path.expanduser(pattern)))):
                 out += _sections(found, seen)
     return out
