@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 
@@ -19,26 +20,35 @@ from .harness import free_port, stays, wait_for
 SVC = r'''
 import os, socket, sys, time
 name = os.environ.get("SUPERVISOR_PROCESS_NAME", "?")
-mode, port, needs = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
 here = os.path.dirname(os.path.abspath(__file__))
+mode, me, needs = sys.argv[1], sys.argv[2], sys.argv[3:]  # a port, or a unix socket's name beside this file
+def addr(a):
+    return (socket.AF_INET, ("127.0.0.1", int(a))) if a.isdigit() else (socket.AF_UNIX, os.path.join(here, a))
 if os.path.exists(os.path.join(here, "crashloop_" + name)):  # slow to listen, then dies 1.5 s later
     import threading
     time.sleep(1.0)
     threading.Timer(1.5, lambda: os._exit(1)).start()
 if os.path.exists(os.path.join(here, "broken_" + name)):
-    print(f"{name}: could not bind {port}", file=sys.stderr, flush=True)
+    print(f"{name}: could not bind {me}", file=sys.stderr, flush=True)
     sys.exit(1)
-def up(p):  # one of ours answers "svc" (a port another test took since is not the need)
+def up(p):  # one of ours answers "svc"
+    family, where = addr(p)
     try:
-        with socket.create_connection(("127.0.0.1", p), timeout=0.5) as c:
+        with socket.socket(family) as c:
             c.settimeout(0.5)
+            c.connect(where)
             return c.recv(3) == b"svc"
     except OSError:
         return False
 def listen():
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
+    family, where = addr(me)
+    s = socket.socket(family)
+    if family == socket.AF_UNIX:
+        if os.path.exists(where):
+            os.unlink(where)
+    else:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(where)
     s.listen(50)
     s.settimeout(0.2)
     return s
@@ -68,9 +78,12 @@ while True:
     elif ok and srv is None:
         srv = listen()
 '''
+# An exec probe of one of svc.py's unix sockets (the listener runs it in supervisord's directory).
+PROBE = "import socket,sys; c=socket.socket(socket.AF_UNIX); c.settimeout(0.5); c.connect(sys.argv[1]); " \
+        "sys.exit(0 if c.recv(3) == b'svc' else 1)"
 
 
-def stack(ports: dict[str, int], *, startup: bool = False, extra: str = "") -> str:
+def stack(ports: dict[str, str], *, startup: bool = False, extra: str = "") -> str:
     """supervisord.conf programs; startup: the dependants are autostart=false (lookout starts them)."""
     auto = "autostart=false\n" if startup else ""
 
@@ -89,7 +102,7 @@ def stack(ports: dict[str, int], *, startup: bool = False, extra: str = "") -> s
             + "[program:backtest]\ncommand=sleep 1000\n\n[program:report]\ncommand=sleep 1000\n\n" + extra)
 
 
-def settings(webhook, ports: dict[str, int], *, start: bool = False) -> dict:  # noqa: ANN001
+def settings(webhook, ports: dict[str, str], *, start: bool = False) -> dict:  # noqa: ANN001
     config = fast_alerts(webhook)
     # grace 15s: the need's page waits for every dependant to fail, also on a busy machine (a probe's
     # verdict, supervisord's retries); what fails later is listed quietly (status), not paged.
@@ -97,16 +110,17 @@ def settings(webhook, ports: dict[str, int], *, start: bool = False) -> dict:  #
         {"program": "risk_manager", "needs": ["database"], "start": start, "start_timeout": "4s", "grace": "15s"},
         {"program": "execution:*", "needs": ["risk_manager"], "start": start, "start_timeout": "4s", "grace": "15s"},
     ]
-    config["probes"] = [{"match": "execution:hedger", "name": "port", "tcp": f"127.0.0.1:{ports['hedger']}",
+    config["probes"] = [{"match": "execution:hedger", "name": "port", "exec": [sys.executable, "-c", PROBE,
+                                                                              ports["hedger"]],
                          "period": "1s", "timeout": "500ms", "failure_threshold": 2, "action": "restart"}]
     config["remediation"] = {"backoff": "1s"}
     return config
 
 
 def make(supervisor_factory, webhook, *, startup: bool = False, extra: str = "", **kw):  # noqa: ANN001, ANN201
-    import sys
 
-    ports = {n: free_port() for n in ("database", "risk_manager", "order_executor", "position_monitor", "hedger")}
+    # unix sockets beside svc.py, not ports: a port free when asked may be another test's when bound
+    ports = {n: f"sock.{n}" for n in ("database", "risk_manager", "order_executor", "position_monitor", "hedger")}
     sup = supervisor_factory(stack(ports, startup=startup, extra=extra).replace("{py}", sys.executable),
                              settings(webhook, ports, start=startup), **kw)
     (sup.root / "svc.py").write_text(SVC)
@@ -291,16 +305,15 @@ def test_a_crash_looping_need_is_one_incident_and_its_dependants_wait_for_it_to_
 
 @pytest.mark.long
 def test_a_need_failing_its_probe_while_running_is_one_incident(supervisor_factory, webhook):
-    import sys
 
-    gate = free_port()
-    ports = {n: free_port() for n in ("database", "risk_manager")}
+    gate = free_port()  # (the database's own need: a TCP port this test serves)
+    ports = {n: f"sock.{n}" for n in ("database", "risk_manager")}
     programs = (f"[program:database]\ncommand={sys.executable} %(here)s/svc.py degrade {ports['database']} {gate}\n"
                 f"startsecs=1\n\n[program:risk_manager]\ncommand={sys.executable} %(here)s/svc.py exit "
                 f"{ports['risk_manager']} {ports['database']}\nstartsecs=1\nstartretries=2\n")
     config = fast_alerts(webhook)
     config["dependencies"] = [{"program": "risk_manager", "needs": ["database"], "ready": "healthy"}]
-    config["probes"] = [{"match": "database", "name": "port", "tcp": f"127.0.0.1:{ports['database']}",
+    config["probes"] = [{"match": "database", "name": "port", "exec": [sys.executable, "-c", PROBE, ports["database"]],
                          "period": "1s", "timeout": "500ms", "failure_threshold": 2}]
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -351,17 +364,16 @@ def test_a_need_failing_its_probe_while_running_is_one_incident(supervisor_facto
 @pytest.mark.long
 def test_supervisord_dependent_startup_keys_give_the_same_start_order(supervisor_factory, webhook):
     """Its users keep their supervisord.conf: no [[dependencies]], supervisor.config names the file."""
-    import sys
 
-    ports = {n: free_port() for n in ("database", "risk_manager", "order_executor")}
+    ports = {n: f"sock.{n}" for n in ("database", "risk_manager", "order_executor")}
 
     def program(name: str, needs: str, wait_for: str) -> str:
         keys = f"autostart=false\ndependent_startup=true\ndependent_startup_wait_for={wait_for}\n" if wait_for else ""
         return (f"[program:{name}]\ncommand={sys.executable} %(here)s/svc.py exit {ports[name]} {needs}\n"
                 f"startsecs=1\nstartretries=2\n{keys}\n")
 
-    programs = (program("database", "", "") + program("risk_manager", str(ports["database"]), "database:running")
-                + program("order_executor", str(ports["risk_manager"]), "risk_manager:running"))
+    programs = (program("database", "", "") + program("risk_manager", ports["database"], "database:running")
+                + program("order_executor", ports["risk_manager"], "risk_manager:running"))
     sup = supervisor_factory(programs, fast_alerts(webhook))
     (sup.root / "svc.py").write_text(SVC)
     sup.config_path.write_text(sup.config_path.read_text().replace(

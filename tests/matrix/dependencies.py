@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from ..harness import free_port, stays, wait_for
+from ..harness import stays, wait_for
 from ..test_dependencies import SVC
 from .run import Run
 
@@ -22,7 +22,7 @@ def dependency_incident(run: Run) -> None:
     database's), none of risk_manager's. Under a reload both go FATAL again after it, so the
     database's crash and its FATAL come a reload apart: two pages of the database's (an escalation
     is news), still none of risk_manager's."""
-    db, risk = free_port(), free_port()
+    db, risk = "sock.database", "sock.risk_manager"  # unix sockets beside svc.py
     programs = "".join(
         f"[program:{name}]\ncommand={sys.executable} %(here)s/svc.py exit {port} {need}\nstartsecs=1\n"
         "startretries=2\nstopwaitsecs=1\n\n" for name, port, need in (("database", db, ""), ("risk_manager", risk, db)))
