@@ -7,6 +7,8 @@ tcp probe fails; remediation would restart it)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import sys
 import threading
@@ -386,3 +388,20 @@ def test_supervisord_dependent_startup_keys_give_the_same_start_order(supervisor
     assert sup.info("order_executor:order_executor")["start"] >= risk["start"] + 1
     assert "supervisord.conf [program:risk_manager]: 'risk_manager' needs database (running) start = true" \
         in sup.lookout("check-config").stdout
+
+
+@pytest.mark.long
+def test_a_dependant_failing_alone_alerts_on_its_own(supervisor_factory, webhook):
+    """Its needs are fine: its own page (after grace), as without dependencies; nothing of the need's."""
+    sup, _ = make(supervisor_factory, webhook)
+    sup.start()
+    for ns in ("database:database", *DEPENDANTS):
+        sup.wait_state(ns, "RUNNING", 60)
+    (sup.root / "broken_position_monitor").touch()
+    os.kill(sup.info("execution:position_monitor")["pid"], signal.SIGKILL)
+    sup.wait_state("execution:position_monitor", "FATAL", 60)
+    webhook.wait("position_monitor gave up starting (FATAL)", timeout=60)
+    stays(lambda: not webhook.matching("[RESOLVED]"), 3, "still down")
+    for m in webhook.messages:  # (its crash, then its FATAL: one page, or two on a busy machine)
+        assert "position_monitor" in m.title and "database" not in m.title and "likely cause" not in m.body, m
+    assert not lookout_actions(sup), lookout_actions(sup)  # its needs are fine: nothing owed
