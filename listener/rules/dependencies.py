@@ -198,6 +198,8 @@ class DependencyWatch:
 
     def on_process_state(self, namespec: str, state: str, expected: bool | None) -> None:
         """An exit's `expected` (exitcodes) from its event: what makes a one-shot need ready."""
+        if not self.deps:
+            return
         if state == "EXITED":
             self.exit_ok[namespec] = bool(expected)
             self._exit_heard.add(namespec)
