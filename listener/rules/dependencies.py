@@ -157,7 +157,7 @@ class DependencyWatch:
             return True  # folded, never told (its program may be gone from the graph: `update` removed it)
         graph, ns = self.graph, alert.namespec
         if kind == FIRING and alert.last_notice_at is None and alert.gather_until is None and graph.dependants.get(ns):
-            alert.gather_until = now + max(self.grace(d) for d in graph.dependants[ns])
+            alert.gather_until = now + max(graph.grace.get(d, 0.0) for d in graph.dependants[ns])  # (its own: grace)
         if ns not in graph.edges or alert.family == CHECK:
             return False
         cause = graph.cause(ns, self.facts)
