@@ -38,7 +38,6 @@ class NeedFacts:
     exit_ok: bool | None = None  # its last exit was expected (None: not known)
     unhealthy: bool = False  # a probe judges it unhealthy (for a check: it is down)
     judged_healthy: bool = False  # every probe of it has passed since it started (or it has none)
-    held: bool = False
     unsettled: bool = False  # its failure (a crash, a crash loop) is not over: up again, not stable yet
 
 

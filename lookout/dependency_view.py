@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .config.dependencies import CHECK_PREFIX
 from .dependency_graph import DOWN, UNKNOWN, UP, Graph, NeedFacts, NeedState
 from .patterns import matches
 from .snapshot import ProcessSnapshot
+
+if TYPE_CHECKING:
+    from .listener.store.reads import StoreReader
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,14 @@ def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: 
         why, since = waits.get(ns, ("", None))
         out[ns] = ProgramNeeds(ns, tuple(graph.states(ns, facts)), why, since, graph.start.get(ns, False))
     return out
+
+
+def needs_in_store(config: Config, snaps: Iterable[ProcessSnapshot], store: StoreReader) -> dict[str, ProgramNeeds]:
+    """program_needs() with what the listener's store knows: who stopped each process, its probes' and
+    checks' verdicts, who waits and since when, whether each last exit was expected."""
+    stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
+    probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
+    return program_needs(config, snaps, stopped_by, probes, store.dependency_waits(), store.exits_expected())
 
 
 def said(needs: ProgramNeeds, state: str) -> str:

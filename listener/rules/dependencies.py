@@ -113,7 +113,7 @@ class DependencyWatch:
             exit_ok=bool(rec.last_exit_expected) if rec.last_exit_expected is not None else self.exit_ok.get(need),
             unhealthy=any(st.healthy is False for st in states.values()),
             judged_healthy=all(states.get(s.name) is not None and states[s.name].healthy for s in specs),
-            held=self.held(need), unsettled=rec.crash_looping or rec.failing_since is not None)
+            unsettled=rec.crash_looping or rec.failing_since is not None)
 
     def grace(self, ns: str) -> float:
         """How long a dependant's first page waits for a need's failure to show: its `grace`, and at

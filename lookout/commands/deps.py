@@ -16,7 +16,7 @@ import time
 import xmlrpc.client
 
 from ..config import Config, format_duration
-from ..dependency_view import ProbeView, program_needs
+from ..dependency_view import needs_in_store
 from ..listener.rules.models import display_name
 from ..listener.store.files import StoreUnavailable, store_errors, store_problem
 from ..listener.store.reads import StoreReader
@@ -35,15 +35,11 @@ def deps_command(config: Config, as_json: bool) -> int:
     snaps = [s for s in (snapshot_from_info(i) for i in (infos if isinstance(infos, list) else [])) if s is not None]
     try:
         with store_errors(), StoreReader.open(config.state_path) as store:
-            stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
-            probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
-            waits = store.dependency_waits()
-            expected = store.exits_expected()
+            needs = needs_in_store(config, snaps, store)
     except (StoreUnavailable, sqlite3.Error) as exc:
         print(f"lookout: cannot read lookout's store {config.state_path}: {store_problem(config.state_path, exc)}",
               file=sys.stderr)
         return 2
-    needs = program_needs(config, snaps, stopped_by, probes, waits, expected)
     from ..dependency_graph import Graph
 
     for cycle in Graph.build(config.dependencies, [s.namespec for s in snaps]).cycles:

@@ -25,7 +25,7 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 
 from ..config import Config, format_duration
-from ..dependency_view import ProbeView, program_needs, said
+from ..dependency_view import needs_in_store, said
 from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
@@ -135,14 +135,10 @@ def _add_needs(config: Config, rows: list[ProcessStatus], every: list[ProcessSna
     """What each dependant waits for, or is down for, judged on every process supervisord has."""
     try:
         with store_errors(), StoreReader.open(config.state_path) as store:
-            stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
-            probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
-            waits = store.dependency_waits()
-            expected = store.exits_expected()
+            needs = needs_in_store(config, every, store)
     except (StoreUnavailable, sqlite3.Error) as exc:
         raise Unreadable(f"cannot read lookout's store {config.state_path}: "
                          f"{store_problem(config.state_path, exc)}") from None
-    needs = program_needs(config, every, stopped_by, probes, waits, expected)
     for row in rows:
         found = needs.get(row.snap.namespec)
         if found is not None:
