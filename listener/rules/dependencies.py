@@ -75,8 +75,7 @@ class DependencyWatch:
         for st in probe_states:  # shown until the first new result (a check's state is re-probed)
             if st.namespec in self.checks and st.healthy is not None:
                 self.checks[st.namespec].up = st.healthy
-        self.exit_ok: dict[str, bool] = {}  # its last exit was expected: from its EXITED event, else exitstatus 0
-        self._exit_heard: set[str] = set()
+        self.exit_ok: dict[str, bool] = {}  # an exit no event told of (rec.last_exit_expected): exitstatus 0
         self._graph = Graph()
         self._built_on: frozenset[str] | None = None
         self._built_for = -1
@@ -196,17 +195,6 @@ class DependencyWatch:
                            last_duration=result.duration, last_at=result.started_at)
         out.probe_states[shown.key] = shown
 
-    def on_process_state(self, namespec: str, state: str, expected: bool | None) -> None:
-        """An exit's `expected` (exitcodes) from its event: what makes a one-shot need ready."""
-        if not self.deps:
-            return
-        if state == "EXITED":
-            self.exit_ok[namespec] = bool(expected)
-            self._exit_heard.add(namespec)
-        elif state == "STARTING":
-            self.exit_ok.pop(namespec, None)
-            self._exit_heard.discard(namespec)
-
     def on_snapshot(self, infos: Iterable[ProcessSnapshot], now: float, out: Outcome) -> None:
         """start = true programs this supervisord never started (its `start` is 0) owe their start; an
         exit no event told of is expected when its status is 0 (supervisord's default exitcodes)."""
@@ -214,9 +202,9 @@ class DependencyWatch:
             return
         graph = self.graph
         for info in infos:
-            if info.state == "EXITED" and info.namespec not in self._exit_heard:
-                self.exit_ok[info.namespec] = info.exitstatus == 0
             rec = self.records.get(info.namespec)
+            if info.state == "EXITED" and rec is not None and rec.last_exit_expected is None:
+                self.exit_ok[info.namespec] = info.exitstatus == 0
             if rec is not None and graph.start.get(info.namespec) and info.state == "STOPPED" and info.start == 0 \
                     and not rec.needs_wait:
                 rec.needs_wait, rec.waiting_since = START_UP, now

@@ -118,7 +118,6 @@ class AlertEngine:
                 if stopping:
                     self.quorum.spells.clear()
         elif isinstance(event, ProcessStateEvent):
-            self.deps.on_process_state(event.namespec, event.state, event.expected)
             self.process.on_process_state(event, now, out, stopping=self.stopping)
         elif isinstance(event, ProcessGroupEvent) and event.change == "REMOVED":
             self.removals.group_removed(event.group, self.records.values(), now, out)
