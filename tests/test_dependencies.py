@@ -138,6 +138,18 @@ def lookout_actions(sup) -> list[str]:  # noqa: ANN001
             "SELECT namespec, detail FROM history WHERE kind = 'action' AND detail LIKE 'lookout begins%'")]
 
 
+def settled(sup) -> None:  # noqa: ANN001
+    """Every need ready and stable in lookout's eyes (`lookout deps --json`): on a busy machine a
+    dependant started before its need answered crashes once, and its need is "not stable yet" a while."""
+    import json
+
+    def fine() -> bool:
+        out = sup.lookout("deps", "--json")
+        return out.returncode == 0 and all(n["ready"] and not n["failing"]
+                                           for p in json.loads(out.stdout) for n in p["needs"])
+    wait_for(fine, 60, "every need ready and stable", interval=0.3)
+
+
 @pytest.mark.long
 def test_a_need_fatal_at_start_is_one_incident_then_recovery_in_order(supervisor_factory, webhook):
     sup, _ = make(supervisor_factory, webhook)
@@ -188,6 +200,7 @@ def test_an_operator_stop_of_a_need_is_a_warning_and_a_stopped_dependant_stays_s
     sup.start()
     for ns in ("database:database", *DEPENDANTS, "execution:hedger"):
         sup.wait_state(ns, "RUNNING", 60)
+    settled(sup)
     assert sup.ctl("stop", "execution:order_executor").returncode == 0  # the operator's: never undone
     assert sup.ctl("stop", "database").returncode == 0
     sup.wait_state("risk_manager:risk_manager", "FATAL", 60)
@@ -288,6 +301,7 @@ def test_a_crash_looping_need_is_one_incident_and_its_dependants_wait_for_it_to_
     sup.start()
     for ns in ("database:database", *DEPENDANTS):
         sup.wait_state(ns, "RUNNING", 60)
+    settled(sup)
     (sup.root / "crashloop_database").touch()
     sup.ctl("restart", "database")  # (an operator's restart: now it dies 1.5 s into every run)
     page = webhook.wait("database is crash-looping", timeout=60)[0]
@@ -397,6 +411,7 @@ def test_a_dependant_failing_alone_alerts_on_its_own(supervisor_factory, webhook
     sup.start()
     for ns in ("database:database", *DEPENDANTS):
         sup.wait_state(ns, "RUNNING", 60)
+    settled(sup)
     (sup.root / "broken_position_monitor").touch()
     os.kill(sup.info("execution:position_monitor")["pid"], signal.SIGKILL)
     sup.wait_state("execution:position_monitor", "FATAL", 60)
