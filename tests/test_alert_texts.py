@@ -192,7 +192,7 @@ programs=feed,quotes,orders
 """ + "".join(f"""
 [program:{name}]
 command=sh -c 'echo "{name}: API_KEY is not set" >&2; exit 1'
-startsecs=1
+startsecs=10
 startretries=2
 """ for name in ("feed", "quotes", "orders"))
 

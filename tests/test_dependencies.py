@@ -85,14 +85,17 @@ PROBE = "import socket,sys; c=socket.socket(socket.AF_UNIX); c.settimeout(0.5); 
         "sys.exit(0 if c.recv(3) == b'svc' else 1)"
 
 
-def stack(ports: dict[str, str], *, startup: bool = False, extra: str = "") -> str:
-    """supervisord.conf programs; startup: the dependants are autostart=false (lookout starts them)."""
+def stack(ports: dict[str, str], *, startup: bool = False, extra: str = "", broken: tuple[str, ...] = ()) -> str:
+    """supervisord.conf programs; startup: the dependants are autostart=false (lookout starts them);
+    broken: never meant to run, startsecs=10 (supervisord judges startsecs before it reaps a dead
+    child: on a starved machine a run dead within 1 s may be called RUNNING first, and its
+    dependants' needs ready for a moment)."""
     auto = "autostart=false\n" if startup else ""
 
     def program(name: str, mode: str, needs: tuple[str, ...], autostart: str = "") -> str:
         args = " ".join(str(ports[n]) for n in needs)
         return (f"[program:{name}]\ncommand={{py}} %(here)s/svc.py {mode} {ports[name]} {args}\n"
-                f"startsecs=1\nstartretries=2\n{autostart}\n")
+                f"startsecs={10 if name in broken else 1}\nstartretries=2\n{autostart}\n")
 
     return ("[group:execution]\nprograms=order_executor,position_monitor,hedger\n\n"
             "[group:analysis]\nprograms=backtest,report\n\n"
@@ -119,11 +122,12 @@ def settings(webhook, ports: dict[str, str], *, start: bool = False) -> dict:  #
     return config
 
 
-def make(supervisor_factory, webhook, *, startup: bool = False, extra: str = "", **kw):  # noqa: ANN001, ANN201
+def make(supervisor_factory, webhook, *, startup: bool = False, extra: str = "", broken: tuple[str, ...] = (),  # noqa: ANN001, ANN201
+         **kw):
 
     # unix sockets beside svc.py, not ports: a port free when asked may be another test's when bound
     ports = {n: f"sock.{n}" for n in ("database", "risk_manager", "order_executor", "position_monitor", "hedger")}
-    sup = supervisor_factory(stack(ports, startup=startup, extra=extra).replace("{py}", sys.executable),
+    sup = supervisor_factory(stack(ports, startup=startup, extra=extra, broken=broken).replace("{py}", sys.executable),
                              settings(webhook, ports, start=startup), **kw)
     (sup.root / "svc.py").write_text(SVC)
     return sup, ports
@@ -247,7 +251,7 @@ def test_start_up_waits_for_each_need_and_a_one_shot_need(supervisor_factory, we
 
 @pytest.mark.long
 def test_a_need_that_never_comes_up_is_one_alert_after_start_timeout(supervisor_factory, webhook):
-    sup, _ = make(supervisor_factory, webhook, startup=True)
+    sup, _ = make(supervisor_factory, webhook, startup=True, broken=("database",))
     (sup.root / "broken_database").touch()
     sup.start()
     sup.wait_state("database:database", "FATAL", 60)
