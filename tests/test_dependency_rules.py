@@ -187,3 +187,27 @@ def test_a_need_gone_from_supervisord_is_missing_not_ready():
     config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"]}]})
     graph = Graph.build(config.dependencies, ["risk:risk"])  # `update` removed db for a moment
     assert graph.missing == {"risk:risk": ("db",)} and graph.edges["risk:risk"] == ()
+
+
+def test_lookout_probe_runs_checks_without_supervisord(tmp_path):
+    """`lookout probe check:NAME` tries a check before a need is trusted to it (no process behind it)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        config = tmp_path / "lookout.toml"
+        config.write_text('[supervisor]\nserverurl = "unix:///nonexistent/supervisor.sock"\n\n'
+                          f'[[checks]]\nname = "db_host"\ntcp = "127.0.0.1:{server.getsockname()[1]}"\n\n'
+                          '[[checks]]\nname = "vpn"\ntcp = "127.0.0.1:1"\n')
+
+        def probe(pattern: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "lookout", "-c", str(config), "probe", pattern],
+                                  capture_output=True, text=True, timeout=60)
+
+        up, every, nope = probe("check:db_host"), probe("check:*"), probe("check:nope")
+    assert up.returncode == 0 and up.stdout.startswith("ok    check:db_host"), up
+    assert every.returncode == 1 and "FAIL  check:vpn" in every.stdout and "check:db_host" in every.stdout, every
+    assert nope.returncode == 2 and "no [[checks]] named 'nope'" in nope.stderr, nope

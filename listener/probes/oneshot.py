@@ -4,21 +4,25 @@ The way to test a probe before trusting it with restarts: same checks, same plac
 processes as the listener, against the live supervisord. Exit status 1 if any probe fails, 2 if
 supervisord cannot be asked; "?" marks a probe that cannot read its evidence (a log file deleted
 under supervisord), which is no failure. Stateful kinds get a one-shot reading: cpu samples twice half a
-second apart, log_pattern reads the last 64 KB of the logs.
+second apart, log_pattern reads the last 64 KB of the logs. `probe check:NAME` (a shell pattern of
+names) runs [[checks]], the needs outside supervisord; the default, every process, runs them too.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import time
 import xmlrpc.client
 
 from ...config import Config, UserError, format_duration
+from ...config.dependencies import CHECK_PREFIX
+from ...config.probes import ProbeSpec
 from ...patterns import ProcessPattern, no_match
 from ...rpc import SupervisorClient, SupervisorUnavailable
 from ...text import last_lines
-from ..rules.models import display_name
+from ..rules.models import ProbeResult, display_name
 from ..rules.policy import PolicyBook
 from ..workers.log_reader import ProcessLogs
 from .checks import Check
@@ -55,17 +59,25 @@ def describe_probes(config: Config) -> list[str]:
 
 def run_once(config: Config, pattern: str = "*") -> int:
     """Exit 0 all ok, 1 a probe failed (or none applies), 2 supervisord unreachable or PATTERN names
-    no process (patterns.py, the same answer as every other command)."""
+    no process (patterns.py, the same answer as every other command) or no check."""
+    if pattern.startswith(CHECK_PREFIX):
+        checks = [s for s in config.checks if fnmatch.fnmatchcase(s.match, pattern)]
+        if not checks:
+            print(f"no [[checks]] named {pattern[len(CHECK_PREFIX):]!r} (lookout check-config lists them)",
+                  file=sys.stderr)
+            return 2
+        return 1 if _run_checks(checks) else 0
     try:
         wanted = ProcessPattern.parse(pattern)
     except ValueError as exc:
         raise UserError(f"PATTERN: {exc}") from None
-    if not config.probes:
+    checks = list(config.checks) if pattern == "*" else []
+    if not config.probes and not checks:
         print("no [[probes]] in the config")
         return 1
     client, infos = list_processes(config)
-    infos = [info for info in infos if wanted.matches(info.namespec)]
-    if not infos:
+    infos = [info for info in infos if wanted.matches(info.namespec)] if config.probes else []
+    if not infos and not checks:
         print(no_match(pattern), file=sys.stderr)
         return 2
     try:
@@ -83,18 +95,33 @@ def run_once(config: Config, pattern: str = "*") -> int:
                 continue
             target = ProbeTarget(info.group, info.name, info.pid, time.monotonic() - max(0, info.now - info.start))
             memory = _one_shot_memory(spec.kind, check, target)
-            result = check.run(spec, target, memory)
             ran += 1
-            failed += result.judged and not result.ok
-            verdict = "?" if not result.judged else "ok" if result.ok else "FAIL"
-            print(f"{verdict:<5} {shown:<28} {spec.name:<14} {format_duration(result.duration):>7}  "
-                  f"{'' if result.judged else 'cannot judge: '}{result.detail}")
-            if not result.ok and result.evidence:
-                print("\n".join(f"      | {line}" for line in last_lines(result.evidence, 20)))
-    if not ran:
+            failed += not _report(shown, spec.name, check.run(spec, target, memory))
+    failed += _run_checks(checks, check)
+    if not ran and not checks:
         print(f"no RUNNING process matching {pattern!r} has probes")
         return 1
     return 1 if failed else 0
+
+
+def _run_checks(checks: list[ProbeSpec], check: Check | None = None) -> int:
+    """Run [[checks]] once, as the listener does (no process behind them); the count that failed."""
+    check = check or Check(None)
+    failed = 0
+    for spec in checks:
+        group, name = spec.match.split(":", 1)
+        failed += not _report(spec.match, spec.name, check.run(spec, ProbeTarget(group, name, 0, time.monotonic()), {}))
+    return failed
+
+
+def _report(shown: str, probe: str, result: ProbeResult) -> bool:
+    """Print one result; False when it failed (a probe that cannot judge is no failure)."""
+    verdict = "?" if not result.judged else "ok" if result.ok else "FAIL"
+    print(f"{verdict:<5} {shown:<28} {probe:<14} {format_duration(result.duration):>7}  "
+          f"{'' if result.judged else 'cannot judge: '}{result.detail}")
+    if not result.ok and result.evidence:
+        print("\n".join(f"      | {line}" for line in last_lines(result.evidence, 20)))
+    return not (result.judged and not result.ok)
 
 
 def _one_shot_memory(kind: str, check: Check, target: ProbeTarget) -> dict:
