@@ -136,6 +136,12 @@ timeout = "1s"
 failure_threshold = 3
 action = "restart"
 
+# What depends on what: lookout keeps its hands off the executor while the risk manager is down,
+# names the risk manager as the cause, and starts the executor again after it (`lookout deps`).
+[[dependencies]]
+program = "trading_system:order_executor"
+needs = ["trading_system:risk_manager"]
+
 [remediation]
 max_restarts = 3
 within = "1h"
@@ -245,6 +251,7 @@ def show_and_wait(d: Path, inbox: Inbox, status, duration: float, py: str, metri
   {bin_}lookout -c {rel}/lookout.toml status           (supervisorctl status + restarts, exits, alerts)
   {bin_}lookout -c {rel}/lookout.toml history trading_system:market_feed
   {bin_}lookout -c {rel}/lookout.toml probe            (runs the health probes once, now)
+  {bin_}lookout -c {rel}/lookout.toml deps             (what depends on what, with the states of now)
   {bin_}lookout -c {rel}/lookout.toml silence 'backtest_worker:*' --for 30m
 {BOLD}Stop{RESET} with Ctrl-C (shuts supervisord down too).
 {DIM}waiting for alerts...{RESET}""", flush=True)

@@ -89,3 +89,5 @@ def lookout_status_matches_supervisorctl(clone, env) -> None:
     assert "last exit: exit status 3" in feed, feed
     assert "ALERT critical fatal" in lines["reconciler"], lines["reconciler"]
     assert run(".venv/bin/lookout", "-c", ".demo/lookout.toml", "status", "--check").returncode == 1
+    deps = run(".venv/bin/lookout", "-c", ".demo/lookout.toml", "deps").stdout
+    assert re.search(r"trading_system:order_executor\s+RUNNING\s+needs trading_system:risk_manager RUNNING", deps), deps
