@@ -14,32 +14,34 @@ order, start-up that waits for readiness. Pure: no I/O, no clock reads.
   (`needs_wait`, in the store): lookout starts it once every need is ready, needs first. Never one
   an operator stopped or holds; an operator's start settles it. Still waiting at start-up after
   `start_timeout`: one alert naming the need and its state.
+- **The need's page** (dependency_incident.py): its need_down alert, the impact line, and its
+  resolution, which waits for the dependants lookout brings back.
 - **Checks.** [[checks]] results (things outside supervisord) count like a probe's; a check that
   fails failure_threshold times is an alert of its own, and a cause like any need.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ...config import ProbeSpec
 from ...config.dependencies import CHECK_PREFIX, Dependency
 from ...dependency_graph import DOWN, UNKNOWN, UP, Edge, Graph, NeedFacts, NeedState, judge
+from ...patterns import select
 from .actions import LOOKOUT, OPERATOR, OwnActions
 from .alerts import AlertBook
+from .dependency_incident import impact, needs_down
 from .health import HealthTracker
 from .models import (
     CHECK,
     CHECK_DOWN,
     DEPENDENCY,
     FIRING,
-    NEED,
-    NEED_DOWN,
     RESOLVED,
     WAITING,
     Alert,
+    HistoryEntry,
     Outcome,
     ProbeResult,
     ProbeState,
@@ -49,8 +51,8 @@ from .models import (
 )
 
 START_UP, RECOVERY = "start-up", "recovery"
+REPLACING = 30.0  # a need gone from supervisord this recently is being replaced (`update`): not ready
 UP_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # (started: it owes no start any more)
-LISTED = 10  # dependants named in an incident's impact line; the rest are counted
 
 
 @dataclass
@@ -77,8 +79,11 @@ class DependencyWatch:
                 self.checks[st.namespec].up = st.healthy
         self.exit_ok: dict[str, bool] = {}  # an exit no event told of (rec.last_exit_expected): exitstatus 0
         self._graph = Graph()
-        self._built_on: frozenset[str] | None = None
+        self._built_on: frozenset[str] = frozenset()
         self._built_for = -1
+        self._present: frozenset[str] = frozenset()  # what settle() last saw in supervisord
+        self._gone_at: dict[str, float] = {}  # namespec -> when it left supervisord (kept REPLACING seconds)
+        self._needs_fine_at: dict[str, float] = {}  # dependant -> when all its needs were last fine (memory)
 
     # ---- the graph --------------------------------------------------------------------------
 
@@ -183,7 +188,8 @@ class DependencyWatch:
             st.successes, st.failures = st.successes + 1, 0
             if st.up is not True and st.successes >= spec.success_threshold:
                 st.up = True
-                self.book.close(CHECK, result.namespec, now, out, "passes again", notify=True)
+                if not self.deps or not self.coming(result.namespec):  # (else settle() closes it, once they are up)
+                    self.book.close(CHECK, result.namespec, now, out, "passes again", notify=True)
         else:
             st.failures, st.successes = st.failures + 1, 0
             if st.up is not False and st.failures >= spec.failure_threshold:
@@ -217,6 +223,10 @@ class DependencyWatch:
         if not self.deps or self.stopping():
             return
         self.refresh()
+        for ns in self._present - self._built_on:
+            self._gone_at[ns] = now  # (a need `update` replaces is back within REPLACING)
+        self._gone_at = {ns: at for ns, at in self._gone_at.items() if now - at <= REPLACING}
+        self._present = self._built_on
         graph = self.graph
         for ns in graph.order():
             rec = self.records.get(ns)
@@ -225,10 +235,10 @@ class DependencyWatch:
         for alert in list(self.book.alerts.values()):
             if alert.namespec in graph.edges and alert.family != CHECK:
                 self._fold(alert, now, out)
-        self._needs_down(now, out)
+        needs_down(self, now, out)
         for alert in list(self.book.alerts.values()) + [a for a in out.alerts.values() if not a.is_open]:
             if graph.dependants.get(alert.namespec) or alert.impact:
-                self._impact(alert, now, out)
+                impact(self, alert, now, out)
 
     def _owed_start(self, rec: ProcessRecord, now: float, out: Outcome) -> None:
         ns = rec.namespec
@@ -246,9 +256,14 @@ class DependencyWatch:
         failed = rec.state == "FATAL" or (rec.state == "EXITED" and (rec.failing_since is not None
                                                                      or rec.pending_exit_at is not None)) \
             or (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked)
-        if down and failed and not rec.needs_wait:
-            rec.needs_wait, rec.waiting_since = RECOVERY, now
+        if not down:
+            self._needs_fine_at[ns] = now
+        began = rec.failing_since if rec.failing_since is not None else rec.state_since
+        if down and failed and not rec.needs_wait and began >= self._needs_fine_at.get(ns, began) - self.grace(ns):
+            rec.needs_wait, rec.waiting_since = RECOVERY, now  # (down with its need, not on its own before)
             out.records[ns] = rec
+        if self._need_removed(ns, now, out):
+            return
         if not rec.needs_wait:
             return
         if waiting:
@@ -261,8 +276,6 @@ class DependencyWatch:
             return
         if rec.action is not None or self.held(ns) or rec.state not in ("STOPPED", "FATAL", "EXITED"):
             return
-        if self.graph.missing.get(ns):  # a need gone from supervisord (`update` replacing it): not ready either
-            return
         if rec.needs_wait == START_UP:
             rec.own_stop_mark = 0.0  # only while supervisord never started it (an operator's start wins)
         elif not (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT):
@@ -270,6 +283,25 @@ class DependencyWatch:
         needs = ", ".join(f"{display_name(s.need)} {s.said}" for s in self.graph.states(ns, self.facts))
         why = "its needs are ready" if rec.needs_wait == RECOVERY else "start = true, and its needs are ready"
         self.actions.begin(rec, "start", "dependency", f"{why} ({needs})" if needs else "start = true", (), now, out)
+
+    def _need_removed(self, ns: str, now: float, out: Outcome) -> bool:
+        """A need gone from supervisord: for a moment (`update` replacing it) not ready either; for good,
+        a start owed for recovery is called off (its own alert pages). A need that never named anything
+        (a typo, check-config warns) holds nothing back."""
+        missing = self.graph.missing.get(ns, ())
+        if not missing:
+            return False
+        removed = [r.namespec for r in self.records.values()
+                   if not r.present and any(select(p, [r.namespec]) for p in missing)]
+        if any(now - self._gone_at.get(n, float("-inf")) <= REPLACING for n in removed):
+            return True
+        rec = self.records[ns]
+        if removed and rec.needs_wait == RECOVERY:
+            rec.needs_wait, rec.waiting_since = "", None
+            out.records[ns] = rec
+            out.history.append(HistoryEntry(now, ns, "action", f"lookout will not start it: its need "
+                                                               f"{display_name(removed[0])} left supervisord"))
+        return False
 
     def _fold(self, alert: Alert, now: float, out: Outcome) -> None:
         graph, ns = self.graph, alert.namespec
@@ -295,83 +327,27 @@ class DependencyWatch:
         out.alerts[alert.key] = alert
         self.book.raise_owed(alert, now, out)
 
-    def _needs_down(self, now: float, out: Outcome) -> None:
-        """A cause needs an alert of its own for its incident's page: a need stopped (by an operator:
-        a warning), or exited, or failing past its dependants' grace with no alert of its process
-        (a BACKOFF that goes on) gets one, "need_down"; it closes once the need is ready again and
-        the dependants lookout brings back are up (one resolution says both)."""
-        folded: dict[str, list[Alert]] = {}
-        for alert in self.book.alerts.values():  # (one told on its own needs no page of its need's)
-            if alert.cause and alert.namespec in self.graph.edges and alert.last_notice_at is None:
-                folded.setdefault(alert.cause, []).append(alert)
-        for need, alerts in folded.items():
-            if self.book.of(need) or not self.failing(need):
-                continue  # its own alert (FATAL, crash loop, unhealthy, down) is the incident
-            facts, rec = self.facts(need), self.records.get(need)
-            if facts is None:
-                continue
-            # Stopped (nobody restarts it), or an exit no rule will page (expected): now. Else (a crash
-            # respawned, its exit grace) its own alert may still come: only past the dependants' grace.
-            quiet_exit = facts.state == "EXITED" and rec is not None and rec.pending_exit_at is None
-            settled = facts.state == "STOPPED" or quiet_exit or all(
-                a.gather_until is not None and now >= a.gather_until for a in alerts)
-            if not settled:
-                continue
-            by_operator = facts.state == "STOPPED" and facts.stopped_by == OPERATOR
-            when = f" at {_clock(rec.state_since)}" if rec is not None and rec.state_since else ""
-            said = f"stopped by an operator{when}" if by_operator else f"{facts.state}{when}"
-            self.book.raise_(NEED, need, NEED_DOWN, "warning" if by_operator else "critical", now, out,
-                             opened_at=rec.state_since if rec is not None and rec.state_since else now,
-                             detail=f"{display_name(need)} is {said}; what needs it fails with it")
-        for alert in [a for a in self.book.alerts.values() if a.family == NEED]:
-            facts = self.facts(alert.namespec)
-            if facts is not None and facts.state not in ("RUNNING",) and facts.state != UP:
-                continue
-            coming = [d for d in self.graph.all_dependants(alert.namespec)
-                      if (r := self.records.get(d)) is not None and (r.action is not None or r.state == "STARTING"
-                                                                     or (r.needs_wait and not self.not_ready(d)))]
-            if coming:
-                continue  # the dependants lookout starts again: the resolution says whether they came back
-            self.book.close(NEED, alert.namespec, now, out, "back", notify=True)
+    def resolution_waits(self, need: str, running_for: float) -> bool:
+        """A need back from its incident resolves once the dependants lookout brings back are up (one
+        message says both), or past their start_timeout: "not back" then names those that did not come."""
+        if not self.deps or not self.graph.dependants.get(need) or not any(a.impact for a in self.book.of(need)):
+            return False
+        longest = max((self.graph.start_timeout.get(d, 0.0) for d in self.graph.all_dependants(need)), default=0.0)
+        return running_for < longest and bool(self.coming(need))
 
-    def _impact(self, alert: Alert, now: float, out: Outcome) -> None:
-        """The incident's second line: the dependants whose likely cause this is, with their states."""
-        need, graph = alert.namespec, self.graph
-        mine = [d for d in graph.all_dependants(need)
-                if (c := graph.cause(d, self.facts)) is not None and c.need == need]
-        states = {d: self._shown(d) for d in graph.all_dependants(need)}
-        if alert.is_open:
-            failing = [d for d in mine
-                       if (states[d] != "RUNNING" or self.book.of(d)) and not self._stopped_on_purpose(d)]
-            text = f"{_count(failing)} failing: {_listed(failing, states)}" if failing else ""
-        elif alert.resolved_at == now:
-            folded = [d for d in graph.all_dependants(need) if self._folded_into(d, need)
-                      and not self._stopped_on_purpose(d)]
-            back = [d for d in folded if states[d].split(" ")[0] in ("RUNNING", "STARTING")]
-            rest = [d for d in folded if d not in back]
-            text = f"{_count(back)} running again" if back else ""
-            if rest:
-                text += ("; " if text else "") + f"{len(rest)} not back: {_listed(rest, states)}"
-        else:
-            return
-        if text != alert.impact:
-            alert.impact = text
-            out.alerts[alert.key] = alert
-
-    def _shown(self, ns: str) -> str:
-        """"FATAL", "RUNNING (unhealthy)": its state, and a failing probe of it."""
-        rec = self.records.get(ns)
-        state = rec.state if rec is not None else "gone"
-        unhealthy = any(a.probe for a in self.book.of(ns))
-        return f"{state} (unhealthy)" if unhealthy and state == "RUNNING" else state
-
-    def _stopped_on_purpose(self, ns: str) -> bool:
-        rec = self.records.get(ns)
-        return rec is not None and rec.state == "STOPPED" and rec.stopped_by == OPERATOR or self.held(ns)
-
-    def _folded_into(self, ns: str, need: str) -> bool:
-        return any(a.cause == need for a in self.book.of(ns)) or any(
-            a.cause == need for a in self.book.recently_closed.values() if a.namespec == ns)
+    def coming(self, need: str) -> list[str]:
+        """Its dependants on their way back (lookout starts them, they start, or they wait only for needs
+        that are on their way back themselves): its resolution waits for them."""
+        coming: list[str] = []
+        rest = [d for d in self.graph.all_dependants(need) if d in self.records]
+        while True:
+            more = [d for d in rest if (r := self.records[d]).action is not None or r.state == "STARTING" or (
+                r.needs_wait and not self.held(d)
+                and all(st.ready or st.need in coming for st in self.graph.states(d, self.facts)))]
+            if not more:
+                return coming
+            coming += more
+            rest = [d for d in rest if d not in more]
 
     def deadline(self) -> float | None:
         if not self.deps:
@@ -384,16 +360,3 @@ class DependencyWatch:
                     and self.book.get(DEPENDENCY, ns) is None:
                 times.append(rec.waiting_since + self.graph.start_timeout.get(ns, 0.0))
         return min(times) if times else None
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
-
-
-def _count(names: list[str]) -> str:
-    return f"{len(names)} dependant{'s' if len(names) != 1 else ''}"
-
-
-def _listed(names: list[str], states: dict[str, str]) -> str:
-    shown = [f"{display_name(d)} {states[d]}" for d in names[:LISTED]]
-    return ", ".join(shown) + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")

@@ -88,7 +88,8 @@ class AlertEngine:
         self.orphans = OrphanWatch(self.book)
         self.removals = Removals(self.book, self.actions, self.guard, self.health, self.quorum)
         self.process = ProcessAlerts(settings, self.records, self.policies, self.book, self.health, self.actions,
-                                     self.holds, self.guard, self.brake, self.quorum, own_namespec)
+                                     self.holds, self.guard, self.brake, self.quorum, own_namespec,
+                                     self.deps.resolution_waits)
         self.answers = SupervisordAnswers(settings, self.process, self.book, self.health, self.actions,
                                           self.quorum, self.removals)
         # A listener that (re)starts acts only on what it sees itself: a stored verdict or a waiting

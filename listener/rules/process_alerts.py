@@ -19,6 +19,7 @@ The table (see the README):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...config import AlertSettings
@@ -84,8 +85,10 @@ class ProcessAlerts:
 
     def __init__(self, settings: AlertSettings, records: dict[str, ProcessRecord], policies: PolicyBook,
                  book: AlertBook, health: HealthTracker, actions: OwnActions, holds: HoldBook,
-                 guard: RemediationGuard, brake: CrashLoopBrake, quorum: QuorumWatch, own_namespec: str) -> None:
+                 guard: RemediationGuard, brake: CrashLoopBrake, quorum: QuorumWatch, own_namespec: str,
+                 dependants_coming: Callable[[str, float], bool] = lambda ns, running_for: False) -> None:
         self.settings, self.records, self.policies, self.book = settings, records, policies, book
+        self.dependants_coming = dependants_coming  # a need's resolution waits for those lookout brings back
         self.health, self.actions, self.holds, self.guard = health, actions, holds, guard
         self.brake, self.quorum, self.own_namespec = brake, quorum, own_namespec
         self.pending = Pending(unconfirmed=set(records))
@@ -241,7 +244,8 @@ class ProcessAlerts:
             out.reconcile = f"confirm whether {ns} was respawned"
         if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since is not None \
                 and now - rec.running_since >= s.stable_after and ns not in pending.stable_checks \
-                and now >= pending.stable_not_before.get(ns, now):
+                and now >= pending.stable_not_before.get(ns, now) \
+                and not self.dependants_coming(ns, now - rec.running_since):  # (on_time runs every loop pass)
             pending.stable_checks.add(ns)  # resolved if supervisord agrees
             out.reconcile = f"confirm that {ns} runs stably"
 
@@ -253,7 +257,7 @@ class ProcessAlerts:
         if rec.down_since is not None and ns not in pending.confirming:
             times.append(rec.down_since + self.policies.lookup(ns).grace)
         if rec.failing_since is not None and rec.state == "RUNNING" and rec.running_since \
-                and ns not in pending.stable_checks:
+                and ns not in pending.stable_checks and not self.dependants_coming(ns, 0.0):
             times.append(max(rec.running_since + s.stable_after, pending.stable_not_before.get(ns, 0.0)))
         return times
 
