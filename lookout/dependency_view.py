@@ -99,3 +99,24 @@ def said(needs: ProgramNeeds, state: str) -> str:
     if state in ("RUNNING", "STARTING"):
         return f"its need is not ready: {named}"
     return f"down: {named}"
+
+
+
+def checks_down(config: Config) -> list[str]:
+    """`lookout status`'s lines for [[checks]] with an open alert (no process has their line):
+    "check:vpn  DOWN since 03:01:12: tcp check failed 3 times: ..."; --check counts each."""
+    if not config.checks:
+        return []
+    import sqlite3
+    import time
+
+    from .listener.store.files import StoreUnavailable, store_errors
+    from .listener.store.reads import StoreReader
+
+    try:
+        with store_errors(), StoreReader.open(config.state_path) as store:
+            rows = [a for a in store.open_alerts() if a.namespec.startswith(CHECK_PREFIX)]
+    except (StoreUnavailable, sqlite3.Error):
+        return []  # (status says what it cannot read on its own lines)
+    return [f"{a.namespec}  DOWN since {time.strftime('%H:%M:%S', time.localtime(a.opened_at))}: {a.detail}"
+            for a in sorted(rows, key=lambda a: a.namespec)]

@@ -295,6 +295,10 @@ def test_an_external_check_is_a_need(supervisor_factory, webhook):
     down = webhook.wait("check:vpn is down", timeout=30)
     assert len(webhook.messages) == 1, [m.title for m in webhook.messages]
     assert down[0].title.startswith("[CRITICAL] check:vpn is down") or "check:vpn" in down[0].title
+    # A new user: --check said 0 with a check's alert open (and status had no line for it).
+    status = wait_for(lambda: (r := sup.lookout("status", "--check")).returncode == 1 and r, 30, "--check fails",
+                      interval=0.5)
+    assert "check:vpn (down)" in status.stderr and "check:vpn  DOWN since" in status.stdout, status
 
 
 @pytest.mark.long

@@ -26,6 +26,7 @@ def test_a_cycle_is_an_error_naming_it():
     ({"program": "x", "needs": ["a"], "grace": "soon"}, "dependencies[0].grace"),
     ({"program": "x", "needs": ["a"], "start_timeout": "0s"}, "dependencies[0].start_timeout"),
     ({"program": "x", "needs": ["a"], "typo": 1}, "dependencies[0].typo"),
+    ({"program": "x", "neds": ["a"]}, "dependencies[0].neds"),
 ])
 def test_a_bad_entry_names_its_key(entry, key):  # noqa: ANN001
     with pytest.raises(ConfigError) as err:
@@ -208,6 +209,38 @@ def test_lookout_probe_runs_checks_without_supervisord(tmp_path):
                                   capture_output=True, text=True, timeout=60)
 
         up, every, nope = probe("check:db_host"), probe("check:*"), probe("check:nope")
+        unprefixed, everything = probe("vpn"), probe("*")
     assert up.returncode == 0 and up.stdout.startswith("ok    check:db_host"), up
     assert every.returncode == 1 and "FAIL  check:vpn" in every.stdout and "check:db_host" in every.stdout, every
     assert nope.returncode == 2 and "no [[checks]] named 'nope'" in nope.stderr, nope
+    assert unprefixed.returncode == 2 and "lookout probe check:NAME" in unprefixed.stderr, unprefixed
+    # Every probe: the checks run (no supervisord needed), then it says supervisord could not be asked.
+    assert everything.returncode == 2 and "FAIL  check:vpn" in everything.stdout, everything
+    assert "supervisord is not running?" in everything.stderr, everything
+
+
+def test_a_misspelt_section_or_key_is_named_before_what_it_left_missing():
+    """A new user: "[[check]]" was reported as a need naming no check, and a check without a kind
+    as "checks[0].match" (checks have no match)."""
+    for raw, said in (
+            ({"check": [{"name": "vpn", "tcp": "h:1"}], "dependencies": [{"program": "x", "needs": ["check:vpn"]}]},
+             "check: unknown key (did you mean 'checks'?)"),
+            ({"checks": [{"name": "vpn"}]}, "checks[0]: no probe kind: exactly one of http, tcp, exec per [[checks]]"),
+            ({"checks": [{"name": "vpn", "perod": "1s", "tcp": "h:1"}]}, "checks[0].perod: unknown key (did you mean"),
+            ({"checks": [{"name": "my vpn", "tcp": "h:1"}]}, "checks[0].name: 'my vpn': letters, digits")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(raw)
+        assert said in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("kind, why", [
+    ({"tcp": "admin:s3cr3tpw@db:5432"}, "checks[0].tcp: expected \"host:port\" only"),
+    ({"http": {"url": "http://admin:s3cr3tpw@/x"}}, "checks[0].http.url: has no host"),
+    ({"http": {"url": "http://admin:s3cr3tpw@db:99999/x"}}, "checks[0].http.url: its port is not a number"),
+])
+def test_a_check_address_that_can_only_fail_is_a_config_error_without_its_password(kind, why):  # noqa: ANN001
+    """An attacker: these passed, then failed at run time (or quietly asked 127.0.0.1), and the tcp
+    form printed its password."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"checks": [{"name": "db", **kind}]})
+    assert why in str(err.value) and "s3cr3tpw" not in str(err.value), str(err.value)

@@ -73,9 +73,19 @@ def run_once(config: Config, pattern: str = "*") -> int:
         raise UserError(f"PATTERN: {exc}") from None
     checks = list(config.checks) if pattern == "*" else []
     if not config.probes and not checks:
+        if config.checks:  # (a check's name without its prefix: say how to name it)
+            print("no [[probes]] in the config; a [[checks]] entry runs as `lookout probe check:NAME`",
+                  file=sys.stderr)
+            return 2
         print("no [[probes]] in the config")
         return 1
-    client, infos = list_processes(config)
+    try:
+        client, infos = list_processes(config)
+    except UserError:
+        if not checks:
+            raise
+        _run_checks(checks)  # (they need no supervisord: run them, then say it could not be asked)
+        raise
     infos = [info for info in infos if wanted.matches(info.namespec)] if config.probes else []
     if not infos and not checks:
         print(no_match(pattern), file=sys.stderr)

@@ -152,7 +152,9 @@ class RemediationExecutor:
         # As lookout left it: STOPPED by its stop, or FATAL as the brake found it (supervisord gave up, and the
         # brake decided for that state); and not started since
         if before.state != action.expect or (action.mark >= 0 and float(before.start) != action.mark):
-            why = "started since lookout stopped it" if before.state not in RESTARTABLE else "stopped and started since"
+            mine = action.expect == "STOPPED" and action.source != "dependency"  # (a restart's own stop)
+            why = "stopped and started since" if before.state in RESTARTABLE else \
+                "started since lookout stopped it" if mine else "started by someone else since lookout decided"
             return self._result(action, MOVED_ON, f"it is {before.state}, {why}")
         try:
             self.client.call("supervisor.startProcess", ns, True)

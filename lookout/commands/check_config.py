@@ -117,19 +117,21 @@ def dependency_lines(config: Config, names: list[str]) -> list[str]:
         lines.append(f"{d.source}: {d.program!r} needs {needs}" + (" start = true" if d.start else "")
                      + f"; grace {format_duration(d.grace)}"
                      + (f", start_timeout {format_duration(d.start_timeout)}" if d.start else ""))
-    if not config.dependencies or not names:
+    if not config.dependencies:
         return lines
+    from ..listener.rules.models import display_name
+
     graph = Graph.build(config.dependencies, names)
     if graph.cycles:  # patterns that overlap without naming each other: a cycle only the processes show
-        shown = "; ".join(" -> ".join(c) for c in graph.cycles)
+        shown = "; ".join(" -> ".join(display_name(ns) for ns in c) for c in graph.cycles)
         raise ConfigError("dependencies", f"a cycle among the processes supervisord runs now: {shown}")
     lines += [f"warning: dependencies: need {p!r} matches no process supervisord runs now (it holds nothing back)"
               for p in graph.unmatched]
     lines += [f"warning: {d.source}: program = {d.program!r} matches no process supervisord runs now"
               for d in config.dependencies if not any(matches(d.program, ns) for ns in names)]
     auto = autostarted_of(SupervisorClient(config.supervisor)) if any(d.start for d in config.dependencies) else set()
-    lines += [f"warning: dependencies: {ns} has start = true but autostart=true in supervisord.conf: supervisord "
-              "starts it without waiting for its needs (set autostart=false)"
+    lines += [f"warning: dependencies: {display_name(ns)} has start = true but autostart=true in supervisord.conf: "
+              "supervisord starts it without waiting for its needs (set autostart=false)"
               for ns in sorted(auto) if graph.start.get(ns)]
     return lines
 

@@ -43,8 +43,9 @@ def deps_command(config: Config, as_json: bool) -> int:
     from ..dependency_graph import Graph
 
     for cycle in Graph.build(config.dependencies, [s.namespec for s in snaps]).cycles:
-        print(f"lookout: a cycle among the processes, ignored where it closes: {' -> '.join(cycle)} "
-              "(lookout check-config)", file=sys.stderr)
+        shown = " -> ".join(display_name(ns) for ns in cycle)
+        print(f"lookout: a cycle among the processes, ignored where it closes: {shown} (lookout check-config)",
+              file=sys.stderr)
     states = {s.namespec: s.state for s in snaps}
     now = time.time()
     if as_json:

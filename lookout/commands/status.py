@@ -6,10 +6,10 @@ the last hour and day, the last unexpected exit in words, the open alert and a s
 holds it. `--json` prints a list of objects of the shape in status_schema.py.
 
 `--check` means what `supervisorctl status | grep -v RUNNING` means, plus lookout's word: exit 0
-when every process runs (RUNNING, or STARTING), no alert is open and the listener can write its
-store (a STORE line says when it cannot: what is shown may be stale); 1 otherwise, naming each
-process that is not fine on stderr; 2 when supervisord or the store cannot be read. A process an
-operator stopped counts (`--ignore-stopped`: the old meaning, STOPPED and EXITED are fine). Fine
+when every process runs (RUNNING, or STARTING), no alert is open (a [[checks]] one included) and
+the listener can write its store (a STORE line says when it cannot: what is shown may be stale); 1
+otherwise, naming each process that is not fine on stderr; 2 when supervisord or the store cannot
+be read. A process an operator stopped counts (`--ignore-stopped`: the old meaning, STOPPED and EXITED are fine). Fine
 anyway: a one-shot program (`oneshot = true` in [[alerts.programs]], or autorestart=false in the
 supervisord.conf of a supervisord running here) that exited as expected (exitcodes), and a program
 supervisord never started (autostart=false, start 0): nothing says it should run.
@@ -25,7 +25,7 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 
 from ..config import Config, format_duration
-from ..dependency_view import needs_in_store, said
+from ..dependency_view import checks_down, needs_in_store, said
 from ..listener.loop.supervisord_life import alive
 from ..listener.rules.models import ProcessSnapshot, display_name
 from ..listener.rules.orphans import Orphan
@@ -346,11 +346,16 @@ def status_command(config: Config, pattern: str, as_json: bool, check: bool, col
             print(line)
         if stale:
             print(stale)
+    checks = checks_down(config) if pattern == "*" else []  # (needs outside supervisord: no line of their own)
+    if checks and not as_json:
+        for line in checks:
+            print(line)
     if pattern != "*" and not rows:  # a typo in a HEALTHCHECK's pattern must not pass as "all fine"
         print(no_match(pattern), file=sys.stderr)
         return 2
     if check:
         not_fine = [f"{display_name(r.snap.namespec)} ({why})" for r in rows if (why := r.not_ok(ignore_stopped))]
+        not_fine += [f"{line.split()[0]} (down)" for line in checks]
         if not_fine:
             print(f"lookout: --check: not fine: {', '.join(not_fine)}", file=sys.stderr)
         return 0 if not not_fine and not stale else 1

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .probes import ProbeSpec, parse_probe
-from .values import ConfigError, Section
+from .values import ConfigError, Section, shown
 
 READY = ("running", "healthy", "exited")
 CHECK_KINDS = ("http", "tcp", "exec")
@@ -64,8 +64,11 @@ def parse_checks(raw: Any) -> tuple[ProbeSpec, ...]:
     for i, entry in enumerate(raw):
         sub = Section(entry, f"checks[{i}]")
         name = sub.get("name", str, "")
+        if not name:
+            raise ConfigError(sub.key("name"), "required: letters, digits and _.- (a need names it check:<name>)")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            raise ConfigError(sub.key("name"), "required: letters, digits and _.- only (a need names it check:<name>)")
+            raise ConfigError(sub.key("name"), f"{shown(name)}: letters, digits and _.- only, at most 64 "
+                                               "(a need names it check:<name>)")
         if name in names:
             raise ConfigError(sub.key("name"), f"{name!r} is already used by another check")
         names.add(name)
@@ -90,6 +93,7 @@ def parse_dependencies(raw: Any, checks: tuple[ProbeSpec, ...]) -> tuple[Depende
     deps = []
     for i, entry in enumerate(raw):
         sub = Section(entry, f"dependencies[{i}]")
+        sub.only("program", "needs", "ready", "start", "grace", "start_timeout")
         program = sub.get("program", str, "")
         if not program:
             raise ConfigError(sub.key("program"), "required: a process pattern: 'name', 'group:name' or a glob")

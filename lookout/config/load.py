@@ -261,9 +261,14 @@ def _alertmanager(root: Section) -> AlertmanagerSettings:
     return alertmanager
 
 
+TOP_LEVEL = ("supervisor", "state", "notify", "alerts", "listener", "exporter", "alertmanager", "probes",
+             "remediation", "deadman", "checks", "dependencies")
+
+
 def parse_config(data: dict[str, Any], source: str = "<memory>", env: Any = None) -> Config:
     env = os.environ if env is None else env
     root = Section(data, "")
+    root.only(*TOP_LEVEL)
     supervisor = _supervisor(root, env)
     state_path, history = _state(root)
     config = Config(

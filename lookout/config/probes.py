@@ -15,10 +15,12 @@ fds. Placeholders: {group} {name} {pid} {process_num} {port}; any other is an er
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .values import SEVERITIES, ConfigError, Section, parse_duration, shown
 
@@ -109,11 +111,25 @@ def _regex(value: Any, key: str) -> str:
     return value
 
 
+def _check_url(url: str, key: str) -> None:
+    """A URL that can only fail (no host, a port out of range) is a config error, not a probe that
+    fails, or quietly asks 127.0.0.1, at run time. Not echoed: it may hold a password."""
+    parts = urlsplit(re.sub(r"\{[a-z_]+\}", "1", url))
+    try:
+        parts.port  # noqa: B018  (raises for a port out of range)
+    except ValueError:
+        raise ConfigError(key, "its port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ConfigError(key, "has no host (http://HOST[:PORT]/path)")
+
+
 def _kind_params(kind: str, raw: Any, key: str, placeholders: set[str]) -> dict[str, Any]:
     """Validate the kind's own value; collects the placeholders it uses into `placeholders`."""
     if kind == "tcp":
         if not isinstance(raw, str) or ":" not in raw:
             raise ConfigError(key, "expected \"host:port\" (placeholders allowed, e.g. \"127.0.0.1:{port}\")")
+        if "@" in raw or "/" in raw:  # (not echoed: it may hold a password)
+            raise ConfigError(key, "expected \"host:port\" only: no user, password, scheme or path")
         placeholders |= placeholders_in(raw, key)
         return {"address": raw}
     if kind == "exec":
@@ -133,6 +149,7 @@ def _kind_params(kind: str, raw: Any, key: str, placeholders: set[str]) -> dict[
         if not url.startswith(("http://", "https://")):
             raise ConfigError(sub.key("url"), "required: an http:// or https:// URL")
         placeholders |= placeholders_in(url, sub.key("url"))
+        _check_url(url, sub.key("url"))
         headers = sub.get("headers", dict, {})
         for name, value in headers.items():
             if not isinstance(value, str):
@@ -176,11 +193,14 @@ def _probe(entry: Any, index: int, prefix: str = "probes") -> ProbeSpec:
     kinds = [k for k in KINDS if sub.has(k)]
     if len(kinds) != 1:
         known = [k for k in sub.table if k not in _COMMON]
+        listed = "http, tcp, exec" if prefix == "checks" else ", ".join(KINDS)  # (a check: dependencies.py)
         if not kinds and known:
-            raise ConfigError(sub.key(known[0]), f"unknown probe kind (one of: {', '.join(KINDS)})")
+            typo = difflib.get_close_matches(str(known[0]), sorted(_COMMON), n=1, cutoff=0.7)
+            raise ConfigError(sub.key(known[0]), f"unknown key (did you mean {typo[0]!r}?)" if typo
+                              else f"unknown probe kind (one of: {listed})")
         problem = "no probe kind" if not kinds else f"two probe kinds ({kinds[0]} and {kinds[1]})"
-        raise ConfigError(sub.key(kinds[1] if len(kinds) > 1 else "match"),
-                          f"{problem}: exactly one of {', '.join(KINDS)} per [[probes]] entry")
+        where = sub.key(kinds[1]) if len(kinds) > 1 else sub.key("match") if prefix == "probes" else sub.prefix
+        raise ConfigError(where, f"{problem}: exactly one of {listed} per [[{prefix}]] entry")
     kind = kinds[0]
     sub.used.add(kind)
     placeholders: set[str] = set()

@@ -190,6 +190,13 @@ class Section:
         self.used.add(name)
         return Section(self.table.get(name, {}), self.key(name))
 
+    def only(self, *names: str) -> None:
+        """Unknown keys first, before a required one is missed ("neds" for "needs", "[[check]]")."""
+        for name in self.table:
+            if name not in names:
+                close = difflib.get_close_matches(str(name), sorted(names), n=1, cutoff=0.5)
+                raise ConfigError(self.key(name), "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
     def done(self) -> None:
         for name in self.table:
             if name not in self.used:
