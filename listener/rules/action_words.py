@@ -29,6 +29,8 @@ def done(rec: ProcessRecord, kind: str, settings: RemediationSettings, source: s
         return f"restarted by lookout, {ordinal(n)} of {m} allowed in {format_duration(settings.within)}"
     if kind == "stop":
         return f"stopped by lookout; resume with `supervisorctl start {display_name(rec.namespec)}`"
+    if source == "dependency":  # (start-up's first start, or a recovery's)
+        return "started by lookout, its needs ready"
     return "started again by lookout"
 
 

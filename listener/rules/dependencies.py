@@ -38,7 +38,9 @@ from .models import (
     CHECK_DOWN,
     DEPENDENCY,
     FIRING,
+    RECOVERY,
     RESOLVED,
+    START_UP,
     WAITING,
     Alert,
     HistoryEntry,
@@ -50,7 +52,6 @@ from .models import (
     display_name,
 )
 
-START_UP, RECOVERY = "start-up", "recovery"
 REPLACING = 30.0  # a need gone from supervisord this recently is being replaced (`update`): not ready
 UP_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")  # (started: it owes no start any more)
 

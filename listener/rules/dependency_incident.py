@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ...dependency_graph import UP
 from .actions import OPERATOR
-from .models import CHECK, CRASH_LOOP, NEED, NEED_DOWN, Alert, Outcome, display_name
+from .models import CHECK, CRASH_LOOP, NEED, NEED_DOWN, START_UP, Alert, Outcome, display_name
 
 if TYPE_CHECKING:
     from .dependencies import DependencyWatch
@@ -64,9 +64,12 @@ def impact(watch: DependencyWatch, alert: Alert, now: float, out: Outcome) -> No
             if (c := graph.cause(d, watch.facts)) is not None and c.need == need]
     states = {d: _shown(watch, d) for d in graph.all_dependants(need)}
     if alert.is_open:
-        failing = [d for d in mine
-                   if (states[d] != "RUNNING" or watch.book.of(d)) and not _stopped_on_purpose(watch, d)]
-        text = f"{_count(failing)} failing: {_listed(failing, states)}" if failing else ""
+        down = [d for d in mine if (states[d] != "RUNNING" or watch.book.of(d)) and not _stopped_on_purpose(watch, d)]
+        waiting = [d for d in down if (r := watch.records.get(d)) is not None and r.needs_wait == START_UP]
+        failing = [d for d in down if d not in waiting]  # (never started yet: waiting, not failing)
+        text = "; ".join(p for p in (f"{_count(failing)} failing: {_listed(failing, states)}" if failing else "",
+                                     f"{len(waiting)} waiting to start: {_listed(waiting, states)}" if waiting else "")
+                         if p)
     elif alert.resolved_at == now:
         folded = [d for d in graph.all_dependants(need) if _folded_into(watch, d, need)
                   and not _stopped_on_purpose(watch, d)]

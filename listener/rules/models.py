@@ -50,6 +50,9 @@ def display_name(namespec: str) -> str:
     return name if sep and group == name else namespec
 
 
+START_UP, RECOVERY = "start-up", "recovery"  # ProcessRecord.needs_wait: why lookout owes it a start
+
+
 @dataclass
 class ProcessRecord:
     """Everything we know about one process, kept current by events and reconciles."""
