@@ -7,14 +7,27 @@ back ("4 dependants running again") once those lookout brings back are up.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from ...dependency_graph import UP
+from ...dependency_graph import UP, Graph, NeedFacts
 from .actions import OPERATOR
-from .models import CHECK, CRASH_LOOP, NEED, NEED_DOWN, START_UP, Alert, Outcome, display_name
+from .alerts import AlertBook
+from .models import CHECK, CRASH_LOOP, NEED, NEED_DOWN, START_UP, Alert, Outcome, ProcessRecord, display_name
 
-if TYPE_CHECKING:
-    from .dependencies import DependencyWatch
+
+class DependencyWatch(Protocol):
+    """What the page reads of the DependencyWatch (dependencies.py), which writes it."""
+
+    book: AlertBook
+    records: dict[str, ProcessRecord]
+    held: Callable[[str], bool]
+
+    @property
+    def graph(self) -> Graph: ...
+    def facts(self, need: str) -> NeedFacts | None: ...
+    def failing(self, need: str) -> bool: ...
+    def coming(self, need: str) -> list[str]: ...
 
 LISTED = 10  # dependants named in an incident's impact line; the rest are counted
 
