@@ -94,3 +94,12 @@ def test_a_check_back_resolves_once_the_dependants_lookout_starts_are_up():
 
 def _stopped(name: str) -> ProcessSnapshot:
     return ProcessSnapshot(name, name, "STOPPED", 0, 0, 1, 0, 0, "")
+
+
+def test_the_watchs_own_times_move_with_a_wall_clock_step():
+    """A step back of an hour must not hold a replaced need's starts for an hour, nor stop a dependant
+    that went down with its need from being started again."""
+    engine = engine_for({"program": "pm", "needs": ["risk"]})
+    engine.deps.gone_at["db:db"], engine.deps.needs_fine_at["pm:pm"] = 5000.0, 5000.0
+    engine.shift(-3600.0)
+    assert (engine.deps.gone_at, engine.deps.needs_fine_at) == ({"db:db": 1400.0}, {"pm:pm": 1400.0})

@@ -83,8 +83,8 @@ class DependencyWatch:
         self._built_on: frozenset[str] = frozenset()
         self._built_for = -1
         self._present: frozenset[str] = frozenset()  # what settle() last saw in supervisord
-        self._gone_at: dict[str, float] = {}  # namespec -> when it left supervisord (kept REPLACING seconds)
-        self._needs_fine_at: dict[str, float] = {}  # dependant -> when all its needs were last fine (memory)
+        self.gone_at: dict[str, float] = {}  # namespec -> when it left supervisord (kept REPLACING seconds)
+        self.needs_fine_at: dict[str, float] = {}  # dependant -> when all its needs were last fine (memory)
 
     # ---- the graph --------------------------------------------------------------------------
 
@@ -225,8 +225,8 @@ class DependencyWatch:
             return
         self.refresh()
         for ns in self._present - self._built_on:
-            self._gone_at[ns] = now  # (a need `update` replaces is back within REPLACING)
-        self._gone_at = {ns: at for ns, at in self._gone_at.items() if now - at <= REPLACING}
+            self.gone_at[ns] = now  # (a need `update` replaces is back within REPLACING)
+        self.gone_at = {ns: at for ns, at in self.gone_at.items() if now - at <= REPLACING}
         self._present = self._built_on
         graph = self.graph
         for ns in graph.order():
@@ -258,9 +258,9 @@ class DependencyWatch:
                                                                      or rec.pending_exit_at is not None)) \
             or (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked)
         if not down:
-            self._needs_fine_at[ns] = now
+            self.needs_fine_at[ns] = now
         began = rec.failing_since if rec.failing_since is not None else rec.state_since
-        if down and failed and not rec.needs_wait and began >= self._needs_fine_at.get(ns, began) - self.grace(ns):
+        if down and failed and not rec.needs_wait and began >= self.needs_fine_at.get(ns, began) - self.grace(ns):
             rec.needs_wait, rec.waiting_since = RECOVERY, now  # (down with its need, not on its own before)
             out.records[ns] = rec
         if self._need_removed(ns, now, out):
@@ -294,7 +294,7 @@ class DependencyWatch:
             return False
         removed = [r.namespec for r in self.records.values()
                    if not r.present and any(select(p, [r.namespec]) for p in missing)]
-        if any(now - self._gone_at.get(n, float("-inf")) <= REPLACING for n in removed):
+        if any(now - self.gone_at.get(n, float("-inf")) <= REPLACING for n in removed):
             return True
         rec = self.records[ns]
         if removed and rec.needs_wait == RECOVERY:

@@ -75,6 +75,9 @@ def shift_engine(engine, delta: float) -> Outcome:  # noqa: ANN001 - AlertEngine
     holds = engine.holds
     holds.holds = {ns: replace(h, created_at=moved(h.created_at, delta)) for ns, h in holds.holds.items()}
     engine.stopping_since = moved(engine.stopping_since, delta)
+    deps = engine.deps
+    deps.gone_at = {ns: t + delta for ns, t in deps.gone_at.items()}
+    deps.needs_fine_at = {ns: t + delta for ns, t in deps.needs_fine_at.items()}
     pending = engine.process.pending
     pending.stable_not_before = {ns: t + delta for ns, t in pending.stable_not_before.items()}
     pending.unheard_since = {ns: t + delta for ns, t in pending.unheard_since.items()}
