@@ -76,7 +76,9 @@ def judge(edge: Edge, facts: NeedFacts | None) -> NeedState:
         return NeedState(edge.need, False, facts.unsettled and st in ("STARTING", "STOPPING"),
                          f"{st} (after a failure)" if facts.unsettled else st)
     if facts.unsettled:  # ready (what lookout starts may run), and failing (the likely cause of what fails)
-        return NeedState(edge.need, True, True, "RUNNING (not stable yet)")
+        ready = edge.ready != "healthy" or (facts.judged_healthy and not facts.unhealthy)  # (its probes first)
+        said = "RUNNING (not stable yet)" if ready else "RUNNING (not judged healthy yet)"
+        return NeedState(edge.need, ready, True, said)
     if facts.unhealthy:
         return NeedState(edge.need, False, edge.ready == "healthy", "RUNNING (unhealthy)")
     if edge.ready == "healthy" and not facts.judged_healthy:

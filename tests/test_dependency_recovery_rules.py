@@ -103,3 +103,52 @@ def test_the_watchs_own_times_move_with_a_wall_clock_step():
     engine.deps.gone_at["db:db"], engine.deps.needs_fine_at["pm:pm"] = 5000.0, 5000.0
     engine.shift(-3600.0)
     assert (engine.deps.gone_at, engine.deps.needs_fine_at) == ({"db:db": 1400.0}, {"pm:pm": 1400.0})
+
+
+def test_a_dependant_mended_by_an_operator_then_down_with_its_need_is_started_again():
+    """A second attacker: FATAL on its own, mended and started by an operator, then down with its
+    need: its old failure (failing_since) hid the new one, and it was never started again."""
+    engine = engine_for({"program": "pm", "needs": ["risk"]})
+    steps = start("risk") + start("pm", 1) + gives_up("pm", 10) + [(40, None)] + start("pm", 50)
+    steps += [(60, ev("STOPPING", "risk", "RUNNING")), (60.5, ev("STOPPED", "risk", "STOPPING"))]
+    steps += gives_up("pm", 60.7) + [(70, ev("STARTING", "risk", "STOPPED")), (71, ev("RUNNING", "risk", "STARTING"))]
+    history, _ = feed(engine, steps)
+    assert history == ["pm:pm: lookout begins to start it: its needs are ready (risk RUNNING)"], history
+
+
+def test_after_a_listener_restart_a_dependant_paged_on_its_own_is_still_its_own():
+    """A second attacker: the listener restarted while the need was down forgot when the needs were
+    last fine, and started a dependant broken on its own. Its own page (sent in its present state) says it."""
+    before = engine_for({"program": "pm", "needs": ["risk"]})
+    feed(before, start("risk") + start("pm", 1) + gives_up("pm", 10) + [(20, None), (40, None)])
+    assert before.book.get("process", "pm:pm").last_notice_at is not None
+    feed(before, [(60, ev("STOPPING", "risk", "RUNNING")), (60.5, ev("STOPPED", "risk", "STOPPING"))])
+    config = parse_config({"dependencies": [{"program": "pm", "needs": ["risk"]}]})
+    after = AlertEngine(SETTINGS, before.records.values(), before.book.alerts.values(),
+                        dependencies=config.dependencies)
+    history, _ = feed(after, [(70, ev("STARTING", "risk", "STOPPED")), (71, ev("RUNNING", "risk", "STARTING")),
+                              (80, None)])
+    assert not [h for h in history if "begins to start" in h], history
+
+
+def test_a_pattern_need_partly_replaced_by_update_holds_its_start_back():
+    """A second attacker: needs db_*, db_a FATAL and replaced by `update`: the survivor db_b alone
+    looked ready, and lookout started the dependant at once."""
+    engine = engine_for({"program": "risk", "needs": ["db_*"], "grace": "2s"})
+    steps = start("db_a") + start("db_b") + start("risk", 1) + gives_up("db_a", 10) + gives_up("risk", 10.3)
+    feed(engine, steps + [(20, None)])
+    assert engine.records["risk:risk"].needs_wait == "recovery"
+    out = engine.on_event(ProcessGroupEvent(Delivery("s", 901, "lookout", 901, "PROCESS_GROUP_REMOVED"),
+                                            "REMOVED", "db_a"), 30)
+    history, _ = feed(engine, [(31, None), (40, None)])
+    assert not [h for h in history + [h.detail for h in out.history] if "begins to start" in h], history
+
+
+def test_a_checks_alert_closes_once_its_entry_is_gone_from_the_config():
+    from lookout.listener.rules.models import Alert
+
+    stale = Alert("check:vpn", "check_down", "warning", 10.0, 10.0, family="check", last_notice_at=11.0)
+    engine = AlertEngine(SETTINGS, open_alerts=[stale])
+    out = engine.on_snapshot([], 20, 20.1)
+    assert [(n.namespec, n.kind) for n in out.notices] == [("check:vpn", RESOLVED)]
+    assert out.alerts[("check", "check:vpn")].resolution == "removed from lookout.toml"

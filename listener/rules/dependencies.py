@@ -204,7 +204,10 @@ class DependencyWatch:
 
     def on_snapshot(self, infos: Iterable[ProcessSnapshot], now: float, out: Outcome) -> None:
         """start = true programs this supervisord never started (its `start` is 0) owe their start; an
-        exit no event told of is expected when its status is 0 (supervisord's default exitcodes)."""
+        exit no event told of is expected when its status is 0 (supervisord's default exitcodes). A
+        check's alert whose [[checks]] entry is gone from lookout.toml closes (nothing else would)."""
+        for alert in [a for a in self.book.alerts.values() if a.family == CHECK and a.namespec not in self.checks]:
+            self.book.close(CHECK, alert.namespec, now, out, "removed from lookout.toml", notify=True)
         if not self.deps:
             return
         graph = self.graph
@@ -259,9 +262,8 @@ class DependencyWatch:
             or (rec.state == "STOPPED" and rec.stopped_by == LOOKOUT and not rec.braked)
         if not down:
             self.needs_fine_at[ns] = now
-        began = rec.failing_since if rec.failing_since is not None else rec.state_since
-        if down and failed and not rec.needs_wait and began >= self.needs_fine_at.get(ns, began) - self.grace(ns):
-            rec.needs_wait, rec.waiting_since = RECOVERY, now  # (down with its need, not on its own before)
+        if down and failed and not rec.needs_wait and not self._down_on_its_own(rec):
+            rec.needs_wait, rec.waiting_since = RECOVERY, now  # (down with its need: lookout brings it back)
             out.records[ns] = rec
         if self._need_removed(ns, now, out):
             return
@@ -285,17 +287,30 @@ class DependencyWatch:
         why = "its needs are ready" if rec.needs_wait == RECOVERY else "start = true, and its needs are ready"
         self.actions.begin(rec, "start", "dependency", f"{why} ({needs})" if needs else "start = true", (), now, out)
 
+    def _down_on_its_own(self, rec: ProcessRecord) -> bool:
+        """It went down while its needs were still fine past its grace: its own failure, the operator's
+        to mend, not lookout's to restart when a need fails later. Known from when its needs were last
+        seen fine; after a listener restart, from its own page (a dependant's first page waits grace
+        for a failing need, so one sent on its own, in its present state, was its own)."""
+        ns = rec.namespec
+        if ns in self.needs_fine_at:
+            return rec.state_since < self.needs_fine_at[ns] - self.grace(ns)
+        return any(a.last_notice_at is not None and a.last_notice_at >= rec.state_since for a in self.book.of(ns))
+
     def _need_removed(self, ns: str, now: float, out: Outcome) -> bool:
         """A need gone from supervisord: for a moment (`update` replacing it) not ready either; for good,
         a start owed for recovery is called off (its own alert pages). A need that never named anything
         (a typo, check-config warns) holds nothing back."""
         missing = self.graph.missing.get(ns, ())
+        if self.gone_at:  # (any need pattern of it, also one that still names another process: `db_*`)
+            patterns = [n.pattern for d in self.deps if select(d.program, [ns]) for n in d.needs]
+            if any(now - at <= REPLACING and any(select(p, [gone]) for p in patterns)
+                   for gone, at in self.gone_at.items() if gone != ns):
+                return True
         if not missing:
             return False
         removed = [r.namespec for r in self.records.values()
                    if not r.present and any(select(p, [r.namespec]) for p in missing)]
-        if any(now - self.gone_at.get(n, float("-inf")) <= REPLACING for n in removed):
-            return True
         rec = self.records[ns]
         if removed and rec.needs_wait == RECOVERY:
             rec.needs_wait, rec.waiting_since = "", None
