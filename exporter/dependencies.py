@@ -34,7 +34,9 @@ def dependency_families(data: ScrapeData, config: Config, now: float) -> list[Fa
     probes = [ProbeView(f"{v.group}:{v.name}", v.probe, v.healthy) for v in data.probes]
     probes += [ProbeView(ns, ns, up) for ns, up in data.checks.items()]
     stopped_by = {f"{p.group}:{p.name}": p.stopped_by for p in data.processes}
-    for ns, needs in program_needs(config, snaps, stopped_by, probes, data.waits, data.exits_expected).items():
+    looping = frozenset(f"{p.group}:{p.name}" for p in data.processes if p.crash_looping)
+    for ns, needs in program_needs(config, snaps, stopped_by, probes, data.waits, data.exits_expected,
+                                   looping).items():
         group, _, name = ns.partition(":")
         who = f'group="{escape(group)}",name="{escape(name)}",program="{escape(display_name(ns))}"'
         for n in needs.needs:

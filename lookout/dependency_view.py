@@ -40,7 +40,8 @@ class ProbeView:
 
 def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: dict[str, str],
                   probes: Iterable[ProbeView], waits: dict[str, tuple[str, float | None]],
-                  expected: dict[str, bool] | None = None) -> dict[str, ProgramNeeds]:
+                  expected: dict[str, bool] | None = None,
+                  unsettled: frozenset[str] = frozenset()) -> dict[str, ProgramNeeds]:
     """Every dependant supervisord has now, with its needs judged (expected: the store's word on each
     last exit, by exitcodes; else an exit status 0 is taken for a success)."""
     expected = expected or {}
@@ -65,7 +66,8 @@ def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: 
                          failed_exit=snap.state == "EXITED" and not exit_ok,
                          exit_ok=exit_ok if snap.state == "EXITED" else None,
                          unhealthy=any(h is False for h in judged),
-                         judged_healthy=len([h for h in judged if h]) >= len(configured))
+                         judged_healthy=len([h for h in judged if h]) >= len(configured),
+                         unsettled=need in unsettled)  # (the listener's "not stable yet", from the store)
 
     graph = Graph.build(config.dependencies, list(by_ns))
     out = {}
@@ -80,9 +82,11 @@ def program_needs(config: Config, snaps: Iterable[ProcessSnapshot], stopped_by: 
 def needs_in_store(config: Config, snaps: Iterable[ProcessSnapshot], store: StoreReader) -> dict[str, ProgramNeeds]:
     """program_needs() with what the listener's store knows: who stopped each process, its probes' and
     checks' verdicts, who waits and since when, whether each last exit was expected."""
-    stopped_by = {look.namespec: look.stopped_by for look in store.lookout_states()}
+    states = store.lookout_states()
+    stopped_by = {look.namespec: look.stopped_by for look in states}
     probes = [ProbeView(p.namespec, p.probe, p.healthy) for p in store.probes()]
-    return program_needs(config, snaps, stopped_by, probes, store.dependency_waits(), store.exits_expected())
+    return program_needs(config, snaps, stopped_by, probes, store.dependency_waits(), store.exits_expected(),
+                         frozenset(look.namespec for look in states if look.unsettled))
 
 
 def said(needs: ProgramNeeds, state: str) -> str:

@@ -109,6 +109,7 @@ class LookoutRow:
     action_kind: str = ""
     action_step: str = ""
     acting: bool = False  # an action is in flight (action_kind and action_step say which, maybe "")
+    unsettled: bool = False  # a failure episode not over yet (failing_since, crash loop): "not stable yet"
 
 
 @dataclass(frozen=True)
@@ -223,10 +224,12 @@ class StoreReader:
     def lookout_states(self) -> list[LookoutRow]:
         """The brake, who stopped each process, and lookout's action in flight (a JSON column)."""
         out = []
-        for r in self.conn.execute("SELECT namespec, braked, brake_resume_at, stopped_by, action FROM processes"):
+        for r in self.conn.execute("SELECT namespec, braked, brake_resume_at, stopped_by, action, failing_since, "
+                                   "crash_looping FROM processes"):
             action = json.loads(r["action"]) if r["action"] else {}
             out.append(LookoutRow(r["namespec"], bool(r["braked"]), r["brake_resume_at"], r["stopped_by"] or "",
-                                  str(action.get("kind", "")), str(action.get("step", "")), bool(action)))
+                                  str(action.get("kind", "")), str(action.get("step", "")), bool(action),
+                                  r["failing_since"] is not None or bool(r["crash_looping"])))
         return out
 
     def dependency_waits(self) -> dict[str, tuple[str, float | None]]:
