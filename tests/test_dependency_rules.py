@@ -244,3 +244,15 @@ def test_a_check_address_that_can_only_fail_is_a_config_error_without_its_passwo
     with pytest.raises(ConfigError) as err:
         parse_config({"checks": [{"name": "db", **kind}]})
     assert why in str(err.value) and "s3cr3tpw" not in str(err.value), str(err.value)
+
+
+def test_the_readers_know_a_need_not_stable_yet_as_the_listener_does():
+    """lookout deps said a need was ready and fine while the listener held it the likely cause (a
+    crash a moment ago): the readers take "not stable yet" from the store too."""
+    from lookout.dependency_view import program_needs
+    from lookout.snapshot import ProcessSnapshot
+
+    config = parse_config({"dependencies": [{"program": "risk", "needs": ["db"]}]})
+    snaps = [ProcessSnapshot(n, n, "RUNNING", 1, 0, 9, 1, 0, "") for n in ("db", "risk")]
+    need = program_needs(config, snaps, {}, [], {}, unsettled=frozenset({"db:db"}))["risk:risk"].needs[0]
+    assert (need.ready, need.failing, need.said) == (True, True, "RUNNING (not stable yet)")
